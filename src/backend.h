@@ -1,0 +1,80 @@
+/*
+ * backend.h — the compute boundary. A backend is a vtable of device
+ * buffers and ops; the architecture (forward.c) is written once over these
+ * ops and never knows whether it runs on the CPU or a GPU.
+ *
+ * Buffers passed to ops live in the backend's memory (host memory for the
+ * CPU, device memory for CUDA); ids and positions are host arrays the
+ * backend copies as it needs. Each backend instance belongs to one model
+ * and is driven by one thread at a time (the model's executor), so ops
+ * take no locks. The KV cache's layout is the backend's private business.
+ */
+#ifndef INFERD_BACKEND_H
+#define INFERD_BACKEND_H
+
+#include <stdint.h>
+#include "model.h"
+
+/* One forward step over tokens of one or more sequences. */
+struct batch {
+	int n_tokens;
+	const int32_t *ids;     /* [n_tokens] token ids */
+	const int32_t *pos;     /* [n_tokens] absolute positions */
+	const int32_t *seq;     /* [n_tokens] index into kv[] */
+	void **kv;              /* [n_seq] backend KV caches */
+	int n_seq;
+	const uint8_t *want;    /* [n_tokens] nonzero: this row's logits are wanted */
+	float *logits;          /* host: [number of wanted rows][n_vocab] */
+};
+
+struct backend;
+
+struct backend_ops {
+	const char *name;
+	/* release everything the backend holds */
+	void (*free)(struct backend *be);
+	/* device memory for activations; alloc returns NULL when out of memory */
+	float *(*alloc)(struct backend *be, size_t n_floats);
+	void (*dealloc)(struct backend *be, float *p);
+	/* a KV cache for one sequence of up to `cap` positions */
+	void *(*kv_new)(struct backend *be, int cap, char *err);
+	void (*kv_free)(struct backend *be, void *kv);
+	/* out[i] = row ids[i] of emb (any dtype), as float */
+	void (*get_rows)(struct backend *be, float *out, const struct tensor *emb, const int32_t *ids, int n);
+	/* out[r] = x[r] / rms(x[r]) * w, rows of `dim`; out may equal x */
+	void (*rmsnorm)(struct backend *be, float *out, const float *x, const struct tensor *w, int rows, int dim,
+			float eps);
+	/* out[t][r] = dot(x[t], row r of w) (+ bias[r]) for t < n */
+	void (*matmul)(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
+		       const float *x, int n);
+	/* before each step: size scratch for the batch and compute the rotary
+	 * table of its positions; fails only when out of memory */
+	int (*begin_step)(struct backend *be, const struct batch *b, char *err);
+	/* rotate x[t][h][head_dim] in place for t < n, h < n_heads */
+	void (*rope)(struct backend *be, float *x, int n, int n_heads);
+	/* store k, v of every token in its sequence's cache at its position in
+	 * `layer`, then out[t] = causal attention of q[t] over its sequence */
+	void (*attention)(struct backend *be, float *out, const float *q, const float *k, const float *v,
+			  const struct batch *b, int layer);
+	/* out = silu(gate) * up over n values; out may equal gate */
+	void (*swiglu)(struct backend *be, float *out, const float *gate, const float *up, int64_t n);
+	/* x += y over n values */
+	void (*add)(struct backend *be, float *x, const float *y, int64_t n);
+	/* dst[i] = src[rows[i]] for rows of `dim` floats */
+	void (*gather)(struct backend *be, float *dst, const float *src, const int32_t *rows, int n, int dim);
+	/* copy n floats to host memory */
+	void (*read)(struct backend *be, float *host, const float *src, size_t n);
+};
+
+struct backend {
+	const struct backend_ops *ops;
+	const struct inferd_model *m;
+};
+
+/* cpu/backend_cpu.c */
+int cpu_backend_new(const struct inferd_model *m, int n_threads, struct backend **out, char *err);
+
+/* forward.c: one step of the architecture over the backend */
+int forward(struct inferd_model *m, const struct batch *b, char *err);
+
+#endif

@@ -1,0 +1,283 @@
+/*
+ * convert.c — write a loaded model as a GGUF file that llama.cpp accepts
+ * (its tensor names, metadata keys and Q/K layout), and generate
+ * random-weight models of a given shape through the same writer.
+ *
+ * llama-arch GGUFs rotate interleaved pairs, so the rows of Q and K (and
+ * their biases) are permuted within each head from the Hugging Face
+ * half-split layout: new row 2i = old row i, new row 2i+1 = old row
+ * i + head_dim/2. llama3 rope scaling is written as llama.cpp does, as a
+ * `rope_freqs.weight` tensor of frequency divisors. 1-D tensors stay F32;
+ * a 2-D tensor whose rows are not whole blocks of the target type falls
+ * back to F16 (llama.cpp's converter does the same).
+ */
+#include "model.h"
+#include "dtype.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct centry {
+	const struct tensor *src; /* NULL for rope_freqs */
+	int type;                 /* output dtype */
+	int perm_heads;           /* > 0: permute rows (or values, for 1-D) head-wise */
+	int64_t ne[2];
+	int nd;
+};
+
+struct cctx {
+	const struct inferd_model *m;
+	struct centry *e;
+	float *rope_freqs;
+	float *row;               /* one row as float32 */
+};
+
+/* source index of output row/value r when permuting NEOX -> interleaved */
+static int64_t perm_index(int64_t r, int hd)
+{
+	int64_t head = r / hd, j = r % hd;
+	return head * hd + (j % 2 == 0 ? j / 2 : j / 2 + hd / 2);
+}
+
+static int produce(void *ctx, int idx, uint8_t *dst, uint64_t nbytes, char *err)
+{
+	struct cctx *c = ctx;
+	struct centry *e = &c->e[idx];
+	(void)nbytes;
+	if (!e->src) {
+		memcpy(dst, c->rope_freqs, (size_t)e->ne[0] * sizeof(float));
+		return 0;
+	}
+	const struct tensor *t = e->src;
+	int hd = c->m->c.head_dim;
+	uint64_t srb = t->nbytes / (uint64_t)t->ne[1], drb;
+	dtype_row_bytes(e->type, (uint64_t)t->ne[0], &drb);
+	if (e->nd == 1 && e->perm_heads) {
+		float *v = malloc((size_t)t->ne[0] * sizeof(float)), *p = malloc((size_t)t->ne[0] * sizeof(float));
+		if (!v || !p) {
+			free(v);
+			free(p);
+			return seterr(err, INFERD_ENOMEM, "out of memory");
+		}
+		dtype_to_f32(t->type, t->data, v, t->ne[0]);
+		for (int64_t i = 0; i < t->ne[0]; i++)
+			p[i] = v[perm_index(i, hd)];
+		dtype_from_f32(e->type, p, dst, t->ne[0]);
+		free(v);
+		free(p);
+		return 0;
+	}
+	for (int64_t r = 0; r < t->ne[1]; r++) {
+		int64_t sr = e->perm_heads ? perm_index(r, hd) : r;
+		const uint8_t *src = (const uint8_t *)t->data + (uint64_t)sr * srb;
+		if (t->type == e->type) {
+			memcpy(dst + (uint64_t)r * drb, src, drb);
+			continue;
+		}
+		dtype_to_f32(t->type, src, c->row, t->ne[0]);
+		if (!dtype_from_f32(e->type, c->row, dst + (uint64_t)r * drb, t->ne[0]))
+			return seterr(err, INFERD_EUNSUPPORTED, "cannot convert to %s", dtype_get((uint32_t)e->type)->name);
+	}
+	return 0;
+}
+
+static int ftype_of(int type)
+{
+	switch (type) {
+	case DT_F16: return 1;
+	case DT_Q8_0: return 7;
+	case DT_BF16: return 32;
+	default: return 0;
+	}
+}
+
+static void write_meta(struct gguf_writer *w, const struct inferd_model *m, int type)
+{
+	const struct model_config *c = &m->c;
+	const char *a = arch_name(c->arch);
+	char k[128];
+#define KEY(s) (snprintf(k, sizeof k, "%s." s, a), k)
+	gguf_w_str(w, "general.architecture", a);
+	gguf_w_str(w, "general.name", "inferd");
+	gguf_w_u32(w, "general.file_type", (uint32_t)ftype_of(type));
+	if (type == DT_Q8_0)
+		gguf_w_u32(w, "general.quantization_version", 2);
+	gguf_w_u32(w, KEY("context_length"), (uint32_t)c->n_ctx_train);
+	gguf_w_u32(w, KEY("embedding_length"), (uint32_t)c->n_embd);
+	gguf_w_u32(w, KEY("block_count"), (uint32_t)c->n_layer);
+	gguf_w_u32(w, KEY("feed_forward_length"), (uint32_t)c->n_ff);
+	gguf_w_u32(w, KEY("attention.head_count"), (uint32_t)c->n_head);
+	gguf_w_u32(w, KEY("attention.head_count_kv"), (uint32_t)c->n_head_kv);
+	gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), (float)c->norm_eps);
+	gguf_w_u32(w, KEY("attention.key_length"), (uint32_t)c->head_dim);
+	gguf_w_u32(w, KEY("attention.value_length"), (uint32_t)c->head_dim);
+	gguf_w_f32(w, KEY("rope.freq_base"), (float)c->rope_theta);
+	gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)c->head_dim);
+	gguf_w_u32(w, KEY("vocab_size"), (uint32_t)c->n_vocab);
+	if (c->rs == RS_LINEAR || c->rs == RS_YARN) {
+		gguf_w_str(w, KEY("rope.scaling.type"), c->rs == RS_LINEAR ? "linear" : "yarn");
+		gguf_w_f32(w, KEY("rope.scaling.factor"), (float)c->rs_factor);
+	}
+	if (c->rs == RS_YARN) {
+		gguf_w_u32(w, KEY("rope.scaling.original_context_length"), (uint32_t)c->rs_orig_ctx);
+		gguf_w_f32(w, KEY("rope.scaling.yarn_beta_fast"), (float)c->rs_beta_fast);
+		gguf_w_f32(w, KEY("rope.scaling.yarn_beta_slow"), (float)c->rs_beta_slow);
+		gguf_w_f32(w, KEY("rope.scaling.attn_factor"), (float)c->rs_attn_factor);
+	}
+#undef KEY
+	gguf_w_str(w, "tokenizer.ggml.model", "no_vocab");
+	if (c->bos_id >= 0)
+		gguf_w_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_id);
+	if (c->eos_id >= 0)
+		gguf_w_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos_id);
+}
+
+int inferd_convert(const inferd_model_t *m, const char *out_path, const char *type_name, char *err)
+{
+	int type = type_name ? dtype_from_name(type_name) : -1;
+	if (type != DT_F32 && type != DT_F16 && type != DT_BF16 && type != DT_Q8_0)
+		return seterr(err, INFERD_EINVAL, "unknown output type \"%s\" (f32, f16, bf16, q8_0)",
+			      type_name ? type_name : "(null)");
+	const struct model_config *c = &m->c;
+	int half = c->head_dim / 2, rc = 0;
+	struct gguf_writer *w = gguf_w_new();
+	struct cctx ctx = {.m = m};
+	ctx.e = calloc((size_t)W_COUNT * (size_t)(c->n_layer + 1) + 1, sizeof *ctx.e);
+	ctx.row = malloc((size_t)(c->n_ff > c->n_embd ? c->n_ff : c->n_embd) * 2 * sizeof(float) +
+			 (size_t)c->n_head * c->head_dim * sizeof(float));
+	ctx.rope_freqs = malloc((size_t)half * sizeof(float));
+	if (!w || !ctx.e || !ctx.row || !ctx.rope_freqs) {
+		rc = seterr(err, INFERD_ENOMEM, "out of memory");
+		goto out;
+	}
+	write_meta(w, m, type);
+	int n = 0;
+	bool permute = c->arch == ARCH_LLAMA && c->rope_style == ROPE_NEOX;
+	for (int l = -1; l < c->n_layer; l++) {
+		for (int r = 0; r < W_COUNT; r++) {
+			if (wrole_per_layer(r) != (l >= 0))
+				continue;
+			const struct tensor *t = model_role(m, r, l);
+			if (!t || (r == W_OUTPUT && c->tied))
+				continue;
+			struct centry *e = &ctx.e[n];
+			e->src = t;
+			role_shape(c, r, e->ne, &e->nd);
+			e->type = e->nd == 1 ? DT_F32 : type;
+			uint64_t rb;
+			if (!dtype_row_bytes(e->type, (uint64_t)e->ne[0], &rb))
+				e->type = DT_F16;
+			if (permute && (r == W_Q || r == W_BQ))
+				e->perm_heads = c->n_head;
+			if (permute && (r == W_K || r == W_BK))
+				e->perm_heads = c->n_head_kv;
+			uint64_t ne[2] = {(uint64_t)e->ne[0], (uint64_t)e->ne[1]};
+			char name[160];
+			snprintf(name, sizeof name, wrole_name(r, true), l);
+			if ((rc = gguf_w_tensor(w, name, (uint32_t)e->type, ne, e->nd, produce, &ctx, n, err)))
+				goto out;
+			n++;
+		}
+		if (l == -1 && c->rs == RS_LLAMA3) {
+			/* llama.cpp's form of llama3 scaling: divisors of the base frequencies */
+			for (int i = 0; i < half; i++)
+				ctx.rope_freqs[i] = (float)((1.0 / pow(c->rope_theta, (double)(2 * i) / c->head_dim)) /
+							    m->inv_freq[i]);
+			ctx.e[n] = (struct centry){.src = NULL, .type = DT_F32, .ne = {half, 1}, .nd = 1};
+			uint64_t ne[1] = {(uint64_t)half};
+			if ((rc = gguf_w_tensor(w, "rope_freqs.weight", DT_F32, ne, 1, produce, &ctx, n, err)))
+				goto out;
+			n++;
+		}
+	}
+	rc = gguf_w_write(w, out_path, err);
+out:
+	gguf_w_free(w);
+	free(ctx.e);
+	free(ctx.row);
+	free(ctx.rope_freqs);
+	return rc;
+}
+
+/* ---------- generated models ---------- */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static float uniform(uint64_t *s) { return (float)((splitmix64(s) >> 11) * 0x1p-53 * 2.0 - 1.0); }
+
+int inferd_gen_model(const struct inferd_gen_opts *o, const char *out_path, char *err)
+{
+	inferd_model_t *m = calloc(1, sizeof *m);
+	if (!m)
+		return seterr(err, INFERD_ENOMEM, "out of memory");
+	int rc = 0;
+	struct model_config *c = &m->c;
+	if (!o->arch || (strcmp(o->arch, "llama") && strcmp(o->arch, "qwen2") && strcmp(o->arch, "qwen3"))) {
+		rc = seterr(err, INFERD_EINVAL, "gen-model: unknown architecture \"%s\" (llama, qwen2, qwen3)",
+			    o->arch ? o->arch : "(null)");
+		goto out;
+	}
+	c->arch = o->arch[0] == 'l' ? ARCH_LLAMA : o->arch[4] == '2' ? ARCH_QWEN2 : ARCH_QWEN3;
+	c->n_layer = o->n_layer;
+	c->n_embd = o->n_embd;
+	c->n_ff = o->n_ff;
+	c->n_head = o->n_head;
+	c->n_head_kv = o->n_head_kv ? o->n_head_kv : o->n_head;
+	c->head_dim = o->head_dim ? o->head_dim : o->n_head ? o->n_embd / o->n_head : 0;
+	c->n_vocab = o->n_vocab;
+	c->n_ctx_train = o->n_ctx ? o->n_ctx : 4096;
+	c->norm_eps = 1e-6;
+	c->rope_theta = o->rope_theta > 0 ? o->rope_theta : 10000.0;
+	c->tied = o->tied;
+	c->qkv_bias = c->arch == ARCH_QWEN2;
+	c->qk_norm = c->arch == ARCH_QWEN3;
+	c->rope_style = ROPE_NEOX;
+	c->bos_id = c->eos_id = -1;
+	if ((rc = config_validate(c, "gen-model", err)))
+		goto out;
+	m->inv_freq = calloc((size_t)c->head_dim / 2, sizeof *m->inv_freq);
+	m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+	m->tensors = calloc((size_t)W_COUNT * (size_t)(c->n_layer + 1), sizeof *m->tensors);
+	m->owned = calloc((size_t)W_COUNT * (size_t)(c->n_layer + 1), sizeof *m->owned);
+	if (!m->inv_freq || !m->layers || !m->tensors || !m->owned) {
+		rc = seterr(err, INFERD_ENOMEM, "out of memory");
+		goto out;
+	}
+	rope_compute(c, NULL, m->inv_freq, &m->rope_mscale);
+	uint64_t seed = o->seed;
+	for (int l = -1; l < c->n_layer; l++)
+		for (int r = 0; r < W_COUNT; r++) {
+			int64_t ne[2];
+			int nd;
+			if (wrole_per_layer(r) != (l >= 0) || !role_shape(c, r, ne, &nd))
+				continue;
+			size_t cnt = (size_t)ne[0] * (size_t)ne[1];
+			float *d = malloc(cnt * sizeof(float));
+			if (!d) {
+				rc = seterr(err, INFERD_ENOMEM, "gen-model: out of memory for %zu weights", cnt);
+				goto out;
+			}
+			m->owned[m->n_owned++] = d;
+			bool norm = r == W_OUT_NORM || r == W_ATTN_NORM || r == W_FFN_NORM || r == W_Q_NORM || r == W_K_NORM;
+			float a = r == W_TOK_EMBD ? 1.7f : (float)sqrt(3.0 / (double)ne[0]);
+			for (size_t i = 0; i < cnt; i++)
+				d[i] = norm ? 1.0f + 0.1f * uniform(&seed) : a * uniform(&seed);
+			struct tensor *t = &m->tensors[m->n_tensors++];
+			*t = (struct tensor){.type = DT_F32, .ne = {ne[0], ne[1]}, .data = d, .nbytes = cnt * 4};
+			*model_role_slot(m, r, l) = t;
+		}
+	if (c->tied)
+		m->output = m->tok_embd;
+	rc = inferd_convert(m, out_path, o->type ? o->type : "f32", err);
+out:
+	inferd_model_close(m);
+	return rc;
+}

@@ -1,0 +1,388 @@
+/*
+ * backend_cpu.c — the CPU backend: every op is split by (ith, nth) over
+ * rows and run on the backend's worker pool, one barrier per op.
+ *
+ * Ownership: the backend owns its pool, per-thread scratch rows and the
+ * rotary table; the model owns the weights it reads. Only the model's
+ * compute thread calls these ops (backend.h), so nothing here locks.
+ * KV cache: per sequence, float32, [layer][cap][n_head_kv * head_dim] for
+ * K and for V. Attention reads K/V back from the cache, including the
+ * tokens of the current step, so results do not depend on batching.
+ */
+#include "backend.h"
+#include "dtype.h"
+#include "cpu/ops.h"
+#include "cpu/pool.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cpu_kv {
+	int cap;
+	float *k, *v; /* [n_layer][cap][kvdim] */
+};
+
+struct cpu_backend {
+	struct backend base;
+	struct pool *pool;
+	int nth;
+	float **row;         /* [nth][max_cols] dequantized weight rows */
+	int64_t max_cols;
+	float **scores;      /* [nth][scores_cap] attention scores */
+	int scores_cap;
+	float *rope_cs;      /* [n][half][2] cos, sin of the prepared positions */
+};
+
+#define CPU(be) ((struct cpu_backend *)(be))
+
+static float *cpu_alloc(struct backend *be, size_t n)
+{
+	(void)be;
+	return malloc((n ? n : 1) * sizeof(float));
+}
+
+static void cpu_dealloc(struct backend *be, float *p)
+{
+	(void)be;
+	free(p);
+}
+
+static void *cpu_kv_new(struct backend *be, int cap, char *err)
+{
+	const struct model_config *c = &be->m->c;
+	size_t n = (size_t)c->n_layer * (size_t)cap * (size_t)(c->n_head_kv * c->head_dim);
+	struct cpu_kv *kv = calloc(1, sizeof *kv);
+	if (kv) {
+		kv->cap = cap;
+		kv->k = calloc(n, sizeof(float));
+		kv->v = calloc(n, sizeof(float));
+	}
+	if (!kv || !kv->k || !kv->v) {
+		if (kv) {
+			free(kv->k);
+			free(kv->v);
+		}
+		free(kv);
+		seterr(err, INFERD_ENOMEM, "out of memory for a KV cache of %d positions (%zu MiB)", cap,
+		       2 * n * sizeof(float) >> 20);
+		return NULL;
+	}
+	return kv;
+}
+
+static void cpu_kv_free(struct backend *be, void *p)
+{
+	(void)be;
+	struct cpu_kv *kv = p;
+	if (!kv)
+		return;
+	free(kv->k);
+	free(kv->v);
+	free(kv);
+}
+
+/* ---- get_rows ---- */
+struct get_rows_job { float *out; const struct tensor *emb; const int32_t *ids; int n; };
+
+static void get_rows_fn(void *ctx, int ith, int nth)
+{
+	struct get_rows_job *j = ctx;
+	int64_t a, b, cols = j->emb->ne[0];
+	uint64_t rb = j->emb->nbytes / (uint64_t)j->emb->ne[1];
+	pool_split(j->n, ith, nth, &a, &b);
+	for (int64_t i = a; i < b; i++)
+		dtype_to_f32(j->emb->type, (const uint8_t *)j->emb->data + (uint64_t)j->ids[i] * rb, j->out + i * cols,
+			     cols);
+}
+
+static void cpu_get_rows(struct backend *be, float *out, const struct tensor *emb, const int32_t *ids, int n)
+{
+	struct get_rows_job j = {out, emb, ids, n};
+	pool_run(CPU(be)->pool, get_rows_fn, &j);
+}
+
+/* ---- rmsnorm ---- */
+struct norm_job { float *out; const float *x; const struct tensor *w; int rows, dim; float eps; float **tmp; };
+
+static void norm_fn(void *ctx, int ith, int nth)
+{
+	struct norm_job *j = ctx;
+	float *w = j->tmp[ith];
+	dtype_to_f32(j->w->type, j->w->data, w, j->dim);
+	int64_t a, b;
+	pool_split(j->rows, ith, nth, &a, &b);
+	for (int64_t r = a; r < b; r++)
+		ops_rmsnorm_row(j->out + r * j->dim, j->x + r * j->dim, w, j->dim, j->eps);
+}
+
+static void cpu_rmsnorm(struct backend *be, float *out, const float *x, const struct tensor *w, int rows, int dim,
+			float eps)
+{
+	struct norm_job j = {out, x, w, rows, dim, eps, CPU(be)->row};
+	pool_run(CPU(be)->pool, norm_fn, &j);
+}
+
+/* ---- matmul ---- */
+struct mm_job { float *out; const struct tensor *w, *bias; const float *x; int n; float **tmp; };
+
+static void mm_fn(void *ctx, int ith, int nth)
+{
+	struct mm_job *j = ctx;
+	int64_t cols = j->w->ne[0], rows = j->w->ne[1], a, b;
+	uint64_t rb = j->w->nbytes / (uint64_t)rows;
+	float *tmp = j->tmp[ith];
+	pool_split(rows, ith, nth, &a, &b);
+	for (int64_t r = a; r < b; r++) {
+		const uint8_t *src = (const uint8_t *)j->w->data + (uint64_t)r * rb;
+		const float *wr = (const float *)src;
+		if (j->w->type != DT_F32) {
+			dtype_to_f32(j->w->type, src, tmp, cols);
+			wr = tmp;
+		}
+		float bias = 0;
+		if (j->bias)
+			dtype_to_f32(j->bias->type, (const uint8_t *)j->bias->data + (uint64_t)r * (j->bias->nbytes / (uint64_t)rows),
+				     &bias, 1);
+		for (int t = 0; t < j->n; t++)
+			j->out[(int64_t)t * rows + r] = ops_dot(wr, j->x + (int64_t)t * cols, cols) + bias;
+	}
+}
+
+static void cpu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
+		       const float *x, int n)
+{
+	struct mm_job j = {out, w, bias, x, n, CPU(be)->row};
+	pool_run(CPU(be)->pool, mm_fn, &j);
+}
+
+/* ---- rope ---- */
+struct rope_job { float *x; int n, heads, hd; bool neox; const float *cs; };
+
+static void rope_fn(void *ctx, int ith, int nth)
+{
+	struct rope_job *j = ctx;
+	int half = j->hd / 2;
+	int64_t a, b;
+	pool_split((int64_t)j->n * j->heads, ith, nth, &a, &b);
+	for (int64_t r = a; r < b; r++) {
+		float *x = j->x + r * j->hd;
+		const float *cs = j->cs + (r / j->heads) * half * 2;
+		for (int i = 0; i < half; i++) {
+			int i0 = j->neox ? i : 2 * i, i1 = j->neox ? i + half : 2 * i + 1;
+			float c = cs[2 * i], s = cs[2 * i + 1], x0 = x[i0], x1 = x[i1];
+			x[i0] = x0 * c - x1 * s;
+			x[i1] = x1 * c + x0 * s;
+		}
+	}
+}
+
+static void cpu_rope(struct backend *be, float *x, int n, int n_heads)
+{
+	const struct model_config *c = &be->m->c;
+	struct rope_job j = {x, n, n_heads, c->head_dim, c->rope_style == ROPE_NEOX, CPU(be)->rope_cs};
+	pool_run(CPU(be)->pool, rope_fn, &j);
+}
+
+/* ---- attention ---- */
+struct attn_job { float *out; const float *q; const struct batch *b; int layer; float **scores;
+		  const struct model_config *c; };
+
+static void attn_fn(void *ctx, int ith, int nth)
+{
+	struct attn_job *j = ctx;
+	const struct model_config *c = j->c;
+	int hd = c->head_dim, H = c->n_head, kvdim = c->n_head_kv * hd, group = H / c->n_head_kv;
+	float scale = 1.0f / sqrtf((float)hd);
+	float *sc = j->scores[ith];
+	int64_t a, b;
+	pool_split((int64_t)j->b->n_tokens * H, ith, nth, &a, &b);
+	for (int64_t r = a; r < b; r++) {
+		int t = (int)(r / H), h = (int)(r % H);
+		const struct cpu_kv *kv = j->b->kv[j->b->seq[t]];
+		const float *q = j->q + r * hd;
+		const float *K = kv->k + (size_t)j->layer * kv->cap * kvdim + (h / group) * hd;
+		const float *V = kv->v + (size_t)j->layer * kv->cap * kvdim + (h / group) * hd;
+		int L = j->b->pos[t] + 1;
+		for (int p = 0; p < L; p++)
+			sc[p] = ops_dot(q, K + (size_t)p * kvdim, hd) * scale;
+		ops_softmax(sc, L);
+		float *o = j->out + r * hd;
+		for (int i = 0; i < hd; i++)
+			o[i] = 0;
+		for (int p = 0; p < L; p++) {
+			const float *vp = V + (size_t)p * kvdim;
+			for (int i = 0; i < hd; i++)
+				o[i] += sc[p] * vp[i];
+		}
+	}
+}
+
+static bool grow_scores(struct cpu_backend *cb, int need)
+{
+	if (need <= cb->scores_cap)
+		return true;
+	for (int i = 0; i < cb->nth; i++) {
+		float *p = realloc(cb->scores[i], (size_t)need * sizeof(float));
+		if (!p)
+			return false;
+		cb->scores[i] = p;
+	}
+	cb->scores_cap = need;
+	return true;
+}
+
+static void cpu_attention(struct backend *be, float *out, const float *q, const float *k, const float *v,
+			  const struct batch *b, int layer)
+{
+	struct cpu_backend *cb = CPU(be);
+	const struct model_config *c = &be->m->c;
+	int kvdim = c->n_head_kv * c->head_dim;
+	for (int t = 0; t < b->n_tokens; t++) {
+		struct cpu_kv *kv = b->kv[b->seq[t]];
+		size_t off = ((size_t)layer * kv->cap + (size_t)b->pos[t]) * kvdim;
+		memcpy(kv->k + off, k + (size_t)t * kvdim, (size_t)kvdim * sizeof(float));
+		memcpy(kv->v + off, v + (size_t)t * kvdim, (size_t)kvdim * sizeof(float));
+	}
+	struct attn_job j = {out, q, b, layer, cb->scores, c};
+	pool_run(cb->pool, attn_fn, &j);
+}
+
+/* ---- elementwise ---- */
+struct ew_job { float *out; const float *a, *b; int64_t n; };
+
+static void swiglu_fn(void *ctx, int ith, int nth)
+{
+	struct ew_job *j = ctx;
+	int64_t a, b;
+	pool_split(j->n, ith, nth, &a, &b);
+	for (int64_t i = a; i < b; i++) {
+		float g = j->a[i];
+		j->out[i] = g / (1.0f + expf(-g)) * j->b[i];
+	}
+}
+
+static void add_fn(void *ctx, int ith, int nth)
+{
+	struct ew_job *j = ctx;
+	int64_t a, b;
+	pool_split(j->n, ith, nth, &a, &b);
+	for (int64_t i = a; i < b; i++)
+		j->out[i] += j->a[i];
+}
+
+static void cpu_swiglu(struct backend *be, float *out, const float *gate, const float *up, int64_t n)
+{
+	struct ew_job j = {out, gate, up, n};
+	pool_run(CPU(be)->pool, swiglu_fn, &j);
+}
+
+static void cpu_add(struct backend *be, float *x, const float *y, int64_t n)
+{
+	struct ew_job j = {x, y, NULL, n};
+	pool_run(CPU(be)->pool, add_fn, &j);
+}
+
+static void cpu_gather(struct backend *be, float *dst, const float *src, const int32_t *rows, int n, int dim)
+{
+	(void)be;
+	for (int i = 0; i < n; i++)
+		memmove(dst + (int64_t)i * dim, src + (int64_t)rows[i] * dim, (size_t)dim * sizeof(float));
+}
+
+static void cpu_read(struct backend *be, float *host, const float *src, size_t n)
+{
+	(void)be;
+	memcpy(host, src, n * sizeof(float));
+}
+
+static int cpu_begin_step(struct backend *be, const struct batch *b, char *err)
+{
+	struct cpu_backend *cb = CPU(be);
+	const struct inferd_model *m = be->m;
+	int half = m->c.head_dim / 2, n = b->n_tokens, need = 1;
+	for (int t = 0; t < n; t++)
+		if (b->pos[t] + 1 > need)
+			need = b->pos[t] + 1;
+	float *cs = realloc(cb->rope_cs, (size_t)(n ? n : 1) * (size_t)half * 2 * sizeof(float));
+	if (cs)
+		cb->rope_cs = cs;
+	if (!cs || !grow_scores(cb, need))
+		return seterr(err, INFERD_ENOMEM, "out of memory for a step of %d tokens", n);
+	for (int t = 0; t < n; t++)
+		for (int i = 0; i < half; i++) {
+			double ang = (double)b->pos[t] * m->inv_freq[i];
+			cs[((size_t)t * half + i) * 2] = (float)(cos(ang) * m->rope_mscale);
+			cs[((size_t)t * half + i) * 2 + 1] = (float)(sin(ang) * m->rope_mscale);
+		}
+	return 0;
+}
+
+static void cpu_free(struct backend *be)
+{
+	struct cpu_backend *cb = CPU(be);
+	if (!cb)
+		return;
+	pool_free(cb->pool);
+	for (int i = 0; i < cb->nth; i++) {
+		if (cb->row)
+			free(cb->row[i]);
+		if (cb->scores)
+			free(cb->scores[i]);
+	}
+	free(cb->row);
+	free(cb->scores);
+	free(cb->rope_cs);
+	free(cb);
+}
+
+static const struct backend_ops cpu_ops = {
+	.name = "cpu",
+	.free = cpu_free,
+	.alloc = cpu_alloc,
+	.dealloc = cpu_dealloc,
+	.kv_new = cpu_kv_new,
+	.kv_free = cpu_kv_free,
+	.begin_step = cpu_begin_step,
+	.get_rows = cpu_get_rows,
+	.rmsnorm = cpu_rmsnorm,
+	.matmul = cpu_matmul,
+	.rope = cpu_rope,
+	.attention = cpu_attention,
+	.swiglu = cpu_swiglu,
+	.add = cpu_add,
+	.gather = cpu_gather,
+	.read = cpu_read,
+};
+
+int cpu_backend_new(const struct inferd_model *m, int n_threads, struct backend **out, char *err)
+{
+	struct cpu_backend *cb = calloc(1, sizeof *cb);
+	if (!cb)
+		return seterr(err, INFERD_ENOMEM, "out of memory");
+	cb->base.ops = &cpu_ops;
+	cb->base.m = m;
+	cb->pool = pool_new(n_threads);
+	if (!cb->pool)
+		goto oom;
+	cb->nth = pool_size(cb->pool);
+	const struct model_config *c = &m->c;
+	int64_t mc = c->n_embd;
+	if (c->n_ff > mc)
+		mc = c->n_ff;
+	if ((int64_t)c->n_head * c->head_dim > mc)
+		mc = (int64_t)c->n_head * c->head_dim;
+	cb->max_cols = mc;
+	cb->row = calloc((size_t)cb->nth, sizeof(float *));
+	cb->scores = calloc((size_t)cb->nth, sizeof(float *));
+	if (!cb->row || !cb->scores)
+		goto oom;
+	for (int i = 0; i < cb->nth; i++)
+		if (!(cb->row[i] = malloc((size_t)mc * sizeof(float))))
+			goto oom;
+	*out = &cb->base;
+	return 0;
+oom:
+	cpu_free(&cb->base);
+	return seterr(err, INFERD_ENOMEM, "out of memory creating the CPU backend");
+}

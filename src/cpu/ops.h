@@ -1,0 +1,18 @@
+/*
+ * ops.h — row kernels of the CPU backend. Each reduces in an order that
+ * depends only on its own row (8 interleaved partial sums, then a fixed
+ * pairwise combine), so a sequence's results are bitwise the same alone
+ * or inside any batch.
+ */
+#ifndef INFERD_CPU_OPS_H
+#define INFERD_CPU_OPS_H
+
+#include <stdint.h>
+
+float ops_dot(const float *a, const float *b, int64_t n);
+/* out = x / sqrt(mean(x^2) + eps) * w (w may be NULL); out may equal x */
+void ops_rmsnorm_row(float *out, const float *x, const float *w, int dim, float eps);
+/* in place, numerically stable */
+void ops_softmax(float *x, int n);
+
+#endif

@@ -1,0 +1,298 @@
+/*
+ * dtype.c — type table and reference (scalar) conversions. These are the
+ * definitions the fast kernels are tested against; they favour clarity.
+ */
+#include "dtype.h"
+
+#include <math.h>
+#include <string.h>
+#include <strings.h>
+
+static const struct dtype_info infos[DT_COUNT] = {
+	[0] = {"F32", 1, 4, true},
+	[1] = {"F16", 1, 2, true},
+	[2] = {"Q4_0", 32, 18, true},
+	[3] = {"Q4_1", 32, 20, false},
+	[6] = {"Q5_0", 32, 22, false},
+	[7] = {"Q5_1", 32, 24, false},
+	[8] = {"Q8_0", 32, 34, true},
+	[9] = {"Q8_1", 32, 36, false},
+	[10] = {"Q2_K", 256, 84, false},
+	[11] = {"Q3_K", 256, 110, false},
+	[12] = {"Q4_K", 256, 144, true},
+	[13] = {"Q5_K", 256, 176, true},
+	[14] = {"Q6_K", 256, 210, true},
+	[15] = {"Q8_K", 256, 292, false},
+	[16] = {"IQ2_XXS", 256, 66, false},
+	[17] = {"IQ2_XS", 256, 74, false},
+	[18] = {"IQ3_XXS", 256, 98, false},
+	[19] = {"IQ1_S", 256, 50, false},
+	[20] = {"IQ4_NL", 32, 18, false},
+	[21] = {"IQ3_S", 256, 110, false},
+	[22] = {"IQ2_S", 256, 82, false},
+	[23] = {"IQ4_XS", 256, 136, false},
+	[24] = {"I8", 1, 1, false},
+	[25] = {"I16", 1, 2, false},
+	[26] = {"I32", 1, 4, false},
+	[27] = {"I64", 1, 8, false},
+	[28] = {"F64", 1, 8, false},
+	[29] = {"IQ1_M", 256, 56, false},
+	[30] = {"BF16", 1, 2, true},
+	[34] = {"TQ1_0", 256, 54, false},
+	[35] = {"TQ2_0", 256, 66, false},
+	[39] = {"MXFP4", 32, 17, false},
+};
+
+const struct dtype_info *dtype_get(uint32_t type)
+{
+	if (type >= DT_COUNT || !infos[type].name)
+		return NULL;
+	return &infos[type];
+}
+
+int dtype_from_name(const char *name)
+{
+	for (int i = 0; i < DT_COUNT; i++)
+		if (infos[i].name && strcasecmp(infos[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+bool dtype_row_bytes(int type, uint64_t n, uint64_t *bytes)
+{
+	const struct dtype_info *t = dtype_get((uint32_t)type);
+	if (!t || n % (uint64_t)t->block)
+		return false;
+	return !__builtin_mul_overflow(n / (uint64_t)t->block, (uint64_t)t->block_bytes, bytes);
+}
+
+static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+float f16_to_f32(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+	uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+	if (exp == 0) {
+		/* zero or subnormal: man * 2^-24, exact in float */
+		float v = (float)man * 0x1p-24f;
+		return sign ? -v : v;
+	}
+	if (exp == 31)
+		return u2f(sign | 0x7f800000u | (man << 13));
+	return u2f(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+uint16_t f32_to_f16(float f)
+{
+	uint32_t u = f2u(f);
+	uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+	uint32_t au = u & 0x7fffffffu;
+	if (au >= 0x7f800000u) /* inf or nan */
+		return sign | 0x7c00 | (au > 0x7f800000u ? 0x200 : 0);
+	if (au >= 0x477ff000u) /* rounds to >= 65520: overflow to inf */
+		return sign | 0x7c00;
+	if (au < 0x38800000u) {
+		/* result is subnormal or zero: round au * 2^24 to an integer */
+		float a = u2f(au) * 0x1p24f;
+		return sign | (uint16_t)lrintf(a); /* default rounding: nearest even */
+	}
+	uint32_t man = au & 0x7fffff, exp = (au >> 23) - 112;
+	uint32_t h = (exp << 10) | (man >> 13);
+	uint32_t rem = man & 0x1fff;
+	if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
+		h++;
+	return sign | (uint16_t)h;
+}
+
+float bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
+
+uint16_t f32_to_bf16(float f)
+{
+	uint32_t u = f2u(f);
+	if ((u & 0x7fffffffu) > 0x7f800000u)
+		return (uint16_t)((u >> 16) | 0x40);
+	u += 0x7fff + ((u >> 16) & 1);
+	return (uint16_t)(u >> 16);
+}
+
+static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+
+static void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
+{
+	if (j < 4) {
+		*d = q[j] & 63;
+		*m = q[j + 4] & 63;
+	} else {
+		*d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+		*m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+	}
+}
+
+static void deq_q8_0(const uint8_t *b, float *y)
+{
+	float d = f16_to_f32(rd16(b));
+	const int8_t *q = (const int8_t *)(b + 2);
+	for (int j = 0; j < 32; j++)
+		y[j] = (float)q[j] * d;
+}
+
+static void deq_q4_0(const uint8_t *b, float *y)
+{
+	float d = f16_to_f32(rd16(b));
+	const uint8_t *q = b + 2;
+	for (int j = 0; j < 16; j++) {
+		y[j] = (float)((q[j] & 0xF) - 8) * d;
+		y[j + 16] = (float)((q[j] >> 4) - 8) * d;
+	}
+}
+
+static void deq_q4_k(const uint8_t *b, float *y)
+{
+	float d = f16_to_f32(rd16(b)), dmin = f16_to_f32(rd16(b + 2));
+	const uint8_t *sc = b + 4, *q = b + 16;
+	for (int j = 0, is = 0; j < 256; j += 64, is += 2, q += 32) {
+		uint8_t s, m;
+		get_scale_min_k4(is, sc, &s, &m);
+		float d1 = d * s, m1 = dmin * m;
+		get_scale_min_k4(is + 1, sc, &s, &m);
+		float d2 = d * s, m2 = dmin * m;
+		for (int l = 0; l < 32; l++) {
+			*y++ = d1 * (float)(q[l] & 0xF) - m1;
+		}
+		for (int l = 0; l < 32; l++)
+			*y++ = d2 * (float)(q[l] >> 4) - m2;
+	}
+}
+
+static void deq_q5_k(const uint8_t *b, float *y)
+{
+	float d = f16_to_f32(rd16(b)), dmin = f16_to_f32(rd16(b + 2));
+	const uint8_t *sc = b + 4, *qh = b + 16, *ql = b + 48;
+	uint8_t u1 = 1, u2 = 2;
+	for (int j = 0, is = 0; j < 256; j += 64, is += 2, ql += 32, u1 <<= 2, u2 <<= 2) {
+		uint8_t s, m;
+		get_scale_min_k4(is, sc, &s, &m);
+		float d1 = d * s, m1 = dmin * m;
+		get_scale_min_k4(is + 1, sc, &s, &m);
+		float d2 = d * s, m2 = dmin * m;
+		for (int l = 0; l < 32; l++)
+			*y++ = d1 * (float)((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+		for (int l = 0; l < 32; l++)
+			*y++ = d2 * (float)((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+	}
+}
+
+static void deq_q6_k(const uint8_t *b, float *y)
+{
+	const uint8_t *ql = b, *qh = b + 128;
+	const int8_t *sc = (const int8_t *)(b + 192);
+	float d = f16_to_f32(rd16(b + 208));
+	for (int n = 0; n < 256; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+		for (int l = 0; l < 32; l++) {
+			int is = l / 16;
+			int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+			int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+			int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+			int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+			y[l] = d * (float)sc[is + 0] * (float)q1;
+			y[l + 32] = d * (float)sc[is + 2] * (float)q2;
+			y[l + 64] = d * (float)sc[is + 4] * (float)q3;
+			y[l + 96] = d * (float)sc[is + 6] * (float)q4;
+		}
+	}
+}
+
+void dtype_to_f32(int type, const void *src, float *dst, int64_t n)
+{
+	const uint8_t *s = src;
+	switch (type) {
+	case DT_F32:
+		memcpy(dst, src, (size_t)n * 4);
+		return;
+	case DT_F16:
+		for (int64_t i = 0; i < n; i++)
+			dst[i] = f16_to_f32(rd16(s + 2 * i));
+		return;
+	case DT_BF16:
+		for (int64_t i = 0; i < n; i++)
+			dst[i] = bf16_to_f32(rd16(s + 2 * i));
+		return;
+	default:
+		break;
+	}
+	void (*deq)(const uint8_t *, float *) = NULL;
+	switch (type) {
+	case DT_Q8_0: deq = deq_q8_0; break;
+	case DT_Q4_0: deq = deq_q4_0; break;
+	case DT_Q4_K: deq = deq_q4_k; break;
+	case DT_Q5_K: deq = deq_q5_k; break;
+	case DT_Q6_K: deq = deq_q6_k; break;
+	default: return;
+	}
+	const struct dtype_info *t = dtype_get((uint32_t)type);
+	for (int64_t i = 0; i < n / t->block; i++)
+		deq(s + i * t->block_bytes, dst + i * t->block);
+}
+
+static void quant_q8_0(const float *x, uint8_t *b)
+{
+	float amax = 0;
+	for (int j = 0; j < 32; j++)
+		amax = fmaxf(amax, fabsf(x[j]));
+	float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+	wr16(b, f32_to_f16(d));
+	int8_t *q = (int8_t *)(b + 2);
+	for (int j = 0; j < 32; j++)
+		q[j] = (int8_t)roundf(x[j] * id);
+}
+
+static void quant_q4_0(const float *x, uint8_t *b)
+{
+	float amax = 0, max = 0;
+	for (int j = 0; j < 32; j++)
+		if (fabsf(x[j]) > amax) {
+			amax = fabsf(x[j]);
+			max = x[j];
+		}
+	float d = max / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
+	wr16(b, f32_to_f16(d));
+	for (int j = 0; j < 16; j++) {
+		int q0 = (int)(x[j] * id + 8.5f), q1 = (int)(x[j + 16] * id + 8.5f);
+		q0 = q0 > 15 ? 15 : q0;
+		q1 = q1 > 15 ? 15 : q1;
+		b[2 + j] = (uint8_t)(q0 | (q1 << 4));
+	}
+}
+
+bool dtype_from_f32(int type, const float *src, void *dst, int64_t n)
+{
+	uint8_t *d = dst;
+	switch (type) {
+	case DT_F32:
+		memcpy(dst, src, (size_t)n * 4);
+		return true;
+	case DT_F16:
+		for (int64_t i = 0; i < n; i++)
+			wr16(d + 2 * i, f32_to_f16(src[i]));
+		return true;
+	case DT_BF16:
+		for (int64_t i = 0; i < n; i++)
+			wr16(d + 2 * i, f32_to_bf16(src[i]));
+		return true;
+	case DT_Q8_0:
+		if (n % 32)
+			return false;
+		for (int64_t i = 0; i < n / 32; i++)
+			quant_q8_0(src + 32 * i, d + 34 * i);
+		return true;
+	case DT_Q4_0:
+		if (n % 32)
+			return false;
+		for (int64_t i = 0; i < n / 32; i++)
+			quant_q4_0(src + 32 * i, d + 18 * i);
+		return true;
+	}
+	return false;
+}

@@ -1,0 +1,325 @@
+/*
+ * model.c — open a model (GGUF file or Hugging Face directory), bind and
+ * check every weight against the configuration, set up the rotary
+ * frequencies and the backend; sequences and their evaluation.
+ *
+ * Ownership: the model owns its mappings, tensor table and backend; the
+ * tensors point into the mappings (no copy of the weights). A sequence owns
+ * its KV cache (allocated by the model's backend). Evaluation is serialised
+ * per model by eval_lock; the Engine's executor will own this instead.
+ */
+#include "model.h"
+#include "backend.h"
+#include "dtype.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct inferd_seq {
+	inferd_model_t *m;
+	void *kv;
+	int cap, len;
+};
+
+/* Expected shape of a role (ne[0] = values per row, ne[1] = rows); false
+ * if the configuration has no such tensor. */
+bool role_shape(const struct model_config *c, enum wrole r, int64_t ne[2], int *nd)
+{
+	int64_t E = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
+	*nd = 2;
+	ne[1] = 1;
+	switch (r) {
+	case W_TOK_EMBD: ne[0] = E; ne[1] = c->n_vocab; return true;
+	case W_OUTPUT: ne[0] = E; ne[1] = c->n_vocab; return !c->tied;
+	case W_Q: ne[0] = E; ne[1] = qd; return true;
+	case W_K: case W_V: ne[0] = E; ne[1] = kvd; return true;
+	case W_O: ne[0] = qd; ne[1] = E; return true;
+	case W_GATE: case W_UP: ne[0] = E; ne[1] = c->n_ff; return true;
+	case W_DOWN: ne[0] = c->n_ff; ne[1] = E; return true;
+	default: break;
+	}
+	*nd = 1;
+	switch (r) {
+	case W_OUT_NORM: case W_ATTN_NORM: case W_FFN_NORM: ne[0] = E; return true;
+	case W_BQ: ne[0] = qd; return c->qkv_bias;
+	case W_BK: case W_BV: ne[0] = kvd; return c->qkv_bias;
+	case W_Q_NORM: case W_K_NORM: ne[0] = c->head_dim; return c->qk_norm;
+	default: return false;
+	}
+}
+
+struct tensor **model_role_slot(struct inferd_model *m, enum wrole r, int l)
+{
+	struct layer_weights *w = l >= 0 ? &m->layers[l] : NULL;
+	switch (r) {
+	case W_TOK_EMBD: return &m->tok_embd;
+	case W_OUT_NORM: return &m->out_norm;
+	case W_OUTPUT: return &m->output;
+	case W_ATTN_NORM: return &w->attn_norm;
+	case W_Q: return &w->wq;
+	case W_K: return &w->wk;
+	case W_V: return &w->wv;
+	case W_BQ: return &w->bq;
+	case W_BK: return &w->bk;
+	case W_BV: return &w->bv;
+	case W_Q_NORM: return &w->q_norm;
+	case W_K_NORM: return &w->k_norm;
+	case W_O: return &w->wo;
+	case W_FFN_NORM: return &w->ffn_norm;
+	case W_GATE: return &w->w_gate;
+	case W_UP: return &w->w_up;
+	case W_DOWN: return &w->w_down;
+	default: return NULL;
+	}
+}
+
+const struct tensor *model_role(const struct inferd_model *m, enum wrole r, int layer)
+{
+	return *model_role_slot((struct inferd_model *)m, r, layer);
+}
+
+/* Find `name` in the open source and describe it as a tensor. */
+static int find_source(struct inferd_model *m, const char *name, struct tensor *t, int *nd, char *err)
+{
+	memset(t, 0, sizeof *t);
+	if (m->gguf.kv) {
+		const struct gguf_tensor *g = gguf_find_tensor(&m->gguf, name);
+		if (!g)
+			return 1;
+		const struct dtype_info *di = dtype_get(g->type);
+		if (!di->supported)
+			return seterr(err, INFERD_EUNSUPPORTED, "%s: tensor '%s' has type %s, which inferd cannot compute with",
+				      m->path, name, di->name);
+		if (g->n_dims > 2)
+			return seterr(err, INFERD_EFORMAT, "%s: tensor '%s' has %u dimensions, expected at most 2", m->path,
+				      name, g->n_dims);
+		t->type = (int)g->type;
+		t->ne[0] = (int64_t)g->ne[0];
+		t->ne[1] = (int64_t)g->ne[1];
+		*nd = (int)g->n_dims;
+		t->data = g->data;
+		t->nbytes = g->nbytes;
+		return 0;
+	}
+	const struct st_tensor *s = st_find(&m->st, name);
+	if (!s)
+		return 1;
+	const char *file = m->st.file_names[s->file];
+	if (s->type < 0)
+		return seterr(err, INFERD_EUNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16 and BF16 are supported)",
+			      file, name, s->dtype);
+	if (s->n_dims < 1 || s->n_dims > 2)
+		return seterr(err, INFERD_EFORMAT, "%s: tensor '%s' has %d dimensions, expected 1 or 2", file, name,
+			      s->n_dims);
+	t->type = s->type;
+	t->ne[0] = (int64_t)s->shape[s->n_dims - 1];
+	t->ne[1] = s->n_dims == 2 ? (int64_t)s->shape[0] : 1;
+	*nd = s->n_dims;
+	t->data = s->data;
+	t->nbytes = s->nbytes;
+	return 0;
+}
+
+int model_bind(struct inferd_model *m, char *err)
+{
+	const struct model_config *c = &m->c;
+	bool gg = m->gguf.kv != NULL;
+	m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+	m->tensors = calloc((size_t)W_COUNT * (size_t)(c->n_layer + 1), sizeof *m->tensors);
+	if (!m->layers || !m->tensors)
+		return seterr(err, INFERD_ENOMEM, "out of memory");
+	for (int l = -1; l < c->n_layer; l++)
+		for (int r = 0; r < W_COUNT; r++) {
+			if (wrole_per_layer(r) != (l >= 0))
+				continue;
+			int64_t ne[2];
+			int nd, fnd = 0;
+			if (!role_shape(c, r, ne, &nd))
+				continue;
+			char name[160];
+			snprintf(name, sizeof name, wrole_name(r, gg), l);
+			struct tensor *t = &m->tensors[m->n_tensors];
+			int rc = find_source(m, name, t, &fnd, err);
+			if (rc < 0)
+				return rc;
+			if (rc > 0)
+				return seterr(err, INFERD_EFORMAT, "%s: missing tensor '%s'", m->path, name);
+			if (t->ne[0] != ne[0] || t->ne[1] != ne[1] || (nd == 1 && fnd != 1)) {
+				if (gg || nd == 1)
+					return seterr(err, INFERD_EFORMAT,
+						      "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]",
+						      m->path, name, (long long)t->ne[0], (long long)t->ne[1],
+						      (long long)ne[0], (long long)ne[1]);
+				return seterr(err, INFERD_EFORMAT, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]",
+					      m->path, name, (long long)t->ne[1], (long long)t->ne[0], (long long)ne[1],
+					      (long long)ne[0]);
+			}
+			t->name = NULL;
+			*model_role_slot(m, r, l) = t;
+			m->n_tensors++;
+		}
+	if (c->tied)
+		m->output = m->tok_embd;
+	return 0;
+}
+
+static int load_rope(struct inferd_model *m, char *err)
+{
+	int half = m->c.head_dim / 2;
+	m->inv_freq = calloc((size_t)half, sizeof *m->inv_freq);
+	if (!m->inv_freq)
+		return seterr(err, INFERD_ENOMEM, "out of memory");
+	const float *factors = NULL;
+	if (m->gguf.kv) {
+		const struct gguf_tensor *rf = gguf_find_tensor(&m->gguf, "rope_freqs.weight");
+		if (rf) {
+			if (rf->type != 0 || rf->n_dims != 1 || rf->ne[0] != (uint64_t)half)
+				return seterr(err, INFERD_EFORMAT, "%s: tensor 'rope_freqs.weight' must be F32 of %d values",
+					      m->path, half);
+			m->rope_freqs = malloc((size_t)half * sizeof(float));
+			if (!m->rope_freqs)
+				return seterr(err, INFERD_ENOMEM, "out of memory");
+			memcpy(m->rope_freqs, rf->data, (size_t)half * sizeof(float));
+			for (int i = 0; i < half; i++)
+				if (!(m->rope_freqs[i] > 0))
+					return seterr(err, INFERD_EFORMAT, "%s: rope_freqs.weight[%d] is not positive", m->path, i);
+			factors = m->rope_freqs;
+		}
+	}
+	rope_compute(&m->c, factors, m->inv_freq, &m->rope_mscale);
+	return 0;
+}
+
+int inferd_model_open(const char *path, const struct inferd_model_opts *opts, inferd_model_t **out, char *err)
+{
+	*out = NULL;
+	struct stat st;
+	if (!path || stat(path, &st) != 0)
+		return seterr(err, INFERD_EIO, "%s: no such file or directory", path ? path : "(null)");
+	inferd_model_t *m = calloc(1, sizeof *m);
+	if (!m)
+		return seterr(err, INFERD_ENOMEM, "out of memory");
+	pthread_mutex_init(&m->eval_lock, NULL);
+	snprintf(m->path, sizeof m->path, "%s", path);
+	int rc;
+	if (S_ISDIR(st.st_mode)) {
+		m->format = "safetensors";
+		if ((rc = config_from_hf(path, &m->c, err)) || (rc = st_open_dir(path, &m->st, err)))
+			goto fail;
+	} else {
+		m->format = "gguf";
+		if ((rc = gguf_open(path, &m->gguf, err)) || (rc = config_from_gguf(&m->gguf, path, &m->c, err)))
+			goto fail;
+	}
+	if ((rc = model_bind(m, err)) || (rc = load_rope(m, err)))
+		goto fail;
+	int nth = opts && opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if ((rc = cpu_backend_new(m, nth > 0 ? nth : 1, &m->be, err)))
+		goto fail;
+	*out = m;
+	return 0;
+fail:
+	inferd_model_close(m);
+	return rc;
+}
+
+void inferd_model_close(inferd_model_t *m)
+{
+	if (!m)
+		return;
+	if (m->be)
+		m->be->ops->free(m->be);
+	if (m->gguf.kv)
+		gguf_close(&m->gguf);
+	st_close(&m->st);
+	for (int i = 0; i < m->n_owned; i++)
+		free(m->owned[i]);
+	free(m->owned);
+	free(m->tensors);
+	free(m->layers);
+	free(m->rope_freqs);
+	free(m->inv_freq);
+	pthread_mutex_destroy(&m->eval_lock);
+	free(m);
+}
+
+void inferd_model_get_info(const inferd_model_t *m, struct inferd_model_info *info)
+{
+	info->arch = arch_name(m->c.arch);
+	info->format = m->format;
+	info->n_vocab = m->c.n_vocab;
+	info->n_layer = m->c.n_layer;
+	info->n_embd = m->c.n_embd;
+	info->n_ctx_train = m->c.n_ctx_train;
+	info->bos_id = m->c.bos_id;
+	info->eos_id = m->c.eos_id;
+}
+
+int inferd_seq_new(inferd_model_t *m, int capacity, inferd_seq_t **out, char *err)
+{
+	*out = NULL;
+	if (capacity < 1 || capacity > (1 << 24))
+		return seterr(err, INFERD_EINVAL, "sequence capacity %d is out of range (1 to %d)", capacity, 1 << 24);
+	inferd_seq_t *s = calloc(1, sizeof *s);
+	if (!s)
+		return seterr(err, INFERD_ENOMEM, "out of memory");
+	s->m = m;
+	s->cap = capacity;
+	if (!(s->kv = m->be->ops->kv_new(m->be, capacity, err))) {
+		free(s);
+		return INFERD_ENOMEM;
+	}
+	*out = s;
+	return 0;
+}
+
+void inferd_seq_free(inferd_seq_t *s)
+{
+	if (!s)
+		return;
+	s->m->be->ops->kv_free(s->m->be, s->kv);
+	free(s);
+}
+
+int inferd_seq_len(const inferd_seq_t *s) { return s->len; }
+
+int inferd_seq_eval(inferd_model_t *m, inferd_seq_t *s, const int32_t *ids, int n, float *logits, int all_rows,
+		    char *err)
+{
+	if (!m || !s || s->m != m || !ids || n < 1)
+		return seterr(err, INFERD_EINVAL, "inferd_seq_eval: need a model, its sequence and at least one token");
+	if (n > s->cap - s->len)
+		return seterr(err, INFERD_ERANGE, "%d more tokens exceed the sequence capacity (%d of %d used)", n, s->len,
+			      s->cap);
+	for (int i = 0; i < n; i++)
+		if (ids[i] < 0 || ids[i] >= m->c.n_vocab)
+			return seterr(err, INFERD_ERANGE, "token id %d at index %d is out of range (vocab size %d)", ids[i],
+				      i, m->c.n_vocab);
+	int32_t *pos = malloc((size_t)n * sizeof *pos), *seq = calloc((size_t)n, sizeof *seq);
+	uint8_t *want = calloc((size_t)n, 1);
+	int rc = 0;
+	if (!pos || !seq || !want) {
+		rc = seterr(err, INFERD_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		pos[i] = s->len + i;
+		want[i] = logits && (all_rows || i == n - 1);
+	}
+	void *kv[1] = {s->kv};
+	struct batch b = {.n_tokens = n, .ids = ids, .pos = pos, .seq = seq, .kv = kv, .n_seq = 1, .want = want,
+			  .logits = logits};
+	pthread_mutex_lock(&m->eval_lock);
+	rc = forward(m, &b, err);
+	pthread_mutex_unlock(&m->eval_lock);
+	if (rc == 0)
+		s->len += n;
+out:
+	free(pos);
+	free(seq);
+	free(want);
+	return rc;
+}

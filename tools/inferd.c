@@ -1,0 +1,491 @@
+/*
+ * inferd.c — the command-line front end over libinferd:
+ *   inferd run        generate token ids from prompt ids
+ *   inferd logits     write teacher-forced logits as float32
+ *   inferd convert    write a model as GGUF (llama.cpp's layout)
+ *   inferd gen-model  write a random-weight GGUF of a given shape
+ *   inferd info       print a model's configuration
+ * Exit codes: 0 success, 1 the model or its input is bad (with a message
+ * naming what is wrong), 2 bad command-line usage.
+ */
+#include "inferd.h"
+#include "sample.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define USAGE_ERR 2
+
+static const char *top_help =
+	"usage: inferd <command> [options]\n"
+	"\n"
+	"commands:\n"
+	"  run        generate token ids from prompt ids\n"
+	"  logits     write teacher-forced logits (float32, one row per input id)\n"
+	"  convert    convert a model to GGUF: inferd convert SRC OUT.gguf --type T\n"
+	"  gen-model  write a random-weight GGUF model of a given shape\n"
+	"  info       print a model's configuration\n"
+	"\n"
+	"MODEL is a GGUF file or a Hugging Face directory (config.json +\n"
+	"model.safetensors or model.safetensors.index.json).\n"
+	"Run 'inferd <command> --help' for the options of a command.\n";
+
+static const char *run_help =
+	"usage: inferd run -m MODEL --ids 1,2,3 [options]\n"
+	"Generate tokens after the prompt ids and print the generated ids on one\n"
+	"line, space-separated.\n"
+	"  -m, --model MODEL   GGUF file or Hugging Face directory (required)\n"
+	"  --ids LIST          prompt token ids, comma-separated (required)\n"
+	"  -n, --n-predict N   tokens to generate (default 16)\n"
+	"  --temp T            sampling temperature; 0 = greedy (default 0)\n"
+	"  --top-k K           keep the K most likely tokens; 0 = off (default 0)\n"
+	"  --top-p P           nucleus sampling mass; 1 = off (default 1)\n"
+	"  --seed S            sampling seed (default 0)\n"
+	"  --ignore-eos        do not stop at the model's end-of-sequence id\n"
+	"  -t, --threads N     CPU threads (default: all online CPUs)\n";
+
+static const char *logits_help =
+	"usage: inferd logits -m MODEL --ids 1,2,3 -o FILE [options]\n"
+	"Run the ids teacher-forced (causal) and write little-endian float32\n"
+	"logits: one row of vocab_size values per input id.\n"
+	"  -m, --model MODEL   GGUF file or Hugging Face directory (required)\n"
+	"  --ids LIST          token ids, comma-separated (required)\n"
+	"  -o, --output FILE   where to write the logits (required)\n"
+	"  -t, --threads N     CPU threads (default: all online CPUs)\n";
+
+static const char *convert_help =
+	"usage: inferd convert SRC OUT.gguf --type f32|f16|bf16|q8_0\n"
+	"Write SRC (GGUF or Hugging Face directory) as a GGUF file in llama.cpp's\n"
+	"layout. 1-D tensors stay f32; rows that are not whole q8_0 blocks fall\n"
+	"back to f16, as llama.cpp's converter does.\n"
+	"  --type T            output type (default f16)\n";
+
+static const char *gen_help =
+	"usage: inferd gen-model -o OUT.gguf [options]\n"
+	"Write a random-weight model (nothing to download).\n"
+	"  -o, --output FILE   output GGUF path (required)\n"
+	"  --arch A            llama, qwen2 or qwen3 (default llama)\n"
+	"  --layers N          decoder layers (default 2)\n"
+	"  --hidden N          hidden size (default 64)\n"
+	"  --ffn N             feed-forward size (default 172)\n"
+	"  --heads N           attention heads (default 4)\n"
+	"  --kv-heads N        key/value heads (default: = heads)\n"
+	"  --head-dim N        head dimension (default hidden / heads)\n"
+	"  --vocab N           vocabulary size (default 512)\n"
+	"  --ctx N             training context length (default 4096)\n"
+	"  --rope-theta X      rope base (default 10000)\n"
+	"  --tied              share the embedding as the output head\n"
+	"  --type T            f32, f16, bf16 or q8_0 (default f32)\n"
+	"  --seed S            weight seed (default 1)\n";
+
+static const char *info_help = "usage: inferd info -m MODEL\nPrint the model's architecture and shape.\n";
+
+struct args {
+	int argc;
+	char **argv;
+	int i;
+	const char *cmd;
+};
+
+static int usage_error(const char *cmd, const char *fmt, const char *arg)
+{
+	fprintf(stderr, "inferd %s: ", cmd);
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n(see 'inferd %s --help')\n", cmd);
+	return USAGE_ERR;
+}
+
+/* If argv[i] is `flag` (or `flag=value`), set *val and return 1; -1 when
+ * the value is missing; 0 when not this flag. */
+static int opt(struct args *a, const char *s1, const char *s2, const char **val)
+{
+	const char *arg = a->argv[a->i];
+	for (int k = 0; k < 2; k++) {
+		const char *f = k ? s2 : s1;
+		if (!f)
+			continue;
+		size_t n = strlen(f);
+		if (strncmp(arg, f, n) != 0)
+			continue;
+		if (arg[n] == '=') {
+			*val = arg + n + 1;
+			return 1;
+		}
+		if (arg[n] == 0) {
+			if (a->i + 1 >= a->argc)
+				return -1;
+			*val = a->argv[++a->i];
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int parse_int(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi) {
+		fprintf(stderr, "inferd %s: %s expects an integer from %ld to %ld, got \"%s\"\n", cmd, flag, lo, hi, s);
+		return USAGE_ERR;
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_float(const char *cmd, const char *flag, const char *s, double lo, double hi, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+		fprintf(stderr, "inferd %s: %s expects a number from %g to %g, got \"%s\"\n", cmd, flag, lo, hi, s);
+		return USAGE_ERR;
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_ids(const char *cmd, const char *s, int32_t **ids, int *n)
+{
+	int cap = 1;
+	for (const char *p = s; *p; p++)
+		cap += *p == ',';
+	*ids = malloc((size_t)cap * sizeof **ids);
+	if (!*ids)
+		return USAGE_ERR;
+	*n = 0;
+	const char *p = s;
+	for (int k = 0; k < cap; k++) {
+		char *end;
+		errno = 0;
+		long v = strtol(p, &end, 10);
+		if (errno || end == p || (*end != ',' && *end) || v < 0 || v > INT32_MAX) {
+			fprintf(stderr, "inferd %s: --ids: element %d is not a token id (\"%.*s\")\n", cmd, k + 1,
+				(int)strcspn(p, ","), p);
+			free(*ids);
+			*ids = NULL;
+			return USAGE_ERR;
+		}
+		(*ids)[(*n)++] = (int32_t)v;
+		p = end + (*end == ',');
+	}
+	return 0;
+}
+
+static int open_model(const char *path, int threads, inferd_model_t **m)
+{
+	char err[INFERD_ERR_LEN];
+	struct inferd_model_opts o = {.n_threads = threads};
+	if (inferd_model_open(path, &o, m, err) != 0) {
+		fprintf(stderr, "inferd: %s\n", err);
+		return 1;
+	}
+	return 0;
+}
+
+/* options common to run and logits */
+struct common {
+	const char *model, *ids_s, *out;
+	long n_predict, threads, top_k, seed;
+	double temp, top_p;
+	int ignore_eos;
+};
+
+static int parse_common(struct args *a, struct common *c, const char *help, int allow_run, int allow_out)
+{
+	for (a->i = 2; a->i < a->argc; a->i++) {
+		const char *v = NULL, *arg = a->argv[a->i];
+		int r, rc = 0;
+		if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+			fputs(help, stdout);
+			exit(0);
+		}
+		if ((r = opt(a, "-m", "--model", &v)))
+			c->model = v;
+		else if ((r = opt(a, "--ids", NULL, &v)))
+			c->ids_s = v;
+		else if ((r = opt(a, "-t", "--threads", &v)))
+			rc = v ? parse_int(a->cmd, "--threads", v, 1, 1024, &c->threads) : 0;
+		else if (allow_out && (r = opt(a, "-o", "--output", &v)))
+			c->out = v;
+		else if (allow_run && (r = opt(a, "-n", "--n-predict", &v)))
+			rc = v ? parse_int(a->cmd, "--n-predict", v, 0, 1 << 24, &c->n_predict) : 0;
+		else if (allow_run && (r = opt(a, "--temp", NULL, &v)))
+			rc = v ? parse_float(a->cmd, "--temp", v, 0, 100, &c->temp) : 0;
+		else if (allow_run && (r = opt(a, "--top-k", NULL, &v)))
+			rc = v ? parse_int(a->cmd, "--top-k", v, 0, INT_MAX, &c->top_k) : 0;
+		else if (allow_run && (r = opt(a, "--top-p", NULL, &v)))
+			rc = v ? parse_float(a->cmd, "--top-p", v, 0, 1, &c->top_p) : 0;
+		else if (allow_run && (r = opt(a, "--seed", NULL, &v)))
+			rc = v ? parse_int(a->cmd, "--seed", v, 0, LONG_MAX, &c->seed) : 0;
+		else if (allow_run && !strcmp(arg, "--ignore-eos"))
+			r = 1, c->ignore_eos = 1;
+		else
+			return usage_error(a->cmd, "unknown option \"%s\"", arg);
+		if (r < 0)
+			return usage_error(a->cmd, "option %s needs a value", arg);
+		if (rc)
+			return rc;
+	}
+	if (!c->model)
+		return usage_error(a->cmd, "%s", "missing -m MODEL");
+	if (!c->ids_s)
+		return usage_error(a->cmd, "%s", "missing --ids LIST");
+	if (allow_out && !c->out)
+		return usage_error(a->cmd, "%s", "missing -o FILE");
+	return 0;
+}
+
+static int cmd_logits(struct args *a)
+{
+	struct common c = {0};
+	int32_t *ids = NULL;
+	int n, rc;
+	if ((rc = parse_common(a, &c, logits_help, 0, 1)) || (rc = parse_ids(a->cmd, c.ids_s, &ids, &n)))
+		return rc;
+	inferd_model_t *m = NULL;
+	inferd_seq_t *s = NULL;
+	float *lg = NULL;
+	char err[INFERD_ERR_LEN];
+	FILE *f = NULL;
+	if ((rc = open_model(c.model, (int)c.threads, &m)))
+		goto out;
+	struct inferd_model_info info;
+	inferd_model_get_info(m, &info);
+	rc = 1;
+	if (inferd_seq_new(m, n, &s, err)) {
+		fprintf(stderr, "inferd: %s\n", err);
+		goto out;
+	}
+	if (!(lg = malloc((size_t)n * (size_t)info.n_vocab * sizeof *lg))) {
+		fprintf(stderr, "inferd: out of memory for %d rows of logits\n", n);
+		goto out;
+	}
+	if (inferd_seq_eval(m, s, ids, n, lg, 1, err)) {
+		fprintf(stderr, "inferd: %s: %s\n", c.model, err);
+		goto out;
+	}
+	if (!(f = fopen(c.out, "wb")) || fwrite(lg, sizeof *lg, (size_t)n * info.n_vocab, f) != (size_t)n * info.n_vocab) {
+		fprintf(stderr, "inferd: %s: cannot write: %s\n", c.out, strerror(errno));
+		goto out;
+	}
+	rc = 0;
+out:
+	if (f && fclose(f) && !rc) {
+		fprintf(stderr, "inferd: %s: cannot write: %s\n", c.out, strerror(errno));
+		rc = 1;
+	}
+	free(lg);
+	free(ids);
+	inferd_seq_free(s);
+	inferd_model_close(m);
+	return rc;
+}
+
+static int cmd_run(struct args *a)
+{
+	struct common c = {.n_predict = 16, .top_p = 1.0};
+	int32_t *ids = NULL;
+	int n, rc;
+	if ((rc = parse_common(a, &c, run_help, 1, 0)) || (rc = parse_ids(a->cmd, c.ids_s, &ids, &n)))
+		return rc;
+	inferd_model_t *m = NULL;
+	inferd_seq_t *s = NULL;
+	float *lg = NULL;
+	void *scratch = NULL;
+	char err[INFERD_ERR_LEN];
+	if ((rc = open_model(c.model, (int)c.threads, &m)))
+		goto out;
+	struct inferd_model_info info;
+	inferd_model_get_info(m, &info);
+	rc = 1;
+	if (inferd_seq_new(m, n + (int)c.n_predict, &s, err)) {
+		fprintf(stderr, "inferd: %s\n", err);
+		goto out;
+	}
+	lg = malloc((size_t)info.n_vocab * sizeof *lg);
+	scratch = malloc((size_t)info.n_vocab * 8);
+	if (!lg || !scratch) {
+		fprintf(stderr, "inferd: out of memory\n");
+		goto out;
+	}
+	struct sample_params sp = {(float)c.temp, (int)c.top_k, (float)c.top_p, (uint64_t)c.seed};
+	int32_t tok;
+	const int32_t *in = ids;
+	int n_in = n;
+	int eos = info.eos_id;
+	for (long i = 0; i < c.n_predict; i++) {
+		if (inferd_seq_eval(m, s, in, n_in, lg, 0, err)) {
+			fprintf(stderr, "inferd: %s: %s\n", c.model, err);
+			goto out;
+		}
+		tok = sample_token(lg, info.n_vocab, &sp, (uint64_t)i, scratch);
+		printf(i ? " %d" : "%d", tok);
+		if (!c.ignore_eos && tok == eos)
+			break;
+		in = &tok;
+		n_in = 1;
+	}
+	printf("\n");
+	rc = 0;
+out:
+	free(lg);
+	free(scratch);
+	free(ids);
+	inferd_seq_free(s);
+	inferd_model_close(m);
+	return rc;
+}
+
+static int cmd_convert(struct args *a)
+{
+	const char *pos[2] = {0}, *type = "f16";
+	int np = 0;
+	for (a->i = 2; a->i < a->argc; a->i++) {
+		const char *v = NULL, *arg = a->argv[a->i];
+		int r;
+		if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+			fputs(convert_help, stdout);
+			return 0;
+		}
+		if ((r = opt(a, "--type", NULL, &v)) < 0)
+			return usage_error(a->cmd, "option %s needs a value", arg);
+		if (r)
+			type = v;
+		else if (arg[0] == '-' && arg[1])
+			return usage_error(a->cmd, "unknown option \"%s\"", arg);
+		else if (np < 2)
+			pos[np++] = arg;
+		else
+			return usage_error(a->cmd, "unexpected argument \"%s\"", arg);
+	}
+	if (np != 2)
+		return usage_error(a->cmd, "%s", "needs SRC and OUT.gguf");
+	if (strcmp(type, "f32") && strcmp(type, "f16") && strcmp(type, "bf16") && strcmp(type, "q8_0"))
+		return usage_error(a->cmd, "--type must be f32, f16, bf16 or q8_0, got \"%s\"", type);
+	inferd_model_t *m;
+	if (open_model(pos[0], 1, &m))
+		return 1;
+	char err[INFERD_ERR_LEN];
+	int rc = inferd_convert(m, pos[1], type, err);
+	if (rc)
+		fprintf(stderr, "inferd: %s\n", err);
+	inferd_model_close(m);
+	return rc ? 1 : 0;
+}
+
+static int cmd_gen(struct args *a)
+{
+	struct inferd_gen_opts o = {.arch = "llama", .n_layer = 2, .n_embd = 64, .n_ff = 172, .n_head = 4,
+				    .n_vocab = 512, .n_ctx = 4096, .rope_theta = 10000, .seed = 1, .type = "f32"};
+	const char *out = NULL;
+	static const struct { const char *flag; size_t off; } ints[] = {
+		{"--layers", offsetof(struct inferd_gen_opts, n_layer)},
+		{"--hidden", offsetof(struct inferd_gen_opts, n_embd)},
+		{"--ffn", offsetof(struct inferd_gen_opts, n_ff)},
+		{"--heads", offsetof(struct inferd_gen_opts, n_head)},
+		{"--kv-heads", offsetof(struct inferd_gen_opts, n_head_kv)},
+		{"--head-dim", offsetof(struct inferd_gen_opts, head_dim)},
+		{"--vocab", offsetof(struct inferd_gen_opts, n_vocab)},
+		{"--ctx", offsetof(struct inferd_gen_opts, n_ctx)},
+	};
+	for (a->i = 2; a->i < a->argc; a->i++) {
+		const char *v = NULL, *arg = a->argv[a->i];
+		int r = 0, rc = 0;
+		if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+			fputs(gen_help, stdout);
+			return 0;
+		}
+		for (size_t k = 0; !r && k < sizeof ints / sizeof ints[0]; k++)
+			if ((r = opt(a, ints[k].flag, NULL, &v)) > 0) {
+				long x;
+				if ((rc = parse_int(a->cmd, ints[k].flag, v, 1, 1 << 24, &x)))
+					return rc;
+				*(int *)((char *)&o + ints[k].off) = (int)x;
+			}
+		if (r)
+			;
+		else if ((r = opt(a, "-o", "--output", &v)))
+			out = v;
+		else if ((r = opt(a, "--arch", NULL, &v)))
+			o.arch = v;
+		else if ((r = opt(a, "--type", NULL, &v)))
+			o.type = v;
+		else if ((r = opt(a, "--rope-theta", NULL, &v)) > 0) {
+			double x;
+			if ((rc = parse_float(a->cmd, "--rope-theta", v, 2, 1e12, &x)))
+				return rc;
+			o.rope_theta = (float)x;
+		} else if ((r = opt(a, "--seed", NULL, &v)) > 0) {
+			long x;
+			if ((rc = parse_int(a->cmd, "--seed", v, 0, LONG_MAX, &x)))
+				return rc;
+			o.seed = (uint64_t)x;
+		} else if (!strcmp(arg, "--tied"))
+			r = 1, o.tied = 1;
+		else
+			return usage_error(a->cmd, "unknown option \"%s\"", arg);
+		if (r < 0)
+			return usage_error(a->cmd, "option %s needs a value", arg);
+	}
+	if (!out)
+		return usage_error(a->cmd, "%s", "missing -o OUT.gguf");
+	char err[INFERD_ERR_LEN];
+	if (inferd_gen_model(&o, out, err)) {
+		fprintf(stderr, "inferd: %s\n", err);
+		return 1;
+	}
+	return 0;
+}
+
+static int cmd_info(struct args *a)
+{
+	const char *model = NULL;
+	for (a->i = 2; a->i < a->argc; a->i++) {
+		const char *v = NULL, *arg = a->argv[a->i];
+		int r;
+		if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+			fputs(info_help, stdout);
+			return 0;
+		}
+		if ((r = opt(a, "-m", "--model", &v)) < 0)
+			return usage_error(a->cmd, "option %s needs a value", arg);
+		if (!r)
+			return usage_error(a->cmd, "unknown option \"%s\"", arg);
+		model = v;
+	}
+	if (!model)
+		return usage_error(a->cmd, "%s", "missing -m MODEL");
+	inferd_model_t *m;
+	if (open_model(model, 1, &m))
+		return 1;
+	struct inferd_model_info i;
+	inferd_model_get_info(m, &i);
+	printf("format %s\narch %s\nlayers %d\nhidden %d\nvocab %d\ncontext %d\n", i.format, i.arch, i.n_layer,
+	       i.n_embd, i.n_vocab, i.n_ctx_train);
+	inferd_model_close(m);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+		fputs(top_help, argc < 2 ? stderr : stdout);
+		return argc < 2 ? USAGE_ERR : 0;
+	}
+	struct args a = {argc, argv, 2, argv[1]};
+	static const struct { const char *name; int (*fn)(struct args *); } cmds[] = {
+		{"run", cmd_run}, {"logits", cmd_logits}, {"convert", cmd_convert},
+		{"gen-model", cmd_gen}, {"info", cmd_info},
+	};
+	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+		if (!strcmp(argv[1], cmds[i].name))
+			return cmds[i].fn(&a);
+	fprintf(stderr, "inferd: unknown command \"%s\"\n%s", argv[1], top_help);
+	return USAGE_ERR;
+}
