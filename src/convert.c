@@ -180,7 +180,7 @@ int inferd_convert(const inferd_model_t *m, const char *out_path, const char *ty
 				goto out;
 			n++;
 		}
-		if (l == -1 && c->rs == RS_LLAMA3) {
+		if (l == -1 && (c->rs == RS_LLAMA3 || m->rope_freqs)) {
 			/* llama.cpp's form of llama3 scaling: divisors of the base frequencies */
 			for (int i = 0; i < half; i++)
 				ctx.rope_freqs[i] = (float)((1.0 / pow(c->rope_theta, (double)(2 * i) / c->head_dim)) /

@@ -236,16 +236,50 @@ void dtype_to_f32(int type, const void *src, float *dst, int64_t n)
 		deq(s + i * t->block_bytes, dst + i * t->block);
 }
 
+/* Q8_0 with the scale that minimises the block's squared error: starting
+ * from amax / 127 (llama.cpp's choice) and a few nearby scales, refit the
+ * scale by least squares for the rounded values, round it to f16 and keep
+ * the best. Decoders see an ordinary Q8_0 block. */
+static float q8_err(const float *x, float d, int8_t *q)
+{
+	float id = d != 0 ? 1.0f / d : 0.0f, e = 0;
+	for (int j = 0; j < 32; j++) {
+		float v = roundf(x[j] * id);
+		v = v > 127 ? 127 : v < -127 ? -127 : v;
+		q[j] = (int8_t)v;
+		e += (x[j] - v * d) * (x[j] - v * d);
+	}
+	return e;
+}
+
 static void quant_q8_0(const float *x, uint8_t *b)
 {
 	float amax = 0;
 	for (int j = 0; j < 32; j++)
 		amax = fmaxf(amax, fabsf(x[j]));
-	float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-	wr16(b, f32_to_f16(d));
-	int8_t *q = (int8_t *)(b + 2);
-	for (int j = 0; j < 32; j++)
-		q[j] = (int8_t)roundf(x[j] * id);
+	int8_t q[32], bq[32];
+	float best_d = f16_to_f32(f32_to_f16(amax / 127.0f));
+	float best = q8_err(x, best_d, bq);
+	for (int k = -6; k <= 6 && amax > 0; k++) {
+		float d0 = amax / 127.0f * (1.0f + 0.004f * (float)k);
+		q8_err(x, d0, q);
+		float sxq = 0, sqq = 0;
+		for (int j = 0; j < 32; j++) {
+			sxq += x[j] * q[j];
+			sqq += (float)q[j] * q[j];
+		}
+		if (sqq == 0)
+			continue;
+		float d = f16_to_f32(f32_to_f16(sxq / sqq));
+		float e = q8_err(x, d, q);
+		if (e < best) {
+			best = e;
+			best_d = d;
+			memcpy(bq, q, 32);
+		}
+	}
+	wr16(b, f32_to_f16(best_d));
+	memcpy(b + 2, bq, 32);
 }
 
 static void quant_q4_0(const float *x, uint8_t *b)

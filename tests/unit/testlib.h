@@ -1,0 +1,63 @@
+/*
+ * testlib.h — the small harness every test binary uses: CHECK macros that
+ * print both operands, fixture and binary lookup, running the real inferd
+ * binary with its output captured, and float comparisons.
+ */
+#ifndef INFERD_TESTLIB_H
+#define INFERD_TESTLIB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <jansson.h>
+
+extern int t_failures, t_checks;
+
+#define CHECK(cond, ...)                                                                 \
+	do {                                                                             \
+		t_checks++;                                                              \
+		if (!(cond)) {                                                           \
+			t_failures++;                                                    \
+			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);  \
+			fprintf(stderr, __VA_ARGS__);                                    \
+			fputc('\n', stderr);                                             \
+		}                                                                        \
+	} while (0)
+
+/* Finish: print a summary, return the process exit status. */
+int t_done(const char *name);
+
+/* ../shared/fixtures (or $INFERD_FIXTURES); exits with a message if absent. */
+const char *t_fixtures(void);
+/* the inferd binary under test ($INFERD_BIN, default bin/inferd) */
+const char *t_bin(void);
+/* a fresh temporary directory, removed by t_done */
+const char *t_tmpdir(void);
+/* path in the temporary directory (static buffer rotated among 8) */
+const char *t_tmp(const char *name);
+
+/* Run argv (NULL-terminated) with a 120 s limit; capture stdout and stderr
+ * (each truncated to cap-1 bytes, NUL-terminated). Returns the exit code,
+ * or 128 + signal, or -1 when it could not run. */
+int t_run(const char *const *argv, char *out, size_t out_cap, char *err, size_t err_cap);
+
+float *t_read_f32(const char *path, size_t *n);
+void *t_read_file(const char *path, size_t *n);
+int t_write_file(const char *path, const void *data, size_t n);
+double t_rel_err(const float *ours, const float *ref, size_t n);
+
+/* Reference data of one fixture checkpoint. */
+struct t_ref {
+	json_t *root;
+	int vocab;
+	int n_cases;
+	float *logits;        /* all cases concatenated */
+	size_t case_off[16];  /* offset (in floats) of each case's block */
+};
+int t_ref_load(const char *fixture_dir, struct t_ref *r);
+void t_ref_free(struct t_ref *r);
+/* ids of case c: input_ids + output_ids[:-1] (teacher forcing); caller frees */
+int32_t *t_ref_ids(const struct t_ref *r, int c, int *n);
+json_t *t_ref_case(const struct t_ref *r, int c);
+
+#endif
