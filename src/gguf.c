@@ -107,13 +107,17 @@ static int parse_kv(struct rd *r, struct gguf_kv *kv, uint64_t idx)
 	kv->arr_data = r->p + r->off;
 	if (kv->arr_type != GV_STR) {
 		uint64_t bytes;
-		if (!mul_ok(kv->arr_n, (uint64_t)vsize[kv->arr_type], &bytes) || !need(r, bytes, what))
+		if (!mul_ok(kv->arr_n, (uint64_t)vsize[kv->arr_type], &bytes))
+			return seterr(r->err, INFERD_EFORMAT, "%s: key '%.*s' is an array of %llu %s values, too many for any file",
+				      r->name, kl, kv->key.p, (unsigned long long)kv->arr_n, vnames[kv->arr_type]);
+		if (!need(r, bytes, what))
 			return INFERD_EFORMAT;
 		r->off += bytes;
 		return 0;
 	}
 	if (kv->arr_n > (r->n - r->off) / 8) /* each string takes at least 8 bytes */
-		return need(r, UINT64_MAX, what) ? 0 : INFERD_EFORMAT;
+		return seterr(r->err, INFERD_EFORMAT, "%s: truncated file: %s at byte %zu is an array of %llu strings, %zu bytes left",
+			      r->name, what, r->off, (unsigned long long)kv->arr_n, r->n - r->off);
 	for (uint64_t i = 0; i < kv->arr_n; i++) {
 		struct gguf_str s;
 		if (!rd_str(r, &s, what))
@@ -180,8 +184,9 @@ int gguf_parse(const uint8_t *data, size_t size, const char *name, struct gguf *
 	/* every key/value takes >= 12 bytes and every tensor info >= 28: a count
 	 * the file cannot hold is refused before anything is allocated */
 	if (g->n_kv > size / 12 || g->n_tensors > size / 28)
-		return seterr(err, INFERD_EFORMAT, "%s: counts (%llu tensors, %llu key/values) exceed what the file can hold",
-			      name, (unsigned long long)g->n_tensors, (unsigned long long)g->n_kv);
+		return seterr(err, INFERD_EFORMAT,
+			      "%s: truncated or corrupt header: %llu tensors and %llu key/values cannot fit in %zu bytes",
+			      name, (unsigned long long)g->n_tensors, (unsigned long long)g->n_kv, size);
 	g->kv = calloc(g->n_kv ? g->n_kv : 1, sizeof *g->kv);
 	g->t = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->t);
 	if (!g->kv || !g->t) {

@@ -109,11 +109,11 @@ static int find_source(struct inferd_model *m, const char *name, struct tensor *
 		return 1;
 	const char *file = m->st.file_names[s->file];
 	if (s->type < 0)
-		return seterr(err, INFERD_EUNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16 and BF16 are supported)",
-			      file, name, s->dtype);
+		return seterr(err, INFERD_EUNSUPPORTED, "%s/%s: tensor '%s' has dtype %s (F32, F16 and BF16 are supported)",
+			      m->path, file, name, s->dtype);
 	if (s->n_dims < 1 || s->n_dims > 2)
-		return seterr(err, INFERD_EFORMAT, "%s: tensor '%s' has %d dimensions, expected 1 or 2", file, name,
-			      s->n_dims);
+		return seterr(err, INFERD_EFORMAT, "%s/%s: tensor '%s' has %d dimensions, expected 1 or 2", m->path, file,
+			      name, s->n_dims);
 	t->type = s->type;
 	t->ne[0] = (int64_t)s->shape[s->n_dims - 1];
 	t->ne[1] = s->n_dims == 2 ? (int64_t)s->shape[0] : 1;

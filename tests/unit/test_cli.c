@@ -1,0 +1,152 @@
+/*
+ * test_cli.c — the inferd binary end to end: help texts, gen-model for
+ * every architecture, run (greedy ids equal transformers' on the fixture
+ * checkpoints; seeded sampling is reproducible; thread count does not
+ * change results), logits files of the documented layout.
+ */
+#include "testlib.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int run(const char *const *argv, char *out, size_t cap)
+{
+	char err[4096];
+	int rc = t_run(argv, out, cap, err, sizeof err);
+	if (rc != 0)
+		fprintf(stderr, "command failed (%d): %s\n", rc, err);
+	return rc;
+}
+
+static void help_texts(void)
+{
+	static const struct { const char *cmd; const char *flags[16]; } h[] = {
+		{"run", {"--model", "--ids", "--n-predict", "--temp", "--top-k", "--top-p", "--seed", "--ignore-eos", "--threads"}},
+		{"logits", {"--model", "--ids", "--output", "--threads"}},
+		{"convert", {"--type", "f32", "f16", "bf16", "q8_0"}},
+		{"gen-model", {"--output", "--arch", "--layers", "--hidden", "--ffn", "--heads", "--kv-heads", "--head-dim",
+			       "--vocab", "--ctx", "--rope-theta", "--tied", "--type", "--seed"}},
+		{"info", {"-m"}},
+	};
+	char out[8192];
+	const char *top[] = {t_bin(), "--help", NULL};
+	CHECK(run(top, out, sizeof out) == 0, "inferd --help");
+	for (size_t i = 0; i < sizeof h / sizeof h[0]; i++) {
+		CHECK(strstr(out, h[i].cmd), "top help lacks %s", h[i].cmd);
+		const char *argv[] = {t_bin(), h[i].cmd, "--help", NULL};
+		char sub[8192];
+		CHECK(run(argv, sub, sizeof sub) == 0, "inferd %s --help", h[i].cmd);
+		for (int k = 0; h[i].flags[k]; k++)
+			CHECK(strstr(sub, h[i].flags[k]), "inferd %s --help does not document %s", h[i].cmd, h[i].flags[k]);
+	}
+}
+
+static int count_ids(const char *s, int vocab)
+{
+	int n = 0;
+	char *end;
+	for (const char *p = s; *p && *p != '\n';) {
+		long v = strtol(p, &end, 10);
+		if (end == p || v < 0 || v >= vocab)
+			return -1;
+		n++;
+		p = end;
+		while (*p == ' ')
+			p++;
+	}
+	return n;
+}
+
+static void generated_models(void)
+{
+	static const char *archs[][8] = {
+		{"llama", "--kv-heads", "2", "--type", "f32", NULL},
+		{"llama", "--tied", "--type", "q8_0", "--hidden", "128", NULL},
+		{"qwen2", "--kv-heads", "1", "--type", "f16", NULL},
+		{"qwen3", "--head-dim", "32", "--type", "bf16", NULL},
+	};
+	for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) {
+		char name[64];
+		snprintf(name, sizeof name, "gen%zu.gguf", i);
+		char *path = strdup(t_tmp(name));
+		const char *argv[16] = {t_bin(), "gen-model", "-o", path, "--arch", archs[i][0], "--vocab", "300"};
+		int k = 8;
+		for (int j = 1; archs[i][j]; j++)
+			argv[k++] = archs[i][j];
+		argv[k] = NULL;
+		char out[4096], a[4096], b[4096], c[4096];
+		CHECK(run(argv, out, sizeof out) == 0, "gen-model %s", archs[i][0]);
+		const char *info[] = {t_bin(), "info", "-m", path, NULL};
+		CHECK(run(info, out, sizeof out) == 0 && strstr(out, archs[i][0]) && strstr(out, "vocab 300"),
+		      "info of %s: %s", path, out);
+		const char *r1[] = {t_bin(), "run", "-m", path, "--ids", "1,2,3", "-n", "24", "--temp", "0", "-t", "1", NULL};
+		const char *r2[] = {t_bin(), "run", "-m", path, "--ids", "1,2,3", "-n", "24", "--temp", "0", "-t", "2", NULL};
+		const char *r3[] = {t_bin(), "run", "-m", path, "--ids", "1,2,3", "-n", "24", "--temp", "0.9", "--top-k", "50",
+				    "--top-p", "0.95", "--seed", "7", NULL};
+		CHECK(run(r1, a, sizeof a) == 0 && count_ids(a, 300) == 24, "%s: run printed \"%s\"", archs[i][0], a);
+		CHECK(run(r2, b, sizeof b) == 0 && strcmp(a, b) == 0, "%s: 1 thread \"%s\" vs 2 threads \"%s\"", archs[i][0], a, b);
+		CHECK(run(r3, b, sizeof b) == 0 && run(r3, c, sizeof c) == 0 && strcmp(b, c) == 0 && count_ids(b, 300) == 24,
+		      "%s: seeded sampling not reproducible: \"%s\" vs \"%s\"", archs[i][0], b, c);
+		printf("  %-6s greedy: %.60s...\n", archs[i][0], a);
+		free(path);
+	}
+}
+
+static void fixture_runs(void)
+{
+	const char *names[] = {"llama3-rope-bf16", "qwen2-tiny-f16", "qwen3-tiny-bf16"};
+	for (size_t i = 0; i < 3; i++) {
+		char dir[512];
+		snprintf(dir, sizeof dir, "%s/%s", t_fixtures(), names[i]);
+		struct t_ref r;
+		if (t_ref_load(dir, &r)) {
+			CHECK(0, "reference of %s", dir);
+			continue;
+		}
+		for (int c = 0; c < r.n_cases; c++) {
+			json_t *cs = t_ref_case(&r, c), *in = json_object_get(cs, "input_ids"), *want = json_object_get(cs, "output_ids");
+			if (json_real_value(json_object_get(cs, "min_margin_generated")) <= 0.01)
+				continue;
+			char ids[2048] = "", exp[2048] = "", out[4096];
+			for (size_t k = 0; k < json_array_size(in); k++)
+				snprintf(ids + strlen(ids), sizeof ids - strlen(ids), k ? ",%lld" : "%lld",
+					 (long long)json_integer_value(json_array_get(in, k)));
+			for (size_t k = 0; k < json_array_size(want); k++)
+				snprintf(exp + strlen(exp), sizeof exp - strlen(exp), k ? " %lld" : "%lld",
+					 (long long)json_integer_value(json_array_get(want, k)));
+			strcat(exp, "\n");
+			const char *argv[] = {t_bin(), "run", "-m", dir, "--ids", ids, "-n", "24", "--temp", "0", "--ignore-eos", NULL};
+			CHECK(run(argv, out, sizeof out) == 0 && strcmp(out, exp) == 0, "%s case %d: got \"%s\" want \"%s\"",
+			      names[i], c, out, exp);
+		}
+		/* logits file: rows × vocab float32, equal to the reference */
+		int n;
+		int32_t *tok = t_ref_ids(&r, 0, &n);
+		char ids[4096] = "";
+		for (int k = 0; k < n; k++)
+			snprintf(ids + strlen(ids), sizeof ids - strlen(ids), k ? ",%d" : "%d", tok[k]);
+		char *lp = strdup(t_tmp("logits.f32")), out[256];
+		const char *argv[] = {t_bin(), "logits", "-m", dir, "--ids", ids, "-o", lp, NULL};
+		CHECK(run(argv, out, sizeof out) == 0, "logits %s", names[i]);
+		size_t nf;
+		float *lg = t_read_f32(lp, &nf);
+		CHECK(lg && nf == (size_t)n * r.vocab, "%s: logits file has %zu floats, want %d x %d", names[i], nf, n, r.vocab);
+		if (lg && nf == (size_t)n * r.vocab) {
+			double e = t_rel_err(lg, r.logits, nf);
+			CHECK(e <= 1e-4, "%s: CLI logits rel err %.3e", names[i], e);
+			printf("  %-18s CLI logits rel err %.2e, greedy ids match\n", names[i], e);
+		}
+		free(lg);
+		free(lp);
+		free(tok);
+		t_ref_free(&r);
+	}
+}
+
+int main(void)
+{
+	help_texts();
+	generated_models();
+	fixture_runs();
+	return t_done("test_cli");
+}
