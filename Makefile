@@ -38,6 +38,7 @@ TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test deps fuzz bench clean
+.SECONDARY:
 
 all: $(BIN)/inferd $(LIB)
 

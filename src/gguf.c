@@ -455,6 +455,8 @@ int gguf_w_tensor(struct gguf_writer *w, const char *name, uint32_t type, const 
 	return 0;
 }
 
+static bool wr(FILE *f, const void *p, size_t n) { return n == 0 || fwrite(p, 1, n, f) == n; }
+
 static bool pad_to(FILE *f, uint64_t *pos, uint64_t align)
 {
 	static const uint8_t zeros[64];
@@ -502,9 +504,8 @@ int gguf_w_write(struct gguf_writer *w, const char *path, char *err)
 	}
 	uint32_t version = 3;
 	uint64_t n_t = w->n_t, pos = 24 + w->kv_len + hdr.kv_len;
-	bool ok = fwrite("GGUF", 1, 4, f) == 4 && fwrite(&version, 4, 1, f) == 1 && fwrite(&n_t, 8, 1, f) == 1 &&
-		  fwrite(&w->n_kv, 8, 1, f) == 1 && fwrite(w->kv, 1, w->kv_len, f) == w->kv_len &&
-		  fwrite(hdr.kv, 1, hdr.kv_len, f) == hdr.kv_len && pad_to(f, &pos, align);
+	bool ok = wr(f, "GGUF", 4) && wr(f, &version, 4) && wr(f, &n_t, 8) && wr(f, &w->n_kv, 8) &&
+		  wr(f, w->kv, w->kv_len) && wr(f, hdr.kv, hdr.kv_len) && pad_to(f, &pos, align);
 	for (size_t i = 0; ok && i < w->n_t; i++) {
 		struct wtensor *t = &w->t[i];
 		uint8_t *nb = realloc(buf, t->nbytes ? t->nbytes : 1);
@@ -515,7 +516,7 @@ int gguf_w_write(struct gguf_writer *w, const char *path, char *err)
 		buf = nb;
 		if ((rc = t->produce(t->ctx, t->idx, buf, t->nbytes, err)) != 0)
 			goto out;
-		ok = fwrite(buf, 1, t->nbytes, f) == t->nbytes;
+		ok = wr(f, buf, t->nbytes);
 		pos += t->nbytes;
 		ok = ok && pad_to(f, &pos, align);
 	}

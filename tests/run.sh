@@ -3,6 +3,10 @@
 # Environment: BIN (folder of the inferd binary), INFERD_FIXTURES (optional).
 set -u
 export INFERD_BIN="${INFERD_BIN:-${BIN:-bin}/inferd}"
+# sanitizer reports get exit codes no test expects from the binary
+export ASAN_OPTIONS="${ASAN_OPTIONS:-exitcode=86:detect_leaks=1:abort_on_error=0}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=87}"
+export TSAN_OPTIONS="${TSAN_OPTIONS:-exitcode=88:halt_on_error=1}"
 fail=0
 for t in "$@"; do
 	start=$(date +%s)

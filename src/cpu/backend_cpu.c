@@ -136,7 +136,7 @@ static void mm_fn(void *ctx, int ith, int nth)
 	for (int64_t r = a; r < b; r++) {
 		const uint8_t *src = (const uint8_t *)j->w->data + (uint64_t)r * rb;
 		const float *wr = (const float *)src;
-		if (j->w->type != DT_F32) {
+		if (j->w->type != DT_F32 || ((uintptr_t)src & 3)) { /* safetensors data need not be aligned */
 			dtype_to_f32(j->w->type, src, tmp, cols);
 			wr = tmp;
 		}

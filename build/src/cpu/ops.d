@@ -1,2 +1,0 @@
-build/src/cpu/ops.o: src/cpu/ops.c src/cpu/ops.h
-src/cpu/ops.h:

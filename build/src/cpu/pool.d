@@ -1,2 +1,0 @@
-build/src/cpu/pool.o: src/cpu/pool.c src/cpu/pool.h
-src/cpu/pool.h:

@@ -1,2 +1,0 @@
-build/src/sample.o: src/sample.c src/sample.h
-src/sample.h:
