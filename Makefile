@@ -50,7 +50,9 @@ $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 
-$(BIN)/inferd: $(BUILD)/tools/inferd.o $(LIB)
+TOOL_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/*.c))
+
+$(BIN)/inferd: $(TOOL_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -82,4 +84,4 @@ bench: $(BIN)/inferd
 clean:
 	rm -rf build build-address build-thread build-fuzz bin
 
--include $(LIB_OBJ:.o=.d) $(BUILD)/tools/inferd.d $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
+-include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
