@@ -12,7 +12,7 @@ SAN     ?=
 OPT     ?= -O2
 CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
            -D_GNU_SOURCE -Iinclude -Isrc -pthread -MMD -MP $(EXTRA_CFLAGS)
-LDLIBS  := -ljansson -lm -pthread
+LDLIBS  := -ljansson -lpcre2-8 -lutf8proc -lm -pthread
 
 ifeq ($(SAN),)
   BUILD := build
@@ -76,7 +76,7 @@ fuzz: build-fuzz/fuzz_gguf build-fuzz/fuzz_safetensors
 
 build-fuzz/fuzz_%: fuzz/fuzz_%.c $(LIB_SRC)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $^ -ljansson -lm -pthread
+	clang $(FUZZ_CFLAGS) -o $@ $^ -ljansson -lpcre2-8 -lutf8proc -lm -pthread
 
 bench: $(BIN)/inferd
 	bench/run.sh

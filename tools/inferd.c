@@ -10,6 +10,7 @@
  */
 #include "inferd.h"
 #include "sample.h"
+#include "tok.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -28,6 +29,8 @@ static const char *top_help =
 	"  convert    convert a model to GGUF: inferd convert SRC OUT.gguf --type T\n"
 	"  gen-model  write a random-weight GGUF model of a given shape\n"
 	"  info       print a model's configuration\n"
+	"  tokenize   print the token ids of a text\n"
+	"  detokenize print the text of token ids\n"
 	"\n"
 	"MODEL is a GGUF file or a Hugging Face directory (config.json +\n"
 	"model.safetensors or model.safetensors.index.json).\n"
@@ -80,6 +83,26 @@ static const char *gen_help =
 	"  --tied              share the embedding as the output head\n"
 	"  --type T            f32, f16, bf16 or q8_0 (default f32)\n"
 	"  --seed S            weight seed (default 1)\n";
+
+static const char *tokenize_help =
+	"usage: inferd tokenize -m PATH (--text STR | --file F) [--no-special]\n"
+	"Print the token ids of the text, space-separated, as Hugging Face's\n"
+	"encode gives them: BOS/EOS added as the tokenizer's files say, and\n"
+	"special-token strings in the text matched as special tokens.\n"
+	"  -m, --model PATH    GGUF file, HF model directory, or a directory\n"
+	"                      holding tokenizer.json (required)\n"
+	"  --text STR          the text\n"
+	"  --file F            read the text from a file (bytes as they are)\n"
+	"  --no-special        add no BOS/EOS\n";
+
+static const char *detokenize_help =
+	"usage: inferd detokenize -m PATH --ids 1,2,3 [--skip-special]\n"
+	"Print the text of the ids exactly (no newline added), as Hugging Face's\n"
+	"decode gives it.\n"
+	"  -m, --model PATH    GGUF file, HF model directory, or a directory\n"
+	"                      holding tokenizer.json (required)\n"
+	"  --ids LIST          token ids, comma-separated (required)\n"
+	"  --skip-special      leave special tokens out\n";
 
 static const char *info_help = "usage: inferd info -m MODEL\nPrint the model's architecture and shape.\n";
 
@@ -472,6 +495,138 @@ static int cmd_info(struct args *a)
 	return 0;
 }
 
+static char *read_all(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	char *b = NULL;
+	size_t cap = 0;
+	*n = 0;
+	for (;;) {
+		if (*n + 65536 > cap) {
+			char *nb = realloc(b, cap = cap * 2 + 65536);
+			if (!nb) {
+				free(b);
+				fclose(f);
+				return NULL;
+			}
+			b = nb;
+		}
+		size_t r = fread(b + *n, 1, cap - *n, f);
+		*n += r;
+		if (r == 0)
+			break;
+	}
+	fclose(f);
+	return b;
+}
+
+static int cmd_tokenize(struct args *a)
+{
+	const char *model = NULL, *text = NULL, *file = NULL;
+	int flags = TOK_ADD_SPECIAL | TOK_PARSE_SPECIAL;
+	for (a->i = 2; a->i < a->argc; a->i++) {
+		const char *v = NULL, *arg = a->argv[a->i];
+		int r;
+		if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+			fputs(tokenize_help, stdout);
+			return 0;
+		}
+		if ((r = opt(a, "-m", "--model", &v)))
+			model = v;
+		else if ((r = opt(a, "--text", NULL, &v)))
+			text = v;
+		else if ((r = opt(a, "--file", NULL, &v)))
+			file = v;
+		else if (!strcmp(arg, "--no-special"))
+			r = 1, flags &= ~TOK_ADD_SPECIAL;
+		else
+			return usage_error(a->cmd, "unknown option \"%s\"", arg);
+		if (r < 0)
+			return usage_error(a->cmd, "option %s needs a value", arg);
+	}
+	if (!model)
+		return usage_error(a->cmd, "%s", "missing -m PATH");
+	if (!text == !file)
+		return usage_error(a->cmd, "%s", "give exactly one of --text and --file");
+	size_t len = text ? strlen(text) : 0;
+	char *buf = NULL, err[INFERD_ERR_LEN];
+	if (file && !(buf = read_all(file, &len))) {
+		fprintf(stderr, "inferd: %s: cannot read: %s\n", file, strerror(errno));
+		return 1;
+	}
+	struct tokenizer *t;
+	int32_t *ids = NULL;
+	int n = 0, rc = 1;
+	if (tok_load(model, &t, err)) {
+		fprintf(stderr, "inferd: %s\n", err);
+		free(buf);
+		return 1;
+	}
+	if (tok_encode(t, text ? text : buf, len, flags, &ids, &n, err)) {
+		fprintf(stderr, "inferd: %s\n", err);
+	} else {
+		for (int i = 0; i < n; i++)
+			printf(i ? " %d" : "%d", ids[i]);
+		printf("\n");
+		rc = 0;
+	}
+	free(ids);
+	free(buf);
+	tok_free(t);
+	return rc;
+}
+
+static int cmd_detokenize(struct args *a)
+{
+	const char *model = NULL, *ids_s = NULL;
+	int flags = 0;
+	for (a->i = 2; a->i < a->argc; a->i++) {
+		const char *v = NULL, *arg = a->argv[a->i];
+		int r;
+		if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+			fputs(detokenize_help, stdout);
+			return 0;
+		}
+		if ((r = opt(a, "-m", "--model", &v)))
+			model = v;
+		else if ((r = opt(a, "--ids", NULL, &v)))
+			ids_s = v;
+		else if (!strcmp(arg, "--skip-special"))
+			r = 1, flags |= TOK_SKIP_SPECIAL;
+		else
+			return usage_error(a->cmd, "unknown option \"%s\"", arg);
+		if (r < 0)
+			return usage_error(a->cmd, "option %s needs a value", arg);
+	}
+	if (!model)
+		return usage_error(a->cmd, "%s", "missing -m PATH");
+	if (!ids_s)
+		return usage_error(a->cmd, "%s", "missing --ids LIST");
+	int32_t *ids = NULL;
+	int n = 0, rc;
+	if (*ids_s && (rc = parse_ids(a->cmd, ids_s, &ids, &n)))
+		return rc;
+	char err[INFERD_ERR_LEN], *out = NULL;
+	size_t len;
+	struct tokenizer *t;
+	if (tok_load(model, &t, err)) {
+		fprintf(stderr, "inferd: %s\n", err);
+		free(ids);
+		return 1;
+	}
+	rc = tok_decode(t, ids, n, flags, &out, &len, err);
+	if (rc)
+		fprintf(stderr, "inferd: %s\n", err);
+	else
+		fwrite(out, 1, len, stdout);
+	free(out);
+	free(ids);
+	tok_free(t);
+	return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
@@ -481,7 +636,8 @@ int main(int argc, char **argv)
 	struct args a = {argc, argv, 2, argv[1]};
 	static const struct { const char *name; int (*fn)(struct args *); } cmds[] = {
 		{"run", cmd_run}, {"logits", cmd_logits}, {"convert", cmd_convert},
-		{"gen-model", cmd_gen}, {"info", cmd_info},
+		{"gen-model", cmd_gen}, {"info", cmd_info}, {"tokenize", cmd_tokenize},
+		{"detokenize", cmd_detokenize},
 	};
 	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
 		if (!strcmp(argv[1], cmds[i].name))
