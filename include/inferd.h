@@ -94,7 +94,16 @@ struct inferd_gen_opts {
 	int tied;          /* share the embedding as output head */
 	uint64_t seed;
 	const char *type;  /* as for inferd_convert */
+	const char *tokenizer; /* optional: embed this tokenizer (GGUF, or a
+				* directory with tokenizer.json); the vocabulary
+				* size then follows it */
 };
+
+/* Fill `o` with a named real shape ("llama-1b", "qwen3-0.6b", ...);
+ * returns INFERD_EINVAL for an unknown name. */
+int inferd_gen_shape(const char *name, struct inferd_gen_opts *o);
+/* The names inferd_gen_shape knows, comma-separated. */
+const char *inferd_gen_shapes(void);
 
 /* Write a random-weight GGUF model of the given shape. */
 int inferd_gen_model(const struct inferd_gen_opts *o, const char *out_path, char *err);

@@ -13,6 +13,7 @@
  */
 #include "model.h"
 #include "dtype.h"
+#include "tok.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -93,7 +94,7 @@ static int ftype_of(int type)
 	}
 }
 
-static void write_meta(struct gguf_writer *w, const struct inferd_model *m, int type)
+static void write_meta(struct gguf_writer *w, const struct inferd_model *m, int type, const struct tokenizer *tok)
 {
 	const struct model_config *c = &m->c;
 	const char *a = arch_name(c->arch);
@@ -127,6 +128,10 @@ static void write_meta(struct gguf_writer *w, const struct inferd_model *m, int 
 		gguf_w_f32(w, KEY("rope.scaling.attn_factor"), (float)c->rs_attn_factor);
 	}
 #undef KEY
+	if (tok) {
+		tok_write_gguf(tok, w);
+		return;
+	}
 	gguf_w_str(w, "tokenizer.ggml.model", "no_vocab");
 	if (c->bos_id >= 0)
 		gguf_w_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_id);
@@ -134,7 +139,45 @@ static void write_meta(struct gguf_writer *w, const struct inferd_model *m, int 
 		gguf_w_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos_id);
 }
 
+static int convert_with(const inferd_model_t *m, const char *out_path, const char *type_name,
+			const struct tokenizer *tok, char *err);
+
+/* The tokenizer the source carries, if any (NULL when it has none). */
+static int source_tokenizer(const inferd_model_t *m, struct tokenizer **tok, char *err)
+{
+	*tok = NULL;
+	if (m->gguf.kv) {
+		if (!gguf_find(&m->gguf, "tokenizer.ggml.tokens"))
+			return 0;
+		return tok_load_gguf(&m->gguf, m->path, tok, err);
+	}
+	char p[4200];
+	snprintf(p, sizeof p, "%s/tokenizer.json", m->path);
+	FILE *f = fopen(p, "rb");
+	if (!f)
+		return 0;
+	fclose(f);
+	return tok_load_hf(m->path, tok, err);
+}
+
 int inferd_convert(const inferd_model_t *m, const char *out_path, const char *type_name, char *err)
+{
+	struct tokenizer *tok;
+	int rc = source_tokenizer(m, &tok, err);
+	if (rc)
+		return rc;
+	if (tok && tok_n_vocab(tok) > m->c.n_vocab) {
+		tok_free(tok);
+		return seterr(err, INFERD_ECONFIG, "%s: the tokenizer has %d tokens but the model only %d", m->path,
+			      tok_n_vocab(tok), m->c.n_vocab);
+	}
+	rc = convert_with(m, out_path, type_name, tok, err);
+	tok_free(tok);
+	return rc;
+}
+
+static int convert_with(const inferd_model_t *m, const char *out_path, const char *type_name,
+			const struct tokenizer *tok, char *err)
 {
 	int type = type_name ? dtype_from_name(type_name) : -1;
 	if (type != DT_F32 && type != DT_F16 && type != DT_BF16 && type != DT_Q8_0)
@@ -152,7 +195,7 @@ int inferd_convert(const inferd_model_t *m, const char *out_path, const char *ty
 		rc = seterr(err, INFERD_ENOMEM, "out of memory");
 		goto out;
 	}
-	write_meta(w, m, type);
+	write_meta(w, m, type, tok);
 	int n = 0;
 	bool permute = c->arch == ARCH_LLAMA && c->rope_style == ROPE_NEOX;
 	for (int l = -1; l < c->n_layer; l++) {
@@ -219,6 +262,7 @@ int inferd_gen_model(const struct inferd_gen_opts *o, const char *out_path, char
 	if (!m)
 		return seterr(err, INFERD_ENOMEM, "out of memory");
 	int rc = 0;
+	struct tokenizer *tok = NULL;
 	struct model_config *c = &m->c;
 	if (!o->arch || (strcmp(o->arch, "llama") && strcmp(o->arch, "qwen2") && strcmp(o->arch, "qwen3"))) {
 		rc = seterr(err, INFERD_EINVAL, "gen-model: unknown architecture \"%s\" (llama, qwen2, qwen3)",
@@ -233,6 +277,13 @@ int inferd_gen_model(const struct inferd_gen_opts *o, const char *out_path, char
 	c->n_head_kv = o->n_head_kv ? o->n_head_kv : o->n_head;
 	c->head_dim = o->head_dim ? o->head_dim : o->n_head ? o->n_embd / o->n_head : 0;
 	c->n_vocab = o->n_vocab;
+	if (o->tokenizer) {
+		if ((rc = tok_load(o->tokenizer, &tok, err)))
+			goto out;
+		c->n_vocab = tok_n_vocab(tok);
+		c->bos_id = tok_bos(tok);
+		c->eos_id = tok_eos(tok);
+	}
 	c->n_ctx_train = o->n_ctx ? o->n_ctx : 4096;
 	c->norm_eps = 1e-6;
 	c->rope_theta = o->rope_theta > 0 ? o->rope_theta : 10000.0;
@@ -240,7 +291,8 @@ int inferd_gen_model(const struct inferd_gen_opts *o, const char *out_path, char
 	c->qkv_bias = c->arch == ARCH_QWEN2;
 	c->qk_norm = c->arch == ARCH_QWEN3;
 	c->rope_style = ROPE_NEOX;
-	c->bos_id = c->eos_id = -1;
+	if (!tok)
+		c->bos_id = c->eos_id = -1;
 	if ((rc = config_validate(c, "gen-model", err)))
 		goto out;
 	m->inv_freq = calloc((size_t)c->head_dim / 2, sizeof *m->inv_freq);
@@ -276,8 +328,50 @@ int inferd_gen_model(const struct inferd_gen_opts *o, const char *out_path, char
 		}
 	if (c->tied)
 		m->output = m->tok_embd;
-	rc = inferd_convert(m, out_path, o->type ? o->type : "f32", err);
+	rc = convert_with(m, out_path, o->type ? o->type : "f32", tok, err);
 out:
+	tok_free(tok);
 	inferd_model_close(m);
 	return rc;
+}
+
+/* Real shapes (from the models' published configs), random weights. */
+static const struct {
+	const char *name, *arch;
+	int layers, hidden, ffn, heads, kv, head_dim, vocab, tied;
+	float theta;
+} shapes[] = {
+	{"llama-1b", "llama", 16, 2048, 8192, 32, 8, 64, 128256, 1, 500000},   /* Llama 3.2 1B */
+	{"llama-3b", "llama", 28, 3072, 8192, 24, 8, 128, 128256, 1, 500000},  /* Llama 3.2 3B */
+	{"llama-8b", "llama", 32, 4096, 14336, 32, 8, 128, 128256, 0, 500000}, /* Llama 3.1 8B */
+	{"qwen2-0.5b", "qwen2", 24, 896, 4864, 14, 2, 64, 151936, 1, 1000000}, /* Qwen2.5 0.5B */
+	{"qwen2-1.5b", "qwen2", 28, 1536, 8960, 12, 2, 128, 151936, 1, 1000000},
+	{"qwen3-0.6b", "qwen3", 28, 1024, 3072, 16, 8, 128, 151936, 1, 1000000},
+	{"qwen3-1.7b", "qwen3", 28, 2048, 6144, 16, 8, 128, 151936, 1, 1000000},
+	{"qwen3-4b", "qwen3", 36, 2560, 9728, 32, 8, 128, 151936, 1, 1000000},
+	{"tiny", "llama", 2, 64, 172, 4, 2, 16, 512, 0, 10000},
+};
+
+int inferd_gen_shape(const char *name, struct inferd_gen_opts *o)
+{
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+		if (!strcmp(shapes[i].name, name)) {
+			o->arch = shapes[i].arch;
+			o->n_layer = shapes[i].layers;
+			o->n_embd = shapes[i].hidden;
+			o->n_ff = shapes[i].ffn;
+			o->n_head = shapes[i].heads;
+			o->n_head_kv = shapes[i].kv;
+			o->head_dim = shapes[i].head_dim;
+			o->n_vocab = shapes[i].vocab;
+			o->tied = shapes[i].tied;
+			o->rope_theta = shapes[i].theta;
+			return 0;
+		}
+	return INFERD_EINVAL;
+}
+
+const char *inferd_gen_shapes(void)
+{
+	return "llama-1b, llama-3b, llama-8b, qwen2-0.5b, qwen2-1.5b, qwen3-0.6b, qwen3-1.7b, qwen3-4b, tiny";
 }

@@ -67,9 +67,16 @@ static const char *convert_help =
 	"  --type T            output type (default f16)\n";
 
 static const char *gen_help =
-	"usage: inferd gen-model -o OUT.gguf [options]\n"
+	"usage: inferd gen-model -o OUT.gguf [--shape NAME | dimensions] [options]\n"
 	"Write a random-weight model (nothing to download).\n"
 	"  -o, --output FILE   output GGUF path (required)\n"
+	"  --shape NAME        a real model's shape: llama-1b, llama-3b, llama-8b,\n"
+	"                      qwen2-0.5b, qwen2-1.5b, qwen3-0.6b, qwen3-1.7b,\n"
+	"                      qwen3-4b, tiny (dimension flags given after it\n"
+	"                      override it)\n"
+	"  --tokenizer DIR     embed this tokenizer and chat template (a directory\n"
+	"                      holding tokenizer.json, or a GGUF); the vocabulary\n"
+	"                      size follows it\n"
 	"  --arch A            llama, qwen2 or qwen3 (default llama)\n"
 	"  --layers N          decoder layers (default 2)\n"
 	"  --hidden N          hidden size (default 64)\n"
@@ -437,6 +444,12 @@ static int cmd_gen(struct args *a)
 			out = v;
 		else if ((r = opt(a, "--arch", NULL, &v)))
 			o.arch = v;
+		else if ((r = opt(a, "--tokenizer", NULL, &v)))
+			o.tokenizer = v;
+		else if ((r = opt(a, "--shape", NULL, &v)) > 0) {
+			if (inferd_gen_shape(v, &o))
+				return usage_error(a->cmd, "unknown --shape \"%s\"", v);
+		}
 		else if ((r = opt(a, "--type", NULL, &v)))
 			o.type = v;
 		else if ((r = opt(a, "--rope-theta", NULL, &v)) > 0) {
