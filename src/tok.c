@@ -268,11 +268,39 @@ int bytelevel_byte(uint32_t cp)
 
 /* ---------------- regex ---------------- */
 
+/* Hugging Face compiles its patterns with Oniguruma, whose \s is Unicode
+ * White_Space (U+0085 included); PCRE2's \s under UCP is not, so \s and
+ * \S are spelled as the property. */
+static char *onig_whitespace(const char *re)
+{
+	struct sbuf b = {0};
+	for (const char *p = re; *p; p++) {
+		if (p[0] == '\\' && (p[1] == 's' || p[1] == 'S')) {
+			sb_put(&b, p[1] == 's' ? "\\p{White_Space}" : "\\P{White_Space}", 15);
+			p++;
+		} else if (p[0] == '\\' && p[1]) {
+			sb_put(&b, p, 2);
+			p++;
+		} else {
+			sb_put(&b, p, 1);
+		}
+	}
+	if (!b.p)
+		sb_put(&b, "", 0);
+	return b.oom ? NULL : b.p;
+}
+
 pcre2_code *tok_regex(const char *pattern, char *err)
 {
 	int ec;
 	PCRE2_SIZE off;
-	pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &off, NULL);
+	char *pat = onig_whitespace(pattern);
+	if (!pat) {
+		seterr(err, INFERD_ENOMEM, "out of memory");
+		return NULL;
+	}
+	pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &off, NULL);
+	free(pat);
 	if (!re) {
 		PCRE2_UCHAR msg[128];
 		pcre2_get_error_message(ec, msg, sizeof msg);
@@ -1147,6 +1175,31 @@ static int stream_emit(struct tok_stream *s, int final, char **out, size_t *len,
 	if (rc)
 		return rc;
 	size_t st = final ? n : stable_len(s->t, full, n);
+	/* byte-fallback: a later byte can turn the whole trailing run of byte
+	 * tokens into U+FFFDs, so the text stops before that run */
+	int fb = 0;
+	for (int i = 0; i < s->t->n_dec; i++)
+		fb |= s->t->dec[i].kind == D_BYTEFALLBACK;
+	int j = s->ids.n;
+	while (fb && !final && j > 0) {
+		const struct tok_piece *p = &s->t->tok[s->ids.p[j - 1]];
+		int skipped = (s->flags & TOK_SKIP_SPECIAL) && tok_is_special(s->t, s->ids.p[j - 1]);
+		if (!skipped && byte_token(p->text ? p->text : "", p->len) < 0)
+			break;
+		j--; /* a skipped token does not end the run: the bytes around it join */
+	}
+	if (j < s->ids.n) {
+		char *pre;
+		size_t pn;
+		if ((rc = tok_decode(s->t, s->ids.p, j, s->flags, &pre, &pn, err))) {
+			free(full);
+			return rc;
+		}
+		size_t ps = stable_len(s->t, pre, pn);
+		if (ps < st)
+			st = ps;
+		free(pre);
+	}
 	if (st < s->emitted)
 		st = s->emitted;
 	*len = st - s->emitted;
@@ -1182,7 +1235,7 @@ const char *tok_eos_text(const struct tokenizer *t) { return t->eos_text ? t->eo
 
 bool tok_is_special(const struct tokenizer *t, int32_t id)
 {
-	return id >= 0 && id < t->n_vocab && t->tok[id].type == TT_CONTROL;
+	return id >= 0 && id < t->n_vocab && (t->tok[id].type == TT_CONTROL || t->tok[id].type == TT_UNKNOWN);
 }
 
 const char *tok_piece(const struct tokenizer *t, int32_t id)

@@ -608,8 +608,8 @@ int tok_load_gguf(const struct gguf *g, const char *path, struct tokenizer **out
 		}
 		if (scores)
 			memcpy(&t->tok[i].score, scores->arr_data + 4 * (size_t)i, 4);
-		if ((ty == TT_CONTROL || ty == TT_USER) && len &&
-		    add_added(t, i, s, (size_t)len, ty == TT_CONTROL, 0, 0)) {
+		if ((ty == TT_CONTROL || ty == TT_USER || ty == TT_UNKNOWN) && len &&
+		    add_added(t, i, s, (size_t)len, ty != TT_USER, 0, 0)) {
 			rc = seterr(err, INFERD_ENOMEM, "out of memory");
 			goto fail;
 		}
