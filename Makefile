@@ -78,8 +78,14 @@ build-fuzz/fuzz_%: fuzz/fuzz_%.c $(LIB_SRC)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ -ljansson -lpcre2-8 -lutf8proc -lm -pthread
 
-bench: $(BIN)/inferd
-	bench/run.sh
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+bench: $(BIN)/inferd $(BENCH_BIN)
+	BUILD=$(BUILD) bench/run.sh
 
 clean:
 	rm -rf build build-address build-thread build-fuzz bin
