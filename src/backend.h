@@ -20,8 +20,10 @@ struct batch {
 	int n_tokens;
 	const int32_t *ids;     /* [n_tokens] token ids */
 	const int32_t *pos;     /* [n_tokens] absolute positions */
-	const int32_t *seq;     /* [n_tokens] index into kv[] */
-	void **kv;              /* [n_seq] backend KV caches */
+	const int32_t *seq;     /* [n_tokens] index into block_table[] */
+	void *kv;               /* the backend KV pool the sequences live in */
+	const int32_t *const *block_table; /* [n_seq]: block of position p is
+				 * block_table[s][p / block_size] */
 	int n_seq;
 	const uint8_t *want;    /* [n_tokens] nonzero: this row's logits are wanted */
 	float *logits;          /* host: [number of wanted rows][n_vocab] */
@@ -36,9 +38,11 @@ struct backend_ops {
 	/* device memory for activations; alloc returns NULL when out of memory */
 	float *(*alloc)(struct backend *be, size_t n_floats);
 	void (*dealloc)(struct backend *be, float *p);
-	/* a KV cache for one sequence of up to `cap` positions */
-	void *(*kv_new)(struct backend *be, int cap, char *err);
+	/* a paged KV pool: n_blocks blocks of block_size positions (all layers) */
+	void *(*kv_new)(struct backend *be, int n_blocks, int block_size, char *err);
 	void (*kv_free)(struct backend *be, void *kv);
+	/* copy block src to dst (copy-on-write of shared prefix blocks) */
+	void (*kv_copy)(struct backend *be, void *kv, int dst, int src);
 	/* out[i] = row ids[i] of emb (any dtype), as float */
 	void (*get_rows)(struct backend *be, float *out, const struct tensor *emb, const int32_t *ids, int n);
 	/* out[r] = x[r] / rms(x[r]) * w, rows of `dim`; out may equal x */

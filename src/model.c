@@ -18,9 +18,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* A sequence evaluated directly (tools, tests): its own KV pool whose
+ * blocks are its positions in order. */
+#define SEQ_BLOCK 16
 struct inferd_seq {
 	inferd_model_t *m;
 	void *kv;
+	int32_t *table;
 	int cap, len;
 };
 
@@ -268,7 +272,15 @@ int inferd_seq_new(inferd_model_t *m, int capacity, inferd_seq_t **out, char *er
 		return seterr(err, INFERD_ENOMEM, "out of memory");
 	s->m = m;
 	s->cap = capacity;
-	if (!(s->kv = m->be->ops->kv_new(m->be, capacity, err))) {
+	int nb = (capacity + SEQ_BLOCK - 1) / SEQ_BLOCK;
+	if (!(s->table = malloc((size_t)nb * sizeof *s->table))) {
+		free(s);
+		return seterr(err, INFERD_ENOMEM, "out of memory");
+	}
+	for (int i = 0; i < nb; i++)
+		s->table[i] = i;
+	if (!(s->kv = m->be->ops->kv_new(m->be, nb, SEQ_BLOCK, err))) {
+		free(s->table);
 		free(s);
 		return INFERD_ENOMEM;
 	}
@@ -281,6 +293,7 @@ void inferd_seq_free(inferd_seq_t *s)
 	if (!s)
 		return;
 	s->m->be->ops->kv_free(s->m->be, s->kv);
+	free(s->table);
 	free(s);
 }
 
@@ -309,8 +322,8 @@ int inferd_seq_eval(inferd_model_t *m, inferd_seq_t *s, const int32_t *ids, int 
 		pos[i] = s->len + i;
 		want[i] = logits && (all_rows || i == n - 1);
 	}
-	void *kv[1] = {s->kv};
-	struct batch b = {.n_tokens = n, .ids = ids, .pos = pos, .seq = seq, .kv = kv, .n_seq = 1, .want = want,
+	const int32_t *tables[1] = {s->table};
+	struct batch b = {.n_tokens = n, .ids = ids, .pos = pos, .seq = seq, .kv = s->kv, .block_table = tables, .n_seq = 1, .want = want,
 			  .logits = logits};
 	pthread_mutex_lock(&m->eval_lock);
 	rc = forward(m, &b, err);

@@ -5,9 +5,11 @@
  * Ownership: the backend owns its pool, per-thread scratch rows and the
  * rotary table; the model owns the weights it reads. Only the model's
  * compute thread calls these ops (backend.h), so nothing here locks.
- * KV cache: per sequence, float32, [layer][cap][n_head_kv * head_dim] for
- * K and for V. Attention reads K/V back from the cache, including the
- * tokens of the current step, so results do not depend on batching.
+ * KV cache: a paged pool, float32, [layer][block][block_size][n_head_kv *
+ * head_dim] for K and for V; a sequence's position p lives in block
+ * block_table[p / block_size]. Attention reads K/V back from the cache,
+ * including the tokens of the current step, in position order, so results
+ * do not depend on batching or on which blocks a sequence got.
  */
 #include "backend.h"
 #include "dtype.h"
@@ -19,9 +21,15 @@
 #include <string.h>
 
 struct cpu_kv {
-	int cap;
-	float *k, *v; /* [n_layer][cap][kvdim] */
+	int n_blocks, bs;
+	size_t kvdim;
+	float *k, *v; /* [n_layer][n_blocks][bs][kvdim] */
 };
+
+static inline size_t kv_off(const struct cpu_kv *kv, int layer, int blk, int off)
+{
+	return (((size_t)layer * (size_t)kv->n_blocks + (size_t)blk) * (size_t)kv->bs + (size_t)off) * kv->kvdim;
+}
 
 struct cpu_backend {
 	struct backend base;
@@ -48,13 +56,14 @@ static void cpu_dealloc(struct backend *be, float *p)
 	free(p);
 }
 
-static void *cpu_kv_new(struct backend *be, int cap, char *err)
+static void *cpu_kv_new(struct backend *be, int n_blocks, int bs, char *err)
 {
 	const struct model_config *c = &be->m->c;
-	size_t n = (size_t)c->n_layer * (size_t)cap * (size_t)(c->n_head_kv * c->head_dim);
+	size_t kvdim = (size_t)(c->n_head_kv * c->head_dim);
+	size_t n = (size_t)c->n_layer * (size_t)n_blocks * (size_t)bs * kvdim;
 	struct cpu_kv *kv = calloc(1, sizeof *kv);
 	if (kv) {
-		kv->cap = cap;
+		*kv = (struct cpu_kv){.n_blocks = n_blocks, .bs = bs, .kvdim = kvdim};
 		kv->k = calloc(n, sizeof(float));
 		kv->v = calloc(n, sizeof(float));
 	}
@@ -64,8 +73,8 @@ static void *cpu_kv_new(struct backend *be, int cap, char *err)
 			free(kv->v);
 		}
 		free(kv);
-		seterr(err, INFERD_ENOMEM, "out of memory for a KV cache of %d positions (%zu MiB)", cap,
-		       2 * n * sizeof(float) >> 20);
+		seterr(err, INFERD_ENOMEM, "out of memory for a KV cache of %d blocks of %d positions (%zu MiB)", n_blocks,
+		       bs, 2 * n * sizeof(float) >> 20);
 		return NULL;
 	}
 	return kv;
@@ -80,6 +89,16 @@ static void cpu_kv_free(struct backend *be, void *p)
 	free(kv->k);
 	free(kv->v);
 	free(kv);
+}
+
+static void cpu_kv_copy(struct backend *be, void *p, int dst, int src)
+{
+	struct cpu_kv *kv = p;
+	for (int l = 0; l < be->m->c.n_layer; l++) {
+		size_t n = (size_t)kv->bs * kv->kvdim * sizeof(float);
+		memcpy(kv->k + kv_off(kv, l, dst, 0), kv->k + kv_off(kv, l, src, 0), n);
+		memcpy(kv->v + kv_off(kv, l, dst, 0), kv->v + kv_off(kv, l, src, 0), n);
+	}
 }
 
 /* ---- get_rows ---- */
@@ -192,26 +211,26 @@ static void attn_fn(void *ctx, int ith, int nth)
 {
 	struct attn_job *j = ctx;
 	const struct model_config *c = j->c;
-	int hd = c->head_dim, H = c->n_head, kvdim = c->n_head_kv * hd, group = H / c->n_head_kv;
+	const struct cpu_kv *kv = j->b->kv;
+	int hd = c->head_dim, H = c->n_head, group = H / c->n_head_kv, bs = kv->bs;
 	float scale = 1.0f / sqrtf((float)hd);
 	float *sc = j->scores[ith];
 	int64_t a, b;
 	pool_split((int64_t)j->b->n_tokens * H, ith, nth, &a, &b);
 	for (int64_t r = a; r < b; r++) {
 		int t = (int)(r / H), h = (int)(r % H);
-		const struct cpu_kv *kv = j->b->kv[j->b->seq[t]];
+		const int32_t *table = j->b->block_table[j->b->seq[t]];
 		const float *q = j->q + r * hd;
-		const float *K = kv->k + (size_t)j->layer * kv->cap * kvdim + (h / group) * hd;
-		const float *V = kv->v + (size_t)j->layer * kv->cap * kvdim + (h / group) * hd;
+		size_t hoff = (size_t)(h / group) * (size_t)hd;
 		int L = j->b->pos[t] + 1;
 		for (int p = 0; p < L; p++)
-			sc[p] = ops_dot(q, K + (size_t)p * kvdim, hd) * scale;
+			sc[p] = ops_dot(q, kv->k + kv_off(kv, j->layer, table[p / bs], p % bs) + hoff, hd) * scale;
 		ops_softmax(sc, L);
 		float *o = j->out + r * hd;
 		for (int i = 0; i < hd; i++)
 			o[i] = 0;
 		for (int p = 0; p < L; p++) {
-			const float *vp = V + (size_t)p * kvdim;
+			const float *vp = kv->v + kv_off(kv, j->layer, table[p / bs], p % bs) + hoff;
 			for (int i = 0; i < hd; i++)
 				o[i] += sc[p] * vp[i];
 		}
@@ -238,9 +257,10 @@ static void cpu_attention(struct backend *be, float *out, const float *q, const 
 	struct cpu_backend *cb = CPU(be);
 	const struct model_config *c = &be->m->c;
 	int kvdim = c->n_head_kv * c->head_dim;
+	struct cpu_kv *kv = b->kv;
 	for (int t = 0; t < b->n_tokens; t++) {
-		struct cpu_kv *kv = b->kv[b->seq[t]];
-		size_t off = ((size_t)layer * kv->cap + (size_t)b->pos[t]) * kvdim;
+		int p = b->pos[t];
+		size_t off = kv_off(kv, layer, b->block_table[b->seq[t]][p / kv->bs], p % kv->bs);
 		memcpy(kv->k + off, k + (size_t)t * kvdim, (size_t)kvdim * sizeof(float));
 		memcpy(kv->v + off, v + (size_t)t * kvdim, (size_t)kvdim * sizeof(float));
 	}
@@ -343,6 +363,7 @@ static const struct backend_ops cpu_ops = {
 	.dealloc = cpu_dealloc,
 	.kv_new = cpu_kv_new,
 	.kv_free = cpu_kv_free,
+	.kv_copy = cpu_kv_copy,
 	.begin_step = cpu_begin_step,
 	.get_rows = cpu_get_rows,
 	.rmsnorm = cpu_rmsnorm,
