@@ -1,0 +1,13 @@
+/*
+ * cmds.h — subcommands of the inferd command line that live in their own
+ * files (tools/cmd_*.c). Each takes the whole argv (argv[0] "inferd",
+ * argv[1] the command name) and returns the process exit code: 0 success,
+ * 1 bad model or input (message on stderr), 2 bad usage.
+ */
+#ifndef INFERD_CMDS_H
+#define INFERD_CMDS_H
+
+/* inferd template: render a model's chat template for a conversation */
+int cmd_template(int argc, char **argv);
+
+#endif
