@@ -14,6 +14,7 @@
 #include "tok_impl.h"
 #include "util.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,20 +269,137 @@ int bytelevel_byte(uint32_t cp)
 
 /* ---------------- regex ---------------- */
 
-/* Hugging Face compiles its patterns with Oniguruma, whose \s is Unicode
- * White_Space (U+0085 included); PCRE2's \s under UCP is not, so \s and
- * \S are spelled as the property. */
-static char *onig_whitespace(const char *re)
+/*
+ * Unicode properties. Hugging Face compiles its patterns with Oniguruma:
+ * \s is Unicode White_Space (U+0085 included), and \p{..} follows Unicode
+ * 15.0, as utf8proc (our normalizer) does. PCRE2 10.42's tables are
+ * Unicode 14.0, so the code points assigned in 15.0 are added to each
+ * \p{..} class explicitly, with the category utf8proc gives them. The list
+ * is computed once per process (pthread_once) and never changes after.
+ */
+struct newcp {
+	uint32_t cp;
+	uint8_t cat;
+};
+static struct newcp *newcps;
+static int n_newcps;
+static pthread_once_t newcps_once = PTHREAD_ONCE_INIT;
+
+static void newcps_init(void)
 {
+	int ec;
+	PCRE2_SIZE off;
+	pcre2_code *cn = pcre2_compile((PCRE2_SPTR) "^\\p{Cn}", PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &off, NULL);
+	pcre2_match_data *md = cn ? pcre2_match_data_create(1, NULL) : NULL;
+	int cap = 0;
+	for (uint32_t cp = 0; md && cp < 0x110000; cp++) {
+		if (cp >= 0xD800 && cp < 0xE000)
+			continue;
+		utf8proc_category_t cat = utf8proc_category((utf8proc_int32_t)cp);
+		if (cat == UTF8PROC_CATEGORY_CN)
+			continue;
+		uint8_t u[4];
+		ssize_t k = utf8proc_encode_char((utf8proc_int32_t)cp, u);
+		if (pcre2_match(cn, u, (PCRE2_SIZE)k, 0, 0, md, NULL) < 0)
+			continue; /* PCRE2 knows it */
+		if (n_newcps == cap) {
+			cap = cap ? cap * 2 : 1024;
+			struct newcp *nn = realloc(newcps, (size_t)cap * sizeof *nn);
+			if (!nn)
+				break;
+			newcps = nn;
+		}
+		newcps[n_newcps++] = (struct newcp){cp, (uint8_t)cat};
+	}
+	pcre2_match_data_free(md);
+	pcre2_code_free(cn);
+}
+
+/* categories (bit per utf8proc category) named by a \p{..} property */
+static uint32_t prop_mask(const char *name, size_t n)
+{
+	static const char *cats[] = {"Cn", "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd",
+				     "Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf",
+				     "Cs", "Co"};
+	uint32_t m = 0;
+	for (int c = 0; c < 30; c++)
+		if ((n == 1 && cats[c][0] == name[0]) || (n == 2 && cats[c][0] == name[0] && cats[c][1] == name[1]))
+			m |= 1u << c;
+	if (n == 2 && name[0] == 'L' && name[1] == '&')
+		m = (1u << 1) | (1u << 2) | (1u << 3);
+	return m;
+}
+
+static void put_newcps(struct sbuf *b, uint32_t mask)
+{
+	char x[48];
+	for (int i = 0; i < n_newcps;) {
+		if (!(mask & (1u << newcps[i].cat))) {
+			i++;
+			continue;
+		}
+		int j = i;
+		while (j + 1 < n_newcps && newcps[j + 1].cp == newcps[j].cp + 1 && (mask & (1u << newcps[j + 1].cat)))
+			j++;
+		snprintf(x, sizeof x, j > i ? "\\x{%X}-\\x{%X}" : "\\x{%X}", newcps[i].cp, newcps[j].cp);
+		sb_put(b, x, strlen(x));
+		i = j + 1;
+	}
+}
+
+/* Rewrite \s, \S and \p{..} / \P{..} as described above. */
+static char *onig_compat(const char *re)
+{
+	pthread_once(&newcps_once, newcps_init);
 	struct sbuf b = {0};
+	int in_class = 0;
 	for (const char *p = re; *p; p++) {
 		if (p[0] == '\\' && (p[1] == 's' || p[1] == 'S')) {
 			sb_put(&b, p[1] == 's' ? "\\p{White_Space}" : "\\P{White_Space}", 15);
 			p++;
+		} else if (p[0] == '\\' && (p[1] == 'p' || p[1] == 'P') && p[2]) {
+			const char *name = p + 2, *end = p + 3;
+			size_t nl = 1;
+			if (p[2] == '{') {
+				name = p + 3;
+				end = strchr(name, '}');
+				if (!end) {
+					sb_put(&b, p, strlen(p));
+					break;
+				}
+				nl = (size_t)(end - name);
+				end++;
+			}
+			uint32_t mask = prop_mask(name, nl);
+			int neg = p[1] == 'P';
+			if (!mask || (neg && in_class)) { /* keep PCRE2's own */
+				sb_put(&b, p, (size_t)(end - p));
+			} else {
+				if (!in_class)
+					sb_put(&b, neg ? "[^" : "[", neg ? 2 : 1);
+				sb_put(&b, "\\p{", 3);
+				sb_put(&b, name, nl);
+				sb_put(&b, "}", 1);
+				put_newcps(&b, mask);
+				if (!in_class)
+					sb_put(&b, "]", 1);
+			}
+			p = end - 1;
 		} else if (p[0] == '\\' && p[1]) {
 			sb_put(&b, p, 2);
 			p++;
 		} else {
+			if (p[0] == '[' && !in_class) {
+				in_class = 1;
+				sb_put(&b, p, 1);
+				if (p[1] == '^')
+					sb_put(&b, ++p, 1);
+				if (p[1] == ']') /* a literal ] first in a class */
+					sb_put(&b, ++p, 1);
+				continue;
+			}
+			if (p[0] == ']' && in_class)
+				in_class = 0;
 			sb_put(&b, p, 1);
 		}
 	}
@@ -294,7 +412,7 @@ pcre2_code *tok_regex(const char *pattern, char *err)
 {
 	int ec;
 	PCRE2_SIZE off;
-	char *pat = onig_whitespace(pattern);
+	char *pat = onig_compat(pattern);
 	if (!pat) {
 		seterr(err, INFERD_ENOMEM, "out of memory");
 		return NULL;
