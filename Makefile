@@ -67,7 +67,7 @@ deps:
 	.ci/deps
 
 # libFuzzer needs clang; the seed corpora live in fuzz/corpus/.
-FUZZ_CFLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -fsanitize=fuzzer,address,undefined
+FUZZ_CFLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_SECONDS ?= 60
 fuzz: build-fuzz/fuzz_gguf build-fuzz/fuzz_safetensors
 	@mkdir -p build-fuzz/corpus-gguf build-fuzz/corpus-st

@@ -366,9 +366,9 @@ int config_from_gguf(const struct gguf *g, const char *path, struct model_config
 		return rc;
 	if (c->rs == RS_YARN && c->rs_attn_factor == 0.0)
 		c->rs_attn_factor = c->rs_factor <= 1 ? 1.0 : 0.1 * log(c->rs_factor) + 1.0;
-	int64_t tok;
-	c->bos_id = gguf_get_int(g, "tokenizer.ggml.bos_token_id", &tok) && tok <= INT_MAX ? (int)tok : -1;
-	c->eos_id = gguf_get_int(g, "tokenizer.ggml.eos_token_id", &tok) && tok <= INT_MAX ? (int)tok : -1;
+	int64_t tok; /* a negative id means unknown (-1); (int) of one below INT_MIN would wrap to any value */
+	c->bos_id = gguf_get_int(g, "tokenizer.ggml.bos_token_id", &tok) && tok >= 0 && tok <= INT_MAX ? (int)tok : -1;
+	c->eos_id = gguf_get_int(g, "tokenizer.ggml.eos_token_id", &tok) && tok >= 0 && tok <= INT_MAX ? (int)tok : -1;
 	c->tied = gguf_find_tensor(g, "output.weight") == NULL;
 	c->qkv_bias = gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
 	c->qk_norm = c->arch == ARCH_QWEN3;

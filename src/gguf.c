@@ -10,6 +10,7 @@
 #include "dtype.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,39 @@ static int parse_tensor(struct rd *r, struct gguf_tensor *t, uint64_t idx)
 	return 0;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	const struct gguf_str *x = *(const struct gguf_str *const *)a, *y = *(const struct gguf_str *const *)b;
+	if (x->n != y->n)
+		return x->n < y->n ? -1 : 1;
+	int c = x->n ? memcmp(x->p, y->p, x->n) : 0;
+	return c ? c : (x > y) - (x < y);
+}
+
+/* Refuse a file in which two of the n strings (the `field` of entries
+ * `stride` bytes apart: key/value keys, tensor names) are equal. Sorting
+ * keeps this O(n log n): the counts are only bounded by the file size, and
+ * comparing every pair of a few million tensor names would take hours. */
+static int check_unique(const void *first, size_t stride, size_t field, uint64_t n, const char *name,
+			const char *what, char *err)
+{
+	if (n < 2)
+		return 0;
+	const struct gguf_str **v = malloc(n * sizeof *v);
+	if (!v)
+		return seterr(err, INFERD_ENOMEM, "%s: out of memory", name);
+	for (uint64_t i = 0; i < n; i++)
+		v[i] = (const struct gguf_str *)((const char *)first + i * stride + field);
+	qsort(v, n, sizeof *v, cmp_str);
+	int rc = 0;
+	for (uint64_t i = 1; i < n && !rc; i++)
+		if (v[i]->n == v[i - 1]->n && (!v[i]->n || memcmp(v[i]->p, v[i - 1]->p, v[i]->n) == 0))
+			rc = seterr(err, INFERD_EFORMAT, "%s: %s '%.*s' appears twice", name, what,
+				    v[i]->n > 96 ? 96 : (int)v[i]->n, v[i]->p);
+	free(v);
+	return rc;
+}
+
 int gguf_parse(const uint8_t *data, size_t size, const char *name, struct gguf *g, char *err)
 {
 	memset(g, 0, sizeof *g);
@@ -196,6 +230,8 @@ int gguf_parse(const uint8_t *data, size_t size, const char *name, struct gguf *
 	for (uint64_t i = 0; i < g->n_kv; i++)
 		if ((rc = parse_kv(&r, &g->kv[i], i)) != 0)
 			goto fail;
+	if ((rc = check_unique(g->kv, sizeof *g->kv, offsetof(struct gguf_kv, key), g->n_kv, name, "key", err)) != 0)
+		goto fail;
 	g->alignment = 32;
 	const struct gguf_kv *al = gguf_find(g, "general.alignment");
 	if (al) {
@@ -225,12 +261,10 @@ int gguf_parse(const uint8_t *data, size_t size, const char *name, struct gguf *
 			goto fail;
 		}
 		t->data = data + start;
-		for (uint64_t j = 0; j < i; j++)
-			if (g->t[j].name.n == t->name.n && memcmp(g->t[j].name.p, t->name.p, t->name.n) == 0) {
-				rc = seterr(err, INFERD_EFORMAT, "%s: tensor '%.*s' appears twice", name, nl, t->name.p);
-				goto fail;
-			}
 	}
+	if ((rc = check_unique(g->t, sizeof *g->t, offsetof(struct gguf_tensor, name), g->n_tensors, name, "tensor",
+			       err)) != 0)
+		goto fail;
 	return 0;
 fail:
 	free(g->kv);
