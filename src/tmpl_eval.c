@@ -111,7 +111,7 @@ static int lookup(struct rctx *r, const struct node *n, struct scope *sc, struct
 
 static bool num(const struct val *v) { return v->t == V_INT || v->t == V_FLOAT || v->t == V_BOOL; }
 static double fval(const struct val *v) { return v->t == V_FLOAT ? v->f : v->t == V_INT ? (double)v->i : (double)v->b; }
-static int64_t ival(const struct val *v) { return v->t == V_INT ? v->i : (int64_t)v->b; }
+static int64_t ival(const struct val *v) { return v->t == V_INT ? v->i : v->t == V_BOOL ? (int64_t)v->b : 0; }
 
 static const char *binop_sym(int op)
 {

@@ -79,6 +79,7 @@ struct val {
 struct list {
 	size_t n, cap;
 	struct val *v;
+	bool group;   /* a tuple from groupby: attributes grouper and list */
 };
 
 struct dict {

@@ -276,11 +276,15 @@ static int case_map(struct rctx *r, const struct val *s, int mode, struct val *o
 			/* words begin after runs of -, whitespace, (, {, [, < */
 			bool sep = c == '-' || py_isspace(c) || c == '(' || c == '{' || c == '[' || c == '<';
 			o = (!sep && at_start) ? py_upper(c) : py_lower(c);
+			if (!sep && at_start && c == 0xDF)
+				extra = "SS";
 			at_start = sep;
 			break;
 		}
 		case CM_TITLE_PY:
 			o = prev_cased ? py_lower(c) : py_upper(c);
+			if (!prev_cased && c == 0xDF)
+				extra = "Ss";
 			prev_cased = is_cased(c) || py_isalpha(c);
 			break;
 		case CM_SWAPCASE:
@@ -389,16 +393,8 @@ static int do_split(struct rctx *r, const struct val *s, const struct val *sep, 
 				if (i >= n)
 					break;
 				if (maxsplit >= 0 && splits == maxsplit) {
-					size_t e = n;
-					while (e > i) {
-						size_t st = e - 1, adv;
-						while (st > i && ((unsigned char)s->s[st] & 0xC0) == 0x80)
-							st--;
-						if (!py_isspace(u8_dec(s->s + st, e - st, &adv)))
-							break;
-						e = st;
-					}
-					str_sub(r, s, i, e - i, &part);
+					/* the rest, trailing whitespace included */
+					str_sub(r, s, i, n - i, &part);
 					return list_push(r, out->l, part);
 				}
 				size_t j = i;
@@ -431,14 +427,8 @@ static int do_split(struct rctx *r, const struct val *s, const struct val *sep, 
 			if (e == 0)
 				break;
 			if (maxsplit >= 0 && splits == maxsplit) {
-				size_t b0 = 0;
-				while (b0 < e) {
-					size_t adv;
-					if (!py_isspace(u8_dec(s->s + b0, e - b0, &adv)))
-						break;
-					b0 += adv;
-				}
-				str_sub(r, s, b0, e - b0, &part);
+				/* the rest, leading whitespace included */
+				str_sub(r, s, 0, e, &part);
 				if ((rc = list_push(r, out->l, part)))
 					return rc;
 				break;
@@ -840,7 +830,7 @@ int apply_test(struct rctx *r, int id, const char *name, struct val *v, struct v
 	static const char *const p_one[] = {"other", NULL};
 	const char *const *params = p_none;
 	switch (id) {
-	case T_divisibleby: case T_filter: case T_test: case T_sameas: case T_in: case T_eq: case T_eq2:
+	case T_divisibleby: case T_sameas: case T_in: case T_eq: case T_eq2:
 	case T_equalto: case T_ne: case T_ne2: case T_gt: case T_gt2: case T_greaterthan: case T_ge: case T_ge2:
 	case T_lt: case T_lt2: case T_lessthan: case T_le: case T_le2:
 		params = p_one;
@@ -872,8 +862,8 @@ int apply_test(struct rctx *r, int id, const char *name, struct val *v, struct v
 	}
 	case T_defined: *out = v->t != V_UNDEF; return 0;
 	case T_undefined: *out = v->t == V_UNDEF; return 0;
-	case T_filter: *out = o->t == V_STR && filter_id(o->s, o->n) >= 0; return 0;
-	case T_test: *out = o->t == V_STR && test_id(o->s, o->n) >= 0; return 0;
+	case T_filter: *out = v->t == V_STR && filter_id(v->s, v->n) >= 0; return 0;
+	case T_test: *out = v->t == V_STR && test_id(v->s, v->n) >= 0; return 0;
 	case T_none: *out = v->t == V_NONE; return 0;
 	case T_boolean: *out = v->t == V_BOOL; return 0;
 	case T_false: *out = v->t == V_BOOL && !v->b; return 0;
@@ -1584,7 +1574,10 @@ static int f_groupby(struct rctx *r, struct val *v, struct bound *b, struct val 
 		if (grp.t != V_LIST || !eq) {
 			struct val tk, tup;
 			if ((rc = v_newlist(r, 0, LK_LIST, &grp)) || (rc = get_by(r, &go, &sorted.l->v[i], &tk)) ||
-			    (rc = mk_tuple2(r, cs ? k : tk, grp, &tup)) || (rc = list_push(r, out->l, tup)))
+			    (rc = mk_tuple2(r, cs ? k : tk, grp, &tup)))
+				return rc;
+			tup.l->group = true;  /* a _GroupTuple: .grouper, .list */
+			if ((rc = list_push(r, out->l, tup)))
 				return rc;
 			cur_key = k;
 		}
@@ -2154,6 +2147,14 @@ int method_lookup(struct rctx *r, const struct val *obj, const char *name, size_
 	case V_STR: return lookup_table(r, str_methods, obj, name, n, out);
 	case V_DICT: return lookup_table(r, dict_methods, obj, name, n, out);
 	case V_LIST:
+		if (obj->sub == LK_TUPLE && obj->l->group && n == 7 && !memcmp(name, "grouper", 7)) {
+			*out = obj->l->v[0];
+			return 1;
+		}
+		if (obj->sub == LK_TUPLE && obj->l->group && n == 4 && !memcmp(name, "list", 4)) {
+			*out = obj->l->v[1];
+			return 1;
+		}
 		return lookup_table(r, obj->sub == LK_LIST ? list_methods : obj->sub == LK_TUPLE ? tuple_methods : view_methods,
 				    obj, name, n, out);
 	case V_LOOP: return loop_attr(r, obj, name, n, out);

@@ -468,6 +468,17 @@ static void reference_comparison(void)
 			json_array_append_new(jobs, json_pack("{s:s, s:o}", "t", tc[i].name, "vars",
 							      make_vars(json_array_get(convs, c), &tc[i])));
 	}
+	/* the snippets: one construct each, all with the same variables */
+	json_t *snip = only ? NULL : json_load_file("tests/tmpl/snippets.json", 0, &je);
+	CHECK(only || snip, "tests/tmpl/snippets.json:%d: %s", je.line, je.text);
+	const json_t *svars = json_object_get(snip, "vars"), *slist = json_object_get(snip, "snippets");
+	size_t nsnip = json_array_size(slist), snip_job0 = json_array_size(jobs);
+	for (size_t k = 0; k < nsnip; k++) {
+		char id[32];
+		snprintf(id, sizeof id, "snippet%zu", k);
+		json_object_set(tmpls, id, json_array_get(slist, k));
+		json_array_append_new(jobs, json_pack("{s:s, s:O}", "t", id, "vars", svars));
+	}
 	json_object_set_new(spec, "templates", tmpls);
 	json_object_set_new(spec, "jobs", jobs);
 	char *in = strdup(t_tmp("jobs.json")), *outp = strdup(t_tmp("results.json"));
@@ -557,6 +568,40 @@ static void reference_comparison(void)
 		}
 		tmpl_free(t);
 	}
+	size_t snip_ok = 0, snip_both_fail = 0;
+	for (size_t k = 0; results && k < nsnip; k++) {
+		const char *src = json_string_value(json_array_get(slist, k));
+		const json_t *res = json_array_get(results, snip_job0 + k);
+		bool ref_ok = json_is_true(json_object_get(res, "ok"));
+		struct tmpl *t = NULL;
+		char *out = NULL;
+		size_t n = 0;
+		int r = tmpl_parse(src, strlen(src), "snippet", &t, err);
+		if (!r)
+			r = tmpl_render(t, svars, NULL, &out, &n, NULL, err);
+		tmpl_free(t);
+		const char *rerr = json_string_value(json_object_get(res, "error"));
+		if (!ref_ok && r) {
+			snip_ok++;
+			snip_both_fail++;
+			if (verbose)
+				fprintf(stderr, "  snippet both fail: %s\n    ref:  %s\n    ours: %s\n", src, rerr, err);
+		} else if (!ref_ok) {
+			CHECK(0, "snippet %s: the reference fails (%s) but inferd rendered [%s]", src, rerr, out);
+		} else if (r) {
+			CHECK(0, "snippet %s: inferd failed: %s (reference: [%s])", src, err,
+			      json_string_value(json_object_get(res, "out")));
+		} else {
+			const json_t *ro = json_object_get(res, "out");
+			bool same = json_string_length(ro) == n && memcmp(json_string_value(ro), out, n) == 0;
+			CHECK(same, "snippet %s:\n  ours [%s]\n  ref  [%s]", src, out, json_string_value(ro));
+			snip_ok += same;
+		}
+		free(out);
+	}
+	if (nsnip)
+		printf("snippets: %zu, matching: %zu (%zu of them: both fail)\n", nsnip, snip_ok, snip_both_fail);
+	json_decref(snip);
 	printf("templates: %d, all conversations matching: %d\n", templates_run, templates_all_ok);
 	printf("renders: %zu, identical: %zu, both failed: %zu, inferd failed alone: %zu, reference failed alone: %zu, "
 	       "different output: %zu\n", total, identical, both_fail, ours_fail, ref_fail_ours_ok, differ);
@@ -626,16 +671,26 @@ static void cli(void)
 	CHECK(rc == 1 && strstr(e, "nope"), "raise_exception: %d %s", rc, e);
 }
 
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 int main(void)
 {
 	setenv("INFERD_TEST_NOW", FIXED_NOW, 1);
 	setenv("TZ", "UTC", 1);
 	tzset();
-	semantics();
-	syntax_errors();
-	limits();
-	masks();
-	reference_comparison();
-	cli();
+	static const struct { const char *name; void (*fn)(void); } parts[] = {
+		{"semantics", semantics}, {"syntax errors", syntax_errors}, {"limits", limits}, {"masks", masks},
+		{"reference comparison", reference_comparison}, {"cli", cli},
+	};
+	for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+		double t0 = now_s();
+		parts[i].fn();
+		printf("[%s: %.1f s]\n", parts[i].name, now_s() - t0);
+	}
 	return t_done("test_template");
 }
