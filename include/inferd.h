@@ -6,11 +6,12 @@
  * `char err[INFERD_ERR_LEN]` with a sentence that names the file, tensor or
  * key and what is wrong. The library never exits or aborts on bad input.
  *
- * Threads: a model handle is immutable after inferd_model_open and may be
- * read from any thread. A sequence (inferd_seq_t) belongs to one caller at a
- * time; inferd_seq_eval on one model is serialised by the model's compute
- * context (the Engine issue replaces direct evaluation with one executor
- * thread per model). There is no global mutable state.
+ * Threads: every function may be called from any thread at any time. Each
+ * open model has one executor thread that alone drives its compute context;
+ * requests reach it through a bounded queue and their events come back
+ * through a bounded per-request channel (inferd_submit / inferd_req_next).
+ * inferd_seq_* evaluate directly for tools and tests, serialised per model.
+ * There is no global mutable state.
  */
 #ifndef INFERD_H
 #define INFERD_H
@@ -33,7 +34,10 @@ extern "C" {
 	X(EUNSUPPORTED, -4, "unsupported model or tensor type") \
 	X(ENOMEM, -5, "out of memory")                         \
 	X(ERANGE, -6, "value out of range")                    \
-	X(ECONFIG, -7, "inconsistent model configuration")
+	X(ECONFIG, -7, "inconsistent model configuration")    \
+	X(EAGAIN, -8, "try again: queue full or no event yet") \
+	X(ECLOSED, -9, "model closed")                         \
+	X(ETEMPLATE, -10, "chat template error")
 
 enum inferd_status {
 #define INFERD_X_ENUM(name, val, msg) INFERD_##name = (val),
@@ -48,7 +52,13 @@ typedef struct inferd_model inferd_model_t;
 typedef struct inferd_seq inferd_seq_t;
 
 struct inferd_model_opts {
-	int n_threads; /* CPU worker threads; 0 = number of online CPUs */
+	int n_threads;      /* CPU worker threads; 0 = number of online CPUs */
+	int kv_tokens;      /* KV cache size in positions; 0 = 8192 */
+	int kv_block;       /* positions per KV block; 0 = 16 */
+	int step_tokens;    /* token budget of one step (chunked prefill); 0 = 256 */
+	int max_seqs;       /* sequences in one step at most; 0 = 64 */
+	int queue;          /* submissions waiting for the executor; 0 = 1024 */
+	int kv_reserve;     /* blocks kept for interactive admission; 0 = 1/16 */
 };
 
 struct inferd_model_info {
@@ -81,6 +91,102 @@ int inferd_seq_len(const inferd_seq_t *s);
  * be NULL to only fill the cache. */
 int inferd_seq_eval(inferd_model_t *m, inferd_seq_t *s, const int32_t *ids, int n,
 		    float *logits, int all_rows, char *err);
+
+/* ---------------- engine ---------------- */
+
+typedef struct inferd_req inferd_req_t;
+
+enum inferd_finish {
+	INFERD_FINISH_STOP = 1,      /* end-of-sequence, stop id or stop string */
+	INFERD_FINISH_LENGTH = 2,    /* max_tokens */
+	INFERD_FINISH_CANCELLED = 3, /* inferd_req_cancel, release, or close */
+	INFERD_FINISH_TIMEOUT = 4,   /* total or inter-token deadline */
+	INFERD_FINISH_ERROR = 5,     /* bad request or engine failure: see message */
+};
+const char *inferd_finish_name(int finish); /* "stop", "length", ... */
+
+struct inferd_logit_bias {
+	int32_t id;
+	float bias;
+};
+
+/* A generation request. Call inferd_request_init first for the defaults. */
+struct inferd_request {
+	const int32_t *ids;     /* prompt ids ... */
+	int n_ids;
+	const char *prompt;     /* ... or text, tokenized with the model's tokenizer */
+	int max_tokens;         /* > 0 */
+	float temperature;      /* 0 = greedy (default 1) */
+	int top_k;              /* 0 = off */
+	float top_p;            /* 1 = off */
+	float min_p;            /* 0 = off */
+	float repetition_penalty; /* 1 = off (applies to prompt and output) */
+	float presence_penalty, frequency_penalty; /* 0 = off (output tokens) */
+	uint64_t seed;          /* sampling: the same seed gives the same tokens */
+	const struct inferd_logit_bias *logit_bias;
+	int n_logit_bias;
+	const int32_t *stop_ids; /* extra ids that end the generation */
+	int n_stop_ids;
+	const char *const *stop; /* strings that end it (never emitted) */
+	int n_stop;
+	int ignore_eos;
+	int logprobs;           /* report each token's logprob */
+	int top_logprobs;       /* and the n most likely (0..20) */
+	double timeout_s;       /* total deadline from submission; 0 = none */
+	double token_timeout_s; /* deadline between tokens; 0 = none */
+	int priority;           /* higher runs first and is preempted last;
+				 * < 0 is batch work that may not use the reserve */
+};
+void inferd_request_init(struct inferd_request *r);
+
+enum { INFERD_EV_TOKEN = 1, INFERD_EV_DONE = 2 };
+#define INFERD_MAX_TOP_LOGPROBS 20
+
+struct inferd_event {
+	int type;
+	/* INFERD_EV_TOKEN */
+	int32_t token;
+	const char *text;       /* newly complete text (may be empty); valid until
+				 * the next inferd_req_next or release */
+	size_t text_len;
+	float logprob;
+	int n_top;
+	int32_t top_ids[INFERD_MAX_TOP_LOGPROBS];
+	float top_logprobs[INFERD_MAX_TOP_LOGPROBS];
+	/* INFERD_EV_DONE (exactly one per request, always the last) */
+	int finish;             /* enum inferd_finish */
+	int status;             /* 0, or the INFERD_E* of an error */
+	char message[256];      /* why it ended, for errors, cancels, timeouts */
+	int prompt_tokens, completion_tokens;
+	uint64_t step;          /* executor step counter when it ended */
+};
+
+/* Queue a request. Returns INFERD_EAGAIN at once when the model's queue is
+ * full, INFERD_ECLOSED when it is closing. Bad request contents are not an
+ * error here: they end the request with an INFERD_FINISH_ERROR event. The
+ * handle is the caller's until inferd_req_release. */
+int inferd_submit(inferd_model_t *m, const struct inferd_request *r, inferd_req_t **out, char *err);
+/* Wait up to timeout_ms (-1 = forever) for the next event: 0 with *ev
+ * filled, INFERD_EAGAIN on timeout, INFERD_ECLOSED after the DONE event. */
+int inferd_req_next(inferd_req_t *r, struct inferd_event *ev, int timeout_ms);
+/* Ask the executor to stop the request; it ends within one step. */
+void inferd_req_cancel(inferd_req_t *r);
+/* A file descriptor that is readable while events are waiting (eventfd). */
+int inferd_req_fd(const inferd_req_t *r);
+/* Drop the caller's handle; cancels the request if it is still running. */
+void inferd_req_release(inferd_req_t *r);
+
+enum { INFERD_STATE_IDLE = 0, INFERD_STATE_RUNNING = 1, INFERD_STATE_FAILED = 2, INFERD_STATE_STOPPED = 3 };
+struct inferd_model_stats {
+	uint64_t steps;         /* forward steps run (the heartbeat) */
+	double last_step_s;     /* monotonic time of the last step or idle check */
+	int state;              /* INFERD_STATE_* */
+	int queued, active;     /* waiting for the executor, admitted */
+	int kv_blocks, kv_free; /* KV blocks in all, free */
+	uint64_t preemptions;   /* sequences preempted when the cache ran out */
+	uint64_t completed, tokens_generated, tokens_prefilled;
+};
+void inferd_model_stats(inferd_model_t *m, struct inferd_model_stats *st);
 
 /* Write `m` as a GGUF file llama.cpp accepts. `type` is "f32", "f16",
  * "bf16" or "q8_0"; tensors whose rows do not split into whole blocks fall

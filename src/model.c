@@ -11,6 +11,8 @@
 #include "model.h"
 #include "backend.h"
 #include "dtype.h"
+#include "exec.h"
+#include "tok.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,6 +199,29 @@ static int load_rope(struct inferd_model *m, char *err)
 	return 0;
 }
 
+/* The tokenizer the files carry, if any. */
+static int load_tokenizer(struct inferd_model *m, char *err)
+{
+	int rc = 0;
+	if (m->gguf.kv) {
+		char model[32] = "";
+		gguf_get_str(&m->gguf, "tokenizer.ggml.model", model, sizeof model);
+		if (!gguf_find(&m->gguf, "tokenizer.ggml.tokens") || !strcmp(model, "no_vocab") || !strcmp(model, "none"))
+			return 0;
+		rc = tok_load_gguf(&m->gguf, m->path, &m->tok, err);
+	} else {
+		char p[4200];
+		snprintf(p, sizeof p, "%s/tokenizer.json", m->path);
+		if (access(p, R_OK) != 0)
+			return 0;
+		rc = tok_load_hf(m->path, &m->tok, err);
+	}
+	if (!rc && tok_n_vocab(m->tok) > m->c.n_vocab)
+		rc = seterr(err, INFERD_ECONFIG, "%s: the tokenizer has %d tokens but the model's vocabulary only %d", m->path,
+			    tok_n_vocab(m->tok), m->c.n_vocab);
+	return rc;
+}
+
 int inferd_model_open(const char *path, const struct inferd_model_opts *opts, inferd_model_t **out, char *err)
 {
 	*out = NULL;
@@ -220,8 +245,10 @@ int inferd_model_open(const char *path, const struct inferd_model_opts *opts, in
 	}
 	if ((rc = model_bind(m, err)) || (rc = load_rope(m, err)))
 		goto fail;
+	if ((rc = load_tokenizer(m, err)))
+		goto fail;
 	int nth = opts && opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-	if ((rc = cpu_backend_new(m, nth > 0 ? nth : 1, &m->be, err)))
+	if ((rc = cpu_backend_new(m, nth > 0 ? nth : 1, &m->be, err)) || (rc = exec_start(m, opts, err)))
 		goto fail;
 	*out = m;
 	return 0;
@@ -234,6 +261,8 @@ void inferd_model_close(inferd_model_t *m)
 {
 	if (!m)
 		return;
+	exec_stop(m);
+	tok_free(m->tok);
 	if (m->be)
 		m->be->ops->free(m->be);
 	if (m->gguf.kv)

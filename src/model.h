@@ -79,8 +79,11 @@ struct inferd_model {
 	struct st_set st;
 	void **owned;                     /* owned buffers (generated models) */
 	int n_owned;
+	/* text */
+	struct tokenizer *tok;            /* NULL when the files carry none */
 	/* compute */
 	struct backend *be;
+	struct exec *ex;                  /* the executor thread (exec.c) */
 	pthread_mutex_t eval_lock;        /* one evaluation at a time per model */
 };
 
