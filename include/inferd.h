@@ -69,6 +69,7 @@ struct inferd_model_info {
 	int n_embd;
 	int n_ctx_train;     /* max_position_embeddings / context_length */
 	int bos_id, eos_id;  /* -1 when the model does not say */
+	int has_tokenizer;   /* text prompts and text output work */
 };
 
 /* Open a GGUF file or a Hugging Face directory (config.json +

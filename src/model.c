@@ -289,6 +289,7 @@ void inferd_model_get_info(const inferd_model_t *m, struct inferd_model_info *in
 	info->n_ctx_train = m->c.n_ctx_train;
 	info->bos_id = m->c.bos_id;
 	info->eos_id = m->c.eos_id;
+	info->has_tokenizer = m->tok != NULL;
 }
 
 int inferd_seq_new(inferd_model_t *m, int capacity, inferd_seq_t **out, char *err)

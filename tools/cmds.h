@@ -9,5 +9,7 @@
 
 /* inferd template: render a model's chat template for a conversation */
 int cmd_template(int argc, char **argv);
+/* inferd batch: offline batch inference through the engine (cmd_batch.c). */
+int cmd_batch(int argc, char **argv);
 
 #endif

@@ -11,6 +11,7 @@
 #include "inferd.h"
 #include "sample.h"
 #include "tok.h"
+#include "cmds.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -31,6 +32,8 @@ static const char *top_help =
 	"  info       print a model's configuration\n"
 	"  tokenize   print the token ids of a text\n"
 	"  detokenize print the text of token ids\n"
+	"  template   render a model's chat template for a conversation\n"
+	"  batch      run a JSONL file of requests through the engine\n"
 	"\n"
 	"MODEL is a GGUF file or a Hugging Face directory (config.json +\n"
 	"model.safetensors or model.safetensors.index.json).\n"
@@ -646,6 +649,10 @@ int main(int argc, char **argv)
 		fputs(top_help, argc < 2 ? stderr : stdout);
 		return argc < 2 ? USAGE_ERR : 0;
 	}
+	if (!strcmp(argv[1], "template"))
+		return cmd_template(argc, argv);
+	if (!strcmp(argv[1], "batch"))
+		return cmd_batch(argc, argv);
 	struct args a = {argc, argv, 2, argv[1]};
 	static const struct { const char *name; int (*fn)(struct args *); } cmds[] = {
 		{"run", cmd_run}, {"logits", cmd_logits}, {"convert", cmd_convert},
