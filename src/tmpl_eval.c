@@ -360,7 +360,7 @@ int getitem_v(struct rctx *r, const struct val *obj, const struct val *key, stru
 		break;
 	}
 	case V_LIST:
-		if (intkey && (obj->sub == LK_LIST || obj->sub == LK_TUPLE)) {
+		if (intkey && (obj->sub == LK_LIST || obj->sub == LK_TUPLE || obj->sub == LK_RANGE)) {
 			int64_t i;
 			bool ok;
 			index_of(r, key, (int64_t)obj->l->n, &i, &ok);
@@ -464,13 +464,20 @@ static int do_slice(struct rctx *r, const struct val *obj, const struct val *a, 
 		return undef_fail(r, obj);
 	int64_t start, stop, step;
 	int rc;
-	if (obj->t == V_LIST && (obj->sub == LK_LIST || obj->sub == LK_TUPLE)) {
+	if (obj->t == V_LIST && (obj->sub == LK_LIST || obj->sub == LK_TUPLE || obj->sub == LK_RANGE)) {
 		if ((rc = slice_bounds(r, (int64_t)obj->l->n, a, b, c, &start, &stop, &step)))
 			return rc;
 		if ((rc = v_newlist(r, obj->l->n, obj->sub, out)))
 			return rc;
 		for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
 			out->l->v[out->l->n++] = obj->l->v[i];
+		if (obj->sub == LK_RANGE) {
+			/* a slice of a range is a range */
+			const struct list *l = obj->l;
+			out->l->rstart = l->rstart + start * l->rstep;
+			out->l->rstop = l->rstart + stop * l->rstep;
+			out->l->rstep = l->rstep * step;
+		}
 		return 0;
 	}
 	if (obj->t == V_STR) {
@@ -709,6 +716,14 @@ int call_value(struct rctx *r, const struct val *fn, struct val *args, int nargs
 			return call_global(r, fn->fn->id, args, nargs, kwn, kwv, nkw, out);
 		case FK_METHOD:
 			return call_method(r, fn->fn, args, nargs, kwn, kwv, nkw, out);
+		case FK_JOINER:
+			if (nargs || nkw)
+				return rerr(r, INFERD_EINVAL, "TypeError: a joiner takes no arguments");
+			*out = fn->fn->pos ? fn->fn->self : v_strc("", 0);
+			fn->fn->pos = 1;
+			return 0;
+		case FK_CYCLER:
+			return rerr(r, INFERD_EINVAL, "TypeError: 'Cycler' object is not callable");
 		default:
 			break;
 		}

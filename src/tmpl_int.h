@@ -44,7 +44,7 @@ enum vtype {
 	V_NS, V_FUNC, V_LOOP, V_ITER
 };
 enum { TN_CLEAN = 0, TN_ALL = 1, TN_MIXED = 2 };           /* string taint */
-enum { LK_LIST, LK_TUPLE, LK_ITEMS, LK_KEYS, LK_VALUES };  /* list kinds */
+enum { LK_LIST, LK_TUPLE, LK_ITEMS, LK_KEYS, LK_VALUES, LK_RANGE };  /* list kinds */
 #define SUB_MARKUP 1                                       /* strings: markupsafe.Markup */
 
 struct list;
@@ -80,6 +80,7 @@ struct list {
 	size_t n, cap;
 	struct val *v;
 	bool group;   /* a tuple from groupby: attributes grouper and list */
+	int64_t rstart, rstop, rstep;  /* LK_RANGE: what range() was given */
 };
 
 struct dict {
@@ -113,7 +114,7 @@ struct iter {
 struct node;
 struct scope;
 
-enum fkind { FK_MACRO, FK_CALLER, FK_GLOBAL, FK_METHOD, FK_LOOP };
+enum fkind { FK_MACRO, FK_CALLER, FK_GLOBAL, FK_METHOD, FK_LOOP, FK_JOINER, FK_CYCLER };
 struct func {
 	uint8_t kind;
 	int id;                   /* FK_GLOBAL / FK_METHOD: which */
@@ -122,6 +123,8 @@ struct func {
 	struct scope *closure;
 	const char *name;
 	size_t name_n;
+	int64_t pos;              /* FK_JOINER: used; FK_CYCLER: position */
+	struct list *items;       /* FK_CYCLER */
 };
 
 struct loop {

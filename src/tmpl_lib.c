@@ -242,6 +242,22 @@ int markup_escape(struct rctx *r, const struct val *v, struct val *out)
 	return rc;
 }
 
+/* full (multi-character) uppercase mappings of Python's str.upper */
+static const char *upper_special(uint32_t c)
+{
+	switch (c) {
+	case 0xDF: return "SS";
+	case 0x149: return "\xca\xbcN";
+	case 0xFB00: return "FF";
+	case 0xFB01: return "FI";
+	case 0xFB02: return "FL";
+	case 0xFB03: return "FFI";
+	case 0xFB04: return "FFL";
+	case 0xFB05: case 0xFB06: return "ST";
+	default: return NULL;
+	}
+}
+
 /* case mapping keeping each character's taint bit */
 enum { CM_UPPER, CM_LOWER, CM_CAPITALIZE, CM_TITLE_JINJA, CM_TITLE_PY, CM_SWAPCASE };
 
@@ -259,8 +275,7 @@ static int case_map(struct rctx *r, const struct val *s, int mode, struct val *o
 		switch (mode) {
 		case CM_UPPER:
 			o = py_upper(c);
-			if (c == 0xDF)
-				extra = "SS";
+			extra = upper_special(c);
 			break;
 		case CM_LOWER:
 			o = py_lower(c);
@@ -882,7 +897,8 @@ int apply_test(struct rctx *r, int id, const char *name, struct val *v, struct v
 	case T_mapping: *out = v->t == V_DICT; return 0;
 	case T_number: *out = v->t == V_INT || v->t == V_FLOAT || v->t == V_BOOL; return 0;
 	case T_sequence:
-		*out = v->t == V_STR || v->t == V_UNDEF || v->t == V_DICT || (v->t == V_LIST && (v->sub == LK_LIST || v->sub == LK_TUPLE));
+		*out = v->t == V_STR || v->t == V_UNDEF || v->t == V_DICT ||
+		       (v->t == V_LIST && (v->sub == LK_LIST || v->sub == LK_TUPLE || v->sub == LK_RANGE));
 		return 0;
 	case T_iterable:
 		*out = v->t == V_STR || v->t == V_UNDEF || v->t == V_DICT || v->t == V_LIST || v->t == V_ITER || v->t == V_LOOP;
@@ -1225,7 +1241,27 @@ static int f_round(struct rctx *r, struct val *v, struct bound *b, struct val *o
 	}
 	if (!strcmp(method, "common")) {
 		if (v->t != V_FLOAT) {
-			*out = v_int(v->t == V_INT ? v->i : v->b);
+			int64_t x = v->t == V_INT ? v->i : v->b;
+			if (prec < 0) {
+				/* round half to even to a multiple of 10**-prec */
+				if (prec < -18) {
+					*out = v_int(0);
+					return 0;
+				}
+				int64_t p = 1;
+				for (int64_t k = 0; k < -prec; k++)
+					p *= 10;
+				int64_t q = x / p, rem = x % p;
+				if (rem < 0) {
+					rem += p;
+					q--;
+				}
+				if (rem * 2 > p || (rem * 2 == p && (q & 1)))
+					q++;
+				if (__builtin_mul_overflow(q, p, &x))
+					return rerr(r, INFERD_ERANGE, "integer overflow");
+			}
+			*out = v_int(x);
 			return 0;
 		}
 		if (prec > 300 || isnan(v->f) || isinf(v->f)) {
@@ -2035,6 +2071,8 @@ enum {
 	ML_INDEX, ML_COUNT, ML_COPY, ML_POP, ML_CLEAR,
 	/* loop */
 	MLOOP_CYCLE, MLOOP_CHANGED,
+	/* cycler */
+	MCYC_NEXT, MCYC_RESET,
 	M_UNSAFE
 };
 
@@ -2155,10 +2193,28 @@ int method_lookup(struct rctx *r, const struct val *obj, const char *name, size_
 			*out = obj->l->v[1];
 			return 1;
 		}
-		return lookup_table(r, obj->sub == LK_LIST ? list_methods : obj->sub == LK_TUPLE ? tuple_methods : view_methods,
+		return lookup_table(r, obj->sub == LK_LIST ? list_methods : (obj->sub == LK_TUPLE || obj->sub == LK_RANGE) ? tuple_methods : view_methods,
 				    obj, name, n, out);
 	case V_LOOP: return loop_attr(r, obj, name, n, out);
 	case V_FUNC:
+		if (obj->fn->kind == FK_CYCLER) {
+			if (n == 4 && !memcmp(name, "next", 4))
+				return bound_method(r, obj, MCYC_NEXT, "next", 4, out);
+			if (n == 5 && !memcmp(name, "reset", 5))
+				return bound_method(r, obj, MCYC_RESET, "reset", 5, out);
+			if (n == 7 && !memcmp(name, "current", 7)) {
+				*out = obj->fn->items->v[obj->fn->pos];
+				return 1;
+			}
+			if (n == 5 && !memcmp(name, "items", 5)) {
+				*out = (struct val){0};
+				out->t = V_LIST;
+				out->sub = LK_TUPLE;
+				out->l = obj->fn->items;
+				return 1;
+			}
+			return 0;
+		}
 		if (obj->fn->kind == FK_MACRO && n == 4 && !memcmp(name, "name", 4)) {
 			*out = v_strc(obj->fn->name, obj->fn->name_n);
 			return 1;
@@ -2593,6 +2649,20 @@ int call_method(struct rctx *r, const struct func *f, struct val *args, int narg
 			return rerr(r, INFERD_EINVAL, "TypeError: no items for cycling given");
 		*out = args[self->lp->index0 % nargs];
 		return 0;
+	case MCYC_NEXT:
+	case MCYC_RESET: {
+		struct func *c = self->fn;
+		if (nargs || nkw)
+			return rerr(r, INFERD_EINVAL, "TypeError: %s takes no arguments", what);
+		if (f->id == MCYC_RESET) {
+			c->pos = 0;
+			*out = v_none();
+			return 0;
+		}
+		*out = c->items->v[c->pos];
+		c->pos = (c->pos + 1) % (int64_t)c->items->n;
+		return 0;
+	}
 	case MLOOP_CHANGED: {
 		struct val cur;
 		if ((rc = v_newlist(r, (size_t)nargs, LK_LIST, &cur)))
@@ -2641,10 +2711,13 @@ int call_global(struct rctx *r, int id, struct val *args, int nargs, const char 
 			len = (a[0] - a[1] - 1) / -a[2] + 1;
 		if (len > 100000)
 			return rerr(r, INFERD_ERANGE, "OverflowError: Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
-		if ((rc = v_newlist(r, (size_t)len, LK_LIST, out)))
+		if ((rc = v_newlist(r, (size_t)len, LK_RANGE, out)))
 			return rc;
 		for (int64_t i = 0; i < len; i++)
 			out->l->v[out->l->n++] = v_int(a[0] + i * a[2]);
+		out->l->rstart = a[0];
+		out->l->rstop = a[1];
+		out->l->rstep = a[2];
 		return 0;
 	}
 	case SYM_DICT:
@@ -2718,13 +2791,67 @@ int call_global(struct rctx *r, int id, struct val *args, int nargs, const char 
 			buf[0] = 0;
 		return v_strdup(r, buf, k, out);
 	}
+	case SYM_JOINER:
+	case SYM_CYCLER: {
+		struct func *f = ralloc(r, sizeof *f);
+		if (!f)
+			return room(r);
+		if (id == SYM_JOINER) {
+			static const char *const p_sep[] = {"sep", NULL};
+			struct bound b;
+			if ((rc = bind(r, "joiner()", p_sep, args, nargs, kwn, kwv, nkw, &b)))
+				return rc;
+			f->kind = FK_JOINER;
+			f->self = b.given[0] ? b.v[0] : v_strc(", ", 2);
+		} else {
+			if (nkw)
+				return rerr(r, INFERD_EINVAL, "TypeError: cycler() takes no keyword arguments");
+			if (!nargs)
+				return rerr(r, INFERD_EINVAL, "RuntimeError: at least one item has to be provided");
+			struct val l;
+			if ((rc = v_newlist(r, (size_t)nargs, LK_TUPLE, &l)))
+				return rc;
+			for (int i = 0; i < nargs; i++)
+				l.l->v[l.l->n++] = args[i];
+			f->kind = FK_CYCLER;
+			f->items = l.l;
+		}
+		*out = (struct val){0};
+		out->t = V_FUNC;
+		out->fn = f;
+		return 0;
+	}
 	default:
-		return rerr(r, INFERD_EUNSUPPORTED, "the global '%s' is not supported by inferd's template engine",
-			    id == SYM_CYCLER ? "cycler" : id == SYM_JOINER ? "joiner" : "lipsum");
+		return rerr(r, INFERD_EUNSUPPORTED, "the global 'lipsum' is not supported by inferd's template engine");
 	}
 }
 
 /* ---------------------------------------------------------------- % formatting */
+
+/* ascii(): a repr with non-ASCII characters escaped */
+static int ascii_escape(struct rctx *r, struct val *v)
+{
+	struct sbuf sb;
+	sb_init(&sb);
+	for (size_t i = 0; i < v->n;) {
+		size_t adv;
+		uint32_t c = u8_dec(v->s + i, v->n - i, &adv);
+		if (c < 0x80)
+			sb_putv_range(&sb, v, i, adv);
+		else if (c < 0x100)
+			sb_printf(&sb, "\\x%02x", c);
+		else if (c < 0x10000)
+			sb_printf(&sb, "\\u%04x", c);
+		else
+			sb_printf(&sb, "\\U%08x", c);
+		i += adv;
+	}
+	bool taint = v->taint != TN_CLEAN;
+	int rc = new_str(r, &sb, 0, v);
+	if (!rc)
+		*v = str_retaint(*v, taint);
+	return rc;
+}
 
 struct spec {
 	bool left, plus, space, alt, zero;
@@ -2959,6 +3086,14 @@ int py_percent_format(struct rctx *r, const struct val *fmt, const struct val *a
 			if (markup && type == 's' && (rc = markup_escape(r, arg, &x)))
 				break;
 			rc = type == 's' ? v_write_str(r, &tmp, &x) : v_write_repr(r, &tmp, &x, 0);
+			if (!rc && type == 'a') {
+				struct val tv;
+				if (!(rc = sb_to_val(r, &tmp, &tv)) && !(rc = ascii_escape(r, &tv))) {
+					sb_free(&tmp);
+					sb_init(&tmp);
+					sb_putv(&tmp, &tv);
+				}
+			}
 			if (!rc) {
 				size_t len = tmp.n;
 				if (sp.prec >= 0)
@@ -3360,6 +3495,8 @@ int py_str_format(struct rctx *r, const struct val *fmt, struct val *args, int n
 			if (!rc)
 				rc = sb_to_val(r, &tmp, &v);
 			sb_free(&tmp);
+			if (!rc && conv == 'a')
+				rc = ascii_escape(r, &v);
 			if (rc)
 				break;
 		} else if (conv) {

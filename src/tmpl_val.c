@@ -757,11 +757,18 @@ const char *v_typename(const struct val *v)
 		case LK_ITEMS: return "dict_items";
 		case LK_KEYS: return "dict_keys";
 		case LK_VALUES: return "dict_values";
+		case LK_RANGE: return "range";
 		default: return "list";
 		}
 	case V_DICT: return "dict";
 	case V_NS: return "Namespace";
-	case V_FUNC: return v->fn->kind == FK_MACRO || v->fn->kind == FK_CALLER ? "Macro" : "builtin_function_or_method";
+	case V_FUNC:
+		switch (v->fn->kind) {
+		case FK_MACRO: case FK_CALLER: return "Macro";
+		case FK_JOINER: return "Joiner";
+		case FK_CYCLER: return "Cycler";
+		default: return "builtin_function_or_method";
+		}
 	case V_LOOP: return "LoopContext";
 	case V_ITER: return v->it->kind == IK_REVERSED ? "list_reverseiterator" : "generator";
 	}
@@ -1262,6 +1269,14 @@ int v_write_repr(struct rctx *r, struct sbuf *b, const struct val *v, int depth)
 	case V_UNDEF: sb_puts(b, "Undefined"); break;
 	case V_STR: repr_str(b, v); break;
 	case V_LIST: {
+		if (v->sub == LK_RANGE) {
+			const struct list *l = v->l;
+			if (l->rstep == 1)
+				sb_printf(b, "range(%lld, %lld)", (long long)l->rstart, (long long)l->rstop);
+			else
+				sb_printf(b, "range(%lld, %lld, %lld)", (long long)l->rstart, (long long)l->rstop, (long long)l->rstep);
+			break;
+		}
 		const char *open = "[", *close = "]";
 		if (v->sub == LK_TUPLE) {
 			open = "(";
