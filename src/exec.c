@@ -501,7 +501,7 @@ static int preempt(struct exec *e, struct seq *keep)
 		return -1;
 	seq_free_blocks(e, e->act[v]);
 	e->act[v]->n_computed = 0; /* resume by recomputation */
-	e->act[v]->chunk = 0;
+	e->act[v]->chunk = 0;      /* and out of this step if it was in */
 	e->cnt.preemptions++;
 	return 0;
 }
@@ -552,7 +552,11 @@ static int schedule(struct exec *e)
 		budget -= chunk;
 		n_seqs++;
 	}
-	return e->step_tokens - budget;
+	/* count again: a sequence scheduled above may have been preempted */
+	int n = 0;
+	for (int i = 0; i < e->n_act; i++)
+		n += e->act[i]->chunk;
+	return n;
 }
 
 static int run_step(struct exec *e, int n_tokens, char *err)
@@ -803,7 +807,11 @@ int inferd_submit(inferd_model_t *m, const struct inferd_request *r, inferd_req_
 	atomic_init(&q->cancel, 0);
 	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	pthread_mutex_init(&q->mu, NULL);
-	pthread_cond_init(&q->cv, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* inferd_req_next's deadlines */
+	pthread_cond_init(&q->cv, &ca);
+	pthread_condattr_destroy(&ca);
 	q->r = *r;
 	q->r.ids = dup_mem(r->ids, (size_t)r->n_ids * sizeof *r->ids);
 	q->r.prompt = r->prompt ? strdup(r->prompt) : NULL;
