@@ -148,7 +148,7 @@ static int repeat_seq(struct rctx *r, const struct val *seq, int64_t k, struct v
 		int rc = b.over ? rerr(r, INFERD_ERANGE, "string too large") : sb_to_val(r, &b, out);
 		sb_free(&b);
 		if (!rc)
-			out->sub = seq->sub;
+			out->sub = seq->sub & SUB_MARKUP;
 		return rc;
 	}
 	size_t n = seq->l->n;
@@ -173,13 +173,7 @@ static int concat_str(struct rctx *r, const struct val *a, const struct val *b, 
 		return rc;
 	if (!(a->sub & SUB_MARKUP) && (b->sub & SUB_MARKUP) && (rc = markup_escape(r, a, &x)))
 		return rc;
-	struct sbuf sb;
-	sb_init(&sb);
-	sb_putv(&sb, &x);
-	sb_putv(&sb, &y);
-	rc = sb.over ? rerr(r, INFERD_ERANGE, "string larger than %u MiB", (unsigned)(TMPL_MAX_OUTPUT >> 20))
-		     : sb_to_val(r, &sb, out);
-	sb_free(&sb);
+	rc = str_concat(r, &x, &y, out);
 	if (!rc && markup)
 		out->sub |= SUB_MARKUP;
 	return rc;
@@ -285,17 +279,8 @@ int binop(struct rctx *r, int op, const struct val *a, const struct val *b, stru
 	if (op == B_ADD) {
 		if (a->t == V_STR && b->t == V_STR)
 			return concat_str(r, a, b, out);
-		if (a->t == V_LIST && b->t == V_LIST && a->sub == b->sub && (a->sub == LK_LIST || a->sub == LK_TUPLE)) {
-			int rc = v_newlist(r, a->l->n + b->l->n, a->sub, out);
-			if (rc)
-				return rc;
-			if (a->l->n)
-				memcpy(out->l->v, a->l->v, a->l->n * sizeof *a->l->v);
-			if (b->l->n)
-				memcpy(out->l->v + a->l->n, b->l->v, b->l->n * sizeof *b->l->v);
-			out->l->n = a->l->n + b->l->n;
-			return 0;
-		}
+		if (a->t == V_LIST && b->t == V_LIST && a->sub == b->sub && (a->sub == LK_LIST || a->sub == LK_TUPLE))
+			return list_concat(r, a, b, out);
 	}
 	if (op == B_MUL) {
 		if ((a->t == V_STR || (a->t == V_LIST && (a->sub == LK_LIST || a->sub == LK_TUPLE))) &&
@@ -506,7 +491,7 @@ static int do_slice(struct rctx *r, const struct val *obj, const struct val *a, 
 		rc = sb_to_val(r, &sb, out);
 		sb_free(&sb);
 		if (!rc)
-			out->sub = obj->sub;
+			out->sub = obj->sub & SUB_MARKUP;
 		return rc;
 	}
 	if (obj->t == V_DICT || obj->t == V_NONE || obj->t == V_INT)
@@ -913,17 +898,19 @@ static int eval_inner(struct rctx *r, const struct node *n, struct scope *sc, st
 		return 0;
 	}
 	case N_CONCAT: {
-		struct sbuf sb;
-		sb_init(&sb);
+		/* str(x) ~ str(y) ~ ...: a plain str (Markup is not kept) */
+		struct val acc;
 		for (int i = 0; i < n->nk; i++) {
-			if ((rc = eval(r, n->kids[i], sc, &a)) || (rc = v_write_str(r, &sb, &a))) {
-				sb_free(&sb);
+			if ((rc = eval(r, n->kids[i], sc, &a)) || (rc = v_str(r, &a, &b)))
 				return rc;
-			}
+			b.sub &= (uint8_t)~SUB_MARKUP;
+			if (i == 0)
+				acc = b;
+			else if ((rc = str_concat(r, &acc, &b, &acc)))
+				return rc;
 		}
-		rc = sb_to_val(r, &sb, out);
-		sb_free(&sb);
-		return rc;
+		*out = acc;
+		return 0;
 	}
 	case N_COND:
 		if ((rc = eval(r, n->a, sc, &a)))

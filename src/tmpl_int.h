@@ -46,6 +46,7 @@ enum vtype {
 enum { TN_CLEAN = 0, TN_ALL = 1, TN_MIXED = 2 };           /* string taint */
 enum { LK_LIST, LK_TUPLE, LK_ITEMS, LK_KEYS, LK_VALUES, LK_RANGE };  /* list kinds */
 #define SUB_MARKUP 1                                       /* strings: markupsafe.Markup */
+#define SUB_GROW 2   /* strings: bytes follow a struct sgrow (see str_concat); never copied to other values */
 
 struct list;
 struct dict;
@@ -76,9 +77,11 @@ struct val {
 	const uint8_t *m;  /* V_STR with TN_MIXED: one 0/1 per byte */
 };
 
+struct lgrow;
 struct list {
 	size_t n, cap;
 	struct val *v;
+	struct lgrow *grow;  /* v is a shared growable array (list_concat); copy before mutating */
 	bool group;   /* a tuple from groupby: attributes grouper and list */
 	int64_t rstart, rstop, rstep;  /* LK_RANGE: what range() was given */
 };
@@ -351,7 +354,15 @@ int v_to_list(struct rctx *r, const struct val *v, struct val *out);
 
 /* string slicing by code points, keeping masks */
 int str_sub(struct rctx *r, const struct val *s, size_t boff, size_t bn, struct val *out);
-uint8_t str_taint_of(const struct val *s);  /* TN_CLEAN if no byte tainted */
+uint8_t str_taint_of(const struct val *s);
+/* a + b for strings (masks kept): appends in place when a ends at the fill
+ * mark of its growable buffer, so building a string piece by piece is
+ * linear; a's own bytes never change */
+int str_concat(struct rctx *r, const struct val *a, const struct val *b, struct val *out);
+/* a + b for lists / tuples of one kind, in place likewise */
+int list_concat(struct rctx *r, const struct val *a, const struct val *b, struct val *out);
+/* give a list its own array before it is mutated (pop, clear) */
+int list_unshare(struct rctx *r, struct list *l);  /* TN_CLEAN if no byte tainted */
 struct val str_retaint(struct val s, bool tainted);  /* whole-result taint after a transform */
 
 /* ---------------------------------------------------------------- eval / lib */

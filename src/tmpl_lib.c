@@ -167,7 +167,7 @@ static int new_str(struct rctx *r, struct sbuf *sb, uint8_t sub, struct val *out
 		rc = sb_to_val(r, sb, out);
 	sb_free(sb);
 	if (!rc)
-		out->sub = sub;
+		out->sub = sub & SUB_MARKUP;
 	return rc;
 }
 
@@ -2362,7 +2362,7 @@ static int str_method(struct rctx *r, const struct func *f, struct val *args, in
 			return rc;
 		rc = do_replace(r, s, &b.v[0], &b.v[1], cnt, out);
 		if (!rc)
-			out->sub = s->sub;
+			out->sub = s->sub & SUB_MARKUP;
 		return rc;
 	}
 	case M_UPPER: BIND(P0); return case_map(r, s, CM_UPPER, out);
@@ -2624,6 +2624,8 @@ int call_method(struct rctx *r, const struct func *f, struct val *args, int narg
 		struct list *l = self->l;
 		if (l->n == 0)
 			return rerr(r, INFERD_EINVAL, "IndexError: pop from empty list");
+		if ((rc = list_unshare(r, l)))
+			return rc;
 		int64_t i = (int64_t)l->n - 1;
 		if (b.given[0] && (rc = want_int(r, &b.v[0], "index", &i)))
 			return rc;
@@ -2637,7 +2639,7 @@ int call_method(struct rctx *r, const struct func *f, struct val *args, int narg
 		return 0;
 	}
 	case ML_CLEAR:
-		if ((rc = bind(r, what, P0, args, nargs, kwn, kwv, nkw, &b)))
+		if ((rc = bind(r, what, P0, args, nargs, kwn, kwv, nkw, &b)) || (rc = list_unshare(r, self->l)))
 			return rc;
 		self->l->n = 0;
 		*out = v_none();

@@ -506,7 +506,7 @@ int v_newlist(struct rctx *r, size_t cap, uint8_t kind, struct val *out)
 
 int list_push(struct rctx *r, struct list *l, struct val v)
 {
-	if (l->n == l->cap) {
+	if (l->n == l->cap || l->grow) {
 		size_t nc = l->cap ? l->cap * 2 : 4;
 		struct val *nv = ralloc(r, nc * sizeof *nv);
 		if (!nv)
@@ -515,8 +515,156 @@ int list_push(struct rctx *r, struct list *l, struct val v)
 			memcpy(nv, l->v, l->n * sizeof *nv);
 		l->v = nv;
 		l->cap = nc;
+		l->grow = NULL;
 	}
 	l->v[l->n++] = v;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- growable concatenation */
+
+struct sgrow {
+	size_t fill, cap;
+	uint8_t *m;         /* cap mask bytes, valid for [0, fill) */
+	max_align_t pad[];  /* the bytes follow */
+};
+
+struct lgrow {
+	size_t fill, cap;
+};
+
+#define GROW_MIN 64   /* results shorter than this are plain copies */
+
+static void put_mask(uint8_t *dst, const struct val *s)
+{
+	if (s->taint == TN_MIXED)
+		memcpy(dst, s->m, s->n);
+	else
+		memset(dst, s->taint == TN_ALL ? 1 : 0, s->n);
+}
+
+static uint8_t join_taint(const struct val *a, const struct val *b)
+{
+	if (a->n == 0)
+		return b->taint;
+	if (b->n == 0)
+		return a->taint;
+	if (a->taint == b->taint && a->taint != TN_MIXED)
+		return a->taint;
+	return TN_MIXED;
+}
+
+int str_concat(struct rctx *r, const struct val *a_in, const struct val *b_in, struct val *out)
+{
+	const struct val av = *a_in, bv = *b_in, *a = &av, *b = &bv;  /* out may alias either */
+	size_t n = a->n + b->n;
+	uint8_t t = join_taint(a, b);
+	if (n > TMPL_MAX_OUTPUT)
+		return rerr(r, INFERD_ERANGE, "string larger than %u MiB", (unsigned)(TMPL_MAX_OUTPUT >> 20));
+	if (a->sub & SUB_GROW) {
+		struct sgrow *g = (struct sgrow *)(void *)a->s - 1;
+		if (g->fill == a->n && g->cap - g->fill >= b->n) {
+			char *p = (char *)(void *)(g + 1);
+			memcpy(p + a->n, b->s, b->n);
+			put_mask(g->m + a->n, b);
+			g->fill = n;
+			*out = v_strc(p, n);
+			out->sub = SUB_GROW;
+			out->taint = t;
+			out->m = t == TN_MIXED ? g->m : NULL;
+			return 0;
+		}
+	}
+	if (n < GROW_MIN) {
+		char *p = ralloc(r, n + 1);
+		if (!p)
+			return room(r);
+		memcpy(p, a->s, a->n);
+		memcpy(p + a->n, b->s, b->n);
+		*out = v_strc(p, n);
+		out->taint = t;
+		if (t == TN_MIXED) {
+			uint8_t *m = ralloc(r, n);
+			if (!m)
+				return room(r);
+			put_mask(m, a);
+			put_mask(m + a->n, b);
+			out->m = m;
+		}
+		return 0;
+	}
+	size_t cap = 2 * n;
+	struct sgrow *g = ralloc(r, sizeof *g + cap + 1);
+	uint8_t *m = ralloc(r, cap);
+	if (!g || !m)
+		return room(r);
+	g->cap = cap;
+	g->fill = n;
+	g->m = m;
+	char *p = (char *)(void *)(g + 1);
+	memcpy(p, a->s, a->n);
+	memcpy(p + a->n, b->s, b->n);
+	put_mask(m, a);
+	put_mask(m + a->n, b);
+	*out = v_strc(p, n);
+	out->sub = SUB_GROW;
+	out->taint = t;
+	out->m = t == TN_MIXED ? m : NULL;
+	return 0;
+}
+
+int list_concat(struct rctx *r, const struct val *a, const struct val *b, struct val *out)
+{
+	const struct list *la = a->l, *lb = b->l;
+	uint8_t kind = a->sub;
+	size_t n = la->n + lb->n;
+	struct list *l = ralloc(r, sizeof *l);
+	if (!l)
+		return room(r);
+	*out = (struct val){0};
+	out->t = V_LIST;
+	out->sub = kind;
+	out->l = l;
+	struct lgrow *g = la->grow;
+	if (g && g->fill == la->n && g->cap - g->fill >= lb->n) {
+		if (lb->n)
+			memcpy(la->v + la->n, lb->v, lb->n * sizeof *lb->v);
+		g->fill = n;
+		l->v = la->v;
+		l->n = l->cap = n;
+		l->grow = g;
+		return 0;
+	}
+	size_t cap = n < 8 ? n : 2 * n;
+	l->v = cap ? ralloc(r, cap * sizeof *l->v) : NULL;
+	if (cap && !l->v)
+		return room(r);
+	if (la->n)
+		memcpy(l->v, la->v, la->n * sizeof *la->v);
+	if (lb->n)
+		memcpy(l->v + la->n, lb->v, lb->n * sizeof *lb->v);
+	l->n = l->cap = n;
+	if (cap > n) {
+		if (!(l->grow = ralloc(r, sizeof *l->grow)))
+			return room(r);
+		l->grow->fill = n;
+		l->grow->cap = cap;
+	}
+	return 0;
+}
+
+int list_unshare(struct rctx *r, struct list *l)
+{
+	if (!l->grow)
+		return 0;
+	struct val *v = l->n ? ralloc(r, l->n * sizeof *v) : NULL;
+	if (l->n && !v)
+		return room(r);
+	if (l->n)
+		memcpy(v, l->v, l->n * sizeof *v);
+	l->v = v;
+	l->cap = l->n;
+	l->grow = NULL;
 	return 0;
 }
 
@@ -1614,7 +1762,7 @@ int str_sub(struct rctx *r, const struct val *s, size_t off, size_t n, struct va
 {
 	(void)r;
 	*out = v_strc(s->s + off, n);
-	out->sub = s->sub;
+	out->sub = s->sub & SUB_MARKUP;
 	if (s->taint == TN_MIXED) {
 		const uint8_t *m = s->m + off;
 		uint8_t t = n ? mask_taint(m, n) : TN_CLEAN;
