@@ -102,7 +102,7 @@ static int lookup(struct rctx *r, const struct node *n, struct scope *sc, struct
 	if (scope_get(sc, n->sym, out))
 		return 0;
 	*out = r->gv[n->sym];
-	if (out->t == V_UNDEF && !out->u)
+	if (out->t == V_UNDEF && out->taint == U_PLAIN)
 		return v_undef_name(r, n->s, n->sn, out);
 	return 0;
 }
@@ -452,10 +452,25 @@ static int do_slice(struct rctx *r, const struct val *obj, const struct val *a, 
 	if (obj->t == V_LIST && (obj->sub == LK_LIST || obj->sub == LK_TUPLE || obj->sub == LK_RANGE)) {
 		if ((rc = slice_bounds(r, (int64_t)obj->l->n, a, b, c, &start, &stop, &step)))
 			return rc;
-		if ((rc = v_newlist(r, obj->l->n, obj->sub, out)))
-			return rc;
-		for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
-			out->l->v[out->l->n++] = obj->l->v[i];
+		if (step == 1) {
+			/* a contiguous slice shares the array; both sides copy it before a pop or clear */
+			struct list *l = ralloc(r, sizeof *l);
+			if (!l)
+				return room(r);
+			l->v = obj->l->v + start;
+			l->n = l->cap = stop > start ? (size_t)(stop - start) : 0;
+			l->shared = true;
+			obj->l->shared = true;
+			*out = (struct val){0};
+			out->t = V_LIST;
+			out->sub = obj->sub;
+			out->l = l;
+		} else {
+			if ((rc = v_newlist(r, obj->l->n, obj->sub, out)))
+				return rc;
+			for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
+				out->l->v[out->l->n++] = obj->l->v[i];
+		}
 		if (obj->sub == LK_RANGE) {
 			/* a slice of a range is a range */
 			const struct list *l = obj->l;
@@ -726,10 +741,32 @@ int call_value(struct rctx *r, const struct val *fn, struct val *args, int nargs
 static int eval_call(struct rctx *r, const struct node *n, struct scope *sc, const struct val *caller, struct val *out)
 {
 	struct val fn;
-	int rc = eval(r, n->a, sc, &fn);
-	if (rc)
-		return rc;
+	int rc;
 	struct argv a;
+	if (n->a->kind == N_GETATTR && !caller) {
+		/* obj.method(...): call str/dict/list methods without a bound-method object */
+		struct val obj;
+		if ((rc = eval(r, n->a->a, sc, &obj)))
+			return rc;
+		int id = method_id(&obj, n->a->s, n->a->sn);
+		if (id >= 0) {
+			struct func f = {0};
+			f.kind = FK_METHOD;
+			f.id = id;
+			f.self = obj;
+			f.name = n->a->s;
+			f.name_n = n->a->sn;
+			if ((rc = eval_args(r, n->ca, sc, 0, &a)))
+				return rc;
+			r->line = n->line;
+			return call_method(r, &f, a.pos, a.npos, a.kwn, a.kwv, a.nkw, out);
+		}
+		r->line = n->a->line;
+		if ((rc = getattr_v(r, &obj, n->a->s, n->a->sn, &fn)))
+			return rc;
+	} else if ((rc = eval(r, n->a, sc, &fn))) {
+		return rc;
+	}
 	if ((rc = eval_args(r, n->ca, sc, caller ? 1 : 0, &a)))
 		return rc;
 	if (caller) {

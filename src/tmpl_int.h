@@ -54,13 +54,12 @@ struct nsobj;
 struct func;
 struct loop;
 struct iter;
-struct undef;
 
 struct val {
 	uint8_t t;      /* enum vtype */
-	uint8_t taint;  /* V_STR: TN_* */
-	uint8_t sub;    /* V_STR: SUB_MARKUP; V_LIST: LK_*; V_UNDEF: 1 = security */
-	size_t n;       /* V_STR: bytes */
+	uint8_t taint;  /* V_STR: TN_*; V_UNDEF: U_* (what was missing, for the message) */
+	uint8_t sub;    /* V_STR: SUB_*; V_LIST: LK_*; V_UNDEF: 1 = SecurityError */
+	size_t n;       /* V_STR: bytes; V_UNDEF: length of the name or hint in s */
 	union {
 		bool b;
 		int64_t i;
@@ -72,9 +71,8 @@ struct val {
 		struct func *fn;
 		struct loop *lp;
 		struct iter *it;
-		const struct undef *u;
 	};
-	const uint8_t *m;  /* V_STR with TN_MIXED: one 0/1 per byte */
+	const uint8_t *m;  /* V_STR with TN_MIXED: one 0/1 per byte; V_UNDEF: the object's type (char *) */
 };
 
 struct lgrow;
@@ -82,6 +80,7 @@ struct list {
 	size_t n, cap;
 	struct val *v;
 	struct lgrow *grow;  /* v is a shared growable array (list_concat); copy before mutating */
+	bool shared;         /* v is (part of) another list's array (a slice): copy before mutating */
 	bool group;   /* a tuple from groupby: attributes grouper and list */
 	int64_t rstart, rstop, rstep;  /* LK_RANGE: what range() was given */
 };
@@ -97,14 +96,10 @@ struct nsobj {
 	struct dict d;
 };
 
-enum { U_NAME, U_ATTR, U_ELEM, U_HINT };
-struct undef {
-	uint8_t kind;
-	const char *name;      /* U_NAME / U_ATTR: the name; U_HINT: the message */
-	size_t name_n;
-	const char *objtype;   /* U_ATTR / U_ELEM: "dict object", ... */
-	struct val key;        /* U_ELEM */
-};
+/* Undefined values carry what is needed for jinja2's message without an
+ * allocation: s/n the name (or hint), m the object's type, i the missing
+ * integer index (U_ELEM). */
+enum { U_PLAIN, U_NAME, U_ATTR, U_ELEM, U_HINT };
 
 /* A generator or iterator: items materialised, consumed once. */
 enum { IK_GENERATOR, IK_REVERSED, IK_ITER };
@@ -382,6 +377,8 @@ int apply_filter(struct rctx *r, int id, const char *name, struct val *v, struct
 		 const char **kwn, struct val *kwv, int nkw, struct val *out);
 int apply_test(struct rctx *r, int id, const char *name, struct val *v, struct val *args, int nargs,
 	       const char **kwn, struct val *kwv, int nkw, bool *out);
+/* the id of a plain (safe) str/dict/list method, -1 otherwise */
+int method_id(const struct val *obj, const char *name, size_t n);
 int method_lookup(struct rctx *r, const struct val *obj, const char *name, size_t n, struct val *out); /* 1 found */
 int call_method(struct rctx *r, const struct func *f, struct val *args, int nargs,
 		const char **kwn, struct val *kwv, int nkw, struct val *out);

@@ -263,49 +263,77 @@ enum { CM_UPPER, CM_LOWER, CM_CAPITALIZE, CM_TITLE_JINJA, CM_TITLE_PY, CM_SWAPCA
 
 static bool is_cased(uint32_t c) { return py_upper(c) != c || py_lower(c) != c; }
 
+struct cm_state {
+	bool prev_cased, at_start;
+};
+
+/* one character of a case mapping: the new code point, or *extra for a
+ * multi-character result */
+static uint32_t map_char(int mode, uint32_t c, bool first, struct cm_state *st, const char **extra)
+{
+	uint32_t o = c;
+	*extra = NULL;
+	switch (mode) {
+	case CM_UPPER:
+		o = py_upper(c);
+		*extra = upper_special(c);
+		break;
+	case CM_LOWER:
+		o = py_lower(c);
+		if (c == 0x130)
+			*extra = "i\xcc\x87";
+		break;
+	case CM_CAPITALIZE:
+		o = first ? py_upper(c) : py_lower(c);
+		if (first && c == 0xDF)
+			*extra = "Ss";
+		break;
+	case CM_TITLE_JINJA: {
+		/* words begin after runs of -, whitespace, (, {, [, < */
+		bool sep = c == '-' || py_isspace(c) || c == '(' || c == '{' || c == '[' || c == '<';
+		o = (!sep && st->at_start) ? py_upper(c) : py_lower(c);
+		if (!sep && st->at_start && c == 0xDF)
+			*extra = "SS";
+		st->at_start = sep;
+		break;
+	}
+	case CM_TITLE_PY:
+		o = st->prev_cased ? py_lower(c) : py_upper(c);
+		if (!st->prev_cased && c == 0xDF)
+			*extra = "Ss";
+		st->prev_cased = is_cased(c) || py_isalpha(c);
+		break;
+	case CM_SWAPCASE:
+		o = py_upper(c) != c ? py_upper(c) : py_lower(c);
+		break;
+	}
+	return o;
+}
+
 static int case_map(struct rctx *r, const struct val *s, int mode, struct val *out)
 {
+	/* most mappings change nothing (role names, flags): no copy then */
+	struct cm_state st = {false, true};
+	bool changed = false;
+	for (size_t i = 0; i < s->n && !changed;) {
+		size_t adv;
+		const char *extra;
+		uint32_t c = u8_dec(s->s + i, s->n - i, &adv);
+		changed = map_char(mode, c, i == 0, &st, &extra) != c || extra;
+		i += adv;
+	}
+	if (!changed) {
+		*out = *s;
+		return 0;
+	}
 	struct sbuf sb;
 	sb_init(&sb);
-	bool prev_cased = false, at_start = true;
+	st = (struct cm_state){false, true};
 	for (size_t i = 0; i < s->n;) {
 		size_t adv;
-		uint32_t c = u8_dec(s->s + i, s->n - i, &adv), o = c;
-		const char *extra = NULL;
-		switch (mode) {
-		case CM_UPPER:
-			o = py_upper(c);
-			extra = upper_special(c);
-			break;
-		case CM_LOWER:
-			o = py_lower(c);
-			if (c == 0x130)
-				extra = "i\xcc\x87";
-			break;
-		case CM_CAPITALIZE:
-			o = i == 0 ? py_upper(c) : py_lower(c);
-			if (i == 0 && c == 0xDF)
-				extra = "Ss";
-			break;
-		case CM_TITLE_JINJA: {
-			/* words begin after runs of -, whitespace, (, {, [, < */
-			bool sep = c == '-' || py_isspace(c) || c == '(' || c == '{' || c == '[' || c == '<';
-			o = (!sep && at_start) ? py_upper(c) : py_lower(c);
-			if (!sep && at_start && c == 0xDF)
-				extra = "SS";
-			at_start = sep;
-			break;
-		}
-		case CM_TITLE_PY:
-			o = prev_cased ? py_lower(c) : py_upper(c);
-			if (!prev_cased && c == 0xDF)
-				extra = "Ss";
-			prev_cased = is_cased(c) || py_isalpha(c);
-			break;
-		case CM_SWAPCASE:
-			o = py_upper(c) != c ? py_upper(c) : py_lower(c);
-			break;
-		}
+		const char *extra;
+		uint32_t c = u8_dec(s->s + i, s->n - i, &adv);
+		uint32_t o = map_char(mode, c, i == 0, &st, &extra);
 		uint8_t t = s->taint == TN_ALL ? 1 : s->taint == TN_MIXED ? s->m[i] : 0;
 		if (extra) {
 			sb_put(&sb, extra, strlen(extra), t);
@@ -909,7 +937,8 @@ int apply_test(struct rctx *r, int id, const char *name, struct val *v, struct v
 			*out = false;
 		} else {
 			switch (v->t) {
-			case V_NONE: case V_UNDEF: *out = v->t == V_NONE || v->u == o->u; break;
+			case V_NONE: *out = true; break;
+			case V_UNDEF: *out = v->taint == o->taint && v->s == o->s && v->m == o->m; break;
 			case V_BOOL: *out = v->b == o->b; break;
 			case V_INT: *out = v->i == o->i && v->i >= -5 && v->i <= 256; break;
 			case V_STR: *out = v->s == o->s && v->n == o->n; break;
@@ -2102,6 +2131,32 @@ static const struct mdef list_methods[] = {
 	{"reverse", M_UNSAFE}, {"sort", M_UNSAFE}, {NULL, 0}};
 static const struct mdef tuple_methods[] = {{"index", ML_INDEX}, {"count", ML_COUNT}, {NULL, 0}};
 static const struct mdef view_methods[] = {{NULL, 0}};
+
+static int table_id(const struct mdef *tab, const char *name, size_t n)
+{
+	for (int i = 0; tab[i].name; i++)
+		if (strlen(tab[i].name) == n && !memcmp(tab[i].name, name, n))
+			return tab[i].id;
+	return -1;
+}
+
+int method_id(const struct val *obj, const char *name, size_t n)
+{
+	int id = -1;
+	switch (obj->t) {
+	case V_STR: id = table_id(str_methods, name, n); break;
+	case V_DICT: id = table_id(dict_methods, name, n); break;
+	case V_LIST:
+		if (obj->sub == LK_LIST)
+			id = table_id(list_methods, name, n);
+		else if (obj->sub == LK_TUPLE || obj->sub == LK_RANGE)
+			id = table_id(tuple_methods, name, n);
+		break;
+	default:
+		break;
+	}
+	return id == M_UNSAFE ? -1 : id;
+}
 
 static int bound_method(struct rctx *r, const struct val *obj, int id, const char *name, size_t n, struct val *out)
 {

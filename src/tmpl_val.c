@@ -444,46 +444,52 @@ int v_strdup(struct rctx *r, const char *s, size_t n, struct val *out)
 	return 0;
 }
 
-static int mk_undef(struct rctx *r, int kind, const char *name, size_t n, const char *objtype,
-		    const struct val *key, struct val *out)
+static struct val mk_undef(int kind, const char *name, size_t n, const char *objtype)
 {
-	struct undef *u = ralloc(r, sizeof *u);
-	if (!u)
-		return room(r);
-	u->kind = (uint8_t)kind;
-	u->name = name;
-	u->name_n = n;
-	u->objtype = objtype;
-	if (key)
-		u->key = *key;
-	*out = v_undef();
-	out->u = u;
-	return 0;
+	struct val v = v_undef();
+	v.taint = (uint8_t)kind;
+	v.s = name;
+	v.n = n;
+	v.m = (const uint8_t *)(const void *)objtype;
+	return v;
 }
 
 int v_undef_name(struct rctx *r, const char *name, size_t n, struct val *out)
 {
-	return mk_undef(r, U_NAME, name, n, NULL, NULL, out);
+	(void)r;
+	*out = mk_undef(U_NAME, name, n, NULL);
+	return 0;
 }
 
 int v_undef_attr(struct rctx *r, const struct val *obj, const char *name, size_t n, struct val *out)
 {
-	return mk_undef(r, U_ATTR, name, n, v_objrepr(obj), NULL, out);
+	(void)r;
+	*out = mk_undef(U_ATTR, name, n, v_objrepr(obj));
+	return 0;
 }
 
 int v_undef_elem(struct rctx *r, const struct val *obj, const struct val *key, struct val *out)
 {
-	if (key->t == V_STR)
-		return mk_undef(r, U_ATTR, key->s, key->n, v_objrepr(obj), NULL, out);
-	return mk_undef(r, U_ELEM, NULL, 0, v_objrepr(obj), key, out);
+	(void)r;
+	if (key->t == V_STR) {
+		*out = mk_undef(U_ATTR, key->s, key->n, v_objrepr(obj));
+	} else {
+		*out = mk_undef(U_ELEM, NULL, 0, v_objrepr(obj));
+		if (key->t == V_INT || key->t == V_BOOL)
+			out->i = key->t == V_INT ? key->i : key->b;
+		else
+			out->sub = 2; /* no printable key */
+	}
+	return 0;
 }
 
 int v_undef_hint(struct rctx *r, const char *hint, bool security, struct val *out)
 {
-	int rc = mk_undef(r, U_HINT, hint, strlen(hint), NULL, NULL, out);
-	if (!rc && security)
+	(void)r;
+	*out = mk_undef(U_HINT, hint, strlen(hint), NULL);
+	if (security)
 		out->sub = 1;
-	return rc;
+	return 0;
 }
 
 int v_newlist(struct rctx *r, size_t cap, uint8_t kind, struct val *out)
@@ -506,7 +512,7 @@ int v_newlist(struct rctx *r, size_t cap, uint8_t kind, struct val *out)
 
 int list_push(struct rctx *r, struct list *l, struct val v)
 {
-	if (l->n == l->cap || l->grow) {
+	if (l->n == l->cap || l->grow || l->shared) {
 		size_t nc = l->cap ? l->cap * 2 : 4;
 		struct val *nv = ralloc(r, nc * sizeof *nv);
 		if (!nv)
@@ -516,6 +522,7 @@ int list_push(struct rctx *r, struct list *l, struct val v)
 		l->v = nv;
 		l->cap = nc;
 		l->grow = NULL;
+		l->shared = false;
 	}
 	l->v[l->n++] = v;
 	return 0;
@@ -655,7 +662,7 @@ int list_concat(struct rctx *r, const struct val *a, const struct val *b, struct
 
 int list_unshare(struct rctx *r, struct list *l)
 {
-	if (!l->grow)
+	if (!l->grow && !l->shared)
 		return 0;
 	struct val *v = l->n ? ralloc(r, l->n * sizeof *v) : NULL;
 	if (l->n && !v)
@@ -665,6 +672,7 @@ int list_unshare(struct rctx *r, struct list *l)
 	l->v = v;
 	l->cap = l->n;
 	l->grow = NULL;
+	l->shared = false;
 	return 0;
 }
 
@@ -941,26 +949,26 @@ const char *v_objrepr(const struct val *v)
 
 void undef_message(const struct val *v, char *buf, size_t cap)
 {
-	const struct undef *u = v->u;
-	if (!u) {
-		snprintf(buf, cap, "undefined value");
-		return;
-	}
-	switch (u->kind) {
+	const char *objtype = (const char *)(const void *)v->m;
+	int nl = (int)(v->n > 200 ? 200 : v->n);
+	switch (v->taint) {
 	case U_HINT:
-		snprintf(buf, cap, "%.*s", (int)u->name_n, u->name);
+		snprintf(buf, cap, "%.*s", (int)v->n, v->s);
 		return;
 	case U_NAME:
-		snprintf(buf, cap, "'%.*s' is undefined", (int)(u->name_n > 200 ? 200 : u->name_n), u->name);
+		snprintf(buf, cap, "'%.*s' is undefined", nl, v->s);
 		return;
 	case U_ATTR:
-		snprintf(buf, cap, "'%s' has no attribute '%.*s'", u->objtype, (int)(u->name_n > 200 ? 200 : u->name_n), u->name);
+		snprintf(buf, cap, "'%s' has no attribute '%.*s'", objtype, nl, v->s);
+		return;
+	case U_ELEM:
+		if (v->sub == 2)
+			snprintf(buf, cap, "%s has no element of that key", objtype);
+		else
+			snprintf(buf, cap, "%s has no element %lld", objtype, (long long)v->i);
 		return;
 	default:
-		if (u->key.t == V_INT)
-			snprintf(buf, cap, "%s has no element %lld", u->objtype, (long long)u->key.i);
-		else
-			snprintf(buf, cap, "%s has no element of that key", u->objtype);
+		snprintf(buf, cap, "undefined value");
 	}
 }
 
@@ -968,7 +976,7 @@ int undef_fail(struct rctx *r, const struct val *v)
 {
 	char msg[400];
 	undef_message(v, msg, sizeof msg);
-	if (v->sub == 1)
+	if (v->taint == U_HINT && v->sub == 1)
 		return rerr(r, INFERD_EINVAL, "SecurityError: %s", msg);
 	return rerr(r, INFERD_EINVAL, "UndefinedError: %s", msg);
 }

@@ -13,6 +13,7 @@
 #include "inferd.h"
 #include "tmpl.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -80,16 +81,21 @@ static int flag_val(int argc, char **argv, int *i, const char *f1, const char *f
 	return 0;
 }
 
+static char *read_file(const char *path, size_t *len);
+
 static json_t *load_json(const char *path)
 {
-	json_error_t je;
-	json_t *j = json_load_file(path, JSON_ALLOW_NUL, &je);
-	if (!j) {
-		if (je.line < 0)
-			fprintf(stderr, "inferd template: %s: %s\n", path, je.text);
-		else
-			fprintf(stderr, "inferd template: %s:%d:%d: invalid JSON: %s\n", path, je.line, je.column, je.text);
+	size_t n;
+	char *text = read_file(path, &n);  /* one read: json_load_file reads by getc */
+	if (!text) {
+		fprintf(stderr, "inferd template: %s: cannot read: %s\n", path, strerror(errno));
+		return NULL;
 	}
+	json_error_t je;
+	json_t *j = json_loadb(text, n, JSON_ALLOW_NUL, &je);
+	free(text);
+	if (!j)
+		fprintf(stderr, "inferd template: %s:%d:%d: invalid JSON: %s\n", path, je.line, je.column, je.text);
 	return j;
 }
 
@@ -209,7 +215,7 @@ int cmd_template(int argc, char **argv)
 		free(src);
 		src = read_file(tfile, &len);
 		if (!src) {
-			fprintf(stderr, "inferd template: %s: cannot read the template\n", tfile);
+			fprintf(stderr, "inferd template: %s: cannot read the template: %s\n", tfile, strerror(errno));
 			goto done;
 		}
 	}
