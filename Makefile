@@ -85,7 +85,7 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 bench: $(BIN)/inferd $(BENCH_BIN)
-	BUILD=$(BUILD) bench/run.sh
+	BUILD=$(BUILD) BIN=$(BIN) bench/run.sh
 
 clean:
 	rm -rf build build-address build-thread build-fuzz bin

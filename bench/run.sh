@@ -17,3 +17,12 @@ for t in llama3 qwen3 llama2 gemma3; do
 	r=$(echo "$ref" | sed 's/.*"corpus_mb_s":\([0-9.]*\).*/\1/')
 	printf "%-8s %12s %12s %8s %16s\n" "$t" "$o" "$r" "$(awk "BEGIN{printf \"%.2fx\", $o/$r}")" "$w"
 done
+
+# engine: tokens/s at 1..16 concurrent sequences vs one request at a time,
+# on a random-weight model of a real small shape (made once, cached)
+MODEL=${BENCH_MODEL:-$BUILD/bench/qwen2-0.5b-q8_0.gguf}
+if [ ! -f "$MODEL" ]; then
+	echo "generating $MODEL (qwen2-0.5b shape, q8_0) ..."
+	"${BIN:-bin}/inferd" gen-model --shape qwen2-0.5b --type q8_0 -o "$MODEL"
+fi
+"$BUILD/bench/bench_engine" "$MODEL" "${BENCH_TOKENS:-32}" "${BENCH_PREFILL:-2000}"
