@@ -96,6 +96,7 @@ static bool scope_get(const struct scope *s, int sym, struct val *out)
 }
 
 static int exec_body(struct rctx *r, struct node **kids, int n, struct scope *sc);
+static int eval_root(struct rctx *r, const struct node *n, struct scope *sc, struct val *out);
 
 static int lookup(struct rctx *r, const struct node *n, struct scope *sc, struct val *out)
 {
@@ -191,6 +192,8 @@ static double py_fmod(double a, double b)
 
 int binop(struct rctx *r, int op, const struct val *a, const struct val *b, struct val *out)
 {
+	if (op == B_MOD && a->t == V_STR)  /* str.__mod__ takes any right operand */
+		return py_percent_format(r, a, b, out);
 	if (a->t == V_UNDEF)
 		return undef_fail(r, a);
 	if (b->t == V_UNDEF)
@@ -443,7 +446,7 @@ static int slice_bounds(struct rctx *r, int64_t len, const struct val *a, const 
 }
 
 static int do_slice(struct rctx *r, const struct val *obj, const struct val *a, const struct val *b,
-		    const struct val *c, struct val *out)
+		    const struct val *c, bool const_operands, struct val *out)
 {
 	if (obj->t == V_UNDEF)
 		return undef_fail(r, obj);
@@ -509,9 +512,20 @@ static int do_slice(struct rctx *r, const struct val *obj, const struct val *a, 
 			out->sub = obj->sub & SUB_MARKUP;
 		return rc;
 	}
-	if (obj->t == V_DICT || obj->t == V_NONE || obj->t == V_INT)
-		return v_undef_hint(r, "slice of an unsliceable object", false, out);
-	return rerr(r, INFERD_EINVAL, "TypeError: '%s' object is not subscriptable", v_typename(obj));
+	/* slices bypass the sandbox's getitem: Python's own errors */
+	char msg[120];
+	if (obj->t == V_DICT)
+		snprintf(msg, sizeof msg, "TypeError: unhashable type: 'slice'");
+	else
+		snprintf(msg, sizeof msg, "TypeError: '%s' object is not subscriptable", v_typename(obj));
+	if (const_operands) {
+		if (!r->pending) {
+			r->pending = true;
+			snprintf(r->pending_err, sizeof r->pending_err, "%s", msg);
+		}
+		return v_undef_hint(r, FOLDED_SLICE, false, out);
+	}
+	return rerr(r, INFERD_EINVAL, "%s", msg);
 }
 
 /* ---------------------------------------------------------------- calls */
@@ -631,7 +645,7 @@ static int call_macro(struct rctx *r, const struct func *f, struct val *args, in
 		}
 		if (!got) {
 			if (m->kids2[p]) {
-				if ((rc = eval(r, m->kids2[p], sc, &v)))
+				if ((rc = eval_root(r, m->kids2[p], sc, &v)))
 					return rc;
 			} else {
 				char hint[160];
@@ -822,13 +836,15 @@ static int eval_inner(struct rctx *r, const struct node *n, struct scope *sc, st
 		*out = n->cv;
 		return 0;
 	case N_NAME:
+		r->nonconst++;
 		return lookup(r, n, sc, out);
 	case N_GETATTR:
 		if ((rc = eval(r, n->a, sc, &a)))
 			return rc;
 		r->line = n->line;
 		return getattr_v(r, &a, n->s, n->sn, out);
-	case N_GETITEM:
+	case N_GETITEM: {
+		uint64_t nc0 = r->nonconst;
 		if ((rc = eval(r, n->a, sc, &a)))
 			return rc;
 		if (n->b->kind == N_SLICE) {
@@ -840,17 +856,21 @@ static int eval_inner(struct rctx *r, const struct node *n, struct scope *sc, st
 					return rc;
 			}
 			r->line = n->line;
-			return do_slice(r, &a, &s[0], &s[1], &s[2], out);
+			return do_slice(r, &a, &s[0], &s[1], &s[2], r->nonconst == nc0, out);
 		}
 		if ((rc = eval(r, n->b, sc, &b)))
 			return rc;
 		r->line = n->line;
 		return getitem_v(r, &a, &b, out);
+	}
 	case N_SLICE:
 		return rerr(r, INFERD_EINVAL, "a slice outside a subscript");
 	case N_CALL:
+		r->nonconst++;
 		return eval_call(r, n, sc, NULL, out);
 	case N_FILTER:
+		if (filter_needs_context(n->fid))
+			r->nonconst++;
 		return eval_filter(r, n, sc, NULL, out);
 	case N_TEST: {
 		if ((rc = eval(r, n->a, sc, &a)))
@@ -956,6 +976,7 @@ static int eval_inner(struct rctx *r, const struct node *n, struct scope *sc, st
 			return eval(r, n->b, sc, out);
 		if (n->c)
 			return eval(r, n->c, sc, out);
+		r->nonconst++;  /* Jinja does not fold an if-expression without else that is false */
 		return v_undef_hint(r, "the inline if-expression evaluated to false and no else section was defined.", false, out);
 	case N_LIST:
 	case N_TUPLE:
@@ -983,6 +1004,31 @@ static int eval_inner(struct rctx *r, const struct node *n, struct scope *sc, st
 	}
 }
 
+/* jinja2.compiler.has_safe_repr: what a folded constant may be */
+static bool safe_repr(const struct val *v, int depth)
+{
+	if (depth > 100)
+		return false;
+	switch (v->t) {
+	case V_NONE: case V_BOOL: case V_INT: case V_FLOAT: case V_STR:
+		return true;
+	case V_LIST:
+		if (v->sub != LK_LIST && v->sub != LK_TUPLE && v->sub != LK_RANGE)
+			return false;
+		for (size_t i = 0; i < v->l->n; i++)
+			if (!safe_repr(&v->l->v[i], depth + 1))
+				return false;
+		return true;
+	case V_DICT:
+		for (size_t i = 0; i < v->d->n; i++)
+			if (!safe_repr(&v->d->k[i], depth + 1) || !safe_repr(&v->d->v[i], depth + 1))
+				return false;
+		return true;
+	default:
+		return false;
+	}
+}
+
 int eval(struct rctx *r, const struct node *n, struct scope *sc, struct val *out)
 {
 	if (++r->eval_depth > MAX_EVAL_DEPTH) {
@@ -990,8 +1036,24 @@ int eval(struct rctx *r, const struct node *n, struct scope *sc, struct val *out
 		return rerr(r, INFERD_ERANGE, "evaluation nested deeper than %d levels", MAX_EVAL_DEPTH);
 	}
 	r->line = n->line;
+	uint64_t nc0 = r->nonconst;
+	bool had_pending = r->pending;
 	int rc = eval_inner(r, n, sc, out);
+	/* a constant subtree with a safe value was folded: its slice error never happened */
+	if (!rc && r->pending && !had_pending && r->nonconst == nc0 && n->kind != N_CONST && safe_repr(out, 0))
+		r->pending = false;
 	r->eval_depth--;
+	return rc;
+}
+
+/* an expression a statement evaluates: a pending slice error is raised now */
+static int eval_root(struct rctx *r, const struct node *n, struct scope *sc, struct val *out)
+{
+	int rc = eval(r, n, sc, out);
+	if (!rc && r->pending) {
+		r->pending = false;
+		rc = rerr(r, INFERD_EINVAL, "%s", r->pending_err);
+	}
 	return rc;
 }
 
@@ -1111,7 +1173,7 @@ static int run_for(struct rctx *r, const struct node *n, struct scope *sc, const
 				return rerr(r, INFERD_ERANGE, "more than %d loop iterations", TMPL_MAX_ITERATIONS);
 			ts->n = 0;
 			struct val t;
-			if ((rc = assign(r, n->a, items[i], ts)) || (rc = eval(r, n->c, ts, &t)))
+			if ((rc = assign(r, n->a, items[i], ts)) || (rc = eval_root(r, n->c, ts, &t)))
 				return rc;
 			if (v_truthy(&t))
 				kept[k++] = items[i];
@@ -1173,22 +1235,31 @@ static int exec_stmt(struct rctx *r, const struct node *s, struct scope *sc)
 					return rerr(r, INFERD_ERANGE, "output larger than %u MiB", (unsigned)(TMPL_MAX_OUTPUT >> 20));
 				continue;
 			}
-			if ((rc = eval(r, k, sc, &v)) || (rc = emit_val(r, &v)))
+			/* a constant {{ }} child is folded whatever its value */
+			uint64_t nc0 = r->nonconst;
+			if ((rc = eval(r, k, sc, &v)))
+				return rc;
+			if (r->pending) {
+				r->pending = false;
+				if (r->nonconst != nc0)
+					return rerr(r, INFERD_EINVAL, "%s", r->pending_err);
+			}
+			if ((rc = emit_val(r, &v)))
 				return rc;
 		}
 		return 0;
 	case S_IF:
-		if ((rc = eval(r, s->a, sc, &v)))
+		if ((rc = eval_root(r, s->a, sc, &v)))
 			return rc;
 		if (v_truthy(&v))
 			return exec_body(r, s->kids, s->nk, sc);
 		return exec_body(r, s->kids2, s->nk2, sc);
 	case S_FOR:
-		if ((rc = eval(r, s->b, sc, &v)))
+		if ((rc = eval_root(r, s->b, sc, &v)))
 			return rc;
 		return run_for(r, s, sc, &v, 0);
 	case S_SET:
-		if ((rc = eval(r, s->b, sc, &v)))
+		if ((rc = eval_root(r, s->b, sc, &v)))
 			return rc;
 		return assign(r, s->a, v, sc);
 	case S_SETBLOCK: {
@@ -1235,7 +1306,7 @@ static int exec_stmt(struct rctx *r, const struct node *s, struct scope *sc)
 		if (!ws)
 			return room(r);
 		for (int i = 0; i < s->nk2; i++) {
-			if ((rc = eval(r, s->kids2[i], sc, &v)) || (rc = assign(r, s->tg[i], v, ws)))
+			if ((rc = eval_root(r, s->kids2[i], sc, &v)) || (rc = assign(r, s->tg[i], v, ws)))
 				return rc;
 		}
 		return exec_body(r, s->kids, s->nk, ws);
@@ -1264,8 +1335,13 @@ static int exec_body(struct rctx *r, struct node **kids, int n, struct scope *sc
 		return rerr(r, INFERD_ERANGE, "evaluation nested deeper than %d levels", MAX_EVAL_DEPTH);
 	}
 	int rc = 0;
-	for (int i = 0; i < n && !rc; i++)
+	for (int i = 0; i < n && !rc; i++) {
 		rc = exec_stmt(r, kids[i], sc);
+		if (!rc && r->pending) {
+			r->pending = false;
+			rc = rerr(r, INFERD_EINVAL, "%s", r->pending_err);
+		}
+	}
 	r->eval_depth--;
 	return rc;
 }

@@ -100,6 +100,8 @@ struct nsobj {
  * allocation: s/n the name (or hint), m the object's type, i the missing
  * integer index (U_ELEM). */
 enum { U_PLAIN, U_NAME, U_ATTR, U_ELEM, U_HINT };
+/* the hint of an Undefined from a slice Jinja folds at compile time */
+#define FOLDED_SLICE "a slice folded at compile time"
 
 /* A generator or iterator: items materialised, consumed once. */
 enum { IK_GENERATOR, IK_REVERSED, IK_ITER };
@@ -277,6 +279,17 @@ struct rctx {
 	int line;
 	time_t now;
 	int errcode;
+	/* Jinja's optimizer evaluates constant subexpressions (literals and
+	 * operators, no names, calls or context filters) at compile time through
+	 * the sandbox, where slicing what cannot be sliced gives Undefined. The
+	 * folded value is kept when it has a safe repr (or the expression is a
+	 * whole {{ }} child); otherwise the code runs and raises TypeError.
+	 * nonconst counts names/calls evaluated so far; a slice error in a
+	 * constant subtree waits in pending_err until a folding ancestor
+	 * discharges it or its statement raises it. */
+	uint64_t nonconst;
+	bool pending;
+	char pending_err[200];
 };
 
 /* errors: format "<name>:<line>: msg" into r->err, return status */
@@ -373,6 +386,7 @@ int getitem_v(struct rctx *r, const struct val *obj, const struct val *key, stru
 int filter_id(const char *name, size_t n);
 int test_id(const char *name, size_t n);
 const char *filter_name(int id);
+bool filter_needs_context(int id);
 int apply_filter(struct rctx *r, int id, const char *name, struct val *v, struct val *args, int nargs,
 		 const char **kwn, struct val *kwv, int nkw, struct val *out);
 int apply_test(struct rctx *r, int id, const char *name, struct val *v, struct val *args, int nargs,

@@ -80,6 +80,11 @@ static int find_name(const char *const *names, int n, const char *s, size_t len)
 int filter_id(const char *name, size_t n) { return find_name(filter_names, F_COUNT, name, n); }
 int test_id(const char *name, size_t n) { return find_name(test_names, T_COUNT, name, n); }
 const char *filter_name(int id) { return id >= 0 && id < F_COUNT ? filter_names[id] : "?"; }
+/* @pass_context filters: Jinja never folds them at compile time */
+bool filter_needs_context(int id)
+{
+	return id == F_map || id == F_select || id == F_reject || id == F_selectattr || id == F_rejectattr || id == F_random || id < 0;
+}
 
 /* ---------------------------------------------------------------- argument binding */
 
@@ -892,12 +897,26 @@ int apply_test(struct rctx *r, int id, const char *name, struct val *v, struct v
 	switch (id) {
 	case T_odd:
 	case T_even:
+		if (v->t == V_STR) {  /* value % 2 == 1 formats a string, which never equals an int */
+			struct val two = v_int(2), res;
+			if ((rc = py_percent_format(r, v, &two, &res)))
+				return rc;
+			*out = false;
+			return 0;
+		}
 		if ((rc = int_mod(r, v, 2, &m)))
 			return rc;
 		*out = id == T_odd ? m == 1 : m == 0;
 		return 0;
 	case T_divisibleby: {
 		int64_t d;
+		if (v->t == V_STR) {
+			struct val res;
+			if ((rc = py_percent_format(r, v, o, &res)))
+				return rc;
+			*out = false;
+			return 0;
+		}
 		if ((rc = want_int(r, o, "divisibleby argument", &d)) || (rc = int_mod(r, v, d, &m)))
 			return rc;
 		*out = m == 0;
@@ -1031,6 +1050,8 @@ static int f_map(struct rctx *r, struct val *v, struct val *args, int nargs, con
 {
 	struct val *items;
 	size_t n;
+	if (!v_truthy(v) && v->t != V_ITER)
+		return mk_iter(r, NULL, 0, IK_GENERATOR, out);  /* `if value:` guards the generator */
 	int rc = v_iterate(r, v, &items, &n);
 	if (rc)
 		return rc;
@@ -1167,10 +1188,12 @@ static int f_tojson(struct rctx *r, struct val *v, struct bound *b, struct val *
 
 static int f_indent(struct rctx *r, struct val *v, struct bound *b, struct val *out)
 {
-	struct val s, ind;
-	int rc = soft_str(r, v, &s);
-	if (rc)
-		return rc;
+	struct val s = *v, ind;
+	int rc;
+	if (v->t == V_UNDEF)
+		return undef_fail(r, v);
+	if (v->t != V_STR)  /* `s += newline` on the value itself */
+		return rerr(r, INFERD_EINVAL, "TypeError: unsupported operand type(s) for +=: '%s' and 'str'", v_typename(v));
 	char spaces[256];
 	if (b->given[0] && b->v[0].t == V_STR) {
 		ind = b->v[0];
@@ -1215,11 +1238,22 @@ static int f_indent(struct rctx *r, struct val *v, struct bound *b, struct val *
 
 static int f_truncate(struct rctx *r, struct val *v, struct bound *b, struct val *out)
 {
-	struct val s;
-	int rc = soft_str(r, v, &s);
+	struct val s = *v;
+	int rc;
 	int64_t length, leeway;
-	if (rc || (rc = b_int(r, b, 0, 255, "length", &length)) || (rc = b_int(r, b, 3, 5, "leeway", &leeway)))
+	if ((rc = b_int(r, b, 0, 255, "length", &length)) || (rc = b_int(r, b, 3, 5, "leeway", &leeway)))
 		return rc;
+	if (v->t != V_STR) {
+		/* Jinja takes len(s) and slices s itself */
+		int64_t len;
+		if ((rc = v_len(r, v, &len)))
+			return rc;
+		if (len <= length + leeway) {
+			*out = *v;
+			return 0;
+		}
+		return rerr(r, INFERD_EINVAL, "TypeError: truncate of a long %s is not supported (only strings)", v_typename(v));
+	}
 	bool killwords = b_bool(b, 1, false);
 	struct val end = b->given[2] ? b->v[2] : v_strc("...", 3);
 	if ((rc = want_str(r, &end, "end")))
@@ -1413,6 +1447,8 @@ static int f_int(struct rctx *r, struct val *v, struct bound *b, struct val *out
 	struct val d = b->given[0] ? b->v[0] : v_int(0);
 	(void)dflt;
 	switch (v->t) {
+	case V_UNDEF:
+		return undef_fail(r, v);  /* int(Undefined) raises UndefinedError, which int() does not catch */
 	case V_INT: *out = *v; return 0;
 	case V_BOOL: *out = v_int(v->b); return 0;
 	case V_FLOAT:
@@ -1452,6 +1488,8 @@ static int f_float(struct rctx *r, struct val *v, struct bound *b, struct val *o
 	struct val d = b->given[0] ? b->v[0] : v_float(0.0);
 	double f;
 	switch (v->t) {
+	case V_UNDEF:
+		return undef_fail(r, v);
 	case V_INT: *out = v_float((double)v->i); return 0;
 	case V_BOOL: *out = v_float(v->b); return 0;
 	case V_FLOAT: *out = *v; return 0;
@@ -1522,16 +1560,14 @@ static int f_sort(struct rctx *r, struct val *v, struct bound *b, struct val *ou
 	} else if ((rc = make_getter(r, attr.t == V_NONE ? NULL : &attr, !cs, &gs[0]))) {
 		return rc;
 	}
+	/* keys are lists, as make_multi_attrgetter builds them: equal elements
+	 * (Undefined == Undefined) compare without ordering them */
 	for (size_t i = 0; i < n; i++) {
-		if (attr.t == V_STR) {
-			if ((rc = v_newlist(r, (size_t)nattr, LK_LIST, &keys[i])))
-				return rc;
-			for (int k = 0; k < nattr; k++)
-				if ((rc = get_by(r, &gs[k], &items[i], &keys[i].l->v[keys[i].l->n++])))
-					return rc;
-		} else if ((rc = get_by(r, &gs[0], &items[i], &keys[i]))) {
+		if ((rc = v_newlist(r, (size_t)nattr, LK_LIST, &keys[i])))
 			return rc;
-		}
+		for (int k = 0; k < nattr; k++)
+			if ((rc = get_by(r, &gs[k], &items[i], &keys[i].l->v[keys[i].l->n++])))
+				return rc;
 	}
 	return sort_items(r, items, n, keys, reverse, out);
 }
@@ -1827,6 +1863,41 @@ static int f_wordcount(struct rctx *r, struct val *v, struct val *out)
 
 static const char *const P0[] = {NULL};
 
+/* a copy of v with every dict's items in sorted key order (pprint) */
+static int sort_dicts(struct rctx *r, const struct val *v, struct val *out, int depth)
+{
+	int rc;
+	if (depth > 100)
+		return rerr(r, INFERD_ERANGE, "RecursionError: value nested too deeply to print");
+	if (v->t == V_LIST && (v->sub == LK_LIST || v->sub == LK_TUPLE)) {
+		if ((rc = v_newlist(r, v->l->n, v->sub, out)))
+			return rc;
+		for (size_t i = 0; i < v->l->n; i++)
+			if ((rc = sort_dicts(r, &v->l->v[i], &out->l->v[out->l->n++], depth + 1)))
+				return rc;
+		return 0;
+	}
+	if (v->t != V_DICT) {
+		*out = *v;
+		return 0;
+	}
+	size_t n = v->d->n;
+	struct val keys, sorted;
+	if ((rc = v_newlist(r, n, LK_LIST, &keys)))
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		keys.l->v[keys.l->n++] = v->d->k[i];
+	if ((rc = sort_items(r, keys.l->v, n, keys.l->v, false, &sorted)) || (rc = v_newdict(r, out)))
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		struct val x, y;
+		dict_get(v->d, &sorted.l->v[i], &x);
+		if ((rc = sort_dicts(r, &x, &y, depth + 1)) || (rc = dict_set(r, out->d, sorted.l->v[i], y)))
+			return rc;
+	}
+	return 0;
+}
+
 int apply_filter(struct rctx *r, int id, const char *name, struct val *v, struct val *args, int nargs,
 		 const char **kwn, struct val *kwv, int nkw, struct val *out)
 {
@@ -1877,6 +1948,8 @@ int apply_filter(struct rctx *r, int id, const char *name, struct val *v, struct
 		BIND(p_attr);
 		if (!b.given[0] || (rc = want_str(r, &b.v[0], "attribute name")))
 			return rc ? rc : rerr(r, INFERD_EINVAL, "TypeError: attr needs a name");
+		if (v->t == V_UNDEF)  /* hasattr() on an Undefined raises */
+			return undef_fail(r, v);
 		rc = method_lookup(r, v, b.v[0].s, b.v[0].n, out);
 		if (rc < 0)
 			return rc;
@@ -2007,11 +2080,20 @@ int apply_filter(struct rctx *r, int id, const char *name, struct val *v, struct
 	case F_pprint:
 		BIND(P0);
 		{
+			/* pprint.pformat: dict keys sorted; one line when it fits in 80 columns */
+			struct val sorted;
+			if ((rc = sort_dicts(r, v, &sorted, 0)))
+				return rc;
 			struct sbuf sb;
 			sb_init(&sb);
-			if ((rc = v_write_repr(r, &sb, v, 0))) {
+			if ((rc = v_write_repr(r, &sb, &sorted, 0))) {
 				sb_free(&sb);
 				return rc;
+			}
+			if (u8_len(sb.p ? sb.p : "", sb.n) > 80) {
+				sb_free(&sb);
+				return rerr(r, INFERD_EUNSUPPORTED, "pprint of a value longer than 80 characters (pprint's line "
+					    "wrapping) is not supported by inferd's template engine");
 			}
 			rc = new_str(r, &sb, 0, out);
 			if (!rc)
@@ -3201,7 +3283,12 @@ int py_percent_format(struct rctx *r, const struct val *fmt, const struct val *a
 			break;
 		}
 	}
-	if (!rc && !is_map && used < npos && !(npos == 1 && !is_tuple && used == 0 && (args->t == V_DICT)))
+	/* Python: leftovers are an error unless the argument is a mapping-like
+	 * non-tuple (anything with __getitem__: dict, list, Undefined, ...) */
+	bool mapping_like = !is_tuple && (args->t == V_DICT || args->t == V_UNDEF ||
+					  (args->t == V_LIST && (args->sub == LK_LIST || args->sub == LK_RANGE)) ||
+					  (args->t == V_STR && false));
+	if (!rc && !is_map && used < npos && !mapping_like)
 		rc = rerr(r, INFERD_EINVAL, "TypeError: not all arguments converted during string formatting");
 	(void)used_map;
 	if (rc) {

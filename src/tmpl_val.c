@@ -724,7 +724,7 @@ int v_hash(const struct val *v, uint64_t *h)
 		return 0;
 	}
 	case V_LIST:
-		if (v->sub != LK_TUPLE)
+		if (v->sub != LK_TUPLE && v->sub != LK_RANGE)
 			return -1;
 		{
 			uint64_t x = 0x345678;
@@ -974,6 +974,10 @@ void undef_message(const struct val *v, char *buf, size_t cap)
 
 int undef_fail(struct rctx *r, const struct val *v)
 {
+	if (v->taint == U_HINT && r->pending && v->n == strlen(FOLDED_SLICE) && !memcmp(v->s, FOLDED_SLICE, v->n)) {
+		r->pending = false;
+		return rerr(r, INFERD_EINVAL, "%s", r->pending_err);
+	}
 	char msg[400];
 	undef_message(v, msg, sizeof msg);
 	if (v->taint == U_HINT && v->sub == 1)
@@ -1826,7 +1830,8 @@ int v_iterate(struct rctx *r, const struct val *v, struct val **items, size_t *n
 		for (size_t i = 0; i < v->n && k < cnt;) {
 			size_t adv;
 			u8_dec(v->s + i, v->n - i, &adv);
-			str_sub(r, v, i, adv, &a[k++]);
+			str_sub(r, v, i, adv, &a[k]);
+			a[k++].sub = 0;  /* iterating a Markup yields plain str */
 			i += adv;
 		}
 		*items = a;
