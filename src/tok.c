@@ -468,6 +468,76 @@ static int sanitize(const char *s, size_t n, const uint8_t *mask, struct sbuf *o
 
 /* ---------------- normalizers ---------------- */
 
+/*
+ * Hugging Face tokenizers normalize with Unicode 9.0 tables. The code
+ * points below have canonical combining classes or decompositions in
+ * Unicode 15.0 (utf8proc) but none in those tables, so HF leaves them as
+ * they are: here they split the text, and each piece between them is
+ * normalized on its own (such a code point acts as a starter that composes
+ * with nothing, so this is exactly HF's result). The list was made by
+ * probing HF's normalizers (tokenizers 0.23.2) with every code point that
+ * utf8proc reorders or decomposes.
+ */
+static const uint32_t hf_unnormalized[][2] = {
+	{0x7FD, 0x7FD}, {0x898, 0x89F}, {0x8CA, 0x8D3}, {0x9FE, 0x9FE}, {0xC3C, 0xC3C}, {0xD3B, 0xD3C},
+	{0xEBA, 0xEBA}, {0x1715, 0x1715}, {0x1ABF, 0x1ACE}, {0x1DF6, 0x1DFA}, {0xA82C, 0xA82C}, {0x10D24, 0x10D27},
+	{0x10EAB, 0x10EAC}, {0x10EFD, 0x10EFF}, {0x10F46, 0x10F50}, {0x10F82, 0x10F85}, {0x11070, 0x11070},
+	{0x1133B, 0x1133B}, {0x1145E, 0x1145E}, {0x11839, 0x1183A}, {0x11938, 0x11938}, {0x1193D, 0x1193E},
+	{0x11943, 0x11943}, {0x119E0, 0x119E0}, {0x11A34, 0x11A34}, {0x11A47, 0x11A47}, {0x11A99, 0x11A99},
+	{0x11D42, 0x11D42}, {0x11D44, 0x11D45}, {0x11D97, 0x11D97}, {0x11F41, 0x11F42}, {0x16FF0, 0x16FF1},
+	{0x1E08F, 0x1E08F}, {0x1E130, 0x1E136}, {0x1E2AE, 0x1E2AE}, {0x1E2EC, 0x1E2EF}, {0x1E4EC, 0x1E4EF},
+};
+
+static int hf_unknown(uint32_t cp)
+{
+	int lo = 0, hi = (int)(sizeof hf_unnormalized / sizeof hf_unnormalized[0]) - 1;
+	while (lo <= hi) {
+		int mid = (lo + hi) / 2;
+		if (cp < hf_unnormalized[mid][0])
+			hi = mid - 1;
+		else if (cp > hf_unnormalized[mid][1])
+			lo = mid + 1;
+		else
+			return 1;
+	}
+	return 0;
+}
+
+/* utf8proc normalization of s[0..n) appended to out, split at the code
+ * points HF's tables do not know. */
+static int normalize_hf(const char *s, size_t n, int opt, struct sbuf *out)
+{
+	size_t seg = 0;
+	for (size_t i = 0; i <= n;) {
+		utf8proc_int32_t cp = 0;
+		ssize_t k = 0;
+		if (i < n) {
+			k = utf8proc_iterate((const uint8_t *)s + i, (ssize_t)(n - i), &cp);
+			if (k <= 0)
+				k = 1, cp = -1;
+		}
+		if (i == n || (cp >= 0 && hf_unknown((uint32_t)cp))) {
+			if (i > seg) {
+				utf8proc_uint8_t *o = NULL;
+				ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s + seg, (ssize_t)(i - seg), &o, opt);
+				if (r < 0) {
+					free(o);
+					return -1;
+				}
+				sb_put(out, (char *)o, (size_t)r);
+				free(o);
+			}
+			if (i == n)
+				break;
+			sb_put(out, s + i, (size_t)k);
+			seg = i + (size_t)k;
+		}
+		i += (size_t)k;
+	}
+	return out->oom ? -1 : 0;
+}
+
+
 static int normalize(const struct tokenizer *t, const char *s, size_t n, int first, struct sbuf *out)
 {
 	(void)first;
@@ -480,15 +550,11 @@ static int normalize(const struct tokenizer *t, const char *s, size_t n, int fir
 		case N_NFC: case N_NFD: case N_NFKC: case N_NFKD: {
 			int opt = UTF8PROC_STABLE | (st->kind == N_NFC || st->kind == N_NFKC ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE) |
 				  (st->kind == N_NFKC || st->kind == N_NFKD ? UTF8PROC_COMPAT : 0);
-			utf8proc_uint8_t *o = NULL;
-			ssize_t k = cur.n ? utf8proc_map((const utf8proc_uint8_t *)cur.p, (ssize_t)cur.n, &o, opt) : 0;
-			if (k < 0) {
-				free(o);
+			if (normalize_hf(cur.p ? cur.p : "", cur.n, opt, &nx)) {
+				free(nx.p);
 				free(cur.p);
 				return -1;
 			}
-			sb_put(&nx, o ? (char *)o : "", (size_t)k);
-			free(o);
 			break;
 		}
 		case N_LOWER:
