@@ -24,7 +24,7 @@ else
     CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
     LDFLAGS += -fsanitize=address,undefined
   else ifeq ($(SAN),thread)
-    CFLAGS  += -fsanitize=thread
+    CFLAGS  += -fsanitize=thread -DINFERD_TSAN
     LDFLAGS += -fsanitize=thread
   else
     $(error SAN must be address or thread)

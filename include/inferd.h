@@ -183,7 +183,9 @@ struct inferd_model_stats {
 	double last_step_s;     /* monotonic time of the last step or idle check */
 	int state;              /* INFERD_STATE_* */
 	int queued, active;     /* waiting for the executor, admitted */
-	int kv_blocks, kv_free; /* KV blocks in all, free */
+	int kv_blocks, kv_free; /* KV blocks in all, free (including cached) */
+	int kv_cached;          /* unreferenced blocks kept for their prefix */
+	uint64_t prefix_hit_tokens; /* prompt positions served from the cache */
 	uint64_t preemptions;   /* sequences preempted when the cache ran out */
 	uint64_t completed, tokens_generated, tokens_prefilled;
 };

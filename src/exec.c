@@ -212,6 +212,8 @@ struct seq {
 	int n_tok, cap_tok, n_prompt, n_computed, n_gen;
 	int32_t *blocks;
 	int n_blocks, cap_blocks;
+	int n_named;             /* leading blocks already named in the cache */
+	uint64_t chain;          /* name of the last named block */
 	uint64_t arrival;
 	double deadline, next_token_deadline;
 	struct tok_stream *ts;
@@ -236,20 +238,159 @@ struct exec {
 	int n_act, cap_act;
 	void *kv;
 	int n_blocks, bs, reserve, step_tokens, max_seqs;
-	int32_t *free_blocks;
+	int32_t *free_blocks;      /* blocks nobody uses and no prefix names */
 	int n_free;
+	/* prefix cache: a full block is named by the hash of its tokens and of
+	 * every token before it; unreferenced named blocks stay cached (LRU)
+	 * until a block is needed */
+	int32_t *ref;              /* [n_blocks] sequences using the block */
+	uint64_t *bhash, *bparent; /* [n_blocks] name (0 = none), parent's name */
+	int32_t *btok;             /* [n_blocks * bs] tokens of named blocks */
+	int32_t *lru_prev, *lru_next; /* unreferenced named blocks, oldest first */
+	int lru_head, lru_tail, n_lru;
+	uint64_t *hkey;            /* open addressing: name -> block */
+	int32_t *hval;
+	uint32_t hcap;
 	struct sample_scratch *ss;
 	uint64_t arrival;
 	int n_ctx;
 };
 
-static int32_t block_alloc(struct exec *e) { return e->n_free ? e->free_blocks[--e->n_free] : -1; }
+static uint64_t block_name(uint64_t parent, const int32_t *tok, int n)
+{
+	uint64_t h = parent ^ 0x9e3779b97f4a7c15ull;
+	for (int i = 0; i < n; i++) {
+		h ^= (uint32_t)tok[i];
+		h *= 0x100000001b3ull;
+		h ^= h >> 29;
+	}
+	return h ? h : 1;
+}
+
+static void lru_unlink(struct exec *e, int32_t b)
+{
+	if (e->lru_prev[b] >= 0)
+		e->lru_next[e->lru_prev[b]] = e->lru_next[b];
+	else
+		e->lru_head = e->lru_next[b];
+	if (e->lru_next[b] >= 0)
+		e->lru_prev[e->lru_next[b]] = e->lru_prev[b];
+	else
+		e->lru_tail = e->lru_prev[b];
+	e->n_lru--;
+}
+
+static int32_t *hslot(struct exec *e, uint64_t key)
+{
+	uint32_t i = (uint32_t)(key ^ (key >> 32)) & (e->hcap - 1);
+	while (e->hkey[i] && e->hkey[i] != key)
+		i = (i + 1) & (e->hcap - 1);
+	return &e->hval[i];
+}
+
+static void unname(struct exec *e, int32_t b)
+{
+	/* remove b from the table: backward-shift deletion keeps probes intact */
+	uint32_t i = (uint32_t)(hslot(e, e->bhash[b]) - e->hval);
+	e->hkey[i] = 0;
+	for (uint32_t j = (i + 1) & (e->hcap - 1); e->hkey[j]; j = (j + 1) & (e->hcap - 1)) {
+		uint64_t k = e->hkey[j];
+		int32_t v = e->hval[j];
+		e->hkey[j] = 0;
+		*hslot(e, k) = v;
+		e->hkey[hslot(e, k) - e->hval] = k;
+	}
+	e->bhash[b] = 0;
+}
+
+/* Blocks a sequence can get now: free ones and evictable cached ones. */
+static int blocks_avail(const struct exec *e) { return e->n_free + e->n_lru; }
+
+static int32_t block_alloc(struct exec *e)
+{
+	int32_t b;
+	if (e->n_free)
+		b = e->free_blocks[--e->n_free];
+	else if (e->n_lru) { /* evict the least recently used cached prefix block */
+		b = e->lru_head;
+		lru_unlink(e, b);
+		unname(e, b);
+	} else
+		return -1;
+	e->ref[b] = 1;
+	return b;
+}
+
+static void block_release(struct exec *e, int32_t b)
+{
+	if (--e->ref[b] > 0)
+		return;
+	if (!e->bhash[b]) {
+		e->free_blocks[e->n_free++] = b;
+		return;
+	}
+	e->lru_prev[b] = e->lru_tail;
+	e->lru_next[b] = -1;
+	if (e->lru_tail >= 0)
+		e->lru_next[e->lru_tail] = b;
+	else
+		e->lru_head = b;
+	e->lru_tail = b;
+	e->n_lru++;
+}
 
 static void seq_free_blocks(struct exec *e, struct seq *s)
 {
 	for (int i = 0; i < s->n_blocks; i++)
-		e->free_blocks[e->n_free++] = s->blocks[i];
+		block_release(e, s->blocks[i]);
 	s->n_blocks = 0;
+	s->n_named = 0;
+	s->chain = 0;
+}
+
+/* Name the sequence's blocks that are now full (their K/V are final). */
+static void name_blocks(struct exec *e, struct seq *s)
+{
+	while ((s->n_named + 1) * e->bs <= s->n_computed && s->n_named < s->n_blocks) {
+		int32_t b = s->blocks[s->n_named];
+		const int32_t *tok = s->tok + (size_t)s->n_named * e->bs;
+		uint64_t h = block_name(s->chain, tok, e->bs);
+		int32_t *slot = hslot(e, h);
+		if (!e->hkey[slot - e->hval] && !e->bhash[b]) {
+			e->hkey[slot - e->hval] = h;
+			*slot = b;
+			e->bhash[b] = h;
+			e->bparent[b] = s->chain;
+			memcpy(e->btok + (size_t)b * e->bs, tok, (size_t)e->bs * sizeof *tok);
+		}
+		s->chain = h;
+		s->n_named++;
+	}
+}
+
+/* A sequence starting from nothing takes the cached blocks of its longest
+ * named prefix (always leaving its last token to compute for logits). */
+static void take_prefix(struct exec *e, struct seq *s)
+{
+	uint64_t h = 0;
+	while ((s->n_blocks + 1) * e->bs < s->n_tok) {
+		const int32_t *tok = s->tok + (size_t)s->n_blocks * e->bs;
+		uint64_t nh = block_name(h, tok, e->bs);
+		int32_t *slot = hslot(e, nh);
+		if (!e->hkey[slot - e->hval])
+			break;
+		int32_t b = *slot;
+		if (e->bparent[b] != h || memcmp(e->btok + (size_t)b * e->bs, tok, (size_t)e->bs * sizeof *tok) != 0)
+			break;
+		if (e->ref[b]++ == 0)
+			lru_unlink(e, b);
+		s->blocks[s->n_blocks++] = b;
+		h = nh;
+		e->cnt.prefix_hit_tokens += (uint64_t)e->bs;
+	}
+	s->n_computed = s->n_blocks * e->bs;
+	s->n_named = s->n_blocks;
+	s->chain = h;
 }
 
 /* Blocks to hold positions [0, n). */
@@ -263,7 +404,7 @@ static int seq_reserve(struct exec *e, struct seq *s, int n)
 		s->blocks = nb;
 		s->cap_blocks = need;
 	}
-	if (need - s->n_blocks > e->n_free)
+	if (need - s->n_blocks > blocks_avail(e))
 		return -1;
 	while (s->n_blocks < need)
 		s->blocks[s->n_blocks++] = block_alloc(e);
@@ -542,7 +683,20 @@ static int schedule(struct exec *e)
 			continue;
 		int pending = s->n_tok - s->n_computed;
 		int chunk = pending < budget ? pending : budget;
-		int avail = e->n_free - (s->n_blocks == 0 && s->q->r.priority < 0 ? e->reserve : 0);
+		if (s->n_computed == 0 && s->n_blocks == 0) {
+			if (s->n_tok > s->cap_blocks * e->bs) { /* room for the block table */
+				int nb = (s->cap_tok + e->bs - 1) / e->bs;
+				int32_t *bl = realloc(s->blocks, (size_t)nb * sizeof *bl);
+				if (!bl)
+					continue;
+				s->blocks = bl;
+				s->cap_blocks = nb;
+			}
+			take_prefix(e, s);
+			pending = s->n_tok - s->n_computed;
+			chunk = pending < budget ? pending : budget;
+		}
+		int avail = blocks_avail(e) - (s->n_blocks == 0 && s->q->r.priority < 0 ? e->reserve : 0);
 		int room = (s->n_blocks + (avail > 0 ? avail : 0)) * e->bs - s->n_computed;
 		if (chunk > room)
 			chunk = room;
@@ -605,6 +759,7 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 		struct seq *s = ss[i];
 		s->n_computed += s->chunk;
 		e->cnt.tokens_prefilled += (uint64_t)(s->chunk > 1 ? s->chunk : 0);
+		name_blocks(e, s);
 	}
 	double now = now_sec();
 	for (int i = e->n_act - 1; i >= 0; i--) {
@@ -663,7 +818,9 @@ static void publish(struct exec *e, int state)
 	e->st.state = state;
 	e->st.active = e->n_act;
 	e->st.queued = e->q_n;
-	e->st.kv_free = e->n_free;
+	e->st.kv_free = blocks_avail(e);
+	e->st.kv_cached = e->n_lru;
+	e->st.prefix_hit_tokens = e->cnt.prefix_hit_tokens;
 	e->st.last_step_s = now_sec();
 	pthread_mutex_unlock(&e->mu);
 }
@@ -718,6 +875,20 @@ static void *exec_main(void *arg)
 	return NULL;
 }
 
+static void exec_free_tables(struct exec *e)
+{
+	sample_scratch_free(e->ss);
+	free(e->free_blocks);
+	free(e->ref);
+	free(e->bhash);
+	free(e->bparent);
+	free(e->btok);
+	free(e->lru_prev);
+	free(e->lru_next);
+	free(e->hkey);
+	free(e->hval);
+}
+
 int exec_start(inferd_model_t *m, const struct inferd_model_opts *o, char *err)
 {
 	struct exec *e = calloc(1, sizeof *e);
@@ -737,7 +908,19 @@ int exec_start(inferd_model_t *m, const struct inferd_model_opts *o, char *err)
 	int rc = 0;
 	e->free_blocks = malloc((size_t)e->n_blocks * sizeof *e->free_blocks);
 	e->ss = sample_scratch_new(m->c.n_vocab);
-	if (!e->free_blocks || !e->ss) {
+	e->ref = calloc((size_t)e->n_blocks, sizeof *e->ref);
+	e->bhash = calloc((size_t)e->n_blocks, sizeof *e->bhash);
+	e->bparent = calloc((size_t)e->n_blocks, sizeof *e->bparent);
+	e->btok = malloc((size_t)e->n_blocks * (size_t)e->bs * sizeof *e->btok);
+	e->lru_prev = malloc((size_t)e->n_blocks * sizeof *e->lru_prev);
+	e->lru_next = malloc((size_t)e->n_blocks * sizeof *e->lru_next);
+	for (e->hcap = 16; e->hcap < (uint32_t)e->n_blocks * 2; e->hcap *= 2)
+		;
+	e->hkey = calloc(e->hcap, sizeof *e->hkey);
+	e->hval = calloc(e->hcap, sizeof *e->hval);
+	e->lru_head = e->lru_tail = -1;
+	if (!e->free_blocks || !e->ss || !e->ref || !e->bhash || !e->bparent || !e->btok || !e->lru_prev || !e->lru_next ||
+	    !e->hkey || !e->hval) {
 		rc = seterr(err, INFERD_ENOMEM, "out of memory");
 		goto fail;
 	}
@@ -761,8 +944,7 @@ int exec_start(inferd_model_t *m, const struct inferd_model_opts *o, char *err)
 fail:
 	if (e->kv)
 		m->be->ops->kv_free(m->be, e->kv);
-	sample_scratch_free(e->ss);
-	free(e->free_blocks);
+	exec_free_tables(e);
 	pthread_mutex_destroy(&e->mu);
 	pthread_cond_destroy(&e->cv);
 	free(e);
@@ -781,8 +963,7 @@ void exec_stop(inferd_model_t *m)
 	if (e->started)
 		pthread_join(e->th, NULL);
 	m->be->ops->kv_free(m->be, e->kv);
-	sample_scratch_free(e->ss);
-	free(e->free_blocks);
+	exec_free_tables(e);
 	free(e->act);
 	pthread_mutex_destroy(&e->mu);
 	pthread_cond_destroy(&e->cv);
