@@ -19,11 +19,13 @@
 /* TSan runs this code ~20x slower: it checks the same paths with fewer
  * requests (the full counts run in the plain and ASan builds). */
 #ifdef INFERD_TSAN
-#define N_FIXTURES 2
-#define N_STRESS 300
+#define N_FIXTURES 1
+#define N_STRESS 200
+#define NRUN 8
 #else
 #define N_FIXTURES 4
 #define N_STRESS 2000
+#define NRUN 32
 #endif
 
 struct result {
@@ -74,13 +76,14 @@ struct inv_ctx {
 	int32_t prompts[NREQ][64];
 	struct result got[NREQ];
 	atomic_int next;
+	int limit; /* requests in use */
 };
 
 static void *inv_worker(void *arg)
 {
 	struct inv_ctx *c = arg;
 	int i;
-	while ((i = atomic_fetch_add(&c->next, 1)) < NREQ)
+	while ((i = atomic_fetch_add(&c->next, 1)) < c->limit)
 		run_req(c->m, &c->req[i], &c->got[i]);
 	return NULL;
 }
@@ -118,9 +121,10 @@ static void invariance(const char *path, const char *label)
 	for (int sampled = 0; sampled < 2; sampled++) {
 		struct inv_ctx *c = calloc(1, sizeof *c);
 		c->m = m;
+		c->limit = NRUN;
 		make_requests(c, info.n_vocab, sampled, 1234u + (unsigned)sampled);
 		struct result *alone = calloc(NREQ, sizeof *alone);
-		for (int i = 0; i < NREQ; i++)
+		for (int i = 0; i < NRUN; i++)
 			run_req(m, &c->req[i], &alone[i]);
 		struct inferd_model_stats s0, s1;
 		inferd_model_stats(m, &s0);
@@ -131,7 +135,7 @@ static void invariance(const char *path, const char *label)
 			pthread_join(th[t], NULL);
 		inferd_model_stats(m, &s1);
 		int same = 0, tokens = 0;
-		for (int i = 0; i < NREQ; i++) {
+		for (int i = 0; i < NRUN; i++) {
 			int eq = alone[i].n == c->got[i].n && alone[i].n == c->req[i].max_tokens &&
 				 memcmp(alone[i].ids, c->got[i].ids, (size_t)alone[i].n * sizeof(int32_t)) == 0 &&
 				 c->got[i].finish == INFERD_FINISH_LENGTH;
@@ -142,7 +146,7 @@ static void invariance(const char *path, const char *label)
 		}
 		uint64_t steps = s1.steps - s0.steps;
 		printf("  %-18s %-6s %d/%d requests identical in batches; %d tokens in %llu steps\n", label,
-		       sampled ? "seeded" : "greedy", same, NREQ, tokens, (unsigned long long)steps);
+		       sampled ? "seeded" : "greedy", same, NRUN, tokens, (unsigned long long)steps);
 		CHECK(steps < (uint64_t)tokens / 2, "%s: %llu steps for %d tokens: requests were not batched", label,
 		      (unsigned long long)steps, tokens);
 		free(alone);
@@ -174,7 +178,7 @@ static void *two_worker(void *arg)
 {
 	struct two_ctx *t = arg;
 	t->ok = 0;
-	for (int i = 0; i < NREQ; i++) {
+	for (int i = 0; i < NRUN; i++) {
 		struct result r;
 		run_req(t->m, &t->c->req[i], &r);
 		t->ok += r.n == t->alone[i].n && memcmp(r.ids, t->alone[i].ids, (size_t)r.n * sizeof(int32_t)) == 0;
@@ -196,7 +200,7 @@ static void two_models(void)
 		t[k].c = calloc(1, sizeof *t[k].c);
 		make_requests(t[k].c, info.n_vocab, k, 99u + (unsigned)k);
 		t[k].alone = calloc(NREQ, sizeof *t[k].alone);
-		for (int i = 0; i < NREQ; i++)
+		for (int i = 0; i < NRUN; i++)
 			run_req(t[k].m, &t[k].c->req[i], &t[k].alone[i]);
 	}
 	pthread_t th[2];
@@ -205,8 +209,8 @@ static void two_models(void)
 	for (int k = 0; k < 2; k++)
 		pthread_join(th[k], NULL);
 	for (int k = 0; k < 2; k++) {
-		printf("  two models at once: %-16s %d/%d requests equal to alone\n", names[k], t[k].ok, NREQ);
-		CHECK(t[k].ok == NREQ, "%s: %d/%d equal while the other model ran", names[k], t[k].ok, NREQ);
+		printf("  two models at once: %-16s %d/%d requests equal to alone\n", names[k], t[k].ok, NRUN);
+		CHECK(t[k].ok == NRUN, "%s: %d/%d equal while the other model ran", names[k], t[k].ok, NRUN);
 		inferd_model_close(t[k].m);
 		free(t[k].c);
 		free(t[k].alone);
@@ -319,6 +323,7 @@ static void kv_exhaustion(const char *path)
 	}
 	struct inv_ctx *c = calloc(1, sizeof *c);
 	c->m = m;
+	c->limit = NREQ;
 	struct result *alone = calloc(NREQ, sizeof *alone);
 	for (int i = 0; i < 4 * N; i++) {
 		struct inferd_request *r = &c->req[i];
