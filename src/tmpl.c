@@ -1189,6 +1189,7 @@ static int parse_if(struct parser *P, const struct token *t, struct node **out)
 			struct node **k = palloc(P, sizeof *k);
 			if (!e || !k)
 				return pnomem(P);
+			e->flags |= NF_ELIF;
 			k[0] = e;
 			node->kids2 = k;
 			node->nk2 = 1;
@@ -1700,6 +1701,374 @@ static int check_stmts(struct check *C, struct node **k, int n, bool soft, bool 
 	return 0;
 }
 
+/* ---------------------------------------------------------------- scopes */
+
+/*
+ * Jinja's symbol analysis (jinja2/idtracking.py), to find the names a frame
+ * starts with as "missing": a name whose first reference in a frame is an
+ * unconditional store, with no outer frame referring to it, is a local of
+ * that frame that reads as Undefined until assigned — also from loops and
+ * macros nested in the frame — instead of the global of that name. Every
+ * other name falls through to outer frames and the globals, as the render
+ * does anyway. Frames: the template, a for body (and its else), a macro,
+ * a call block's body, with, set and filter blocks, {% generation %}.
+ */
+enum { REF_RESOLVE = 1, REF_ALIAS, REF_UNDEF, REF_PARAM };
+
+struct fref {
+	int sym;
+	uint8_t mode;
+	bool stored;
+};
+
+struct frame_an {
+	const struct frame_an *parent;
+	struct fref *v;
+	int n, cap;
+	bool oom;
+};
+
+static struct fref *fa_self(const struct frame_an *f, int sym)
+{
+	for (int i = 0; i < f->n; i++)
+		if (f->v[i].sym == sym)
+			return &f->v[i];
+	return NULL;
+}
+
+static bool fa_has_ref(const struct frame_an *f, int sym)
+{
+	for (; f; f = f->parent)
+		if (fa_self(f, sym))
+			return true;
+	return false;
+}
+
+static struct fref *fa_define(struct frame_an *f, int sym, uint8_t mode)
+{
+	struct fref *r = fa_self(f, sym);
+	if (r) {
+		r->mode = mode;
+		return r;
+	}
+	if (f->n == f->cap) {
+		int nc = f->cap ? f->cap * 2 : 16;
+		struct fref *nv = realloc(f->v, (size_t)nc * sizeof *nv);
+		if (!nv) {
+			f->oom = true;
+			return NULL;
+		}
+		f->v = nv;
+		f->cap = nc;
+	}
+	r = &f->v[f->n++];
+	r->sym = sym;
+	r->mode = mode;
+	r->stored = false;
+	return r;
+}
+
+static void fa_load(struct frame_an *f, int sym)
+{
+	if (!fa_has_ref(f, sym))
+		fa_define(f, sym, REF_RESOLVE);
+}
+
+static void fa_store(struct frame_an *f, int sym, bool param)
+{
+	struct fref *r = fa_self(f, sym);
+	if (param)
+		r = fa_define(f, sym, REF_PARAM);
+	else if (!r)
+		r = fa_define(f, sym, fa_has_ref(f->parent, sym) ? REF_ALIAS : REF_UNDEF);
+	if (r)
+		r->stored = true;
+}
+
+static void fa_expr(struct frame_an *f, const struct node *e);
+
+static void fa_args(struct frame_an *f, const struct callargs *ca)
+{
+	if (!ca)
+		return;
+	for (int i = 0; i < ca->npos; i++)
+		fa_expr(f, ca->pos[i]);
+	for (int i = 0; i < ca->nkw; i++)
+		fa_expr(f, ca->kwv[i]);
+	fa_expr(f, ca->dyn_args);
+	fa_expr(f, ca->dyn_kwargs);
+}
+
+static void fa_expr(struct frame_an *f, const struct node *e)
+{
+	if (!e)
+		return;
+	switch (e->kind) {
+	case N_NAME:
+	case N_NSREF:
+		fa_load(f, e->sym);
+		return;
+	case N_CALL:
+	case N_FILTER:
+	case N_TEST:
+		fa_expr(f, e->a);
+		fa_args(f, e->ca);
+		return;
+	default:
+		fa_expr(f, e->a);
+		fa_expr(f, e->b);
+		fa_expr(f, e->c);
+		for (int i = 0; i < e->nk; i++)
+			fa_expr(f, e->kids[i]);
+		if (e->kind == N_DICT)
+			for (int i = 0; i < e->nk2; i++)
+				fa_expr(f, e->kids2[i]);
+		return;
+	}
+}
+
+static void fa_target(struct frame_an *f, const struct node *t, bool param)
+{
+	if (t->kind == N_NAME)
+		fa_store(f, t->sym, param);
+	else if (t->kind == N_NSREF)
+		fa_load(f, t->sym);
+	else if (t->kind == N_TUPLE)
+		for (int i = 0; i < t->nk; i++)
+			fa_target(f, t->kids[i], param);
+}
+
+static void fa_stmts(struct frame_an *f, struct node **k, int n);
+
+static bool fa_copy(struct frame_an *dst, const struct frame_an *src)
+{
+	*dst = *src;
+	dst->v = src->cap ? malloc((size_t)src->cap * sizeof *dst->v) : NULL;
+	if (src->cap && !dst->v)
+		return false;
+	if (src->n)
+		memcpy(dst->v, src->v, (size_t)src->n * sizeof *dst->v);
+	return true;
+}
+
+/* Symbols.branch_update: names stored in some but not all branches (and
+ * not stored before the if) start as the outer value, never as missing */
+static void fa_branch_update(struct frame_an *f, struct frame_an *br, int nb)
+{
+	int total = 0;
+	for (int b = 0; b < nb; b++) {
+		f->oom = f->oom || br[b].oom;
+		total += br[b].n;
+	}
+	int *syms = total ? malloc((size_t)total * sizeof *syms) : NULL, *counts = total ? calloc((size_t)total, sizeof *counts) : NULL;
+	int nsyms = 0;
+	if (total && (!syms || !counts)) {
+		f->oom = true;
+		free(syms);
+		free(counts);
+		return;
+	}
+	for (int b = 0; b < nb; b++)
+		for (int j = 0; j < br[b].n; j++) {
+			const struct fref *x = &br[b].v[j], *old = fa_self(f, x->sym);
+			if (!x->stored || (old && old->stored))
+				continue;
+			int k = 0;
+			while (k < nsyms && syms[k] != x->sym)
+				k++;
+			if (k == nsyms)
+				syms[nsyms++] = x->sym;
+			counts[k]++;
+		}
+	for (int b = 0; b < nb; b++)
+		for (int j = 0; j < br[b].n; j++) {
+			const struct fref *x = &br[b].v[j];
+			struct fref *nr = fa_define(f, x->sym, x->mode);
+			if (nr)
+				nr->stored = nr->stored || x->stored;
+		}
+	for (int k = 0; k < nsyms; k++)
+		if (counts[k] < nb) {
+			struct fref *r = fa_self(f, syms[k]);
+			if (r)
+				r->mode = fa_has_ref(f->parent, syms[k]) ? REF_ALIAS : REF_RESOLVE;
+		}
+	free(syms);
+	free(counts);
+}
+
+/* FrameSymbolVisitor.visit_If: the test, then three branches (body, the
+ * elif nodes, else) analysed from copies, then branch_update */
+static void fa_if_parts(struct frame_an *f, const struct node *test, struct node **body, int nbody,
+			const struct node *const *elifs, int nelif, struct node **els, int nels)
+{
+	fa_expr(f, test);
+	struct frame_an br[3];
+	for (int b = 0; b < 3; b++) {
+		if (!fa_copy(&br[b], f)) {
+			f->oom = true;
+			for (int j = 0; j < b; j++)
+				free(br[j].v);
+			return;
+		}
+	}
+	fa_stmts(&br[0], body, nbody);
+	for (int i = 0; i < nelif; i++)
+		fa_if_parts(&br[1], elifs[i]->a, elifs[i]->kids, elifs[i]->nk, NULL, 0, NULL, 0);
+	fa_stmts(&br[2], els, nels);
+	fa_branch_update(f, br, 3);
+	for (int b = 0; b < 3; b++)
+		free(br[b].v);
+}
+
+static void fa_if(struct frame_an *f, const struct node *s)
+{
+	/* my AST nests an elif in the else of the if before it */
+	const struct node *elifs[TMPL_PARSE_DEPTH + 8];
+	int nelif = 0;
+	const struct node *e = s;
+	while (e->nk2 == 1 && e->kids2[0]->kind == S_IF && (e->kids2[0]->flags & NF_ELIF) && nelif < TMPL_PARSE_DEPTH)
+		e = elifs[nelif++] = e->kids2[0];
+	fa_if_parts(f, s->a, s->kids, s->nk, elifs, nelif, e->kids2, e->nk2);
+}
+
+static void fa_stmts(struct frame_an *f, struct node **k, int n)
+{
+	for (int i = 0; i < n; i++) {
+		const struct node *s = k[i];
+		switch (s->kind) {
+		case S_OUTPUT:
+			for (int j = 0; j < s->nk; j++)
+				fa_expr(f, s->kids[j]);
+			break;
+		case S_IF:
+			fa_if(f, s);
+			break;
+		case S_FOR:
+			fa_expr(f, s->b);
+			break;
+		case S_SET:
+			fa_expr(f, s->b);
+			fa_target(f, s->a, false);
+			break;
+		case S_SETBLOCK:
+			fa_target(f, s->a, false);
+			break;
+		case S_MACRO:
+			fa_store(f, s->sym, false);
+			break;
+		case S_CALLBLOCK:
+			fa_expr(f, s->a);
+			break;
+		case S_FILTERBLOCK:
+			fa_expr(f, s->b);
+			break;
+		case S_WITH:
+			for (int j = 0; j < s->nk2; j++)
+				fa_expr(f, s->kids2[j]);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+static int scope_frames(struct parser *P, struct node **k, int n, const struct frame_an *parent);
+
+/* analyse one frame (already filled by the caller's visits), keep its
+ * undefined-initialised names, then descend into the frames nested in it */
+static int scope_finish(struct parser *P, struct frame_an *f, int **out, int *nout, struct node **k, int n)
+{
+	int rc = 0;
+	if (f->oom)
+		rc = pnomem(P);
+	int cnt = 0;
+	for (int i = 0; i < f->n; i++)
+		cnt += f->v[i].mode == REF_UNDEF;
+	if (!rc && cnt) {
+		*out = palloc(P, (size_t)cnt * sizeof **out);
+		if (!*out)
+			rc = pnomem(P);
+		for (int i = 0; !rc && i < f->n; i++)
+			if (f->v[i].mode == REF_UNDEF)
+				(*out)[(*nout)++] = f->v[i].sym;
+	}
+	if (!rc)
+		rc = scope_frames(P, k, n, f);
+	free(f->v);
+	f->v = NULL;
+	return rc;
+}
+
+static int scope_frame_of(struct parser *P, struct node *s, const struct frame_an *parent)
+{
+	struct frame_an f = {parent, NULL, 0, 0, false};
+	switch (s->kind) {
+	case S_FOR: {
+		fa_target(&f, s->a, true);
+		fa_store(&f, SYM_LOOP, true);
+		fa_stmts(&f, s->kids, s->nk);
+		int rc = scope_finish(P, &f, &s->unset, &s->nunset, s->kids, s->nk);
+		if (rc)
+			return rc;
+		struct frame_an g = {parent, NULL, 0, 0, false};
+		fa_stmts(&g, s->kids2, s->nk2);
+		return scope_finish(P, &g, &s->unset2, &s->nunset2, s->kids2, s->nk2);
+	}
+	case S_MACRO:
+	case S_CALLBLOCK:
+		for (int i = 0; i < s->np; i++)
+			fa_store(&f, s->psyms[i], true);
+		for (int i = 0; i < s->np; i++)
+			fa_expr(&f, s->kids2[i]);
+		fa_store(&f, SYM_CALLER, true);
+		fa_store(&f, SYM_VARARGS, true);
+		fa_store(&f, SYM_KWARGS, true);
+		break;
+	case S_WITH:
+		for (int i = 0; i < s->ntg; i++)
+			fa_target(&f, s->tg[i], true);
+		break;
+	case S_FILTERBLOCK:
+		fa_expr(&f, s->b);
+		break;
+	default:
+		break;
+	}
+	fa_stmts(&f, s->kids, s->nk);
+	return scope_finish(P, &f, &s->unset, &s->nunset, s->kids, s->nk);
+}
+
+/* the frames directly nested in a frame's statements (if bodies belong to
+ * the frame itself) */
+static int scope_frames(struct parser *P, struct node **k, int n, const struct frame_an *parent)
+{
+	int rc = 0;
+	for (int i = 0; i < n && !rc; i++) {
+		struct node *s = k[i];
+		switch (s->kind) {
+		case S_IF:
+			rc = scope_frames(P, s->kids, s->nk, parent);
+			if (!rc)
+				rc = scope_frames(P, s->kids2, s->nk2, parent);
+			break;
+		case S_FOR: case S_MACRO: case S_CALLBLOCK: case S_WITH: case S_SETBLOCK: case S_FILTERBLOCK: case S_SCOPE:
+			rc = scope_frame_of(P, s, parent);
+			break;
+		default:
+			break;
+		}
+	}
+	return rc;
+}
+
+static int scope_analysis(struct parser *P, struct node *root)
+{
+	struct frame_an f = {NULL, NULL, 0, 0, false};
+	fa_stmts(&f, root->kids, root->nk);
+	return scope_finish(P, &f, &root->unset, &root->nunset, root->kids, root->nk);
+}
+
 /* ---------------------------------------------------------------- API */
 
 static const char *const builtin_syms[SYM_NBUILTIN] = {
@@ -1748,6 +2117,8 @@ int tmpl_parse(const char *src, size_t len, const char *name, struct tmpl **out,
 			struct check C = {&P, 0};
 			rc = check_stmts(&C, T->root->kids, T->root->nk, false, false);
 		}
+		if (!rc)
+			rc = scope_analysis(&P, T->root);
 	}
 	free(toks);
 	T->nsyms = P.nsyms;

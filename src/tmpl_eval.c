@@ -98,6 +98,18 @@ static bool scope_get(const struct scope *s, int sym, struct val *out)
 static int exec_body(struct rctx *r, struct node **kids, int n, struct scope *sc);
 static int eval_root(struct rctx *r, const struct node *n, struct scope *sc, struct val *out);
 
+/* a frame's locals that read as Undefined until assigned (see scope_analysis in tmpl.c) */
+static int bind_unset(struct rctx *r, struct scope *sc, const int *syms, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct val u;
+		int rc = v_undef_name(r, r->t->syms[syms[i]], r->t->symlen[syms[i]], &u);
+		if (rc || (rc = scope_set(r, sc, syms[i], u)))
+			return rc;
+	}
+	return 0;
+}
+
 static int lookup(struct rctx *r, const struct node *n, struct scope *sc, struct val *out)
 {
 	if (scope_get(sc, n->sym, out))
@@ -611,7 +623,9 @@ static int call_macro(struct rctx *r, const struct func *f, struct val *args, in
 	struct scope *sc = scope_new(r, f->closure);
 	if (!sc)
 		return room(r);
-	int rc;
+	int rc = bind_unset(r, sc, m->unset, m->nunset);
+	if (rc)
+		return rc;
 	bool *used = nkw ? ralloc(r, (size_t)nkw) : NULL;
 	if (nkw && !used)
 		return room(r);
@@ -1187,6 +1201,8 @@ static int run_for(struct rctx *r, const struct node *n, struct scope *sc, const
 		struct scope *es = scope_new(r, sc);
 		if (!es)
 			return room(r);
+		if ((rc = bind_unset(r, es, n->unset2, n->nunset2)))
+			return rc;
 		return exec_body(r, n->kids2, n->nk2, es);
 	}
 	struct loop *lp = ralloc(r, sizeof *lp);
@@ -1208,7 +1224,8 @@ static int run_for(struct rctx *r, const struct node *n, struct scope *sc, const
 			return rerr(r, INFERD_ERANGE, "more than %d loop iterations", TMPL_MAX_ITERATIONS);
 		lp->index0 = (int64_t)i;
 		is->n = 0;  /* assignments made in an iteration end with it */
-		if ((rc = scope_set(r, is, SYM_LOOP, lv)) || (rc = assign(r, n->a, items[i], is)))
+		if ((rc = bind_unset(r, is, n->unset, n->nunset)) || (rc = scope_set(r, is, SYM_LOOP, lv)) ||
+		    (rc = assign(r, n->a, items[i], is)))
 			return rc;
 		rc = exec_body(r, n->kids, n->nk, is);
 		if (rc == R_BREAK)
@@ -1266,6 +1283,8 @@ static int exec_stmt(struct rctx *r, const struct node *s, struct scope *sc)
 		struct scope *bs = scope_new(r, sc);
 		if (!bs)
 			return room(r);
+		if ((rc = bind_unset(r, bs, s->unset, s->nunset)))
+			return rc;
 		if ((rc = capture_body(r, s->kids, s->nk, bs, &v)))
 			return rc;
 		if (s->b && (rc = eval_filter_chain(r, s->b, bs, &v, &v)))
@@ -1276,6 +1295,8 @@ static int exec_stmt(struct rctx *r, const struct node *s, struct scope *sc)
 		struct scope *bs = scope_new(r, sc);
 		if (!bs)
 			return room(r);
+		if ((rc = bind_unset(r, bs, s->unset, s->nunset)))
+			return rc;
 		if ((rc = capture_body(r, s->kids, s->nk, bs, &v)))
 			return rc;
 		if ((rc = eval_filter_chain(r, s->b, bs, &v, &v)))
@@ -1305,6 +1326,8 @@ static int exec_stmt(struct rctx *r, const struct node *s, struct scope *sc)
 		struct scope *ws = scope_new(r, sc);
 		if (!ws)
 			return room(r);
+		if ((rc = bind_unset(r, ws, s->unset, s->nunset)))
+			return rc;
 		for (int i = 0; i < s->nk2; i++) {
 			if ((rc = eval_root(r, s->kids2[i], sc, &v)) || (rc = assign(r, s->tg[i], v, ws)))
 				return rc;
@@ -1315,6 +1338,8 @@ static int exec_stmt(struct rctx *r, const struct node *s, struct scope *sc)
 		struct scope *bs = scope_new(r, sc);
 		if (!bs)
 			return room(r);
+		if ((rc = bind_unset(r, bs, s->unset, s->nunset)))
+			return rc;
 		return exec_body(r, s->kids, s->nk, bs);
 	}
 	case S_BREAK:
@@ -1427,7 +1452,9 @@ int tmpl_render(const struct tmpl *t, const json_t *vars, const json_t *untruste
 	}
 	if (!rc) {
 		struct scope *root = scope_new(r, NULL);
-		rc = root ? exec_body(r, t->root->kids, t->root->nk, root) : room(r);
+		rc = root ? bind_unset(r, root, t->root->unset, t->root->nunset) : room(r);
+		if (!rc)
+			rc = exec_body(r, t->root->kids, t->root->nk, root);
 		if (rc > 0)
 			rc = rerr(r, INFERD_EINVAL, "'break' or 'continue' outside a loop");
 	}

@@ -193,6 +193,7 @@ enum { C_EQ, C_NE, C_LT, C_LE, C_GT, C_GE, C_IN, C_NOTIN };
 #define NF_VARARGS     4u   /* ... reads `varargs` */
 #define NF_KWARGS      8u   /* ... reads `kwargs` */
 #define NF_SOFTMISSING 16u  /* N_FILTER / N_TEST: unknown, fail when run */
+#define NF_ELIF 64u         /* S_IF: made from {% elif %} */
 
 struct callargs {
 	struct node **pos;
@@ -225,6 +226,10 @@ struct node {
 	int fid;             /* filter / test id */
 	struct callargs *ca;
 	struct val cv;       /* N_CONST */
+	int *unset;          /* frames: names bound as Undefined on entry (Jinja's */
+	int nunset;          /*   VAR_LOAD_UNDEFINED); S_FOR: of the body */
+	int *unset2;         /* S_FOR: of the else block */
+	int nunset2;
 };
 
 /* well-known symbols, interned first by the parser in this order */

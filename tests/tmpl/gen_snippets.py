@@ -501,6 +501,76 @@ rand = [x for x in rand if "pprint" not in x]
 for src in rand:
     s(src, V)
 
+# round 4: scoping (a name stored in a frame is a local there, Undefined
+# until assigned, also from nested loops and macros) and random structures
+# of statements, text and whitespace control (fixed seed)
+scoping = [
+ "{{ num }}{% set num = 9 %}{{ num }}",
+ "{% macro m() %}{{ num }}{% endmacro %}{{ m() }}{% set num = 9 %}{{ m() }}",
+ "{% macro m() %}{{ num }}{% endmacro %}{{ m() }}",
+ "{% if false %}{% set num = 9 %}{% endif %}{{ num }}",
+ "{% for i in [1] %}{{ num }}{% set num = 9 %}{{ num }}{% endfor %}{{ num }}",
+ "{% for i in [1] %}{% macro m() %}{{ num }}{% endmacro %}{{ m() }}{% set num = 9 %}{{ m() }}{% endfor %}",
+ "{% macro m() %}{{ num }}{% set num = 3 %}{{ num }}{% endmacro %}{{ m() }}",
+ "{% macro m() %}{{ flt }}{% endmacro %}{{ m() }}{% set flt = 1 %}",
+ "{% for i in [1] %}{{ num }}{% endfor %}{% set num = 1 %}{{ num }}",
+ "{% for i in [1] %}{{ num }}{% endfor %}{% if true %}{% set num = 1 %}{% endif %}{{ num }}",
+ "{% for i in [1] %}{{ num }}{% endfor %}{% if true %}{% set num = 1 %}{% else %}{% set num = 2 %}{% endif %}{{ num }}",
+ "{% for i in [1] %}{{ num }}{% endfor %}{% if t %}{% set num = 1 %}{% elif f %}{% set num = 3 %}{% else %}{% set num = 2 %}{% endif %}{{ num }}",
+ "{% for i in [1] %}{% for j in [1] %}{{ num }}{% endfor %}{% set num = 1 %}{% endfor %}",
+ "{{ num }}{% for i in [1] %}{{ num }}{% endfor %}{% set num = 1 %}{{ num }}",
+ "{% macro m() %}{{ num }}{% endmacro %}{% for i in [1] %}{{ m() }}{% set num = 2 %}{{ m() }}{% endfor %}",
+ "{% for i in [1, 2] %}{% if i == 2 %}{{ num }}{% endif %}{% set num = i %}{% endfor %}",
+ "{% with %}{{ num }}{% set num = 3 %}{% endwith %}",
+ "{% set ns = namespace(a=num) %}{% set num = 1 %}{{ ns.a }}",
+ "{% for num in [1] %}{% endfor %}{{ num }}",
+ "{% macro m(num) %}{{ num }}{% endmacro %}{{ m() }}",
+ "{% set a, num = 1, 2 %}{{ num }}",
+ "{% set s %}{{ num }}{% set num = 1 %}{{ num }}{% endset %}{{ s }}{{ num }}",
+ "{% filter upper %}{% macro m() %}{{ s }}{% endmacro %}{{ m() }}{% set s = 'x' %}{{ m() }}{% endfilter %}",
+ "{% macro outer() %}{% macro inner() %}{{ num }}{% endmacro %}{{ inner() }}{% set num = 4 %}{{ inner() }}{% endmacro %}{{ outer() }}",
+ "{% call(x) (m if false else none) %}{% endcall %}",
+]
+for src in scoping:
+    s(src, V)
+random.seed(11)
+texts = ["", " ", "  ", "\n", "\n\n", " \n ", "\t", "num", "a b", "\n  ", "  \n", "\r\n", "\u00a0", " y\n", "\n\t z"]
+def ws(): return "".join(random.choice(texts) for _ in range(random.randint(0, 3)))
+def L(): return random.choice(["", "-", "+", ""])
+def R(): return random.choice(["", "-", "+", ""]) if random.random() < 0.5 else ""
+def var(e): return "{{%s %s %s}}" % (random.choice(["", "-"]), e, random.choice(["", "-"]))
+def tag(body): return "{%%%s %s %s%%}" % (L(), body, random.choice(["", "-", "+"]))
+def comment(): return "{#%s c %s#}" % (random.choice(["", "-", "+"]), random.choice(["", "-", "+"]))
+def block(d=0):
+    parts = []
+    for _ in range(random.randint(1, 4)):
+        r = random.random()
+        parts.append(ws())
+        if r < 0.3 or d > 2:
+            parts.append(var(random.choice(["num", "'v'", "loop.index if loop is defined else 0", "i", "1 ~ '\\n'"])))
+        elif r < 0.45:
+            parts.append(tag("if %s" % random.choice(["true", "false", "num", "i is odd"])) + block(d + 1) +
+                         (tag("else") + block(d + 1) if random.random() < 0.5 else "") + tag("endif"))
+        elif r < 0.6:
+            parts.append(tag("for i in range(%d)" % random.randint(0, 3)) + block(d + 1) + tag("endfor"))
+        elif r < 0.68:
+            parts.append(tag("set num = %d" % random.randint(0, 9)))
+        elif r < 0.76:
+            parts.append(comment())
+        elif r < 0.82:
+            parts.append(tag("set y") + block(d + 1) + tag("endset") + var("y|length"))
+        elif r < 0.88:
+            parts.append(tag("macro m%d()" % d) + block(d + 1) + tag("endmacro") + var("m%d()" % d))
+        elif r < 0.93:
+            parts.append(tag("filter upper") + block(d + 1) + tag("endfilter"))
+        else:
+            parts.append("{%" + L() + " raw " + random.choice(["", "-"]) + "%}" + ws() + "{{ raw }}" + ws() + "{%" + L() + " endraw " + random.choice(["", "-"]) + "%}")
+        parts.append(ws())
+    return "".join(parts)
+structs = [block() for _ in range(800)]
+for src in structs:
+    s(src, V)
+
 json.dump({"vars": V, "snippets": S}, open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "snippets.json"), "w"),
           ensure_ascii=False, indent=0)
 print(len(S))
