@@ -1685,7 +1685,8 @@ static int check_stmts(struct check *C, struct node **k, int n, bool soft, bool 
 				return rc;
 			break;
 		case S_SCOPE:
-			if ((rc = check_stmts(C, s->kids, s->nk, false, s->op ? false : false)))
+			/* a generation body is a caller macro and a block its own function: no loop around */
+			if ((rc = check_stmts(C, s->kids, s->nk, false, false)))
 				return rc;
 			break;
 		case S_BREAK:

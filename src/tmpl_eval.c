@@ -3,13 +3,19 @@
  * operators, statements with Jinja's scoping, macros and call blocks, and
  * tmpl_render.
  *
- * Scopes: a chain of small symbol->value tables. The template body runs in
- * the root scope; `if` adds none; every for-loop iteration gets a fresh
- * scope (assignments inside a loop are gone after the iteration, as in
- * Jinja); macros, call blocks, {% generation %}, set/filter blocks and
- * `with` get a child scope. A macro closes over the scope it was defined
- * in, read at call time. Names found nowhere come from the render's
- * globals (the vars object, then the builtins), else they are Undefined.
+ * Scopes: a chain of small symbol->value tables, one per Jinja frame. The
+ * template body runs in the root scope; `if` adds none; every for-loop
+ * iteration gets a fresh scope (assignments inside a loop are gone after
+ * the iteration, as in Jinja); macros, call blocks, {% generation %},
+ * set/filter blocks and `with` get a child scope. A macro closes over the
+ * scope it was defined in, read at call time. Names found nowhere come from
+ * the render's globals (the vars object, then the builtins), else they are
+ * Undefined. A frame starts with the names Jinja's symbol analysis marks
+ * as missing (node->unset, see tmpl.c) bound to Undefined.
+ *
+ * Constant folding: Jinja evaluates constant subexpressions at compile
+ * time, which only shows where a literal is sliced that cannot be; see
+ * struct rctx's nonconst and pending.
  *
  * Statements return 0, R_BREAK or R_CONTINUE, or a negative status with
  * the message in r->err. Every loop iteration, call and nested evaluation
@@ -336,15 +342,13 @@ int getattr_v(struct rctx *r, const struct val *obj, const char *name, size_t n,
 	return v_undef_attr(r, obj, name, n, out);
 }
 
-static int index_of(struct rctx *r, const struct val *key, int64_t len, int64_t *idx, bool *ok)
+static void index_of(const struct val *key, int64_t len, int64_t *idx, bool *ok)
 {
-	(void)r;
 	int64_t i = key->t == V_INT ? key->i : (int64_t)key->b;
 	if (i < 0)
 		i += len;
 	*ok = i >= 0 && i < len;
 	*idx = i;
-	return 0;
 }
 
 int getitem_v(struct rctx *r, const struct val *obj, const struct val *key, struct val *out)
@@ -363,7 +367,7 @@ int getitem_v(struct rctx *r, const struct val *obj, const struct val *key, stru
 		if (intkey && (obj->sub == LK_LIST || obj->sub == LK_TUPLE || obj->sub == LK_RANGE)) {
 			int64_t i;
 			bool ok;
-			index_of(r, key, (int64_t)obj->l->n, &i, &ok);
+			index_of(key, (int64_t)obj->l->n, &i, &ok);
 			if (ok) {
 				*out = obj->l->v[i];
 				return 0;
@@ -374,7 +378,7 @@ int getitem_v(struct rctx *r, const struct val *obj, const struct val *key, stru
 		if (intkey) {
 			int64_t len = (int64_t)u8_len(obj->s, obj->n), i;
 			bool ok;
-			index_of(r, key, len, &i, &ok);
+			index_of(key, len, &i, &ok);
 			if (ok) {
 				size_t off = u8_off(obj->s, obj->n, i), adv;
 				u8_dec(obj->s + off, obj->n - off, &adv);
@@ -1139,11 +1143,6 @@ static int capture_body(struct rctx *r, struct node **kids, int n, struct scope 
 	sb_free(&buf);
 	return rc;
 }
-
-struct for_state {
-	const struct node *n;
-	struct scope *outer;
-};
 
 static int run_for(struct rctx *r, const struct node *n, struct scope *sc, const struct val *iterable, int depth0);
 

@@ -104,7 +104,7 @@ enum { U_PLAIN, U_NAME, U_ATTR, U_ELEM, U_HINT };
 #define FOLDED_SLICE "a slice folded at compile time"
 
 /* A generator or iterator: items materialised, consumed once. */
-enum { IK_GENERATOR, IK_REVERSED, IK_ITER };
+enum { IK_GENERATOR, IK_REVERSED };
 struct iter {
 	struct val *v;
 	size_t n, pos;

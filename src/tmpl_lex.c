@@ -608,10 +608,9 @@ static int lex_tag(struct lexer *L, size_t q, size_t after, bool block)
 		if (op < 0) {
 			char c[8];
 			size_t adv;
-			uint32_t cp = u8_dec(s + p, n - p, &adv);
+			u8_dec(s + p, n - p, &adv);
 			memcpy(c, s + p, adv < 5 ? adv : 4);
 			c[adv < 5 ? adv : 4] = 0;
-			(void)cp;
 			return lex_fail(L, p, "unexpected char '%s'", c);
 		}
 		if (op == OP_LBRACE || op == OP_LPAREN || op == OP_LBRACKET) {

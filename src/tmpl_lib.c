@@ -1440,12 +1440,11 @@ static bool parse_pyfloat(const struct val *s, double *out)
 
 static int f_int(struct rctx *r, struct val *v, struct bound *b, struct val *out)
 {
-	int64_t base, dflt = 0;
+	int64_t base;
 	int rc = b_int(r, b, 1, 10, "base", &base);
 	if (rc)
 		return rc;
 	struct val d = b->given[0] ? b->v[0] : v_int(0);
-	(void)dflt;
 	switch (v->t) {
 	case V_UNDEF:
 		return undef_fail(r, v);  /* int(Undefined) raises UndefinedError, which int() does not catch */
@@ -3097,7 +3096,6 @@ int py_percent_format(struct rctx *r, const struct val *fmt, const struct val *a
 	struct sbuf sb;
 	sb_init(&sb);
 	int rc = 0;
-	bool used_map = false;
 	const char *s = fmt->s;
 	size_t n = fmt->n;
 	for (size_t i = 0; i < n && !rc;) {
@@ -3140,7 +3138,6 @@ int py_percent_format(struct rctx *r, const struct val *fmt, const struct val *a
 				break;
 			}
 			arg = &mapped;
-			used_map = true;
 			i = j;
 		}
 		struct spec sp = {0};
@@ -3207,8 +3204,7 @@ int py_percent_format(struct rctx *r, const struct val *fmt, const struct val *a
 		if (!arg) {
 			if (is_map) {
 				arg = args;
-				used_map = true;
-			} else {
+				} else {
 				if (used >= npos) {
 					rc = rerr(r, INFERD_EINVAL, "TypeError: not enough arguments for format string");
 					break;
@@ -3286,11 +3282,9 @@ int py_percent_format(struct rctx *r, const struct val *fmt, const struct val *a
 	/* Python: leftovers are an error unless the argument is a mapping-like
 	 * non-tuple (anything with __getitem__: dict, list, Undefined, ...) */
 	bool mapping_like = !is_tuple && (args->t == V_DICT || args->t == V_UNDEF ||
-					  (args->t == V_LIST && (args->sub == LK_LIST || args->sub == LK_RANGE)) ||
-					  (args->t == V_STR && false));
+					  (args->t == V_LIST && (args->sub == LK_LIST || args->sub == LK_RANGE)));
 	if (!rc && !is_map && used < npos && !mapping_like)
 		rc = rerr(r, INFERD_EINVAL, "TypeError: not all arguments converted during string formatting");
-	(void)used_map;
 	if (rc) {
 		sb_free(&sb);
 		return rc;
@@ -3372,7 +3366,7 @@ static void group_digits(char *buf, size_t cap, char sep)
 	size_t n = strlen(buf), start = (buf[0] == '-' || buf[0] == '+' || buf[0] == ' ') ? 1 : 0, end = start;
 	while (end < n && buf[end] >= '0' && buf[end] <= '9')
 		end++;
-	size_t k = 0, digits = end - start;
+	size_t k = 0;
 	for (size_t i = 0; i < start; i++)
 		tmp[k++] = buf[i];
 	for (size_t i = start; i < end; i++) {
@@ -3381,7 +3375,6 @@ static void group_digits(char *buf, size_t cap, char sep)
 		if (left && left % 3 == 0 && k < sizeof tmp - 2)
 			tmp[k++] = sep;
 	}
-	(void)digits;
 	for (size_t i = end; i < n && k < sizeof tmp - 1; i++)
 		tmp[k++] = buf[i];
 	tmp[k] = 0;
