@@ -40,6 +40,7 @@ struct cpu_backend {
 	float **scores;      /* [nth][scores_cap] attention scores */
 	int scores_cap;
 	float *rope_cs;      /* [n][half][2] cos, sin of the prepared positions */
+	ops_dot_fn dot;      /* chosen once for this CPU */
 };
 
 #define CPU(be) ((struct cpu_backend *)(be))
@@ -143,7 +144,7 @@ static void cpu_rmsnorm(struct backend *be, float *out, const float *x, const st
 }
 
 /* ---- matmul ---- */
-struct mm_job { float *out; const struct tensor *w, *bias; const float *x; int n; float **tmp; };
+struct mm_job { float *out; const struct tensor *w, *bias; const float *x; int n; float **tmp; ops_dot_fn dot; };
 
 static void mm_fn(void *ctx, int ith, int nth)
 {
@@ -164,14 +165,14 @@ static void mm_fn(void *ctx, int ith, int nth)
 			dtype_to_f32(j->bias->type, (const uint8_t *)j->bias->data + (uint64_t)r * (j->bias->nbytes / (uint64_t)rows),
 				     &bias, 1);
 		for (int t = 0; t < j->n; t++)
-			j->out[(int64_t)t * rows + r] = ops_dot(wr, j->x + (int64_t)t * cols, cols) + bias;
+			j->out[(int64_t)t * rows + r] = j->dot(wr, j->x + (int64_t)t * cols, cols) + bias;
 	}
 }
 
 static void cpu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
 		       const float *x, int n)
 {
-	struct mm_job j = {out, w, bias, x, n, CPU(be)->row};
+	struct mm_job j = {out, w, bias, x, n, CPU(be)->row, CPU(be)->dot};
 	pool_run(CPU(be)->pool, mm_fn, &j);
 }
 
@@ -205,7 +206,7 @@ static void cpu_rope(struct backend *be, float *x, int n, int n_heads)
 
 /* ---- attention ---- */
 struct attn_job { float *out; const float *q; const struct batch *b; int layer; float **scores;
-		  const struct model_config *c; };
+		  const struct model_config *c; ops_dot_fn dot; };
 
 static void attn_fn(void *ctx, int ith, int nth)
 {
@@ -224,7 +225,7 @@ static void attn_fn(void *ctx, int ith, int nth)
 		size_t hoff = (size_t)(h / group) * (size_t)hd;
 		int L = j->b->pos[t] + 1;
 		for (int p = 0; p < L; p++)
-			sc[p] = ops_dot(q, kv->k + kv_off(kv, j->layer, table[p / bs], p % bs) + hoff, hd) * scale;
+			sc[p] = j->dot(q, kv->k + kv_off(kv, j->layer, table[p / bs], p % bs) + hoff, hd) * scale;
 		ops_softmax(sc, L);
 		float *o = j->out + r * hd;
 		for (int i = 0; i < hd; i++)
@@ -264,7 +265,7 @@ static void cpu_attention(struct backend *be, float *out, const float *q, const 
 		memcpy(kv->k + off, k + (size_t)t * kvdim, (size_t)kvdim * sizeof(float));
 		memcpy(kv->v + off, v + (size_t)t * kvdim, (size_t)kvdim * sizeof(float));
 	}
-	struct attn_job j = {out, q, b, layer, cb->scores, c};
+	struct attn_job j = {out, q, b, layer, cb->scores, c, cb->dot};
 	pool_run(cb->pool, attn_fn, &j);
 }
 
@@ -383,6 +384,7 @@ int cpu_backend_new(const struct inferd_model *m, int n_threads, struct backend 
 		return seterr(err, INFERD_ENOMEM, "out of memory");
 	cb->base.ops = &cpu_ops;
 	cb->base.m = m;
+	cb->dot = ops_dot_best();
 	cb->pool = pool_new(n_threads);
 	if (!cb->pool)
 		goto oom;

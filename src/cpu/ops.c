@@ -7,6 +7,34 @@
 
 #include <math.h>
 
+/* The same 8-lane order in every variant; the AVX2/FMA one is chosen once
+ * per process by ops_dot_best() (cpuid), so a sequence always sees one. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, int64_t n)
+{
+	__m256 acc = _mm256_setzero_ps(); /* lane k accumulates elements k, k+8, ... */
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+	float l[8];
+	_mm256_storeu_ps(l, acc);
+	for (int k = 0; i < n; i++, k++)
+		l[k] += a[i] * b[i];
+	return ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+}
+#endif
+
+ops_dot_fn ops_dot_best(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+		return dot_avx2;
+#endif
+	return ops_dot;
+}
+
 float ops_dot(const float *a, const float *b, int64_t n)
 {
 	float acc[8] = {0};

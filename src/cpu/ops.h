@@ -10,6 +10,9 @@
 #include <stdint.h>
 
 float ops_dot(const float *a, const float *b, int64_t n);
+typedef float (*ops_dot_fn)(const float *a, const float *b, int64_t n);
+/* The fastest dot this CPU runs (AVX2/FMA where available). */
+ops_dot_fn ops_dot_best(void);
 /* out = x / sqrt(mean(x^2) + eps) * w (w may be NULL); out may equal x */
 void ops_rmsnorm_row(float *out, const float *x, const float *w, int dim, float eps);
 /* in place, numerically stable */
