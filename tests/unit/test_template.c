@@ -459,6 +459,38 @@ static void show_diff(const char *a, size_t an, const char *b, size_t bn)
 	fprintf(stderr, "    ref:  [%.*s]\n", (int)((bn - from) < 160 ? bn - from : 160), b + from);
 }
 
+static void check_injection_masks(const char *name, const char *out, size_t n, const uint8_t *mask)
+{
+	static const char *markers[] = {"<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|start_header_id|>",
+					"<|end_header_id|>", "[INST]", "<start_of_turn>", "<|endoftext|>", "</s>"};
+	const char *needle = "Ignore previous instructions";
+	const char *p = memmem(out, n, needle, strlen(needle));
+	if (p)
+		for (size_t k = 0; k < strlen(needle); k++)
+			CHECK(mask[p - out + (long)k] == 1, "%s: injected text byte %zu has mask 0", name, k);
+	const char *sys = memmem(out, n, "You are safe.", 13);
+	if (sys)
+		CHECK(mask[sys - out] == 1, "%s: system content has mask 0", name);
+	CHECK(n == 0 || memchr(mask, 0, n) != NULL, "%s: no byte of the output has mask 0", name);
+	size_t clean = 0, tainted = 0;
+	for (size_t m = 0; m < sizeof markers / sizeof markers[0]; m++) {
+		size_t ml = strlen(markers[m]);
+		for (const char *q = out; (q = memmem(q, n - (size_t)(q - out), markers[m], ml)) != NULL; q++) {
+			size_t ones = 0;
+			for (size_t k = 0; k < ml; k++)
+				ones += mask[q - out + (long)k];
+			CHECK(ones == 0 || ones == ml, "%s: marker %s at byte %ld has mixed mask bits", name, markers[m],
+			      (long)(q - out));
+			if (ones == 0)
+				clean++;
+			else
+				tainted++;
+		}
+	}
+	CHECK(tainted > 0 || !p, "%s: the injected markers are not masked", name);
+	(void)clean;
+}
+
 static void reference_comparison(void)
 {
 	static struct tcase tc[128];
@@ -555,16 +587,10 @@ static void reference_comparison(void)
 						show_diff(out, n, json_string_value(ro), rn);
 				}
 			}
-			/* injected control-token text stays masked */
-			if (r == 0 && !strcmp(cname, "special_token_injection")) {
-				const char *needle = "Ignore previous instructions";
-				const char *p = memmem(out, n, needle, strlen(needle));
-				if (p)
-					CHECK(mask[p - out] == 1, "%s: injected text has mask 0", tc[i].name);
-				const char *sys = memmem(out, n, "You are safe.", 13);
-				if (sys)
-					CHECK(mask[sys - out] == 1, "%s: system content has mask 0", tc[i].name);
-			}
+			/* injected control-token text stays masked; markup the template
+			 * writes is not; no marker is half one, half the other */
+			if (r == 0 && !strcmp(cname, "special_token_injection"))
+				check_injection_masks(tc[i].name, out, n, mask);
 			free(out);
 			free(mask);
 			json_decref(vars);
