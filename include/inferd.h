@@ -55,7 +55,7 @@ struct inferd_model_opts {
 	int n_threads;      /* CPU worker threads; 0 = number of online CPUs */
 	int kv_tokens;      /* KV cache size in positions; 0 = 8192 */
 	int kv_block;       /* positions per KV block; 0 = 16 */
-	int step_tokens;    /* token budget of one step (chunked prefill); 0 = 256 */
+	int step_tokens;    /* token budget of one step (chunked prefill); 0 = 64 */
 	int max_seqs;       /* sequences in one step at most; 0 = 64 */
 	int queue;          /* submissions waiting for the executor; 0 = 1024 */
 	int kv_reserve;     /* blocks kept for interactive admission; 0 = 1/16 */

@@ -899,7 +899,7 @@ int exec_start(inferd_model_t *m, const struct inferd_model_opts *o, char *err)
 	int kv_tokens = o && o->kv_tokens > 0 ? o->kv_tokens : 8192;
 	e->n_blocks = (kv_tokens + e->bs - 1) / e->bs;
 	e->reserve = o && o->kv_reserve > 0 ? o->kv_reserve : e->n_blocks / 16;
-	e->step_tokens = o && o->step_tokens > 0 ? o->step_tokens : 256;
+	e->step_tokens = o && o->step_tokens > 0 ? o->step_tokens : 64;
 	e->max_seqs = o && o->max_seqs > 0 ? o->max_seqs : 64;
 	e->q_cap = o && o->queue > 0 ? o->queue : 1024;
 	e->n_ctx = m->c.n_ctx_train < e->n_blocks * e->bs ? m->c.n_ctx_train : e->n_blocks * e->bs;

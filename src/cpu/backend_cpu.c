@@ -41,6 +41,7 @@ struct cpu_backend {
 	int scores_cap;
 	float *rope_cs;      /* [n][half][2] cos, sin of the prepared positions */
 	ops_dot_fn dot;      /* chosen once for this CPU */
+	ops_dot4_fn dot4;
 };
 
 #define CPU(be) ((struct cpu_backend *)(be))
@@ -144,7 +145,7 @@ static void cpu_rmsnorm(struct backend *be, float *out, const float *x, const st
 }
 
 /* ---- matmul ---- */
-struct mm_job { float *out; const struct tensor *w, *bias; const float *x; int n; float **tmp; ops_dot_fn dot; };
+struct mm_job { float *out; const struct tensor *w, *bias; const float *x; int n; float **tmp; ops_dot4_fn dot4; };
 
 static void mm_fn(void *ctx, int ith, int nth)
 {
@@ -164,15 +165,20 @@ static void mm_fn(void *ctx, int ith, int nth)
 		if (j->bias)
 			dtype_to_f32(j->bias->type, (const uint8_t *)j->bias->data + (uint64_t)r * (j->bias->nbytes / (uint64_t)rows),
 				     &bias, 1);
-		for (int t = 0; t < j->n; t++)
-			j->out[(int64_t)t * rows + r] = j->dot(wr, j->x + (int64_t)t * cols, cols) + bias;
+		float d[4];
+		for (int t = 0; t < j->n; t += 4) {
+			int k = j->n - t < 4 ? j->n - t : 4;
+			j->dot4(wr, j->x + (int64_t)t * cols, cols, k, cols, d);
+			for (int q = 0; q < k; q++)
+				j->out[(int64_t)(t + q) * rows + r] = d[q] + bias;
+		}
 	}
 }
 
 static void cpu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
 		       const float *x, int n)
 {
-	struct mm_job j = {out, w, bias, x, n, CPU(be)->row, CPU(be)->dot};
+	struct mm_job j = {out, w, bias, x, n, CPU(be)->row, CPU(be)->dot4};
 	pool_run(CPU(be)->pool, mm_fn, &j);
 }
 
@@ -385,6 +391,7 @@ int cpu_backend_new(const struct inferd_model *m, int n_threads, struct backend 
 	cb->base.ops = &cpu_ops;
 	cb->base.m = m;
 	cb->dot = ops_dot_best();
+	cb->dot4 = ops_dot4_best();
 	cb->pool = pool_new(n_threads);
 	if (!cb->pool)
 		goto oom;

@@ -13,6 +13,10 @@ float ops_dot(const float *a, const float *b, int64_t n);
 typedef float (*ops_dot_fn)(const float *a, const float *b, int64_t n);
 /* The fastest dot this CPU runs (AVX2/FMA where available). */
 ops_dot_fn ops_dot_best(void);
+/* out[t] = dot(w, x + t * xs) for t < n <= 4, bitwise equal to n calls of
+ * the dot ops_dot_best returns; the row w is read once for all of them. */
+typedef void (*ops_dot4_fn)(const float *w, const float *x, int64_t xs, int n, int64_t cols, float *out);
+ops_dot4_fn ops_dot4_best(void);
 /* out = x / sqrt(mean(x^2) + eps) * w (w may be NULL); out may equal x */
 void ops_rmsnorm_row(float *out, const float *x, const float *w, int dim, float eps);
 /* in place, numerically stable */
