@@ -272,15 +272,40 @@ int bytelevel_byte(uint32_t cp)
 /*
  * Unicode properties. Hugging Face compiles its patterns with Oniguruma:
  * \s is Unicode White_Space (U+0085 included), and \p{..} follows Unicode
- * 15.0, as utf8proc (our normalizer) does. PCRE2 10.42's tables are
- * Unicode 14.0, so the code points assigned in 15.0 are added to each
- * \p{..} class explicitly, with the category utf8proc gives them. The list
- * is computed once per process (pthread_once) and never changes after.
+ * 16.0. PCRE2 10.42's tables are Unicode 14.0, so the code points assigned
+ * since are added to each \p{..} class explicitly: those of 15.0 with the
+ * category utf8proc gives them, and the letters and numbers of 16.0 from
+ * the table below. The list is computed once per process (pthread_once)
+ * and never changes after.
  */
 struct newcp {
 	uint32_t cp;
 	uint8_t cat;
 };
+
+/* Letters and numbers of Unicode 16.0 that utf8proc 2.8 (Unicode 15.0)
+ * does not know yet, with their categories (utf8proc numbering: 1 Lu,
+ * 2 Ll, 3 Lt, 4 Lm, 5 Lo, 9 Nd, 10 Nl, 11 No). Oniguruma in Hugging Face
+ * tokenizers 0.23.2 has Unicode 16 tables; the list is Node's Unicode
+ * data without the Unicode 17 additions that tests/tok/ref.mjs lists. */
+static const uint32_t unicode16[][3] = {
+	{0x1C89, 0x1C89, 1}, {0x1C8A, 0x1C8A, 2}, {0xA7CB, 0xA7CC, 1}, {0xA7CD, 0xA7CD, 2}, {0xA7DA, 0xA7DA, 1},
+	{0xA7DB, 0xA7DB, 2}, {0xA7DC, 0xA7DC, 1}, {0x105C0, 0x105F3, 5}, {0x10D40, 0x10D49, 9},
+	{0x10D4A, 0x10D4D, 5}, {0x10D4E, 0x10D4E, 4}, {0x10D4F, 0x10D4F, 5}, {0x10D50, 0x10D65, 1},
+	{0x10D6F, 0x10D6F, 4}, {0x10D70, 0x10D85, 2}, {0x10EC2, 0x10EC4, 5}, {0x11380, 0x11389, 5},
+	{0x1138B, 0x1138B, 5}, {0x1138E, 0x1138E, 5}, {0x11390, 0x113B5, 5}, {0x113B7, 0x113B7, 5},
+	{0x113D1, 0x113D1, 5}, {0x113D3, 0x113D3, 5}, {0x116D0, 0x116E3, 9}, {0x11BC0, 0x11BE0, 5},
+	{0x11BF0, 0x11BF9, 9}, {0x13460, 0x143FA, 5}, {0x16100, 0x1611D, 5}, {0x16130, 0x16139, 9},
+	{0x16D40, 0x16D42, 4}, {0x16D43, 0x16D6A, 5}, {0x16D6B, 0x16D6C, 4}, {0x16D70, 0x16D79, 9},
+	{0x18CFF, 0x18CFF, 5}, {0x1CCF0, 0x1CCF9, 9}, {0x1E5D0, 0x1E5ED, 5}, {0x1E5F0, 0x1E5F0, 5},
+	{0x1E5F1, 0x1E5FA, 9}, {0x2EBF0, 0x2EE5D, 5},
+};
+
+static int cmp_newcp(const void *a, const void *b)
+{
+	const struct newcp *x = a, *y = b;
+	return x->cp < y->cp ? -1 : x->cp > y->cp;
+}
 static struct newcp *newcps;
 static int n_newcps;
 static pthread_once_t newcps_once = PTHREAD_ONCE_INIT;
@@ -313,6 +338,18 @@ static void newcps_init(void)
 	}
 	pcre2_match_data_free(md);
 	pcre2_code_free(cn);
+	for (size_t r = 0; r < sizeof unicode16 / sizeof unicode16[0]; r++)
+		for (uint32_t cp = unicode16[r][0]; cp <= unicode16[r][1]; cp++) {
+			if (n_newcps == cap) {
+				cap = cap ? cap * 2 : 1024;
+				struct newcp *nn = realloc(newcps, (size_t)cap * sizeof *nn);
+				if (!nn)
+					return;
+				newcps = nn;
+			}
+			newcps[n_newcps++] = (struct newcp){cp, (uint8_t)unicode16[r][2]};
+		}
+	qsort(newcps, (size_t)n_newcps, sizeof *newcps, cmp_newcp);
 }
 
 /* categories (bit per utf8proc category) named by a \p{..} property */
