@@ -24,9 +24,13 @@ static void help_texts(void)
 		{"run", {"--model", "--ids", "--n-predict", "--temp", "--top-k", "--top-p", "--seed", "--ignore-eos", "--threads"}},
 		{"logits", {"--model", "--ids", "--output", "--threads"}},
 		{"convert", {"--type", "f32", "f16", "bf16", "q8_0"}},
-		{"gen-model", {"--output", "--arch", "--layers", "--hidden", "--ffn", "--heads", "--kv-heads", "--head-dim",
-			       "--vocab", "--ctx", "--rope-theta", "--tied", "--type", "--seed"}},
+		{"gen-model", {"--output", "--shape", "--tokenizer", "--arch", "--layers", "--hidden", "--ffn", "--heads",
+			       "--kv-heads", "--head-dim", "--vocab", "--ctx", "--rope-theta", "--tied", "--type", "--seed"}},
 		{"info", {"-m"}},
+		{"batch", {"--model", "--requests", "--concurrency", "--threads", "--kv-tokens"}},
+		{"tokenize", {"--model", "--text", "--file", "--no-special"}},
+		{"detokenize", {"--model", "--ids", "--skip-special"}},
+		{"template", {"--model", "--template", "--messages", "--tools", "--add-generation-prompt", "--var"}},
 	};
 	char out[8192];
 	const char *top[] = {t_bin(), "--help", NULL};
