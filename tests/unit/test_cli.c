@@ -20,7 +20,7 @@ static int run(const char *const *argv, char *out, size_t cap)
 
 static void help_texts(void)
 {
-	static const struct { const char *cmd; const char *flags[16]; } h[] = {
+	static const struct { const char *cmd; const char *flags[24]; } h[] = {
 		{"run", {"--model", "--ids", "--n-predict", "--temp", "--top-k", "--top-p", "--seed", "--ignore-eos", "--threads"}},
 		{"logits", {"--model", "--ids", "--output", "--threads"}},
 		{"convert", {"--type", "f32", "f16", "bf16", "q8_0"}},
