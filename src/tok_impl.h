@@ -98,6 +98,9 @@ struct tokenizer {
 	int add_space_prefix;      /* SentencePiece-style prefix on each segment */
 	/* the pipeline as tokenizer.json spells it, kept to write into GGUF */
 	char *norm_json, *pre_json, *dec_json;
+	/* replaced token texts still named by the vocabulary map */
+	char **retired;
+	int n_retired;
 };
 
 /* smap */

@@ -30,6 +30,9 @@ void tok_free(struct tokenizer *t)
 	for (int i = 0; i < t->n_vocab; i++)
 		free(t->tok[i].text);
 	free(t->tok);
+	for (int i = 0; i < t->n_retired; i++)
+		free(t->retired[i]);
+	free(t->retired);
 	smap_free(&t->vocab);
 	free(t->mkey);
 	free(t->mrank);
@@ -74,15 +77,26 @@ static int alloc_vocab(struct tokenizer *t, int n, char *err)
 
 static int set_piece(struct tokenizer *t, int id, const char *s, size_t len, int type)
 {
-	free(t->tok[id].text);
-	t->tok[id].text = malloc(len + 1);
-	if (!t->tok[id].text)
+	struct tok_piece *p = &t->tok[id];
+	if (p->text && p->len == len && memcmp(p->text, s, len) == 0) {
+		p->type = (uint8_t)type; /* an added token re-declaring its vocab entry */
+		return 0;
+	}
+	if (p->text) { /* the map still names the old text: keep it until tok_free */
+		char **r = realloc(t->retired, (size_t)(t->n_retired + 1) * sizeof *r);
+		if (!r)
+			return -1;
+		t->retired = r;
+		t->retired[t->n_retired++] = p->text;
+	}
+	p->text = malloc(len + 1);
+	if (!p->text)
 		return -1;
-	memcpy(t->tok[id].text, s, len);
-	t->tok[id].text[len] = 0;
-	t->tok[id].len = (uint32_t)len;
-	t->tok[id].type = (uint8_t)type;
-	smap_put(&t->vocab, t->tok[id].text, (uint32_t)len, id);
+	memcpy(p->text, s, len);
+	p->text[len] = 0;
+	p->len = (uint32_t)len;
+	p->type = (uint8_t)type;
+	smap_put(&t->vocab, p->text, (uint32_t)len, id);
 	return 0;
 }
 
