@@ -11,8 +11,8 @@ CC      ?= cc
 SAN     ?=
 OPT     ?= -O2
 CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-           -D_GNU_SOURCE -Iinclude -Isrc -pthread -MMD -MP $(EXTRA_CFLAGS)
-LDLIBS  := -ljansson -lpcre2-8 -lutf8proc -lm -pthread
+           -D_GNU_SOURCE -Iinclude -Isrc -Iserver -pthread -MMD -MP $(EXTRA_CFLAGS)
+LDLIBS  := -lmicrohttpd -ljansson -lpcre2-8 -lutf8proc -lm -pthread
 
 ifeq ($(SAN),)
   BUILD := build
@@ -50,7 +50,7 @@ $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 
-TOOL_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/*.c))
+TOOL_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/*.c server/*.c))
 
 $(BIN)/inferd: $(TOOL_OBJ) $(LIB)
 	@mkdir -p $(dir $@)

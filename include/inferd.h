@@ -78,6 +78,9 @@ int inferd_model_open(const char *path, const struct inferd_model_opts *opts,
 		      inferd_model_t **out, char *err);
 void inferd_model_close(inferd_model_t *m);
 void inferd_model_get_info(const inferd_model_t *m, struct inferd_model_info *info);
+struct tokenizer;
+/* The model's tokenizer (tok.h), or NULL; owned by the model. */
+const struct tokenizer *inferd_model_tokenizer(const inferd_model_t *m);
 
 /* A sequence: its own KV cache of `capacity` positions, sized by the caller
  * from the request (prompt + tokens to generate), never from the model's

@@ -292,6 +292,8 @@ void inferd_model_get_info(const inferd_model_t *m, struct inferd_model_info *in
 	info->has_tokenizer = m->tok != NULL;
 }
 
+const struct tokenizer *inferd_model_tokenizer(const inferd_model_t *m) { return m->tok; }
+
 int inferd_seq_new(inferd_model_t *m, int capacity, inferd_seq_t **out, char *err)
 {
 	*out = NULL;

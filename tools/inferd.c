@@ -25,6 +25,7 @@ static const char *top_help =
 	"usage: inferd <command> [options]\n"
 	"\n"
 	"commands:\n"
+	"  serve      serve models over an OpenAI-compatible HTTP API\n"
 	"  run        generate token ids from prompt ids\n"
 	"  logits     write teacher-forced logits (float32, one row per input id)\n"
 	"  convert    convert a model to GGUF: inferd convert SRC OUT.gguf --type T\n"
@@ -653,6 +654,8 @@ int main(int argc, char **argv)
 		return cmd_template(argc, argv);
 	if (!strcmp(argv[1], "batch"))
 		return cmd_batch(argc, argv);
+	if (!strcmp(argv[1], "serve"))
+		return cmd_serve(argc, argv);
 	struct args a = {argc, argv, 2, argv[1]};
 	static const struct { const char *name; int (*fn)(struct args *); } cmds[] = {
 		{"run", cmd_run}, {"logits", cmd_logits}, {"convert", cmd_convert},

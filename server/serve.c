@@ -1,0 +1,948 @@
+/*
+ * serve.c — `inferd serve`: the OpenAI-compatible HTTP API over the engine.
+ *
+ * Threads: libmicrohttpd runs one thread per connection (bounded by
+ * --max-connections, with an idle timeout against slow clients). A request
+ * thread parses and validates the body (jansson), renders the chat template
+ * and tokenizes (masked: text typed by users never becomes control tokens),
+ * submits to the model's executor and then waits on two things at once:
+ * the request's event fd and its own socket (POLLRDHUP), so a client that
+ * goes away cancels its sequence within one engine step, queued or running.
+ * The server never touches compute: it only uses the engine's C API.
+ * Shared state: the model table (read-only after start-up) and atomic
+ * counters for /metrics.
+ */
+#include "serve.h"
+#include "inferd.h"
+#include "tok.h"
+#include "tmpl.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_BODY (8u << 20)
+
+struct slot {
+	char name[128];
+	const char *path;
+	inferd_model_t *m;
+	const struct tokenizer *tok;
+	struct tmpl *tmpl;
+	char *bos, *eos;
+	char error[INFERD_ERR_LEN]; /* load failure: the model is listed, not ready */
+	time_t created;
+};
+
+struct server {
+	struct slot *models;
+	int n_models;
+	const char **keys;
+	int n_keys;
+	int parallel, queue;
+	double timeout_s;
+	atomic_int stopping;
+	atomic_ullong n_requests, n_errors, n_rejected, n_tokens_out, n_tokens_in, n_cancelled, n_timeouts;
+};
+
+static struct server S;
+
+/* ---------------- responses ---------------- */
+
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json_t *body, const char *retry_after)
+{
+	char *text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	if (retry_after)
+		MHD_add_response_header(r, "Retry-After", retry_after);
+	if (status == 408 || status == 504)
+		MHD_add_response_header(r, "x-should-retry", "false");
+	enum MHD_Result ok = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ok;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *type, const char *param,
+				  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *type, const char *param,
+				  const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	atomic_fetch_add(&S.n_errors, 1);
+	json_t *e = json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", msg, "type", type, "param",
+			      param ? json_string(param) : json_null(), "code", json_null());
+	return send_json(c, status, e, status == 429 || status == 503 ? "1" : NULL);
+}
+
+/* ---------------- per-connection state ---------------- */
+
+struct conn {
+	char *body;
+	size_t len;
+	int too_big;
+	/* streaming */
+	inferd_req_t *q;
+	int fd;                 /* the client's socket */
+	int chat;               /* chat.completion.chunk or text_completion */
+	char id[40];
+	const char *model;
+	char *out;              /* pending bytes of the SSE stream */
+	size_t out_len, out_off;
+	int done, include_usage, logprobs;
+	int n_tokens;
+};
+
+static void conn_free(struct conn *k)
+{
+	if (!k)
+		return;
+	if (k->q) {
+		inferd_req_cancel(k->q);
+		inferd_req_release(k->q);
+	}
+	free(k->body);
+	free(k->out);
+	free(k);
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)c;
+	(void)toe;
+	conn_free(*con_cls);
+	*con_cls = NULL;
+}
+
+static int client_gone(int fd)
+{
+	if (fd < 0)
+		return 0;
+	struct pollfd p = {fd, POLLRDHUP, 0};
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+/* Wait for the next event, watching the socket: returns 0 with an event,
+ * 1 when the client went away, 2 on timeout (keep-alive due). */
+static int next_event(inferd_req_t *q, int fd, struct inferd_event *ev, int timeout_ms)
+{
+	for (int waited = 0;;) {
+		if (inferd_req_next(q, ev, 0) == 0)
+			return 0;
+		if (client_gone(fd))
+			return 1;
+		if (waited >= timeout_ms)
+			return 2;
+		struct pollfd p[2] = {{inferd_req_fd(q), POLLIN, 0}, {fd, POLLRDHUP, 0}};
+		poll(p, fd >= 0 ? 2 : 1, 100);
+		waited += 100;
+	}
+}
+
+/* ---------------- requests ---------------- */
+
+static struct slot *find_model(const char *name)
+{
+	if (!name && S.n_models == 1)
+		return &S.models[0];
+	for (int i = 0; name && i < S.n_models; i++)
+		if (!strcmp(S.models[i].name, name))
+			return &S.models[i];
+	return NULL;
+}
+
+static const char *finish_str(int f)
+{
+	return f == INFERD_FINISH_STOP ? "stop" : f == INFERD_FINISH_LENGTH ? "length" : inferd_finish_name(f);
+}
+
+struct built {
+	struct inferd_request r;
+	int32_t *ids;
+	const char **stop;
+	struct inferd_logit_bias *bias;
+	int stream, include_usage, prompt_tokens;
+	char err[512];
+	const char *err_param;
+};
+
+static void built_free(struct built *b)
+{
+	free(b->ids);
+	free(b->stop);
+	free(b->bias);
+}
+
+#define FAIL(param, ...) do { b->err_param = param; snprintf(b->err, sizeof b->err, __VA_ARGS__); return -1; } while (0)
+
+static int num_field(json_t *o, const char *k, double lo, double hi, double *v, struct built *b)
+{
+	json_t *x = json_object_get(o, k);
+	if (!x || json_is_null(x))
+		return 0;
+	if (!json_is_number(x))
+		FAIL(k, "'%s' must be a number", k);
+	*v = json_number_value(x);
+	if (!(*v >= lo && *v <= hi))
+		FAIL(k, "'%s' must be between %g and %g", k, lo, hi);
+	return 0;
+}
+
+/* Sampling fields shared by both endpoints. */
+static int common_fields(json_t *o, struct built *b, const struct slot *s)
+{
+	struct inferd_request *r = &b->r;
+	inferd_request_init(r);
+	double d;
+	d = 1.0;
+	if (num_field(o, "temperature", 0, 2, &d, b))
+		return -1;
+	r->temperature = (float)d;
+	d = 1.0;
+	if (num_field(o, "top_p", 0, 1, &d, b))
+		return -1;
+	if (d <= 0)
+		FAIL("top_p", "'top_p' must be greater than 0");
+	r->top_p = (float)d;
+	d = 0;
+	if (num_field(o, "top_k", 0, 1e9, &d, b))
+		return -1;
+	r->top_k = (int)d;
+	d = 0;
+	if (num_field(o, "min_p", 0, 1, &d, b))
+		return -1;
+	r->min_p = (float)d;
+	d = 0;
+	if (num_field(o, "presence_penalty", -2, 2, &d, b))
+		return -1;
+	r->presence_penalty = (float)d;
+	d = 0;
+	if (num_field(o, "frequency_penalty", -2, 2, &d, b))
+		return -1;
+	r->frequency_penalty = (float)d;
+	d = 1;
+	if (num_field(o, "repetition_penalty", 0.01, 10, &d, b))
+		return -1;
+	r->repetition_penalty = (float)d;
+	d = 0;
+	if (num_field(o, "seed", -9.2e18, 9.2e18, &d, b))
+		return -1;
+	r->seed = (uint64_t)(int64_t)d;
+	d = 1;
+	if (num_field(o, "n", 1, 1, &d, b))
+		FAIL("n", "only n=1 is supported");
+	d = 16;
+	json_t *mt = json_object_get(o, "max_completion_tokens");
+	const char *mtk = mt && !json_is_null(mt) ? "max_completion_tokens" : "max_tokens";
+	if (num_field(o, mtk, 1, 1e7, &d, b))
+		return -1;
+	if (!json_object_get(o, mtk) || json_is_null(json_object_get(o, mtk))) {
+		struct inferd_model_info info;
+		inferd_model_get_info(s->m, &info);
+		d = info.n_ctx_train > 0 && info.n_ctx_train < 4096 ? info.n_ctx_train / 2 : 1024;
+	}
+	r->max_tokens = (int)d;
+	json_t *st = json_object_get(o, "stop");
+	if (json_is_string(st)) {
+		b->stop = malloc(sizeof *b->stop);
+		b->stop[0] = json_string_value(st);
+		r->n_stop = 1;
+	} else if (json_is_array(st)) {
+		if (json_array_size(st) > 16)
+			FAIL("stop", "at most 16 stop sequences");
+		b->stop = malloc((json_array_size(st) + 1) * sizeof *b->stop);
+		for (size_t i = 0; i < json_array_size(st); i++) {
+			if (!json_is_string(json_array_get(st, i)) || !json_string_length(json_array_get(st, i)))
+				FAIL("stop", "'stop' must be a non-empty string or a list of them");
+			b->stop[i] = json_string_value(json_array_get(st, i));
+		}
+		r->n_stop = (int)json_array_size(st);
+	} else if (st && !json_is_null(st)) {
+		FAIL("stop", "'stop' must be a string or a list of strings");
+	}
+	r->stop = b->stop;
+	json_t *lb = json_object_get(o, "logit_bias");
+	if (lb && !json_is_null(lb)) {
+		if (!json_is_object(lb))
+			FAIL("logit_bias", "'logit_bias' must be an object of token id -> bias");
+		b->bias = malloc((json_object_size(lb) + 1) * sizeof *b->bias);
+		const char *key;
+		json_t *v;
+		int k = 0;
+		json_object_foreach(lb, key, v)
+		{
+			char *end;
+			long id = strtol(key, &end, 10);
+			if (*end || end == key || !json_is_number(v) || json_number_value(v) < -100 || json_number_value(v) > 100)
+				FAIL("logit_bias", "'logit_bias' entry \"%.32s\" must map a token id to a number in [-100, 100]", key);
+			b->bias[k++] = (struct inferd_logit_bias){(int32_t)id, (float)json_number_value(v)};
+		}
+		r->logit_bias = b->bias;
+		r->n_logit_bias = k;
+	}
+	json_t *lp = json_object_get(o, "logprobs");
+	if (json_is_true(lp))
+		r->logprobs = 1;
+	else if (json_is_integer(lp)) { /* completions API: logprobs = n */
+		r->logprobs = 1;
+		r->top_logprobs = (int)json_integer_value(lp);
+	} else if (lp && !json_is_null(lp) && !json_is_false(lp))
+		FAIL("logprobs", "'logprobs' must be a boolean");
+	d = r->top_logprobs;
+	if (num_field(o, "top_logprobs", 0, 20, &d, b))
+		return -1;
+	r->top_logprobs = (int)d;
+	json_t *stream = json_object_get(o, "stream");
+	if (stream && !json_is_null(stream) && !json_is_boolean(stream))
+		FAIL("stream", "'stream' must be a boolean");
+	b->stream = json_is_true(stream);
+	b->include_usage = json_is_true(json_object_get(json_object_get(o, "stream_options"), "include_usage"));
+	r->timeout_s = S.timeout_s;
+	return 0;
+}
+
+static int build_chat(json_t *o, struct built *b, const struct slot *s)
+{
+	if (common_fields(o, b, s))
+		return -1;
+	json_t *msgs = json_object_get(o, "messages");
+	if (!json_is_array(msgs) || json_array_size(msgs) == 0)
+		FAIL("messages", "'messages' must be a non-empty list");
+	for (size_t i = 0; i < json_array_size(msgs); i++) {
+		json_t *m = json_array_get(msgs, i);
+		if (!json_is_object(m) || !json_is_string(json_object_get(m, "role")))
+			FAIL("messages", "messages[%zu] must be an object with a 'role' string", i);
+	}
+	if (!s->tmpl || !s->tok)
+		FAIL("model", "model '%s' has no chat template or tokenizer", s->name);
+	/* content-part arrays become text, as the templates expect strings */
+	json_t *vm = json_deep_copy(msgs);
+	for (size_t i = 0; i < json_array_size(vm); i++) {
+		json_t *m = json_array_get(vm, i), *c = json_object_get(m, "content");
+		if (!json_is_array(c))
+			continue;
+		char *text = NULL;
+		size_t tl = 0;
+		for (size_t k = 0; k < json_array_size(c); k++) {
+			json_t *part = json_array_get(c, k);
+			const char *t = json_string_value(json_object_get(part, "text"));
+			if (!t) {
+				free(text);
+				json_decref(vm);
+				FAIL("messages", "messages[%zu].content[%zu] must be a text part", i, k);
+			}
+			size_t l = strlen(t);
+			text = realloc(text, tl + l + 1);
+			memcpy(text + tl, t, l + 1);
+			tl += l;
+		}
+		json_object_set_new(m, "content", json_string(text ? text : ""));
+		free(text);
+	}
+	json_t *tools = json_object_get(o, "tools");
+	json_t *vars = json_pack("{s:o,s:O,s:b,s:s,s:s}", "messages", vm, "tools", tools ? tools : json_null(),
+				 "add_generation_prompt", 1, "bos_token", s->bos ? s->bos : "", "eos_token",
+				 s->eos ? s->eos : "");
+	if (json_object_get(o, "chat_template_kwargs") && json_is_object(json_object_get(o, "chat_template_kwargs")))
+		json_object_update(vars, json_object_get(o, "chat_template_kwargs"));
+	char *text = NULL, err[INFERD_ERR_LEN];
+	size_t tl;
+	uint8_t *mask = NULL;
+	int rc = tmpl_render(s->tmpl, vars, NULL, &text, &tl, &mask, err);
+	json_decref(vars);
+	if (rc)
+		FAIL("messages", "chat template: %.400s", err);
+	int n;
+	/* the template already wrote BOS if the model wants it */
+	rc = tok_encode_masked(s->tok, text, tl, mask, 0, &b->ids, &n, err);
+	free(text);
+	free(mask);
+	if (rc)
+		FAIL("messages", "tokenizer: %.400s", err);
+	b->r.ids = b->ids;
+	b->r.n_ids = n;
+	b->prompt_tokens = n;
+	return 0;
+}
+
+static int build_completion(json_t *o, struct built *b, const struct slot *s)
+{
+	if (common_fields(o, b, s))
+		return -1;
+	json_t *p = json_object_get(o, "prompt");
+	if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
+		p = json_array_get(p, 0);
+	if (json_is_string(p)) {
+		if (!s->tok)
+			FAIL("prompt", "model '%s' has no tokenizer: give the prompt as token ids", s->name);
+		char err[INFERD_ERR_LEN];
+		int n;
+		if (tok_encode(s->tok, json_string_value(p), json_string_length(p), TOK_ADD_SPECIAL | TOK_PARSE_SPECIAL, &b->ids,
+			       &n, err))
+			FAIL("prompt", "tokenizer: %.400s", err);
+		b->r.n_ids = n;
+	} else if (json_is_array(p) && json_array_size(p) > 0 && json_is_integer(json_array_get(p, 0))) {
+		b->ids = malloc(json_array_size(p) * sizeof *b->ids);
+		for (size_t i = 0; i < json_array_size(p); i++) {
+			json_t *x = json_array_get(p, i);
+			if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > INT32_MAX)
+				FAIL("prompt", "prompt[%zu] is not a token id", i);
+			b->ids[i] = (int32_t)json_integer_value(x);
+		}
+		b->r.n_ids = (int)json_array_size(p);
+	} else if (json_is_array(p) && json_array_size(p) > 1) {
+		FAIL("prompt", "a list of several prompts is not supported (n=1); send one request per prompt");
+	} else {
+		FAIL("prompt", "'prompt' must be a string or a list of token ids");
+	}
+	b->r.ids = b->ids;
+	b->prompt_tokens = b->r.n_ids;
+	return 0;
+}
+
+static json_t *usage_json(int prompt, int completion)
+{
+	return json_pack("{s:i,s:i,s:i}", "prompt_tokens", prompt, "completion_tokens", completion, "total_tokens",
+			 prompt + completion);
+}
+
+static json_t *logprob_entry(const struct slot *s, const struct inferd_event *ev)
+{
+	const char *t = s->tok ? tok_piece(s->tok, ev->token) : NULL;
+	json_t *top = json_array();
+	for (int k = 0; k < ev->n_top; k++) {
+		const char *tt = s->tok ? tok_piece(s->tok, ev->top_ids[k]) : NULL;
+		json_array_append_new(top, json_pack("{s:s,s:f,s:i}", "token", tt ? tt : "", "logprob", ev->top_logprobs[k],
+						     "id", ev->top_ids[k]));
+	}
+	return json_pack("{s:s,s:f,s:i,s:o}", "token", t ? t : "", "logprob", ev->logprob, "id", ev->token,
+			 "top_logprobs", top);
+}
+
+static void gen_id(char *id, size_t n, const char *prefix)
+{
+	static atomic_ullong counter;
+	snprintf(id, n, "%s-%llx%04llx", prefix, (unsigned long long)time(NULL),
+		 (unsigned long long)atomic_fetch_add(&counter, 1) & 0xffff);
+}
+
+/* Non-streaming: wait for the whole result while watching the socket. */
+static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k, const struct slot *s, struct built *b,
+				       int chat)
+{
+	char *text = NULL;
+	size_t tl = 0;
+	json_t *lps = json_array();
+	struct inferd_event ev;
+	int finish = 0, completion = 0;
+	char message[256] = "";
+	for (;;) {
+		int w = next_event(k->q, k->fd, &ev, 1 << 30);
+		if (w == 1) { /* the client went away: cancel now */
+			inferd_req_cancel(k->q);
+			atomic_fetch_add(&S.n_cancelled, 1);
+			free(text);
+			json_decref(lps);
+			return MHD_NO;
+		}
+		if (w)
+			continue;
+		if (ev.text_len) {
+			text = realloc(text, tl + ev.text_len + 1);
+			memcpy(text + tl, ev.text, ev.text_len);
+			tl += ev.text_len;
+			text[tl] = 0;
+		}
+		if (ev.type == INFERD_EV_TOKEN && b->r.logprobs)
+			json_array_append_new(lps, logprob_entry(s, &ev));
+		if (ev.type == INFERD_EV_DONE) {
+			finish = ev.finish;
+			completion = ev.completion_tokens;
+			snprintf(message, sizeof message, "%s", ev.message);
+			break;
+		}
+	}
+	atomic_fetch_add(&S.n_tokens_out, (unsigned long long)completion);
+	if (finish == INFERD_FINISH_ERROR) {
+		free(text);
+		json_decref(lps);
+		return send_error(c, 400, "invalid_request_error", NULL, "%s", message);
+	}
+	if (finish == INFERD_FINISH_TIMEOUT) {
+		free(text);
+		json_decref(lps);
+		atomic_fetch_add(&S.n_timeouts, 1);
+		return send_error(c, 504, "timeout", NULL, "%s", message);
+	}
+	char id[40];
+	gen_id(id, sizeof id, chat ? "chatcmpl" : "cmpl");
+	json_t *choice;
+	json_t *jt = json_stringn(text ? text : "", tl);
+	if (!jt) /* never invalid UTF-8 from the decoder; be safe */
+		jt = json_string("");
+	if (chat)
+		choice = json_pack("{s:i,s:{s:s,s:o},s:s,s:o}", "index", 0, "message", "role", "assistant", "content", jt,
+				   "finish_reason", finish_str(finish), "logprobs",
+				   b->r.logprobs ? json_pack("{s:O}", "content", lps) : json_null());
+	else
+		choice = json_pack("{s:i,s:o,s:s,s:o}", "index", 0, "text", jt, "finish_reason", finish_str(finish),
+				   "logprobs", b->r.logprobs ? json_pack("{s:O}", "content", lps) : json_null());
+	json_decref(lps);
+	free(text);
+	json_t *resp = json_pack("{s:s,s:s,s:I,s:s,s:[o],s:o}", "id", id, "object", chat ? "chat.completion" : "text_completion",
+				 "created", (json_int_t)time(NULL), "model", s->name, "choices", choice, "usage",
+				 usage_json(b->prompt_tokens, completion));
+	return send_json(c, 200, resp, NULL);
+}
+
+/* ---------------- streaming (SSE) ---------------- */
+
+static void out_put(struct conn *k, const char *s, size_t n)
+{
+	if (k->out_off == k->out_len)
+		k->out_off = k->out_len = 0;
+	char *nb = realloc(k->out, k->out_len + n);
+	if (!nb)
+		return;
+	k->out = nb;
+	memcpy(k->out + k->out_len, s, n);
+	k->out_len += n;
+}
+
+static void sse_json(struct conn *k, json_t *o)
+{
+	char *t = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	out_put(k, "data: ", 6);
+	out_put(k, t, strlen(t));
+	out_put(k, "\n\n", 2);
+	free(t);
+}
+
+static json_t *chunk(struct conn *k, json_t *delta_or_text, const char *finish, json_t *logprobs)
+{
+	json_t *choice = k->chat ? json_pack("{s:i,s:o,s:o,s:o}", "index", 0, "delta", delta_or_text, "finish_reason",
+					     finish ? json_string(finish) : json_null(), "logprobs",
+					     logprobs ? logprobs : json_null())
+				 : json_pack("{s:i,s:o,s:o,s:o}", "index", 0, "text", delta_or_text, "finish_reason",
+					     finish ? json_string(finish) : json_null(), "logprobs",
+					     logprobs ? logprobs : json_null());
+	return json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", k->id, "object", k->chat ? "chat.completion.chunk" : "text_completion",
+			 "created", (json_int_t)time(NULL), "model", k->model, "choices", choice);
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)pos;
+	struct conn *k = cls;
+	while (k->out_off == k->out_len) {
+		if (k->done)
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		struct inferd_event ev;
+		int w = next_event(k->q, k->fd, &ev, 10000);
+		if (w == 1) {
+			inferd_req_cancel(k->q);
+			atomic_fetch_add(&S.n_cancelled, 1);
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		}
+		if (w == 2) {
+			out_put(k, ": keep-alive\n\n", 14);
+			break;
+		}
+		const struct slot *s = find_model(k->model);
+		if (ev.type == INFERD_EV_TOKEN) {
+			k->n_tokens++;
+			json_t *lp = k->logprobs && s ? json_pack("{s:[o]}", "content", logprob_entry(s, &ev)) : NULL;
+			json_t *t = json_stringn(ev.text, ev.text_len);
+			if (!t)
+				t = json_string("");
+			if (ev.text_len || lp)
+				sse_json(k, chunk(k, k->chat ? json_pack("{s:o}", "content", t) : t, NULL, lp));
+			else
+				json_decref(t);
+			continue;
+		}
+		/* DONE: what is left, the finish reason, usage, [DONE] */
+		atomic_fetch_add(&S.n_tokens_out, (unsigned long long)ev.completion_tokens);
+		if (ev.text_len) {
+			json_t *t = json_stringn(ev.text, ev.text_len);
+			sse_json(k, chunk(k, k->chat ? json_pack("{s:o}", "content", t ? t : json_string("")) : (t ? t : json_string("")), NULL, NULL));
+		}
+		if (ev.finish == INFERD_FINISH_ERROR || ev.finish == INFERD_FINISH_TIMEOUT) {
+			if (ev.finish == INFERD_FINISH_TIMEOUT)
+				atomic_fetch_add(&S.n_timeouts, 1);
+			sse_json(k, json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message", ev.message, "type",
+					      ev.finish == INFERD_FINISH_TIMEOUT ? "timeout" : "invalid_request_error", "param",
+					      "code"));
+		} else {
+			sse_json(k, chunk(k, k->chat ? json_object() : json_string(""), finish_str(ev.finish), NULL));
+		}
+		if (k->include_usage) {
+			json_t *u = chunk(k, k->chat ? json_object() : json_string(""), NULL, NULL);
+			json_object_set_new(u, "choices", json_array());
+			json_object_set_new(u, "usage", usage_json(ev.prompt_tokens, ev.completion_tokens));
+			sse_json(k, u);
+		}
+		out_put(k, "data: [DONE]\n\n", 14);
+		k->done = 1;
+	}
+	size_t n = k->out_len - k->out_off < max ? k->out_len - k->out_off : max;
+	memcpy(buf, k->out + k->out_off, n);
+	k->out_off += n;
+	return (ssize_t)n;
+}
+
+/* ---------------- routes ---------------- */
+
+static int authorized(struct MHD_Connection *c)
+{
+	if (!S.n_keys)
+		return 1;
+	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+	if (!h || strncmp(h, "Bearer ", 7))
+		return 0;
+	for (int i = 0; i < S.n_keys; i++)
+		if (!strcmp(h + 7, S.keys[i]))
+			return 1;
+	return 0;
+}
+
+static enum MHD_Result health(struct MHD_Connection *c)
+{
+	if (atomic_load(&S.stopping))
+		return send_json(c, 503, json_pack("{s:s,s:s}", "status", "unavailable", "reason", "shutting down"), "1");
+	double now;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+	for (int i = 0; i < S.n_models; i++) {
+		if (!S.models[i].m)
+			continue; /* failed to load: not a liveness problem */
+		struct inferd_model_stats st;
+		inferd_model_stats(S.models[i].m, &st);
+		int stalled = st.state == INFERD_STATE_RUNNING && now - st.last_step_s > 60;
+		if (st.state == INFERD_STATE_FAILED || st.state == INFERD_STATE_STOPPED || stalled)
+			return send_json(c, 503,
+					 json_pack("{s:s,s:s,s:s}", "status", "unavailable", "model", S.models[i].name, "reason",
+						   stalled ? "executor stalled" : "executor not running"),
+					 "1");
+	}
+	return send_json(c, 200, json_pack("{s:s}", "status", "ok"), NULL);
+}
+
+static json_t *model_json(const struct slot *s)
+{
+	json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:s}", "id", s->name, "object", "model", "created", (json_int_t)s->created,
+			      "owned_by", "inferd", "status", s->m ? "ready" : "failed");
+	if (!s->m)
+		json_object_set_new(o, "error", json_string(s->error));
+	return o;
+}
+
+static enum MHD_Result models(struct MHD_Connection *c, const char *url)
+{
+	if (!strncmp(url, "/v1/models/", 11)) {
+		const struct slot *s = find_model(url + 11);
+		if (!s || !url[11])
+			return send_error(c, 404, "invalid_request_error", "model", "model '%s' does not exist", url + 11);
+		return send_json(c, 200, model_json(s), NULL);
+	}
+	json_t *data = json_array();
+	for (int i = 0; i < S.n_models; i++)
+		json_array_append_new(data, model_json(&S.models[i]));
+	return send_json(c, 200, json_pack("{s:s,s:o}", "object", "list", "data", data), NULL);
+}
+
+static enum MHD_Result metrics(struct MHD_Connection *c)
+{
+	char buf[8192];
+	int n = snprintf(buf, sizeof buf,
+			 "# TYPE inferd_requests_total counter\ninferd_requests_total %llu\n"
+			 "# TYPE inferd_errors_total counter\ninferd_errors_total %llu\n"
+			 "# TYPE inferd_rejected_total counter\ninferd_rejected_total %llu\n"
+			 "# TYPE inferd_cancelled_total counter\ninferd_cancelled_total %llu\n"
+			 "# TYPE inferd_timeouts_total counter\ninferd_timeouts_total %llu\n"
+			 "# TYPE inferd_generated_tokens_total counter\ninferd_generated_tokens_total %llu\n"
+			 "# TYPE inferd_prompt_tokens_total counter\ninferd_prompt_tokens_total %llu\n",
+			 (unsigned long long)S.n_requests, (unsigned long long)S.n_errors, (unsigned long long)S.n_rejected,
+			 (unsigned long long)S.n_cancelled, (unsigned long long)S.n_timeouts,
+			 (unsigned long long)S.n_tokens_out, (unsigned long long)S.n_tokens_in);
+	for (int i = 0; i < S.n_models && n < (int)sizeof buf - 512; i++) {
+		if (!S.models[i].m)
+			continue;
+		struct inferd_model_stats st;
+		inferd_model_stats(S.models[i].m, &st);
+		n += snprintf(buf + n, sizeof buf - (size_t)n,
+			      "inferd_queue_depth{model=\"%s\"} %d\ninferd_running_sequences{model=\"%s\"} %d\n"
+			      "inferd_kv_blocks_free{model=\"%s\"} %d\ninferd_kv_blocks_total{model=\"%s\"} %d\n"
+			      "inferd_engine_steps_total{model=\"%s\"} %llu\ninferd_preemptions_total{model=\"%s\"} %llu\n"
+			      "inferd_prefix_cache_hit_tokens_total{model=\"%s\"} %llu\n",
+			      S.models[i].name, st.queued, S.models[i].name, st.active, S.models[i].name, st.kv_free,
+			      S.models[i].name, st.kv_blocks, S.models[i].name, (unsigned long long)st.steps,
+			      S.models[i].name, (unsigned long long)st.preemptions, S.models[i].name,
+			      (unsigned long long)st.prefix_hit_tokens);
+	}
+	struct MHD_Response *r = MHD_create_response_from_buffer((size_t)n, buf, MHD_RESPMEM_MUST_COPY);
+	MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4");
+	enum MHD_Result ok = MHD_queue_response(c, 200, r);
+	MHD_destroy_response(r);
+	return ok;
+}
+
+static enum MHD_Result tokenize(struct MHD_Connection *c, json_t *o, int detok)
+{
+	const struct slot *s = find_model(json_string_value(json_object_get(o, "model")));
+	if (!s || !s->m)
+		return send_error(c, 404, "invalid_request_error", "model", "unknown model");
+	if (!s->tok)
+		return send_error(c, 400, "invalid_request_error", "model", "model '%s' has no tokenizer", s->name);
+	char err[INFERD_ERR_LEN];
+	if (!detok) {
+		json_t *p = json_object_get(o, "prompt");
+		if (!json_is_string(p))
+			return send_error(c, 400, "invalid_request_error", "prompt", "'prompt' must be a string");
+		int32_t *ids;
+		int n;
+		int add = !json_is_false(json_object_get(o, "add_special_tokens"));
+		if (tok_encode(s->tok, json_string_value(p), json_string_length(p), (add ? TOK_ADD_SPECIAL : 0) | TOK_PARSE_SPECIAL,
+			       &ids, &n, err))
+			return send_error(c, 400, "invalid_request_error", "prompt", "%s", err);
+		json_t *a = json_array();
+		for (int i = 0; i < n; i++)
+			json_array_append_new(a, json_integer(ids[i]));
+		free(ids);
+		return send_json(c, 200, json_pack("{s:o,s:i}", "tokens", a, "count", n), NULL);
+	}
+	json_t *t = json_object_get(o, "tokens");
+	if (!json_is_array(t))
+		return send_error(c, 400, "invalid_request_error", "tokens", "'tokens' must be a list of token ids");
+	int32_t *ids = malloc((json_array_size(t) + 1) * sizeof *ids);
+	for (size_t i = 0; i < json_array_size(t); i++) {
+		if (!json_is_integer(json_array_get(t, i))) {
+			free(ids);
+			return send_error(c, 400, "invalid_request_error", "tokens", "tokens[%zu] is not an integer", i);
+		}
+		ids[i] = (int32_t)json_integer_value(json_array_get(t, i));
+	}
+	char *text;
+	size_t tl;
+	int rc = tok_decode(s->tok, ids, (int)json_array_size(t), 0, &text, &tl, err);
+	free(ids);
+	if (rc)
+		return send_error(c, 400, "invalid_request_error", "tokens", "%s", err);
+	json_t *r = json_pack("{s:s%}", "prompt", text, tl);
+	free(text);
+	return send_json(c, 200, r, NULL);
+}
+
+static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t *o, int chat)
+{
+	json_t *jm = json_object_get(o, "model");
+	if (jm && !json_is_string(jm))
+		return send_error(c, 400, "invalid_request_error", "model", "'model' must be a string");
+	struct slot *s = find_model(json_string_value(jm));
+	if (!s)
+		return send_error(c, 404, "invalid_request_error", "model", "model '%s' does not exist",
+				  jm ? json_string_value(jm) : "(none)");
+	if (!s->m)
+		return send_error(c, 503, "unavailable", "model", "model '%s' failed to load: %s", s->name, s->error);
+	struct built b;
+	memset(&b, 0, sizeof b);
+	if ((chat ? build_chat(o, &b, s) : build_completion(o, &b, s))) {
+		built_free(&b);
+		return send_error(c, 400, "invalid_request_error", b.err_param, "%s", b.err);
+	}
+	char err[INFERD_ERR_LEN];
+	int rc = inferd_submit(s->m, &b.r, &k->q, err);
+	if (rc) {
+		built_free(&b);
+		atomic_fetch_add(&S.n_rejected, 1);
+		return send_error(c, rc == INFERD_EAGAIN ? 429 : 503, rc == INFERD_EAGAIN ? "rate_limit_exceeded" : "unavailable",
+				  NULL, "%s", err);
+	}
+	atomic_fetch_add(&S.n_tokens_in, (unsigned long long)b.prompt_tokens);
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	k->fd = ci ? ci->connect_fd : -1;
+	if (!b.stream) {
+		enum MHD_Result r = answer_blocking(c, k, s, &b, chat);
+		built_free(&b);
+		return r;
+	}
+	k->chat = chat;
+	k->model = s->name;
+	k->include_usage = b.include_usage;
+	k->logprobs = b.r.logprobs;
+	gen_id(k->id, sizeof k->id, chat ? "chatcmpl" : "cmpl");
+	if (chat)
+		sse_json(k, chunk(k, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL, NULL));
+	built_free(&b);
+	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, k, NULL);
+	MHD_add_response_header(r, "Content-Type", "text/event-stream");
+	MHD_add_response_header(r, "Cache-Control", "no-cache");
+	enum MHD_Result ok = MHD_queue_response(c, 200, r);
+	MHD_destroy_response(r);
+	return ok;
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+			       const char *version, const char *data, size_t *size, void **con_cls)
+{
+	(void)cls;
+	(void)version;
+	struct conn *k = *con_cls;
+	if (!k) {
+		k = calloc(1, sizeof *k);
+		if (!k)
+			return MHD_NO;
+		k->fd = -1;
+		*con_cls = k;
+		return MHD_YES;
+	}
+	if (*size) { /* body arrives in pieces */
+		if (k->len + *size > MAX_BODY)
+			k->too_big = 1;
+		else {
+			char *nb = realloc(k->body, k->len + *size + 1);
+			if (!nb)
+				return MHD_NO;
+			k->body = nb;
+			memcpy(k->body + k->len, data, *size);
+			k->len += *size;
+			k->body[k->len] = 0;
+		}
+		*size = 0;
+		return MHD_YES;
+	}
+	atomic_fetch_add(&S.n_requests, 1);
+	if (!strcmp(url, "/health"))
+		return health(c);
+	if (!authorized(c))
+		return send_error(c, 401, "invalid_request_error", NULL, "missing or invalid API key (Authorization: Bearer ...)");
+	int is_get = !strcmp(method, "GET"), is_post = !strcmp(method, "POST");
+	if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11))
+		return is_get ? models(c, url) : send_error(c, 405, "invalid_request_error", NULL, "use GET for %s", url);
+	if (!strcmp(url, "/metrics"))
+		return is_get ? metrics(c) : send_error(c, 405, "invalid_request_error", NULL, "use GET for %s", url);
+	int route = !strcmp(url, "/v1/chat/completions") ? 1 : !strcmp(url, "/v1/completions") ? 2
+		    : !strcmp(url, "/tokenize") ? 3 : !strcmp(url, "/detokenize") ? 4 : 0;
+	if (!route)
+		return send_error(c, 404, "invalid_request_error", NULL, "no route %s %s", method, url);
+	if (!is_post)
+		return send_error(c, 405, "invalid_request_error", NULL, "use POST for %s", url);
+	if (atomic_load(&S.stopping))
+		return send_error(c, 503, "unavailable", NULL, "the server is shutting down");
+	if (k->too_big)
+		return send_error(c, 413, "invalid_request_error", NULL, "request body larger than %u bytes", MAX_BODY);
+	json_error_t je;
+	json_t *o = k->body ? json_loadb(k->body, k->len, 0, &je) : NULL;
+	if (!o)
+		return send_error(c, 400, "invalid_request_error", NULL, "malformed JSON body%s%s",
+				  k->body ? ": " : " (empty)", k->body ? je.text : "");
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return send_error(c, 400, "invalid_request_error", NULL, "the body must be a JSON object");
+	}
+	enum MHD_Result r = route <= 2 ? generate(c, k, o, route == 1) : tokenize(c, o, route == 4);
+	json_decref(o);
+	return r;
+}
+
+/* ---------------- start-up ---------------- */
+
+static volatile sig_atomic_t got_signal;
+static void on_signal(int sig)
+{
+	(void)sig;
+	got_signal = 1;
+}
+
+int serve_main(const struct serve_opts *o)
+{
+	memset(&S, 0, sizeof S);
+	S.keys = o->keys;
+	S.n_keys = o->n_keys;
+	S.timeout_s = o->timeout_s;
+	S.models = calloc((size_t)o->n_models, sizeof *S.models);
+	S.n_models = o->n_models;
+	int ok_models = 0;
+	for (int i = 0; i < o->n_models; i++) {
+		struct slot *s = &S.models[i];
+		const char *spec = o->models[i], *eq = strchr(spec, '=');
+		s->path = eq ? eq + 1 : spec;
+		if (eq)
+			snprintf(s->name, sizeof s->name, "%.*s", (int)(eq - spec), spec);
+		else {
+			const char *base = strrchr(s->path, '/');
+			snprintf(s->name, sizeof s->name, "%s", base && base[1] ? base + 1 : s->path);
+		}
+		s->created = time(NULL);
+		struct inferd_model_opts mo = {.n_threads = o->threads, .max_seqs = o->parallel, .queue = o->queue,
+					       .kv_tokens = o->kv_tokens};
+		if (inferd_model_open(s->path, &mo, &s->m, s->error)) {
+			fprintf(stderr, "inferd serve: model %s: %s\n", s->name, s->error);
+			s->m = NULL;
+			continue;
+		}
+		s->tok = inferd_model_tokenizer(s->m);
+		char *src = NULL, err[INFERD_ERR_LEN];
+		size_t sl;
+		if (tmpl_model_source(s->path, &src, &sl, &s->bos, &s->eos, err) == 0 && src &&
+		    tmpl_parse(src, sl, s->name, &s->tmpl, err) != 0) {
+			fprintf(stderr, "inferd serve: model %s: chat template: %s\n", s->name, err);
+			s->tmpl = NULL;
+		}
+		free(src);
+		ok_models++;
+		fprintf(stderr, "inferd serve: model %s loaded from %s\n", s->name, s->path);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o->port)};
+	if (inet_pton(AF_INET, o->host, &addr.sin_addr) != 1) {
+		fprintf(stderr, "inferd serve: --host \"%s\" is not an IPv4 address\n", o->host);
+		return 2;
+	}
+	struct MHD_Daemon *d = MHD_start_daemon(
+		MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)o->port,
+		NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)o->idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_END);
+	if (!d) {
+		fprintf(stderr, "inferd serve: cannot listen on %s:%d: %s\n", o->host, o->port, strerror(errno));
+		return 1;
+	}
+	fprintf(stderr, "inferd serve: listening on http://%s:%d (%d of %d models ready)\n", o->host, o->port, ok_models,
+		o->n_models);
+	while (!got_signal)
+		pause();
+	atomic_store(&S.stopping, 1);
+	fprintf(stderr, "inferd serve: shutting down\n");
+	MHD_stop_daemon(d);
+	for (int i = 0; i < S.n_models; i++) {
+		inferd_model_close(S.models[i].m);
+		tmpl_free(S.models[i].tmpl);
+		free(S.models[i].bos);
+		free(S.models[i].eos);
+	}
+	free(S.models);
+	return 0;
+}

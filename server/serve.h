@@ -1,0 +1,26 @@
+/*
+ * serve.h — the HTTP server (serve.c), started by `inferd serve`.
+ */
+#ifndef INFERD_SERVE_H
+#define INFERD_SERVE_H
+
+struct serve_opts {
+	const char **models;   /* [NAME=]PATH */
+	int n_models;
+	const char *host;
+	int port;
+	int parallel;          /* sequences per step per model */
+	int queue;             /* waiting requests per model */
+	int threads;
+	int kv_tokens;
+	int max_connections;
+	int idle_timeout;      /* seconds a connection may sit idle */
+	double timeout_s;      /* total deadline per request, 0 none */
+	const char **keys;     /* API keys (none: open) */
+	int n_keys;
+};
+
+/* Serve until SIGINT/SIGTERM; returns the process exit code. */
+int serve_main(const struct serve_opts *o);
+
+#endif

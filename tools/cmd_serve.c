@@ -1,0 +1,118 @@
+/*
+ * cmd_serve.c — `inferd serve`: flags and environment (INFERD_*) into
+ * serve_opts, validated before anything starts (exit code 2 on a bad
+ * value, naming it).
+ */
+#include "cmds.h"
+#include "serve.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *serve_help =
+	"usage: inferd serve --model [NAME=]PATH [--model ...] [options]\n"
+	"Serve the models over an OpenAI-compatible HTTP API: POST /v1/chat/completions,\n"
+	"POST /v1/completions, GET /v1/models, GET /v1/models/{id}, POST /tokenize,\n"
+	"POST /detokenize, GET /health, GET /metrics.\n"
+	"  -m, --model [NAME=]PATH  a GGUF file or Hugging Face directory; NAME (default:\n"
+	"                           the file name) is the API's model id. Repeatable.\n"
+	"  --host ADDR              address to bind (default 127.0.0.1; env INFERD_HOST)\n"
+	"  --port N                 port (default 8080; env INFERD_PORT)\n"
+	"  --parallel N             sequences in one step per model (default 16; env INFERD_PARALLEL)\n"
+	"  --queue N                requests waiting per model before 429 (default 64; env INFERD_QUEUE)\n"
+	"  --timeout S              total deadline per request in seconds, 0 = none\n"
+	"                           (default 600; env INFERD_TIMEOUT); on expiry: 504\n"
+	"  --kv-tokens N            KV cache positions per model (default 8192; env INFERD_KV_TOKENS)\n"
+	"  --max-connections N      open connections at most (default 256)\n"
+	"  --idle-timeout S         close connections idle this long (default 30)\n"
+	"  --api-key KEY            require \"Authorization: Bearer KEY\" on every route but\n"
+	"                           /health; repeatable (env INFERD_API_KEY)\n"
+	"  -t, --threads N          CPU threads per model (default: all online CPUs)\n";
+
+static int num(const char *flag, const char *v, long lo, long hi, long *out)
+{
+	char *end;
+	errno = 0;
+	long x = v ? strtol(v, &end, 10) : 0;
+	if (!v || errno || end == v || *end || x < lo || x > hi) {
+		fprintf(stderr, "inferd serve: %s must be an integer from %ld to %ld, got \"%s\"\n", flag, lo, hi,
+			v ? v : "");
+		return 2;
+	}
+	*out = x;
+	return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+	const char *models[64], *keys[16];
+	int nm = 0, nk = 0;
+	long port = 8080, parallel = 16, queue = 64, timeout = 600, kv = 8192, maxc = 256, idle = 30, threads = 0;
+	const char *host = getenv("INFERD_HOST") ? getenv("INFERD_HOST") : "127.0.0.1";
+	struct { const char *env, *flag; long *v; long lo, hi; } envs[] = {
+		{"INFERD_PORT", "INFERD_PORT", &port, 1, 65535}, {"INFERD_PARALLEL", "INFERD_PARALLEL", &parallel, 1, 4096},
+		{"INFERD_QUEUE", "INFERD_QUEUE", &queue, 1, 1 << 20}, {"INFERD_TIMEOUT", "INFERD_TIMEOUT", &timeout, 0, 1 << 30},
+		{"INFERD_KV_TOKENS", "INFERD_KV_TOKENS", &kv, 16, 1 << 26},
+	};
+	for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++)
+		if (getenv(envs[i].env) && num(envs[i].flag, getenv(envs[i].env), envs[i].lo, envs[i].hi, envs[i].v))
+			return 2;
+	if (getenv("INFERD_API_KEY") && *getenv("INFERD_API_KEY"))
+		keys[nk++] = getenv("INFERD_API_KEY");
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			fputs(serve_help, stdout);
+			return 0;
+		}
+		struct { const char *f; long *v; long lo, hi; } nums[] = {
+			{"--port", &port, 1, 65535}, {"--parallel", &parallel, 1, 4096}, {"--queue", &queue, 1, 1 << 20},
+			{"--timeout", &timeout, 0, 1 << 30}, {"--kv-tokens", &kv, 16, 1 << 26},
+			{"--max-connections", &maxc, 1, 100000}, {"--idle-timeout", &idle, 1, 86400},
+			{"--threads", &threads, 1, 1024}, {"-t", &threads, 1, 1024},
+		};
+		int done = 0;
+		for (size_t k = 0; k < sizeof nums / sizeof nums[0] && !done; k++)
+			if (!strcmp(a, nums[k].f)) {
+				if (num(a, v, nums[k].lo, nums[k].hi, nums[k].v))
+					return 2;
+				i++;
+				done = 1;
+			}
+		if (done)
+			continue;
+		if ((!strcmp(a, "--model") || !strcmp(a, "-m")) && v) {
+			if (nm == 64) {
+				fprintf(stderr, "inferd serve: at most 64 models\n");
+				return 2;
+			}
+			models[nm++] = v;
+			i++;
+		} else if (!strcmp(a, "--host") && v) {
+			host = v;
+			i++;
+		} else if (!strcmp(a, "--api-key") && v) {
+			if (nk == 16) {
+				fprintf(stderr, "inferd serve: at most 16 API keys\n");
+				return 2;
+			}
+			keys[nk++] = v;
+			i++;
+		} else {
+			fprintf(stderr, "inferd serve: %s \"%s\"\n(see 'inferd serve --help')\n",
+				v || a[0] != '-' ? "unknown option" : "option needs a value:", a);
+			return 2;
+		}
+	}
+	if (!nm) {
+		fprintf(stderr, "inferd serve: give at least one --model [NAME=]PATH\n");
+		return 2;
+	}
+	struct serve_opts o = {.models = models, .n_models = nm, .host = host, .port = (int)port, .parallel = (int)parallel,
+			       .queue = (int)queue, .threads = (int)threads, .kv_tokens = (int)kv,
+			       .max_connections = (int)maxc, .idle_timeout = (int)idle, .timeout_s = (double)timeout,
+			       .keys = keys, .n_keys = nk};
+	return serve_main(&o);
+}
