@@ -137,6 +137,7 @@ struct inferd_request {
 	int logprobs;           /* report each token's logprob */
 	int top_logprobs;       /* and the n most likely (0..20) */
 	double timeout_s;       /* total deadline from submission; 0 = none */
+	double queue_timeout_s; /* deadline for being scheduled at all; 0 = none */
 	double token_timeout_s; /* deadline between tokens; 0 = none */
 	int priority;           /* higher runs first and is preempted last;
 				 * < 0 is batch work that may not use the reserve */

@@ -51,14 +51,48 @@ struct server {
 	const char **keys;
 	int n_keys;
 	int parallel, queue;
-	double timeout_s;
+	double timeout_s, queue_timeout_s, token_timeout_s;
+	const char **cors;
+	int n_cors;
 	atomic_int stopping;
+	atomic_ullong ttft_hist[11], itl_hist[11]; /* buckets of HIST_LE, then +Inf */
+	atomic_ullong ttft_sum_us, itl_sum_us;
 	atomic_ullong n_requests, n_errors, n_rejected, n_tokens_out, n_tokens_in, n_cancelled, n_timeouts;
 };
 
 static struct server S;
+static const double HIST_LE[10] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+static __thread unsigned last_status; /* thread per connection: the status just queued */
+
+static double mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void observe(atomic_ullong *hist, atomic_ullong *sum_us, double secs)
+{
+	int b = 0;
+	while (b < 10 && secs > HIST_LE[b])
+		b++;
+	atomic_fetch_add(&hist[b], 1);
+	atomic_fetch_add(sum_us, (unsigned long long)(secs * 1e6));
+}
 
 /* ---------------- responses ---------------- */
+
+/* Access-Control-Allow-Origin for the origins given by --cors-origin only */
+static void add_cors(struct MHD_Connection *c, struct MHD_Response *r)
+{
+	const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+	for (int i = 0; origin && i < S.n_cors; i++)
+		if (!strcmp(S.cors[i], origin) || !strcmp(S.cors[i], "*")) {
+			MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+			MHD_add_response_header(r, "Vary", "Origin");
+			return;
+		}
+}
 
 static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json_t *body, const char *retry_after)
 {
@@ -70,6 +104,8 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json
 		MHD_add_response_header(r, "Retry-After", retry_after);
 	if (status == 408 || status == 504)
 		MHD_add_response_header(r, "x-should-retry", "false");
+	add_cors(c, r);
+	last_status = status;
 	enum MHD_Result ok = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	return ok;
@@ -108,12 +144,57 @@ struct conn {
 	size_t out_len, out_off;
 	int done, include_usage, logprobs;
 	int n_tokens;
+	int responses;          /* the Responses API event sequence */
+	int seq_no;
+	char *resp_text;        /* Responses: the whole text, for the done events */
+	size_t resp_len;
+	/* for the log line and the latency histograms */
+	double t_start, t_first, t_last;
+	const char *route;
+	unsigned status;
+	int prompt_tokens, completion_tokens;
+	const char *finish;
+	char error[256];
 };
+
+static void log_request(const struct conn *k)
+{
+	if (!k->route)
+		return;
+	double now = mono();
+	json_t *l = json_pack("{s:s,s:s,s:s,s:i,s:i,s:i,s:f,s:f,s:s}", "id", k->id[0] ? k->id : "-", "model",
+			      k->model ? k->model : "-", "route", k->route, "status", k->status, "prompt_tokens",
+			      k->prompt_tokens, "completion_tokens", k->completion_tokens, "ttft_ms",
+			      k->t_first ? (k->t_first - k->t_start) * 1e3 : -1.0, "duration_ms", (now - k->t_start) * 1e3,
+			      "finish_reason", k->finish ? k->finish : "-");
+	if (k->error[0])
+		json_object_set_new(l, "error", json_string(k->error));
+	if (k->error[0] && k->body) /* the parameters of failed and timed-out requests */
+		json_object_set_new(l, "request", json_loadb(k->body, k->len < 4096 ? k->len : 0, 0, NULL));
+	char *t = json_dumps(l, JSON_COMPACT);
+	fprintf(stderr, "%s\n", t);
+	free(t);
+	json_decref(l);
+}
+
+static void token_seen(struct conn *k)
+{
+	double now = mono();
+	if (!k->t_first) {
+		k->t_first = now;
+		observe(S.ttft_hist, &S.ttft_sum_us, now - k->t_start);
+	} else {
+		observe(S.itl_hist, &S.itl_sum_us, now - k->t_last);
+	}
+	k->t_last = now;
+}
 
 static void conn_free(struct conn *k)
 {
 	if (!k)
 		return;
+	log_request(k);
+	free(k->resp_text);
 	if (k->q) {
 		inferd_req_cancel(k->q);
 		inferd_req_release(k->q);
@@ -315,7 +396,10 @@ static int common_fields(json_t *o, struct built *b, const struct slot *s)
 		FAIL("stream", "'stream' must be a boolean");
 	b->stream = json_is_true(stream);
 	b->include_usage = json_is_true(json_object_get(json_object_get(o, "stream_options"), "include_usage"));
-	r->timeout_s = S.timeout_s;
+	/* deadlines: the total one derives from max_tokens unless --timeout sets it */
+	r->timeout_s = S.timeout_s > 0 ? S.timeout_s : 30.0 + 0.5 * r->max_tokens;
+	r->queue_timeout_s = S.queue_timeout_s;
+	r->token_timeout_s = S.token_timeout_s;
 	return 0;
 }
 
@@ -418,6 +502,44 @@ static int build_completion(json_t *o, struct built *b, const struct slot *s)
 	return 0;
 }
 
+/* The Responses API's input and instructions as chat messages. */
+static int build_responses(json_t *o, struct built *b, const struct slot *s)
+{
+	json_t *msgs = json_array(), *in = json_object_get(o, "input"), *ins = json_object_get(o, "instructions");
+	if (ins && !json_is_null(ins)) {
+		if (!json_is_string(ins)) {
+			json_decref(msgs);
+			FAIL("instructions", "'instructions' must be a string");
+		}
+		json_array_append_new(msgs, json_pack("{s:s,s:O}", "role", "system", "content", ins));
+	}
+	if (json_is_string(in)) {
+		json_array_append_new(msgs, json_pack("{s:s,s:O}", "role", "user", "content", in));
+	} else if (json_is_array(in)) {
+		for (size_t i = 0; i < json_array_size(in); i++) {
+			json_t *it = json_array_get(in, i), *role = json_object_get(it, "role"), *c = json_object_get(it, "content");
+			if (!json_is_string(role) || !(json_is_string(c) || json_is_array(c))) {
+				json_decref(msgs);
+				FAIL("input", "input[%zu] must be a message item with 'role' and 'content'", i);
+			}
+			json_t *m = json_pack("{s:O,s:O}", "role", role, "content", c);
+			json_array_append_new(msgs, m);
+		}
+	} else {
+		json_decref(msgs);
+		FAIL("input", "'input' must be a string or a list of message items");
+	}
+	json_t *o2 = json_deep_copy(o);
+	json_object_set_new(o2, "messages", msgs);
+	json_t *mot = json_object_get(o, "max_output_tokens");
+	if (mot)
+		json_object_set(o2, "max_tokens", mot);
+	json_object_del(o2, "stream_options");
+	int rc = build_chat(o2, b, s);
+	json_decref(o2);
+	return rc;
+}
+
 static json_t *usage_json(int prompt, int completion)
 {
 	return json_pack("{s:i,s:i,s:i}", "prompt_tokens", prompt, "completion_tokens", completion, "total_tokens",
@@ -443,6 +565,11 @@ static void gen_id(char *id, size_t n, const char *prefix)
 	snprintf(id, n, "%s-%llx%04llx", prefix, (unsigned long long)time(NULL),
 		 (unsigned long long)atomic_fetch_add(&counter, 1) & 0xffff);
 }
+
+static json_t *response_object(struct conn *k, const struct slot *s, const char *text, size_t len, int finish,
+			       int in_tokens, int out_tokens);
+static void resp_delta(struct conn *k, const char *text, size_t len);
+static void resp_done(struct conn *k, const struct slot *s, const struct inferd_event *ev);
 
 /* Non-streaming: wait for the whole result while watching the socket. */
 static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k, const struct slot *s, struct built *b,
@@ -471,8 +598,11 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 			tl += ev.text_len;
 			text[tl] = 0;
 		}
-		if (ev.type == INFERD_EV_TOKEN && b->r.logprobs)
-			json_array_append_new(lps, logprob_entry(s, &ev));
+		if (ev.type == INFERD_EV_TOKEN) {
+			token_seen(k);
+			if (b->r.logprobs)
+				json_array_append_new(lps, logprob_entry(s, &ev));
+		}
 		if (ev.type == INFERD_EV_DONE) {
 			finish = ev.finish;
 			completion = ev.completion_tokens;
@@ -481,6 +611,16 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 		}
 	}
 	atomic_fetch_add(&S.n_tokens_out, (unsigned long long)completion);
+	k->completion_tokens = completion;
+	k->finish = finish_str(finish);
+	if (finish == INFERD_FINISH_ERROR || finish == INFERD_FINISH_TIMEOUT)
+		snprintf(k->error, sizeof k->error, "%s", message);
+	if (k->responses && finish != INFERD_FINISH_ERROR && finish != INFERD_FINISH_TIMEOUT) {
+		enum MHD_Result rr = send_json(c, 200, response_object(k, s, text, tl, finish, b->prompt_tokens, completion), NULL);
+		free(text);
+		json_decref(lps);
+		return rr;
+	}
 	if (finish == INFERD_FINISH_ERROR) {
 		free(text);
 		json_decref(lps);
@@ -492,8 +632,7 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 		atomic_fetch_add(&S.n_timeouts, 1);
 		return send_error(c, 504, "timeout", NULL, "%s", message);
 	}
-	char id[40];
-	gen_id(id, sizeof id, chat ? "chatcmpl" : "cmpl");
+	const char *id = k->id;
 	json_t *choice;
 	json_t *jt = json_stringn(text ? text : "", tl);
 	if (!jt) /* never invalid UTF-8 from the decoder; be safe */
@@ -537,6 +676,105 @@ static void sse_json(struct conn *k, json_t *o)
 	free(t);
 }
 
+/* ---- the Responses API ---- */
+
+static json_t *response_object(struct conn *k, const struct slot *s, const char *text, size_t len, int finish,
+			       int in_tokens, int out_tokens)
+{
+	int done = finish == INFERD_FINISH_STOP || finish == INFERD_FINISH_LENGTH;
+	char msg_id[48];
+	snprintf(msg_id, sizeof msg_id, "msg_%s", k->id + 5);
+	json_t *t = json_stringn(text ? text : "", len);
+	json_t *content = json_pack("[{s:s,s:o,s:[]}]", "type", "output_text", "text", t ? t : json_string(""), "annotations");
+	json_t *item = json_pack("{s:s,s:s,s:s,s:s,s:o}", "type", "message", "id", msg_id, "status",
+				 finish ? "completed" : "in_progress", "role", "assistant", "content", finish ? content : json_array());
+	if (!finish)
+		json_decref(content);
+	json_t *r = json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:o,s:o}", "id", k->id, "object", "response", "created_at",
+			      (json_int_t)time(NULL), "model", s->name, "status",
+			      !finish ? "in_progress" : finish == INFERD_FINISH_LENGTH ? "incomplete" : done ? "completed" : "failed",
+			      "output", finish ? json_pack("[o]", item) : json_array(), "incomplete_details",
+			      finish == INFERD_FINISH_LENGTH ? json_pack("{s:s}", "reason", "max_output_tokens") : json_null(),
+			      "usage", json_pack("{s:i,s:i,s:i}", "input_tokens", in_tokens, "output_tokens", out_tokens,
+						 "total_tokens", in_tokens + out_tokens));
+	if (!finish)
+		json_decref(item);
+	return r;
+}
+
+static void resp_event(struct conn *k, const char *type, json_t *o)
+{
+	json_object_set_new(o, "type", json_string(type));
+	json_object_set_new(o, "sequence_number", json_integer(k->seq_no++));
+	char *t = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	out_put(k, "event: ", 7);
+	out_put(k, type, strlen(type));
+	out_put(k, "\ndata: ", 7);
+	out_put(k, t, strlen(t));
+	out_put(k, "\n\n", 2);
+	free(t);
+}
+
+static void resp_start(struct conn *k, const struct slot *s, int in_tokens)
+{
+	char msg_id[48];
+	snprintf(msg_id, sizeof msg_id, "msg_%s", k->id + 5);
+	resp_event(k, "response.created", json_pack("{s:o}", "response", response_object(k, s, NULL, 0, 0, in_tokens, 0)));
+	resp_event(k, "response.in_progress", json_pack("{s:o}", "response", response_object(k, s, NULL, 0, 0, in_tokens, 0)));
+	resp_event(k, "response.output_item.added",
+		   json_pack("{s:i,s:{s:s,s:s,s:s,s:s,s:[]}}", "output_index", 0, "item", "type", "message", "id", msg_id,
+			     "status", "in_progress", "role", "assistant", "content"));
+	resp_event(k, "response.content_part.added",
+		   json_pack("{s:s,s:i,s:i,s:{s:s,s:s,s:[]}}", "item_id", msg_id, "output_index", 0, "content_index", 0,
+			     "part", "type", "output_text", "text", "", "annotations"));
+}
+
+static void resp_delta(struct conn *k, const char *text, size_t len)
+{
+	if (!len)
+		return;
+	char *nt = realloc(k->resp_text, k->resp_len + len + 1);
+	if (nt) {
+		memcpy(nt + k->resp_len, text, len);
+		k->resp_text = nt;
+		k->resp_len += len;
+		nt[k->resp_len] = 0;
+	}
+	char msg_id[48];
+	snprintf(msg_id, sizeof msg_id, "msg_%s", k->id + 5);
+	json_t *d = json_stringn(text, len);
+	resp_event(k, "response.output_text.delta",
+		   json_pack("{s:s,s:i,s:i,s:o}", "item_id", msg_id, "output_index", 0, "content_index", 0, "delta",
+			     d ? d : json_string("")));
+}
+
+static void resp_done(struct conn *k, const struct slot *s, const struct inferd_event *ev)
+{
+	resp_delta(k, ev->text, ev->text_len);
+	if (ev->finish == INFERD_FINISH_ERROR || ev->finish == INFERD_FINISH_TIMEOUT) {
+		resp_event(k, "error", json_pack("{s:s,s:s}", "code", ev->finish == INFERD_FINISH_TIMEOUT ? "timeout" : "invalid_request",
+						 "message", ev->message));
+		k->done = 1;
+		return;
+	}
+	char msg_id[48];
+	snprintf(msg_id, sizeof msg_id, "msg_%s", k->id + 5);
+	json_t *t = json_stringn(k->resp_text ? k->resp_text : "", k->resp_len);
+	resp_event(k, "response.output_text.done",
+		   json_pack("{s:s,s:i,s:i,s:O}", "item_id", msg_id, "output_index", 0, "content_index", 0, "text", t));
+	resp_event(k, "response.content_part.done",
+		   json_pack("{s:s,s:i,s:i,s:{s:s,s:O,s:[]}}", "item_id", msg_id, "output_index", 0, "content_index", 0,
+			     "part", "type", "output_text", "text", t, "annotations"));
+	json_t *full = response_object(k, s, k->resp_text, k->resp_len, ev->finish, ev->prompt_tokens, ev->completion_tokens);
+	resp_event(k, "response.output_item.done",
+		   json_pack("{s:i,s:O}", "output_index", 0, "item", json_array_get(json_object_get(full, "output"), 0)));
+	resp_event(k, ev->finish == INFERD_FINISH_LENGTH ? "response.incomplete" : "response.completed",
+		   json_pack("{s:o}", "response", full));
+	json_decref(t);
+	k->done = 1;
+}
+
 static json_t *chunk(struct conn *k, json_t *delta_or_text, const char *finish, json_t *logprobs)
 {
 	json_t *choice = k->chat ? json_pack("{s:i,s:o,s:o,s:o}", "index", 0, "delta", delta_or_text, "finish_reason",
@@ -570,6 +808,11 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 		const struct slot *s = find_model(k->model);
 		if (ev.type == INFERD_EV_TOKEN) {
 			k->n_tokens++;
+			token_seen(k);
+			if (k->responses) {
+				resp_delta(k, ev.text, ev.text_len);
+				continue;
+			}
 			json_t *lp = k->logprobs && s ? json_pack("{s:[o]}", "content", logprob_entry(s, &ev)) : NULL;
 			json_t *t = json_stringn(ev.text, ev.text_len);
 			if (!t)
@@ -582,6 +825,14 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 		}
 		/* DONE: what is left, the finish reason, usage, [DONE] */
 		atomic_fetch_add(&S.n_tokens_out, (unsigned long long)ev.completion_tokens);
+		k->completion_tokens = ev.completion_tokens;
+		k->finish = finish_str(ev.finish);
+		if (ev.finish == INFERD_FINISH_ERROR || ev.finish == INFERD_FINISH_TIMEOUT)
+			snprintf(k->error, sizeof k->error, "%s", ev.message);
+		if (k->responses) {
+			resp_done(k, s, &ev);
+			continue;
+		}
 		if (ev.text_len) {
 			json_t *t = json_stringn(ev.text, ev.text_len);
 			sse_json(k, chunk(k, k->chat ? json_pack("{s:o}", "content", t ? t : json_string("")) : (t ? t : json_string("")), NULL, NULL));
@@ -673,7 +924,7 @@ static enum MHD_Result models(struct MHD_Connection *c, const char *url)
 
 static enum MHD_Result metrics(struct MHD_Connection *c)
 {
-	char buf[8192];
+	char buf[16384];
 	int n = snprintf(buf, sizeof buf,
 			 "# TYPE inferd_requests_total counter\ninferd_requests_total %llu\n"
 			 "# TYPE inferd_errors_total counter\ninferd_errors_total %llu\n"
@@ -685,6 +936,20 @@ static enum MHD_Result metrics(struct MHD_Connection *c)
 			 (unsigned long long)S.n_requests, (unsigned long long)S.n_errors, (unsigned long long)S.n_rejected,
 			 (unsigned long long)S.n_cancelled, (unsigned long long)S.n_timeouts,
 			 (unsigned long long)S.n_tokens_out, (unsigned long long)S.n_tokens_in);
+	struct { const char *name; atomic_ullong *h, *sum; } hs[2] = {{"inferd_time_to_first_token_seconds", S.ttft_hist, &S.ttft_sum_us},
+								       {"inferd_inter_token_latency_seconds", S.itl_hist, &S.itl_sum_us}};
+	for (int h = 0; h < 2; h++) {
+		unsigned long long cum = 0;
+		n += snprintf(buf + n, sizeof buf - (size_t)n, "# TYPE %s histogram\n", hs[h].name);
+		for (int bk = 0; bk < 11; bk++) {
+			cum += atomic_load(&hs[h].h[bk]);
+			if (bk < 10)
+				n += snprintf(buf + n, sizeof buf - (size_t)n, "%s_bucket{le=\"%g\"} %llu\n", hs[h].name, HIST_LE[bk], cum);
+			else
+				n += snprintf(buf + n, sizeof buf - (size_t)n, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n",
+					      hs[h].name, cum, hs[h].name, (double)atomic_load(hs[h].sum) * 1e-6, hs[h].name, cum);
+		}
+	}
 	for (int i = 0; i < S.n_models && n < (int)sizeof buf - 512; i++) {
 		if (!S.models[i].m)
 			continue;
@@ -755,6 +1020,9 @@ static enum MHD_Result tokenize(struct MHD_Connection *c, json_t *o, int detok)
 
 static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t *o, int chat)
 {
+	int responses = chat == 2;
+	k->t_start = mono();
+	k->responses = responses;
 	json_t *jm = json_object_get(o, "model");
 	if (jm && !json_is_string(jm))
 		return send_error(c, 400, "invalid_request_error", "model", "'model' must be a string");
@@ -766,10 +1034,14 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 		return send_error(c, 503, "unavailable", "model", "model '%s' failed to load: %s", s->name, s->error);
 	struct built b;
 	memset(&b, 0, sizeof b);
-	if ((chat ? build_chat(o, &b, s) : build_completion(o, &b, s))) {
+	k->model = s->name;
+	if ((responses ? build_responses(o, &b, s) : chat ? build_chat(o, &b, s) : build_completion(o, &b, s))) {
 		built_free(&b);
+		snprintf(k->error, sizeof k->error, "%.200s", b.err);
 		return send_error(c, 400, "invalid_request_error", b.err_param, "%s", b.err);
 	}
+	k->prompt_tokens = b.prompt_tokens;
+	gen_id(k->id, sizeof k->id, responses ? "resp" : chat ? "chatcmpl" : "cmpl");
 	char err[INFERD_ERR_LEN];
 	int rc = inferd_submit(s->m, &b.r, &k->q, err);
 	if (rc) {
@@ -786,17 +1058,19 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 		built_free(&b);
 		return r;
 	}
-	k->chat = chat;
-	k->model = s->name;
+	k->chat = chat != 0;
 	k->include_usage = b.include_usage;
 	k->logprobs = b.r.logprobs;
-	gen_id(k->id, sizeof k->id, chat ? "chatcmpl" : "cmpl");
-	if (chat)
+	if (responses)
+		resp_start(k, s, b.prompt_tokens);
+	else if (chat)
 		sse_json(k, chunk(k, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL, NULL));
 	built_free(&b);
 	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, k, NULL);
 	MHD_add_response_header(r, "Content-Type", "text/event-stream");
 	MHD_add_response_header(r, "Cache-Control", "no-cache");
+	add_cors(c, r);
+	last_status = 200;
 	enum MHD_Result ok = MHD_queue_response(c, 200, r);
 	MHD_destroy_response(r);
 	return ok;
@@ -832,6 +1106,15 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		return MHD_YES;
 	}
 	atomic_fetch_add(&S.n_requests, 1);
+	if (!strcmp(method, "OPTIONS")) { /* CORS preflight */
+		struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+		add_cors(c, r);
+		MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+		MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+		enum MHD_Result ok = MHD_queue_response(c, 204, r);
+		MHD_destroy_response(r);
+		return ok;
+	}
 	if (!strcmp(url, "/health"))
 		return health(c);
 	if (!authorized(c))
@@ -842,7 +1125,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 	if (!strcmp(url, "/metrics"))
 		return is_get ? metrics(c) : send_error(c, 405, "invalid_request_error", NULL, "use GET for %s", url);
 	int route = !strcmp(url, "/v1/chat/completions") ? 1 : !strcmp(url, "/v1/completions") ? 2
-		    : !strcmp(url, "/tokenize") ? 3 : !strcmp(url, "/detokenize") ? 4 : 0;
+		    : !strcmp(url, "/tokenize") ? 3 : !strcmp(url, "/detokenize") ? 4 : !strcmp(url, "/v1/responses") ? 5 : 0;
 	if (!route)
 		return send_error(c, 404, "invalid_request_error", NULL, "no route %s %s", method, url);
 	if (!is_post)
@@ -860,7 +1143,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		json_decref(o);
 		return send_error(c, 400, "invalid_request_error", NULL, "the body must be a JSON object");
 	}
-	enum MHD_Result r = route <= 2 ? generate(c, k, o, route == 1) : tokenize(c, o, route == 4);
+	k->route = url;
+	last_status = 0;
+	enum MHD_Result r = route == 5 ? generate(c, k, o, 2)
+			    : route <= 2 ? generate(c, k, o, route == 1) : tokenize(c, o, route == 4);
+	k->status = last_status;
 	json_decref(o);
 	return r;
 }
@@ -880,6 +1167,10 @@ int serve_main(const struct serve_opts *o)
 	S.keys = o->keys;
 	S.n_keys = o->n_keys;
 	S.timeout_s = o->timeout_s;
+	S.queue_timeout_s = o->queue_timeout_s;
+	S.token_timeout_s = o->token_timeout_s;
+	S.cors = o->cors;
+	S.n_cors = o->n_cors;
 	S.models = calloc((size_t)o->n_models, sizeof *S.models);
 	S.n_models = o->n_models;
 	int ok_models = 0;

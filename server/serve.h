@@ -15,7 +15,11 @@ struct serve_opts {
 	int kv_tokens;
 	int max_connections;
 	int idle_timeout;      /* seconds a connection may sit idle */
-	double timeout_s;      /* total deadline per request, 0 none */
+	double timeout_s;      /* total deadline per request; 0 = 30 s + 0.5 s per max token */
+	double queue_timeout_s;/* deadline for leaving the queue; 0 = none */
+	double token_timeout_s;/* deadline between tokens; 0 = none */
+	const char **cors;     /* origins allowed by CORS */
+	int n_cors;
 	const char **keys;     /* API keys (none: open) */
 	int n_keys;
 };

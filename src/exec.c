@@ -220,6 +220,7 @@ struct seq {
 	char *hold;              /* text held back while it may start a stop string */
 	size_t hold_len;
 	int chunk;               /* tokens scheduled in this step */
+	int scheduled;           /* has run in a step (left the queue) */
 	int row;                 /* logits row in this step, or -1 */
 };
 
@@ -509,7 +510,7 @@ static void admit(struct exec *e, inferd_req_t *q)
 		BAD("presence_penalty and frequency_penalty must be in [-2, 2]");
 	if (r->top_logprobs < 0 || r->top_logprobs > INFERD_MAX_TOP_LOGPROBS)
 		BAD("top_logprobs must be between 0 and %d", INFERD_MAX_TOP_LOGPROBS);
-	if (!(r->timeout_s >= 0) || !(r->token_timeout_s >= 0))
+	if (!(r->timeout_s >= 0) || !(r->token_timeout_s >= 0) || !(r->queue_timeout_s >= 0))
 		BAD("timeouts must be >= 0");
 	for (int i = 0; i < r->n_logit_bias; i++)
 		if (r->logit_bias[i].id < 0 || r->logit_bias[i].id >= c->n_vocab || !isfinite(r->logit_bias[i].bias))
@@ -744,6 +745,7 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 		}
 		tables[n_seq] = s->blocks;
 		ss[n_seq++] = s;
+		s->scheduled = 1;
 	}
 	logits = malloc((size_t)(n_rows ? n_rows : 1) * (size_t)V * sizeof *logits);
 	if (!logits) {
@@ -800,6 +802,8 @@ static void reap(struct exec *e)
 		if (c)
 			seq_end(e, i, INFERD_FINISH_CANCELLED, 0,
 				c == 2 ? "cancelled: the client did not read its events fast enough" : "cancelled");
+		else if (!s->scheduled && s->q->r.queue_timeout_s > 0 && now >= s->q->t_submit + s->q->r.queue_timeout_s)
+			seq_end(e, i, INFERD_FINISH_TIMEOUT, 0, "timeout: the request waited too long in the queue");
 		else if (s->deadline && now >= s->deadline)
 			seq_end(e, i, INFERD_FINISH_TIMEOUT, 0, "timeout: the request's deadline passed");
 		else if (s->next_token_deadline && now >= s->next_token_deadline)

@@ -22,8 +22,14 @@ static const char *serve_help =
 	"  --port N                 port (default 8080; env INFERD_PORT)\n"
 	"  --parallel N             sequences in one step per model (default 16; env INFERD_PARALLEL)\n"
 	"  --queue N                requests waiting per model before 429 (default 64; env INFERD_QUEUE)\n"
-	"  --timeout S              total deadline per request in seconds, 0 = none\n"
-	"                           (default 600; env INFERD_TIMEOUT); on expiry: 504\n"
+	"  --timeout S              total deadline per request in seconds; 0 (default) =\n"
+	"                           30 s + 0.5 s per max token (env INFERD_TIMEOUT); on expiry\n"
+	"                           the sequence is cancelled and the client gets 504\n"
+	"  --queue-timeout S        deadline for a request to start running (default 60;\n"
+	"                           env INFERD_QUEUE_TIMEOUT; 0 = none)\n"
+	"  --token-timeout S        deadline between two tokens (default 30;\n"
+	"                           env INFERD_TOKEN_TIMEOUT; 0 = none)\n"
+	"  --cors-origin ORIGIN     allow this browser origin (repeatable; * for any)\n"
 	"  --kv-tokens N            KV cache positions per model (default 8192; env INFERD_KV_TOKENS)\n"
 	"  --max-connections N      open connections at most (default 256)\n"
 	"  --idle-timeout S         close connections idle this long (default 30)\n"
@@ -49,12 +55,17 @@ int cmd_serve(int argc, char **argv)
 {
 	const char *models[64], *keys[16];
 	int nm = 0, nk = 0;
-	long port = 8080, parallel = 16, queue = 64, timeout = 600, kv = 8192, maxc = 256, idle = 30, threads = 0;
+	long port = 8080, parallel = 16, queue = 64, timeout = 0, qtimeout = 60, ttimeout = 30, kv = 8192, maxc = 256,
+	     idle = 30, threads = 0;
+	const char *cors[16];
+	int nc = 0;
 	const char *host = getenv("INFERD_HOST") ? getenv("INFERD_HOST") : "127.0.0.1";
 	struct { const char *env, *flag; long *v; long lo, hi; } envs[] = {
 		{"INFERD_PORT", "INFERD_PORT", &port, 1, 65535}, {"INFERD_PARALLEL", "INFERD_PARALLEL", &parallel, 1, 4096},
 		{"INFERD_QUEUE", "INFERD_QUEUE", &queue, 1, 1 << 20}, {"INFERD_TIMEOUT", "INFERD_TIMEOUT", &timeout, 0, 1 << 30},
 		{"INFERD_KV_TOKENS", "INFERD_KV_TOKENS", &kv, 16, 1 << 26},
+		{"INFERD_QUEUE_TIMEOUT", "INFERD_QUEUE_TIMEOUT", &qtimeout, 0, 1 << 30},
+		{"INFERD_TOKEN_TIMEOUT", "INFERD_TOKEN_TIMEOUT", &ttimeout, 0, 1 << 30},
 	};
 	for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++)
 		if (getenv(envs[i].env) && num(envs[i].flag, getenv(envs[i].env), envs[i].lo, envs[i].hi, envs[i].v))
@@ -70,6 +81,7 @@ int cmd_serve(int argc, char **argv)
 		struct { const char *f; long *v; long lo, hi; } nums[] = {
 			{"--port", &port, 1, 65535}, {"--parallel", &parallel, 1, 4096}, {"--queue", &queue, 1, 1 << 20},
 			{"--timeout", &timeout, 0, 1 << 30}, {"--kv-tokens", &kv, 16, 1 << 26},
+			{"--queue-timeout", &qtimeout, 0, 1 << 30}, {"--token-timeout", &ttimeout, 0, 1 << 30},
 			{"--max-connections", &maxc, 1, 100000}, {"--idle-timeout", &idle, 1, 86400},
 			{"--threads", &threads, 1, 1024}, {"-t", &threads, 1, 1024},
 		};
@@ -89,6 +101,13 @@ int cmd_serve(int argc, char **argv)
 				return 2;
 			}
 			models[nm++] = v;
+			i++;
+		} else if (!strcmp(a, "--cors-origin") && v) {
+			if (nc == 16) {
+				fprintf(stderr, "inferd serve: at most 16 CORS origins\n");
+				return 2;
+			}
+			cors[nc++] = v;
 			i++;
 		} else if (!strcmp(a, "--host") && v) {
 			host = v;
@@ -113,6 +132,7 @@ int cmd_serve(int argc, char **argv)
 	struct serve_opts o = {.models = models, .n_models = nm, .host = host, .port = (int)port, .parallel = (int)parallel,
 			       .queue = (int)queue, .threads = (int)threads, .kv_tokens = (int)kv,
 			       .max_connections = (int)maxc, .idle_timeout = (int)idle, .timeout_s = (double)timeout,
-			       .keys = keys, .n_keys = nk};
+			       .keys = keys, .n_keys = nk, .queue_timeout_s = (double)qtimeout,
+			       .token_timeout_s = (double)ttimeout, .cors = cors, .n_cors = nc};
 	return serve_main(&o);
 }
