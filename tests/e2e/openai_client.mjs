@@ -65,6 +65,22 @@ const content = lp.choices[0].logprobs?.content ?? [];
 check("logprobs", content.length === 5 && content.every((t) => t.logprob <= 0 && t.top_logprobs.length === 3 &&
   t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob), JSON.stringify(content[0]));
 
+// the Responses API, plain and streamed (the same text for the same seed)
+const r1 = await client.responses.create({ model, input: "Tell me something", instructions: "Be brief", max_output_tokens: 12,
+  temperature: 0.7, seed: 5 });
+check("responses.create", typeof r1.output_text === "string" && r1.output_text.length > 0 && r1.usage.output_tokens === 12,
+  JSON.stringify(r1.output_text));
+const rs = await client.responses.create({ model, input: [{ role: "user", content: "Tell me something" }],
+  instructions: "Be brief", max_output_tokens: 12, temperature: 0.7, seed: 5, stream: true });
+let rtext = "", types = [], final = null;
+for await (const ev of rs) {
+  types.push(ev.type);
+  if (ev.type === "response.output_text.delta") rtext += ev.delta;
+  if (ev.type === "response.completed" || ev.type === "response.incomplete") final = ev.response;
+}
+check("responses streamed", rtext === r1.output_text && types[0] === "response.created" &&
+  types.includes("response.output_text.done") && final?.usage?.output_tokens === 12, JSON.stringify(types.slice(0, 5)));
+
 // errors surface as the SDK's classes
 async function expectError(name, cls, status, fn) {
   try { await fn(); check(name, false, "no error"); }

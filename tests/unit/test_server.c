@@ -42,15 +42,21 @@ static int http(const char *method, const char *path, const char *body, const ch
 		close(s);
 		return -1;
 	}
-	char req[4096];
+	char req[1024];
+	size_t blen = body ? strlen(body) : 0;
 	int n = snprintf(req, sizeof req,
 			 "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n%s%s%s"
-			 "Content-Length: %zu\r\n\r\n%s",
-			 method, path, key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "",
-			 body ? strlen(body) : 0, body ? body : "");
+			 "Content-Length: %zu\r\n\r\n",
+			 method, path, key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "", blen);
 	if (write(s, req, (size_t)n) != n) {
 		close(s);
 		return -1;
+	}
+	for (size_t off = 0; off < blen;) { /* the server may answer and close before it has all of a huge body */
+		ssize_t w = write(s, body + off, blen - off);
+		if (w <= 0)
+			break;
+		off += (size_t)w;
 	}
 	if (close_after_ms) { /* read a little, then go away */
 		usleep((useconds_t)close_after_ms * 1000);
@@ -94,7 +100,7 @@ int main(void)
 		int fd = open("/dev/null", 1);
 		dup2(fd, 2);
 		execl(t_bin(), t_bin(), "serve", "--model", spec, "--port", portarg, "--api-key", "k1", "--threads", "2",
-		      (char *)NULL);
+		      "--cors-origin", "http://ok.example", (char *)NULL);
 		_exit(127);
 	}
 	int up = 0;
@@ -149,6 +155,59 @@ int main(void)
 				break;
 		}
 		CHECK(metric("\ninferd_cancelled_total ") == c1 + 1, "a disconnected blocking request was not cancelled");
+	}
+	if (up) {
+		/* a body over the limit: 413 */
+		size_t big = (9u << 20);
+		char *huge = malloc(big + 1);
+		memset(huge, 'a', big);
+		huge[big] = 0;
+		CHECK(http("POST", "/v1/completions", huge, "k1", out, sizeof out, 0) == 413, "huge body: %.200s", out);
+		free(huge);
+		/* invalid UTF-8 in a JSON string: 400 naming the problem */
+		CHECK(http("POST", "/v1/completions", "{\"prompt\":\"\xff\xfe\",\"max_tokens\":2}", "k1", out, sizeof out, 0) == 400,
+		      "invalid UTF-8: %s", out);
+		/* wrong types name the field */
+		CHECK(http("POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":\"ten\"}", "k1", out, sizeof out, 0) == 400 &&
+			      strstr(out, "max_tokens"),
+		      "wrong type: %s", out);
+		/* 1,000 requests on one keep-alive connection */
+		int s = socket(AF_INET, SOCK_STREAM, 0), ok = 0;
+		struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+					.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		if (connect(s, (struct sockaddr *)&a, sizeof a) == 0) {
+			const char *req = "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k1\r\n\r\n";
+			char rb[8192];
+			size_t have = 0;
+			for (int i = 0; i < 1000; i++) {
+				if (write(s, req, strlen(req)) != (ssize_t)strlen(req))
+					break;
+				/* read one response: headers, then Content-Length bytes */
+				for (;;) {
+					char *hdr_end = have ? memmem(rb, have, "\r\n\r\n", 4) : NULL;
+					if (hdr_end) {
+						char *cl = strcasestr(rb, "Content-Length:");
+						size_t body = cl ? (size_t)strtol(cl + 15, NULL, 10) : 0, total = (size_t)(hdr_end + 4 - rb) + body;
+						if (have >= total) {
+							ok += strncmp(rb, "HTTP/1.1 200", 12) == 0;
+							memmove(rb, rb + total, have - total);
+							have -= total;
+							break;
+						}
+					}
+					ssize_t r = read(s, rb + have, sizeof rb - 1 - have);
+					if (r <= 0)
+						break;
+					have += (size_t)r;
+					rb[have] = 0;
+				}
+			}
+		}
+		close(s);
+		printf("  keep-alive: %d/1000 requests answered on one connection\n", ok);
+		CHECK(ok == 1000, "keep-alive: %d/1000", ok);
+		/* CORS: only the configured origin */
+		CHECK(http("OPTIONS", "/v1/models", NULL, NULL, out, sizeof out, 0) == 204, "preflight: %s", out);
 	}
 	kill(server, SIGTERM);
 	int st;
