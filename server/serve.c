@@ -43,6 +43,7 @@ struct slot {
 	char *bos, *eos;
 	char error[INFERD_ERR_LEN]; /* load failure: the model is listed, not ready */
 	time_t created;
+	atomic_int in_flight;       /* admitted requests: running or waiting */
 };
 
 struct server {
@@ -155,6 +156,7 @@ struct conn {
 	int prompt_tokens, completion_tokens;
 	const char *finish;
 	char error[256];
+	struct slot *slot;      /* counted in slot->in_flight while set */
 };
 
 static void log_request(const struct conn *k)
@@ -194,6 +196,8 @@ static void conn_free(struct conn *k)
 	if (!k)
 		return;
 	log_request(k);
+	if (k->slot)
+		atomic_fetch_sub(&k->slot->in_flight, 1);
 	free(k->resp_text);
 	if (k->q) {
 		inferd_req_cancel(k->q);
@@ -1042,6 +1046,17 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 	}
 	k->prompt_tokens = b.prompt_tokens;
 	gen_id(k->id, sizeof k->id, responses ? "resp" : chat ? "chatcmpl" : "cmpl");
+	/* admission: --parallel running plus --queue waiting, then 429 at once */
+	if (atomic_fetch_add(&s->in_flight, 1) >= S.parallel + S.queue) {
+		atomic_fetch_sub(&s->in_flight, 1);
+		built_free(&b);
+		atomic_fetch_add(&S.n_rejected, 1);
+		snprintf(k->error, sizeof k->error, "queue full");
+		return send_error(c, 429, "rate_limit_exceeded", NULL,
+				  "model '%s' is busy: %d requests running or queued (--parallel %d, --queue %d); retry later",
+				  s->name, S.parallel + S.queue, S.parallel, S.queue);
+	}
+	k->slot = s;
 	char err[INFERD_ERR_LEN];
 	int rc = inferd_submit(s->m, &b.r, &k->q, err);
 	if (rc) {
@@ -1167,6 +1182,8 @@ int serve_main(const struct serve_opts *o)
 	S.keys = o->keys;
 	S.n_keys = o->n_keys;
 	S.timeout_s = o->timeout_s;
+	S.parallel = o->parallel;
+	S.queue = o->queue;
 	S.queue_timeout_s = o->queue_timeout_s;
 	S.token_timeout_s = o->token_timeout_s;
 	S.cors = o->cors;

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 static int port;
@@ -76,10 +77,44 @@ static int http(const char *method, const char *path, const char *body, const ch
 	return status;
 }
 
+/* open a request and leave it running; returns the socket */
+static int start_stream(const char *model)
+{
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (connect(s, (struct sockaddr *)&a, sizeof a)) {
+		close(s);
+		return -1;
+	}
+	char body[256], req[1024];
+	snprintf(body, sizeof body,
+		 "{\"model\":\"%s\",\"prompt\":\"hi\",\"max_tokens\":3000,\"stream\":true,\"temperature\":0}", model);
+	int n = snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
+			 strlen(body), body);
+	if (write(s, req, (size_t)n) != n) {
+		close(s);
+		return -1;
+	}
+	return s;
+}
+
+struct par { const char *model; int status; };
+
+static void *par_req(void *arg)
+{
+	struct par *p = arg;
+	char body[256], out[16384];
+	snprintf(body, sizeof body, "{\"model\":\"%s\",\"prompt\":\"hello\",\"max_tokens\":20,\"temperature\":0}", p->model);
+	p->status = http("POST", "/v1/completions", body, NULL, out, sizeof out, 0);
+	return NULL;
+}
+
+static const char *metric_key = "k1";
 static long metric(const char *name)
 {
 	static char buf[65536];
-	http("GET", "/metrics", NULL, "k1", buf, sizeof buf, 0);
+	http("GET", "/metrics", NULL, metric_key, buf, sizeof buf, 0);
 	const char *p = strstr(buf, name);
 	return p ? strtol(p + strlen(name), NULL, 10) : -1;
 }
@@ -213,6 +248,64 @@ int main(void)
 	int st;
 	waitpid(server, &st, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server exit status %d", st);
+
+	/* a second server: two models, --parallel 1 --queue 1, a 3 s deadline */
+	port = free_port();
+	snprintf(portarg, sizeof portarg, "%d", port);
+	char spec2[600];
+	snprintf(spec2, sizeof spec2, "two=%s", model);
+	metric_key = NULL;
+	server = fork();
+	if (server == 0) {
+		int fd = open("/dev/null", 1);
+		dup2(fd, 2);
+		execl(t_bin(), t_bin(), "serve", "--model", spec, "--model", spec2, "--port", portarg, "--parallel", "1",
+		      "--queue", "1", "--timeout", "3", "--threads", "2", (char *)NULL);
+		_exit(127);
+	}
+	up = 0;
+	for (int i = 0; i < 200 && !up; i++) {
+		usleep(50000);
+		up = http("GET", "/health", NULL, NULL, out, sizeof out, 0) == 200;
+	}
+	CHECK(up, "second server did not come up");
+	if (up) {
+		/* two models at once */
+		struct par p[2] = {{"tiny", 0}, {"two", 0}};
+		pthread_t th[2];
+		for (int i = 0; i < 2; i++)
+			pthread_create(&th[i], NULL, par_req, &p[i]);
+		for (int i = 0; i < 2; i++)
+			pthread_join(th[i], NULL);
+		CHECK(p[0].status == 200 && p[1].status == 200, "two models at once: %d %d", p[0].status, p[1].status);
+		/* running + queued fill the model: the next is refused at once with 429 */
+		int a = start_stream("tiny");
+		usleep(300000);
+		int b = start_stream("tiny");
+		usleep(300000);
+		CHECK(http("POST", "/v1/completions", "{\"model\":\"tiny\",\"prompt\":\"x\",\"max_tokens\":2}", NULL, out,
+			   sizeof out, 0) == 429 && strstr(out, "Retry-After"),
+		      "a full model did not answer 429 with Retry-After: %.300s", out);
+		/* the queued one goes away: cancelled while still queued */
+		long c0 = metric("\ninferd_cancelled_total ");
+		close(b);
+		long c1 = c0;
+		for (int i = 0; i < 40 && c1 == c0; i++) {
+			usleep(50000);
+			c1 = metric("\ninferd_cancelled_total ");
+		}
+		CHECK(c1 == c0 + 1, "a queued request whose client left was not cancelled (%ld -> %ld)", c0, c1);
+		close(a);
+		/* deadline: a long non-streamed request ends with 504 and x-should-retry: false */
+		int st504 = http("POST", "/v1/completions", "{\"model\":\"two\",\"prompt\":\"x\",\"max_tokens\":3000,"
+				 "\"temperature\":0}", NULL, out, sizeof out, 0);
+		CHECK(st504 == 504 && strstr(out, "x-should-retry: false") && strstr(out, "deadline"),
+		      "deadline: %d %.300s", st504, out);
+		printf("  second server: two models at once, 429 when full, queued client cancelled, deadline 504\n");
+	}
+	kill(server, SIGTERM);
+	waitpid(server, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "second server exit status %d", st);
 	free(model);
 	return t_done("test_server");
 }
