@@ -25,6 +25,8 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -63,6 +65,20 @@ struct server {
 };
 
 static struct server S;
+
+/* Slow clients: a request must arrive whole (headers and body) within
+ * --request-timeout of its connection opening; a watchdog shuts down the
+ * sockets of those that do not (libmicrohttpd's idle timeout alone lets a
+ * slowloris client trickle bytes forever). */
+#define MAX_WATCH 4096
+static struct watch {
+	int fd;
+	double t0;
+	int received;
+} watches[MAX_WATCH];
+static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
+static double request_timeout_s = 30;
+static atomic_ullong n_slow_closed;
 static const double HIST_LE[10] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 static __thread unsigned last_status; /* thread per connection: the status just queued */
 
@@ -160,6 +176,58 @@ struct conn {
 	struct slot *slot;      /* counted in slot->in_flight while set */
 };
 
+static void watch_set(int fd, int started)
+{
+	pthread_mutex_lock(&watch_mu);
+	for (int i = 0; i < MAX_WATCH; i++) {
+		if (started && watches[i].fd == 0) {
+			watches[i] = (struct watch){fd + 1, mono(), 0};
+			break;
+		}
+		if (!started && watches[i].fd == fd + 1) {
+			watches[i].fd = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&watch_mu);
+}
+
+static void watch_received(int fd)
+{
+	pthread_mutex_lock(&watch_mu);
+	for (int i = 0; i < MAX_WATCH; i++)
+		if (watches[i].fd == fd + 1)
+			watches[i].received = 1;
+	pthread_mutex_unlock(&watch_mu);
+}
+
+static void notify_conn(void *cls, struct MHD_Connection *c, void **socket_context, enum MHD_ConnectionNotificationCode code)
+{
+	(void)cls;
+	(void)socket_context;
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (ci)
+		watch_set(ci->connect_fd, code == MHD_CONNECTION_NOTIFY_STARTED);
+}
+
+static void *watchdog(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&S.stopping)) {
+		usleep(200000);
+		double now = mono();
+		pthread_mutex_lock(&watch_mu);
+		for (int i = 0; i < MAX_WATCH; i++)
+			if (watches[i].fd && !watches[i].received && now - watches[i].t0 > request_timeout_s) {
+				shutdown(watches[i].fd - 1, SHUT_RDWR);
+				watches[i].received = 1; /* once */
+				atomic_fetch_add(&n_slow_closed, 1);
+			}
+		pthread_mutex_unlock(&watch_mu);
+	}
+	return NULL;
+}
+
 static void log_request(const struct conn *k)
 {
 	if (!k->route)
@@ -212,8 +280,12 @@ static void conn_free(struct conn *k)
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
 	(void)cls;
-	(void)c;
 	(void)toe;
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (ci) { /* the next request on this connection gets a fresh deadline */
+		watch_set(ci->connect_fd, 0);
+		watch_set(ci->connect_fd, 1);
+	}
 	conn_free(*con_cls);
 	*con_cls = NULL;
 }
@@ -938,10 +1010,12 @@ static enum MHD_Result metrics(struct MHD_Connection *c)
 			 "# TYPE inferd_cancelled_total counter\ninferd_cancelled_total %llu\n"
 			 "# TYPE inferd_timeouts_total counter\ninferd_timeouts_total %llu\n"
 			 "# TYPE inferd_generated_tokens_total counter\ninferd_generated_tokens_total %llu\n"
-			 "# TYPE inferd_prompt_tokens_total counter\ninferd_prompt_tokens_total %llu\n",
+			 "# TYPE inferd_prompt_tokens_total counter\ninferd_prompt_tokens_total %llu\n"
+			 "# TYPE inferd_slow_clients_closed_total counter\ninferd_slow_clients_closed_total %llu\n",
 			 (unsigned long long)S.n_requests, (unsigned long long)S.n_errors, (unsigned long long)S.n_rejected,
 			 (unsigned long long)S.n_cancelled, (unsigned long long)S.n_timeouts,
-			 (unsigned long long)S.n_tokens_out, (unsigned long long)S.n_tokens_in);
+			 (unsigned long long)S.n_tokens_out, (unsigned long long)S.n_tokens_in,
+			 (unsigned long long)atomic_load(&n_slow_closed));
 	struct { const char *name; atomic_ullong *h, *sum; } hs[2] = {{"inferd_time_to_first_token_seconds", S.ttft_hist, &S.ttft_sum_us},
 								       {"inferd_inter_token_latency_seconds", S.itl_hist, &S.itl_sum_us}};
 	for (int h = 0; h < 2; h++) {
@@ -1123,6 +1197,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		return MHD_YES;
 	}
 	atomic_fetch_add(&S.n_requests, 1);
+	const union MHD_ConnectionInfo *wci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (wci)
+		watch_received(wci->connect_fd);
 	if (!strcmp(method, "OPTIONS")) { /* CORS preflight */
 		struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
 		add_cors(c, r);
@@ -1233,7 +1310,7 @@ int serve_main(const struct serve_opts *o)
 	}
 	struct MHD_Daemon *d = MHD_start_daemon(
 		MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)o->port,
-		NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+		NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, notify_conn, NULL,
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
 		(unsigned)o->idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_END);
 	if (!d) {
@@ -1242,10 +1319,14 @@ int serve_main(const struct serve_opts *o)
 	}
 	fprintf(stderr, "inferd serve: listening on http://%s:%d (%d of %d models ready)\n", o->host, o->port, ok_models,
 		o->n_models);
+	request_timeout_s = o->request_timeout_s > 0 ? o->request_timeout_s : 30;
+	pthread_t wd;
+	pthread_create(&wd, NULL, watchdog, NULL);
 	while (!got_signal)
 		pause();
 	atomic_store(&S.stopping, 1);
 	fprintf(stderr, "inferd serve: shutting down\n");
+	pthread_join(wd, NULL);
 	MHD_stop_daemon(d);
 	for (int i = 0; i < S.n_models; i++) {
 		inferd_model_close(S.models[i].m);

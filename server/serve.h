@@ -18,6 +18,7 @@ struct serve_opts {
 	double timeout_s;      /* total deadline per request; 0 = 30 s + 0.5 s per max token */
 	double queue_timeout_s;/* deadline for leaving the queue; 0 = none */
 	double token_timeout_s;/* deadline between tokens; 0 = none */
+	double request_timeout_s; /* a request must arrive whole within this */
 	const char **cors;     /* origins allowed by CORS */
 	int n_cors;
 	const char **keys;     /* API keys (none: open) */

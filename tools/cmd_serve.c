@@ -33,6 +33,8 @@ static const char *serve_help =
 	"  --kv-tokens N            KV cache positions per model (default 8192; env INFERD_KV_TOKENS)\n"
 	"  --max-connections N      open connections at most (default 256)\n"
 	"  --idle-timeout S         close connections idle this long (default 30)\n"
+	"  --request-timeout S      a request's headers and body must arrive within this\n"
+	"                           (default 30; slow clients are cut off)\n"
 	"  --api-key KEY            require \"Authorization: Bearer KEY\" on every route but\n"
 	"                           /health; repeatable (env INFERD_API_KEY)\n"
 	"  -t, --threads N          CPU threads per model (default: all online CPUs)\n";
@@ -56,7 +58,7 @@ int cmd_serve(int argc, char **argv)
 	const char *models[64], *keys[16];
 	int nm = 0, nk = 0;
 	long port = 8080, parallel = 16, queue = 64, timeout = 0, qtimeout = 60, ttimeout = 30, kv = 8192, maxc = 256,
-	     idle = 30, threads = 0;
+	     idle = 30, threads = 0, reqto = 30;
 	const char *cors[16];
 	int nc = 0;
 	const char *host = getenv("INFERD_HOST") ? getenv("INFERD_HOST") : "127.0.0.1";
@@ -82,6 +84,7 @@ int cmd_serve(int argc, char **argv)
 			{"--port", &port, 1, 65535}, {"--parallel", &parallel, 1, 4096}, {"--queue", &queue, 1, 1 << 20},
 			{"--timeout", &timeout, 0, 1 << 30}, {"--kv-tokens", &kv, 16, 1 << 26},
 			{"--queue-timeout", &qtimeout, 0, 1 << 30}, {"--token-timeout", &ttimeout, 0, 1 << 30},
+			{"--request-timeout", &reqto, 1, 86400},
 			{"--max-connections", &maxc, 1, 100000}, {"--idle-timeout", &idle, 1, 86400},
 			{"--threads", &threads, 1, 1024}, {"-t", &threads, 1, 1024},
 		};
@@ -133,6 +136,7 @@ int cmd_serve(int argc, char **argv)
 			       .queue = (int)queue, .threads = (int)threads, .kv_tokens = (int)kv,
 			       .max_connections = (int)maxc, .idle_timeout = (int)idle, .timeout_s = (double)timeout,
 			       .keys = keys, .n_keys = nk, .queue_timeout_s = (double)qtimeout,
-			       .token_timeout_s = (double)ttimeout, .cors = cors, .n_cors = nc};
+			       .token_timeout_s = (double)ttimeout, .cors = cors, .n_cors = nc,
+			       .request_timeout_s = (double)reqto};
 	return serve_main(&o);
 }

@@ -10,7 +10,7 @@ const until = Date.now() + secs * 1000;
 const stats = { ok: 0, streamed: 0, rejected429: 0, timeouts504: 0, bad400: 0, aborted: 0, unclear: 0, badStream: 0,
   healthFailures: 0, healthChecks: 0 };
 let rnd = 12345;
-const rand = (n) => { rnd = (rnd * 1103515245 + 12345) & 0x7fffffff; return rnd % n; };
+const rand = (n) => { rnd = (rnd * 1103515245 + 12345) & 0x7fffffff; return (rnd >> 16) % n; };
 
 async function one() {
   const kind = rand(10);

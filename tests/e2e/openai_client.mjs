@@ -4,7 +4,7 @@
 // Prints one line per check; exits 1 if any failed.
 import OpenAI from "openai";
 
-const [base, key, model] = process.argv.slice(2);
+const [base, key, model, spmModel] = process.argv.slice(2);
 const client = new OpenAI({ baseURL: base, apiKey: key, maxRetries: 0, timeout: 60000 });
 let failed = 0;
 function check(name, ok, detail = "") {
@@ -80,6 +80,20 @@ for await (const ev of rs) {
 }
 check("responses streamed", rtext === r1.output_text && types[0] === "response.created" &&
   types.includes("response.output_text.done") && final?.usage?.output_tokens === 12, JSON.stringify(types.slice(0, 5)));
+
+// a SentencePiece model (byte-fallback pieces): streams equal the plain text, valid UTF-8
+if (spmModel) {
+  let same = 0, valid8 = true;
+  for (let seed = 1; seed <= 6; seed++) {
+    const p = await client.completions.create({ model: spmModel, prompt: "Grüße aus Köln 🤖", max_tokens: 24, temperature: 1.0, seed });
+    const st = await client.completions.create({ model: spmModel, prompt: "Grüße aus Köln 🤖", max_tokens: 24, temperature: 1.0, seed,
+      stream: true });
+    let t = "";
+    for await (const ch of st) { const x = ch.choices[0]?.text ?? ""; valid8 &&= valid(x); t += x; }
+    same += t === p.choices[0].text;
+  }
+  check("byte-fallback model: 6 streams equal the plain text", same === 6 && valid8, `${same}/6`);
+}
 
 // errors surface as the SDK's classes
 async function expectError(name, cls, status, fn) {

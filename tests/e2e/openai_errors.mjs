@@ -1,0 +1,51 @@
+// Error statuses of `inferd serve` through the official client (maxRetries
+// 0): run against a server started with --parallel 1 --queue 1 --timeout 3
+// and a model that failed to load.
+//   node tests/e2e/openai_errors.mjs BASE_URL MODEL BROKEN_MODEL
+import OpenAI from "openai";
+
+const [base, model, broken] = process.argv.slice(2);
+const client = new OpenAI({ baseURL: base, apiKey: "none", maxRetries: 0, timeout: 60000 });
+let failed = 0;
+function check(name, ok, detail = "") {
+  console.log(`${ok ? "ok  " : "FAIL"} ${name}${detail ? ": " + detail : ""}`);
+  if (!ok) failed++;
+}
+async function expectError(name, cls, status, fn, extra = () => true) {
+  try { await fn(); check(name, false, "no error"); }
+  catch (e) { check(name, e instanceof cls && e.status === status && extra(e), `${e.constructor.name} ${e.status} ${e.message}`); }
+}
+
+// a model that failed to load: listed as failed, requests get 503, /health stays 200
+const list = await client.models.list();
+const bm = list.data.find((m) => m.id === broken);
+check("failed model listed", bm && bm.status === "failed" && bm.error, JSON.stringify(bm));
+await expectError("failed model -> 503", OpenAI.InternalServerError, 503,
+  () => client.completions.create({ model: broken, prompt: "x", max_tokens: 2 }));
+const h = await fetch(base.replace(/\/v1$/, "") + "/health");
+check("health stays 200 with a failed model", h.status === 200);
+
+// 405 and 413
+await expectError("wrong method -> 405", OpenAI.APIError, 405, () => client.get("/chat/completions"));
+await expectError("body too large -> 413", OpenAI.APIError, 413,
+  () => client.completions.create({ model, prompt: "x".repeat(9 << 20), max_tokens: 2 }));
+
+// deadline: 504, marked not to be retried
+await expectError("deadline -> 504", OpenAI.InternalServerError, 504,
+  () => client.completions.create({ model, prompt: "x", max_tokens: 3000, temperature: 0 }),
+  (e) => e.headers?.get?.("x-should-retry") === "false");
+
+// queue full: one running, one waiting, the third gets 429
+const ctl = new AbortController();
+const hold = [0, 1].map(() => fetch(`${base}/completions`, { method: "POST", signal: ctl.signal,
+  headers: { "Content-Type": "application/json" },
+  body: JSON.stringify({ model, prompt: "hold", max_tokens: 2000, stream: true, temperature: 0 }) }).catch(() => null));
+await new Promise((r) => setTimeout(r, 500));
+await expectError("queue full -> 429", OpenAI.RateLimitError, 429,
+  () => client.completions.create({ model, prompt: "x", max_tokens: 2 }),
+  (e) => e.headers?.get?.("retry-after") === "1");
+ctl.abort();
+await Promise.all(hold);
+
+console.log(failed ? `${failed} checks failed` : "all checks passed");
+process.exit(failed ? 1 : 0);
