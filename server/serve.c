@@ -65,6 +65,23 @@ struct server {
 };
 
 static struct server S;
+/* requests by route and status, for /metrics */
+static const char *ROUTES[] = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/tokenize",
+			       "/detokenize", "/health", "/metrics", "other"};
+static const unsigned STATUSES[] = {200, 204, 400, 401, 404, 405, 413, 429, 503, 504, 0};
+static atomic_ullong by_route[9][11];
+
+static void count_request(const char *url, unsigned status)
+{
+	int r = 8, k = 10;
+	for (int i = 0; i < 8; i++)
+		if (url && (!strcmp(url, ROUTES[i]) || (i == 3 && !strncmp(url, "/v1/models/", 11))))
+			r = i;
+	for (int i = 0; i < 10; i++)
+		if (STATUSES[i] == status)
+			k = i;
+	atomic_fetch_add(&by_route[r][k], 1);
+}
 
 /* Slow clients: a request must arrive whole (headers and body) within
  * --request-timeout of its connection opening; a watchdog shuts down the
@@ -174,6 +191,8 @@ struct conn {
 	const char *finish;
 	char error[256];
 	struct slot *slot;      /* counted in slot->in_flight while set */
+	char url[64];           /* for the per-route counters */
+	int url_seen;
 };
 
 static void watch_set(int fd, int started)
@@ -281,6 +300,9 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 {
 	(void)cls;
 	(void)toe;
+	struct conn *kk = *con_cls;
+	if (kk && kk->url_seen)
+		count_request(kk->url, kk->status ? kk->status : last_status);
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 	if (ci) { /* the next request on this connection gets a fresh deadline */
 		watch_set(ci->connect_fd, 0);
@@ -1016,6 +1038,14 @@ static enum MHD_Result metrics(struct MHD_Connection *c)
 			 (unsigned long long)S.n_cancelled, (unsigned long long)S.n_timeouts,
 			 (unsigned long long)S.n_tokens_out, (unsigned long long)S.n_tokens_in,
 			 (unsigned long long)atomic_load(&n_slow_closed));
+	n += snprintf(buf + n, sizeof buf - (size_t)n, "# TYPE inferd_http_requests_total counter\n");
+	for (int r = 0; r < 9; r++)
+		for (int st = 0; st < 11; st++) {
+			unsigned long long v = atomic_load(&by_route[r][st]);
+			if (v)
+				n += snprintf(buf + n, sizeof buf - (size_t)n, "inferd_http_requests_total{route=\"%s\",status=\"%s%u\"} %llu\n",
+					      ROUTES[r], STATUSES[st] ? "" : "other", STATUSES[st] ? STATUSES[st] : 0u, v);
+		}
 	struct { const char *name; atomic_ullong *h, *sum; } hs[2] = {{"inferd_time_to_first_token_seconds", S.ttft_hist, &S.ttft_sum_us},
 								       {"inferd_inter_token_latency_seconds", S.itl_hist, &S.itl_sum_us}};
 	for (int h = 0; h < 2; h++) {
@@ -1098,6 +1128,110 @@ static enum MHD_Result tokenize(struct MHD_Connection *c, json_t *o, int detok)
 	return send_json(c, 200, r, NULL);
 }
 
+/* /v1/completions with a list of several text prompts (not streamed): all
+ * are submitted at once, so they run in the same batches; one choice each. */
+static enum MHD_Result answer_multi(struct MHD_Connection *c, struct conn *k, struct slot *s, json_t *o)
+{
+	json_t *prompts = json_object_get(o, "prompt");
+	size_t np = json_array_size(prompts);
+	if (np > 64)
+		return send_error(c, 400, "invalid_request_error", "prompt", "at most 64 prompts in one request");
+	if (json_is_true(json_object_get(o, "stream")))
+		return send_error(c, 400, "invalid_request_error", "prompt",
+				  "streaming several prompts in one request is not supported; send one request per prompt");
+	inferd_req_t **qs = calloc(np, sizeof *qs);
+	json_t *choices = json_array();
+	int prompt_tokens = 0, completion_tokens = 0, status = 200;
+	char msg[512] = "";
+	for (size_t i = 0; i < np && status == 200; i++) {
+		json_t *one = json_deep_copy(o);
+		json_object_set(one, "prompt", json_array_get(prompts, i));
+		struct built b;
+		memset(&b, 0, sizeof b);
+		if (build_completion(one, &b, s)) {
+			status = 400;
+			snprintf(msg, sizeof msg, "prompt[%zu]: %.400s", i, b.err);
+		} else if (atomic_fetch_add(&s->in_flight, 1) >= S.parallel + S.queue + (int)i) {
+			atomic_fetch_sub(&s->in_flight, 1);
+			status = 429;
+			snprintf(msg, sizeof msg, "model '%s' is busy; retry later", s->name);
+		} else {
+			char err[INFERD_ERR_LEN];
+			if (inferd_submit(s->m, &b.r, &qs[i], err)) {
+				atomic_fetch_sub(&s->in_flight, 1);
+				status = 429;
+				snprintf(msg, sizeof msg, "%.400s", err);
+			}
+			prompt_tokens += b.prompt_tokens;
+		}
+		built_free(&b);
+		json_decref(one);
+	}
+	for (size_t i = 0; i < np; i++) {
+		if (!qs[i])
+			continue;
+		char *text = NULL;
+		size_t tl = 0;
+		struct inferd_event ev;
+		int finish = 0, gone = 0;
+		while (status == 200 && !gone) {
+			int w = next_event(qs[i], k->fd, &ev, 1 << 30);
+			if (w == 1) {
+				gone = 1;
+				break;
+			}
+			if (w)
+				continue;
+			if (ev.text_len) {
+				text = realloc(text, tl + ev.text_len + 1);
+				memcpy(text + tl, ev.text, ev.text_len);
+				tl += ev.text_len;
+			}
+			if (ev.type == INFERD_EV_DONE) {
+				finish = ev.finish;
+				completion_tokens += ev.completion_tokens;
+				if (finish == INFERD_FINISH_TIMEOUT || finish == INFERD_FINISH_ERROR) {
+					status = finish == INFERD_FINISH_TIMEOUT ? 504 : 400;
+					snprintf(msg, sizeof msg, "prompt[%zu]: %s", i, ev.message);
+				}
+				break;
+			}
+		}
+		if (gone) {
+			status = -1;
+			atomic_fetch_add(&S.n_cancelled, 1);
+		}
+		json_t *jt = json_stringn(text ? text : "", tl);
+		json_array_append_new(choices, json_pack("{s:i,s:o,s:s,s:n}", "index", (int)i, "text", jt ? jt : json_string(""),
+							 "finish_reason", finish_str(finish), "logprobs"));
+		free(text);
+	}
+	for (size_t i = 0; i < np; i++)
+		if (qs[i]) {
+			inferd_req_cancel(qs[i]);
+			inferd_req_release(qs[i]);
+			atomic_fetch_sub(&s->in_flight, 1);
+		}
+	free(qs);
+	k->prompt_tokens = prompt_tokens;
+	k->completion_tokens = completion_tokens;
+	if (status == -1) {
+		json_decref(choices);
+		return MHD_NO;
+	}
+	if (status != 200) {
+		json_decref(choices);
+		snprintf(k->error, sizeof k->error, "%.200s", msg);
+		return send_error(c, (unsigned)status, status == 429 ? "rate_limit_exceeded" : status == 504 ? "timeout" : "invalid_request_error",
+				  "prompt", "%s", msg);
+	}
+	return send_json(c, 200,
+			 json_pack("{s:s,s:s,s:I,s:s,s:o,s:o}", "id", k->id, "object", "text_completion", "created",
+				   (json_int_t)time(NULL), "model", s->name, "choices", choices, "usage",
+				   usage_json(prompt_tokens, completion_tokens)),
+			 NULL);
+}
+
 static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t *o, int chat)
 {
 	int responses = chat == 2;
@@ -1115,6 +1249,13 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 	struct built b;
 	memset(&b, 0, sizeof b);
 	k->model = s->name;
+	json_t *jp = json_object_get(o, "prompt");
+	if (!chat && json_is_array(jp) && json_array_size(jp) > 1 && json_is_string(json_array_get(jp, 0))) {
+		const union MHD_ConnectionInfo *mci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		k->fd = mci ? mci->connect_fd : -1;
+		gen_id(k->id, sizeof k->id, "cmpl");
+		return answer_multi(c, k, s, o);
+	}
 	if ((responses ? build_responses(o, &b, s) : chat ? build_chat(o, &b, s) : build_completion(o, &b, s))) {
 		built_free(&b);
 		snprintf(k->error, sizeof k->error, "%.200s", b.err);
@@ -1197,6 +1338,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		return MHD_YES;
 	}
 	atomic_fetch_add(&S.n_requests, 1);
+	snprintf(k->url, sizeof k->url, "%s", url);
+	k->url_seen = 1;
+	last_status = 0;
 	const union MHD_ConnectionInfo *wci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 	if (wci)
 		watch_received(wci->connect_fd);

@@ -37,6 +37,7 @@ static const char *serve_help =
 	"                           (default 30; slow clients are cut off)\n"
 	"  --api-key KEY            require \"Authorization: Bearer KEY\" on every route but\n"
 	"                           /health; repeatable (env INFERD_API_KEY)\n"
+	"  --api-key-file FILE      more keys, one per line (# comments and blank lines skipped)\n"
 	"  -t, --threads N          CPU threads per model (default: all online CPUs)\n";
 
 static int num(const char *flag, const char *v, long lo, long hi, long *out)
@@ -104,6 +105,26 @@ int cmd_serve(int argc, char **argv)
 				return 2;
 			}
 			models[nm++] = v;
+			i++;
+		} else if (!strcmp(a, "--api-key-file") && v) {
+			FILE *f = fopen(v, "r");
+			if (!f) {
+				fprintf(stderr, "inferd serve: --api-key-file %s: %s\n", v, strerror(errno));
+				return 2;
+			}
+			char line[512];
+			while (fgets(line, sizeof line, f)) {
+				line[strcspn(line, "\r\n")] = 0;
+				if (!line[0] || line[0] == '#')
+					continue;
+				if (nk == 16) {
+					fprintf(stderr, "inferd serve: at most 16 API keys\n");
+					fclose(f);
+					return 2;
+				}
+				keys[nk++] = strdup(line);
+			}
+			fclose(f);
 			i++;
 		} else if (!strcmp(a, "--cors-origin") && v) {
 			if (nc == 16) {

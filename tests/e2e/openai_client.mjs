@@ -50,6 +50,10 @@ check("completions", typeof c1.choices[0].text === "string" && c1.usage.prompt_t
 const c2 = await client.completions.create({ model, prompt: [9707, 11, 1879], max_tokens: 8, temperature: 0 });
 check("completions with token ids", c2.usage.prompt_tokens === 3);
 
+const c4 = await client.completions.create({ model, prompt: ["Hi there", "Once upon a time"], max_tokens: 16, temperature: 0 });
+check("completions with several prompts", c4.choices.length === 2 && c4.choices[1].index === 1 &&
+  c4.choices[1].text === c1.choices[0].text, JSON.stringify(c4.choices.map((c) => c.text)));
+
 // stop strings: the text ends before the stop string, which is not emitted
 const full = c1.choices[0].text;
 if (full.length > 6) {
