@@ -1066,11 +1066,13 @@ static enum MHD_Result metrics(struct MHD_Connection *c)
 		struct inferd_model_stats st;
 		inferd_model_stats(S.models[i].m, &st);
 		n += snprintf(buf + n, sizeof buf - (size_t)n,
+			      "inferd_requests_in_flight{model=\"%s\"} %d\n"
 			      "inferd_queue_depth{model=\"%s\"} %d\ninferd_running_sequences{model=\"%s\"} %d\n"
 			      "inferd_kv_blocks_free{model=\"%s\"} %d\ninferd_kv_blocks_total{model=\"%s\"} %d\n"
 			      "inferd_engine_steps_total{model=\"%s\"} %llu\ninferd_preemptions_total{model=\"%s\"} %llu\n"
 			      "inferd_prefix_cache_hit_tokens_total{model=\"%s\"} %llu\n",
-			      S.models[i].name, st.queued, S.models[i].name, st.active, S.models[i].name, st.kv_free,
+			      S.models[i].name, atomic_load(&S.models[i].in_flight), S.models[i].name, st.queued, S.models[i].name,
+			      st.active, S.models[i].name, st.kv_free,
 			      S.models[i].name, st.kv_blocks, S.models[i].name, (unsigned long long)st.steps,
 			      S.models[i].name, (unsigned long long)st.preemptions, S.models[i].name,
 			      (unsigned long long)st.prefix_hit_tokens);

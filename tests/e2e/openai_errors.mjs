@@ -39,8 +39,14 @@ await expectError("deadline -> 504", OpenAI.InternalServerError, 504,
 const ctl = new AbortController();
 const hold = [0, 1].map(() => fetch(`${base}/completions`, { method: "POST", signal: ctl.signal,
   headers: { "Content-Type": "application/json" },
-  body: JSON.stringify({ model, prompt: "hold", max_tokens: 2000, stream: true, temperature: 0 }) }).catch(() => null));
-await new Promise((r) => setTimeout(r, 500));
+  body: JSON.stringify({ model, prompt: "hold", max_tokens: 2000, stream: true, temperature: 0, ignore_eos: true }) })
+  .catch(() => null));
+for (let i = 0; i < 100; i++) { // until both are admitted
+  const m = await (await fetch(base.replace(/\/v1$/, "") + "/metrics")).text();
+  const v = m.match(new RegExp(`inferd_requests_in_flight\\{model="${model}"\\} (\\d+)`));
+  if (v && +v[1] >= 2) break;
+  await new Promise((r) => setTimeout(r, 50));
+}
 await expectError("queue full -> 429", OpenAI.RateLimitError, 429,
   () => client.completions.create({ model, prompt: "x", max_tokens: 2 }),
   (e) => e.headers?.get?.("retry-after") === "1");
