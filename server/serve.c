@@ -545,6 +545,8 @@ static int build_chat(json_t *o, struct built *b, const struct slot *s)
 	json_t *vars = json_pack("{s:o,s:O,s:b,s:s,s:s}", "messages", vm, "tools", tools ? tools : json_null(),
 				 "add_generation_prompt", 1, "bos_token", s->bos ? s->bos : "", "eos_token",
 				 s->eos ? s->eos : "");
+	if (json_object_get(o, "tool_choice"))
+		json_object_set(vars, "tool_choice", json_object_get(o, "tool_choice"));
 	if (json_object_get(o, "chat_template_kwargs") && json_is_object(json_object_get(o, "chat_template_kwargs")))
 		json_object_update(vars, json_object_get(o, "chat_template_kwargs"));
 	char *text = NULL, err[INFERD_ERR_LEN];

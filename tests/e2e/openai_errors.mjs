@@ -16,6 +16,7 @@ async function expectError(name, cls, status, fn, extra = () => true) {
   catch (e) { check(name, e instanceof cls && e.status === status && extra(e), `${e.constructor.name} ${e.status} ${e.message}`); }
 }
 
+// (the server runs with --timeout 6)
 // a model that failed to load: listed as failed, requests get 503, /health stays 200
 const list = await client.models.list();
 const bm = list.data.find((m) => m.id === broken);
@@ -41,12 +42,15 @@ const hold = [0, 1].map(() => fetch(`${base}/completions`, { method: "POST", sig
   headers: { "Content-Type": "application/json" },
   body: JSON.stringify({ model, prompt: "hold", max_tokens: 2000, stream: true, temperature: 0, ignore_eos: true }) })
   .catch(() => null));
+let inFlight = 0;
 for (let i = 0; i < 100; i++) { // until both are admitted
   const m = await (await fetch(base.replace(/\/v1$/, "") + "/metrics")).text();
   const v = m.match(new RegExp(`inferd_requests_in_flight\\{model="${model}"\\} (\\d+)`));
-  if (v && +v[1] >= 2) break;
+  inFlight = v ? +v[1] : -1;
+  if (inFlight >= 2) break;
   await new Promise((r) => setTimeout(r, 50));
 }
+console.log(`     (requests in flight before the third: ${inFlight})`);
 await expectError("queue full -> 429", OpenAI.RateLimitError, 429,
   () => client.completions.create({ model, prompt: "x", max_tokens: 2 }),
   (e) => e.headers?.get?.("retry-after") === "1");

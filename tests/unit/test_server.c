@@ -285,7 +285,7 @@ int main(void)
 	waitpid(server, &st, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server exit status %d", st);
 
-	/* a second server: two models, --parallel 1 --queue 1, a 3 s deadline */
+	/* a second server: two models, --parallel 1 --queue 1, a 6 s deadline */
 	port = free_port();
 	snprintf(portarg, sizeof portarg, "%d", port);
 	char spec2[600];
@@ -296,7 +296,7 @@ int main(void)
 		int fd = open("/dev/null", 1);
 		dup2(fd, 2);
 		execl(t_bin(), t_bin(), "serve", "--model", spec, "--model", spec2, "--model", "broken=/nonexistent/model.gguf",
-		      "--port", portarg, "--parallel", "1", "--queue", "1", "--timeout", "3", "--request-timeout", "2",
+		      "--port", portarg, "--parallel", "1", "--queue", "1", "--timeout", "6", "--request-timeout", "2",
 		      "--threads", "2", (char *)NULL);
 		_exit(127);
 	}
