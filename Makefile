@@ -21,7 +21,7 @@ else
   BUILD := build-$(SAN)
   BIN   := $(BUILD)/bin
   ifeq ($(SAN),address)
-    CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+    CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DINFERD_ASAN
     LDFLAGS += -fsanitize=address,undefined
   else ifeq ($(SAN),thread)
     CFLAGS  += -fsanitize=thread -DINFERD_TSAN
