@@ -9,8 +9,12 @@
  * the request's event fd and its own socket (POLLRDHUP), so a client that
  * goes away cancels its sequence within one engine step, queued or running.
  * The server never touches compute: it only uses the engine's C API.
- * Shared state: the model table (read-only after start-up) and atomic
- * counters for /metrics.
+ * Admission: per model, --parallel running plus --queue waiting requests
+ * (an atomic count); beyond that 429 at once. Slow clients: a watchdog
+ * thread shuts down connections whose request has not arrived whole
+ * within --request-timeout.
+ * Shared state: the model table (read-only after start-up), the watchdog's
+ * table (under its mutex) and atomic counters for /metrics.
  */
 #include "serve.h"
 #include "inferd.h"

@@ -23,6 +23,13 @@
  * blocks are freed and it is recomputed later from its tokens; nothing is
  * aborted. Results are bitwise the same whatever the batch (the CPU
  * kernels reduce each sequence alone) and whatever the preemptions.
+ *
+ * Prefix cache: once a KV block is full it is named by a hash of its
+ * tokens and of its parent block's name; a sequence starting from nothing
+ * takes the named blocks of its longest cached prefix by reference (always
+ * computing its last prompt token itself, so shared blocks are never
+ * written). Unreferenced named blocks wait in an LRU list and are reused
+ * only when no free block is left.
  */
 #include "exec.h"
 #include "backend.h"

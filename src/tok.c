@@ -575,9 +575,8 @@ static int normalize_hf(const char *s, size_t n, int opt, struct sbuf *out)
 }
 
 
-static int normalize(const struct tokenizer *t, const char *s, size_t n, int first, struct sbuf *out)
+static int normalize(const struct tokenizer *t, const char *s, size_t n, struct sbuf *out)
 {
-	(void)first;
 	struct sbuf cur = {0};
 	sb_put(&cur, s, n);
 	for (int i = 0; i < t->n_norm && !cur.oom; i++) {
@@ -936,7 +935,7 @@ static int encode_segment(const struct tokenizer *t, const char *s, size_t n, in
 			  pcre2_match_data *md)
 {
 	struct sbuf norm = {0};
-	if (normalize(t, s, n, first, &norm))
+	if (normalize(t, s, n, &norm))
 		return -1;
 	/* byte-level add_prefix_space / metaspace prepend */
 	for (int i = 0; i < t->n_pre; i++) {

@@ -1,7 +1,10 @@
 /*
- * ops.c — plain row kernels (see ops.h). The 8-lane loops are written so
- * the compiler vectorises them without reassociating: each lane is its
- * own accumulator and the final combine order is fixed.
+ * ops.c — row kernels (see ops.h). Every dot product keeps 8 lane
+ * accumulators (lane k sums elements k, k+8, ...) and combines them in a
+ * fixed order. The portable version is plain C; on x86-64 CPUs with
+ * AVX2/FMA the same order runs with intrinsics (chosen once by cpuid), and
+ * dot4 reads a weight row once for up to four tokens, bitwise equal to
+ * four separate dots.
  */
 #include "ops.h"
 
