@@ -199,38 +199,47 @@ struct conn {
 	int url_seen;
 };
 
-static void watch_set(int fd, int started)
+/* A connection's watch lives in its libmicrohttpd socket context from
+ * "started" to "closed", so a later connection that reuses the file
+ * descriptor can never be cut off by a stale entry. */
+static struct watch *conn_watch(struct MHD_Connection *c)
 {
-	pthread_mutex_lock(&watch_mu);
-	for (int i = 0; i < MAX_WATCH; i++) {
-		if (started && watches[i].fd == 0) {
-			watches[i] = (struct watch){fd + 1, mono(), 0};
-			break;
-		}
-		if (!started && watches[i].fd == fd + 1) {
-			watches[i].fd = 0;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&watch_mu);
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci ? ci->socket_context : NULL;
 }
 
-static void watch_received(int fd)
+/* mark the connection's current request as arrived (1) or re-arm its
+ * deadline for the next request on a keep-alive connection (0) */
+static void watch_mark(struct MHD_Connection *c, int received)
 {
 	pthread_mutex_lock(&watch_mu);
-	for (int i = 0; i < MAX_WATCH; i++)
-		if (watches[i].fd == fd + 1)
-			watches[i].received = 1;
+	struct watch *w = conn_watch(c);
+	if (w && w->fd) {
+		w->received = received;
+		if (!received)
+			w->t0 = mono();
+	}
 	pthread_mutex_unlock(&watch_mu);
 }
 
 static void notify_conn(void *cls, struct MHD_Connection *c, void **socket_context, enum MHD_ConnectionNotificationCode code)
 {
 	(void)cls;
-	(void)socket_context;
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-	if (ci)
-		watch_set(ci->connect_fd, code == MHD_CONNECTION_NOTIFY_STARTED);
+	pthread_mutex_lock(&watch_mu);
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		*socket_context = NULL;
+		for (int i = 0; ci && i < MAX_WATCH; i++)
+			if (watches[i].fd == 0) {
+				watches[i] = (struct watch){ci->connect_fd + 1, mono(), 0};
+				*socket_context = &watches[i];
+				break;
+			}
+	} else if (*socket_context) {
+		((struct watch *)*socket_context)->fd = 0;
+		*socket_context = NULL;
+	}
+	pthread_mutex_unlock(&watch_mu);
 }
 
 static void *watchdog(void *arg)
@@ -283,13 +292,22 @@ static void token_seen(struct conn *k)
 	k->t_last = now;
 }
 
+/* The request's engine work is over (finished, failed or abandoned): it
+ * no longer counts against the model's admission limit. Called as soon as
+ * that is known, not when libmicrohttpd later completes the connection. */
+static void release_slot(struct conn *k)
+{
+	if (k->slot && atomic_fetch_sub(&k->slot->in_flight, 1) == 1)
+		malloc_trim(0); /* the model went idle: give freed memory back */
+	k->slot = NULL;
+}
+
 static void conn_free(struct conn *k)
 {
 	if (!k)
 		return;
 	log_request(k);
-	if (k->slot && atomic_fetch_sub(&k->slot->in_flight, 1) == 1)
-		malloc_trim(0); /* the model went idle: give freed memory back */
+	release_slot(k);
 	free(k->resp_text);
 	if (k->q) {
 		inferd_req_cancel(k->q);
@@ -307,11 +325,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 	struct conn *kk = *con_cls;
 	if (kk && kk->url_seen)
 		count_request(kk->url, kk->status ? kk->status : last_status);
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-	if (ci) { /* the next request on this connection gets a fresh deadline */
-		watch_set(ci->connect_fd, 0);
-		watch_set(ci->connect_fd, 1);
-	}
+	watch_mark(c, 0); /* the next request on this connection gets a fresh deadline */
 	conn_free(*con_cls);
 	*con_cls = NULL;
 }
@@ -691,6 +705,7 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 		int w = next_event(k->q, k->fd, &ev, 1 << 30);
 		if (w == 1) { /* the client went away: cancel now */
 			inferd_req_cancel(k->q);
+			release_slot(k);
 			atomic_fetch_add(&S.n_cancelled, 1);
 			free(text);
 			json_decref(lps);
@@ -716,6 +731,7 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 			break;
 		}
 	}
+	release_slot(k);
 	atomic_fetch_add(&S.n_tokens_out, (unsigned long long)completion);
 	k->completion_tokens = completion;
 	k->finish = finish_str(finish);
@@ -904,6 +920,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 		int w = next_event(k->q, k->fd, &ev, 10000);
 		if (w == 1) {
 			inferd_req_cancel(k->q);
+			release_slot(k);
 			atomic_fetch_add(&S.n_cancelled, 1);
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 		}
@@ -930,6 +947,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 			continue;
 		}
 		/* DONE: what is left, the finish reason, usage, [DONE] */
+		release_slot(k);
 		atomic_fetch_add(&S.n_tokens_out, (unsigned long long)ev.completion_tokens);
 		k->completion_tokens = ev.completion_tokens;
 		k->finish = finish_str(ev.finish);
@@ -1349,9 +1367,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 	snprintf(k->url, sizeof k->url, "%s", url);
 	k->url_seen = 1;
 	last_status = 0;
-	const union MHD_ConnectionInfo *wci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-	if (wci)
-		watch_received(wci->connect_fd);
+	watch_mark(c, 1);
 	if (!strcmp(method, "OPTIONS")) { /* CORS preflight */
 		struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
 		add_cors(c, r);

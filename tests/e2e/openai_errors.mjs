@@ -3,6 +3,7 @@
 // and a model that failed to load.
 //   node tests/e2e/openai_errors.mjs BASE_URL MODEL BROKEN_MODEL
 import OpenAI from "openai";
+import http from "node:http";
 
 const [base, model, broken] = process.argv.slice(2);
 const client = new OpenAI({ baseURL: base, apiKey: "none", maxRetries: 0, timeout: 60000 });
@@ -37,25 +38,42 @@ await expectError("deadline -> 504", OpenAI.InternalServerError, 504,
   (e) => e.headers?.get?.("x-should-retry") === "false");
 
 // queue full: one running, one waiting, the third gets 429
-const ctl = new AbortController();
-const hold = [0, 1].map(() => fetch(`${base}/completions`, { method: "POST", signal: ctl.signal,
-  headers: { "Content-Type": "application/json" },
-  body: JSON.stringify({ model, prompt: "hold", max_tokens: 2000, stream: true, temperature: 0, ignore_eos: true }) })
-  .catch(() => null));
+async function inFlightNow() {
+  const m = await (await fetch(base.replace(/\/v1$/, "") + "/metrics")).text();
+  const v = m.match(new RegExp(`inferd_requests_in_flight\\{model="${model}"\\} (\\d+)`));
+  return v ? +v[1] : -1;
+}
+let before = await inFlightNow(), waited = 0;
+for (; before !== 0 && waited < 200; waited++) { // earlier requests still finishing
+  await new Promise((r) => setTimeout(r, 50));
+  before = await inFlightNow();
+}
+console.log(`     (requests in flight before the holds: ${before}, after ${waited * 50} ms)`);
+// each hold on a fresh connection: a pooled keep-alive socket may already
+// have been closed by the server's --request-timeout watchdog
+function hold() {
+  const req = http.request(base.replace(/\/v1$/, "") + "/v1/completions",
+    { method: "POST", agent: false, headers: { "Content-Type": "application/json" } });
+  req.on("error", () => {});
+  req.on("response", (res) => res.resume());
+  req.end(JSON.stringify({ model, prompt: "hold", max_tokens: 2000, stream: true, temperature: 0, ignore_eos: true }));
+  return req;
+}
+const holds = [hold(), hold()];
 let inFlight = 0;
 for (let i = 0; i < 100; i++) { // until both are admitted
   const m = await (await fetch(base.replace(/\/v1$/, "") + "/metrics")).text();
   const v = m.match(new RegExp(`inferd_requests_in_flight\\{model="${model}"\\} (\\d+)`));
   inFlight = v ? +v[1] : -1;
   if (inFlight >= 2) break;
+  if (i % 40 === 39) holds.push(hold()); // a hold that did not get in (setup only): send another
   await new Promise((r) => setTimeout(r, 50));
 }
 console.log(`     (requests in flight before the third: ${inFlight})`);
 await expectError("queue full -> 429", OpenAI.RateLimitError, 429,
   () => client.completions.create({ model, prompt: "x", max_tokens: 2 }),
   (e) => e.headers?.get?.("retry-after") === "1");
-ctl.abort();
-await Promise.all(hold);
+for (const h of holds) h.destroy();
 
 console.log(failed ? `${failed} checks failed` : "all checks passed");
 process.exit(failed ? 1 : 0);
