@@ -6,6 +6,8 @@
 #   make fuzz         libFuzzer targets for the GGUF and safetensors parsers
 #   make deps         install the Debian packages the build and tests need
 #   make bench        benchmarks (not part of make test)
+#   make CUDA=1       with the CUDA backend (nvcc, cuBLAS), in build-cuda/
+#   make CUDA=1 test-gpu   the GPU tests (they print SKIP without a GPU)
 
 CC      ?= cc
 SAN     ?=
@@ -14,7 +16,23 @@ CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
            -D_GNU_SOURCE -Iinclude -Isrc -Iserver -pthread -MMD -MP $(EXTRA_CFLAGS)
 LDLIBS  := -lmicrohttpd -ljansson -lpcre2-8 -lutf8proc -lm -pthread
 
-ifeq ($(SAN),)
+CUDA    ?=
+CUDA_HOME ?= /usr/local/cuda
+NVCC    ?= $(CUDA_HOME)/bin/nvcc
+# sm_90 code for Hopper (H100/H200), PTX for any newer GPU to compile at load
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+NVFLAGS := -std=c++17 -O2 -g $(CUDA_ARCH) -Iinclude -Isrc --Werror all-warnings \
+           -Xcompiler -Wall,-Wextra,-Werror -MMD -MP
+
+ifneq ($(CUDA),)
+  ifneq ($(SAN),)
+    $(error CUDA=1 and SAN= do not combine (use compute-sanitizer for device code))
+  endif
+  BUILD := build-cuda
+  BIN   := build-cuda/bin
+  CFLAGS += -DINFERD_CUDA -I$(CUDA_HOME)/include
+  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lstdc++
+else ifeq ($(SAN),)
   BUILD := build
   BIN   := bin
 else
@@ -32,12 +50,16 @@ else
 endif
 
 LIB_SRC := $(wildcard src/*.c src/cpu/*.c)
-LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+ifneq ($(CUDA),)
+  LIB_SRC += $(wildcard src/cuda/*.c)
+  CU_SRC  := $(wildcard src/cuda/*.cu)
+endif
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.o)
 LIB     := $(BUILD)/libinferd.a
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test deps fuzz bench clean
+.PHONY: all test test-gpu deps fuzz bench clean
 .SECONDARY:
 
 all: $(BIN)/inferd $(LIB)
@@ -45,6 +67,10 @@ all: $(BIN)/inferd $(LIB)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -62,6 +88,12 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/testlib.o $(LIB)
 
 test: $(BIN)/inferd $(TEST_BIN)
 	@BUILD=$(BUILD) BIN=$(BIN) tests/run.sh $(TEST_BIN)
+
+# GPU tests: the CUDA backend against the references and the CPU. Build with
+# CUDA=1; without a GPU the test prints SKIP (and checks the clear error).
+test-gpu: $(BIN)/inferd $(BUILD)/tests/test_cuda
+	@BUILD=$(BUILD) BIN=$(BIN) tests/run.sh $(BUILD)/tests/test_cuda
+	@cat $(BUILD)/tests/test_cuda.log
 
 deps:
 	.ci/deps
@@ -88,6 +120,6 @@ bench: $(BIN)/inferd $(BENCH_BIN)
 	BUILD=$(BUILD) BIN=$(BIN) bench/run.sh
 
 clean:
-	rm -rf build build-address build-thread build-fuzz bin
+	rm -rf build build-address build-thread build-cuda build-fuzz bin
 
--include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
+-include $(LIB_OBJ:.o=.d) $(CU_SRC:%.cu=$(BUILD)/%.d) $(TOOL_OBJ:.o=.d) $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

@@ -37,7 +37,8 @@ extern "C" {
 	X(ECONFIG, -7, "inconsistent model configuration")    \
 	X(EAGAIN, -8, "try again: queue full or no event yet") \
 	X(ECLOSED, -9, "model closed")                         \
-	X(ETEMPLATE, -10, "chat template error")
+	X(ETEMPLATE, -10, "chat template error")              \
+	X(EDEVICE, -11, "device error (the GPU context is lost)")
 
 enum inferd_status {
 #define INFERD_X_ENUM(name, val, msg) INFERD_##name = (val),
@@ -59,6 +60,14 @@ struct inferd_model_opts {
 	int max_seqs;       /* sequences in one step at most; 0 = 64 */
 	int queue;          /* submissions waiting for the executor; 0 = 1024 */
 	int kv_reserve;     /* blocks kept for interactive admission; 0 = 1/16 */
+	const char *device; /* "cpu" (NULL: the default), "cuda" or "cuda:N" */
+	size_t device_memory; /* GPU bytes for weights + KV cache; 0 = no limit */
+	/* Called once, from the executor thread, when the model's device fails
+	 * for good (INFERD_EDEVICE: a CUDA context lost to an illegal address
+	 * and the like). Every request of the model has ended with the error;
+	 * the process should exit so a supervisor restarts it. May be NULL. */
+	void (*on_fatal)(void *arg, const char *msg);
+	void *fatal_arg;
 };
 
 struct inferd_model_info {
@@ -70,6 +79,7 @@ struct inferd_model_info {
 	int n_ctx_train;     /* max_position_embeddings / context_length */
 	int bos_id, eos_id;  /* -1 when the model does not say */
 	int has_tokenizer;   /* text prompts and text output work */
+	const char *device;  /* "cpu" or "cuda:N" */
 };
 
 /* Open a GGUF file or a Hugging Face directory (config.json +

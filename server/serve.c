@@ -1416,6 +1416,18 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 
 /* ---------------- start-up ---------------- */
 
+/* A model's GPU context is lost (a sticky CUDA error): its requests have
+ * ended with the error; give their error events a moment to reach the
+ * clients, then exit so that the supervisor starts a fresh worker. */
+static void on_device_lost(void *arg, const char *msg)
+{
+	const struct slot *s = arg;
+	fprintf(stderr, "inferd serve: model %s: %s; exiting (status 3) so the worker can be restarted\n", s->name, msg);
+	fflush(stderr);
+	usleep(500 * 1000);
+	_exit(3);
+}
+
 static volatile sig_atomic_t got_signal;
 static void on_signal(int sig)
 {
@@ -1450,7 +1462,8 @@ int serve_main(const struct serve_opts *o)
 		}
 		s->created = time(NULL);
 		struct inferd_model_opts mo = {.n_threads = o->threads, .max_seqs = o->parallel, .queue = o->queue,
-					       .kv_tokens = o->kv_tokens};
+					       .kv_tokens = o->kv_tokens, .device = o->device,
+					       .device_memory = o->device_memory, .on_fatal = on_device_lost, .fatal_arg = s};
 		if (inferd_model_open(s->path, &mo, &s->m, s->error)) {
 			fprintf(stderr, "inferd serve: model %s: %s\n", s->name, s->error);
 			s->m = NULL;

@@ -4,6 +4,8 @@
 #ifndef INFERD_SERVE_H
 #define INFERD_SERVE_H
 
+#include <stddef.h>
+
 struct serve_opts {
 	const char **models;   /* [NAME=]PATH */
 	int n_models;
@@ -23,6 +25,8 @@ struct serve_opts {
 	int n_cors;
 	const char **keys;     /* API keys (none: open) */
 	int n_keys;
+	const char *device;    /* "cpu", "cuda", "cuda:N" (NULL: cpu) */
+	size_t device_memory;  /* GPU bytes per model for weights + KV; 0 = no limit */
 };
 
 /* Serve until SIGINT/SIGTERM; returns the process exit code. */

@@ -5,7 +5,8 @@
  *
  * Buffers passed to ops live in the backend's memory (host memory for the
  * CPU, device memory for CUDA); ids and positions are host arrays the
- * backend copies as it needs. Each backend instance belongs to one model
+ * backend copies as it needs. Ops return nothing: a backend that can fail
+ * mid-step (a GPU) keeps the first error and reports it from sync. Each backend instance belongs to one model
  * and is driven by one thread at a time (the model's executor), so ops
  * take no locks. The KV cache's layout is the backend's private business.
  */
@@ -14,6 +15,21 @@
 
 #include <stdint.h>
 #include "model.h"
+
+/* Sampling of one row of logits on the device (backend_ops.sample): the
+ * request's parameters and the sequence so far, as sample_next takes them
+ * (sample.h); the results go to tok, *logprob and the top_* arrays. */
+struct sample_req {
+	const struct inferd_request *r;
+	const int32_t *tokens;  /* prompt then output */
+	int n_tokens, n_prompt;
+	uint64_t step;          /* the RNG counter: tokens generated so far */
+	int32_t *tok;
+	float *logprob;         /* NULL: not wanted */
+	int n_top;
+	int32_t *top_ids;
+	float *top_lp;
+};
 
 /* One forward step over tokens of one or more sequences. */
 struct batch {
@@ -26,7 +42,10 @@ struct batch {
 				 * block_table[s][p / block_size] */
 	int n_seq;
 	const uint8_t *want;    /* [n_tokens] nonzero: this row's logits are wanted */
-	float *logits;          /* host: [number of wanted rows][n_vocab] */
+	float *logits;          /* host: [number of wanted rows][n_vocab], or NULL
+				 * when `sample` is given */
+	const struct sample_req *sample; /* [wanted rows]: sample on the device
+				 * (only when the backend has a sample op) */
 };
 
 struct backend;
@@ -68,6 +87,13 @@ struct backend_ops {
 	void (*gather)(struct backend *be, float *dst, const float *src, const int32_t *rows, int n, int dim);
 	/* copy n floats to host memory */
 	void (*read)(struct backend *be, float *host, const float *src, size_t n);
+	/* optional: end of a step; waits for the device and returns the first
+	 * error of the step's ops (INFERD_EDEVICE for a lost device) */
+	int (*sync)(struct backend *be, char *err);
+	/* optional: choose the next token of each of n rows of logits (backend
+	 * memory, modified) on the device; NULL: the executor reads the logits
+	 * and samples on the host */
+	int (*sample)(struct backend *be, float *logits, int n, const struct sample_req *rq, char *err);
 };
 
 struct backend {

@@ -262,6 +262,11 @@ struct exec {
 	struct sample_scratch *ss;
 	uint64_t arrival;
 	int n_ctx;
+	/* a lost device (INFERD_EDEVICE): every request ends with fail_msg */
+	int failed;                /* written by the executor, read under mu */
+	char fail_msg[INFERD_ERR_LEN];
+	void (*on_fatal)(void *arg, const char *msg);
+	void *fatal_arg;
 };
 
 static uint64_t block_name(uint64_t parent, const int32_t *tok, int n)
@@ -731,6 +736,11 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 	const int32_t **tables = malloc((size_t)e->n_act * sizeof *tables);
 	struct seq **ss = malloc((size_t)e->n_act * sizeof *ss);
 	float *logits = NULL;
+	struct sample_req *sr = NULL;
+	int32_t *toks = NULL;
+	float *lps = NULL, *top_lps = NULL;
+	int32_t *top_idss = NULL;
+	int device_sampling = m->be->ops->sample != NULL;
 	int rc = 0, t = 0;
 	if (!ids || !pos || !seqi || !want || !tables || !ss) {
 		rc = seterr(err, INFERD_ENOMEM, "out of memory for a step");
@@ -754,13 +764,35 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 		ss[n_seq++] = s;
 		s->scheduled = 1;
 	}
-	logits = malloc((size_t)(n_rows ? n_rows : 1) * (size_t)V * sizeof *logits);
-	if (!logits) {
+	size_t nr = (size_t)(n_rows ? n_rows : 1);
+	if (device_sampling) {
+		sr = calloc(nr, sizeof *sr);
+		toks = malloc(nr * sizeof *toks);
+		lps = calloc(nr, sizeof *lps);
+		top_idss = calloc(nr * INFERD_MAX_TOP_LOGPROBS, sizeof *top_idss);
+		top_lps = calloc(nr * INFERD_MAX_TOP_LOGPROBS, sizeof *top_lps);
+		if (!sr || !toks || !lps || !top_idss || !top_lps) {
+			rc = seterr(err, INFERD_ENOMEM, "out of memory for sampling");
+			goto out;
+		}
+		for (int i = 0; i < e->n_act; i++) {
+			struct seq *s = e->act[i];
+			if (s->row < 0)
+				continue;
+			const struct inferd_request *r = &s->q->r;
+			sr[s->row] = (struct sample_req){.r = r, .tokens = s->tok, .n_tokens = s->n_tok,
+							 .n_prompt = s->n_prompt, .step = (uint64_t)s->n_gen,
+							 .tok = &toks[s->row], .logprob = r->logprobs ? &lps[s->row] : NULL,
+							 .n_top = r->logprobs ? r->top_logprobs : 0,
+							 .top_ids = top_idss + (size_t)s->row * INFERD_MAX_TOP_LOGPROBS,
+							 .top_lp = top_lps + (size_t)s->row * INFERD_MAX_TOP_LOGPROBS};
+		}
+	} else if (!(logits = malloc(nr * (size_t)V * sizeof *logits))) {
 		rc = seterr(err, INFERD_ENOMEM, "out of memory for logits");
 		goto out;
 	}
 	struct batch b = {.n_tokens = n_tokens, .ids = ids, .pos = pos, .seq = seqi, .kv = e->kv, .block_table = tables,
-			  .n_seq = n_seq, .want = want, .logits = logits};
+			  .n_seq = n_seq, .want = want, .logits = logits, .sample = sr};
 	if ((rc = forward(m, &b, err)))
 		goto out;
 	e->cnt.steps++;
@@ -779,8 +811,16 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 		float lp = 0, top_lp[INFERD_MAX_TOP_LOGPROBS];
 		int32_t top_ids[INFERD_MAX_TOP_LOGPROBS];
 		int n_top = r->logprobs ? r->top_logprobs : 0;
-		int32_t tok = sample_next(logits + (size_t)s->row * V, V, r, s->tok, s->n_tok, s->n_prompt, (uint64_t)s->n_gen,
+		int32_t tok;
+		if (device_sampling) {
+			tok = toks[s->row];
+			lp = lps[s->row];
+			memcpy(top_ids, top_idss + (size_t)s->row * INFERD_MAX_TOP_LOGPROBS, sizeof top_ids);
+			memcpy(top_lp, top_lps + (size_t)s->row * INFERD_MAX_TOP_LOGPROBS, sizeof top_lp);
+		} else {
+			tok = sample_next(logits + (size_t)s->row * V, V, r, s->tok, s->n_tok, s->n_prompt, (uint64_t)s->n_gen,
 					  e->ss, r->logprobs ? &lp : NULL, n_top, top_ids, top_lp);
+		}
 		s->tok[s->n_tok++] = tok;
 		e->cnt.tokens_generated++;
 		s->next_token_deadline = r->token_timeout_s > 0 ? now + r->token_timeout_s : 0;
@@ -796,6 +836,11 @@ out:
 	free(tables);
 	free(ss);
 	free(logits);
+	free(sr);
+	free(toks);
+	free(lps);
+	free(top_idss);
+	free(top_lps);
 	return rc;
 }
 
@@ -843,7 +888,7 @@ static void *exec_main(void *arg)
 	for (;;) {
 		pthread_mutex_lock(&e->mu);
 		while (!e->q_head && !e->closing && e->n_act == 0) {
-			e->st.state = INFERD_STATE_IDLE;
+			e->st.state = e->failed ? INFERD_STATE_FAILED : INFERD_STATE_IDLE;
 			pthread_cond_wait(&e->cv, &e->mu);
 		}
 		inferd_req_t *q = e->q_head;
@@ -864,13 +909,32 @@ static void *exec_main(void *arg)
 				seq_end(e, e->n_act - 1, INFERD_FINISH_CANCELLED, INFERD_ECLOSED, "cancelled: the model is closing");
 			break;
 		}
+		if (e->failed) { /* the device is lost: nothing runs any more */
+			while (e->n_act)
+				seq_end(e, e->n_act - 1, INFERD_FINISH_ERROR, INFERD_EDEVICE, e->fail_msg);
+			publish(e, INFERD_STATE_FAILED);
+			continue;
+		}
 		reap(e);
 		int n = e->n_act ? schedule(e) : 0;
-		if (n > 0 && run_step(e, n, err) != 0) {
+		int rc = n > 0 ? run_step(e, n, err) : 0;
+		if (rc == INFERD_EDEVICE) {
+			pthread_mutex_lock(&e->mu);
+			e->failed = 1;
+			snprintf(e->fail_msg, sizeof e->fail_msg, "%s", err);
+			pthread_mutex_unlock(&e->mu);
+			while (e->n_act)
+				seq_end(e, e->n_act - 1, INFERD_FINISH_ERROR, INFERD_EDEVICE, e->fail_msg);
+			publish(e, INFERD_STATE_FAILED);
+			if (e->on_fatal)
+				e->on_fatal(e->fatal_arg, e->fail_msg);
+			continue;
+		}
+		if (rc) {
 			/* the step failed as a whole: every sequence in it ends with the reason */
 			for (int i = e->n_act - 1; i >= 0; i--)
 				if (e->act[i]->chunk)
-					seq_end(e, i, INFERD_FINISH_ERROR, INFERD_ENOMEM, err);
+					seq_end(e, i, INFERD_FINISH_ERROR, rc, err);
 		} else if (n == 0 && e->n_act) {
 			/* nothing fits while nothing runs: cannot happen after admit's
 			 * size check unless memory is gone; end the oldest waiting */
@@ -913,6 +977,8 @@ int exec_start(inferd_model_t *m, const struct inferd_model_opts *o, char *err)
 	e->step_tokens = o && o->step_tokens > 0 ? o->step_tokens : 64;
 	e->max_seqs = o && o->max_seqs > 0 ? o->max_seqs : 64;
 	e->q_cap = o && o->queue > 0 ? o->queue : 1024;
+	e->on_fatal = o ? o->on_fatal : NULL;
+	e->fatal_arg = o ? o->fatal_arg : NULL;
 	e->n_ctx = m->c.n_ctx_train < e->n_blocks * e->bs ? m->c.n_ctx_train : e->n_blocks * e->bs;
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
@@ -1020,13 +1086,16 @@ int inferd_submit(inferd_model_t *m, const struct inferd_request *r, inferd_req_
 		return seterr(err, INFERD_ENOMEM, "out of memory");
 	}
 	pthread_mutex_lock(&e->mu);
-	if (e->closing || e->q_n >= e->q_cap) {
-		int closing = e->closing;
+	if (e->closing || e->failed || e->q_n >= e->q_cap) {
+		int closing = e->closing, failed = e->failed;
+		char msg[INFERD_ERR_LEN];
+		snprintf(msg, sizeof msg, "%s", e->fail_msg);
 		pthread_mutex_unlock(&e->mu);
 		atomic_store(&q->refs, 1);
 		req_unref(q);
 		return closing ? seterr(err, INFERD_ECLOSED, "the model is closing")
-			       : seterr(err, INFERD_EAGAIN, "the model's queue is full (%d requests waiting)", e->q_cap);
+		       : failed ? seterr(err, INFERD_EDEVICE, "%s", msg)
+				: seterr(err, INFERD_EAGAIN, "the model's queue is full (%d requests waiting)", e->q_cap);
 	}
 	if (e->q_tail)
 		e->q_tail->next = q;

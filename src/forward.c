@@ -8,7 +8,8 @@
  *   q, k = rmsnorm per head (qwen3) ; rope(q, k)
  *   a = attention(q, cache(k, v)) ; x += a·Wo
  *   h = rmsnorm(x) ; x += (silu(h·Wgate) * h·Wup)·Wdown
- * then logits = rmsnorm(x)·Woutput for the rows the batch wants.
+ * then logits = rmsnorm(x)·Woutput for the rows the batch wants, read back
+ * to the host or sampled on the device (backend.h).
  */
 #include "backend.h"
 
@@ -71,8 +72,13 @@ int forward(struct inferd_model *m, const struct batch *b, char *err)
 		op->gather(be, h, x, rows, n_out, E);
 		op->rmsnorm(be, h, h, m->out_norm, n_out, E, eps);
 		op->matmul(be, lg, m->output, NULL, h, n_out);
-		op->read(be, b->logits, lg, (size_t)n_out * c->n_vocab);
+		if (b->sample && op->sample)
+			rc = op->sample(be, lg, n_out, b->sample, err);
+		else
+			op->read(be, b->logits, lg, (size_t)n_out * c->n_vocab);
 	}
+	if (!rc && op->sync)
+		rc = op->sync(be, err);
 out:
 	free(rows);
 	float *bufs[] = {x, h, q, k, v, att, g, u, lg};

@@ -10,6 +10,9 @@
  */
 #include "model.h"
 #include "backend.h"
+#ifdef INFERD_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 #include "dtype.h"
 #include "exec.h"
 #include "tok.h"
@@ -222,6 +225,34 @@ static int load_tokenizer(struct inferd_model *m, char *err)
 	return rc;
 }
 
+/* The backend the options ask for: "cpu" (default), "cuda" or "cuda:N". */
+static int backend_open(struct inferd_model *m, const struct inferd_model_opts *opts, char *err)
+{
+	const char *dev = opts && opts->device && *opts->device ? opts->device : "cpu";
+	if (!strcmp(dev, "cpu")) {
+		int nth = opts && opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+		snprintf(m->device, sizeof m->device, "cpu");
+		return cpu_backend_new(m, nth > 0 ? nth : 1, &m->be, err);
+	}
+	int idx = 0;
+	if (strncmp(dev, "cuda", 4) != 0)
+		return seterr(err, INFERD_EINVAL, "unknown device \"%s\" (expected cpu, cuda or cuda:N)", dev);
+	if (dev[4]) {
+		char *end;
+		long v = dev[4] == ':' && dev[5] ? strtol(dev + 5, &end, 10) : -1;
+		if (v < 0 || v > 1024 || *end)
+			return seterr(err, INFERD_EINVAL, "unknown device \"%s\" (expected cpu, cuda or cuda:N)", dev);
+		idx = (int)v;
+	}
+	snprintf(m->device, sizeof m->device, "cuda:%d", idx);
+#ifdef INFERD_CUDA
+	return cuda_backend_new(m, idx, opts->device_memory, &m->be, err);
+#else
+	return seterr(err, INFERD_EUNSUPPORTED,
+		      "device %s: this build of inferd has no CUDA backend (build it with make CUDA=1)", dev);
+#endif
+}
+
 int inferd_model_open(const char *path, const struct inferd_model_opts *opts, inferd_model_t **out, char *err)
 {
 	*out = NULL;
@@ -247,8 +278,7 @@ int inferd_model_open(const char *path, const struct inferd_model_opts *opts, in
 		goto fail;
 	if ((rc = load_tokenizer(m, err)))
 		goto fail;
-	int nth = opts && opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-	if ((rc = cpu_backend_new(m, nth > 0 ? nth : 1, &m->be, err)) || (rc = exec_start(m, opts, err)))
+	if ((rc = backend_open(m, opts, err)) || (rc = exec_start(m, opts, err)))
 		goto fail;
 	*out = m;
 	return 0;
@@ -290,6 +320,7 @@ void inferd_model_get_info(const inferd_model_t *m, struct inferd_model_info *in
 	info->bos_id = m->c.bos_id;
 	info->eos_id = m->c.eos_id;
 	info->has_tokenizer = m->tok != NULL;
+	info->device = m->device;
 }
 
 const struct tokenizer *inferd_model_tokenizer(const inferd_model_t *m) { return m->tok; }

@@ -83,6 +83,7 @@ struct inferd_model {
 	struct tokenizer *tok;            /* NULL when the files carry none */
 	/* compute */
 	struct backend *be;
+	char device[32];                  /* "cpu" or "cuda:N" */
 	struct exec *ex;                  /* the executor thread (exec.c) */
 	pthread_mutex_t eval_lock;        /* one evaluation at a time per model */
 };

@@ -31,6 +31,8 @@ static double uniform01(uint64_t seed, uint64_t step)
 	return (double)(mix(seed * 0x9e3779b97f4a7c15ull + mix(step + 1)) >> 11) * 0x1p-53;
 }
 
+double sample_uniform(uint64_t seed, uint64_t step) { return uniform01(seed, step); }
+
 struct cand {
 	float logit;
 	int id;

@@ -19,6 +19,8 @@ struct sample_params {
 	uint64_t seed;
 };
 
+/* The uniform number in [0, 1) that draws the token of `step`. */
+double sample_uniform(uint64_t seed, uint64_t step);
 /* Index of the largest logit; ties go to the lowest index. */
 int sample_argmax(const float *logits, int n);
 /* Draw the token for `step`; `scratch` holds 8 * n bytes. */

@@ -38,7 +38,11 @@ static const char *serve_help =
 	"  --api-key KEY            require \"Authorization: Bearer KEY\" on every route but\n"
 	"                           /health; repeatable (env INFERD_API_KEY)\n"
 	"  --api-key-file FILE      more keys, one per line (# comments and blank lines skipped)\n"
-	"  -t, --threads N          CPU threads per model (default: all online CPUs)\n";
+	"  -t, --threads N          CPU threads per model (default: all online CPUs)\n"
+	"  --device DEV             cpu (default), cuda or cuda:N: where the models run (env\n"
+	"                           INFERD_DEVICE; CUDA needs a build with make CUDA=1). Each\n"
+	"                           model gets its own CUDA stream and cuBLAS handle. A lost GPU\n"
+	"                           context (illegal address...) ends the process with status 3\n";
 
 static int num(const char *flag, const char *v, long lo, long hi, long *out)
 {
@@ -63,6 +67,7 @@ int cmd_serve(int argc, char **argv)
 	const char *cors[16];
 	int nc = 0;
 	const char *host = getenv("INFERD_HOST") ? getenv("INFERD_HOST") : "127.0.0.1";
+	const char *device = getenv("INFERD_DEVICE") && *getenv("INFERD_DEVICE") ? getenv("INFERD_DEVICE") : "cpu";
 	struct { const char *env, *flag; long *v; long lo, hi; } envs[] = {
 		{"INFERD_PORT", "INFERD_PORT", &port, 1, 65535}, {"INFERD_PARALLEL", "INFERD_PARALLEL", &parallel, 1, 4096},
 		{"INFERD_QUEUE", "INFERD_QUEUE", &queue, 1, 1 << 20}, {"INFERD_TIMEOUT", "INFERD_TIMEOUT", &timeout, 0, 1 << 30},
@@ -133,6 +138,9 @@ int cmd_serve(int argc, char **argv)
 			}
 			cors[nc++] = v;
 			i++;
+		} else if (!strcmp(a, "--device") && v) {
+			device = v;
+			i++;
 		} else if (!strcmp(a, "--host") && v) {
 			host = v;
 			i++;
@@ -153,11 +161,16 @@ int cmd_serve(int argc, char **argv)
 		fprintf(stderr, "inferd serve: give at least one --model [NAME=]PATH\n");
 		return 2;
 	}
+	if (strcmp(device, "cpu") && strcmp(device, "cuda") &&
+	    !(strncmp(device, "cuda:", 5) == 0 && device[5] && strspn(device + 5, "0123456789") == strlen(device + 5))) {
+		fprintf(stderr, "inferd serve: --device must be cpu, cuda or cuda:N, got \"%s\"\n", device);
+		return 2;
+	}
 	struct serve_opts o = {.models = models, .n_models = nm, .host = host, .port = (int)port, .parallel = (int)parallel,
 			       .queue = (int)queue, .threads = (int)threads, .kv_tokens = (int)kv,
 			       .max_connections = (int)maxc, .idle_timeout = (int)idle, .timeout_s = (double)timeout,
 			       .keys = keys, .n_keys = nk, .queue_timeout_s = (double)qtimeout,
 			       .token_timeout_s = (double)ttimeout, .cors = cors, .n_cors = nc,
-			       .request_timeout_s = (double)reqto};
+			       .request_timeout_s = (double)reqto, .device = device};
 	return serve_main(&o);
 }

@@ -52,7 +52,8 @@ static const char *run_help =
 	"  --top-p P           nucleus sampling mass; 1 = off (default 1)\n"
 	"  --seed S            sampling seed (default 0)\n"
 	"  --ignore-eos        do not stop at the model's end-of-sequence id\n"
-	"  -t, --threads N     CPU threads (default: all online CPUs)\n";
+	"  -t, --threads N     CPU threads (default: all online CPUs)\n"
+	"  --device DEV        cpu (default), cuda or cuda:N (a build with make CUDA=1)\n";
 
 static const char *logits_help =
 	"usage: inferd logits -m MODEL --ids 1,2,3 -o FILE [options]\n"
@@ -61,7 +62,8 @@ static const char *logits_help =
 	"  -m, --model MODEL   GGUF file or Hugging Face directory (required)\n"
 	"  --ids LIST          token ids, comma-separated (required)\n"
 	"  -o, --output FILE   where to write the logits (required)\n"
-	"  -t, --threads N     CPU threads (default: all online CPUs)\n";
+	"  -t, --threads N     CPU threads (default: all online CPUs)\n"
+	"  --device DEV        cpu (default), cuda or cuda:N (a build with make CUDA=1)\n";
 
 static const char *convert_help =
 	"usage: inferd convert SRC OUT.gguf --type f32|f16|bf16|q8_0\n"
@@ -211,10 +213,10 @@ static int parse_ids(const char *cmd, const char *s, int32_t **ids, int *n)
 	return 0;
 }
 
-static int open_model(const char *path, int threads, inferd_model_t **m)
+static int open_model_on(const char *path, int threads, const char *device, inferd_model_t **m)
 {
 	char err[INFERD_ERR_LEN];
-	struct inferd_model_opts o = {.n_threads = threads};
+	struct inferd_model_opts o = {.n_threads = threads, .device = device};
 	if (inferd_model_open(path, &o, m, err) != 0) {
 		fprintf(stderr, "inferd: %s\n", err);
 		return 1;
@@ -222,9 +224,14 @@ static int open_model(const char *path, int threads, inferd_model_t **m)
 	return 0;
 }
 
+static int open_model(const char *path, int threads, inferd_model_t **m)
+{
+	return open_model_on(path, threads, NULL, m);
+}
+
 /* options common to run and logits */
 struct common {
-	const char *model, *ids_s, *out;
+	const char *model, *ids_s, *out, *device;
 	long n_predict, threads, top_k, seed;
 	double temp, top_p;
 	int ignore_eos;
@@ -245,6 +252,8 @@ static int parse_common(struct args *a, struct common *c, const char *help, int 
 			c->ids_s = v;
 		else if ((r = opt(a, "-t", "--threads", &v)))
 			rc = v ? parse_int(a->cmd, "--threads", v, 1, 1024, &c->threads) : 0;
+		else if ((r = opt(a, "--device", NULL, &v)))
+			c->device = v;
 		else if (allow_out && (r = opt(a, "-o", "--output", &v)))
 			c->out = v;
 		else if (allow_run && (r = opt(a, "-n", "--n-predict", &v)))
@@ -287,7 +296,7 @@ static int cmd_logits(struct args *a)
 	float *lg = NULL;
 	char err[INFERD_ERR_LEN];
 	FILE *f = NULL;
-	if ((rc = open_model(c.model, (int)c.threads, &m)))
+	if ((rc = open_model_on(c.model, (int)c.threads, c.device, &m)))
 		goto out;
 	struct inferd_model_info info;
 	inferd_model_get_info(m, &info);
@@ -333,7 +342,7 @@ static int cmd_run(struct args *a)
 	float *lg = NULL;
 	void *scratch = NULL;
 	char err[INFERD_ERR_LEN];
-	if ((rc = open_model(c.model, (int)c.threads, &m)))
+	if ((rc = open_model_on(c.model, (int)c.threads, c.device, &m)))
 		goto out;
 	struct inferd_model_info info;
 	inferd_model_get_info(m, &info);

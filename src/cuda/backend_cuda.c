@@ -1,0 +1,676 @@
+/*
+ * backend_cuda.c — the CUDA backend: the vtable of backend.h over the
+ * kernels of kernels.cu and sample.cu, cuBLAS for large float32 products.
+ *
+ * Ownership and threads: one backend per model. It owns one CUDA stream,
+ * one cuBLAS handle bound to that stream, one memory pool for activations
+ * and the device copies of the model's weights, uploaded once in their file
+ * format (quantized weights stay quantized). Only the model's executor
+ * thread (or a caller holding the model's eval lock) calls these ops, so
+ * nothing here locks; two models on one GPU are two backends with two
+ * streams and run concurrently. Every op enqueues on the stream and returns;
+ * sync (end of a step) waits for the stream and reports the first error.
+ *
+ * Errors: every CUDA call is checked and the first failure is kept with its
+ * CUDA error text. Out of memory is an ordinary error (that allocation or
+ * load fails, the others go on). Errors that poison the CUDA context
+ * (illegal address and the other sticky ones) mark the backend dead: every
+ * later step fails at once with the same message, and the executor reports
+ * it as INFERD_EDEVICE so the process can exit and be restarted.
+ *
+ * KV cache: paged, float32, [layer][block][block_size][n_head_kv * head_dim]
+ * for K and for V (the CPU layout), in device memory.
+ */
+#include "backend.h"
+#include "dtype.h"
+#include "sample.h"
+#include "util.h"
+#include "cuda/cuda_backend.h"
+#include "cuda/kernels.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* products of at least this many tokens with float32-representable weights
+ * go through cuBLAS (weights dequantized to a float32 scratch) */
+#define BLAS_MIN_TOKENS 32
+#define BLAS_MAX_SCRATCH ((size_t)256 << 20)
+
+struct cu_kv {
+	int n_blocks, bs, kvdim;
+	float *k, *v;
+};
+
+struct cu_backend {
+	struct backend base;
+	int dev;
+	char dev_name[256];
+	cudaStream_t st;
+	cublasHandle_t blas;
+	cudaMemPool_t pool;
+	void **wdev;            /* [m->n_tensors] device copy of each weight */
+	size_t weight_bytes;
+	/* the step's descriptor on the device */
+	int32_t *d_pos, *d_seq, *d_tables, *d_ids;
+	float *d_cs;
+	int32_t *d_tmp;         /* row indices for gather */
+	int max_nb;
+	size_t pos_cap, seq_cap, tables_cap, ids_cap, cs_cap, tmp_cap; /* bytes */
+	size_t budget;          /* bytes of weights + KV allowed; 0 = the device's */
+	/* sampling scratch */
+	void *d_sbuf;
+	unsigned long long *d_keys;
+	double *d_pref;
+	size_t sbuf_cap, keys_cap, pref_cap;
+	int32_t *seen, *count;  /* host [n_vocab], zero between calls */
+	/* errors */
+	int err;                /* first error (INFERD_E*), 0 if none */
+	int dead;               /* a sticky error: the context is lost */
+	char msg[INFERD_ERR_LEN];
+	uint64_t steps;
+	int64_t fault_step;     /* test hook: fault at this step, -1 = never */
+};
+
+#define CU(be) ((struct cu_backend *)(be))
+
+static int is_sticky(cudaError_t e)
+{
+	switch (e) {
+	case cudaErrorIllegalAddress:
+	case cudaErrorLaunchFailure:
+	case cudaErrorHardwareStackError:
+	case cudaErrorIllegalInstruction:
+	case cudaErrorMisalignedAddress:
+	case cudaErrorInvalidAddressSpace:
+	case cudaErrorInvalidPc:
+	case cudaErrorAssert:
+	case cudaErrorLaunchTimeout:
+	case cudaErrorECCUncorrectable:
+	case cudaErrorUnknown:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* Record e (the first error wins); returns nonzero on error. */
+static int ck(struct cu_backend *cb, cudaError_t e, const char *what)
+{
+	if (e == cudaSuccess)
+		return 0;
+	if (!cb->err) {
+		int sticky = is_sticky(e);
+		cb->err = sticky ? INFERD_EDEVICE : e == cudaErrorMemoryAllocation ? INFERD_ENOMEM : INFERD_EDEVICE;
+		cb->dead |= sticky;
+		snprintf(cb->msg, sizeof cb->msg, "CUDA error on cuda:%d (%s) in %s: %s (%s)%s", cb->dev, cb->dev_name,
+			 what, cudaGetErrorString(e), cudaGetErrorName(e),
+			 sticky ? "; the CUDA context is lost and the process must restart" : "");
+	}
+	return 1;
+}
+
+static void launched(struct cu_backend *cb, const char *what) { ck(cb, cudaGetLastError(), what); }
+
+static const void *W(struct cu_backend *cb, const struct tensor *t)
+{
+	return t ? cb->wdev[t - cb->base.m->tensors] : NULL;
+}
+
+static size_t row_bytes(const struct tensor *t) { return (size_t)(t->nbytes / (uint64_t)t->ne[1]); }
+
+static void *dmalloc(struct cu_backend *cb, size_t bytes, const char *what)
+{
+	void *p = NULL;
+	if (ck(cb, cudaMallocFromPoolAsync(&p, bytes ? bytes : 1, cb->pool, cb->st), what))
+		return NULL;
+	return p;
+}
+
+static void dfree(struct cu_backend *cb, void *p)
+{
+	if (p)
+		ck(cb, cudaFreeAsync(p, cb->st), "cudaFreeAsync");
+}
+
+/* grow *p to hold `need` bytes (contents not kept) */
+static int grow(struct cu_backend *cb, void **p, size_t *cap, size_t need, const char *what)
+{
+	if (need <= *cap && *p)
+		return 0;
+	dfree(cb, *p);
+	*p = dmalloc(cb, need, what);
+	*cap = *p ? need : 0;
+	return *p ? 0 : -1;
+}
+
+static void h2d(struct cu_backend *cb, void *dst, const void *src, size_t bytes)
+{
+	if (bytes)
+		ck(cb, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cb->st), "copy to the device");
+}
+
+/* ---- vtable ---- */
+
+static float *cu_alloc(struct backend *be, size_t n) { return dmalloc(CU(be), n * sizeof(float), "activations"); }
+static void cu_dealloc(struct backend *be, float *p) { dfree(CU(be), p); }
+
+static void *cu_kv_new(struct backend *be, int n_blocks, int bs, char *err)
+{
+	struct cu_backend *cb = CU(be);
+	const struct model_config *c = &be->m->c;
+	cudaSetDevice(cb->dev);
+	struct cu_kv *kv = calloc(1, sizeof *kv);
+	if (!kv) {
+		seterr(err, INFERD_ENOMEM, "out of memory");
+		return NULL;
+	}
+	*kv = (struct cu_kv){.n_blocks = n_blocks, .bs = bs, .kvdim = c->n_head_kv * c->head_dim};
+	size_t bytes = (size_t)c->n_layer * (size_t)n_blocks * (size_t)bs * (size_t)kv->kvdim * sizeof(float);
+	if (cb->budget && cb->weight_bytes + 2 * bytes > cb->budget) {
+		free(kv);
+		seterr(err, INFERD_ENOMEM,
+		       "a KV cache of %d blocks of %d positions (2 x %zu MiB) and %zu MiB of weights exceed the memory "
+		       "budget of %zu MiB on cuda:%d (%s)",
+		       n_blocks, bs, bytes >> 20, cb->weight_bytes >> 20, cb->budget >> 20, cb->dev, cb->dev_name);
+		return NULL;
+	}
+	cudaError_t e1 = cudaMalloc((void **)&kv->k, bytes), e2 = e1 ? e1 : cudaMalloc((void **)&kv->v, bytes);
+	if (e1 || e2) {
+		size_t fr = 0, tot = 0;
+		cudaGetLastError();
+		cudaMemGetInfo(&fr, &tot);
+		cudaFree(kv->k);
+		free(kv);
+		seterr(err, INFERD_ENOMEM,
+		       "out of GPU memory for a KV cache of %d blocks of %d positions (2 x %zu MiB) on cuda:%d (%s): "
+		       "%zu MiB free of %zu MiB (%s)",
+		       n_blocks, bs, bytes >> 20, cb->dev, cb->dev_name, fr >> 20, tot >> 20, cudaGetErrorString(e1 ? e1 : e2));
+		return NULL;
+	}
+	return kv;
+}
+
+static void cu_kv_free(struct backend *be, void *p)
+{
+	struct cu_kv *kv = p;
+	if (!kv)
+		return;
+	cudaSetDevice(CU(be)->dev);
+	cudaStreamSynchronize(CU(be)->st);
+	cudaFree(kv->k);
+	cudaFree(kv->v);
+	free(kv);
+}
+
+static void cu_kv_copy(struct backend *be, void *p, int dst, int src)
+{
+	struct cu_backend *cb = CU(be);
+	struct cu_kv *kv = p;
+	size_t blk = (size_t)kv->bs * kv->kvdim;
+	for (int l = 0; l < be->m->c.n_layer; l++) {
+		size_t od = ((size_t)l * kv->n_blocks + dst) * blk, os = ((size_t)l * kv->n_blocks + src) * blk;
+		ck(cb, cudaMemcpyAsync(kv->k + od, kv->k + os, blk * sizeof(float), cudaMemcpyDeviceToDevice, cb->st),
+		   "KV copy");
+		ck(cb, cudaMemcpyAsync(kv->v + od, kv->v + os, blk * sizeof(float), cudaMemcpyDeviceToDevice, cb->st),
+		   "KV copy");
+	}
+}
+
+static int upload_rows(struct cu_backend *cb, const int32_t *host, int n)
+{
+	if (grow(cb, (void **)&cb->d_tmp, &cb->tmp_cap, (size_t)n * 4, "row indices"))
+		return -1;
+	h2d(cb, cb->d_tmp, host, (size_t)n * 4);
+	return 0;
+}
+
+static void cu_get_rows(struct backend *be, float *out, const struct tensor *emb, const int32_t *ids, int n)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err || n <= 0)
+		return;
+	if (grow(cb, (void **)&cb->d_ids, &cb->ids_cap, (size_t)n * 4, "token ids"))
+		return;
+	h2d(cb, cb->d_ids, ids, (size_t)n * 4);
+	k_get_rows(cb->st, out, W(cb, emb), emb->type, row_bytes(emb), (int)emb->ne[0], cb->d_ids, n);
+	launched(cb, "get_rows");
+}
+
+static void cu_rmsnorm(struct backend *be, float *out, const float *x, const struct tensor *w, int rows, int dim,
+		       float eps)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err)
+		return;
+	k_rmsnorm(cb->st, out, x, W(cb, w), w->type, rows, dim, eps);
+	launched(cb, "rmsnorm");
+}
+
+static void cu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
+		      const float *x, int n)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err || n <= 0)
+		return;
+	int cols = (int)w->ne[0], rows = (int)w->ne[1];
+	size_t scratch = w->type == DT_F32 ? 0 : (size_t)rows * cols * sizeof(float);
+	if (n >= BLAS_MIN_TOKENS && scratch <= BLAS_MAX_SCRATCH) {
+		const float *a = W(cb, w);
+		float *tmp = NULL;
+		if (scratch) {
+			if (!(tmp = dmalloc(cb, scratch, "dequantized weights")))
+				return;
+			k_dequant(cb->st, tmp, W(cb, w), w->type, row_bytes(w), cols, rows);
+			launched(cb, "dequant");
+			a = tmp;
+		}
+		const float one = 1, zero = 0;
+		/* column-major: out (rows x n) = W^T' (rows x cols) * x (cols x n) */
+		cublasStatus_t s = cublasSgemm(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, a, cols, x, cols,
+					       &zero, out, rows);
+		if (s != CUBLAS_STATUS_SUCCESS && !cb->err) {
+			cb->err = INFERD_EDEVICE;
+			snprintf(cb->msg, sizeof cb->msg, "cuBLAS error on cuda:%d (%s) in sgemm: %s", cb->dev, cb->dev_name,
+				 cublasGetStatusString(s));
+		}
+		dfree(cb, tmp);
+		if (bias) {
+			k_add_bias(cb->st, out, W(cb, bias), bias->type, rows, n);
+			launched(cb, "bias");
+		}
+		return;
+	}
+	k_matmul(cb->st, out, W(cb, w), w->type, row_bytes(w), cols, rows, x, n, bias ? W(cb, bias) : NULL,
+		 bias ? bias->type : 0);
+	launched(cb, "matmul");
+}
+
+static int cu_begin_step(struct backend *be, const struct batch *b, char *err)
+{
+	struct cu_backend *cb = CU(be);
+	const struct inferd_model *m = be->m;
+	cudaSetDevice(cb->dev);
+	if (cb->dead)
+		return seterr(err, INFERD_EDEVICE, "%s", cb->msg);
+	cb->err = 0;
+	cudaGetLastError(); /* a non-sticky error of an earlier step is over */
+	cb->steps++;
+	int n = b->n_tokens, half = m->c.head_dim / 2, max_nb = 1;
+	struct cu_kv *kv = b->kv;
+	for (int t = 0; t < n; t++)
+		if (b->pos[t] / kv->bs + 1 > max_nb)
+			max_nb = b->pos[t] / kv->bs + 1;
+	float *cs = malloc((size_t)(n ? n : 1) * (size_t)half * 2 * sizeof(float));
+	int32_t *tables = malloc((size_t)(b->n_seq ? b->n_seq : 1) * (size_t)max_nb * sizeof *tables);
+	if (!cs || !tables) {
+		free(cs);
+		free(tables);
+		return seterr(err, INFERD_ENOMEM, "out of memory for a step of %d tokens", n);
+	}
+	for (int t = 0; t < n; t++)
+		for (int i = 0; i < half; i++) {
+			double ang = (double)b->pos[t] * m->inv_freq[i];
+			cs[((size_t)t * half + i) * 2] = (float)(cos(ang) * m->rope_mscale);
+			cs[((size_t)t * half + i) * 2 + 1] = (float)(sin(ang) * m->rope_mscale);
+		}
+	/* a sequence's table covers its highest position in this step */
+	for (int s = 0; s < b->n_seq; s++)
+		for (int j = 0; j < max_nb; j++)
+			tables[(size_t)s * max_nb + j] = -1;
+	for (int t = 0; t < n; t++)
+		for (int j = 0; j <= b->pos[t] / kv->bs; j++)
+			tables[(size_t)b->seq[t] * max_nb + j] = b->block_table[b->seq[t]][j];
+	int fail = grow(cb, (void **)&cb->d_pos, &cb->pos_cap, (size_t)n * 4, "positions") ||
+		   grow(cb, (void **)&cb->d_seq, &cb->seq_cap, (size_t)n * 4, "sequence indices") ||
+		   grow(cb, (void **)&cb->d_cs, &cb->cs_cap, (size_t)n * half * 2 * 4, "rotary table") ||
+		   grow(cb, (void **)&cb->d_tables, &cb->tables_cap, (size_t)b->n_seq * max_nb * 4, "block tables");
+	if (!fail) {
+		cb->max_nb = max_nb;
+		h2d(cb, cb->d_pos, b->pos, (size_t)n * 4);
+		h2d(cb, cb->d_seq, b->seq, (size_t)n * 4);
+		h2d(cb, cb->d_cs, cs, (size_t)n * half * 2 * 4);
+		h2d(cb, cb->d_tables, tables, (size_t)b->n_seq * max_nb * 4);
+		/* the host buffers are pageable: the copies are done when this returns,
+		 * but wait for them anyway before freeing */
+		ck(cb, cudaStreamSynchronize(cb->st), "step set-up");
+	}
+	free(cs);
+	free(tables);
+	if (cb->fault_step >= 0 && (int64_t)cb->steps > cb->fault_step) {
+		k_fault(cb->st);
+		launched(cb, "injected fault");
+	}
+	if (cb->err)
+		return seterr(err, cb->err, "%s", cb->msg);
+	return 0;
+}
+
+static void cu_rope(struct backend *be, float *x, int n, int n_heads)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err)
+		return;
+	const struct model_config *c = &be->m->c;
+	k_rope(cb->st, x, cb->d_cs, n, n_heads, c->head_dim, c->rope_style == ROPE_NEOX);
+	launched(cb, "rope");
+}
+
+static void cu_attention(struct backend *be, float *out, const float *q, const float *k, const float *v,
+			 const struct batch *b, int layer)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err)
+		return;
+	const struct model_config *c = &be->m->c;
+	struct cu_kv *kv = b->kv;
+	k_store_kv(cb->st, kv->k, kv->v, k, v, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb, kv->n_blocks, kv->bs,
+		   kv->kvdim, layer, b->n_tokens);
+	launched(cb, "KV store");
+	k_attention(cb->st, out, q, kv->k, kv->v, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb, kv->n_blocks, kv->bs,
+		    kv->kvdim, layer, b->n_tokens, c->n_head, c->n_head / c->n_head_kv, c->head_dim);
+	launched(cb, "attention");
+}
+
+static void cu_swiglu(struct backend *be, float *out, const float *gate, const float *up, int64_t n)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err)
+		return;
+	k_swiglu(cb->st, out, gate, up, n);
+	launched(cb, "swiglu");
+}
+
+static void cu_add(struct backend *be, float *x, const float *y, int64_t n)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err)
+		return;
+	k_add(cb->st, x, y, n);
+	launched(cb, "add");
+}
+
+static void cu_gather(struct backend *be, float *dst, const float *src, const int32_t *rows, int n, int dim)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err || n <= 0 || upload_rows(cb, rows, n))
+		return;
+	k_gather(cb->st, dst, src, cb->d_tmp, n, dim);
+	launched(cb, "gather");
+}
+
+static void cu_read(struct backend *be, float *host, const float *src, size_t n)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err)
+		return;
+	ck(cb, cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, cb->st), "copy to the host");
+	ck(cb, cudaStreamSynchronize(cb->st), "copy to the host");
+}
+
+static int cu_sync(struct backend *be, char *err)
+{
+	struct cu_backend *cb = CU(be);
+	ck(cb, cudaStreamSynchronize(cb->st), "step");
+	if (cb->err)
+		return seterr(err, cb->err, "%s", cb->msg);
+	return 0;
+}
+
+/* Sample on the device: parameters (and the penalty lists, built here from
+ * each sequence's tokens as sample.c does) go up in one copy, the chosen
+ * tokens and logprobs come back in one copy. */
+static int cu_sample(struct backend *be, float *logits, int n, const struct sample_req *rq, char *err)
+{
+	struct cu_backend *cb = CU(be);
+	int V = be->m->c.n_vocab, n_bias = 0, n_pen = 0, n_slots = 0;
+	if (cb->err)
+		return seterr(err, cb->err, "%s", cb->msg);
+	for (int i = 0; i < n; i++) {
+		const struct inferd_request *r = rq[i].r;
+		n_bias += r->n_logit_bias;
+		n_pen += rq[i].n_tokens;
+		n_slots += r->temperature > 0;
+	}
+	size_t o_rows = 0, o_bias = o_rows + (size_t)n * sizeof(struct ks_row);
+	size_t o_pen = (o_bias + (size_t)n_bias * sizeof(struct ks_bias) + 15) & ~(size_t)15;
+	size_t o_out = (o_pen + (size_t)n_pen * sizeof(struct ks_pen) + 15) & ~(size_t)15;
+	size_t up = o_out, total = o_out + (size_t)n * sizeof(struct ks_out);
+	uint8_t *h = malloc(total);
+	if (!h)
+		return seterr(err, INFERD_ENOMEM, "out of memory for sampling");
+	struct ks_row *rows = (struct ks_row *)(h + o_rows);
+	struct ks_bias *bias = (struct ks_bias *)(h + o_bias);
+	struct ks_pen *pen = (struct ks_pen *)(h + o_pen);
+	n_bias = n_pen = 0;
+	int slot = 0;
+	for (int i = 0; i < n; i++) {
+		const struct inferd_request *r = rq[i].r;
+		struct ks_row *k = &rows[i];
+		int rep = r->repetition_penalty > 0 && r->repetition_penalty != 1.0f;
+		int pn = r->presence_penalty != 0 || r->frequency_penalty != 0;
+		*k = (struct ks_row){.temperature = r->temperature > 0 ? r->temperature : 0, .top_p = r->top_p,
+				     .min_p = r->min_p, .rep = r->repetition_penalty, .presence = r->presence_penalty,
+				     .frequency = r->frequency_penalty, .top_k = r->top_k, .n_bias = r->n_logit_bias,
+				     .bias_off = n_bias, .pen_off = n_pen, .want_lp = rq[i].logprob != NULL,
+				     .n_top = rq[i].n_top, .slot = r->temperature > 0 ? slot++ : -1,
+				     .u = sample_uniform(r->seed, rq[i].step)};
+		for (int j = 0; j < r->n_logit_bias; j++)
+			bias[n_bias++] = (struct ks_bias){r->logit_bias[j].id, r->logit_bias[j].bias};
+		if (rep || pn) {
+			const int32_t *t = rq[i].tokens;
+			int nt = rq[i].n_tokens;
+			for (int j = rq[i].n_prompt; pn && j < nt; j++)
+				if (t[j] >= 0 && t[j] < V)
+					cb->count[t[j]]++;
+			for (int j = 0; j < nt; j++) {
+				int32_t id = t[j];
+				if (id < 0 || id >= V || cb->seen[id])
+					continue;
+				cb->seen[id] = 1;
+				if (rep || cb->count[id])
+					pen[n_pen++] = (struct ks_pen){id, rep, cb->count[id]};
+			}
+			for (int j = 0; j < nt; j++)
+				if (t[j] >= 0 && t[j] < V)
+					cb->seen[t[j]] = cb->count[t[j]] = 0;
+		}
+		k->n_pen = n_pen - k->pen_off;
+	}
+	int cap = 1;
+	while (cap < V)
+		cap <<= 1;
+	int rc = 0;
+	if (grow(cb, &cb->d_sbuf, &cb->sbuf_cap, total, "sampling parameters") ||
+	    (n_slots && (grow(cb, (void **)&cb->d_keys, &cb->keys_cap, (size_t)n_slots * cap * 8, "sampling scratch") ||
+			 grow(cb, (void **)&cb->d_pref, &cb->pref_cap, (size_t)n_slots * cap * 8, "sampling scratch")))) {
+		rc = seterr(err, cb->err ? cb->err : INFERD_ENOMEM, "%s", cb->msg);
+		goto out;
+	}
+	uint8_t *d = cb->d_sbuf;
+	h2d(cb, d, h, up);
+	k_sample(cb->st, logits, V, n, (const struct ks_row *)(d + o_rows), (const struct ks_bias *)(d + o_bias),
+		 (const struct ks_pen *)(d + o_pen), (struct ks_out *)(d + o_out), cb->d_keys, cb->d_pref, cap);
+	launched(cb, "sample");
+	ck(cb, cudaMemcpyAsync(h + o_out, d + o_out, (size_t)n * sizeof(struct ks_out), cudaMemcpyDeviceToHost, cb->st),
+	   "copy of the sampled tokens");
+	ck(cb, cudaStreamSynchronize(cb->st), "sample");
+	if (cb->err) {
+		rc = seterr(err, cb->err, "%s", cb->msg);
+		goto out;
+	}
+	const struct ks_out *res = (const struct ks_out *)(h + o_out);
+	for (int i = 0; i < n; i++) {
+		*rq[i].tok = res[i].tok;
+		if (rq[i].logprob)
+			*rq[i].logprob = res[i].lp;
+		for (int j = 0; j < rq[i].n_top; j++) {
+			rq[i].top_ids[j] = res[i].top_ids[j];
+			rq[i].top_lp[j] = res[i].top_lp[j];
+		}
+	}
+out:
+	free(h);
+	return rc;
+}
+
+static void cu_free(struct backend *be)
+{
+	struct cu_backend *cb = CU(be);
+	if (!cb)
+		return;
+	cudaSetDevice(cb->dev);
+	if (cb->st)
+		cudaStreamSynchronize(cb->st);
+	void *bufs[] = {cb->d_pos, cb->d_seq, cb->d_tables, cb->d_ids, cb->d_cs, cb->d_tmp, cb->d_sbuf, cb->d_keys,
+			cb->d_pref};
+	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+		if (bufs[i])
+			cudaFreeAsync(bufs[i], cb->st);
+	if (cb->st)
+		cudaStreamSynchronize(cb->st);
+	if (cb->wdev)
+		for (int i = 0; i < be->m->n_tensors; i++)
+			cudaFree(cb->wdev[i]);
+	free(cb->wdev);
+	if (cb->blas)
+		cublasDestroy(cb->blas);
+	if (cb->pool)
+		cudaMemPoolDestroy(cb->pool);
+	if (cb->st)
+		cudaStreamDestroy(cb->st);
+	free(cb->seen);
+	free(cb->count);
+	free(cb);
+}
+
+static const struct backend_ops cuda_ops = {
+	.name = "cuda",
+	.free = cu_free,
+	.alloc = cu_alloc,
+	.dealloc = cu_dealloc,
+	.kv_new = cu_kv_new,
+	.kv_free = cu_kv_free,
+	.kv_copy = cu_kv_copy,
+	.begin_step = cu_begin_step,
+	.get_rows = cu_get_rows,
+	.rmsnorm = cu_rmsnorm,
+	.matmul = cu_matmul,
+	.rope = cu_rope,
+	.attention = cu_attention,
+	.swiglu = cu_swiglu,
+	.add = cu_add,
+	.gather = cu_gather,
+	.read = cu_read,
+	.sync = cu_sync,
+	.sample = cu_sample,
+};
+
+int cuda_device_count(int *n, char *err)
+{
+	int c = 0;
+	cudaError_t e = cudaGetDeviceCount(&c);
+	if (e != cudaSuccess) {
+		*n = 0;
+		return seterr(err, INFERD_EUNSUPPORTED, "no usable CUDA device: %s (%s)", cudaGetErrorString(e),
+			      cudaGetErrorName(e));
+	}
+	*n = c;
+	return 0;
+}
+
+int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, struct backend **out, char *err)
+{
+	int n_dev;
+	if (cuda_device_count(&n_dev, err))
+		return INFERD_EUNSUPPORTED;
+	if (dev < 0 || dev >= n_dev)
+		return seterr(err, INFERD_EINVAL, "no CUDA device cuda:%d (this machine has %d)", dev, n_dev);
+	if (m->c.head_dim > 256 || m->c.head_dim % 2)
+		return seterr(err, INFERD_EUNSUPPORTED, "the CUDA backend supports head_dim up to 256 (this model: %d)",
+			      m->c.head_dim);
+	for (int i = 0; i < m->n_tensors; i++) {
+		const struct dtype_info *di = dtype_get((uint32_t)m->tensors[i].type);
+		int t = m->tensors[i].type;
+		if (!di || !(t == DT_F32 || t == DT_F16 || t == DT_BF16 || t == DT_Q8_0 || t == DT_Q4_0 || t == DT_Q4_K ||
+			     t == DT_Q5_K || t == DT_Q6_K))
+			return seterr(err, INFERD_EUNSUPPORTED, "tensor %s: type %s has no CUDA kernel", m->tensors[i].name,
+				      di ? di->name : "?");
+	}
+	struct cu_backend *cb = calloc(1, sizeof *cb);
+	if (!cb)
+		return seterr(err, INFERD_ENOMEM, "out of memory");
+	cb->base.ops = &cuda_ops;
+	cb->base.m = m;
+	cb->dev = dev;
+	cb->fault_step = -1;
+	cb->budget = budget;
+	struct cudaDeviceProp prop;
+	if (cudaGetDeviceProperties(&prop, dev) == cudaSuccess)
+		snprintf(cb->dev_name, sizeof cb->dev_name, "%s", prop.name);
+	int rc = 0;
+	cudaSetDevice(dev);
+	cb->seen = calloc((size_t)m->c.n_vocab, sizeof *cb->seen);
+	cb->count = calloc((size_t)m->c.n_vocab, sizeof *cb->count);
+	cb->wdev = calloc((size_t)(m->n_tensors ? m->n_tensors : 1), sizeof *cb->wdev);
+	if (!cb->seen || !cb->count || !cb->wdev) {
+		rc = seterr(err, INFERD_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (ck(cb, cudaStreamCreateWithFlags(&cb->st, cudaStreamNonBlocking), "creating the stream"))
+		goto cuda_fail;
+	struct cudaMemPoolProps pp = {.allocType = cudaMemAllocationTypePinned,
+				      .location = {.type = cudaMemLocationTypeDevice, .id = dev}};
+	if (ck(cb, cudaMemPoolCreate(&cb->pool, &pp), "creating the memory pool"))
+		goto cuda_fail;
+	uint64_t keep = UINT64_MAX; /* keep freed activation memory for the next step */
+	ck(cb, cudaMemPoolSetAttribute(cb->pool, cudaMemPoolAttrReleaseThreshold, &keep), "memory pool");
+	cublasStatus_t bs = cublasCreate(&cb->blas);
+	if (bs != CUBLAS_STATUS_SUCCESS) {
+		rc = seterr(err, bs == CUBLAS_STATUS_ALLOC_FAILED ? INFERD_ENOMEM : INFERD_EDEVICE,
+			    "cuBLAS on cuda:%d (%s): %s", dev, cb->dev_name, cublasGetStatusString(bs));
+		goto fail;
+	}
+	cublasSetStream(cb->blas, cb->st);
+	cublasSetMathMode(cb->blas, CUBLAS_PEDANTIC_MATH); /* float32 compute, no TF32 */
+	size_t need = 0, fr = 0, tot = 0;
+	for (int i = 0; i < m->n_tensors; i++)
+		need += m->tensors[i].nbytes;
+	cudaMemGetInfo(&fr, &tot);
+	if (budget && need > budget) {
+		rc = seterr(err, INFERD_ENOMEM,
+			    "model needs %zu MiB of weights on cuda:%d (%s) but its memory budget is %zu MiB", need >> 20,
+			    dev, cb->dev_name, budget >> 20);
+		goto fail;
+	}
+	for (int i = 0; i < m->n_tensors; i++) {
+		const struct tensor *t = &m->tensors[i];
+		cudaError_t e = cudaMalloc(&cb->wdev[i], t->nbytes ? t->nbytes : 1);
+		if (e != cudaSuccess) {
+			cudaGetLastError();
+			cudaMemGetInfo(&fr, &tot);
+			rc = seterr(err, INFERD_ENOMEM,
+				    "out of GPU memory loading tensor %s (%llu MiB) on cuda:%d (%s): the model's weights "
+				    "need %zu MiB, %zu MiB free of %zu MiB (%s)",
+				    t->name, (unsigned long long)(t->nbytes >> 20), dev, cb->dev_name, need >> 20, fr >> 20,
+				    tot >> 20, cudaGetErrorString(e));
+			goto fail;
+		}
+		if (ck(cb, cudaMemcpy(cb->wdev[i], t->data, t->nbytes, cudaMemcpyHostToDevice), "uploading weights"))
+			goto cuda_fail;
+	}
+	cb->weight_bytes = need;
+	*out = &cb->base;
+	return 0;
+cuda_fail:
+	rc = seterr(err, cb->err ? cb->err : INFERD_EDEVICE, "%s", cb->msg);
+fail:
+	cu_free(&cb->base);
+	return rc;
+}
+
+void cuda_backend_fault_at(struct backend *be, int64_t step) { CU(be)->fault_step = step; }
+
+size_t cuda_backend_weight_bytes(const struct backend *be) { return ((const struct cu_backend *)be)->weight_bytes; }
