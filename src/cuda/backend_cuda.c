@@ -641,8 +641,8 @@ int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, struc
 	cudaMemGetInfo(&fr, &tot);
 	if (budget && need > budget) {
 		rc = seterr(err, INFERD_ENOMEM,
-			    "model needs %zu MiB of weights on cuda:%d (%s) but its memory budget is %zu MiB", need >> 20,
-			    dev, cb->dev_name, budget >> 20);
+			    "model needs %.1f MiB of weights on cuda:%d (%s) but its memory budget is %.1f MiB",
+			    need / 1048576.0, dev, cb->dev_name, budget / 1048576.0);
 		goto fail;
 	}
 	for (int i = 0; i < m->n_tensors; i++) {
