@@ -91,7 +91,17 @@ test: $(BIN)/inferd $(TEST_BIN)
 
 # GPU tests: the CUDA backend against the references and the CPU. Build with
 # CUDA=1; without a GPU the test prints SKIP (and checks the clear error).
-test-gpu: $(BIN)/inferd $(BUILD)/tests/test_cuda
+# inferd-faults: the server binary with the CUDA fault hook compiled in
+# (INFERD_CUDA_FAULT_STEP); only the GPU tests use it.
+$(BUILD)/src/cuda/backend_cuda.faults.o: src/cuda/backend_cuda.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DINFERD_FAULTS -c $< -o $@
+
+$(BUILD)/tests/inferd-faults: $(TOOL_OBJ) $(BUILD)/src/cuda/backend_cuda.faults.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+test-gpu: $(BIN)/inferd $(BUILD)/tests/test_cuda $(if $(CUDA),$(BUILD)/tests/inferd-faults)
 	@BUILD=$(BUILD) BIN=$(BIN) tests/run.sh $(BUILD)/tests/test_cuda
 	@cat $(BUILD)/tests/test_cuda.log
 

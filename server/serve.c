@@ -692,6 +692,12 @@ static void resp_delta(struct conn *k, const char *text, size_t len);
 static void resp_done(struct conn *k, const struct slot *s, const struct inferd_event *ev);
 
 /* Non-streaming: wait for the whole result while watching the socket. */
+/* An error of the engine or the device rather than of the request. */
+static int engine_failure(int status)
+{
+	return status == INFERD_EDEVICE || status == INFERD_ENOMEM || status == INFERD_EIO;
+}
+
 static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k, const struct slot *s, struct built *b,
 				       int chat)
 {
@@ -699,7 +705,7 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 	size_t tl = 0;
 	json_t *lps = json_array();
 	struct inferd_event ev;
-	int finish = 0, completion = 0;
+	int finish = 0, completion = 0, status = 0;
 	char message[256] = "";
 	for (;;) {
 		int w = next_event(k->q, k->fd, &ev, 1 << 30);
@@ -726,6 +732,7 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 		}
 		if (ev.type == INFERD_EV_DONE) {
 			finish = ev.finish;
+			status = ev.status;
 			completion = ev.completion_tokens;
 			snprintf(message, sizeof message, "%s", ev.message);
 			break;
@@ -746,6 +753,8 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 	if (finish == INFERD_FINISH_ERROR) {
 		free(text);
 		json_decref(lps);
+		if (engine_failure(status)) /* not the request's fault: the client may retry */
+			return send_error(c, status == INFERD_EDEVICE ? 503 : 500, "server_error", NULL, "%s", message);
 		return send_error(c, 400, "invalid_request_error", NULL, "%s", message);
 	}
 	if (finish == INFERD_FINISH_TIMEOUT) {
@@ -965,8 +974,10 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 			if (ev.finish == INFERD_FINISH_TIMEOUT)
 				atomic_fetch_add(&S.n_timeouts, 1);
 			sse_json(k, json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message", ev.message, "type",
-					      ev.finish == INFERD_FINISH_TIMEOUT ? "timeout" : "invalid_request_error", "param",
-					      "code"));
+					      ev.finish == INFERD_FINISH_TIMEOUT ? "timeout"
+					      : engine_failure(ev.status)         ? "server_error"
+										  : "invalid_request_error",
+					      "param", "code"));
 		} else {
 			sse_json(k, chunk(k, k->chat ? json_object() : json_string(""), finish_str(ev.finish), NULL));
 		}

@@ -607,6 +607,10 @@ int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, struc
 	cb->dev = dev;
 	cb->fault_step = -1;
 	cb->budget = budget;
+#ifdef INFERD_FAULTS /* test builds only (build-cuda/tests/inferd-faults) */
+	if (getenv("INFERD_CUDA_FAULT_STEP"))
+		cb->fault_step = atoll(getenv("INFERD_CUDA_FAULT_STEP"));
+#endif
 	struct cudaDeviceProp prop;
 	if (cudaGetDeviceProperties(&prop, dev) == cudaSuccess)
 		snprintf(cb->dev_name, sizeof cb->dev_name, "%s", prop.name);

@@ -61,8 +61,12 @@ int main(void)
 #include "model.h"
 #include "cuda/cuda_backend.h"
 
+#include <arpa/inet.h>
 #include <cuda_runtime_api.h>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -794,6 +798,85 @@ static void sticky(const char *path)
 	      WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 }
 
+
+/* The real server with the fault hook compiled in: a sticky error in a
+ * request's step gives that client a 503 naming the CUDA error, and the
+ * process exits with status 3 (for its supervisor to restart it). */
+static void serve_fault(const char *model)
+{
+	char exe[600], bin[700];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	exe[n > 0 ? n : 0] = 0;
+	char *slash = strrchr(exe, '/');
+	if (slash)
+		*slash = 0;
+	snprintf(bin, sizeof bin, "%s/inferd-faults", exe);
+	if (access(bin, X_OK)) {
+		CHECK(0, "%s is missing (make CUDA=1 test-gpu builds it)", bin);
+		return;
+	}
+	int port = 21000 + (int)(getpid() % 2000);
+	char ports[16], spec[700];
+	snprintf(ports, sizeof ports, "%d", port);
+	snprintf(spec, sizeof spec, "q=%s", model);
+	const char *log = t_tmp("serve-fault.log");
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		FILE *f = freopen(log, "w", stderr);
+		(void)f;
+		setenv("INFERD_CUDA_FAULT_STEP", "3", 1);
+		execl(bin, "inferd", "serve", "--device", "cuda:0", "--model", spec, "--port", ports, (char *)NULL);
+		_exit(127);
+	}
+	/* wait for it to listen */
+	int fd = -1;
+	for (int i = 0; i < 300 && fd < 0; i++) {
+		fd = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+			close(fd);
+			fd = -1;
+			usleep(100 * 1000);
+		}
+	}
+	CHECK(fd >= 0, "the server did not start listening on port %d", port);
+	char resp[8192] = "";
+	if (fd >= 0) {
+		const char *body = "{\"model\": \"q\", \"prompt\": [1, 2, 3], \"max_tokens\": 20}";
+		char req[512];
+		int len = snprintf(req, sizeof req,
+				   "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+				   "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+				   strlen(body), body);
+		CHECK(write(fd, req, (size_t)len) == len, "write");
+		size_t got = 0;
+		ssize_t r;
+		while (got < sizeof resp - 1 && (r = read(fd, resp + got, sizeof resp - 1 - got)) > 0)
+			got += (size_t)r;
+		resp[got] = 0;
+		close(fd);
+	}
+	printf("  server, injected fault: response: %.160s\n", resp);
+	CHECK(strstr(resp, "HTTP/1.1 503") && strstr(resp, "illegal memory access") && strstr(resp, "server_error"),
+	      "the client should get a 503 naming the CUDA error: %s", resp);
+	int st = 0, waited = 0;
+	for (; waited < 200 && waitpid(pid, &st, WNOHANG) == 0; waited++)
+		usleep(100 * 1000);
+	if (waited == 200) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+	}
+	size_t ln = 0;
+	char *txt = t_read_file(log, &ln);
+	printf("  server exit status %d after the fault\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3, "the server should exit with status 3, got %d", st);
+	CHECK(txt && strstr(txt, "illegal memory access") && strstr(txt, "exiting (status 3)"), "server log: %s",
+	      txt ? txt : "(none)");
+	free(txt);
+}
+
 int main(int argc, char **argv)
 {
 	char err[INFERD_ERR_LEN];
@@ -821,8 +904,10 @@ int main(int argc, char **argv)
 	sampling(fq);
 	two_models(fq, fl);
 	load_faults(fq, fl);
-	if (!quick)
+	if (!quick) {
 		sticky(fq);
+		serve_fault(fq);
+	}
 	return t_done("test_cuda");
 }
 #endif
