@@ -59,7 +59,7 @@ LIB     := $(BUILD)/libinferd.a
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test test-gpu deps fuzz bench clean
+.PHONY: all test test-gpu bench-gpu deps fuzz bench clean
 .SECONDARY:
 
 all: $(BIN)/inferd $(LIB)
@@ -104,6 +104,14 @@ $(BUILD)/tests/inferd-faults: $(TOOL_OBJ) $(BUILD)/src/cuda/backend_cuda.faults.
 test-gpu: $(BIN)/inferd $(BUILD)/tests/test_cuda $(if $(CUDA),$(BUILD)/tests/inferd-faults)
 	@BUILD=$(BUILD) BIN=$(BIN) tests/run.sh $(BUILD)/tests/test_cuda
 	@cat $(BUILD)/tests/test_cuda.log
+
+# GPU benchmark (bench/cuda/run.sh: models, ceilings, baselines, tables)
+$(BUILD)/bench/cuda/bench_cuda: $(BUILD)/bench/cuda/bench_cuda.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+bench-gpu: $(BIN)/inferd $(BUILD)/bench/cuda/bench_cuda
+	BUILD=$(BUILD) BIN=$(BIN) bench/cuda/run.sh
 
 deps:
 	.ci/deps

@@ -17,8 +17,10 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct centry {
 	const struct tensor *src; /* NULL for rope_freqs */
@@ -40,6 +42,44 @@ static int64_t perm_index(int64_t r, int hd)
 {
 	int64_t head = r / hd, j = r % hd;
 	return head * hd + (j % 2 == 0 ? j / 2 : j / 2 + hd / 2);
+}
+
+struct rows_job {
+	const struct tensor *t;
+	const struct centry *e;
+	uint8_t *dst;
+	uint64_t srb, drb;
+	int hd;
+	int64_t r0, r1;
+	float *row;     /* NULL: the thread allocates its own */
+	int ok;
+};
+
+/* convert rows [r0, r1) of one tensor */
+static void *rows_main(void *arg)
+{
+	struct rows_job *j = arg;
+	float *own = NULL, *row = j->row;
+	j->ok = 1;
+	if (!row && !(row = own = malloc((size_t)j->t->ne[0] * sizeof(float)))) {
+		j->ok = 0;
+		return NULL;
+	}
+	for (int64_t r = j->r0; r < j->r1; r++) {
+		int64_t sr = j->e->perm_heads ? perm_index(r, j->hd) : r;
+		const uint8_t *src = (const uint8_t *)j->t->data + (uint64_t)sr * j->srb;
+		if (j->t->type == j->e->type) {
+			memcpy(j->dst + (uint64_t)r * j->drb, src, j->drb);
+			continue;
+		}
+		dtype_to_f32(j->t->type, src, row, j->t->ne[0]);
+		if (!dtype_from_f32(j->e->type, row, j->dst + (uint64_t)r * j->drb, j->t->ne[0])) {
+			j->ok = 0;
+			break;
+		}
+	}
+	free(own);
+	return NULL;
 }
 
 static int produce(void *ctx, int idx, uint8_t *dst, uint64_t nbytes, char *err)
@@ -70,17 +110,28 @@ static int produce(void *ctx, int idx, uint8_t *dst, uint64_t nbytes, char *err)
 		free(p);
 		return 0;
 	}
-	for (int64_t r = 0; r < t->ne[1]; r++) {
-		int64_t sr = e->perm_heads ? perm_index(r, hd) : r;
-		const uint8_t *src = (const uint8_t *)t->data + (uint64_t)sr * srb;
-		if (t->type == e->type) {
-			memcpy(dst + (uint64_t)r * drb, src, drb);
-			continue;
-		}
-		dtype_to_f32(t->type, src, c->row, t->ne[0]);
-		if (!dtype_from_f32(e->type, c->row, dst + (uint64_t)r * drb, t->ne[0]))
-			return seterr(err, INFERD_EUNSUPPORTED, "cannot convert to %s", dtype_get((uint32_t)e->type)->name);
+	/* rows are independent: large tensors are converted by several threads */
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int nth = t->type == e->type || t->ne[0] * t->ne[1] < (1 << 20) ? 1 : ncpu > 16 ? 16 : ncpu < 1 ? 1 : (int)ncpu;
+	struct rows_job jobs[16];
+	pthread_t th[16];
+	int started[16] = {0}, ok = 1;
+	for (int i = 0; i < nth; i++) {
+		jobs[i] = (struct rows_job){.t = t, .e = e, .dst = dst, .srb = srb, .drb = drb, .hd = hd,
+					    .r0 = t->ne[1] * i / nth, .r1 = t->ne[1] * (i + 1) / nth};
+		started[i] = i > 0 && pthread_create(&th[i], NULL, rows_main, &jobs[i]) == 0;
 	}
+	for (int i = 0; i < nth; i++) {
+		if (started[i]) {
+			pthread_join(th[i], NULL);
+		} else { /* the first share, and any thread that could not start */
+			jobs[i].row = c->row;
+			rows_main(&jobs[i]);
+		}
+		ok &= jobs[i].ok;
+	}
+	if (!ok)
+		return seterr(err, INFERD_EUNSUPPORTED, "cannot convert to %s", dtype_get((uint32_t)e->type)->name);
 	return 0;
 }
 

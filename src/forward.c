@@ -25,6 +25,10 @@ int forward(struct inferd_model *m, const struct batch *b, char *err)
 	float eps = (float)c->norm_eps;
 	int rc = 0;
 	int n_out = 0;
+	/* the step's descriptor first: a backend may carve the step's buffers
+	 * from an arena sized for it */
+	if ((rc = op->begin_step(be, b, err)) != 0)
+		return rc;
 	int32_t *rows = malloc((size_t)(n ? n : 1) * sizeof *rows);
 	float *x = op->alloc(be, (size_t)n * E), *h = op->alloc(be, (size_t)n * (E > qd ? E : qd));
 	float *q = op->alloc(be, (size_t)n * qd), *k = op->alloc(be, (size_t)n * kvd);
@@ -42,9 +46,6 @@ int forward(struct inferd_model *m, const struct batch *b, char *err)
 		rc = seterr(err, INFERD_ENOMEM, "out of memory for %d rows of logits", n_out);
 		goto out;
 	}
-	if ((rc = op->begin_step(be, b, err)) != 0)
-		goto out;
-
 	op->get_rows(be, x, m->tok_embd, b->ids, n);
 	for (int l = 0; l < c->n_layer; l++) {
 		const struct layer_weights *w = &m->layers[l];

@@ -94,6 +94,7 @@ static const char *gen_help =
 	"  --ctx N             training context length (default 4096)\n"
 	"  --rope-theta X      rope base (default 10000)\n"
 	"  --tied              share the embedding as the output head\n"
+	"  --untied            a separate output head (after --shape of a tied model)\n"
 	"  --type T            f32, f16, bf16 or q8_0 (default f32)\n"
 	"  --seed S            weight seed (default 1)\n";
 
@@ -477,6 +478,8 @@ static int cmd_gen(struct args *a)
 			o.seed = (uint64_t)x;
 		} else if (!strcmp(arg, "--tied"))
 			r = 1, o.tied = 1;
+		else if (!strcmp(arg, "--untied"))
+			r = 1, o.tied = 0;
 		else
 			return usage_error(a->cmd, "unknown option \"%s\"", arg);
 		if (r < 0)

@@ -34,9 +34,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* products of at least this many tokens with float32-representable weights
- * go through cuBLAS (weights dequantized to a float32 scratch) */
-#define BLAS_MIN_TOKENS 32
+/* products of at least this many tokens go through cuBLAS (weights
+ * dequantized to a float32 scratch), smaller ones through the warp kernels
+ * (and CUDA graphs); INFERD_CUDA_BLAS_MIN overrides it */
+#define BLAS_MIN_TOKENS 65
 #define BLAS_MAX_SCRATCH ((size_t)256 << 20)
 
 struct cu_kv {
@@ -53,12 +54,32 @@ struct cu_backend {
 	cudaMemPool_t pool;
 	void **wdev;            /* [m->n_tensors] device copy of each weight */
 	size_t weight_bytes;
-	/* the step's descriptor on the device */
-	int32_t *d_pos, *d_seq, *d_tables, *d_ids;
+	/* the step's descriptor: packed in pinned host memory, one copy up */
+	uint8_t *h_step, *d_step;
+	int cap_n, cap_s, cap_w;   /* tokens, sequences, block-table width */
+	int32_t *d_ids, *d_pos, *d_seq, *d_rows, *d_tables;
 	float *d_cs;
-	int32_t *d_tmp;         /* row indices for gather */
-	int max_nb;
-	size_t pos_cap, seq_cap, tables_cap, ids_cap, cs_cap, tmp_cap; /* bytes */
+	int max_nb;                /* the width of the uploaded tables */
+	const int32_t *cur_ids;    /* the batch's host ids (get_rows uses d_ids) */
+	int cur_n, cur_nout, cur_nseq;
+	int32_t *cur_rows;         /* host copy of the wanted rows [cap_n] */
+	int32_t *d_tmp;            /* row indices for a gather outside a step */
+	size_t tmp_cap;
+	/* activations: a bump arena reset by each step, so a step of one shape
+	 * gets the same addresses every time (what a CUDA graph replays) */
+	uint8_t *arena;
+	size_t arena_cap, arena_used, arena_need;
+	void *over[64];            /* allocations the arena could not hold */
+	int n_over;
+	/* CUDA graphs of decode steps, by shape */
+	struct graph { int n, n_seq, n_out; size_t arena_used; cudaGraphExec_t exec; } graphs[64];
+	int n_graphs;
+	struct shape { int n, n_seq, n_out; size_t arena_used; } shapes[64]; /* run once */
+	int n_seen;
+	int capturing;             /* ops are being recorded into a graph */
+	int replay;                /* index of the graph to launch, or -1 */
+	int use_graphs;
+	int blas_min;              /* BLAS_MIN_TOKENS */
 	size_t budget;          /* bytes of weights + KV allowed; 0 = the device's */
 	/* sampling scratch */
 	void *d_sbuf;
@@ -154,8 +175,41 @@ static void h2d(struct cu_backend *cb, void *dst, const void *src, size_t bytes)
 
 /* ---- vtable ---- */
 
-static float *cu_alloc(struct backend *be, size_t n) { return dmalloc(CU(be), n * sizeof(float), "activations"); }
-static void cu_dealloc(struct backend *be, float *p) { dfree(CU(be), p); }
+static void graphs_drop(struct cu_backend *cb)
+{
+	for (int i = 0; i < cb->n_graphs; i++)
+		cudaGraphExecDestroy(cb->graphs[i].exec);
+	cb->n_graphs = 0;
+	cb->n_seen = 0;
+}
+
+static float *cu_alloc(struct backend *be, size_t n)
+{
+	struct cu_backend *cb = CU(be);
+	size_t bytes = (n * sizeof(float) + 255) & ~(size_t)255;
+	if (cb->arena_used + bytes <= cb->arena_cap) {
+		float *p = (float *)(cb->arena + cb->arena_used);
+		cb->arena_used += bytes;
+		if (cb->arena_used > cb->arena_need)
+			cb->arena_need = cb->arena_used;
+		return p;
+	}
+	/* too big for the arena this step: the next step gets a larger one */
+	cb->arena_need = cb->arena_used + bytes > cb->arena_need ? cb->arena_used + bytes : cb->arena_need;
+	cb->arena_used += bytes;
+	if (cb->n_over == (int)(sizeof cb->over / sizeof cb->over[0]))
+		return NULL;
+	void *p = dmalloc(cb, bytes, "activations");
+	if (p)
+		cb->over[cb->n_over++] = p;
+	return p;
+}
+
+static void cu_dealloc(struct backend *be, float *p)
+{
+	(void)be;
+	(void)p; /* arena memory lives until the next step; overflow too */
+}
 
 static void *cu_kv_new(struct backend *be, int n_blocks, int bs, char *err)
 {
@@ -221,6 +275,10 @@ static void cu_kv_copy(struct backend *be, void *p, int dst, int src)
 
 static int upload_rows(struct cu_backend *cb, const int32_t *host, int n)
 {
+	if (cb->capturing) { /* host copies cannot be recorded */
+		ck(cb, cudaErrorStreamCaptureUnsupported, "an upload while recording a step");
+		return -1;
+	}
 	if (grow(cb, (void **)&cb->d_tmp, &cb->tmp_cap, (size_t)n * 4, "row indices"))
 		return -1;
 	h2d(cb, cb->d_tmp, host, (size_t)n * 4);
@@ -232,10 +290,15 @@ static void cu_get_rows(struct backend *be, float *out, const struct tensor *emb
 	struct cu_backend *cb = CU(be);
 	if (cb->err || n <= 0)
 		return;
-	if (grow(cb, (void **)&cb->d_ids, &cb->ids_cap, (size_t)n * 4, "token ids"))
+	if (cb->replay >= 0)
 		return;
-	h2d(cb, cb->d_ids, ids, (size_t)n * 4);
-	k_get_rows(cb->st, out, W(cb, emb), emb->type, row_bytes(emb), (int)emb->ne[0], cb->d_ids, n);
+	const int32_t *d = cb->d_ids;
+	if (ids != cb->cur_ids || n > cb->cur_n) { /* not the step's ids: a call outside forward */
+		if (upload_rows(cb, ids, n))
+			return;
+		d = cb->d_tmp;
+	}
+	k_get_rows(cb->st, out, W(cb, emb), emb->type, row_bytes(emb), (int)emb->ne[0], d, n);
 	launched(cb, "get_rows");
 }
 
@@ -243,7 +306,7 @@ static void cu_rmsnorm(struct backend *be, float *out, const float *x, const str
 		       float eps)
 {
 	struct cu_backend *cb = CU(be);
-	if (cb->err)
+	if (cb->err || cb->replay >= 0)
 		return;
 	k_rmsnorm(cb->st, out, x, W(cb, w), w->type, rows, dim, eps);
 	launched(cb, "rmsnorm");
@@ -253,11 +316,11 @@ static void cu_matmul(struct backend *be, float *out, const struct tensor *w, co
 		      const float *x, int n)
 {
 	struct cu_backend *cb = CU(be);
-	if (cb->err || n <= 0)
+	if (cb->err || n <= 0 || cb->replay >= 0)
 		return;
 	int cols = (int)w->ne[0], rows = (int)w->ne[1];
 	size_t scratch = w->type == DT_F32 ? 0 : (size_t)rows * cols * sizeof(float);
-	if (n >= BLAS_MIN_TOKENS && scratch <= BLAS_MAX_SCRATCH) {
+	if (n >= cb->blas_min && scratch <= BLAS_MAX_SCRATCH) {
 		const float *a = W(cb, w);
 		float *tmp = NULL;
 		if (scratch) {
@@ -288,6 +351,45 @@ static void cu_matmul(struct backend *be, float *out, const struct tensor *w, co
 	launched(cb, "matmul");
 }
 
+/* Capacity of the step buffer: grow to powers of two (then the buffers move
+ * and every recorded graph is dropped). */
+static int step_reserve(struct cu_backend *cb, int n, int n_seq, int width)
+{
+	if (n <= cb->cap_n && n_seq <= cb->cap_s && width <= cb->cap_w && cb->h_step)
+		return 0;
+	int cn = cb->cap_n ? cb->cap_n : 64, cs = cb->cap_s ? cb->cap_s : 16, cw = cb->cap_w ? cb->cap_w : 16;
+	while (cn < n)
+		cn *= 2;
+	while (cs < n_seq)
+		cs *= 2;
+	while (cw < width)
+		cw *= 2;
+	int half = cb->base.m->c.head_dim / 2;
+	size_t bytes = (size_t)cn * 4 * 4 + (size_t)cn * half * 2 * 4 + (size_t)cs * cw * 4;
+	cudaStreamSynchronize(cb->st);
+	graphs_drop(cb);
+	cudaFreeHost(cb->h_step);
+	cudaFree(cb->d_step);
+	free(cb->cur_rows);
+	cb->h_step = NULL;
+	cb->d_step = NULL;
+	cb->cap_n = cb->cap_s = cb->cap_w = 0;
+	cb->cur_rows = malloc((size_t)cn * sizeof *cb->cur_rows);
+	if (!cb->cur_rows || ck(cb, cudaMallocHost((void **)&cb->h_step, bytes), "pinned step buffer") ||
+	    ck(cb, cudaMalloc((void **)&cb->d_step, bytes), "step buffer"))
+		return -1;
+	cb->cap_n = cn;
+	cb->cap_s = cs;
+	cb->cap_w = cw;
+	cb->d_ids = (int32_t *)cb->d_step;
+	cb->d_pos = cb->d_ids + cn;
+	cb->d_seq = cb->d_pos + cn;
+	cb->d_rows = cb->d_seq + cn;
+	cb->d_cs = (float *)(cb->d_rows + cn);
+	cb->d_tables = (int32_t *)(cb->d_cs + (size_t)cn * half * 2);
+	return 0;
+}
+
 static int cu_begin_step(struct backend *be, const struct batch *b, char *err)
 {
 	struct cu_backend *cb = CU(be);
@@ -296,62 +398,97 @@ static int cu_begin_step(struct backend *be, const struct batch *b, char *err)
 	if (cb->dead)
 		return seterr(err, INFERD_EDEVICE, "%s", cb->msg);
 	cb->err = 0;
+	cb->capturing = 0;
+	cb->replay = -1;
 	cudaGetLastError(); /* a non-sticky error of an earlier step is over */
 	cb->steps++;
-	int n = b->n_tokens, half = m->c.head_dim / 2, max_nb = 1;
+	/* last step's overflow allocations; a larger arena if it overflowed */
+	for (int i = 0; i < cb->n_over; i++)
+		dfree(cb, cb->over[i]);
+	cb->n_over = 0;
+	if (cb->arena_need > cb->arena_cap) {
+		size_t cap = cb->arena_need + cb->arena_need / 4;
+		ck(cb, cudaStreamSynchronize(cb->st), "step");
+		graphs_drop(cb);
+		cudaFree(cb->arena);
+		cb->arena = NULL;
+		cb->arena_cap = 0;
+		if (!ck(cb, cudaMalloc((void **)&cb->arena, cap), "activation arena"))
+			cb->arena_cap = cap;
+	}
+	cb->arena_used = 0;
+	int n = b->n_tokens, half = m->c.head_dim / 2, max_nb = 1, n_out = 0;
 	struct cu_kv *kv = b->kv;
 	for (int t = 0; t < n; t++)
 		if (b->pos[t] / kv->bs + 1 > max_nb)
 			max_nb = b->pos[t] / kv->bs + 1;
-	float *cs = malloc((size_t)(n ? n : 1) * (size_t)half * 2 * sizeof(float));
-	int32_t *tables = malloc((size_t)(b->n_seq ? b->n_seq : 1) * (size_t)max_nb * sizeof *tables);
-	if (!cs || !tables) {
-		free(cs);
-		free(tables);
-		return seterr(err, INFERD_ENOMEM, "out of memory for a step of %d tokens", n);
-	}
+	if (step_reserve(cb, n, b->n_seq, max_nb))
+		return seterr(err, cb->err ? cb->err : INFERD_ENOMEM, "%s", cb->msg);
+	int W = cb->cap_w;
+	/* pack ids, positions, sequences, wanted rows, the rotary table and the
+	 * block tables into the pinned buffer, then one copy up */
+	int32_t *h = (int32_t *)cb->h_step, *ids = h, *pos = h + cb->cap_n, *seq = pos + cb->cap_n, *rows = seq + cb->cap_n;
+	float *cs = (float *)(rows + cb->cap_n);
+	int32_t *tab = (int32_t *)(cs + (size_t)cb->cap_n * half * 2);
+	if (b->ids)
+		memcpy(ids, b->ids, (size_t)n * 4);
+	memcpy(pos, b->pos, (size_t)n * 4);
+	memcpy(seq, b->seq, (size_t)n * 4);
+	for (int t = 0; t < n; t++)
+		if (b->want && b->want[t])
+			rows[n_out++] = t;
+	memcpy(cb->cur_rows, rows, (size_t)n_out * 4);
 	for (int t = 0; t < n; t++)
 		for (int i = 0; i < half; i++) {
 			double ang = (double)b->pos[t] * m->inv_freq[i];
 			cs[((size_t)t * half + i) * 2] = (float)(cos(ang) * m->rope_mscale);
 			cs[((size_t)t * half + i) * 2 + 1] = (float)(sin(ang) * m->rope_mscale);
 		}
-	/* a sequence's table covers its highest position in this step */
-	for (int s = 0; s < b->n_seq; s++)
-		for (int j = 0; j < max_nb; j++)
-			tables[(size_t)s * max_nb + j] = -1;
+	memset(tab, 0, (size_t)b->n_seq * W * 4);
 	for (int t = 0; t < n; t++)
 		for (int j = 0; j <= b->pos[t] / kv->bs; j++)
-			tables[(size_t)b->seq[t] * max_nb + j] = b->block_table[b->seq[t]][j];
-	int fail = grow(cb, (void **)&cb->d_pos, &cb->pos_cap, (size_t)n * 4, "positions") ||
-		   grow(cb, (void **)&cb->d_seq, &cb->seq_cap, (size_t)n * 4, "sequence indices") ||
-		   grow(cb, (void **)&cb->d_cs, &cb->cs_cap, (size_t)n * half * 2 * 4, "rotary table") ||
-		   grow(cb, (void **)&cb->d_tables, &cb->tables_cap, (size_t)b->n_seq * max_nb * 4, "block tables");
-	if (!fail) {
-		cb->max_nb = max_nb;
-		h2d(cb, cb->d_pos, b->pos, (size_t)n * 4);
-		h2d(cb, cb->d_seq, b->seq, (size_t)n * 4);
-		h2d(cb, cb->d_cs, cs, (size_t)n * half * 2 * 4);
-		h2d(cb, cb->d_tables, tables, (size_t)b->n_seq * max_nb * 4);
-		/* the host buffers are pageable: the copies are done when this returns,
-		 * but wait for them anyway before freeing */
-		ck(cb, cudaStreamSynchronize(cb->st), "step set-up");
-	}
-	free(cs);
-	free(tables);
+			tab[(size_t)b->seq[t] * W + j] = b->block_table[b->seq[t]][j];
+	/* everything up to the used part of the tables */
+	size_t bytes = (size_t)((uint8_t *)(tab + (size_t)b->n_seq * W) - cb->h_step);
+	ck(cb, cudaMemcpyAsync(cb->d_step, cb->h_step, bytes, cudaMemcpyHostToDevice, cb->st), "step upload");
+	cb->max_nb = W;
+	cb->cur_ids = b->ids;
+	cb->cur_n = n;
+	cb->cur_nout = n_out;
+	cb->cur_nseq = b->n_seq;
 	if (cb->fault_step >= 0 && (int64_t)cb->steps > cb->fault_step) {
 		k_fault(cb->st);
 		launched(cb, "injected fault");
 	}
 	if (cb->err)
 		return seterr(err, cb->err, "%s", cb->msg);
+	/* decode-sized steps run as CUDA graphs: the first step of a shape runs
+	 * as usual (sizing the arena), the second is recorded, later ones replay */
+	if (cb->use_graphs && n < cb->blas_min && cb->fault_step < 0) {
+		for (int i = 0; i < cb->n_graphs; i++)
+			if (cb->graphs[i].n == n && cb->graphs[i].n_seq == b->n_seq && cb->graphs[i].n_out == n_out) {
+				cb->replay = i;
+				return 0;
+			}
+		int seen = -1;
+		for (int i = 0; i < cb->n_seen; i++)
+			if (cb->shapes[i].n == n && cb->shapes[i].n_seq == b->n_seq && cb->shapes[i].n_out == n_out)
+				seen = i;
+		if (seen >= 0 && cb->shapes[seen].arena_used && cb->shapes[seen].arena_used <= cb->arena_cap &&
+		    cb->n_graphs < (int)(sizeof cb->graphs / sizeof cb->graphs[0])) {
+			if (!ck(cb, cudaStreamBeginCapture(cb->st, cudaStreamCaptureModeThreadLocal), "recording a step"))
+				cb->capturing = 1;
+		} else if (seen < 0 && cb->n_seen < (int)(sizeof cb->shapes / sizeof cb->shapes[0])) {
+			cb->shapes[cb->n_seen++] = (struct shape){n, b->n_seq, n_out, 0};
+		}
+	}
 	return 0;
 }
 
 static void cu_rope(struct backend *be, float *x, int n, int n_heads)
 {
 	struct cu_backend *cb = CU(be);
-	if (cb->err)
+	if (cb->err || cb->replay >= 0)
 		return;
 	const struct model_config *c = &be->m->c;
 	k_rope(cb->st, x, cb->d_cs, n, n_heads, c->head_dim, c->rope_style == ROPE_NEOX);
@@ -362,7 +499,7 @@ static void cu_attention(struct backend *be, float *out, const float *q, const f
 			 const struct batch *b, int layer)
 {
 	struct cu_backend *cb = CU(be);
-	if (cb->err)
+	if (cb->err || cb->replay >= 0)
 		return;
 	const struct model_config *c = &be->m->c;
 	struct cu_kv *kv = b->kv;
@@ -377,7 +514,7 @@ static void cu_attention(struct backend *be, float *out, const float *q, const f
 static void cu_swiglu(struct backend *be, float *out, const float *gate, const float *up, int64_t n)
 {
 	struct cu_backend *cb = CU(be);
-	if (cb->err)
+	if (cb->err || cb->replay >= 0)
 		return;
 	k_swiglu(cb->st, out, gate, up, n);
 	launched(cb, "swiglu");
@@ -386,7 +523,7 @@ static void cu_swiglu(struct backend *be, float *out, const float *gate, const f
 static void cu_add(struct backend *be, float *x, const float *y, int64_t n)
 {
 	struct cu_backend *cb = CU(be);
-	if (cb->err)
+	if (cb->err || cb->replay >= 0)
 		return;
 	k_add(cb->st, x, y, n);
 	launched(cb, "add");
@@ -395,15 +532,47 @@ static void cu_add(struct backend *be, float *x, const float *y, int64_t n)
 static void cu_gather(struct backend *be, float *dst, const float *src, const int32_t *rows, int n, int dim)
 {
 	struct cu_backend *cb = CU(be);
-	if (cb->err || n <= 0 || upload_rows(cb, rows, n))
+	if (cb->err || n <= 0 || cb->replay >= 0)
 		return;
-	k_gather(cb->st, dst, src, cb->d_tmp, n, dim);
+	const int32_t *d = cb->d_rows;
+	if (n != cb->cur_nout || memcmp(rows, cb->cur_rows, (size_t)n * sizeof *rows)) { /* not the step's rows */
+		if (upload_rows(cb, rows, n))
+			return;
+		d = cb->d_tmp;
+	}
+	k_gather(cb->st, dst, src, d, n, dim);
 	launched(cb, "gather");
+}
+
+/* The step's ops are all enqueued (the logits are next): end a recording
+ * and launch it, or launch the graph being replayed. */
+static void graph_finish(struct cu_backend *cb)
+{
+	if (cb->capturing) {
+		cudaGraph_t g = NULL;
+		cb->capturing = 0;
+		if (ck(cb, cudaStreamEndCapture(cb->st, &g), "recording a step"))
+			return;
+		struct graph *gr = &cb->graphs[cb->n_graphs];
+		if (!ck(cb, cudaGraphInstantiate(&gr->exec, g, 0), "instantiating a step")) {
+			gr->n = cb->cur_n;
+			gr->n_seq = cb->cur_nseq;
+			gr->n_out = cb->cur_nout;
+			gr->arena_used = cb->arena_used;
+			cb->replay = cb->n_graphs++;
+		}
+		cudaGraphDestroy(g);
+	}
+	if (cb->replay >= 0) {
+		ck(cb, cudaGraphLaunch(cb->graphs[cb->replay].exec, cb->st), "launching a step");
+		cb->replay = -1;
+	}
 }
 
 static void cu_read(struct backend *be, float *host, const float *src, size_t n)
 {
 	struct cu_backend *cb = CU(be);
+	graph_finish(cb);
 	if (cb->err)
 		return;
 	ck(cb, cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, cb->st), "copy to the host");
@@ -413,6 +582,11 @@ static void cu_read(struct backend *be, float *host, const float *src, size_t n)
 static int cu_sync(struct backend *be, char *err)
 {
 	struct cu_backend *cb = CU(be);
+	graph_finish(cb);
+	/* remember what a step of this shape took from the arena */
+	for (int i = 0; i < cb->n_seen; i++)
+		if (cb->shapes[i].n == cb->cur_n && cb->shapes[i].n_seq == cb->cur_nseq && cb->shapes[i].n_out == cb->cur_nout)
+			cb->shapes[i].arena_used = cb->n_over ? 0 : cb->arena_used;
 	ck(cb, cudaStreamSynchronize(cb->st), "step");
 	if (cb->err)
 		return seterr(err, cb->err, "%s", cb->msg);
@@ -426,6 +600,7 @@ static int cu_sample(struct backend *be, float *logits, int n, const struct samp
 {
 	struct cu_backend *cb = CU(be);
 	int V = be->m->c.n_vocab, n_bias = 0, n_pen = 0, n_slots = 0;
+	graph_finish(cb);
 	if (cb->err)
 		return seterr(err, cb->err, "%s", cb->msg);
 	for (int i = 0; i < n; i++) {
@@ -524,8 +699,14 @@ static void cu_free(struct backend *be)
 	cudaSetDevice(cb->dev);
 	if (cb->st)
 		cudaStreamSynchronize(cb->st);
-	void *bufs[] = {cb->d_pos, cb->d_seq, cb->d_tables, cb->d_ids, cb->d_cs, cb->d_tmp, cb->d_sbuf, cb->d_keys,
-			cb->d_pref};
+	for (int i = 0; i < cb->n_over; i++)
+		cudaFreeAsync(cb->over[i], cb->st);
+	graphs_drop(cb);
+	cudaFree(cb->arena);
+	cudaFree(cb->d_step);
+	cudaFreeHost(cb->h_step);
+	free(cb->cur_rows);
+	void *bufs[] = {cb->d_tmp, cb->d_sbuf, cb->d_keys, cb->d_pref};
 	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
 		if (bufs[i])
 			cudaFreeAsync(bufs[i], cb->st);
@@ -607,6 +788,11 @@ int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, struc
 	cb->dev = dev;
 	cb->fault_step = -1;
 	cb->budget = budget;
+	cb->replay = -1;
+	cb->use_graphs = !(getenv("INFERD_CUDA_GRAPHS") && !strcmp(getenv("INFERD_CUDA_GRAPHS"), "0"));
+	cb->blas_min = getenv("INFERD_CUDA_BLAS_MIN") && atoi(getenv("INFERD_CUDA_BLAS_MIN")) > 0
+			       ? atoi(getenv("INFERD_CUDA_BLAS_MIN"))
+			       : BLAS_MIN_TOKENS;
 #ifdef INFERD_FAULTS /* test builds only (build-cuda/tests/inferd-faults) */
 	if (getenv("INFERD_CUDA_FAULT_STEP"))
 		cb->fault_step = atoll(getenv("INFERD_CUDA_FAULT_STEP"));

@@ -183,9 +183,205 @@ __global__ void matmul_k(float *out, const uint8_t *w, int type, size_t rb, int 
 	}
 }
 
+/* ---- fast matrix-vector products (decode, small batches) ----
+ * One warp per weight row, up to MM_TB tokens per weight read. Float rows
+ * are read 8 values (16 or 32 bytes) per lane, interleaved so that each
+ * load instruction of a warp covers one contiguous span; quantized rows one
+ * 32-value sub-block per lane (adjacent lanes read adjacent blocks). Each
+ * token's sum runs over the same lanes in the same order whatever the
+ * number of tokens, so results do not depend on the batch. */
+template <int T> __device__ __forceinline__ void ld8(const uint8_t *row, int e, float w[8])
+{
+	if (T == DT_F32) {
+		float4 a = *(const float4 *)(row + (size_t)e * 4), b = *(const float4 *)(row + (size_t)e * 4 + 16);
+		w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
+	} else {
+		uint4 u = *(const uint4 *)(row + (size_t)e * 2);
+		uint32_t v[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+		for (int k = 0; k < 4; k++) {
+			if (T == DT_F16) {
+				w[2 * k] = h2f((uint16_t)(v[k] & 0xffff));
+				w[2 * k + 1] = h2f((uint16_t)(v[k] >> 16));
+			} else {
+				w[2 * k] = __uint_as_float(v[k] << 16);
+				w[2 * k + 1] = __uint_as_float(v[k] & 0xffff0000u);
+			}
+		}
+	}
+}
+
+/* values [32c, 32c + 32) of a quantized row, each equal to deq()'s */
+template <int T> __device__ __forceinline__ void deq32(const uint8_t *row, int c, float w[32])
+{
+	if (T == DT_Q8_0) {
+		const uint8_t *b = row + (size_t)c * 34;
+		float d = h2f(ld16(b));
+		const uint16_t *q = (const uint16_t *)(b + 2);
+#pragma unroll
+		for (int k = 0; k < 16; k++) {
+			uint16_t u = q[k];
+			w[2 * k] = __fmul_rn((float)(int8_t)(u & 0xff), d);
+			w[2 * k + 1] = __fmul_rn((float)(int8_t)(u >> 8), d);
+		}
+	} else if (T == DT_Q4_0) {
+		const uint8_t *b = row + (size_t)c * 18;
+		float d = h2f(ld16(b));
+		const uint16_t *q = (const uint16_t *)(b + 2);
+#pragma unroll
+		for (int k = 0; k < 8; k++) {
+			uint16_t u = q[k];
+			int q0 = u & 0xff, q1 = u >> 8;
+			w[2 * k] = __fmul_rn((float)((q0 & 0xF) - 8), d);
+			w[2 * k + 1] = __fmul_rn((float)((q1 & 0xF) - 8), d);
+			w[2 * k + 16] = __fmul_rn((float)((q0 >> 4) - 8), d);
+			w[2 * k + 17] = __fmul_rn((float)((q1 >> 4) - 8), d);
+		}
+	} else if (T == DT_Q4_K || T == DT_Q5_K) {
+		const int k5 = T == DT_Q5_K;
+		int blk = c >> 3, sb = c & 7;
+		const uint8_t *b = row + (size_t)blk * (k5 ? 176 : 144);
+		int sc, mn;
+		scale_min_k4(sb, b + 4, &sc, &mn);
+		float d1 = __fmul_rn(h2f(ld16(b)), (float)sc), m1 = __fmul_rn(h2f(ld16(b + 2)), (float)mn);
+		const uint4 *qp = (const uint4 *)(b + (k5 ? 48 : 16) + (sb >> 1) * 32);
+		uint4 q0 = qp[0], q1 = qp[1];
+		uint32_t qs[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+		uint32_t hs[8] = {0};
+		if (k5) {
+			const uint4 *hp = (const uint4 *)(b + 16);
+			uint4 h0 = hp[0], h1 = hp[1];
+			hs[0] = h0.x, hs[1] = h0.y, hs[2] = h0.z, hs[3] = h0.w, hs[4] = h1.x, hs[5] = h1.y, hs[6] = h1.z,
+			hs[7] = h1.w;
+		}
+		int shift = (sb & 1) ? 4 : 0;
+#pragma unroll
+		for (int l = 0; l < 32; l++) {
+			int q = (qs[l >> 2] >> (8 * (l & 3) + shift)) & 0xF;
+			if (k5)
+				q += ((hs[l >> 2] >> (8 * (l & 3) + sb)) & 1) << 4;
+			w[l] = __fsub_rn(__fmul_rn(d1, (float)q), m1);
+		}
+	} else if (T == DT_Q6_K) {
+		int blk = c >> 3, sb = c & 7, half = sb >> 2, qq = sb & 3;
+		const uint8_t *b = row + (size_t)blk * 210;
+		const uint8_t *ql = b + half * 64 + (qq & 1) * 32, *qh = b + 128 + half * 32;
+		const int8_t *scp = (const int8_t *)(b + 192 + half * 8) + 2 * qq;
+		float d = h2f(ld16(b + 208));
+		float s0 = __fmul_rn(d, (float)scp[0]), s1 = __fmul_rn(d, (float)scp[1]);
+#pragma unroll
+		for (int l = 0; l < 32; l++) {
+			int lo = qq >= 2 ? ql[l] >> 4 : ql[l] & 0xF;
+			int q = (lo | (((qh[l] >> (2 * qq)) & 3) << 4)) - 32;
+			w[l] = __fmul_rn(l < 16 ? s0 : s1, (float)q);
+		}
+	}
+}
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+template <int T>
+__global__ void gemv_k(float *out, const uint8_t *w, size_t rb, int cols, int rows, const float *x, int n,
+		       const uint8_t *bias, int btype)
+{
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	int r = blockIdx.x * MM_WARPS + warp;
+	if (r >= rows)
+		return;
+	int t0 = blockIdx.y * MM_TB, nt = n - t0 < MM_TB ? n - t0 : MM_TB;
+	const uint8_t *wr = w + (size_t)r * rb;
+	const float *xb = x + (size_t)t0 * cols;
+	float acc[MM_TB];
+#pragma unroll
+	for (int q = 0; q < MM_TB; q++)
+		acc[q] = 0;
+	if (T == DT_F32 || T == DT_F16 || T == DT_BF16) {
+		for (int e = lane * 8; e < cols; e += 256) {
+			float wv[8];
+			ld8<T>(wr, e, wv);
+#pragma unroll
+			for (int q = 0; q < MM_TB; q++) {
+				if (q >= nt)
+					break;
+				const float4 *xp = (const float4 *)(xb + (size_t)q * cols + e);
+				float4 a = __ldg(xp), b = __ldg(xp + 1);
+				float s = acc[q];
+				s = fmaf(wv[0], a.x, s);
+				s = fmaf(wv[1], a.y, s);
+				s = fmaf(wv[2], a.z, s);
+				s = fmaf(wv[3], a.w, s);
+				s = fmaf(wv[4], b.x, s);
+				s = fmaf(wv[5], b.y, s);
+				s = fmaf(wv[6], b.z, s);
+				s = fmaf(wv[7], b.w, s);
+				acc[q] = s;
+			}
+		}
+	} else {
+		int nc = cols >> 5;
+		for (int c = lane; c < nc; c += 32) {
+			float wv[32];
+			deq32<T>(wr, c, wv);
+#pragma unroll
+			for (int q = 0; q < MM_TB; q++) {
+				if (q >= nt)
+					break;
+				const float4 *xp = (const float4 *)(xb + (size_t)q * cols + (size_t)c * 32);
+				float s = acc[q];
+#pragma unroll
+				for (int j = 0; j < 8; j++) {
+					float4 a = __ldg(xp + j);
+					s = fmaf(wv[4 * j], a.x, s);
+					s = fmaf(wv[4 * j + 1], a.y, s);
+					s = fmaf(wv[4 * j + 2], a.z, s);
+					s = fmaf(wv[4 * j + 3], a.w, s);
+				}
+				acc[q] = s;
+			}
+		}
+	}
+	float bv = bias ? deq(btype, bias, r) : 0.0f;
+#pragma unroll
+	for (int q = 0; q < MM_TB; q++) {
+		float v = warp_sum(acc[q]);
+		if (lane == 0 && q < nt)
+			out[(size_t)(t0 + q) * rows + r] = bias ? __fadd_rn(v, bv) : v;
+	}
+}
+
+template <int T>
+static void gemv(cudaStream_t s, float *out, const void *w, size_t rb, int cols, int rows, const float *x, int n,
+		 const void *bias, int btype)
+{
+	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) {
+		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
+		gemv_k<T><<<dim3(blocks_for(rows, MM_WARPS), blocks_for(nt, MM_TB)), 32 * MM_WARPS, 0, s>>>(
+			out + (size_t)t0 * rows, (const uint8_t *)w, rb, cols, rows, x + (size_t)t0 * cols, nt,
+			(const uint8_t *)bias, btype);
+	}
+}
+
 extern "C" void k_matmul(cudaStream_t s, float *out, const void *w, int type, size_t rb, int cols, int rows,
 			 const float *x, int n, const void *bias, int btype)
 {
+	int fast_float = cols % 256 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
+	int fast_quant = cols % 32 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
+	switch (fast_float ? type : fast_quant && type != DT_F32 && type != DT_F16 && type != DT_BF16 ? type : -1) {
+	case DT_F32: gemv<DT_F32>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
+	case DT_F16: gemv<DT_F16>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
+	case DT_BF16: gemv<DT_BF16>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
+	case DT_Q8_0: gemv<DT_Q8_0>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
+	case DT_Q4_0: gemv<DT_Q4_0>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
+	case DT_Q4_K: gemv<DT_Q4_K>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
+	case DT_Q5_K: gemv<DT_Q5_K>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
+	case DT_Q6_K: gemv<DT_Q6_K>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
+	}
+	/* any other shape: the plain kernel */
 	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) {
 		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
 		matmul_k<<<dim3(blocks_for(rows, MM_WARPS), blocks_for(nt, MM_TB)), 32 * MM_WARPS, 0, s>>>(
