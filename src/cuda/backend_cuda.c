@@ -69,8 +69,8 @@ struct cu_backend {
 	 * gets the same addresses every time (what a CUDA graph replays) */
 	uint8_t *arena;
 	size_t arena_cap, arena_used, arena_need;
-	void *over[64];            /* allocations the arena could not hold */
-	int n_over;
+	int in_step;               /* between begin_step and sync: the arena serves */
+	int overflowed;            /* this step needed more than the arena */
 	/* CUDA graphs of decode steps, by shape */
 	struct graph { int n, n_seq, n_out; size_t arena_used; cudaGraphExec_t exec; } graphs[64];
 	int n_graphs;
@@ -183,32 +183,34 @@ static void graphs_drop(struct cu_backend *cb)
 	cb->n_seen = 0;
 }
 
+/* Inside a step (after begin_step, until sync) buffers come from the arena
+ * and live until the next step; outside one, or when the arena is full,
+ * from the memory pool until dealloc. */
 static float *cu_alloc(struct backend *be, size_t n)
 {
 	struct cu_backend *cb = CU(be);
 	size_t bytes = (n * sizeof(float) + 255) & ~(size_t)255;
-	if (cb->arena_used + bytes <= cb->arena_cap) {
-		float *p = (float *)(cb->arena + cb->arena_used);
-		cb->arena_used += bytes;
-		if (cb->arena_used > cb->arena_need)
-			cb->arena_need = cb->arena_used;
-		return p;
+	if (cb->in_step) {
+		size_t end = cb->arena_used + bytes;
+		if (end > cb->arena_need)
+			cb->arena_need = end; /* the next step gets an arena this large */
+		if (end <= cb->arena_cap) {
+			float *p = (float *)(cb->arena + cb->arena_used);
+			cb->arena_used = end;
+			return p;
+		}
+		cb->arena_used = end;
+		cb->overflowed = 1;
 	}
-	/* too big for the arena this step: the next step gets a larger one */
-	cb->arena_need = cb->arena_used + bytes > cb->arena_need ? cb->arena_used + bytes : cb->arena_need;
-	cb->arena_used += bytes;
-	if (cb->n_over == (int)(sizeof cb->over / sizeof cb->over[0]))
-		return NULL;
-	void *p = dmalloc(cb, bytes, "activations");
-	if (p)
-		cb->over[cb->n_over++] = p;
-	return p;
+	return dmalloc(cb, bytes, "activations");
 }
 
 static void cu_dealloc(struct backend *be, float *p)
 {
-	(void)be;
-	(void)p; /* arena memory lives until the next step; overflow too */
+	struct cu_backend *cb = CU(be);
+	if (cb->arena && (uint8_t *)p >= cb->arena && (uint8_t *)p < cb->arena + cb->arena_cap)
+		return; /* arena memory is reused by the next step */
+	dfree(cb, p);
 }
 
 static void *cu_kv_new(struct backend *be, int n_blocks, int bs, char *err)
@@ -402,10 +404,7 @@ static int cu_begin_step(struct backend *be, const struct batch *b, char *err)
 	cb->replay = -1;
 	cudaGetLastError(); /* a non-sticky error of an earlier step is over */
 	cb->steps++;
-	/* last step's overflow allocations; a larger arena if it overflowed */
-	for (int i = 0; i < cb->n_over; i++)
-		dfree(cb, cb->over[i]);
-	cb->n_over = 0;
+	/* a larger arena if the last step overflowed it */
 	if (cb->arena_need > cb->arena_cap) {
 		size_t cap = cb->arena_need + cb->arena_need / 4;
 		ck(cb, cudaStreamSynchronize(cb->st), "step");
@@ -417,13 +416,17 @@ static int cu_begin_step(struct backend *be, const struct batch *b, char *err)
 			cb->arena_cap = cap;
 	}
 	cb->arena_used = 0;
+	cb->overflowed = 0;
+	cb->in_step = 1;
 	int n = b->n_tokens, half = m->c.head_dim / 2, max_nb = 1, n_out = 0;
 	struct cu_kv *kv = b->kv;
 	for (int t = 0; t < n; t++)
 		if (b->pos[t] / kv->bs + 1 > max_nb)
 			max_nb = b->pos[t] / kv->bs + 1;
-	if (step_reserve(cb, n, b->n_seq, max_nb))
+	if (step_reserve(cb, n, b->n_seq, max_nb)) {
+		cb->in_step = 0;
 		return seterr(err, cb->err ? cb->err : INFERD_ENOMEM, "%s", cb->msg);
+	}
 	int W = cb->cap_w;
 	/* pack ids, positions, sequences, wanted rows, the rotary table and the
 	 * block tables into the pinned buffer, then one copy up */
@@ -460,8 +463,10 @@ static int cu_begin_step(struct backend *be, const struct batch *b, char *err)
 		k_fault(cb->st);
 		launched(cb, "injected fault");
 	}
-	if (cb->err)
+	if (cb->err) {
+		cb->in_step = 0;
 		return seterr(err, cb->err, "%s", cb->msg);
+	}
 	/* decode-sized steps run as CUDA graphs: the first step of a shape runs
 	 * as usual (sizing the arena), the second is recorded, later ones replay */
 	if (cb->use_graphs && n < cb->blas_min && cb->fault_step < 0) {
@@ -586,7 +591,8 @@ static int cu_sync(struct backend *be, char *err)
 	/* remember what a step of this shape took from the arena */
 	for (int i = 0; i < cb->n_seen; i++)
 		if (cb->shapes[i].n == cb->cur_n && cb->shapes[i].n_seq == cb->cur_nseq && cb->shapes[i].n_out == cb->cur_nout)
-			cb->shapes[i].arena_used = cb->n_over ? 0 : cb->arena_used;
+			cb->shapes[i].arena_used = cb->overflowed ? 0 : cb->arena_used;
+	cb->in_step = 0;
 	ck(cb, cudaStreamSynchronize(cb->st), "step");
 	if (cb->err)
 		return seterr(err, cb->err, "%s", cb->msg);
@@ -699,8 +705,6 @@ static void cu_free(struct backend *be)
 	cudaSetDevice(cb->dev);
 	if (cb->st)
 		cudaStreamSynchronize(cb->st);
-	for (int i = 0; i < cb->n_over; i++)
-		cudaFreeAsync(cb->over[i], cb->st);
 	graphs_drop(cb);
 	cudaFree(cb->arena);
 	cudaFree(cb->d_step);
