@@ -212,6 +212,9 @@ template <int T> __device__ __forceinline__ void ld8(const uint8_t *row, int e, 
 }
 
 /* values [32c, 32c + 32) of a quantized row, each equal to deq()'s */
+/* block sizes of the 32-value formats */
+template <int T> struct qblock { static const int bytes = T == DT_Q8_0 ? 34 : 18; };
+
 template <int T> __device__ __forceinline__ void deq32(const uint8_t *row, int c, float w[32])
 {
 	if (T == DT_Q8_0) {
@@ -301,6 +304,7 @@ __global__ void gemv_k(float *out, const uint8_t *w, size_t rb, int cols, int ro
 	for (int q = 0; q < MM_TB; q++)
 		acc[q] = 0;
 	if (T == DT_F32 || T == DT_F16 || T == DT_BF16) {
+#pragma unroll 4
 		for (int e = lane * 8; e < cols; e += 256) {
 			float wv[8];
 			ld8<T>(wr, e, wv);
@@ -321,6 +325,41 @@ __global__ void gemv_k(float *out, const uint8_t *w, size_t rb, int cols, int ro
 				s = fmaf(wv[7], b.w, s);
 				acc[q] = s;
 			}
+		}
+	} else if ((T == DT_Q8_0 || T == DT_Q4_0) && rb % 16 == 0) {
+		/* the warp loads its 32 blocks together (16-byte loads into shared
+		 * memory), then each lane decodes its own block from there */
+		const int BB = qblock<T>::bytes;
+		__shared__ uint4 sh[MM_WARPS][BB * 2];
+		int nc = cols >> 5;
+		for (int c0 = 0; c0 < nc; c0 += 32) {
+			int nb = nc - c0 < 32 ? nc - c0 : 32, nvec = nb * BB / 16;
+			const uint4 *src = (const uint4 *)(wr + (size_t)c0 * BB);
+			for (int k = lane; k < nvec; k += 32)
+				sh[warp][k] = src[k];
+			__syncwarp();
+			if (lane < nb) {
+				float wv[32];
+				deq32<T>((const uint8_t *)sh[warp], lane, wv);
+				int c = c0 + lane;
+#pragma unroll
+				for (int q = 0; q < MM_TB; q++) {
+					if (q >= nt)
+						break;
+					const float4 *xp = (const float4 *)(xb + (size_t)q * cols + (size_t)c * 32);
+					float s = acc[q];
+#pragma unroll
+					for (int j = 0; j < 8; j++) {
+						float4 a = __ldg(xp + j);
+						s = fmaf(wv[4 * j], a.x, s);
+						s = fmaf(wv[4 * j + 1], a.y, s);
+						s = fmaf(wv[4 * j + 2], a.z, s);
+						s = fmaf(wv[4 * j + 3], a.w, s);
+					}
+					acc[q] = s;
+				}
+			}
+			__syncwarp();
 		}
 	} else {
 		int nc = cols >> 5;
@@ -529,14 +568,105 @@ __global__ void attention_k(float *out, const float *q, const float *kc, const f
 	}
 }
 
+/* The same attention with G lanes per position (16 head values per lane):
+ * a block of AG_T threads keeps AG_T / G positions in flight instead of 4,
+ * each group with its own online softmax over positions g, g + groups, ...;
+ * the groups are merged in a fixed order at the end. hd = 16 * G. */
+#define AG_T 256
+template <int G>
+__global__ void __launch_bounds__(AG_T) attention_g_k(float *out, const float *q, const float *kc, const float *vc,
+						      const int32_t *pos, const int32_t *seq, const int32_t *tables,
+						      int max_nb, int n_blocks, int bs, int kvdim, int layer, int heads,
+						      int group, float scale)
+{
+	const int hd = 16 * G, NG = AG_T / G;
+	__shared__ float sm[NG], sl[NG], sacc[NG * 16 * G];
+	int t = blockIdx.x, h = blockIdx.y, g = threadIdx.x / G, j = threadIdx.x % G;
+	const float *qp = q + ((size_t)t * heads + h) * hd + j * 16;
+	const int32_t *tab = tables + (size_t)seq[t] * max_nb;
+	size_t hoff = (size_t)(h / group) * hd + j * 16;
+	float qr[16], acc[16];
+#pragma unroll
+	for (int i = 0; i < 16; i += 4) {
+		float4 v = *(const float4 *)(qp + i);
+		qr[i] = v.x, qr[i + 1] = v.y, qr[i + 2] = v.z, qr[i + 3] = v.w;
+		acc[i] = acc[i + 1] = acc[i + 2] = acc[i + 3] = 0;
+	}
+	float m = -INFINITY, l = 0;
+	int L = pos[t] + 1;
+	/* every lane of a warp runs the same number of iterations (the shuffles
+	 * need the whole warp); a group past the end computes nothing */
+	for (int p0 = 0; p0 < L; p0 += NG) {
+		int p = p0 + g;
+		bool live = p < L;
+		size_t o = live ? kv_at(layer, n_blocks, tab[p / bs], bs, p % bs, kvdim) + hoff : 0;
+		float d = 0;
+		if (live) {
+#pragma unroll
+			for (int i = 0; i < 16; i += 4) {
+				float4 k = *(const float4 *)(kc + o + i);
+				d = fmaf(qr[i], k.x, d);
+				d = fmaf(qr[i + 1], k.y, d);
+				d = fmaf(qr[i + 2], k.z, d);
+				d = fmaf(qr[i + 3], k.w, d);
+			}
+		}
+#pragma unroll
+		for (int x = G / 2; x > 0; x >>= 1)
+			d += __shfl_xor_sync(0xffffffffu, d, x);
+		if (!live)
+			continue;
+		float sc = d * scale, mn = fmaxf(m, sc), a = expf(m - mn), e = expf(sc - mn);
+		l = l * a + e;
+#pragma unroll
+		for (int i = 0; i < 16; i += 4) {
+			float4 v = *(const float4 *)(vc + o + i);
+			acc[i] = acc[i] * a + e * v.x;
+			acc[i + 1] = acc[i + 1] * a + e * v.y;
+			acc[i + 2] = acc[i + 2] * a + e * v.z;
+			acc[i + 3] = acc[i + 3] * a + e * v.w;
+		}
+		m = mn;
+	}
+	if (j == 0) {
+		sm[g] = m;
+		sl[g] = l;
+	}
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		sacc[g * hd + j * 16 + i] = acc[i];
+	__syncthreads();
+	float M = -INFINITY;
+	for (int w = 0; w < NG; w++)
+		M = fmaxf(M, sm[w]);
+	for (int i = threadIdx.x; i < hd; i += AG_T) {
+		float num = 0, den = 0;
+		for (int w = 0; w < NG; w++) {
+			float f = sl[w] > 0 ? expf(sm[w] - M) : 0.0f;
+			num += sacc[w * hd + i] * f;
+			den += sl[w] * f;
+		}
+		out[((size_t)t * heads + h) * hd + i] = num / den;
+	}
+}
+
 extern "C" void k_attention(cudaStream_t s, float *out, const float *q, const float *kc, const float *vc,
 			    const int32_t *pos, const int32_t *seq, const int32_t *tables, int max_nb, int n_blocks,
 			    int bs, int kvdim, int layer, int n, int heads, int group, int hd)
 {
-	if (n > 0)
-		attention_k<<<dim3((unsigned)n, (unsigned)heads), 32 * ATT_W, 0, s>>>(
-			out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer, heads, group, hd,
-			1.0f / sqrtf((float)hd));
+	if (n <= 0)
+		return;
+	dim3 grid((unsigned)n, (unsigned)heads);
+	float sc = 1.0f / sqrtf((float)hd);
+	int aligned = kvdim % 4 == 0; /* float4 loads of q, K and V */
+	switch (aligned ? hd : 0) {
+	case 32: attention_g_k<2><<<grid, AG_T, 0, s>>>(out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer, heads, group, sc); return;
+	case 64: attention_g_k<4><<<grid, AG_T, 0, s>>>(out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer, heads, group, sc); return;
+	case 128: attention_g_k<8><<<grid, AG_T, 0, s>>>(out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer, heads, group, sc); return;
+	case 256: attention_g_k<16><<<grid, AG_T, 0, s>>>(out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer, heads, group, sc); return;
+	}
+	attention_k<<<grid, 32 * ATT_W, 0, s>>>(out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer,
+					       heads, group, hd, sc);
 }
 
 /* ---- elementwise ---- */
