@@ -62,6 +62,9 @@ struct inferd_model_opts {
 	int kv_reserve;     /* blocks kept for interactive admission; 0 = 1/16 */
 	const char *device; /* "cpu" (NULL: the default), "cuda" or "cuda:N" */
 	size_t device_memory; /* GPU bytes for weights + KV cache; 0 = no limit */
+	int gpu_exact;      /* float32 for every GPU product; 0 (default): products
+			     * of 8 tokens or more (prefill, batches) use
+			     * tensor cores with F16/BF16 activations */
 	/* Called once, from the executor thread, when the model's device fails
 	 * for good (INFERD_EDEVICE: a CUDA context lost to an illegal address
 	 * and the like). Every request of the model has ended with the error;

@@ -1474,7 +1474,8 @@ int serve_main(const struct serve_opts *o)
 		s->created = time(NULL);
 		struct inferd_model_opts mo = {.n_threads = o->threads, .max_seqs = o->parallel, .queue = o->queue,
 					       .kv_tokens = o->kv_tokens, .device = o->device,
-					       .device_memory = o->device_memory, .on_fatal = on_device_lost, .fatal_arg = s};
+					       .device_memory = o->device_memory, .gpu_exact = o->gpu_exact,
+					       .on_fatal = on_device_lost, .fatal_arg = s};
 		if (inferd_model_open(s->path, &mo, &s->m, s->error)) {
 			fprintf(stderr, "inferd serve: model %s: %s\n", s->name, s->error);
 			s->m = NULL;

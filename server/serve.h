@@ -27,6 +27,7 @@ struct serve_opts {
 	int n_keys;
 	const char *device;    /* "cpu", "cuda", "cuda:N" (NULL: cpu) */
 	size_t device_memory;  /* GPU bytes per model for weights + KV; 0 = no limit */
+	int gpu_exact;         /* float32 for every GPU product */
 };
 
 /* Serve until SIGINT/SIGTERM; returns the process exit code. */

@@ -246,7 +246,7 @@ static int backend_open(struct inferd_model *m, const struct inferd_model_opts *
 	}
 	snprintf(m->device, sizeof m->device, "cuda:%d", idx);
 #ifdef INFERD_CUDA
-	return cuda_backend_new(m, idx, opts->device_memory, &m->be, err);
+	return cuda_backend_new(m, idx, opts->device_memory, opts->gpu_exact, &m->be, err);
 #else
 	return seterr(err, INFERD_EUNSUPPORTED,
 		      "device %s: this build of inferd has no CUDA backend (build it with make CUDA=1)", dev);

@@ -42,7 +42,9 @@ static const char *serve_help =
 	"  --device DEV             cpu (default), cuda or cuda:N: where the models run (env\n"
 	"                           INFERD_DEVICE; CUDA needs a build with make CUDA=1). Each\n"
 	"                           model gets its own CUDA stream and cuBLAS handle. A lost GPU\n"
-	"                           context (illegal address...) ends the process with status 3\n";
+	"                           context (illegal address...) ends the process with status 3\n"
+	"  --gpu-exact              float32 for every GPU product (default: prompts and large\n"
+	"                           batches use tensor cores with F16/BF16 activations)\n";
 
 static int num(const char *flag, const char *v, long lo, long hi, long *out)
 {
@@ -67,6 +69,7 @@ int cmd_serve(int argc, char **argv)
 	const char *cors[16];
 	int nc = 0;
 	const char *host = getenv("INFERD_HOST") ? getenv("INFERD_HOST") : "127.0.0.1";
+	int gpu_exact = 0;
 	const char *device = getenv("INFERD_DEVICE") && *getenv("INFERD_DEVICE") ? getenv("INFERD_DEVICE") : "cpu";
 	struct { const char *env, *flag; long *v; long lo, hi; } envs[] = {
 		{"INFERD_PORT", "INFERD_PORT", &port, 1, 65535}, {"INFERD_PARALLEL", "INFERD_PARALLEL", &parallel, 1, 4096},
@@ -138,6 +141,8 @@ int cmd_serve(int argc, char **argv)
 			}
 			cors[nc++] = v;
 			i++;
+		} else if (!strcmp(a, "--gpu-exact")) {
+			gpu_exact = 1;
 		} else if (!strcmp(a, "--device") && v) {
 			device = v;
 			i++;
@@ -171,6 +176,7 @@ int cmd_serve(int argc, char **argv)
 			       .max_connections = (int)maxc, .idle_timeout = (int)idle, .timeout_s = (double)timeout,
 			       .keys = keys, .n_keys = nk, .queue_timeout_s = (double)qtimeout,
 			       .token_timeout_s = (double)ttimeout, .cors = cors, .n_cors = nc,
-			       .request_timeout_s = (double)reqto, .device = device};
+			       .request_timeout_s = (double)reqto, .device = device,
+			       .gpu_exact = gpu_exact};
 	return serve_main(&o);
 }

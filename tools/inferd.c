@@ -53,7 +53,9 @@ static const char *run_help =
 	"  --seed S            sampling seed (default 0)\n"
 	"  --ignore-eos        do not stop at the model's end-of-sequence id\n"
 	"  -t, --threads N     CPU threads (default: all online CPUs)\n"
-	"  --device DEV        cpu (default), cuda or cuda:N (a build with make CUDA=1)\n";
+	"  --device DEV        cpu (default), cuda or cuda:N (a build with make CUDA=1)\n"
+	"  --gpu-exact         float32 for every GPU product (default: 8+ tokens use\n"
+	"                      tensor cores with F16/BF16 activations)\n";
 
 static const char *logits_help =
 	"usage: inferd logits -m MODEL --ids 1,2,3 -o FILE [options]\n"
@@ -63,7 +65,9 @@ static const char *logits_help =
 	"  --ids LIST          token ids, comma-separated (required)\n"
 	"  -o, --output FILE   where to write the logits (required)\n"
 	"  -t, --threads N     CPU threads (default: all online CPUs)\n"
-	"  --device DEV        cpu (default), cuda or cuda:N (a build with make CUDA=1)\n";
+	"  --device DEV        cpu (default), cuda or cuda:N (a build with make CUDA=1)\n"
+	"  --gpu-exact         float32 for every GPU product (default: 8+ tokens use\n"
+	"                      tensor cores with F16/BF16 activations)\n";
 
 static const char *convert_help =
 	"usage: inferd convert SRC OUT.gguf --type f32|f16|bf16|q8_0\n"
@@ -214,10 +218,10 @@ static int parse_ids(const char *cmd, const char *s, int32_t **ids, int *n)
 	return 0;
 }
 
-static int open_model_on(const char *path, int threads, const char *device, inferd_model_t **m)
+static int open_model_on(const char *path, int threads, const char *device, int exact, inferd_model_t **m)
 {
 	char err[INFERD_ERR_LEN];
-	struct inferd_model_opts o = {.n_threads = threads, .device = device};
+	struct inferd_model_opts o = {.n_threads = threads, .device = device, .gpu_exact = exact};
 	if (inferd_model_open(path, &o, m, err) != 0) {
 		fprintf(stderr, "inferd: %s\n", err);
 		return 1;
@@ -227,12 +231,13 @@ static int open_model_on(const char *path, int threads, const char *device, infe
 
 static int open_model(const char *path, int threads, inferd_model_t **m)
 {
-	return open_model_on(path, threads, NULL, m);
+	return open_model_on(path, threads, NULL, 0, m);
 }
 
 /* options common to run and logits */
 struct common {
 	const char *model, *ids_s, *out, *device;
+	int gpu_exact;
 	long n_predict, threads, top_k, seed;
 	double temp, top_p;
 	int ignore_eos;
@@ -255,6 +260,8 @@ static int parse_common(struct args *a, struct common *c, const char *help, int 
 			rc = v ? parse_int(a->cmd, "--threads", v, 1, 1024, &c->threads) : 0;
 		else if ((r = opt(a, "--device", NULL, &v)))
 			c->device = v;
+		else if (!strcmp(arg, "--gpu-exact"))
+			r = 1, c->gpu_exact = 1;
 		else if (allow_out && (r = opt(a, "-o", "--output", &v)))
 			c->out = v;
 		else if (allow_run && (r = opt(a, "-n", "--n-predict", &v)))
@@ -297,7 +304,7 @@ static int cmd_logits(struct args *a)
 	float *lg = NULL;
 	char err[INFERD_ERR_LEN];
 	FILE *f = NULL;
-	if ((rc = open_model_on(c.model, (int)c.threads, c.device, &m)))
+	if ((rc = open_model_on(c.model, (int)c.threads, c.device, c.gpu_exact, &m)))
 		goto out;
 	struct inferd_model_info info;
 	inferd_model_get_info(m, &info);
@@ -343,7 +350,7 @@ static int cmd_run(struct args *a)
 	float *lg = NULL;
 	void *scratch = NULL;
 	char err[INFERD_ERR_LEN];
-	if ((rc = open_model_on(c.model, (int)c.threads, c.device, &m)))
+	if ((rc = open_model_on(c.model, (int)c.threads, c.device, c.gpu_exact, &m)))
 		goto out;
 	struct inferd_model_info info;
 	inferd_model_get_info(m, &info);

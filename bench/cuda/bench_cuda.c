@@ -9,7 +9,7 @@
  *   - two models decoding at once against each alone;
  *   - time to first token of a 2,000-token prompt while 32 sequences
  *     decode, and their inter-token latency meanwhile.
- *   bench_cuda MODEL.gguf [new_tokens]
+ *   bench_cuda MODEL.gguf [new_tokens] [b1]   (b1: batch 1 only, for profilers)
  * INFERD_CUDA_GRAPHS=0 turns CUDA graphs off (to measure them).
  */
 #include "inferd.h"
@@ -168,6 +168,10 @@ int main(int argc, char **argv)
 	batch(m, 1, 128, &d, &w);
 	printf("batch 1: %.1f tok/s decode (%.0f%% of the copy bound, %.0f GB/s of weights)\n", d, 100.0 * d * wbytes / bw,
 	       d * wbytes / 1e9);
+	if (argc > 3 && !strcmp(argv[3], "b1")) { /* batch 1 only (for profilers) */
+		inferd_model_close(m);
+		return 0;
+	}
 	int ks[] = {8, 32, 64};
 	double agg[3];
 	for (int i = 0; i < 3; i++) {

@@ -39,6 +39,9 @@
  * (and CUDA graphs); INFERD_CUDA_BLAS_MIN overrides it */
 #define BLAS_MIN_TOKENS 65
 #define BLAS_MAX_SCRATCH ((size_t)256 << 20)
+/* unless the model asks for exact float32 (gpu_exact), products of at least
+ * this many tokens run on tensor cores with 16-bit activations */
+#define MIXED_MIN_TOKENS 8
 
 struct cu_kv {
 	int n_blocks, bs, kvdim;
@@ -80,6 +83,8 @@ struct cu_backend {
 	int replay;                /* index of the graph to launch, or -1 */
 	int use_graphs;
 	int blas_min;              /* BLAS_MIN_TOKENS */
+	int mixed_min;             /* tensor-core products from this many tokens
+				    * (16-bit activations); 0: float32 only */
 	size_t budget;          /* bytes of weights + KV allowed; 0 = the device's */
 	/* sampling scratch */
 	void *d_sbuf;
@@ -321,6 +326,44 @@ static void cu_matmul(struct backend *be, float *out, const struct tensor *w, co
 	if (cb->err || n <= 0 || cb->replay >= 0)
 		return;
 	int cols = (int)w->ne[0], rows = (int)w->ne[1];
+	if (cb->mixed_min && n >= cb->mixed_min && w->type != DT_F32) {
+		/* tensor cores: 16-bit activations (BF16 for BF16 weights, else
+		 * F16), float32 accumulation; quantized weights decoded to F16 */
+		int bf = w->type == DT_BF16;
+		size_t wsz = w->type == DT_F16 || w->type == DT_BF16 ? 0 : (size_t)rows * cols * 2;
+		void *x16 = dmalloc(cb, (size_t)n * cols * 2, "16-bit activations"), *w16 = NULL;
+		const void *a = W(cb, w);
+		if (x16 && wsz && !(w16 = dmalloc(cb, wsz, "16-bit weights"))) {
+			dfree(cb, x16);
+			return;
+		}
+		if (!x16)
+			return;
+		k_to_half(cb->st, x16, x, (int64_t)n * cols, bf);
+		if (w16) {
+			k_dequant_half(cb->st, w16, W(cb, w), w->type, row_bytes(w), cols, rows, 0);
+			a = w16;
+		}
+		launched(cb, "16-bit conversion");
+		const float one = 1, zero = 0;
+		cudaDataType_t dt = bf ? CUDA_R_16BF : CUDA_R_16F;
+		cublasSetMathMode(cb->blas, CUBLAS_DEFAULT_MATH);
+		cublasStatus_t st = cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, a, dt, cols, x16, dt,
+						 cols, &zero, out, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+		cublasSetMathMode(cb->blas, CUBLAS_PEDANTIC_MATH);
+		if (st != CUBLAS_STATUS_SUCCESS && !cb->err) {
+			cb->err = INFERD_EDEVICE;
+			snprintf(cb->msg, sizeof cb->msg, "cuBLAS error on cuda:%d (%s) in gemm: %s", cb->dev, cb->dev_name,
+				 cublasGetStatusString(st));
+		}
+		dfree(cb, x16);
+		dfree(cb, w16);
+		if (bias) {
+			k_add_bias(cb->st, out, W(cb, bias), bias->type, rows, n);
+			launched(cb, "bias");
+		}
+		return;
+	}
 	size_t scratch = w->type == DT_F32 ? 0 : (size_t)rows * cols * sizeof(float);
 	if (n >= cb->blas_min && scratch <= BLAS_MAX_SCRATCH) {
 		const float *a = W(cb, w);
@@ -469,7 +512,7 @@ static int cu_begin_step(struct backend *be, const struct batch *b, char *err)
 	}
 	/* decode-sized steps run as CUDA graphs: the first step of a shape runs
 	 * as usual (sizing the arena), the second is recorded, later ones replay */
-	if (cb->use_graphs && n < cb->blas_min && cb->fault_step < 0) {
+	if (cb->use_graphs && n < cb->blas_min && (!cb->mixed_min || n < cb->mixed_min) && cb->fault_step < 0) {
 		for (int i = 0; i < cb->n_graphs; i++)
 			if (cb->graphs[i].n == n && cb->graphs[i].n_seq == b->n_seq && cb->graphs[i].n_out == n_out) {
 				cb->replay = i;
@@ -766,7 +809,8 @@ int cuda_device_count(int *n, char *err)
 	return 0;
 }
 
-int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, struct backend **out, char *err)
+int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, int exact, struct backend **out,
+		     char *err)
 {
 	int n_dev;
 	if (cuda_device_count(&n_dev, err))
@@ -797,6 +841,7 @@ int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, struc
 	cb->blas_min = getenv("INFERD_CUDA_BLAS_MIN") && atoi(getenv("INFERD_CUDA_BLAS_MIN")) > 0
 			       ? atoi(getenv("INFERD_CUDA_BLAS_MIN"))
 			       : BLAS_MIN_TOKENS;
+	cb->mixed_min = exact ? 0 : MIXED_MIN_TOKENS;
 #ifdef INFERD_FAULTS /* test builds only (build-cuda/tests/inferd-faults) */
 	if (getenv("INFERD_CUDA_FAULT_STEP"))
 		cb->fault_step = atoll(getenv("INFERD_CUDA_FAULT_STEP"));

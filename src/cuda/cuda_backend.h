@@ -16,8 +16,10 @@ struct inferd_model;
 int cuda_device_count(int *n, char *err);
 /* A backend for `m` on device `dev`: uploads the weights in their file
  * format. budget: bytes of weights + KV cache allowed (0 = what the device
- * has). */
-int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, struct backend **out, char *err);
+ * has). exact: float32 everywhere; otherwise products of 8 tokens or more
+ * use tensor cores with 16-bit activations. */
+int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, int exact, struct backend **out,
+		     char *err);
 /* Test hook: every step after `step` starts with a kernel that writes to an
  * invalid address (a sticky error). Nothing but tests calls it. */
 void cuda_backend_fault_at(struct backend *be, int64_t step);

@@ -21,6 +21,7 @@
 #include "kernels.h"
 #include "dtype.h"
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
 
@@ -117,6 +118,45 @@ extern "C" void k_dequant(cudaStream_t s, float *out, const void *w, int type, s
 		int nr = rows - r0 < 65535 ? rows - r0 : 65535;
 		dequant_k<<<dim3(blocks_for(cols, 256), (unsigned)nr), 256, 0, s>>>(
 			out + (size_t)r0 * cols, (const uint8_t *)w + (size_t)r0 * rb, type, rb, cols);
+	}
+}
+
+/* ---- 16-bit copies for tensor-core products ---- */
+__global__ void to_half_k(void *dst, const float *src, int64_t n, int bf)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+		if (bf)
+			((__nv_bfloat16 *)dst)[i] = __float2bfloat16_rn(src[i]);
+		else
+			((__half *)dst)[i] = __float2half_rn(src[i]);
+	}
+}
+
+extern "C" void k_to_half(cudaStream_t s, void *dst, const float *src, int64_t n, int bf)
+{
+	if (n > 0)
+		to_half_k<<<blocks_for(n < (1 << 24) ? n : (1 << 24), 256), 256, 0, s>>>(dst, src, n, bf);
+}
+
+__global__ void dequant_half_k(void *out, const uint8_t *w, int type, size_t rb, int cols, int bf)
+{
+	int r = blockIdx.y;
+	for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < cols; j += gridDim.x * blockDim.x) {
+		float v = deq(type, w + (size_t)r * rb, j);
+		if (bf)
+			((__nv_bfloat16 *)out)[(size_t)r * cols + j] = __float2bfloat16_rn(v);
+		else
+			((__half *)out)[(size_t)r * cols + j] = __float2half_rn(v);
+	}
+}
+
+extern "C" void k_dequant_half(cudaStream_t s, void *out, const void *w, int type, size_t rb, int cols, int rows,
+			       int bf)
+{
+	for (int r0 = 0; r0 < rows; r0 += 65535) {
+		int nr = rows - r0 < 65535 ? rows - r0 : 65535;
+		dequant_half_k<<<dim3(blocks_for(cols, 256), (unsigned)nr), 256, 0, s>>>(
+			(uint8_t *)out + (size_t)r0 * cols * 2, (const uint8_t *)w + (size_t)r0 * rb, type, rb, cols, bf);
 	}
 }
 

@@ -19,6 +19,10 @@
 extern "C" {
 #endif
 
+/* dst = src rounded to 16 bits: F16 (bf = 0) or BF16 (bf = 1) */
+void k_to_half(cudaStream_t s, void *dst, const float *src, int64_t n, int bf);
+/* whole matrix to 16-bit floats (F16 or BF16): out[r][j] */
+void k_dequant_half(cudaStream_t s, void *out, const void *w, int type, size_t row_bytes, int cols, int rows, int bf);
 /* out[i][j] = value j of row ids[i] of emb, as float */
 void k_get_rows(cudaStream_t s, float *out, const void *emb, int type, size_t row_bytes, int cols,
 		const int32_t *ids, int n);

@@ -87,9 +87,11 @@ static float frand(void)
 	return (float)((rng >> 40) & 0xffffff) / (float)0x1000000 * 2.0f - 1.0f;
 }
 
+static int exact = 1; /* float32 products everywhere (gpu_exact) */
+
 static inferd_model_t *open_on(const char *path, const char *dev, char *err)
 {
-	struct inferd_model_opts o = {.device = dev, .kv_tokens = 4096, .n_threads = 2};
+	struct inferd_model_opts o = {.device = dev, .kv_tokens = 4096, .n_threads = 2, .gpu_exact = exact};
 	inferd_model_t *m = NULL;
 	if (inferd_model_open(path, &o, &m, err))
 		return NULL;
@@ -97,7 +99,7 @@ static inferd_model_t *open_on(const char *path, const char *dev, char *err)
 }
 
 /* ---- 1. fixtures ---- */
-static void fixtures(void)
+static void fixtures(double bound)
 {
 	const char *fx = t_fixtures();
 	DIR *d = opendir(fx);
@@ -136,10 +138,10 @@ static void fixtures(void)
 						a = v;
 				greedy_ok &= a == (int)json_integer_value(json_array_get(out, (size_t)(i - np + 1)));
 			}
-			printf("  fixture %-18s case %d  rel err %.3e (bound 1e-4)  greedy %s (margin %.3f)\n", de->d_name, c,
-			       e, greedy_ok ? "matches" : "differs", margin);
-			CHECK(e <= 1e-4, "%s case %d: relative error %.3e", de->d_name, c, e);
-			if (margin > 0.01)
+			printf("  fixture %-18s case %d  %s rel err %.3e (bound %.0e)  greedy %s (margin %.3f)\n", de->d_name,
+			       c, exact ? "f32  " : "mixed", e, bound, greedy_ok ? "matches" : "differs", margin);
+			CHECK(e <= bound, "%s case %d: relative error %.3e", de->d_name, c, e);
+			if (margin > (exact ? 0.01 : 0.1))
 				CHECK(greedy_ok, "%s case %d: greedy ids differ (margin %.3f)", de->d_name, c, margin);
 			inferd_seq_free(s);
 			free(lg);
@@ -215,7 +217,7 @@ static void ops_model(const char *path, const char *what)
 	if (!m)
 		return;
 	struct pair p = {m->be, NULL};
-	CHECK(cuda_backend_new(m, 0, 0, &p.gpu, err) == 0, "%s: %s", what, err);
+	CHECK(cuda_backend_new(m, 0, 0, 1, &p.gpu, err) == 0, "%s: %s", what, err);
 	if (!p.gpu) {
 		inferd_model_close(m);
 		return;
@@ -387,7 +389,7 @@ static void weight_types(void)
 }
 
 /* ---- 3. batch invariance ---- */
-static void batch_invariance(const char *path)
+static void batch_invariance(const char *path, double bound, double delta)
 {
 	char err[INFERD_ERR_LEN];
 	inferd_model_t *m = open_on(path, "cuda:0", err);
@@ -458,7 +460,7 @@ static void batch_invariance(const char *path)
 				if (y[v] > y[b1])
 					b1 = v;
 			}
-			if (x[a1] - x[a2] > DELTA) {
+			if (x[a1] - x[a2] > delta) {
 				id_checked++;
 				id_equal += a1 == b1;
 				CHECK(a1 == b1, "batch of %d row %d: argmax %d vs %d alone (margin %.4f)", k, i, b1, a1,
@@ -474,9 +476,9 @@ static void batch_invariance(const char *path)
 		free(tables);
 		free(lg);
 	}
-	printf("  batch invariance: logits rel err <= %.2e (bound %.0e); ids equal %d/%d rows with margin > %.0e\n",
-	       worst, BATCH_BOUND, id_equal, id_checked, DELTA);
-	CHECK(worst <= BATCH_BOUND, "batch invariance: %.3e", worst);
+	printf("  batch invariance (%s): logits rel err <= %.2e (bound %.0e); ids equal %d/%d rows with margin > %.0e\n",
+	       exact ? "f32" : "mixed", worst, bound, id_equal, id_checked, delta);
+	CHECK(worst <= bound, "batch invariance: %.3e", worst);
 	CHECK(id_checked > 0, "no row with a clear margin");
 	be->ops->kv_free(be, kv);
 	free(alone);
@@ -897,10 +899,23 @@ int main(int argc, char **argv)
 	char fq[600], fl[600];
 	snprintf(fq, sizeof fq, "%s/qwen2-tiny-f16", t_fixtures());
 	snprintf(fl, sizeof fl, "%s/llama3-rope-bf16", t_fixtures());
-	fixtures();
+	fixtures(1e-4);
 	weight_types();
-	batch_invariance(fq);
-	batch_invariance(fl);
+	batch_invariance(fq, BATCH_BOUND, DELTA);
+	batch_invariance(fl, BATCH_BOUND, DELTA);
+	/* the default: products of >= 16 tokens on tensor cores with F16 (BF16
+	 * for BF16 weights) activations, float32 accumulation. An activation
+	 * rounded to 8 (BF16) or 11 (F16) mantissa bits has a relative error
+	 * <= 2^-9 (2^-12 for F16); over a dot product of random-sign terms the
+	 * errors partly cancel, and each layer's RMSNorm rescales, so the
+	 * logits move by a few times that (measured: up to 8.3e-3 on the BF16
+	 * fixtures, 4e-4 on the F16 one): bound 2e-2, and ids agree where the
+	 * margin exceeds 0.1 */
+	exact = 0;
+	fixtures(2e-2);
+	batch_invariance(fq, 2e-2, 0.1);
+	batch_invariance(fl, 2e-2, 0.1);
+	exact = 1;
 	sampling(fq);
 	two_models(fq, fl);
 	load_faults(fq, fl);
