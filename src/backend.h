@@ -87,6 +87,10 @@ struct backend_ops {
 	void (*gather)(struct backend *be, float *dst, const float *src, const int32_t *rows, int n, int dim);
 	/* copy n floats to host memory */
 	void (*read)(struct backend *be, float *host, const float *src, size_t n);
+	/* optional: x[t] += dot(in[t], row r of w) for t < n (a product and the
+	 * residual add in one pass); tmp holds n * rows floats if needed. NULL:
+	 * forward uses matmul then add */
+	void (*matmul_add)(struct backend *be, float *x, const struct tensor *w, const float *in, int n, float *tmp);
 	/* optional: end of a step; waits for the device and returns the first
 	 * error of the step's ops (INFERD_EDEVICE for a lost device) */
 	int (*sync)(struct backend *be, char *err);

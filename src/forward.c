@@ -15,6 +15,17 @@
 
 #include <stdlib.h>
 
+/* x += in·W, fused when the backend can */
+static void matmul_add(struct backend *be, float *x, const struct tensor *w, const float *in, int n, float *tmp)
+{
+	if (be->ops->matmul_add) {
+		be->ops->matmul_add(be, x, w, in, n, tmp);
+		return;
+	}
+	be->ops->matmul(be, tmp, w, NULL, in, n);
+	be->ops->add(be, x, tmp, (int64_t)n * w->ne[1]);
+}
+
 int forward(struct inferd_model *m, const struct batch *b, char *err)
 {
 	struct backend *be = m->be;
@@ -60,14 +71,12 @@ int forward(struct inferd_model *m, const struct batch *b, char *err)
 		op->rope(be, q, n, c->n_head);
 		op->rope(be, k, n, c->n_head_kv);
 		op->attention(be, att, q, k, v, b, l);
-		op->matmul(be, h, w->wo, NULL, att, n);
-		op->add(be, x, h, (int64_t)n * E);
+		matmul_add(be, x, w->wo, att, n, h);
 		op->rmsnorm(be, h, x, w->ffn_norm, n, E, eps);
 		op->matmul(be, g, w->w_gate, NULL, h, n);
 		op->matmul(be, u, w->w_up, NULL, h, n);
 		op->swiglu(be, g, g, u, (int64_t)n * F);
-		op->matmul(be, h, w->w_down, NULL, g, n);
-		op->add(be, x, h, (int64_t)n * E);
+		matmul_add(be, x, w->w_down, g, n, h);
 	}
 	if (n_out) {
 		op->gather(be, h, x, rows, n_out, E);

@@ -533,6 +533,22 @@ static int cu_begin_step(struct backend *be, const struct batch *b, char *err)
 	return 0;
 }
 
+static void cu_add(struct backend *be, float *x, const float *y, int64_t n);
+
+static void cu_matmul_add(struct backend *be, float *x, const struct tensor *w, const float *in, int n, float *tmp)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err || n <= 0 || cb->replay >= 0)
+		return;
+	int small = n < cb->blas_min && (!cb->mixed_min || n < cb->mixed_min);
+	if (small && k_matmul_acc(cb->st, x, W(cb, w), w->type, row_bytes(w), (int)w->ne[0], (int)w->ne[1], in, n)) {
+		launched(cb, "matmul_add");
+		return;
+	}
+	cu_matmul(be, tmp, w, NULL, in, n);
+	cu_add(be, x, tmp, (int64_t)n * w->ne[1]);
+}
+
 static void cu_rope(struct backend *be, float *x, int n, int n_heads)
 {
 	struct cu_backend *cb = CU(be);
@@ -786,6 +802,7 @@ static const struct backend_ops cuda_ops = {
 	.get_rows = cu_get_rows,
 	.rmsnorm = cu_rmsnorm,
 	.matmul = cu_matmul,
+	.matmul_add = cu_matmul_add,
 	.rope = cu_rope,
 	.attention = cu_attention,
 	.swiglu = cu_swiglu,

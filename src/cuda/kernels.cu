@@ -164,19 +164,20 @@ extern "C" void k_dequant_half(cudaStream_t s, void *out, const void *w, int typ
 #define NORM_T 256
 __global__ void rmsnorm_k(float *out, const float *x, const uint8_t *w, int wtype, int dim, float eps)
 {
-	__shared__ double ss[NORM_T];
+	__shared__ double ss[NORM_T / 32];
 	const float *xr = x + (size_t)blockIdx.x * dim;
 	double acc = 0;
 	for (int i = threadIdx.x; i < dim; i += NORM_T)
 		acc += (double)xr[i] * xr[i];
-	ss[threadIdx.x] = acc;
+	for (int o = 16; o > 0; o >>= 1) /* fixed tree: warps, then the warps' sums */
+		acc += __shfl_xor_sync(0xffffffffu, acc, o);
+	if ((threadIdx.x & 31) == 0)
+		ss[threadIdx.x >> 5] = acc;
 	__syncthreads();
-	for (int o = NORM_T / 2; o > 0; o >>= 1) {
-		if ((int)threadIdx.x < o)
-			ss[threadIdx.x] += ss[threadIdx.x + o];
-		__syncthreads();
-	}
-	float sc = (float)(1.0 / sqrt(ss[0] / dim + eps));
+	double tot = 0;
+	for (int i = 0; i < NORM_T / 32; i++)
+		tot += ss[i];
+	float sc = (float)(1.0 / sqrt(tot / dim + eps));
 	float *orow = out + (size_t)blockIdx.x * dim;
 	for (int i = threadIdx.x; i < dim; i += NORM_T)
 		orow[i] = __fmul_rn(__fmul_rn(xr[i], sc), deq(wtype, w, i));
@@ -330,7 +331,7 @@ __device__ __forceinline__ float warp_sum(float v)
 
 template <int T>
 __global__ void gemv_k(float *out, const uint8_t *w, size_t rb, int cols, int rows, const float *x, int n,
-		       const uint8_t *bias, int btype)
+		       const uint8_t *bias, int btype, int accum)
 {
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	int r = blockIdx.x * MM_WARPS + warp;
@@ -428,21 +429,43 @@ __global__ void gemv_k(float *out, const uint8_t *w, size_t rb, int cols, int ro
 #pragma unroll
 	for (int q = 0; q < MM_TB; q++) {
 		float v = warp_sum(acc[q]);
-		if (lane == 0 && q < nt)
-			out[(size_t)(t0 + q) * rows + r] = bias ? __fadd_rn(v, bv) : v;
+		if (bias)
+			v = __fadd_rn(v, bv);
+		if (lane == 0 && q < nt) {
+			float *o = out + (size_t)(t0 + q) * rows + r;
+			*o = accum ? __fadd_rn(*o, v) : v; /* accum: the residual add, fused */
+		}
 	}
 }
 
 template <int T>
 static void gemv(cudaStream_t s, float *out, const void *w, size_t rb, int cols, int rows, const float *x, int n,
-		 const void *bias, int btype)
+		 const void *bias, int btype, int accum)
 {
 	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) {
 		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
 		gemv_k<T><<<dim3(blocks_for(rows, MM_WARPS), blocks_for(nt, MM_TB)), 32 * MM_WARPS, 0, s>>>(
 			out + (size_t)t0 * rows, (const uint8_t *)w, rb, cols, rows, x + (size_t)t0 * cols, nt,
-			(const uint8_t *)bias, btype);
+			(const uint8_t *)bias, btype, accum);
 	}
+}
+
+extern "C" int k_matmul_acc(cudaStream_t s, float *out, const void *w, int type, size_t rb, int cols, int rows,
+			    const float *x, int n)
+{
+	int fast_float = cols % 256 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
+	int fast_quant = cols % 32 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
+	switch (fast_float ? type : fast_quant && type != DT_F32 && type != DT_F16 && type != DT_BF16 ? type : -1) {
+	case DT_F32: gemv<DT_F32>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
+	case DT_F16: gemv<DT_F16>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
+	case DT_BF16: gemv<DT_BF16>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
+	case DT_Q8_0: gemv<DT_Q8_0>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
+	case DT_Q4_0: gemv<DT_Q4_0>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
+	case DT_Q4_K: gemv<DT_Q4_K>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
+	case DT_Q5_K: gemv<DT_Q5_K>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
+	case DT_Q6_K: gemv<DT_Q6_K>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
+	}
+	return 0;
 }
 
 extern "C" void k_matmul(cudaStream_t s, float *out, const void *w, int type, size_t rb, int cols, int rows,
@@ -451,14 +474,14 @@ extern "C" void k_matmul(cudaStream_t s, float *out, const void *w, int type, si
 	int fast_float = cols % 256 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
 	int fast_quant = cols % 32 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
 	switch (fast_float ? type : fast_quant && type != DT_F32 && type != DT_F16 && type != DT_BF16 ? type : -1) {
-	case DT_F32: gemv<DT_F32>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
-	case DT_F16: gemv<DT_F16>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
-	case DT_BF16: gemv<DT_BF16>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
-	case DT_Q8_0: gemv<DT_Q8_0>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
-	case DT_Q4_0: gemv<DT_Q4_0>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
-	case DT_Q4_K: gemv<DT_Q4_K>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
-	case DT_Q5_K: gemv<DT_Q5_K>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
-	case DT_Q6_K: gemv<DT_Q6_K>(s, out, w, rb, cols, rows, x, n, bias, btype); return;
+	case DT_F32: gemv<DT_F32>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
+	case DT_F16: gemv<DT_F16>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
+	case DT_BF16: gemv<DT_BF16>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
+	case DT_Q8_0: gemv<DT_Q8_0>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
+	case DT_Q4_0: gemv<DT_Q4_0>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
+	case DT_Q4_K: gemv<DT_Q4_K>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
+	case DT_Q5_K: gemv<DT_Q5_K>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
+	case DT_Q6_K: gemv<DT_Q6_K>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
 	}
 	/* any other shape: the plain kernel */
 	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) {
@@ -676,17 +699,25 @@ __global__ void __launch_bounds__(AG_T) attention_g_k(float *out, const float *q
 	for (int i = 0; i < 16; i++)
 		sacc[g * hd + j * 16 + i] = acc[i];
 	__syncthreads();
+	__shared__ float sf[NG], sden;
 	float M = -INFINITY;
 	for (int w = 0; w < NG; w++)
 		M = fmaxf(M, sm[w]);
+	if (threadIdx.x < NG) /* each group's weight, once */
+		sf[threadIdx.x] = sl[threadIdx.x] > 0 ? expf(sm[threadIdx.x] - M) : 0.0f;
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		float den = 0;
+		for (int w = 0; w < NG; w++)
+			den += sl[w] * sf[w];
+		sden = den;
+	}
+	__syncthreads();
 	for (int i = threadIdx.x; i < hd; i += AG_T) {
-		float num = 0, den = 0;
-		for (int w = 0; w < NG; w++) {
-			float f = sl[w] > 0 ? expf(sm[w] - M) : 0.0f;
-			num += sacc[w * hd + i] * f;
-			den += sl[w] * f;
-		}
-		out[((size_t)t * heads + h) * hd + i] = num / den;
+		float num = 0;
+		for (int w = 0; w < NG; w++)
+			num += sacc[w * hd + i] * sf[w];
+		out[((size_t)t * heads + h) * hd + i] = num / sden;
 	}
 }
 

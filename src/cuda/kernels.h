@@ -33,6 +33,10 @@ void k_rmsnorm(cudaStream_t s, float *out, const float *x, const void *w, int wt
 /* out[t][r] = dot(x[t], row r of w) + bias[r] for t < n (bias may be NULL) */
 void k_matmul(cudaStream_t s, float *out, const void *w, int type, size_t row_bytes, int cols, int rows,
 	      const float *x, int n, const void *bias, int btype);
+/* out[t][r] += dot(x[t], row r of w) with the fast kernels; 0 when this
+ * shape has none (the caller multiplies and adds) */
+int k_matmul_acc(cudaStream_t s, float *out, const void *w, int type, size_t row_bytes, int cols, int rows,
+		 const float *x, int n);
 /* out[t][r] += bias[r] */
 void k_add_bias(cudaStream_t s, float *out, const void *bias, int btype, int rows, int n);
 /* rotate pairs of x[t][h][hd] with cs[t][hd/2][2] (cos, sin) */

@@ -255,6 +255,33 @@ static void ops_model(const char *path, const char *what)
 		if (!quick)
 			op_matmul(&p, ws[i], bs[i], 70, what); /* the cuBLAS path */
 	}
+	/* the fused product + residual add against matmul then add on the CPU */
+	{
+		const struct tensor *wo = m->layers[0].wo;
+		int cols = (int)wo->ne[0], rows = (int)wo->ne[1], nn = 3;
+		float *in = malloc((size_t)nn * cols * sizeof *in), *xc = malloc((size_t)nn * rows * sizeof *xc);
+		float *tmp = malloc((size_t)nn * rows * sizeof *tmp), *xg = malloc((size_t)nn * rows * sizeof *xg);
+		for (size_t i = 0; i < (size_t)nn * cols; i++)
+			in[i] = frand();
+		for (size_t i = 0; i < (size_t)nn * rows; i++)
+			xc[i] = frand();
+		float *din = dev_copy(p.gpu, in, (size_t)nn * cols), *dres = dev_copy(p.gpu, xc, (size_t)nn * rows);
+		float *dt = p.gpu->ops->alloc(p.gpu, (size_t)nn * rows);
+		p.cpu->ops->matmul(p.cpu, tmp, wo, NULL, in, nn);
+		p.cpu->ops->add(p.cpu, xc, tmp, (int64_t)nn * rows);
+		p.gpu->ops->matmul_add(p.gpu, dres, wo, din, nn, dt);
+		host_copy(p.gpu, xg, dres, (size_t)nn * rows);
+		double e2 = t_rel_err(xg, xc, (size_t)nn * rows);
+		printf("  op matmul_add %s rel err %.2e (bound 1e-5)\n", dtype_get((uint32_t)wo->type)->name, e2);
+		CHECK(e2 <= 1e-5, "%s: matmul_add %.3e", what, e2);
+		p.gpu->ops->dealloc(p.gpu, din);
+		p.gpu->ops->dealloc(p.gpu, dres);
+		p.gpu->ops->dealloc(p.gpu, dt);
+		free(in);
+		free(xc);
+		free(tmp);
+		free(xg);
+	}
 	/* rope, swiglu, add, attention over a step of two sequences */
 	int n = 7, hd = c->head_dim, H = c->n_head, KV = c->n_head_kv, kvd = KV * hd;
 	int32_t pos[7] = {0, 1, 2, 3, 0, 1, 2}, seq[7] = {0, 0, 0, 0, 1, 1, 1};
