@@ -140,6 +140,22 @@ static int ck(struct cu_backend *cb, cudaError_t e, const char *what)
 
 static void launched(struct cu_backend *cb, const char *what) { ck(cb, cudaGetLastError(), what); }
 
+/* A failed cuBLAS call: the CUDA error behind it when there is one (a lost
+ * context shows as "failed to launch"), else cuBLAS's own status. */
+static void blas_ck(struct cu_backend *cb, cublasStatus_t st, const char *what)
+{
+	if (st == CUBLAS_STATUS_SUCCESS || cb->err)
+		return;
+	cudaError_t e = cudaStreamSynchronize(cb->st);
+	if (e == cudaSuccess)
+		e = cudaGetLastError();
+	if (ck(cb, e, what))
+		return;
+	cb->err = INFERD_EDEVICE;
+	snprintf(cb->msg, sizeof cb->msg, "cuBLAS error on cuda:%d (%s) in %s: %s", cb->dev, cb->dev_name, what,
+		 cublasGetStatusString(st));
+}
+
 static const void *W(struct cu_backend *cb, const struct tensor *t)
 {
 	return t ? cb->wdev[t - cb->base.m->tensors] : NULL;
@@ -319,11 +335,33 @@ static void cu_rmsnorm(struct backend *be, float *out, const float *x, const str
 	launched(cb, "rmsnorm");
 }
 
+/* The default mode's decode path for Q8_0 weights: activations to 8 bits,
+ * dp4a products. Returns 0 when it does not apply. */
+static int q8_path(struct cu_backend *cb, float *out, const struct tensor *w, const float *x, int n, int accum)
+{
+	int cols = (int)w->ne[0], rows = (int)w->ne[1];
+	if (!cb->mixed_min || w->type != DT_Q8_0 || n >= cb->mixed_min || cols % 256)
+		return 0;
+	size_t nq = (size_t)n * cols;
+	uint8_t *buf = (uint8_t *)cb->base.ops->alloc(&cb->base, (nq + nq / 32 * 4 + 3) / 4);
+	if (!buf)
+		return 0;
+	int8_t *xq = (int8_t *)buf;
+	float *xd = (float *)(buf + nq);
+	k_quant_x(cb->st, x, xq, xd, (int64_t)nq);
+	k_matmul_q8q8(cb->st, out, W(cb, w), row_bytes(w), cols, rows, xq, xd, n, accum);
+	launched(cb, "matmul (8-bit activations)");
+	cb->base.ops->dealloc(&cb->base, (float *)buf);
+	return 1;
+}
+
 static void cu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
 		      const float *x, int n)
 {
 	struct cu_backend *cb = CU(be);
 	if (cb->err || n <= 0 || cb->replay >= 0)
+		return;
+	if (!bias && q8_path(cb, out, w, x, n, 0))
 		return;
 	int cols = (int)w->ne[0], rows = (int)w->ne[1];
 	if (cb->mixed_min && n >= cb->mixed_min && w->type != DT_F32) {
@@ -351,11 +389,7 @@ static void cu_matmul(struct backend *be, float *out, const struct tensor *w, co
 		cublasStatus_t st = cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, a, dt, cols, x16, dt,
 						 cols, &zero, out, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
 		cublasSetMathMode(cb->blas, CUBLAS_PEDANTIC_MATH);
-		if (st != CUBLAS_STATUS_SUCCESS && !cb->err) {
-			cb->err = INFERD_EDEVICE;
-			snprintf(cb->msg, sizeof cb->msg, "cuBLAS error on cuda:%d (%s) in gemm: %s", cb->dev, cb->dev_name,
-				 cublasGetStatusString(st));
-		}
+		blas_ck(cb, st, "gemm");
 		dfree(cb, x16);
 		dfree(cb, w16);
 		if (bias) {
@@ -379,11 +413,7 @@ static void cu_matmul(struct backend *be, float *out, const struct tensor *w, co
 		/* column-major: out (rows x n) = W^T' (rows x cols) * x (cols x n) */
 		cublasStatus_t s = cublasSgemm(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, a, cols, x, cols,
 					       &zero, out, rows);
-		if (s != CUBLAS_STATUS_SUCCESS && !cb->err) {
-			cb->err = INFERD_EDEVICE;
-			snprintf(cb->msg, sizeof cb->msg, "cuBLAS error on cuda:%d (%s) in sgemm: %s", cb->dev, cb->dev_name,
-				 cublasGetStatusString(s));
-		}
+		blas_ck(cb, s, "sgemm");
 		dfree(cb, tmp);
 		if (bias) {
 			k_add_bias(cb->st, out, W(cb, bias), bias->type, rows, n);
@@ -539,6 +569,8 @@ static void cu_matmul_add(struct backend *be, float *x, const struct tensor *w, 
 {
 	struct cu_backend *cb = CU(be);
 	if (cb->err || n <= 0 || cb->replay >= 0)
+		return;
+	if (q8_path(cb, x, w, in, n, 1))
 		return;
 	int small = n < cb->blas_min && (!cb->mixed_min || n < cb->mixed_min);
 	if (small && k_matmul_acc(cb->st, x, W(cb, w), w->type, row_bytes(w), (int)w->ne[0], (int)w->ne[1], in, n)) {

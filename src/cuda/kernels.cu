@@ -450,6 +450,102 @@ static void gemv(cudaStream_t s, float *out, const void *w, size_t rb, int cols,
 	}
 }
 
+/* ---- Q8_0 weights x 8-bit activations (dp4a), the default mode's decode ----
+ * Activations are quantized per 32 values like Q8_0 (scale = max|x| / 127,
+ * round to nearest); a block's dot product is 8 dp4a in int32, then one
+ * float multiply by both scales. */
+__global__ void quant_x_k(const float *x, int8_t *xq, float *xd, int64_t nblk)
+{
+	int64_t b = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+	int lane = threadIdx.x & 31;
+	if (b >= nblk)
+		return;
+	float v = x[b * 32 + lane], a = fabsf(v);
+	for (int o = 16; o > 0; o >>= 1)
+		a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+	float d = a / 127.0f;
+	xq[b * 32 + lane] = (int8_t)(d > 0 ? __float2int_rn(v / d) : 0);
+	if (lane == 0)
+		xd[b] = d;
+}
+
+extern "C" void k_quant_x(cudaStream_t s, const float *x, int8_t *xq, float *xd, int64_t n)
+{
+	int64_t nblk = n / 32;
+	if (nblk > 0)
+		quant_x_k<<<blocks_for(nblk * 32, 256), 256, 0, s>>>(x, xq, xd, nblk);
+}
+
+__global__ void gemv_q8q8_k(float *out, const uint8_t *w, size_t rb, int cols, int rows, const int8_t *xq,
+			    const float *xd, int n, int accum)
+{
+	__shared__ uint4 sh[MM_WARPS][68];
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	int r = blockIdx.x * MM_WARPS + warp;
+	if (r >= rows)
+		return;
+	int t0 = blockIdx.y * MM_TB, nt = n - t0 < MM_TB ? n - t0 : MM_TB, nc = cols >> 5;
+	const uint8_t *wr = w + (size_t)r * rb;
+	float acc[MM_TB];
+#pragma unroll
+	for (int q = 0; q < MM_TB; q++)
+		acc[q] = 0;
+	for (int c0 = 0; c0 < nc; c0 += 32) {
+		int nb = nc - c0 < 32 ? nc - c0 : 32, nvec = nb * 34 / 16;
+		const uint4 *src = (const uint4 *)(wr + (size_t)c0 * 34);
+		for (int k = lane; k < nvec; k += 32)
+			sh[warp][k] = src[k];
+		__syncwarp();
+		if (lane < nb) {
+			const uint8_t *b = (const uint8_t *)sh[warp] + lane * 34;
+			float dw = h2f(ld16(b));
+			const uint16_t *h = (const uint16_t *)(b + 2);
+			int wq[8];
+#pragma unroll
+			for (int k = 0; k < 8; k++)
+				wq[k] = (int)((uint32_t)h[2 * k] | ((uint32_t)h[2 * k + 1] << 16));
+			int c = c0 + lane;
+#pragma unroll
+			for (int q = 0; q < MM_TB; q++) {
+				if (q >= nt)
+					break;
+				const uint4 *xp = (const uint4 *)(xq + (size_t)(t0 + q) * cols + (size_t)c * 32);
+				uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+				int sum = 0;
+				sum = __dp4a(wq[0], (int)x0.x, sum);
+				sum = __dp4a(wq[1], (int)x0.y, sum);
+				sum = __dp4a(wq[2], (int)x0.z, sum);
+				sum = __dp4a(wq[3], (int)x0.w, sum);
+				sum = __dp4a(wq[4], (int)x1.x, sum);
+				sum = __dp4a(wq[5], (int)x1.y, sum);
+				sum = __dp4a(wq[6], (int)x1.z, sum);
+				sum = __dp4a(wq[7], (int)x1.w, sum);
+				acc[q] = fmaf((float)sum, dw * xd[(size_t)(t0 + q) * nc + c], acc[q]);
+			}
+		}
+		__syncwarp();
+	}
+#pragma unroll
+	for (int q = 0; q < MM_TB; q++) {
+		float v = warp_sum(acc[q]);
+		if (lane == 0 && q < nt) {
+			float *o = out + (size_t)(t0 + q) * rows + r;
+			*o = accum ? __fadd_rn(*o, v) : v;
+		}
+	}
+}
+
+extern "C" void k_matmul_q8q8(cudaStream_t s, float *out, const void *w, size_t rb, int cols, int rows,
+			      const int8_t *xq, const float *xd, int n, int accum)
+{
+	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) {
+		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
+		gemv_q8q8_k<<<dim3(blocks_for(rows, MM_WARPS), blocks_for(nt, MM_TB)), 32 * MM_WARPS, 0, s>>>(
+			out + (size_t)t0 * rows, (const uint8_t *)w, rb, cols, rows, xq + (size_t)t0 * cols,
+			xd + (size_t)t0 * (cols / 32), nt, accum);
+	}
+}
+
 extern "C" int k_matmul_acc(cudaStream_t s, float *out, const void *w, int type, size_t rb, int cols, int rows,
 			    const float *x, int n)
 {

@@ -377,6 +377,44 @@ static void end_to_end(const char *path, const char *what, double bound)
 	inferd_model_close(mg);
 }
 
+/* The default (mixed) mode one token at a time: for Q8_0 weights the
+ * activations go to 8 bits per 32 values (error <= max/254 per value), dp4a
+ * products; bound 2e-2 on the logits against the CPU's float32. */
+static void decode_mixed(const char *path, const char *what)
+{
+	char err[INFERD_ERR_LEN];
+	int saved = exact;
+	exact = 0;
+	inferd_model_t *mg = open_on(path, "cuda:0", err);
+	exact = saved;
+	inferd_model_t *mc = mg ? open_on(path, "cpu", err) : NULL;
+	CHECK(mg && mc, "%s: %s", what, err);
+	if (mg && mc) {
+		int V = mc->c.n_vocab;
+		float *a = malloc((size_t)V * sizeof *a), *b = malloc((size_t)V * sizeof *b);
+		inferd_seq_t *s1, *s2;
+		inferd_seq_new(mc, 16, &s1, err);
+		inferd_seq_new(mg, 16, &s2, err);
+		double worst = 0;
+		for (int i = 0; i < 12; i++) {
+			int32_t id = (int32_t)((i * 7919 + 5) % V);
+			CHECK(inferd_seq_eval(mc, s1, &id, 1, a, 0, err) == 0, "%s", err);
+			CHECK(inferd_seq_eval(mg, s2, &id, 1, b, 0, err) == 0, "%s", err);
+			double e = t_rel_err(b, a, (size_t)V);
+			if (e > worst)
+				worst = e;
+		}
+		printf("  decode %-36s default mode vs CPU rel err %.2e (bound 2e-2)\n", what, worst);
+		CHECK(worst <= 2e-2, "%s: default-mode decode rel err %.3e", what, worst);
+		inferd_seq_free(s1);
+		inferd_seq_free(s2);
+		free(a);
+		free(b);
+	}
+	inferd_model_close(mg);
+	inferd_model_close(mc);
+}
+
 static char *gen(const char *name, const char *arch, const char *type)
 {
 	static char paths[16][512];
@@ -404,6 +442,7 @@ static void weight_types(void)
 		snprintf(what, sizeof what, "generated %s %s", arch, types[i]);
 		ops_model(p, what);
 		end_to_end(p, what, 1e-5);
+		decode_mixed(p, what);
 	}
 	const char *zoo[] = {"Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_0", "f32"};
 	for (size_t i = 0; i < (quick >= 2 ? 3 : sizeof zoo / sizeof zoo[0]); i++) {
@@ -616,6 +655,29 @@ static void sampling(const char *path)
 		CHECK(lpd < 1e-4, "greedy prompt %d: logprobs differ by %.3e", i, lpd);
 	}
 	printf("  greedy: device sampling = host sampling on %d/4 prompts (24 tokens each)\n", greedy_eq);
+	/* logit_bias and min_p on the device, against the host */
+	{
+		struct inferd_logit_bias lb[2] = {{7, 1000.0f}, {9, 999.0f}};
+		request(&r, p[5], 8, 0, 0, NTOK(24));
+		r.logit_bias = lb;
+		r.n_logit_bias = 2;
+		run(mg, &r, &a, NULL);
+		run(mc, &r, &b, NULL);
+		int all7 = a.n == NTOK(24);
+		for (int j = 0; j < a.n; j++)
+			all7 &= a.ids[j] == 7;
+		CHECK(all7 && !memcmp(a.ids, b.ids, sizeof a.ids), "logit_bias: GPU tokens %d %d..., CPU %d", a.ids[0],
+		      a.ids[1], b.ids[0]);
+		CHECK(fabs(a.lp[0] - b.lp[0]) < 1e-4, "logit_bias logprob GPU %f CPU %f", a.lp[0], b.lp[0]);
+		request(&r, p[6], 8, 1.0f, 77, NTOK(24));
+		r.top_k = 0;
+		r.top_p = 1;
+		r.min_p = 0.2f;
+		run(mg, &r, &a, NULL);
+		run(mc, &r, &b, NULL);
+		printf("  logit_bias on the device: %s; min_p 0.2 seeded GPU %s CPU\n", all7 ? "forces the token" : "FAILED",
+		       !memcmp(a.ids, b.ids, sizeof a.ids) ? "=" : "!=");
+	}
 	/* seeded: alone vs among k others */
 	int counts[] = {1, 8, 64};
 	struct result alone[4];
