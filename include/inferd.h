@@ -209,8 +209,9 @@ struct inferd_model_stats {
 void inferd_model_stats(inferd_model_t *m, struct inferd_model_stats *st);
 
 /* Write `m` as a GGUF file llama.cpp accepts. `type` is "f32", "f16",
- * "bf16" or "q8_0"; tensors whose rows do not split into whole blocks fall
- * back to f16 as llama.cpp's converter does, and 1-D tensors stay f32. */
+ * "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m" or "q6_k" (the mixes follow
+ * llama.cpp's rules); rows that do not split into whole blocks fall back
+ * to q8_0 or f16, and 1-D tensors stay f32. */
 int inferd_convert(const inferd_model_t *m, const char *out_path, const char *type, char *err);
 
 struct inferd_gen_opts {

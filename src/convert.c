@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 struct centry {
@@ -135,17 +136,8 @@ static int produce(void *ctx, int idx, uint8_t *dst, uint64_t nbytes, char *err)
 	return 0;
 }
 
-static int ftype_of(int type)
-{
-	switch (type) {
-	case DT_F16: return 1;
-	case DT_Q8_0: return 7;
-	case DT_BF16: return 32;
-	default: return 0;
-	}
-}
 
-static void write_meta(struct gguf_writer *w, const struct inferd_model *m, int type, const struct tokenizer *tok)
+static void write_meta(struct gguf_writer *w, const struct inferd_model *m, int ftype, const struct tokenizer *tok)
 {
 	const struct model_config *c = &m->c;
 	const char *a = arch_name(c->arch);
@@ -153,8 +145,8 @@ static void write_meta(struct gguf_writer *w, const struct inferd_model *m, int 
 #define KEY(s) (snprintf(k, sizeof k, "%s." s, a), k)
 	gguf_w_str(w, "general.architecture", a);
 	gguf_w_str(w, "general.name", "inferd");
-	gguf_w_u32(w, "general.file_type", (uint32_t)ftype_of(type));
-	if (type == DT_Q8_0)
+	gguf_w_u32(w, "general.file_type", (uint32_t)ftype);
+	if (ftype != 0 && ftype != 1 && ftype != 32) /* quantized */
 		gguf_w_u32(w, "general.quantization_version", 2);
 	gguf_w_u32(w, KEY("context_length"), (uint32_t)c->n_ctx_train);
 	gguf_w_u32(w, KEY("embedding_length"), (uint32_t)c->n_embd);
@@ -227,12 +219,57 @@ int inferd_convert(const inferd_model_t *m, const char *out_path, const char *ty
 	return rc;
 }
 
+/* Output types: one type for every matrix, or a llama.cpp-style mix. */
+struct scheme {
+	int base;   /* most matrices */
+	int more;   /* the output head, and attn_v / ffn_down of the layers
+		     * that get more bits; -1: same as base */
+	int ftype;  /* general.file_type */
+};
+
+static int scheme_of(const char *name, struct scheme *s)
+{
+	static const struct {
+		const char *name;
+		struct scheme s;
+	} t[] = {
+		{"f32", {DT_F32, -1, 0}},      {"f16", {DT_F16, -1, 1}},     {"bf16", {DT_BF16, -1, 32}},
+		{"q8_0", {DT_Q8_0, -1, 7}},    {"q4_0", {DT_Q4_0, DT_Q6_K, 2}}, {"q4_k_m", {DT_Q4_K, DT_Q6_K, 15}},
+		{"q5_k_m", {DT_Q5_K, DT_Q6_K, 17}}, {"q6_k", {DT_Q6_K, -1, 18}},
+	};
+	for (size_t i = 0; name && i < sizeof t / sizeof t[0]; i++)
+		if (!strcasecmp(name, t[i].name)) {
+			*s = t[i].s;
+			return 0;
+		}
+	return -1;
+}
+
+/* llama.cpp's rule for the layers whose attn_v and ffn_down get more bits:
+ * the first and last eighth, and every third layer between */
+static bool more_bits(int l, int n)
+{
+	return l < n / 8 || l >= 7 * n / 8 || (l - n / 8) % 3 == 2;
+}
+
+static int scheme_type(const struct scheme *s, int role, int layer, int n_layer)
+{
+	if (s->more < 0)
+		return s->base;
+	if (role == W_OUTPUT)
+		return s->more;
+	if ((role == W_V || role == W_DOWN) && s->base != DT_Q4_0 && more_bits(layer, n_layer))
+		return s->more;
+	return s->base;
+}
+
 static int convert_with(const inferd_model_t *m, const char *out_path, const char *type_name,
 			const struct tokenizer *tok, char *err)
 {
-	int type = type_name ? dtype_from_name(type_name) : -1;
-	if (type != DT_F32 && type != DT_F16 && type != DT_BF16 && type != DT_Q8_0)
-		return seterr(err, INFERD_EINVAL, "unknown output type \"%s\" (f32, f16, bf16, q8_0)",
+	struct scheme sch;
+	if (scheme_of(type_name, &sch))
+		return seterr(err, INFERD_EINVAL,
+			      "unknown output type \"%s\" (f32, f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m, q6_k)",
 			      type_name ? type_name : "(null)");
 	const struct model_config *c = &m->c;
 	int half = c->head_dim / 2, rc = 0;
@@ -246,7 +283,7 @@ static int convert_with(const inferd_model_t *m, const char *out_path, const cha
 		rc = seterr(err, INFERD_ENOMEM, "out of memory");
 		goto out;
 	}
-	write_meta(w, m, type, tok);
+	write_meta(w, m, sch.ftype, tok);
 	int n = 0;
 	bool permute = c->arch == ARCH_LLAMA && c->rope_style == ROPE_NEOX;
 	for (int l = -1; l < c->n_layer; l++) {
@@ -259,10 +296,13 @@ static int convert_with(const inferd_model_t *m, const char *out_path, const cha
 			struct centry *e = &ctx.e[n];
 			e->src = t;
 			role_shape(c, r, e->ne, &e->nd);
-			e->type = e->nd == 1 ? DT_F32 : type;
+			e->type = e->nd == 1 ? DT_F32 : scheme_type(&sch, r, l, c->n_layer);
 			uint64_t rb;
-			if (!dtype_row_bytes(e->type, (uint64_t)e->ne[0], &rb))
-				e->type = DT_F16;
+			if (!dtype_row_bytes(e->type, (uint64_t)e->ne[0], &rb)) /* rows that do not split into blocks */
+				e->type = dtype_row_bytes(DT_Q8_0, (uint64_t)e->ne[0], &rb) && e->type != DT_F16 &&
+						  e->type != DT_BF16 && e->type != DT_F32
+					  ? DT_Q8_0
+					  : DT_F16;
 			if (permute && (r == W_Q || r == W_BQ))
 				e->perm_heads = c->n_head;
 			if (permute && (r == W_K || r == W_BK))

@@ -300,6 +300,131 @@ static void quant_q4_0(const float *x, uint8_t *b)
 	}
 }
 
+/* ---- K-quants: 256 values per block, a float16 scale (and min) per block,
+ * 6-bit (Q4_K, Q5_K) or 8-bit (Q6_K) scales per sub-block. Each sub-block
+ * takes the range it needs; the integer sub-scales are then fixed and the
+ * values re-quantized against the scales as they will be decoded. */
+static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* Q4_K (nmax 15) and Q5_K (nmax 31): value = d*sc*q - dmin*m, q in [0, nmax] */
+static void quant_k45(const float *x, uint8_t *b, int nmax)
+{
+	float sub_s[8], sub_m[8], maxs = 0, maxm = 0;
+	for (int j = 0; j < 8; j++) {
+		float mn = x[32 * j], mx = x[32 * j];
+		for (int l = 1; l < 32; l++) {
+			mn = fminf(mn, x[32 * j + l]);
+			mx = fmaxf(mx, x[32 * j + l]);
+		}
+		mn = fminf(mn, 0.0f); /* the offset only ever lowers values */
+		float sc0 = (mx - mn) / (float)nmax, m0 = -mn, sc_r = sc0, m_r = m0;
+		/* refine: least-squares scale and offset for the codes they give,
+		 * a few rounds (the offset stays >= 0) */
+		for (int it = 0; it < 4 && sc0 > 0; it++) {
+			double sq = 0, sqq = 0, sx = 0, sxq = 0;
+			for (int l = 0; l < 32; l++) {
+				float xv = x[32 * j + l];
+				int q = clampi((int)lrintf((xv + m0) / sc0), 0, nmax);
+				sq += q;
+				sqq += (double)q * q;
+				sx += xv;
+				sxq += (double)xv * q;
+			}
+			double den = sqq - sq * sq / 32, ns, nm;
+			if (den <= 0)
+				break;
+			ns = (sxq - sx * sq / 32) / den;
+			nm = (ns * sq - sx) / 32;
+			if (nm < 0) {
+				nm = 0;
+				ns = sqq > 0 ? sxq / sqq : ns;
+			}
+			if (!(ns > 0))
+				break;
+			sc0 = (float)ns;
+			m0 = (float)nm;
+		}
+		/* keep the refit only where it lowers this sub-block's error */
+		double e_r = 0, e_f = 0;
+		for (int l = 0; l < 32 && sc_r > 0 && sc0 > 0; l++) {
+			float xv = x[32 * j + l];
+			float a1 = sc_r * (float)clampi((int)lrintf((xv + m_r) / sc_r), 0, nmax) - m_r;
+			float a2 = sc0 * (float)clampi((int)lrintf((xv + m0) / sc0), 0, nmax) - m0;
+			e_r += (double)(a1 - xv) * (a1 - xv);
+			e_f += (double)(a2 - xv) * (a2 - xv);
+		}
+		sub_s[j] = e_f < e_r ? sc0 : sc_r;
+		sub_m[j] = e_f < e_r ? m0 : m_r;
+		maxs = fmaxf(maxs, sub_s[j]);
+		maxm = fmaxf(maxm, sub_m[j]);
+	}
+	float d = f16_to_f32(f32_to_f16(maxs / 63.0f)), dmin = f16_to_f32(f32_to_f16(maxm / 63.0f));
+	uint8_t sc[8], m[8];
+	for (int j = 0; j < 8; j++) {
+		sc[j] = (uint8_t)(d > 0 ? clampi((int)lrintf(sub_s[j] / d), 0, 63) : 0);
+		m[j] = (uint8_t)(dmin > 0 ? clampi((int)lrintf(sub_m[j] / dmin), 0, 63) : 0);
+	}
+	wr16(b, f32_to_f16(d));
+	wr16(b + 2, f32_to_f16(dmin));
+	uint8_t *q = b + 4;
+	memset(q, 0, 12);
+	for (int j = 0; j < 8; j++) {
+		if (j < 4) {
+			q[j] |= sc[j] & 63;
+			q[j + 4] |= m[j] & 63;
+		} else {
+			q[j + 4] = (uint8_t)((sc[j] & 0xF) | ((m[j] & 0xF) << 4));
+			q[j - 4] |= (uint8_t)((sc[j] >> 4) << 6);
+			q[j] |= (uint8_t)((m[j] >> 4) << 6);
+		}
+	}
+	int k5 = nmax == 31;
+	uint8_t *qh = b + 16, *qs = b + (k5 ? 48 : 16);
+	if (k5)
+		memset(qh, 0, 32);
+	memset(qs, 0, 128);
+	for (int j = 0; j < 8; j++) {
+		/* the scale and offset exactly as dequantization computes them */
+		float d1 = d * (float)sc[j], m1 = dmin * (float)m[j];
+		for (int l = 0; l < 32; l++) {
+			int v = d1 > 0 ? clampi((int)lrintf((x[32 * j + l] + m1) / d1), 0, nmax) : 0;
+			int g = j / 2, hi = j % 2;
+			qs[32 * g + l] |= (uint8_t)((v & 0xF) << (hi ? 4 : 0));
+			if (k5 && (v & 16))
+				qh[l] |= (uint8_t)(1 << j);
+		}
+	}
+}
+
+/* Q6_K: value = d * sc * (q - 32), q in [0, 63], 16 sub-blocks of 16 */
+static void quant_q6_k(const float *x, uint8_t *b)
+{
+	float sub[16], amax = 0;
+	for (int s = 0; s < 16; s++) {
+		float best = 0;
+		for (int l = 0; l < 16; l++)
+			if (fabsf(x[16 * s + l]) > fabsf(best))
+				best = x[16 * s + l];
+		sub[s] = best / -32.0f; /* the largest magnitude maps to -32 */
+		amax = fmaxf(amax, fabsf(sub[s]));
+	}
+	float d = f16_to_f32(f32_to_f16(amax / 127.0f));
+	uint8_t *ql = b, *qh = b + 128;
+	int8_t *sc = (int8_t *)(b + 192);
+	memset(b, 0, 210);
+	for (int s = 0; s < 16; s++)
+		sc[s] = (int8_t)(d > 0 ? clampi((int)lrintf(sub[s] / d), -127, 127) : 0);
+	wr16(b + 208, f32_to_f16(d));
+	for (int i = 0; i < 256; i++) {
+		float ds = d * (float)sc[i / 16];
+		int v = ds != 0 ? clampi((int)lrintf(x[i] / ds), -32, 31) + 32 : 32;
+		int half = i / 128, k = (i % 128) / 32, l = i % 32;
+		uint8_t *qlb = ql + half * 64 + l + (k & 1) * 32;
+		*qlb |= (uint8_t)((v & 0xF) << (k >= 2 ? 4 : 0));
+		qh[half * 32 + l] |= (uint8_t)((v >> 4) << (2 * k));
+	}
+}
+
 bool dtype_from_f32(int type, const float *src, void *dst, int64_t n)
 {
 	uint8_t *d = dst;
@@ -326,6 +451,19 @@ bool dtype_from_f32(int type, const float *src, void *dst, int64_t n)
 			return false;
 		for (int64_t i = 0; i < n / 32; i++)
 			quant_q4_0(src + 32 * i, d + 18 * i);
+		return true;
+	case DT_Q4_K:
+	case DT_Q5_K:
+		if (n % 256)
+			return false;
+		for (int64_t i = 0; i < n / 256; i++)
+			quant_k45(src + 256 * i, d + (type == DT_Q4_K ? 144 : 176) * i, type == DT_Q4_K ? 15 : 31);
+		return true;
+	case DT_Q6_K:
+		if (n % 256)
+			return false;
+		for (int64_t i = 0; i < n / 256; i++)
+			quant_q6_k(src + 256 * i, d + 210 * i);
 		return true;
 	}
 	return false;

@@ -50,8 +50,9 @@ uint16_t f32_to_bf16(float f);   /* round to nearest even, NaN kept */
 
 /* Dequantize / convert `n` values of `type` at src into dst. */
 void dtype_to_f32(int type, const void *src, float *dst, int64_t n);
-/* Convert `n` float32 values into `type` (F32, F16, BF16, Q8_0, Q4_0);
- * returns false for types without a quantizer. */
+/* Convert `n` float32 values into `type` (F32, F16, BF16, Q8_0, Q4_0,
+ * Q4_K, Q5_K, Q6_K); returns false for types without a quantizer or when n
+ * is not a whole number of blocks. */
 bool dtype_from_f32(int type, const float *src, void *dst, int64_t n);
 
 #endif

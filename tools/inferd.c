@@ -70,10 +70,13 @@ static const char *logits_help =
 	"                      tensor cores with F16/BF16 activations)\n";
 
 static const char *convert_help =
-	"usage: inferd convert SRC OUT.gguf --type f32|f16|bf16|q8_0\n"
+	"usage: inferd convert SRC OUT.gguf --type f32|f16|bf16|q8_0|q4_0|q4_k_m|q5_k_m|q6_k\n"
 	"Write SRC (GGUF or Hugging Face directory) as a GGUF file in llama.cpp's\n"
-	"layout. 1-D tensors stay f32; rows that are not whole q8_0 blocks fall\n"
-	"back to f16, as llama.cpp's converter does.\n"
+	"layout. 1-D tensors stay f32. q4_k_m / q5_k_m mix types as llama.cpp does:\n"
+	"Q6_K for the output head and for attn_v / ffn_down of the first and last\n"
+	"eighth of the layers and every third between, Q4_K / Q5_K elsewhere (q4_0:\n"
+	"Q6_K for the head). Rows that are not whole blocks fall back to q8_0 (or\n"
+	"f16 when not whole q8_0 blocks either).\n"
 	"  --type T            output type (default f16)\n";
 
 static const char *gen_help =
@@ -99,7 +102,7 @@ static const char *gen_help =
 	"  --rope-theta X      rope base (default 10000)\n"
 	"  --tied              share the embedding as the output head\n"
 	"  --untied            a separate output head (after --shape of a tied model)\n"
-	"  --type T            f32, f16, bf16 or q8_0 (default f32)\n"
+	"  --type T            f32, f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m, q6_k (default f32)\n"
 	"  --seed S            weight seed (default 1)\n";
 
 static const char *tokenize_help =
@@ -417,8 +420,13 @@ static int cmd_convert(struct args *a)
 	}
 	if (np != 2)
 		return usage_error(a->cmd, "%s", "needs SRC and OUT.gguf");
-	if (strcmp(type, "f32") && strcmp(type, "f16") && strcmp(type, "bf16") && strcmp(type, "q8_0"))
-		return usage_error(a->cmd, "--type must be f32, f16, bf16 or q8_0, got \"%s\"", type);
+	static const char *const types[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"};
+	int known = 0;
+	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+		known |= !strcmp(type, types[i]);
+	if (!known)
+		return usage_error(a->cmd, "--type must be f32, f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m or q6_k, got \"%s\"",
+				   type);
 	inferd_model_t *m;
 	if (open_model(pos[0], 1, &m))
 		return 1;
