@@ -83,6 +83,7 @@ struct inferd_model_info {
 	int bos_id, eos_id;  /* -1 when the model does not say */
 	int has_tokenizer;   /* text prompts and text output work */
 	const char *device;  /* "cpu" or "cuda:N" */
+	size_t device_bytes; /* GPU memory it holds (weights + KV cache); 0 on the CPU */
 };
 
 /* Open a GGUF file or a Hugging Face directory (config.json +

@@ -1461,6 +1461,7 @@ int serve_main(const struct serve_opts *o)
 	S.models = calloc((size_t)o->n_models, sizeof *S.models);
 	S.n_models = o->n_models;
 	int ok_models = 0;
+	size_t device_left = o->device_memory; /* every model shares the one device */
 	for (int i = 0; i < o->n_models; i++) {
 		struct slot *s = &S.models[i];
 		const char *spec = o->models[i], *eq = strchr(spec, '=');
@@ -1474,7 +1475,8 @@ int serve_main(const struct serve_opts *o)
 		s->created = time(NULL);
 		struct inferd_model_opts mo = {.n_threads = o->threads, .max_seqs = o->parallel, .queue = o->queue,
 					       .kv_tokens = o->kv_tokens, .device = o->device,
-					       .device_memory = o->device_memory, .gpu_exact = o->gpu_exact,
+					       .device_memory = o->device_memory ? (device_left ? device_left : 1) : 0,
+					       .gpu_exact = o->gpu_exact,
 					       .on_fatal = on_device_lost, .fatal_arg = s};
 		if (inferd_model_open(s->path, &mo, &s->m, s->error)) {
 			fprintf(stderr, "inferd serve: model %s: %s\n", s->name, s->error);
@@ -1482,6 +1484,9 @@ int serve_main(const struct serve_opts *o)
 			continue;
 		}
 		s->tok = inferd_model_tokenizer(s->m);
+		struct inferd_model_info mi;
+		inferd_model_get_info(s->m, &mi);
+		device_left = device_left > mi.device_bytes ? device_left - mi.device_bytes : 0;
 		char *src = NULL, err[INFERD_ERR_LEN];
 		size_t sl;
 		if (tmpl_model_source(s->path, &src, &sl, &s->bos, &s->eos, err) == 0 && src &&

@@ -26,7 +26,8 @@ struct serve_opts {
 	const char **keys;     /* API keys (none: open) */
 	int n_keys;
 	const char *device;    /* "cpu", "cuda", "cuda:N" (NULL: cpu) */
-	size_t device_memory;  /* GPU bytes per model for weights + KV; 0 = no limit */
+	size_t device_memory;  /* GPU bytes for weights + KV of all models on the
+				* device; 0 = no limit */
 	int gpu_exact;         /* float32 for every GPU product */
 };
 

@@ -103,6 +103,7 @@ struct backend_ops {
 struct backend {
 	const struct backend_ops *ops;
 	const struct inferd_model *m;
+	size_t device_bytes;    /* device memory held: weights + KV (0 on the CPU) */
 };
 
 /* cpu/backend_cpu.c */

@@ -321,6 +321,7 @@ void inferd_model_get_info(const inferd_model_t *m, struct inferd_model_info *in
 	info->eos_id = m->c.eos_id;
 	info->has_tokenizer = m->tok != NULL;
 	info->device = m->device;
+	info->device_bytes = m->be ? m->be->device_bytes : 0;
 }
 
 const struct tokenizer *inferd_model_tokenizer(const inferd_model_t *m) { return m->tok; }

@@ -43,6 +43,9 @@ static const char *serve_help =
 	"                           INFERD_DEVICE; CUDA needs a build with make CUDA=1). Each\n"
 	"                           model gets its own CUDA stream and cuBLAS handle. A lost GPU\n"
 	"                           context (illegal address...) ends the process with status 3\n"
+	"  --gpu-memory MIB         GPU memory the models on the device may take together\n"
+	"                           (weights + KV caches; default: what the GPU has). A model\n"
+	"                           that does not fit fails to load with the sizes named\n"
 	"  --gpu-exact              float32 for every GPU product (default: prompts and large\n"
 	"                           batches use tensor cores with F16/BF16 activations)\n";
 
@@ -65,7 +68,7 @@ int cmd_serve(int argc, char **argv)
 	const char *models[64], *keys[16];
 	int nm = 0, nk = 0;
 	long port = 8080, parallel = 16, queue = 64, timeout = 0, qtimeout = 60, ttimeout = 30, kv = 8192, maxc = 256,
-	     idle = 30, threads = 0, reqto = 30;
+	     idle = 30, threads = 0, reqto = 30, gpu_mib = 0;
 	const char *cors[16];
 	int nc = 0;
 	const char *host = getenv("INFERD_HOST") ? getenv("INFERD_HOST") : "127.0.0.1";
@@ -96,6 +99,7 @@ int cmd_serve(int argc, char **argv)
 			{"--request-timeout", &reqto, 1, 86400},
 			{"--max-connections", &maxc, 1, 100000}, {"--idle-timeout", &idle, 1, 86400},
 			{"--threads", &threads, 1, 1024}, {"-t", &threads, 1, 1024},
+			{"--gpu-memory", &gpu_mib, 1, 1L << 30},
 		};
 		int done = 0;
 		for (size_t k = 0; k < sizeof nums / sizeof nums[0] && !done; k++)
@@ -177,6 +181,6 @@ int cmd_serve(int argc, char **argv)
 			       .keys = keys, .n_keys = nk, .queue_timeout_s = (double)qtimeout,
 			       .token_timeout_s = (double)ttimeout, .cors = cors, .n_cors = nc,
 			       .request_timeout_s = (double)reqto, .device = device,
-			       .gpu_exact = gpu_exact};
+			       .gpu_exact = gpu_exact, .device_memory = (size_t)gpu_mib << 20};
 	return serve_main(&o);
 }

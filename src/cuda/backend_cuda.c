@@ -267,6 +267,7 @@ static void *cu_kv_new(struct backend *be, int n_blocks, int bs, char *err)
 		       n_blocks, bs, bytes >> 20, cb->dev, cb->dev_name, fr >> 20, tot >> 20, cudaGetErrorString(e1 ? e1 : e2));
 		return NULL;
 	}
+	be->device_bytes += 2 * bytes;
 	return kv;
 }
 
@@ -275,6 +276,8 @@ static void cu_kv_free(struct backend *be, void *p)
 	struct cu_kv *kv = p;
 	if (!kv)
 		return;
+	be->device_bytes -= 2 * (size_t)be->m->c.n_layer * (size_t)kv->n_blocks * (size_t)kv->bs * (size_t)kv->kvdim *
+			    sizeof(float);
 	cudaSetDevice(CU(be)->dev);
 	cudaStreamSynchronize(CU(be)->st);
 	cudaFree(kv->k);
@@ -950,6 +953,7 @@ int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, int e
 			goto cuda_fail;
 	}
 	cb->weight_bytes = need;
+	cb->base.device_bytes = need;
 	*out = &cb->base;
 	return 0;
 cuda_fail:

@@ -7,8 +7,8 @@
  *     1e-4 of transformers (all compute is float32 on the device; bf16/f16
  *     are storage types only), greedy ids equal where the margin is clear;
  *  2. op by op, CUDA against CPU on the same weights, for every weight type
- *     (generated f32/f16/bf16/q8_0 models and llama.cpp's quantized files
- *     for Q4_0/Q4_K/Q5_K/Q6_K/Q8_0/F32): dequantized rows bitwise equal, products,
+ *     (generated f32/f16/bf16/q8_0/q4_0/q4_k_m/q5_k_m/q6_k models and
+ *     llama.cpp's quantized files of the same types): dequantized rows bitwise equal, products,
  *     norms, rope, attention within stated bounds; end to end logits;
  *  3. batch invariance: one sequence alone and inside batches of 1 to 64
  *     sequences (decode and prefill mixed, blocks scattered): logits within
@@ -430,9 +430,8 @@ static char *gen(const char *name, const char *arch, const char *type)
 
 static void weight_types(void)
 {
-	/* inferd's own quantizer writes q8_0; Q4_0 and the K-quants come from
-	 * llama.cpp's files below */
-	const char *types[] = {"f32", "f16", "bf16", "q8_0"};
+	/* inferd's own quantizers, then llama.cpp's files of every type */
+	const char *types[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"};
 	const char *archs[] = {"llama", "qwen2", "qwen3"};
 	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
 		char name[64], what[96];
@@ -890,6 +889,87 @@ static void sticky(const char *path)
 }
 
 
+/* One HTTP request to 127.0.0.1:port (connection: close); the whole
+ * response into resp. Waits up to 30 s for the server to listen. */
+static int http(int port, const char *method, const char *path, const char *body, char *resp, size_t cap)
+{
+	int fd = -1;
+	for (int i = 0; i < 300 && fd < 0; i++) {
+		fd = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+			close(fd);
+			fd = -1;
+			usleep(100 * 1000);
+		}
+	}
+	resp[0] = 0;
+	if (fd < 0)
+		return -1;
+	char req[1024];
+	int len = snprintf(req, sizeof req,
+			   "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+			   "Connection: close\r\n\r\n%s",
+			   method, path, body ? strlen(body) : 0, body ? body : "");
+	if (write(fd, req, (size_t)len) != len) {
+		close(fd);
+		return -1;
+	}
+	size_t got = 0;
+	ssize_t r;
+	while (got < cap - 1 && (r = read(fd, resp + got, cap - 1 - got)) > 0)
+		got += (size_t)r;
+	resp[got] = 0;
+	close(fd);
+	return 0;
+}
+
+static const char *server_bin(void)
+{
+	static char bin[700];
+	char exe[600];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	exe[n > 0 ? n : 0] = 0;
+	char *slash = strrchr(exe, '/');
+	if (slash)
+		*slash = 0;
+	snprintf(bin, sizeof bin, "%s/inferd-faults", exe);
+	return bin;
+}
+
+/* --gpu-memory is one budget for the device: the first model fits, the
+ * second does not and is reported failed with the sizes; the first serves. */
+static void serve_budget(const char *model)
+{
+	const char *bin = server_bin();
+	int port = 23000 + (int)(getpid() % 2000);
+	char ports[16], a[700], b[700];
+	snprintf(ports, sizeof ports, "%d", port);
+	snprintf(a, sizeof a, "a=%s", model);
+	snprintf(b, sizeof b, "b=%s", model);
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		FILE *f = freopen(t_tmp("serve-budget.log"), "w", stderr);
+		(void)f;
+		execl(bin, "inferd", "serve", "--device", "cuda:0", "--gpu-memory", "1", "--kv-tokens", "256", "--model", a,
+		      "--model", b, "--port", ports, (char *)NULL);
+		_exit(127);
+	}
+	char resp[8192];
+	http(port, "GET", "/v1/models", NULL, resp, sizeof resp);
+	const char *bb = strstr(resp, "\"b\"");
+	printf("  --gpu-memory 1: /v1/models: %.300s\n", strstr(resp, "\r\n\r\n") ? strstr(resp, "\r\n\r\n") + 4 : resp);
+	CHECK(bb && strstr(bb, "budget"), "model b should have failed on the device budget: %s", resp);
+	http(port, "POST", "/v1/completions", "{\"model\": \"a\", \"prompt\": [1, 2, 3], \"max_tokens\": 4}", resp,
+	     sizeof resp);
+	CHECK(strstr(resp, "HTTP/1.1 200"), "model a should serve: %.300s", resp);
+	kill(pid, SIGTERM);
+	int st;
+	waitpid(pid, &st, 0);
+}
+
 /* The real server with the fault hook compiled in: a sticky error in a
  * request's step gives that client a 503 naming the CUDA error, and the
  * process exits with status 3 (for its supervisor to restart it). */
@@ -1011,6 +1091,7 @@ int main(int argc, char **argv)
 	if (!quick) {
 		sticky(fq);
 		serve_fault(fq);
+		serve_budget(fq);
 	}
 	return t_done("test_cuda");
 }
