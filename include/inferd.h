@@ -86,6 +86,11 @@ struct inferd_model_info {
 	size_t device_bytes; /* GPU memory it holds (weights + KV cache); 0 on the CPU */
 };
 
+/* A stable name of a device for locks and logs: "cpu", or for "cuda:N"
+ * "gpu-" and the GPU's UUID (not its index, which CUDA_VISIBLE_DEVICES
+ * reorders). Initialises CUDA in the calling process for a GPU. */
+int inferd_device_id(const char *device, char *out, size_t cap, char *err);
+
 /* Open a GGUF file or a Hugging Face directory (config.json +
  * model.safetensors or model.safetensors.index.json). Weights are mmapped. */
 int inferd_model_open(const char *path, const struct inferd_model_opts *opts,

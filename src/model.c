@@ -225,24 +225,55 @@ static int load_tokenizer(struct inferd_model *m, char *err)
 	return rc;
 }
 
-/* The backend the options ask for: "cpu" (default), "cuda" or "cuda:N". */
-static int backend_open(struct inferd_model *m, const struct inferd_model_opts *opts, char *err)
+/* "cpu" (NULL too) → -1; "cuda" → 0; "cuda:N" → N; else an error. */
+static int parse_device(const char *dev, int *idx, char *err)
 {
-	const char *dev = opts && opts->device && *opts->device ? opts->device : "cpu";
-	if (!strcmp(dev, "cpu")) {
-		int nth = opts && opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-		snprintf(m->device, sizeof m->device, "cpu");
-		return cpu_backend_new(m, nth > 0 ? nth : 1, &m->be, err);
-	}
-	int idx = 0;
+	*idx = -1;
+	if (!dev || !*dev || !strcmp(dev, "cpu"))
+		return 0;
 	if (strncmp(dev, "cuda", 4) != 0)
 		return seterr(err, INFERD_EINVAL, "unknown device \"%s\" (expected cpu, cuda or cuda:N)", dev);
+	*idx = 0;
 	if (dev[4]) {
 		char *end;
 		long v = dev[4] == ':' && dev[5] ? strtol(dev + 5, &end, 10) : -1;
 		if (v < 0 || v > 1024 || *end)
 			return seterr(err, INFERD_EINVAL, "unknown device \"%s\" (expected cpu, cuda or cuda:N)", dev);
-		idx = (int)v;
+		*idx = (int)v;
+	}
+	return 0;
+}
+
+int inferd_device_id(const char *device, char *out, size_t cap, char *err)
+{
+	int idx, rc;
+	if ((rc = parse_device(device, &idx, err)))
+		return rc;
+	if (idx < 0) {
+		snprintf(out, cap, "cpu");
+		return 0;
+	}
+#ifdef INFERD_CUDA
+	return cuda_device_uuid(idx, out, cap, err);
+#else
+	(void)out;
+	(void)cap;
+	return seterr(err, INFERD_EUNSUPPORTED,
+		      "device %s: this build of inferd has no CUDA backend (build it with make CUDA=1)", device);
+#endif
+}
+
+/* The backend the options ask for: "cpu" (default), "cuda" or "cuda:N". */
+static int backend_open(struct inferd_model *m, const struct inferd_model_opts *opts, char *err)
+{
+	const char *dev = opts && opts->device && *opts->device ? opts->device : "cpu";
+	int idx, rc;
+	if ((rc = parse_device(dev, &idx, err)))
+		return rc;
+	if (idx < 0) {
+		int nth = opts && opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+		snprintf(m->device, sizeof m->device, "cpu");
+		return cpu_backend_new(m, nth > 0 ? nth : 1, &m->be, err);
 	}
 	snprintf(m->device, sizeof m->device, "cuda:%d", idx);
 #ifdef INFERD_CUDA

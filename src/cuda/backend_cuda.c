@@ -963,6 +963,23 @@ fail:
 	return rc;
 }
 
+int cuda_device_uuid(int dev, char *out, size_t cap, char *err)
+{
+	int n;
+	if (cuda_device_count(&n, err))
+		return INFERD_EUNSUPPORTED;
+	if (dev < 0 || dev >= n)
+		return seterr(err, INFERD_EINVAL, "no CUDA device cuda:%d (this machine has %d)", dev, n);
+	struct cudaDeviceProp p;
+	cudaError_t e = cudaGetDeviceProperties(&p, dev);
+	if (e != cudaSuccess)
+		return seterr(err, INFERD_EDEVICE, "cuda:%d: %s", dev, cudaGetErrorString(e));
+	const unsigned char *u = (const unsigned char *)p.uuid.bytes;
+	snprintf(out, cap, "gpu-GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2],
+		 u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+	return 0;
+}
+
 void cuda_backend_fault_at(struct backend *be, int64_t step) { CU(be)->fault_step = step; }
 
 size_t cuda_backend_weight_bytes(const struct backend *be) { return ((const struct cu_backend *)be)->weight_bytes; }

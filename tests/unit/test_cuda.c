@@ -40,6 +40,10 @@ static void no_cuda_error(const char *want)
 	int rc = inferd_model_open(path, &o, &m, err);
 	printf("  --device cuda:0 here: rc %d: %s\n", rc, rc ? err : "");
 	CHECK(rc == INFERD_EUNSUPPORTED && strstr(err, want), "device cuda:0 without a GPU: rc %d: %s", rc, err);
+	char id[128];
+	CHECK(inferd_device_id("cpu", id, sizeof id, err) == 0 && !strcmp(id, "cpu"), "device id of cpu: %s", id);
+	rc = inferd_device_id("cuda:0", id, sizeof id, err);
+	CHECK(rc == INFERD_EUNSUPPORTED && strstr(err, want), "device id of cuda:0 here: rc %d: %s", rc, err);
 	o.device = "tpu";
 	rc = inferd_model_open(path, &o, &m, err);
 	CHECK(rc == INFERD_EINVAL && strstr(err, "unknown device \"tpu\""), "device tpu: rc %d: %s", rc, err);
@@ -1068,6 +1072,14 @@ int main(int argc, char **argv)
 	char fq[600], fl[600];
 	snprintf(fq, sizeof fq, "%s/qwen2-tiny-f16", t_fixtures());
 	snprintf(fl, sizeof fl, "%s/llama3-rope-bf16", t_fixtures());
+	{ /* the lock name of a GPU is its UUID, as nvidia-smi prints it */
+		char id[128], out[4096] = "", se[256];
+		CHECK(inferd_device_id("cuda:0", id, sizeof id, err) == 0, "%s", err);
+		const char *argv[] = {"nvidia-smi", "-L", NULL};
+		if (t_run(argv, out, sizeof out, se, sizeof se) == 0)
+			CHECK(strstr(out, id + 4) != NULL, "device id %s not in nvidia-smi -L: %s", id, out);
+		printf("  device id of cuda:0: %s\n", id);
+	}
 	fixtures(1e-4);
 	weight_types();
 	batch_invariance(fq, BATCH_BOUND, DELTA);
