@@ -1075,8 +1075,8 @@ int main(int argc, char **argv)
 	{ /* the lock name of a GPU is its UUID, as nvidia-smi prints it */
 		char id[128], out[4096] = "", se[256];
 		CHECK(inferd_device_id("cuda:0", id, sizeof id, err) == 0, "%s", err);
-		const char *argv[] = {"nvidia-smi", "-L", NULL};
-		if (t_run(argv, out, sizeof out, se, sizeof se) == 0)
+		const char *smi[] = {"nvidia-smi", "-L", NULL};
+		if (t_run(smi, out, sizeof out, se, sizeof se) == 0)
 			CHECK(strstr(out, id + 4) != NULL, "device id %s not in nvidia-smi -L: %s", id, out);
 		printf("  device id of cuda:0: %s\n", id);
 	}
