@@ -281,7 +281,7 @@ static void flag_cases(void)
 	const char *a4[] = {t_bin(), "logits", "-m", m, "--ids", "1", NULL};
 	expect_args("missing -o", a4, 2, "missing -o FILE");
 	const char *a5[] = {t_bin(), "convert", m, t_tmp("x.gguf"), "--type", "q3", NULL};
-	expect_args("convert to an unknown type", a5, 2, "--type must be f32, f16, bf16 or q8_0");
+	expect_args("convert to an unknown type", a5, 2, "--type must be f32, f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m or q6_k, got \"q3\"");
 	const char *a6[] = {t_bin(), "frob", NULL};
 	expect_args("unknown command", a6, 2, "unknown command \"frob\"");
 	const char *a7[] = {t_bin(), "run", "-m", m, "--ids", "1", "--temp", NULL};
