@@ -338,21 +338,23 @@ static void cu_rmsnorm(struct backend *be, float *out, const float *x, const str
 	launched(cb, "rmsnorm");
 }
 
-/* The default mode's decode path for Q8_0 weights: activations to 8 bits,
- * dp4a products. Returns 0 when it does not apply. */
+/* The default mode's decode path for Q8_0, Q4_K and Q6_K weights:
+ * activations to 8 bits per 32 values, dp4a products. Returns 0 when it
+ * does not apply. */
 static int q8_path(struct cu_backend *cb, float *out, const struct tensor *w, const float *x, int n, int accum)
 {
-	int cols = (int)w->ne[0], rows = (int)w->ne[1];
-	if (!cb->mixed_min || w->type != DT_Q8_0 || n >= cb->mixed_min || cols % 256)
+	int cols = (int)w->ne[0], rows = (int)w->ne[1], t = w->type;
+	if (!cb->mixed_min || n >= cb->mixed_min || cols % 256 || (t != DT_Q8_0 && t != DT_Q4_K && t != DT_Q6_K))
 		return 0;
 	size_t nq = (size_t)n * cols;
-	uint8_t *buf = (uint8_t *)cb->base.ops->alloc(&cb->base, (nq + nq / 32 * 4 + 3) / 4);
+	uint8_t *buf = (uint8_t *)cb->base.ops->alloc(&cb->base, (nq + nq / 32 * 8 + 3) / 4);
 	if (!buf)
 		return 0;
 	int8_t *xq = (int8_t *)buf;
 	float *xd = (float *)(buf + nq);
-	k_quant_x(cb->st, x, xq, xd, (int64_t)nq);
-	k_matmul_q8q8(cb->st, out, W(cb, w), row_bytes(w), cols, rows, xq, xd, n, accum);
+	int *xs = (int *)(buf + nq + nq / 32 * 4);
+	k_quant_x(cb->st, x, xq, xd, xs, (int64_t)nq);
+	k_matmul_q8(cb->st, t, out, W(cb, w), row_bytes(w), cols, rows, xq, xd, xs, n, accum);
 	launched(cb, "matmul (8-bit activations)");
 	cb->base.ops->dealloc(&cb->base, (float *)buf);
 	return 1;

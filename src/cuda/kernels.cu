@@ -454,7 +454,7 @@ static void gemv(cudaStream_t s, float *out, const void *w, size_t rb, int cols,
  * Activations are quantized per 32 values like Q8_0 (scale = max|x| / 127,
  * round to nearest); a block's dot product is 8 dp4a in int32, then one
  * float multiply by both scales. */
-__global__ void quant_x_k(const float *x, int8_t *xq, float *xd, int64_t nblk)
+__global__ void quant_x_k(const float *x, int8_t *xq, float *xd, int *xs, int64_t nblk)
 {
 	int64_t b = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
 	int lane = threadIdx.x & 31;
@@ -464,16 +464,101 @@ __global__ void quant_x_k(const float *x, int8_t *xq, float *xd, int64_t nblk)
 	for (int o = 16; o > 0; o >>= 1)
 		a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
 	float d = a / 127.0f;
-	xq[b * 32 + lane] = (int8_t)(d > 0 ? __float2int_rn(v / d) : 0);
-	if (lane == 0)
+	int q = d > 0 ? __float2int_rn(v / d) : 0, sum = q;
+	xq[b * 32 + lane] = (int8_t)q;
+	for (int o = 16; o > 0; o >>= 1)
+		sum += __shfl_xor_sync(0xffffffffu, sum, o);
+	if (lane == 0) {
 		xd[b] = d;
+		xs[b] = sum;
+	}
 }
 
-extern "C" void k_quant_x(cudaStream_t s, const float *x, int8_t *xq, float *xd, int64_t n)
+extern "C" void k_quant_x(cudaStream_t s, const float *x, int8_t *xq, float *xd, int *xs, int64_t n)
 {
 	int64_t nblk = n / 32;
 	if (nblk > 0)
-		quant_x_k<<<blocks_for(nblk * 32, 256), 256, 0, s>>>(x, xq, xd, nblk);
+		quant_x_k<<<blocks_for(nblk * 32, 256), 256, 0, s>>>(x, xq, xd, xs, nblk);
+}
+
+/* K-quant rows against 8-bit activations: one 32-value sub-block per lane.
+ * Q4_K: sum = dx * (d*sc * sum(q * xq) - dmin*m * sum(xq));
+ * Q6_K: sum = dx * d * (sc0 * sum over the first 16 + sc1 * the last 16),
+ * with q - 32 as signed bytes. */
+template <int T>
+__global__ void gemv_kq8_k(float *out, const uint8_t *w, size_t rb, int cols, int rows, const int8_t *xq,
+			   const float *xd, const int *xs, int n, int accum)
+{
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	int r = blockIdx.x * MM_WARPS + warp;
+	if (r >= rows)
+		return;
+	int t0 = blockIdx.y * MM_TB, nt = n - t0 < MM_TB ? n - t0 : MM_TB, nc = cols >> 5;
+	const uint8_t *wr = w + (size_t)r * rb;
+	float acc[MM_TB];
+#pragma unroll
+	for (int q = 0; q < MM_TB; q++)
+		acc[q] = 0;
+	for (int c = lane; c < nc; c += 32) {
+		int blk = c >> 3, sb = c & 7, wq[8];
+		float f0, f1; /* Q4_K: d*sc, dmin*m; Q6_K: d*sc0, d*sc1 */
+		if (T == DT_Q4_K) {
+			const uint8_t *b = wr + (size_t)blk * 144;
+			int sc, mn;
+			scale_min_k4(sb, b + 4, &sc, &mn);
+			f0 = __fmul_rn(h2f(ld16(b)), (float)sc);
+			f1 = __fmul_rn(h2f(ld16(b + 2)), (float)mn);
+			const uint4 *qp = (const uint4 *)(b + 16 + (sb >> 1) * 32);
+			uint4 q0 = qp[0], q1 = qp[1];
+			uint32_t qs[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+#pragma unroll
+			for (int k = 0; k < 8; k++)
+				wq[k] = (int)(((sb & 1) ? qs[k] >> 4 : qs[k]) & 0x0F0F0F0Fu);
+		} else {
+			const uint8_t *b = wr + (size_t)blk * 210;
+			int half = sb >> 2, qq = sb & 3;
+			const uint16_t *ql = (const uint16_t *)(b + half * 64 + (qq & 1) * 32);
+			const uint16_t *qh = (const uint16_t *)(b + 128 + half * 32);
+			const int8_t *scp = (const int8_t *)(b + 192 + half * 8) + 2 * qq;
+			float d = h2f(ld16(b + 208));
+			f0 = __fmul_rn(d, (float)scp[0]);
+			f1 = __fmul_rn(d, (float)scp[1]);
+#pragma unroll
+			for (int k = 0; k < 8; k++) {
+				uint32_t lo = (uint32_t)ql[2 * k] | ((uint32_t)ql[2 * k + 1] << 16);
+				uint32_t hi = (uint32_t)qh[2 * k] | ((uint32_t)qh[2 * k + 1] << 16);
+				lo = (qq >= 2 ? lo >> 4 : lo) & 0x0F0F0F0Fu;
+				hi = ((hi >> (2 * qq)) & 0x03030303u) << 4;
+				wq[k] = (int)__vsub4(lo | hi, 0x20202020u);
+			}
+		}
+#pragma unroll
+		for (int q = 0; q < MM_TB; q++) {
+			if (q >= nt)
+				break;
+			size_t xb = (size_t)(t0 + q) * nc + c;
+			const uint4 *xp = (const uint4 *)(xq + xb * 32);
+			uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+			int xv[8] = {(int)x0.x, (int)x0.y, (int)x0.z, (int)x0.w, (int)x1.x, (int)x1.y, (int)x1.z, (int)x1.w};
+			int s0 = 0, s1 = 0;
+#pragma unroll
+			for (int k = 0; k < 4; k++)
+				s0 = __dp4a(wq[k], xv[k], s0);
+#pragma unroll
+			for (int k = 4; k < 8; k++)
+				s1 = __dp4a(wq[k], xv[k], s1);
+			float v = T == DT_Q4_K ? f0 * (float)(s0 + s1) - f1 * (float)xs[xb] : f0 * (float)s0 + f1 * (float)s1;
+			acc[q] = fmaf(v, xd[xb], acc[q]);
+		}
+	}
+#pragma unroll
+	for (int q = 0; q < MM_TB; q++) {
+		float v = warp_sum(acc[q]);
+		if (lane == 0 && q < nt) {
+			float *o = out + (size_t)(t0 + q) * rows + r;
+			*o = accum ? __fadd_rn(*o, v) : v;
+		}
+	}
 }
 
 __global__ void gemv_q8q8_k(float *out, const uint8_t *w, size_t rb, int cols, int rows, const int8_t *xq,
@@ -535,15 +620,27 @@ __global__ void gemv_q8q8_k(float *out, const uint8_t *w, size_t rb, int cols, i
 	}
 }
 
-extern "C" void k_matmul_q8q8(cudaStream_t s, float *out, const void *w, size_t rb, int cols, int rows,
-			      const int8_t *xq, const float *xd, int n, int accum)
+extern "C" int k_matmul_q8(cudaStream_t s, int type, float *out, const void *w, size_t rb, int cols, int rows,
+			   const int8_t *xq, const float *xd, const int *xs, int n, int accum)
 {
+	if (type != DT_Q8_0 && type != DT_Q4_K && type != DT_Q6_K)
+		return 0;
 	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) {
 		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
-		gemv_q8q8_k<<<dim3(blocks_for(rows, MM_WARPS), blocks_for(nt, MM_TB)), 32 * MM_WARPS, 0, s>>>(
-			out + (size_t)t0 * rows, (const uint8_t *)w, rb, cols, rows, xq + (size_t)t0 * cols,
-			xd + (size_t)t0 * (cols / 32), nt, accum);
+		dim3 grid(blocks_for(rows, MM_WARPS), blocks_for(nt, MM_TB));
+		size_t xo = (size_t)t0 * (cols / 32);
+		float *o = out + (size_t)t0 * rows;
+		const int8_t *x = xq + (size_t)t0 * cols;
+		if (type == DT_Q8_0)
+			gemv_q8q8_k<<<grid, 32 * MM_WARPS, 0, s>>>(o, (const uint8_t *)w, rb, cols, rows, x, xd + xo, nt, accum);
+		else if (type == DT_Q4_K)
+			gemv_kq8_k<DT_Q4_K><<<grid, 32 * MM_WARPS, 0, s>>>(o, (const uint8_t *)w, rb, cols, rows, x, xd + xo,
+									 xs + xo, nt, accum);
+		else
+			gemv_kq8_k<DT_Q6_K><<<grid, 32 * MM_WARPS, 0, s>>>(o, (const uint8_t *)w, rb, cols, rows, x, xd + xo,
+									 xs + xo, nt, accum);
 	}
+	return 1;
 }
 
 extern "C" int k_matmul_acc(cudaStream_t s, float *out, const void *w, int type, size_t rb, int cols, int rows,

@@ -38,11 +38,12 @@ void k_matmul(cudaStream_t s, float *out, const void *w, int type, size_t row_by
 int k_matmul_acc(cudaStream_t s, float *out, const void *w, int type, size_t row_bytes, int cols, int rows,
 		 const float *x, int n);
 /* 8-bit copies of n activations (a multiple of 32): per 32 values an
- * int8 block xq and its scale xd */
-void k_quant_x(cudaStream_t s, const float *x, int8_t *xq, float *xd, int64_t n);
-/* out[t][r] (+)= Q8_0 row r . quantized x[t] (rb % 16 == 0) */
-void k_matmul_q8q8(cudaStream_t s, float *out, const void *w, size_t rb, int cols, int rows, const int8_t *xq,
-		   const float *xd, int n, int accum);
+ * int8 block xq, its scale xd and the sum of its codes xs */
+void k_quant_x(cudaStream_t s, const float *x, int8_t *xq, float *xd, int *xs, int64_t n);
+/* out[t][r] (+)= row r of a Q8_0 / Q4_K / Q6_K matrix . quantized x[t]
+ * (cols % 256 == 0); 0 for other types */
+int k_matmul_q8(cudaStream_t s, int type, float *out, const void *w, size_t rb, int cols, int rows, const int8_t *xq,
+		const float *xd, const int *xs, int n, int accum);
 /* out[t][r] += bias[r] */
 void k_add_bias(cudaStream_t s, float *out, const void *bias, int btype, int rows, int n);
 /* rotate pairs of x[t][h][hd] with cs[t][hd/2][2] (cos, sin) */
