@@ -298,11 +298,14 @@ static int convert_with(const inferd_model_t *m, const char *out_path, const cha
 			role_shape(c, r, e->ne, &e->nd);
 			e->type = e->nd == 1 ? DT_F32 : scheme_type(&sch, r, l, c->n_layer);
 			uint64_t rb;
-			if (!dtype_row_bytes(e->type, (uint64_t)e->ne[0], &rb)) /* rows that do not split into blocks */
-				e->type = dtype_row_bytes(DT_Q8_0, (uint64_t)e->ne[0], &rb) && e->type != DT_F16 &&
+			if (!dtype_row_bytes(e->type, (uint64_t)e->ne[0], &rb)) { /* rows that do not split into blocks */
+				/* llama.cpp's fallbacks: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0 */
+				int fb = e->type == DT_Q4_K ? DT_Q5_0 : e->type == DT_Q5_K ? DT_Q5_1 : DT_Q8_0;
+				e->type = dtype_row_bytes(fb, (uint64_t)e->ne[0], &rb) && e->type != DT_F16 &&
 						  e->type != DT_BF16 && e->type != DT_F32
-					  ? DT_Q8_0
+					  ? fb
 					  : DT_F16;
+			}
 			if (permute && (r == W_Q || r == W_BQ))
 				e->perm_heads = c->n_head;
 			if (permute && (r == W_K || r == W_BK))

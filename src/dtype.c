@@ -12,9 +12,9 @@ static const struct dtype_info infos[DT_COUNT] = {
 	[0] = {"F32", 1, 4, true},
 	[1] = {"F16", 1, 2, true},
 	[2] = {"Q4_0", 32, 18, true},
-	[3] = {"Q4_1", 32, 20, false},
-	[6] = {"Q5_0", 32, 22, false},
-	[7] = {"Q5_1", 32, 24, false},
+	[3] = {"Q4_1", 32, 20, true},
+	[6] = {"Q5_0", 32, 22, true},
+	[7] = {"Q5_1", 32, 24, true},
 	[8] = {"Q8_0", 32, 34, true},
 	[9] = {"Q8_1", 32, 36, false},
 	[10] = {"Q2_K", 256, 84, false},
@@ -148,6 +148,40 @@ static void deq_q4_0(const uint8_t *b, float *y)
 	}
 }
 
+/* Q4_1, Q5_0, Q5_1: value j < 16 from the low nibble of qs[j], value
+ * j + 16 from the high nibble; Q5's fifth bit of value j is bit j of qh. */
+static void deq_q4_1(const uint8_t *b, float *y)
+{
+	float d = f16_to_f32(rd16(b)), m = f16_to_f32(rd16(b + 2));
+	const uint8_t *q = b + 4;
+	for (int j = 0; j < 16; j++) {
+		y[j] = (float)(q[j] & 0xF) * d + m;
+		y[j + 16] = (float)(q[j] >> 4) * d + m;
+	}
+}
+
+static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+
+static void deq_q5(const uint8_t *b, float *y, int has_min)
+{
+	float d = f16_to_f32(rd16(b)), m = has_min ? f16_to_f32(rd16(b + 2)) : 0;
+	uint32_t qh = rd32(b + (has_min ? 4 : 2));
+	const uint8_t *q = b + (has_min ? 8 : 6);
+	for (int j = 0; j < 16; j++) {
+		int x0 = (q[j] & 0xF) | (int)(((qh >> j) & 1) << 4), x1 = (q[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+		if (has_min) {
+			y[j] = (float)x0 * d + m;
+			y[j + 16] = (float)x1 * d + m;
+		} else {
+			y[j] = (float)(x0 - 16) * d;
+			y[j + 16] = (float)(x1 - 16) * d;
+		}
+	}
+}
+
+static void deq_q5_0(const uint8_t *b, float *y) { deq_q5(b, y, 0); }
+static void deq_q5_1(const uint8_t *b, float *y) { deq_q5(b, y, 1); }
+
 static void deq_q4_k(const uint8_t *b, float *y)
 {
 	float d = f16_to_f32(rd16(b)), dmin = f16_to_f32(rd16(b + 2));
@@ -226,6 +260,9 @@ void dtype_to_f32(int type, const void *src, float *dst, int64_t n)
 	switch (type) {
 	case DT_Q8_0: deq = deq_q8_0; break;
 	case DT_Q4_0: deq = deq_q4_0; break;
+	case DT_Q4_1: deq = deq_q4_1; break;
+	case DT_Q5_0: deq = deq_q5_0; break;
+	case DT_Q5_1: deq = deq_q5_1; break;
 	case DT_Q4_K: deq = deq_q4_k; break;
 	case DT_Q5_K: deq = deq_q5_k; break;
 	case DT_Q6_K: deq = deq_q6_k; break;
@@ -425,6 +462,49 @@ static void quant_q6_k(const float *x, uint8_t *b)
 	}
 }
 
+/* Q4_1 / Q5_1: d = (max - min) / (2^b - 1), m = min; Q5_0: like Q4_0 with
+ * the value of largest magnitude at -16 */
+static void quant_q451(const float *x, uint8_t *b, int bits, int has_min)
+{
+	float mn = x[0], mx = x[0], amax = 0, big = 0;
+	for (int j = 0; j < 32; j++) {
+		mn = fminf(mn, x[j]);
+		mx = fmaxf(mx, x[j]);
+		if (fabsf(x[j]) > amax) {
+			amax = fabsf(x[j]);
+			big = x[j];
+		}
+	}
+	int nmax = (1 << bits) - 1;
+	float d = has_min ? (mx - mn) / (float)nmax : big / -16.0f;
+	uint16_t dh = f32_to_f16(d), mh = f32_to_f16(mn);
+	float dd = f16_to_f32(dh), mm = has_min ? f16_to_f32(mh) : 0;
+	uint8_t q[32];
+	for (int j = 0; j < 32; j++) {
+		float v = dd != 0 ? (has_min ? (x[j] - mm) / dd : x[j] / dd + 16.0f) : (has_min ? 0.0f : 16.0f);
+		long r = lrintf(v);
+		q[j] = (uint8_t)(r < 0 ? 0 : r > nmax ? nmax : r);
+	}
+	wr16(b, dh);
+	int off = 2;
+	if (has_min) {
+		wr16(b + 2, mh);
+		off = 4;
+	}
+	if (bits == 5) {
+		uint32_t qh = 0;
+		for (int j = 0; j < 32; j++)
+			qh |= (uint32_t)((q[j] >> 4) & 1) << (j < 16 ? j : j);
+		b[off] = (uint8_t)qh;
+		b[off + 1] = (uint8_t)(qh >> 8);
+		b[off + 2] = (uint8_t)(qh >> 16);
+		b[off + 3] = (uint8_t)(qh >> 24);
+		off += 4;
+	}
+	for (int j = 0; j < 16; j++)
+		b[off + j] = (uint8_t)((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+}
+
 bool dtype_from_f32(int type, const float *src, void *dst, int64_t n)
 {
 	uint8_t *d = dst;
@@ -451,6 +531,15 @@ bool dtype_from_f32(int type, const float *src, void *dst, int64_t n)
 			return false;
 		for (int64_t i = 0; i < n / 32; i++)
 			quant_q4_0(src + 32 * i, d + 18 * i);
+		return true;
+	case DT_Q4_1:
+	case DT_Q5_0:
+	case DT_Q5_1:
+		if (n % 32)
+			return false;
+		for (int64_t i = 0; i < n / 32; i++)
+			quant_q451(src + 32 * i, d + (type == DT_Q4_1 ? 20 : type == DT_Q5_0 ? 22 : 24) * i,
+				   type == DT_Q4_1 ? 4 : 5, type != DT_Q5_0);
 		return true;
 	case DT_Q4_K:
 	case DT_Q5_K:

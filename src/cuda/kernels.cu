@@ -58,6 +58,22 @@ __device__ __forceinline__ float deq(int type, const uint8_t *row, int i)
 		int j = i & 31, q = j < 16 ? (b[2 + j] & 0xF) : (b[2 + j - 16] >> 4);
 		return __fmul_rn((float)(q - 8), h2f(ld16(b)));
 	}
+	case DT_Q4_1: {
+		const uint8_t *b = row + (size_t)(i >> 5) * 20;
+		int j = i & 31, q = j < 16 ? (b[4 + j] & 0xF) : (b[4 + j - 16] >> 4);
+		return __fadd_rn(__fmul_rn((float)q, h2f(ld16(b))), h2f(ld16(b + 2)));
+	}
+	case DT_Q5_0:
+	case DT_Q5_1: {
+		int m1 = type == DT_Q5_1;
+		const uint8_t *b = row + (size_t)(i >> 5) * (m1 ? 24 : 22);
+		const uint8_t *qh = b + (m1 ? 4 : 2), *qs = qh + 4;
+		int j = i & 31, q = j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
+		q |= ((qh[j >> 3] >> (j & 7)) & 1) << 4;
+		if (m1)
+			return __fadd_rn(__fmul_rn((float)q, h2f(ld16(b))), h2f(ld16(b + 2)));
+		return __fmul_rn((float)(q - 16), h2f(ld16(b)));
+	}
 	case DT_Q4_K:
 	case DT_Q5_K: {
 		int k5 = type == DT_Q5_K;

@@ -447,6 +447,19 @@ static void weight_types(void)
 		end_to_end(p, what, 1e-5);
 		decode_mixed(p, what);
 	}
+	/* 896 wide (Qwen2.5-0.5B's width): the K mixes fall back to Q5_0 / Q5_1 */
+	const char *wide[] = {"q4_k_m", "q5_k_m"};
+	for (size_t i = 0; i < sizeof wide / sizeof wide[0] && !quick; i++) {
+		char p[512], what[96], err[INFERD_ERR_LEN];
+		snprintf(p, sizeof p, "%s-896.gguf", t_tmp(wide[i]));
+		struct inferd_gen_opts o = {.arch = "qwen2", .n_layer = 2, .n_embd = 896, .n_ff = 4864, .n_head = 14,
+					    .n_head_kv = 2, .head_dim = 64, .n_vocab = 1024, .n_ctx = 2048,
+					    .rope_theta = 1e6, .seed = 5, .type = wide[i]};
+		CHECK(inferd_gen_model(&o, p, err) == 0, "%s", err);
+		snprintf(what, sizeof what, "generated qwen2 896 %s", wide[i]);
+		ops_model(p, what);
+		end_to_end(p, what, 1e-5);
+	}
 	const char *zoo[] = {"Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_0", "f32"};
 	for (size_t i = 0; i < (quick >= 2 ? 3 : sizeof zoo / sizeof zoo[0]); i++) {
 		char p[600], what[96];

@@ -131,7 +131,8 @@ static void round_trip(uint64_t seed)
 	static const struct {
 		int type;
 		double bound;
-	} t[] = {{DT_Q8_0, 0.008}, {DT_Q4_0, 0.10}, {DT_Q4_K, 0.08}, {DT_Q5_K, 0.04}, {DT_Q6_K, 0.02}};
+	} t[] = {{DT_Q8_0, 0.008}, {DT_Q4_0, 0.10}, {DT_Q4_1, 0.09}, {DT_Q5_0, 0.05}, {DT_Q5_1, 0.045},
+		 {DT_Q4_K, 0.08}, {DT_Q5_K, 0.04}, {DT_Q6_K, 0.02}};
 	int n = 256 * 64;
 	float *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
 	uint8_t *q = malloc((size_t)n * 2);
@@ -215,6 +216,54 @@ static void own_quant(const char *dir, const int32_t *ids, int n, const float *b
 	}
 }
 
+/* A model 896 wide (Qwen2.5-0.5B's hidden size: 3.5 blocks of 256) in the
+ * K mixes: rows of 896 fall back as llama.cpp's quantizer does (Q4_K ->
+ * Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0), the 4864-wide ffn_down rows stay
+ * K-quants; logits stay near the f32 model's. */
+static void wide_896(void)
+{
+	char err[INFERD_ERR_LEN], f32[600];
+	struct inferd_gen_opts o = {.arch = "qwen2", .n_layer = 2, .n_embd = 896, .n_ff = 4864, .n_head = 14,
+				    .n_head_kv = 2, .head_dim = 64, .n_vocab = 1024, .n_ctx = 2048, .rope_theta = 1e6,
+				    .seed = 3, .type = "f32"};
+	snprintf(f32, sizeof f32, "%s", t_tmp("w896-f32.gguf"));
+	CHECK(inferd_gen_model(&o, f32, err) == 0, "%s", err);
+	const int32_t ids[] = {1, 2, 300, 45, 999, 7, 512, 1000};
+	int n = 8, v0 = 0, v1;
+	float *base = logits_of(f32, ids, n, &v0);
+	static const struct {
+		const char *type;
+		int q_type, down_type; /* attn_q (896 wide) and blk.1.ffn_down (4864 wide; the last layer gets more bits) */
+		double bound;
+	} t[] = {{"q4_k_m", DT_Q5_0, DT_Q6_K, 0.25}, {"q5_k_m", DT_Q5_1, DT_Q6_K, 0.15}, {"q6_k", DT_Q8_0, DT_Q6_K, 0.08}};
+	for (size_t i = 0; i < sizeof t / sizeof t[0] && base; i++) {
+		char out[600];
+		snprintf(out, sizeof out, "%s", t_tmp(t[i].type));
+		const char *argv[] = {t_bin(), "convert", f32, out, "--type", t[i].type, NULL};
+		char so[256], se[1024];
+		CHECK(t_run(argv, so, sizeof so, se, sizeof se) == 0, "convert %s: %s", t[i].type, se);
+		struct gguf g;
+		if (gguf_open(out, &g, err) == 0) {
+			const struct gguf_tensor *q = gguf_find_tensor(&g, "blk.1.attn_q.weight"),
+						 *dn = gguf_find_tensor(&g, "blk.1.ffn_down.weight");
+			CHECK(q && (int)q->type == t[i].q_type, "%s: attn_q is %s", t[i].type, q ? dtype_get(q->type)->name : "-");
+			CHECK(dn && (int)dn->type == t[i].down_type, "%s: ffn_down is %s", t[i].type,
+			      dn ? dtype_get(dn->type)->name : "-");
+			printf("  896 wide, %s: attn_q %s, ffn_down %s\n", t[i].type, q ? dtype_get(q->type)->name : "-",
+			       dn ? dtype_get(dn->type)->name : "-");
+			gguf_close(&g);
+		}
+		float *lg = logits_of(out, ids, n, &v1);
+		if (lg) {
+			double e = t_rel_err(lg, base, (size_t)n * v0);
+			printf("  896 wide, %s: logits vs f32 %.3e (bound %.2f)\n", t[i].type, e, t[i].bound);
+			CHECK(e <= t[i].bound, "%s: %.3e", t[i].type, e);
+		}
+		free(lg);
+	}
+	free(base);
+}
+
 int main(void)
 {
 	char dir[512], p[600];
@@ -240,6 +289,7 @@ int main(void)
 	round_trip(seed);
 	if (base)
 		own_quant(dir, ids, n, base, vocab);
+	wide_896();
 	free(base);
 	return t_done("test_quant");
 }
