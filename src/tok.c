@@ -541,7 +541,10 @@ static int hf_unknown(uint32_t cp)
 }
 
 /* utf8proc normalization of s[0..n) appended to out, split at the code
- * points HF's tables do not know. */
+ * points HF's tables do not know, and at U+11A7 (HANGUL JONGSEONG TIEUT-
+ * filler, TBase): it normalizes to itself, but utf8proc's composition
+ * swallows it after an LV syllable (께 U+AED8 + U+11A7 -> U+AED8), which
+ * Unicode (and HF) do not. */
 static int normalize_hf(const char *s, size_t n, int opt, struct sbuf *out)
 {
 	size_t seg = 0;
@@ -553,7 +556,7 @@ static int normalize_hf(const char *s, size_t n, int opt, struct sbuf *out)
 			if (k <= 0)
 				k = 1, cp = -1;
 		}
-		if (i == n || (cp >= 0 && hf_unknown((uint32_t)cp))) {
+		if (i == n || (cp >= 0 && (hf_unknown((uint32_t)cp) || cp == 0x11A7))) {
 			if (i > seg) {
 				utf8proc_uint8_t *o = NULL;
 				ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s + seg, (ssize_t)(i - seg), &o, opt);

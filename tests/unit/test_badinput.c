@@ -94,11 +94,11 @@ static void gguf_cases(void)
 	uint32_t nd;
 	memcpy(&nd, gguf + ti, 4);
 	size_t type_off = ti + 4 + 8 * nd, offs_off = type_off + 4;
-	uint32_t t99 = 99, tq41 = 3;
+	uint32_t t99 = 99, tq2k = 10; /* Q2_K: known, not supported */
 	expect("unknown tensor type", patched("type.gguf", type_off, &t99, 4, 0), "1", 1, "token_embd.weight",
 	       "unknown type 99");
-	expect("unsupported tensor type", patched("q41.gguf", type_off, &tq41, 4, 0), "1", 1, "token_embd.weight",
-	       "Q4_1");
+	expect("unsupported tensor type", patched("q2k.gguf", type_off, &tq2k, 4, 0), "1", 1, "token_embd.weight",
+	       "Q2_K");
 	uint64_t far = 1ull << 40;
 	expect("tensor offset past the end", patched("off.gguf", offs_off, &far, 8, 0), "1", 1, "token_embd.weight",
 	       "past the end of the file");
