@@ -56,11 +56,26 @@ $(BIN)/inferd: $(TOOL_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The fault-injection build, for the supervision tests only: the files with
+# fault hooks (src/fault.h) again with -DINFERD_FAULTS, linked with the rest
+# of the library. bin/inferd never contains them.
+FAULT_SRC := src/exec.c src/fault.c $(wildcard tools/*.c server/*.c)
+FAULT_OBJ := $(FAULT_SRC:%.c=$(BUILD)/faults/%.o)
+FAULTS    := $(BUILD)/tests/inferd-faults
+
+$(BUILD)/faults/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DINFERD_FAULTS -c $< -o $@
+
+$(FAULTS): $(FAULT_OBJ) $(filter-out $(BUILD)/src/exec.o $(BUILD)/src/fault.o,$(LIB_OBJ))
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/testlib.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-test: $(BIN)/inferd $(TEST_BIN)
+test: $(BIN)/inferd $(FAULTS) $(TEST_BIN)
 	@BUILD=$(BUILD) BIN=$(BIN) tests/run.sh $(TEST_BIN)
 
 deps:
@@ -90,4 +105,4 @@ bench: $(BIN)/inferd $(BENCH_BIN)
 clean:
 	rm -rf build build-address build-thread build-fuzz bin
 
--include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
+-include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(FAULT_OBJ:.o=.d) $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
