@@ -74,6 +74,7 @@ struct server {
 	atomic_int stopping;        /* draining: new requests get 503 */
 	atomic_int aborting;        /* the drain timeout passed: in-flight requests end now */
 	atomic_int active;          /* requests being answered (drain waits for 0) */
+	atomic_int ready;           /* the first loading pass is over (and reported) */
 	double hang_timeout_s;      /* an executor in a step this long is stalled */
 	double drain_timeout_s;
 	atomic_ullong ttft_hist[11], itl_hist[11]; /* buckets of HIST_LE, then +Inf */
@@ -83,6 +84,7 @@ struct server {
 
 static struct server S;
 static pthread_mutex_t err_mu = PTHREAD_MUTEX_INITIALIZER;
+static void report_busy(struct slot *s);
 
 static int slot_state(const struct slot *s)
 {
@@ -325,8 +327,10 @@ static void token_seen(struct conn *k)
  * that is known, not when libmicrohttpd later completes the connection. */
 static void release_slot(struct conn *k)
 {
-	if (k->slot && atomic_fetch_sub(&k->slot->in_flight, 1) == 1)
+	if (k->slot && atomic_fetch_sub(&k->slot->in_flight, 1) == 1) {
+		report_busy(k->slot);
 		malloc_trim(0); /* the model went idle: give freed memory back */
+	}
 	k->slot = NULL;
 }
 
@@ -1071,6 +1075,8 @@ static enum MHD_Result health(struct MHD_Connection *c)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	now = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+	if (!atomic_load(&S.ready))
+		return send_json(c, 503, json_pack("{s:s,s:s}", "status", "loading", "reason", "loading models"), "1");
 	for (int i = 0; i < S.n_models; i++) {
 		if (slot_state(&S.models[i]) == SLOT_LOADING)
 			return send_json(c, 503, json_pack("{s:s,s:s,s:s}", "status", "loading", "model", S.models[i].name,
@@ -1242,7 +1248,7 @@ static enum MHD_Result answer_multi(struct MHD_Connection *c, struct conn *k, st
 				  "streaming several prompts in one request is not supported; send one request per prompt");
 	inferd_req_t **qs = calloc(np, sizeof *qs);
 	json_t *choices = json_array();
-	int prompt_tokens = 0, completion_tokens = 0, status = 200;
+	int prompt_tokens = 0, completion_tokens = 0, status = 200, before;
 	char msg[512] = "";
 	for (size_t i = 0; i < np && status == 200; i++) {
 		json_t *one = json_deep_copy(o);
@@ -1252,11 +1258,13 @@ static enum MHD_Result answer_multi(struct MHD_Connection *c, struct conn *k, st
 		if (build_completion(one, &b, s)) {
 			status = 400;
 			snprintf(msg, sizeof msg, "prompt[%zu]: %.400s", i, b.err);
-		} else if (atomic_fetch_add(&s->in_flight, 1) >= S.parallel + S.queue + (int)i) {
+		} else if ((before = atomic_fetch_add(&s->in_flight, 1)) >= S.parallel + S.queue + (int)i) {
 			atomic_fetch_sub(&s->in_flight, 1);
 			status = 429;
 			snprintf(msg, sizeof msg, "model '%s' is busy; retry later", s->name);
 		} else {
+			if (before == 0)
+				report_busy(s);
 			char err[INFERD_ERR_LEN];
 			if (inferd_submit(s->m, &b.r, &qs[i], err)) {
 				atomic_fetch_sub(&s->in_flight, 1);
@@ -1316,7 +1324,8 @@ static enum MHD_Result answer_multi(struct MHD_Connection *c, struct conn *k, st
 		if (qs[i]) {
 			inferd_req_cancel(qs[i]);
 			inferd_req_release(qs[i]);
-			atomic_fetch_sub(&s->in_flight, 1);
+			if (atomic_fetch_sub(&s->in_flight, 1) == 1)
+				report_busy(s);
 		}
 	free(qs);
 	k->prompt_tokens = prompt_tokens;
@@ -1376,7 +1385,8 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 	k->prompt_tokens = b.prompt_tokens;
 	gen_id(k->id, sizeof k->id, responses ? "resp" : chat ? "chatcmpl" : "cmpl");
 	/* admission: --parallel running plus --queue waiting, then 429 at once */
-	if (atomic_fetch_add(&s->in_flight, 1) >= S.parallel + S.queue) {
+	int before = atomic_fetch_add(&s->in_flight, 1);
+	if (before >= S.parallel + S.queue) {
 		atomic_fetch_sub(&s->in_flight, 1);
 		built_free(&b);
 		atomic_fetch_add(&S.n_rejected, 1);
@@ -1386,6 +1396,8 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 				  s->name, S.parallel + S.queue, S.parallel, S.queue);
 	}
 	k->slot = s;
+	if (before == 0)
+		report_busy(s); /* the supervisor knows before the first step */
 	char err[INFERD_ERR_LEN];
 	int rc = inferd_submit(s->m, &b.r, &k->q, err);
 	if (rc) {
@@ -1524,6 +1536,19 @@ static void report_model(int i, int state, const char *text)
 	report(&r);
 }
 
+/* The model has requests (or has none): told to the supervisor at each
+ * change, before the request reaches the executor, so a crash in the very
+ * first step is held against the right model. The state sent is read under
+ * the mutex, so the last message is always the current state. */
+static pthread_mutex_t busy_mu = PTHREAD_MUTEX_INITIALIZER;
+static void report_busy(struct slot *s)
+{
+	pthread_mutex_lock(&busy_mu);
+	struct serve_report r = {.type = REPORT_BUSY, .model = (int)(s - S.models), .state = atomic_load(&s->in_flight) > 0};
+	report(&r);
+	pthread_mutex_unlock(&busy_mu);
+}
+
 static void slot_fail(struct slot *s, const char *why)
 {
 	pthread_mutex_lock(&err_mu);
@@ -1574,6 +1599,16 @@ static void *loader(void *arg)
 	for (int i = 0; i < S.n_models && !atomic_load(&S.stopping); i++)
 		if (atomic_exchange(&S.models[i].pending, 0))
 			slot_load(&S.models[i], i);
+	if (!atomic_load(&S.ready)) {
+		/* reported before /health can say 200 */
+		int ok = 0;
+		for (int i = 0; i < S.n_models; i++)
+			ok += slot_state(&S.models[i]) == SLOT_READY;
+		fprintf(stderr, "inferd serve: ready (%d of %d models loaded)\n", ok, S.n_models);
+		struct serve_report r = {.type = REPORT_READY, .state = ok};
+		report(&r);
+		atomic_store(&S.ready, 1);
+	}
 	atomic_store(&loader_done, 1);
 	return NULL;
 }
@@ -1735,19 +1770,9 @@ int serve_worker(const struct serve_opts *o, int listen_fd, const struct serve_w
 	pthread_create(&wd, NULL, watchdog, NULL);
 	atomic_store(&loader_done, 0);
 	loader_started = pthread_create(&loader_th, NULL, loader, NULL) == 0;
-	int ready_sent = 0;
 	for (;;) {
 		heartbeat();
-		if (!ready_sent && atomic_load(&loader_done)) {
-			int ok = 0;
-			for (int i = 0; i < S.n_models; i++)
-				ok += slot_state(&S.models[i]) == SLOT_READY;
-			fprintf(stderr, "inferd serve: ready (%d of %d models loaded)\n", ok, S.n_models);
-			struct serve_report r = {.type = REPORT_READY, .state = ok};
-			report(&r);
-			ready_sent = 1;
-		}
-		struct timespec ts = {0, ready_sent ? 250000000 : 10000000}; /* "ready" is reported at once */
+		struct timespec ts = {0, 250000000};
 		int sig = sigtimedwait(&sigs, NULL, &ts);
 		if (sig == SIGHUP)
 			on_hup();

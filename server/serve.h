@@ -52,13 +52,14 @@ int serve_worker(const struct serve_opts *o, int listen_fd, const struct serve_w
 
 /* Worker → supervisor messages, one write each (smaller than PIPE_BUF, so
  * never interleaved). */
-enum { REPORT_HEARTBEAT = 1, REPORT_MODEL, REPORT_READY, REPORT_DRAINING };
+enum { REPORT_HEARTBEAT = 1, REPORT_MODEL, REPORT_READY, REPORT_DRAINING, REPORT_BUSY };
 enum { REPORT_MODEL_LOADING, REPORT_MODEL_READY, REPORT_MODEL_FAILED };
 struct serve_report {
 	int type;               /* REPORT_* */
 	int model;              /* REPORT_MODEL: index in serve_opts.models */
 	int state;              /* REPORT_MODEL: REPORT_MODEL_*; REPORT_HEARTBEAT:
-				 * 0 every executor alive, 1 one is stalled */
+				 * 0 every executor alive, 1 one is stalled;
+				 * REPORT_BUSY: 1 the model has requests, 0 none */
 	int pad;
 	unsigned long long running; /* REPORT_HEARTBEAT: bit i: model i is inside steps */
 	char text[232];         /* the failure or the stall, in words */

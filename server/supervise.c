@@ -210,6 +210,7 @@ struct sup {
 	double drain_deadline;
 	int n_models;
 	int mstate[MAX_MODELS];        /* last REPORT_MODEL_* per model, -1 none */
+	int busy[MAX_MODELS];          /* last REPORT_BUSY per model */
 	char merr[MAX_MODELS][232];
 	int strikes[MAX_MODELS];
 	char *quarantine[MAX_MODELS];
@@ -310,9 +311,11 @@ static void start_worker(struct sup *s)
 	s->killed_hung = 0;
 	s->running = 0;
 	s->restart_at = 0;
-	for (int i = 0; i < s->n_models; i++)
+	for (int i = 0; i < s->n_models; i++) {
+		s->busy[i] = 0;
 		if (!skip[i])
 			s->mstate[i] = -1;
+	}
 	sup_log(s, "\"event\":\"worker_start\",\"pid\":%d,\"generation\":%d", (int)pid, s->gen);
 }
 
@@ -342,6 +345,10 @@ static void read_reports(struct sup *s)
 				s->mstate[r.model] = r.state;
 				snprintf(s->merr[r.model], sizeof s->merr[r.model], "%s", r.text);
 			}
+			break;
+		case REPORT_BUSY:
+			if (r.model >= 0 && r.model < s->n_models && r.model < MAX_MODELS)
+				s->busy[r.model] = r.state;
 			break;
 		case REPORT_READY:
 			s->ready = 1;
@@ -382,7 +389,7 @@ static void worker_gone(struct sup *s, int status)
 	int own = s->killed_hung || (sig && sig != SIGKILL && sig != SIGTERM && sig != SIGINT && sig != SIGHUP) ||
 		  (!sig && code != 0);
 	for (int i = 0; own && i < s->n_models && i < MAX_MODELS; i++) {
-		int involved = s->mstate[i] == REPORT_MODEL_LOADING || (i < 64 && (s->running >> i & 1));
+		int involved = s->mstate[i] == REPORT_MODEL_LOADING || s->busy[i] || (i < 64 && (s->running >> i & 1));
 		s->strikes[i] = involved ? s->strikes[i] + 1 : 0;
 		if (involved && s->strikes[i] >= 2 && !s->quarantine[i]) {
 			char q[600];
