@@ -492,7 +492,10 @@ static int supervise(const struct serve_opts *o, int listen_fd)
 				pid_t w;
 				while ((w = waitpid(-1, &status, WNOHANG)) > 0)
 					if (w == s->worker) {
-						if (s->draining && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+						/* a drain ends with status 0 (or SIGTERM itself when
+						 * it came before the worker took its signals) */
+						if (s->draining && !(WIFEXITED(status) && WEXITSTATUS(status) == 0) &&
+						    !(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM))
 							rc = 1;
 						worker_gone(s, status);
 					}
