@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { ACT_SEGV, ACT_ABORT, ACT_EXIT, ACT_HANG, ACT_FAIL };
+enum { ACT_SEGV, ACT_ABORT, ACT_EXIT, ACT_HANG, ACT_FAIL, ACT_SLEEP };
 
 struct fault {
 	int action, point, gen;
@@ -55,6 +55,8 @@ static int parse_one(char *s, struct fault *f)
 		f->action = ACT_HANG;
 	else if (!strcmp(act, "fail"))
 		f->action = ACT_FAIL;
+	else if (!strcmp(act, "sleep"))
+		f->action = ACT_SLEEP;
 	else if (!strcmp(act, "loadfail")) {
 		f->action = ACT_FAIL;
 		f->point = FAULT_AT_LOAD;
@@ -126,7 +128,7 @@ int fault_hit(int point, const char *model, long step)
 		if (f->action == ACT_FAIL && point == FAULT_AT_STEP && atomic_exchange(&f->fired, 1))
 			continue;
 		fprintf(stderr, "inferd: INFERD_FAULT: injecting %s at %s%s%s (step %ld, worker %d)\n",
-			(const char *[]){"segv", "abort", "exit", "hang", "fail"}[f->action],
+			(const char *[]){"segv", "abort", "exit", "hang", "fail", "sleep"}[f->action],
 			point == FAULT_AT_START ? "start" : point == FAULT_AT_LOAD ? "load" : "step", model ? " of " : "",
 			model ? model : "", step, atomic_load(&generation));
 		switch (f->action) {
@@ -144,6 +146,9 @@ int fault_hit(int point, const char *model, long step)
 				pause();
 		case ACT_FAIL:
 			return 1;
+		case ACT_SLEEP:
+			usleep(1500000);
+			break;
 		}
 	}
 	return 0;

@@ -8,7 +8,8 @@
  * fault.c only), a ';'-separated list of ACTION@POINT[,model=NAME][,gen=G]:
  *   ACTION  segv (also: crash), abort, exit (status 3), hang (sleep forever
  *           on the thread that reached the point), fail (the point returns
- *           an error: a model load fails, a step's allocation fails)
+ *           an error: a model load fails, a step's allocation fails once),
+ *           sleep (1.5 s, then go on: a slow model load)
  *   POINT   start (worker start-up), load (a model load), step=N (the
  *           executor's Nth forward step, counting from 1, per model)
  *   model=NAME  only this model (API name, file name or path)

@@ -175,7 +175,7 @@ static void test_load_faults(void)
 	snprintf(sb, sizeof sb, "bad=%s", model_b);
 	snprintf(sc, sizeof sc, "flaky=%s", model_b);
 	const char *args[] = {"--model", sa, "--model", sb, "--model", sc, "--runtime-dir", rtdir, NULL};
-	sup_start(&s, sup_faults_bin(), "load.log", "segv@load,model=bad;loadfail@model=flaky", "0.1,0.4,5", args);
+	sup_start(&s, sup_faults_bin(), "load.log", "segv@load,model=bad;loadfail@model=flaky;sleep@load,model=good,gen=4", "0.1,0.4,5", args);
 	CHECK(sup_wait_event(s.log, "quarantine", 1, 30), "bad was not quarantined");
 	double h = sup_wait_health(s.port, 200, 30);
 	char out[65536];
@@ -198,8 +198,24 @@ static void test_load_faults(void)
 	json_t *ex = sup_events(s.log, "worker_exit");
 	CHECK(json_array_size(ex) == 2, "worker exits: %zu", json_array_size(ex));
 	json_decref(ex);
-	/* an outside SIGKILL: restarted; --reload loaded does not retry flaky */
+	/* an outside SIGKILL: restarted; /health is 503 while the models load
+	 * again (slowly: 1.5 s), requests to a loading model get 503; --reload
+	 * loaded does not retry flaky */
 	kill(sup_worker(s.pid), SIGKILL);
+	int saw_loading = 0, model_loading = 0;
+	for (int i = 0; i < 200; i++) {
+		if (sup_count(s.log, "worker_ready") >= 2)
+			break;
+		int hs = sup_http(s.port, "GET", "/health", NULL, out, sizeof out, 10, NULL);
+		saw_loading |= hs == 503 && strstr(out, "loading") != NULL;
+		if (hs == 503 && !model_loading) {
+			int gs = sup_http(s.port, "POST", "/v1/completions", COMPLETION("good", "x", 4, false), out, sizeof out, 10, NULL);
+			model_loading = gs == 503 && strstr(out, "is loading");
+		}
+		usleep(20000);
+	}
+	CHECK(saw_loading && model_loading, "while the models load after a restart: /health 503 %d, request 503 %d",
+	      saw_loading, model_loading);
 	CHECK(sup_wait_event(s.log, "worker_ready", 2, 30), "no restart after SIGKILL");
 	CHECK(sup_wait_health(s.port, 200, 30) >= 0, "unhealthy after SIGKILL");
 	sup_http(s.port, "GET", "/v1/models/flaky", NULL, out, sizeof out, 10, NULL);
@@ -212,7 +228,8 @@ static void test_load_faults(void)
 		retried = count_in_log(s.log, "SIGHUP: retrying 1 failed model") == 1 && count_in_log(s.log, "load of flaky") == 2;
 	CHECK(loads0 == 1 && retried, "SIGHUP did not retry flaky (loads before: %d; log %s)", loads0, s.log);
 	printf("  load faults: a model whose load crashed the worker twice is quarantined (2 restarts, then healthy in"
-	       " %.2f s); a failed load is listed with its reason; --reload loaded keeps it failed; SIGHUP retries it\n",
+	       " %.2f s); a failed load is listed with its reason; after a restart /health is 503 until the models are"
+	       " loaded again; --reload loaded keeps the failed one failed; SIGHUP retries it\n",
 	       h);
 	st = sup_stop(&s, 20);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
