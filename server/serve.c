@@ -1783,6 +1783,19 @@ int serve_worker(const struct serve_opts *o, int listen_fd, const struct serve_w
 	drain(d);
 	pthread_join(wd, NULL);
 	MHD_stop_daemon(d);
+	/* an executor stuck inside a step would never join: leave it to the exit */
+	double now = mono();
+	for (int i = 0; i < S.n_models; i++) {
+		struct inferd_model_stats st;
+		if (slot_state(&S.models[i]) != SLOT_READY)
+			continue;
+		inferd_model_stats(S.models[i].m, &st);
+		if (st.state == INFERD_STATE_RUNNING && now - st.last_step_s > S.hang_timeout_s / 2) {
+			fprintf(stderr, "inferd serve: the executor of model %s is stuck in a step (%.1f s); exiting without closing it\n",
+				S.models[i].name, now - st.last_step_s);
+			return 1;
+		}
+	}
 	if (loader_started)
 		pthread_join(loader_th, NULL);
 	for (int i = 0; i < S.n_models; i++) {

@@ -436,7 +436,7 @@ static void drain_run(int n, const char *body, const char *drain_timeout, int ex
 
 static void test_drain(void)
 {
-	drain_run(8, COMPLETION("a.gguf", "hello", 150, true), "60", 1);
+	drain_run(8, COMPLETION("a.gguf", "hello", 300, true), "60", 1);
 	drain_run(4, COMPLETION("a.gguf", "hello", 3000, true), "1", 0);
 }
 
