@@ -13,8 +13,21 @@
  * (an atomic count); beyond that 429 at once. Slow clients: a watchdog
  * thread shuts down connections whose request has not arrived whole
  * within --request-timeout.
- * Shared state: the model table (read-only after start-up), the watchdog's
- * table (under its mutex) and atomic counters for /metrics.
+ * Shared state: the model table (each slot's state is atomic: its model,
+ * tokenizer and template are set before it turns READY and never change
+ * after; a failure's text is under err_mu), the watchdog's table (under its
+ * mutex) and atomic counters for /metrics.
+ *
+ * This is the worker process of `inferd serve` (supervise.c starts it and
+ * passes the listening socket). Its main thread blocks SIGTERM, SIGINT and
+ * SIGHUP before any other thread starts and takes them with sigtimedwait;
+ * every 250 ms it sends the supervisor a heartbeat built from each
+ * executor's progress (an executor inside a step for --hang-timeout is
+ * stalled). The server answers at once; a loader thread loads the models
+ * and /health is 503 until that first pass is over. SIGTERM/SIGINT: drain
+ * (stop accepting, wait for the requests being answered up to
+ * --drain-timeout, then end the rest with a clear error). SIGHUP: retry
+ * failed models, name changed files.
  */
 #include "serve.h"
 #include "inferd.h"
