@@ -70,7 +70,8 @@ struct slot {
 	char error[INFERD_ERR_LEN]; /* load failure: the model is listed, not ready
 				     * (under err_mu: a SIGHUP retry rewrites it) */
 	time_t created;
-	time_t mtime;               /* the file's, when loaded (SIGHUP compares) */
+	struct timespec mtime;      /* the file's, when loaded (SIGHUP compares) */
+	off_t size;
 	atomic_int pending;         /* the loader thread is to (re)load it */
 	atomic_int in_flight;       /* admitted requests: running or waiting */
 };
@@ -1599,8 +1600,10 @@ static void slot_load(struct slot *s, int i)
 	}
 	free(src);
 	struct stat st;
-	if (stat(s->path, &st) == 0)
-		s->mtime = st.st_mtime;
+	if (stat(s->path, &st) == 0) {
+		s->mtime = st.st_mtim;
+		s->size = st.st_size;
+	}
 	atomic_store_explicit(&s->state, SLOT_READY, memory_order_release);
 	fprintf(stderr, "inferd serve: model %s loaded from %s\n", s->name, s->path);
 	report_model(i, REPORT_MODEL_READY, NULL);
@@ -1673,7 +1676,8 @@ static void on_hup(void)
 		if (slot_state(s) == SLOT_READY) {
 			if (stat(s->path, &st) != 0)
 				fprintf(stderr, "inferd serve: model %s: %s is gone; the loaded copy keeps serving\n", s->name, s->path);
-			else if (st.st_mtime != s->mtime)
+			else if (st.st_mtim.tv_sec != s->mtime.tv_sec || st.st_mtim.tv_nsec != s->mtime.tv_nsec ||
+				 st.st_size != s->size)
 				fprintf(stderr, "inferd serve: model %s: %s changed on disk; restart the server to load it\n", s->name,
 					s->path);
 		} else if (slot_state(s) == SLOT_FAILED && !(W && W->quarantined && W->quarantined[i])) {
