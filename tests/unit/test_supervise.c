@@ -24,6 +24,7 @@
 #include "suplib.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 
 static char model_a[512], model_b[512];
@@ -74,14 +75,16 @@ struct stream_result {
 
 static struct stream_result stream(int port, const char *body, double timeout_s)
 {
-	static char out[1 << 20];
+	size_t cap = 1 << 20;
+	char *out = malloc(cap); /* one per call: the drain test streams from 8 threads */
 	struct stream_result r = {0};
 	double t0 = sup_now();
-	r.status = sup_http(port, "POST", "/v1/completions", body, out, sizeof out, timeout_s, NULL);
+	r.status = sup_http(port, "POST", "/v1/completions", body, out, cap, timeout_s, NULL);
 	r.secs = sup_now() - t0;
 	char *text = sup_sse_text(sup_body(out), 0, &r.done, &r.error, r.errmsg, sizeof r.errmsg);
 	r.text_len = strlen(text);
 	free(text);
+	free(out);
 	return r;
 }
 
@@ -238,7 +241,7 @@ static void test_load_faults(void)
 /* ---- hang ---- */
 struct health_watch {
 	int port;
-	volatile int stop;
+	atomic_int stop;
 	double first_503;
 	char reason[256];
 };
@@ -247,7 +250,7 @@ static void *watch_health(void *arg)
 {
 	struct health_watch *h = arg;
 	char out[4096];
-	while (!h->stop) {
+	while (!atomic_load(&h->stop)) {
 		int st = sup_http(h->port, "GET", "/health", NULL, out, sizeof out, 0.5, NULL);
 		if (st == 503 && !h->first_503 && strstr(out, "stalled")) {
 			h->first_503 = sup_now();
@@ -272,7 +275,7 @@ static void test_hang(void)
 	struct stream_result r = stream(s.port, COMPLETION("a.gguf", "hello", 200, true), 60);
 	double t_end = sup_now();
 	double back = sup_wait_health(s.port, 200, 30);
-	h.stop = 1;
+	atomic_store(&h.stop, 1);
 	pthread_join(th, NULL);
 	char out[65536];
 	int st = sup_http(s.port, "POST", "/v1/completions", COMPLETION("a.gguf", "x", 8, false), out, sizeof out, 30, NULL);
