@@ -1374,8 +1374,19 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 	if (!s)
 		return send_error(c, 404, "invalid_request_error", "model", "model '%s' does not exist",
 				  jm ? json_string_value(jm) : "(none)");
+	if (slot_state(s) == SLOT_LOADING) {
+		/* the worker is (re)starting: wait for the model as a queued request
+		 * would (up to --queue-timeout), watching the client */
+		const union MHD_ConnectionInfo *lci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		double wait = S.queue_timeout_s > 0 ? S.queue_timeout_s : 60, t0 = mono();
+		while (slot_state(s) == SLOT_LOADING && mono() - t0 < wait && !atomic_load(&S.stopping)) {
+			if (lci && client_gone(lci->connect_fd))
+				return MHD_NO;
+			usleep(20000);
+		}
+	}
 	if (slot_state(s) == SLOT_LOADING)
-		return send_error(c, 503, "unavailable", "model", "model '%s' is loading; retry shortly", s->name);
+		return send_error(c, 503, "unavailable", "model", "model '%s' is still loading; retry shortly", s->name);
 	if (slot_state(s) != SLOT_READY) {
 		char e[INFERD_ERR_LEN];
 		slot_error(s, e, sizeof e);

@@ -2,7 +2,8 @@
  * test_chaos.c — the supervised server under SIGKILL: 300 seeded requests
  * (chat and text completions, streamed and not, sampled with a seed) from
  * 16 clients, paced over 90 s, while the worker process is killed with
- * SIGKILL every 15 s (at 7.5 s, 22.5 s, ...). First a fault-free reference
+ * SIGKILL every 15 s (at 7.5 s, 22.5 s, ..., each time as soon as requests
+ * are running in it, within 3 s). First a fault-free reference
  * pass of the same 300 requests on the same server (the engine gives the
  * same output for a seeded request under any batching). Then every request
  * must either complete with output identical to its reference, or end
@@ -189,7 +190,17 @@ static void *chaos_client(void *arg)
 struct kill_rec {
 	double at, recovered; /* seconds after T0; recovered: health 200 again, seconds after the kill */
 	pid_t pid;
+	int running;          /* sequences running in the worker just before */
 };
+
+static int running_sequences(void)
+{
+	static __thread char out[65536];
+	sup_http(srv.port, "GET", "/metrics", NULL, out, sizeof out, 2, NULL);
+	const char *p = strstr(out, "inferd_running_sequences{");
+	p = p ? strchr(p, ' ') : NULL;
+	return p ? atoi(p + 1) : 0;
+}
 static struct kill_rec kills[16];
 static int n_kills;
 
@@ -200,8 +211,13 @@ static void *killer(void *arg)
 		double now = sup_now();
 		if (T0 + at > now)
 			usleep((useconds_t)((T0 + at - now) * 1e6));
+		/* strike while requests are inside the worker (up to 3 s later):
+		 * a kill between two short requests would test little */
+		for (double t1 = sup_now(); sup_now() - t1 < 3 && running_sequences() < 1;)
+			usleep(10000);
 		pid_t w = sup_worker(srv.pid);
 		struct kill_rec *kr = &kills[n_kills++];
+		kr->running = running_sequences();
 		kr->at = sup_now() - T0;
 		kr->pid = w;
 		if (w > 0)
@@ -331,13 +347,17 @@ int main(void)
 	      json_array_size(ex), nr, n_kills);
 	json_decref(ex);
 	json_decref(rd);
+	char at[256] = "";
 	for (int i = 0; i < n_kills; i++) {
 		CHECK(kills[i].pid > 0 && kills[i].recovered >= 0, "kill %d (pid %d): healthy again after %.2f s", i,
 		      (int)kills[i].pid, kills[i].recovered);
+		size_t l = strlen(at);
+		snprintf(at + l, sizeof at - l, "%s%.1f s (%d running)", i ? ", " : "", kills[i].at, kills[i].running);
 		cmin = kills[i].recovered < cmin ? kills[i].recovered : cmin;
 		cmax = kills[i].recovered > cmax ? kills[i].recovered : cmax;
 		csum += kills[i].recovered;
 	}
+	printf("  kills at %s\n", at);
 	if (nr && n_kills)
 		printf("  restart (worker exit → new worker ready, supervisor's log): min %.3f s, mean %.3f s, max %.3f s"
 		       " (0.5 s of it is the backoff)\n  recovery (SIGKILL → /health 200, as a client sees it): min %.3f s,"

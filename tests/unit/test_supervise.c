@@ -202,23 +202,25 @@ static void test_load_faults(void)
 	CHECK(json_array_size(ex) == 2, "worker exits: %zu", json_array_size(ex));
 	json_decref(ex);
 	/* an outside SIGKILL: restarted; /health is 503 while the models load
-	 * again (slowly: 1.5 s), requests to a loading model get 503; --reload
-	 * loaded does not retry flaky */
+	 * again (slowly: 1.5 s); a request to the loading model waits for it
+	 * (as a queued request would) and completes; --reload loaded does not
+	 * retry flaky */
 	kill(sup_worker(s.pid), SIGKILL);
-	int saw_loading = 0, model_loading = 0;
-	for (int i = 0; i < 200; i++) {
-		if (sup_count(s.log, "worker_ready") >= 2)
-			break;
+	int saw_loading = 0, waited_ok = 0;
+	double waited = 0;
+	for (int i = 0; i < 200 && !saw_loading; i++) {
 		int hs = sup_http(s.port, "GET", "/health", NULL, out, sizeof out, 10, NULL);
-		saw_loading |= hs == 503 && strstr(out, "loading") != NULL;
-		if (hs == 503 && !model_loading) {
-			int gs = sup_http(s.port, "POST", "/v1/completions", COMPLETION("good", "x", 4, false), out, sizeof out, 10, NULL);
-			model_loading = gs == 503 && strstr(out, "is loading");
+		saw_loading = hs == 503 && strstr(out, "loading") != NULL;
+		if (saw_loading) {
+			double t1 = sup_now();
+			int gs = sup_http(s.port, "POST", "/v1/completions", COMPLETION("good", "x", 4, false), out, sizeof out, 30, NULL);
+			waited = sup_now() - t1;
+			waited_ok = gs == 200 && sup_count(s.log, "worker_ready") >= 2;
 		}
 		usleep(20000);
 	}
-	CHECK(saw_loading && model_loading, "while the models load after a restart: /health 503 %d, request 503 %d",
-	      saw_loading, model_loading);
+	CHECK(saw_loading && waited_ok, "while the models load after a restart: /health 503 %d, request waited %.2f s: %d %.200s",
+	      saw_loading, waited, waited_ok, out);
 	CHECK(sup_wait_event(s.log, "worker_ready", 2, 30), "no restart after SIGKILL");
 	CHECK(sup_wait_health(s.port, 200, 30) >= 0, "unhealthy after SIGKILL");
 	sup_http(s.port, "GET", "/v1/models/flaky", NULL, out, sizeof out, 10, NULL);
@@ -232,8 +234,9 @@ static void test_load_faults(void)
 	CHECK(loads0 == 1 && retried, "SIGHUP did not retry flaky (loads before: %d; log %s)", loads0, s.log);
 	printf("  load faults: a model whose load crashed the worker twice is quarantined (2 restarts, then healthy in"
 	       " %.2f s); a failed load is listed with its reason; after a restart /health is 503 until the models are"
-	       " loaded again; --reload loaded keeps the failed one failed; SIGHUP retries it\n",
-	       h);
+	       " loaded again and a request meanwhile waits for its model (%.2f s) and completes; --reload loaded keeps"
+	       " the failed one failed; SIGHUP retries it\n",
+	       h, waited);
 	st = sup_stop(&s, 20);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
 }
