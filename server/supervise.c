@@ -120,6 +120,11 @@ int sup_runtime_dir(const struct serve_opts *o, char *out, size_t n, char *err, 
 		snprintf(err, errn, "cannot create the runtime directory %s: %s", out, strerror(errno));
 		return -1;
 	}
+	/* lock files are only as good as their directory: ours, not a link */
+	if (lstat(out, &st) || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) {
+		snprintf(err, errn, "the runtime directory %s is not a directory owned by this user", out);
+		return -1;
+	}
 	return 0;
 }
 
