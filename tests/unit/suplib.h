@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -85,6 +86,8 @@ static inline pid_t sup_start(struct sup_server *s, const char *bin, const char 
 	fflush(NULL);
 	s->pid = fork();
 	if (s->pid == 0) {
+		/* a test that dies (a timeout, a sanitizer abort) leaves no server */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
 		dup2(fd, 2);
 		int nul = open("/dev/null", O_WRONLY);
