@@ -82,26 +82,32 @@ $(BIN)/inferd: $(TOOL_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The fault-injection build, for the supervision tests only: the files with
+# fault hooks (src/fault.h) again with -DINFERD_FAULTS, linked with the rest
+# of the library. bin/inferd never contains them.
+FAULT_SRC := src/exec.c src/fault.c $(wildcard tools/*.c server/*.c) $(if $(CUDA),src/cuda/backend_cuda.c)
+FAULT_OBJ := $(FAULT_SRC:%.c=$(BUILD)/faults/%.o)
+FAULTS    := $(BUILD)/tests/inferd-faults
+
+$(BUILD)/faults/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DINFERD_FAULTS -c $< -o $@
+
+$(FAULTS): $(FAULT_OBJ) $(filter-out $(BUILD)/src/exec.o $(BUILD)/src/fault.o $(BUILD)/src/cuda/backend_cuda.o,$(LIB_OBJ))
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/testlib.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-test: $(BIN)/inferd $(TEST_BIN)
+test: $(BIN)/inferd $(FAULTS) $(TEST_BIN)
 	@BUILD=$(BUILD) BIN=$(BIN) tests/run.sh $(TEST_BIN)
 
 # GPU tests: the CUDA backend against the references and the CPU. Build with
 # CUDA=1; without a GPU the test prints SKIP (and checks the clear error).
-# inferd-faults: the server binary with the CUDA fault hook compiled in
-# (INFERD_CUDA_FAULT_STEP); only the GPU tests use it.
-$(BUILD)/src/cuda/backend_cuda.faults.o: src/cuda/backend_cuda.c
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -DINFERD_FAULTS -c $< -o $@
-
-$(BUILD)/tests/inferd-faults: $(TOOL_OBJ) $(BUILD)/src/cuda/backend_cuda.faults.o $(LIB)
-	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-
-test-gpu: $(BIN)/inferd $(BUILD)/tests/test_cuda $(if $(CUDA),$(BUILD)/tests/inferd-faults)
+# (inferd-faults carries the CUDA fault hook too: INFERD_CUDA_FAULT_STEP)
+test-gpu: $(BIN)/inferd $(BUILD)/tests/test_cuda $(FAULTS)
 	@BUILD=$(BUILD) BIN=$(BIN) tests/run.sh $(BUILD)/tests/test_cuda
 	@cat $(BUILD)/tests/test_cuda.log
 
@@ -140,4 +146,4 @@ bench: $(BIN)/inferd $(BENCH_BIN)
 clean:
 	rm -rf build build-address build-thread build-cuda build-fuzz bin
 
--include $(LIB_OBJ:.o=.d) $(CU_SRC:%.cu=$(BUILD)/%.d) $(TOOL_OBJ:.o=.d) $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
+-include $(LIB_OBJ:.o=.d) $(CU_SRC:%.cu=$(BUILD)/%.d) $(TOOL_OBJ:.o=.d) $(FAULT_OBJ:.o=.d) $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

@@ -13,13 +13,27 @@
  * (an atomic count); beyond that 429 at once. Slow clients: a watchdog
  * thread shuts down connections whose request has not arrived whole
  * within --request-timeout.
- * Shared state: the model table (read-only after start-up), the watchdog's
- * table (under its mutex) and atomic counters for /metrics.
+ * Shared state: the model table (each slot's state is atomic: its model,
+ * tokenizer and template are set before it turns READY and never change
+ * after; a failure's text is under err_mu), the watchdog's table (under its
+ * mutex) and atomic counters for /metrics.
+ *
+ * This is the worker process of `inferd serve` (supervise.c starts it and
+ * passes the listening socket). Its main thread blocks SIGTERM, SIGINT and
+ * SIGHUP before any other thread starts and takes them with sigtimedwait;
+ * every 250 ms it sends the supervisor a heartbeat built from each
+ * executor's progress (an executor inside a step for --hang-timeout is
+ * stalled). The server answers at once; a loader thread loads the models
+ * and /health is 503 until that first pass is over. SIGTERM/SIGINT: drain
+ * (stop accepting, wait for the requests being answered up to
+ * --drain-timeout, then end the rest with a clear error). SIGHUP: retry
+ * failed models, name changed files.
  */
 #include "serve.h"
 #include "inferd.h"
 #include "tok.h"
 #include "tmpl.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -31,6 +45,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -41,15 +56,23 @@
 
 #define MAX_BODY (8u << 20)
 
+enum { SLOT_LOADING, SLOT_READY, SLOT_FAILED };
+
 struct slot {
 	char name[128];
 	const char *path;
+	atomic_int state;           /* SLOT_*: m, tok, tmpl are set before READY
+				     * (release) and never change after it */
 	inferd_model_t *m;
 	const struct tokenizer *tok;
 	struct tmpl *tmpl;
 	char *bos, *eos;
-	char error[INFERD_ERR_LEN]; /* load failure: the model is listed, not ready */
+	char error[INFERD_ERR_LEN]; /* load failure: the model is listed, not ready
+				     * (under err_mu: a SIGHUP retry rewrites it) */
 	time_t created;
+	struct timespec mtime;      /* the file's, when loaded (SIGHUP compares) */
+	off_t size;
+	atomic_int pending;         /* the loader thread is to (re)load it */
 	atomic_int in_flight;       /* admitted requests: running or waiting */
 };
 
@@ -62,13 +85,34 @@ struct server {
 	double timeout_s, queue_timeout_s, token_timeout_s;
 	const char **cors;
 	int n_cors;
-	atomic_int stopping;
+	atomic_int stopping;        /* draining: new requests get 503 */
+	atomic_int aborting;        /* the drain timeout passed: in-flight requests end now */
+	atomic_int active;          /* requests being answered (drain waits for 0) */
+	atomic_int ready;           /* the first loading pass is over (and reported) */
+	double hang_timeout_s;      /* an executor in a step this long is stalled */
+	double drain_timeout_s;
 	atomic_ullong ttft_hist[11], itl_hist[11]; /* buckets of HIST_LE, then +Inf */
 	atomic_ullong ttft_sum_us, itl_sum_us;
 	atomic_ullong n_requests, n_errors, n_rejected, n_tokens_out, n_tokens_in, n_cancelled, n_timeouts;
 };
 
 static struct server S;
+static pthread_mutex_t err_mu = PTHREAD_MUTEX_INITIALIZER;
+static void report_busy(struct slot *s);
+
+static int slot_state(const struct slot *s)
+{
+	return atomic_load_explicit(&((struct slot *)s)->state, memory_order_acquire);
+}
+
+/* copy of a failed model's reason */
+static void slot_error(const struct slot *s, char *out, size_t n)
+{
+	pthread_mutex_lock(&err_mu);
+	snprintf(out, n, "%s", s->error);
+	pthread_mutex_unlock(&err_mu);
+}
+
 /* requests by route and status, for /metrics */
 static const char *ROUTES[] = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/tokenize",
 			       "/detokenize", "/health", "/metrics", "other"};
@@ -297,8 +341,10 @@ static void token_seen(struct conn *k)
  * that is known, not when libmicrohttpd later completes the connection. */
 static void release_slot(struct conn *k)
 {
-	if (k->slot && atomic_fetch_sub(&k->slot->in_flight, 1) == 1)
+	if (k->slot && atomic_fetch_sub(&k->slot->in_flight, 1) == 1) {
+		report_busy(k->slot);
 		malloc_trim(0); /* the model went idle: give freed memory back */
+	}
 	k->slot = NULL;
 }
 
@@ -325,6 +371,8 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 	struct conn *kk = *con_cls;
 	if (kk && kk->url_seen)
 		count_request(kk->url, kk->status ? kk->status : last_status);
+	if (kk && kk->url_seen)
+		atomic_fetch_sub(&S.active, 1);
 	watch_mark(c, 0); /* the next request on this connection gets a fresh deadline */
 	conn_free(*con_cls);
 	*con_cls = NULL;
@@ -339,7 +387,8 @@ static int client_gone(int fd)
 }
 
 /* Wait for the next event, watching the socket: returns 0 with an event,
- * 1 when the client went away, 2 on timeout (keep-alive due). */
+ * 1 when the client went away, 2 on timeout (keep-alive due), 3 when the
+ * server is ending the requests a drain left unfinished. */
 static int next_event(inferd_req_t *q, int fd, struct inferd_event *ev, int timeout_ms)
 {
 	for (int waited = 0;;) {
@@ -347,6 +396,8 @@ static int next_event(inferd_req_t *q, int fd, struct inferd_event *ev, int time
 			return 0;
 		if (client_gone(fd))
 			return 1;
+		if (atomic_load(&S.aborting))
+			return 3;
 		if (waited >= timeout_ms)
 			return 2;
 		struct pollfd p[2] = {{inferd_req_fd(q), POLLIN, 0}, {fd, POLLRDHUP, 0}};
@@ -366,6 +417,8 @@ static struct slot *find_model(const char *name)
 			return &S.models[i];
 	return NULL;
 }
+
+#define DRAIN_MSG "the server is shutting down and this request did not finish within the drain timeout (--drain-timeout %g s); retry it"
 
 static const char *finish_str(int f)
 {
@@ -717,6 +770,14 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 			json_decref(lps);
 			return MHD_NO;
 		}
+		if (w == 3) { /* drain timeout: end with a clear, retryable error */
+			inferd_req_cancel(k->q);
+			release_slot(k);
+			free(text);
+			json_decref(lps);
+			snprintf(k->error, sizeof k->error, "drain timeout");
+			return send_error(c, 503, "unavailable", NULL, DRAIN_MSG, S.drain_timeout_s);
+		}
 		if (w)
 			continue;
 		if (ev.text_len) {
@@ -754,7 +815,7 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 		free(text);
 		json_decref(lps);
 		if (engine_failure(status)) /* not the request's fault: the client may retry */
-			return send_error(c, status == INFERD_EDEVICE ? 503 : 500, "server_error", NULL, "%s", message);
+			return send_error(c, status == INFERD_EIO ? 500 : 503, "server_error", NULL, "%s", message);
 		return send_error(c, 400, "invalid_request_error", NULL, "%s", message);
 	}
 	if (finish == INFERD_FINISH_TIMEOUT) {
@@ -937,6 +998,22 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 			out_put(k, ": keep-alive\n\n", 14);
 			break;
 		}
+		if (w == 3) { /* drain timeout: an error event, then the end of the stream */
+			inferd_req_cancel(k->q);
+			release_slot(k);
+			char msg[256];
+			snprintf(msg, sizeof msg, DRAIN_MSG, S.drain_timeout_s);
+			snprintf(k->error, sizeof k->error, "drain timeout");
+			if (k->responses)
+				resp_event(k, "error", json_pack("{s:s,s:s}", "code", "server_shutting_down", "message", msg));
+			else {
+				sse_json(k, json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", msg, "type", "unavailable",
+						      "param", "code", "server_shutting_down"));
+				out_put(k, "data: [DONE]\n\n", 14);
+			}
+			k->done = 1;
+			break;
+		}
 		const struct slot *s = find_model(k->model);
 		if (ev.type == INFERD_EV_TOKEN) {
 			k->n_tokens++;
@@ -1019,12 +1096,19 @@ static enum MHD_Result health(struct MHD_Connection *c)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	now = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+	if (!atomic_load(&S.ready))
+		return send_json(c, 503, json_pack("{s:s,s:s}", "status", "loading", "reason", "loading models"), "1");
 	for (int i = 0; i < S.n_models; i++) {
-		if (!S.models[i].m)
+		if (slot_state(&S.models[i]) == SLOT_LOADING)
+			return send_json(c, 503, json_pack("{s:s,s:s,s:s}", "status", "loading", "model", S.models[i].name,
+							   "reason", "loading models"), "1");
+		if (slot_state(&S.models[i]) != SLOT_READY)
 			continue; /* failed to load: not a liveness problem */
 		struct inferd_model_stats st;
 		inferd_model_stats(S.models[i].m, &st);
-		int stalled = st.state == INFERD_STATE_RUNNING && now - st.last_step_s > 60;
+		/* half the hang timeout: a load balancer stops sending traffic
+		 * before the supervisor replaces the worker at the full timeout */
+		int stalled = st.state == INFERD_STATE_RUNNING && now - st.last_step_s > S.hang_timeout_s / 2;
 		if (st.state == INFERD_STATE_FAILED || st.state == INFERD_STATE_STOPPED || stalled)
 			return send_json(c, 503,
 					 json_pack("{s:s,s:s,s:s}", "status", "unavailable", "model", S.models[i].name, "reason",
@@ -1036,10 +1120,15 @@ static enum MHD_Result health(struct MHD_Connection *c)
 
 static json_t *model_json(const struct slot *s)
 {
+	int st = slot_state(s);
 	json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:s}", "id", s->name, "object", "model", "created", (json_int_t)s->created,
-			      "owned_by", "inferd", "status", s->m ? "ready" : "failed");
-	if (!s->m)
-		json_object_set_new(o, "error", json_string(s->error));
+			      "owned_by", "inferd", "status",
+			      st == SLOT_READY ? "ready" : st == SLOT_LOADING ? "loading" : "failed");
+	if (st == SLOT_FAILED) {
+		char e[INFERD_ERR_LEN];
+		slot_error(s, e, sizeof e);
+		json_object_set_new(o, "error", json_string(e));
+	}
 	return o;
 }
 
@@ -1096,7 +1185,7 @@ static enum MHD_Result metrics(struct MHD_Connection *c)
 		}
 	}
 	for (int i = 0; i < S.n_models && n < (int)sizeof buf - 512; i++) {
-		if (!S.models[i].m)
+		if (slot_state(&S.models[i]) != SLOT_READY)
 			continue;
 		struct inferd_model_stats st;
 		inferd_model_stats(S.models[i].m, &st);
@@ -1122,8 +1211,10 @@ static enum MHD_Result metrics(struct MHD_Connection *c)
 static enum MHD_Result tokenize(struct MHD_Connection *c, json_t *o, int detok)
 {
 	const struct slot *s = find_model(json_string_value(json_object_get(o, "model")));
-	if (!s || !s->m)
+	if (!s)
 		return send_error(c, 404, "invalid_request_error", "model", "unknown model");
+	if (slot_state(s) != SLOT_READY)
+		return send_error(c, 503, "unavailable", "model", "model '%s' is not loaded", s->name);
 	if (!s->tok)
 		return send_error(c, 400, "invalid_request_error", "model", "model '%s' has no tokenizer", s->name);
 	char err[INFERD_ERR_LEN];
@@ -1178,7 +1269,7 @@ static enum MHD_Result answer_multi(struct MHD_Connection *c, struct conn *k, st
 				  "streaming several prompts in one request is not supported; send one request per prompt");
 	inferd_req_t **qs = calloc(np, sizeof *qs);
 	json_t *choices = json_array();
-	int prompt_tokens = 0, completion_tokens = 0, status = 200;
+	int prompt_tokens = 0, completion_tokens = 0, status = 200, before;
 	char msg[512] = "";
 	for (size_t i = 0; i < np && status == 200; i++) {
 		json_t *one = json_deep_copy(o);
@@ -1188,11 +1279,13 @@ static enum MHD_Result answer_multi(struct MHD_Connection *c, struct conn *k, st
 		if (build_completion(one, &b, s)) {
 			status = 400;
 			snprintf(msg, sizeof msg, "prompt[%zu]: %.400s", i, b.err);
-		} else if (atomic_fetch_add(&s->in_flight, 1) >= S.parallel + S.queue + (int)i) {
+		} else if ((before = atomic_fetch_add(&s->in_flight, 1)) >= S.parallel + S.queue + (int)i) {
 			atomic_fetch_sub(&s->in_flight, 1);
 			status = 429;
 			snprintf(msg, sizeof msg, "model '%s' is busy; retry later", s->name);
 		} else {
+			if (before == 0)
+				report_busy(s);
 			char err[INFERD_ERR_LEN];
 			if (inferd_submit(s->m, &b.r, &qs[i], err)) {
 				atomic_fetch_sub(&s->in_flight, 1);
@@ -1215,6 +1308,11 @@ static enum MHD_Result answer_multi(struct MHD_Connection *c, struct conn *k, st
 			int w = next_event(qs[i], k->fd, &ev, 1 << 30);
 			if (w == 1) {
 				gone = 1;
+				break;
+			}
+			if (w == 3) {
+				status = 503;
+				snprintf(msg, sizeof msg, DRAIN_MSG, S.drain_timeout_s);
 				break;
 			}
 			if (w)
@@ -1247,7 +1345,8 @@ static enum MHD_Result answer_multi(struct MHD_Connection *c, struct conn *k, st
 		if (qs[i]) {
 			inferd_req_cancel(qs[i]);
 			inferd_req_release(qs[i]);
-			atomic_fetch_sub(&s->in_flight, 1);
+			if (atomic_fetch_sub(&s->in_flight, 1) == 1)
+				report_busy(s);
 		}
 	free(qs);
 	k->prompt_tokens = prompt_tokens;
@@ -1259,7 +1358,8 @@ static enum MHD_Result answer_multi(struct MHD_Connection *c, struct conn *k, st
 	if (status != 200) {
 		json_decref(choices);
 		snprintf(k->error, sizeof k->error, "%.200s", msg);
-		return send_error(c, (unsigned)status, status == 429 ? "rate_limit_exceeded" : status == 504 ? "timeout" : "invalid_request_error",
+		return send_error(c, (unsigned)status, status == 429 ? "rate_limit_exceeded" : status == 504 ? "timeout"
+							 : status == 503 ? "unavailable" : "invalid_request_error",
 				  "prompt", "%s", msg);
 	}
 	return send_json(c, 200,
@@ -1281,8 +1381,24 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 	if (!s)
 		return send_error(c, 404, "invalid_request_error", "model", "model '%s' does not exist",
 				  jm ? json_string_value(jm) : "(none)");
-	if (!s->m)
-		return send_error(c, 503, "unavailable", "model", "model '%s' failed to load: %s", s->name, s->error);
+	if (slot_state(s) == SLOT_LOADING) {
+		/* the worker is (re)starting: wait for the model as a queued request
+		 * would (up to --queue-timeout), watching the client */
+		const union MHD_ConnectionInfo *lci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		double wait = S.queue_timeout_s > 0 ? S.queue_timeout_s : 60, t0 = mono();
+		while (slot_state(s) == SLOT_LOADING && mono() - t0 < wait && !atomic_load(&S.stopping)) {
+			if (lci && client_gone(lci->connect_fd))
+				return MHD_NO;
+			usleep(20000);
+		}
+	}
+	if (slot_state(s) == SLOT_LOADING)
+		return send_error(c, 503, "unavailable", "model", "model '%s' is still loading; retry shortly", s->name);
+	if (slot_state(s) != SLOT_READY) {
+		char e[INFERD_ERR_LEN];
+		slot_error(s, e, sizeof e);
+		return send_error(c, 503, "unavailable", "model", "model '%s' failed to load: %s", s->name, e);
+	}
 	struct built b;
 	memset(&b, 0, sizeof b);
 	k->model = s->name;
@@ -1301,7 +1417,8 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 	k->prompt_tokens = b.prompt_tokens;
 	gen_id(k->id, sizeof k->id, responses ? "resp" : chat ? "chatcmpl" : "cmpl");
 	/* admission: --parallel running plus --queue waiting, then 429 at once */
-	if (atomic_fetch_add(&s->in_flight, 1) >= S.parallel + S.queue) {
+	int before = atomic_fetch_add(&s->in_flight, 1);
+	if (before >= S.parallel + S.queue) {
 		atomic_fetch_sub(&s->in_flight, 1);
 		built_free(&b);
 		atomic_fetch_add(&S.n_rejected, 1);
@@ -1311,6 +1428,8 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 				  s->name, S.parallel + S.queue, S.parallel, S.queue);
 	}
 	k->slot = s;
+	if (before == 0)
+		report_busy(s); /* the supervisor knows before the first step */
 	char err[INFERD_ERR_LEN];
 	int rc = inferd_submit(s->m, &b.r, &k->q, err);
 	if (rc) {
@@ -1376,6 +1495,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 	}
 	atomic_fetch_add(&S.n_requests, 1);
 	snprintf(k->url, sizeof k->url, "%s", url);
+	if (!k->url_seen)
+		atomic_fetch_add(&S.active, 1);
 	k->url_seen = 1;
 	last_status = 0;
 	watch_mark(c, 1);
@@ -1425,7 +1546,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 	return r;
 }
 
-/* ---------------- start-up ---------------- */
+/* ---------------- the worker: loading, heartbeats, signals, drain ---------------- */
 
 /* A model's GPU context is lost (a sticky CUDA error): its requests have
  * ended with the error; give their error events a moment to reach the
@@ -1439,15 +1560,222 @@ static void on_device_lost(void *arg, const char *msg)
 	_exit(3);
 }
 
-static volatile sig_atomic_t got_signal;
-static void on_signal(int sig)
+static const struct serve_opts *O;
+static const struct serve_worker_ctx *W;
+static atomic_int loader_done;
+
+static void report(struct serve_report *r)
 {
-	(void)sig;
-	got_signal = 1;
+	if (!W || W->report_fd < 0)
+		return;
+	/* non-blocking: a supervisor that does not read never stalls the
+	 * worker (a full pipe drops the message; a gone one is EPIPE) */
+	ssize_t n = write(W->report_fd, r, sizeof *r);
+	(void)n;
 }
 
-int serve_main(const struct serve_opts *o)
+static void report_model(int i, int state, const char *text)
 {
+	struct serve_report r = {.type = REPORT_MODEL, .model = i, .state = state};
+	snprintf(r.text, sizeof r.text, "%.*s", (int)sizeof r.text - 1, text ? text : "");
+	report(&r);
+}
+
+/* The model has requests (or has none): told to the supervisor at each
+ * change, before the request reaches the executor, so a crash in the very
+ * first step is held against the right model. The state sent is read under
+ * the mutex, so the last message is always the current state. */
+static pthread_mutex_t busy_mu = PTHREAD_MUTEX_INITIALIZER;
+static void report_busy(struct slot *s)
+{
+	pthread_mutex_lock(&busy_mu);
+	struct serve_report r = {.type = REPORT_BUSY, .model = (int)(s - S.models), .state = atomic_load(&s->in_flight) > 0};
+	report(&r);
+	pthread_mutex_unlock(&busy_mu);
+}
+
+static void slot_fail(struct slot *s, const char *why)
+{
+	pthread_mutex_lock(&err_mu);
+	snprintf(s->error, sizeof s->error, "%s", why);
+	pthread_mutex_unlock(&err_mu);
+	atomic_store_explicit(&s->state, SLOT_FAILED, memory_order_release);
+}
+
+/* Load one model (loader thread). A failure leaves it listed as failed. */
+static void slot_load(struct slot *s, int i)
+{
+	char err[INFERD_ERR_LEN];
+	inferd_model_t *m = NULL;
+	report_model(i, REPORT_MODEL_LOADING, NULL);
+	/* --gpu-memory is one budget for every model on the device */
+	size_t used = 0;
+	for (int j = 0; j < S.n_models; j++)
+		if (j != i && slot_state(&S.models[j]) == SLOT_READY && S.models[j].m) {
+			struct inferd_model_info mi;
+			inferd_model_get_info(S.models[j].m, &mi);
+			used += mi.device_bytes;
+		}
+	struct inferd_model_opts mo = {.n_threads = O->threads, .max_seqs = O->parallel, .queue = O->queue,
+				       .kv_tokens = O->kv_tokens, .device = O->device, .gpu_exact = O->gpu_exact,
+				       .device_memory = O->device_memory ? (O->device_memory > used ? O->device_memory - used : 1)
+									 : 0,
+				       .on_fatal = on_device_lost, .fatal_arg = s};
+	int rc = fault_hit(FAULT_AT_LOAD, s->name, 0) ? (snprintf(err, sizeof err, "cannot load %s: injected load failure",
+								    s->path), -1)
+						     : inferd_model_open(s->path, &mo, &m, err);
+	if (rc) {
+		fprintf(stderr, "inferd serve: model %s: %s\n", s->name, err);
+		slot_fail(s, err);
+		report_model(i, REPORT_MODEL_FAILED, err);
+		return;
+	}
+	s->m = m;
+	s->tok = inferd_model_tokenizer(m);
+	char *src = NULL;
+	size_t sl;
+	if (tmpl_model_source(s->path, &src, &sl, &s->bos, &s->eos, err) == 0 && src &&
+	    tmpl_parse(src, sl, s->name, &s->tmpl, err) != 0) {
+		fprintf(stderr, "inferd serve: model %s: chat template: %s\n", s->name, err);
+		s->tmpl = NULL;
+	}
+	free(src);
+	struct stat st;
+	if (stat(s->path, &st) == 0) {
+		s->mtime = st.st_mtim;
+		s->size = st.st_size;
+	}
+	atomic_store_explicit(&s->state, SLOT_READY, memory_order_release);
+	fprintf(stderr, "inferd serve: model %s loaded from %s\n", s->name, s->path);
+	report_model(i, REPORT_MODEL_READY, NULL);
+}
+
+/* The loader thread: every slot marked pending, in order. */
+static void *loader(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < S.n_models && !atomic_load(&S.stopping); i++)
+		if (atomic_exchange(&S.models[i].pending, 0))
+			slot_load(&S.models[i], i);
+	if (!atomic_load(&S.ready)) {
+		/* reported before /health can say 200 */
+		int ok = 0;
+		for (int i = 0; i < S.n_models; i++)
+			ok += slot_state(&S.models[i]) == SLOT_READY;
+		fprintf(stderr, "inferd serve: ready (%d of %d models loaded)\n", ok, S.n_models);
+		struct serve_report r = {.type = REPORT_READY, .state = ok};
+		report(&r);
+		atomic_store(&S.ready, 1);
+	}
+	atomic_store(&loader_done, 1);
+	return NULL;
+}
+
+/* Heartbeat to the supervisor, from the executors' own progress: an
+ * executor inside steps (RUNNING) whose last step ended longer than
+ * --hang-timeout ago is stalled. */
+static void heartbeat(void)
+{
+	struct serve_report r = {.type = REPORT_HEARTBEAT};
+	double now = mono();
+	for (int i = 0; i < S.n_models; i++) {
+		if (slot_state(&S.models[i]) != SLOT_READY)
+			continue;
+		struct inferd_model_stats st;
+		inferd_model_stats(S.models[i].m, &st);
+		if (st.state == INFERD_STATE_RUNNING && i < 64)
+			r.running |= 1ull << i;
+		if (st.state == INFERD_STATE_RUNNING && now - st.last_step_s > S.hang_timeout_s && !r.state) {
+			r.state = 1;
+			snprintf(r.text, sizeof r.text, "the executor of model %s made no progress for %.1f s (after step %llu)",
+				 S.models[i].name, now - st.last_step_s, (unsigned long long)st.steps);
+		}
+	}
+	report(&r);
+}
+
+/* SIGHUP: re-read the model list the server was given: models that failed
+ * to load are tried again (not quarantined ones); loaded models whose file
+ * changed are named (a restart loads the new file). */
+static pthread_t loader_th;
+static int loader_started;
+
+static void on_hup(void)
+{
+	fprintf(stderr, "{\"event\":\"sighup\",\"pid\":%d,\"action\":\"re-checking %d models\"}\n", (int)getpid(), S.n_models);
+	if (!atomic_load(&loader_done)) {
+		fprintf(stderr, "inferd serve: SIGHUP: models are still loading; nothing re-checked\n");
+		return;
+	}
+	if (loader_started)
+		pthread_join(loader_th, NULL);
+	loader_started = 0;
+	int retry = 0;
+	for (int i = 0; i < S.n_models; i++) {
+		struct slot *s = &S.models[i];
+		struct stat st;
+		if (slot_state(s) == SLOT_READY) {
+			if (stat(s->path, &st) != 0)
+				fprintf(stderr, "inferd serve: model %s: %s is gone; the loaded copy keeps serving\n", s->name, s->path);
+			else if (st.st_mtim.tv_sec != s->mtime.tv_sec || st.st_mtim.tv_nsec != s->mtime.tv_nsec ||
+				 st.st_size != s->size)
+				fprintf(stderr, "inferd serve: model %s: %s changed on disk; restart the server to load it\n", s->name,
+					s->path);
+		} else if (slot_state(s) == SLOT_FAILED && !(W && W->quarantined && W->quarantined[i])) {
+			atomic_store(&s->pending, 1);
+			retry++;
+		}
+	}
+	fprintf(stderr, "inferd serve: SIGHUP: retrying %d failed model%s\n", retry, retry == 1 ? "" : "s");
+	if (retry) { /* a failed model stays listed as failed while it is retried */
+		atomic_store(&loader_done, 0);
+		loader_started = pthread_create(&loader_th, NULL, loader, NULL) == 0;
+	}
+}
+
+/* SIGTERM/SIGINT: stop accepting, let in-flight requests finish within
+ * --drain-timeout, end the rest with a clear error. */
+static void drain(struct MHD_Daemon *d)
+{
+	double t0 = mono();
+	atomic_store(&S.stopping, 1);
+	MHD_socket ls = MHD_quiesce_daemon(d);
+	if (ls != MHD_INVALID_SOCKET)
+		close(ls);
+	struct serve_report r = {.type = REPORT_DRAINING};
+	report(&r);
+	int n0 = atomic_load(&S.active);
+	fprintf(stderr, "{\"event\":\"drain\",\"pid\":%d,\"in_flight\":%d,\"drain_timeout_s\":%g}\n", (int)getpid(), n0,
+		S.drain_timeout_s);
+	while (atomic_load(&S.active) > 0 && mono() - t0 < S.drain_timeout_s) {
+		heartbeat();
+		usleep(20000);
+	}
+	int left = atomic_load(&S.active);
+	if (left) {
+		atomic_store(&S.aborting, 1);
+		for (double t1 = mono(); atomic_load(&S.active) > 0 && mono() - t1 < 5;)
+			usleep(20000);
+	}
+	fprintf(stderr, "{\"event\":\"drained\",\"pid\":%d,\"finished\":%d,\"ended_with_error\":%d,\"duration_ms\":%.1f}\n",
+		(int)getpid(), n0 - left, left, (mono() - t0) * 1e3);
+}
+
+int serve_worker(const struct serve_opts *o, int listen_fd, const struct serve_worker_ctx *w)
+{
+	/* signals are taken by the main thread (sigtimedwait) only: block them
+	 * before any thread starts, so every thread inherits the mask */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	fault_set_generation(w ? w->generation : 1);
+	fault_hit(FAULT_AT_START, NULL, 0);
+	O = o;
+	W = w;
 	memset(&S, 0, sizeof S);
 	S.keys = o->keys;
 	S.n_keys = o->n_keys;
@@ -1456,12 +1784,12 @@ int serve_main(const struct serve_opts *o)
 	S.queue = o->queue;
 	S.queue_timeout_s = o->queue_timeout_s;
 	S.token_timeout_s = o->token_timeout_s;
+	S.hang_timeout_s = o->hang_timeout_s > 0 ? o->hang_timeout_s : 60;
+	S.drain_timeout_s = o->drain_timeout_s > 0 ? o->drain_timeout_s : 30;
 	S.cors = o->cors;
 	S.n_cors = o->n_cors;
 	S.models = calloc((size_t)o->n_models, sizeof *S.models);
 	S.n_models = o->n_models;
-	int ok_models = 0;
-	size_t device_left = o->device_memory; /* every model shares the one device */
 	for (int i = 0; i < o->n_models; i++) {
 		struct slot *s = &S.models[i];
 		const char *spec = o->models[i], *eq = strchr(spec, '=');
@@ -1473,65 +1801,69 @@ int serve_main(const struct serve_opts *o)
 			snprintf(s->name, sizeof s->name, "%s", base && base[1] ? base + 1 : s->path);
 		}
 		s->created = time(NULL);
-		struct inferd_model_opts mo = {.n_threads = o->threads, .max_seqs = o->parallel, .queue = o->queue,
-					       .kv_tokens = o->kv_tokens, .device = o->device,
-					       .device_memory = o->device_memory ? (device_left ? device_left : 1) : 0,
-					       .gpu_exact = o->gpu_exact,
-					       .on_fatal = on_device_lost, .fatal_arg = s};
-		if (inferd_model_open(s->path, &mo, &s->m, s->error)) {
-			fprintf(stderr, "inferd serve: model %s: %s\n", s->name, s->error);
-			s->m = NULL;
-			continue;
+		if (w && w->skip && w->skip[i]) {
+			fprintf(stderr, "inferd serve: model %s: not loaded: %s\n", s->name, w->skip[i]);
+			slot_fail(s, w->skip[i]);
+			report_model(i, REPORT_MODEL_FAILED, w->skip[i]);
+		} else {
+			atomic_store(&s->state, SLOT_LOADING);
+			atomic_store(&s->pending, 1);
 		}
-		s->tok = inferd_model_tokenizer(s->m);
-		struct inferd_model_info mi;
-		inferd_model_get_info(s->m, &mi);
-		device_left = device_left > mi.device_bytes ? device_left - mi.device_bytes : 0;
-		char *src = NULL, err[INFERD_ERR_LEN];
-		size_t sl;
-		if (tmpl_model_source(s->path, &src, &sl, &s->bos, &s->eos, err) == 0 && src &&
-		    tmpl_parse(src, sl, s->name, &s->tmpl, err) != 0) {
-			fprintf(stderr, "inferd serve: model %s: chat template: %s\n", s->name, err);
-			s->tmpl = NULL;
-		}
-		free(src);
-		ok_models++;
-		fprintf(stderr, "inferd serve: model %s loaded from %s\n", s->name, s->path);
 	}
-	signal(SIGPIPE, SIG_IGN);
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o->port)};
-	if (inet_pton(AF_INET, o->host, &addr.sin_addr) != 1) {
-		fprintf(stderr, "inferd serve: --host \"%s\" is not an IPv4 address\n", o->host);
-		return 2;
-	}
+	/* serve at once: /health answers 503 until the models are loaded */
 	struct MHD_Daemon *d = MHD_start_daemon(
-		MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)o->port,
-		NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, notify_conn, NULL,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned)o->idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_END);
+		MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC, 0, NULL,
+		NULL, handler, NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd, MHD_OPTION_NOTIFY_COMPLETED, completed,
+		NULL, MHD_OPTION_NOTIFY_CONNECTION, notify_conn, NULL, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->idle_timeout,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_END);
 	if (!d) {
-		fprintf(stderr, "inferd serve: cannot listen on %s:%d: %s\n", o->host, o->port, strerror(errno));
+		fprintf(stderr, "inferd serve: cannot serve on %s:%d: %s\n", o->host, o->port, strerror(errno));
+		free(S.models);
 		return 1;
 	}
-	fprintf(stderr, "inferd serve: listening on http://%s:%d (%d of %d models ready)\n", o->host, o->port, ok_models,
-		o->n_models);
+	fprintf(stderr, "inferd serve: listening on http://%s:%d (pid %d; loading %d models)\n", o->host, o->port,
+		(int)getpid(), o->n_models);
 	request_timeout_s = o->request_timeout_s > 0 ? o->request_timeout_s : 30;
 	pthread_t wd;
 	pthread_create(&wd, NULL, watchdog, NULL);
-	while (!got_signal)
-		pause();
-	atomic_store(&S.stopping, 1);
-	fprintf(stderr, "inferd serve: shutting down\n");
+	atomic_store(&loader_done, 0);
+	loader_started = pthread_create(&loader_th, NULL, loader, NULL) == 0;
+	for (;;) {
+		heartbeat();
+		struct timespec ts = {0, 250000000};
+		int sig = sigtimedwait(&sigs, NULL, &ts);
+		if (sig == SIGHUP)
+			on_hup();
+		else if (sig == SIGTERM || sig == SIGINT)
+			break;
+	}
+	drain(d);
 	pthread_join(wd, NULL);
 	MHD_stop_daemon(d);
+	/* an executor stuck inside a step would never join: leave it to the exit */
+	double now = mono();
 	for (int i = 0; i < S.n_models; i++) {
-		inferd_model_close(S.models[i].m);
+		struct inferd_model_stats st;
+		if (slot_state(&S.models[i]) != SLOT_READY)
+			continue;
+		inferd_model_stats(S.models[i].m, &st);
+		if (st.state == INFERD_STATE_RUNNING && now - st.last_step_s > S.hang_timeout_s / 2) {
+			fprintf(stderr, "inferd serve: the executor of model %s is stuck in a step (%.1f s); exiting without closing it\n",
+				S.models[i].name, now - st.last_step_s);
+			return 1;
+		}
+	}
+	if (loader_started)
+		pthread_join(loader_th, NULL);
+	for (int i = 0; i < S.n_models; i++) {
+		if (slot_state(&S.models[i]) == SLOT_READY)
+			inferd_model_close(S.models[i].m);
 		tmpl_free(S.models[i].tmpl);
 		free(S.models[i].bos);
 		free(S.models[i].eos);
 	}
 	free(S.models);
+	fprintf(stderr, "inferd serve: stopped\n");
 	return 0;
 }

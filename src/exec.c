@@ -33,6 +33,7 @@
  */
 #include "exec.h"
 #include "backend.h"
+#include "fault.h"
 #include "model.h"
 #include "sample.h"
 #include "tok.h"
@@ -791,6 +792,10 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 		rc = seterr(err, INFERD_ENOMEM, "out of memory for logits");
 		goto out;
 	}
+	if (fault_hit(FAULT_AT_STEP, m->path, (long)e->cnt.steps + 1)) {
+		rc = seterr(err, INFERD_ENOMEM, "out of memory for a step (injected fault)");
+		goto out;
+	}
 	struct batch b = {.n_tokens = n_tokens, .ids = ids, .pos = pos, .seq = seqi, .kv = e->kv, .block_table = tables,
 			  .n_seq = n_seq, .want = want, .logits = logits, .sample = sr};
 	if ((rc = forward(m, &b, err)))
@@ -890,6 +895,12 @@ static void *exec_main(void *arg)
 		while (!e->q_head && !e->closing && e->n_act == 0) {
 			e->st.state = e->failed ? INFERD_STATE_FAILED : INFERD_STATE_IDLE;
 			pthread_cond_wait(&e->cv, &e->mu);
+		}
+		if (e->st.state == INFERD_STATE_IDLE) {
+			/* work arrived: the heartbeat restarts now, so a first step
+			 * that never ends is seen as a stall (not as idleness) */
+			e->st.state = INFERD_STATE_RUNNING;
+			e->st.last_step_s = now_sec();
 		}
 		inferd_req_t *q = e->q_head;
 		e->q_head = e->q_tail = NULL;

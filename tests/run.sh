@@ -3,6 +3,13 @@
 # Environment: BIN (folder of the inferd binary), INFERD_FIXTURES (optional).
 set -u
 export INFERD_BIN="${INFERD_BIN:-${BIN:-bin}/inferd}"
+# the fault-injection build of the same sources (supervision tests only)
+export INFERD_FAULTS_BIN="${INFERD_FAULTS_BIN:-${BUILD:-build}/tests/inferd-faults}"
+# device lock files of the servers the tests start: private to this run,
+# so two test runs (or a real server) on this machine never collide
+INFERD_RUNTIME_DIR="$(mktemp -d /tmp/inferd-test-run.XXXXXX)"
+export INFERD_RUNTIME_DIR
+trap 'rm -rf "$INFERD_RUNTIME_DIR"' EXIT
 # sanitizer reports get exit codes no test expects from the binary
 export ASAN_OPTIONS="${ASAN_OPTIONS:-exitcode=86:detect_leaks=1:abort_on_error=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=87}"

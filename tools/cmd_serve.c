@@ -47,7 +47,24 @@ static const char *serve_help =
 	"                           (weights + KV caches; default: what the GPU has). A model\n"
 	"                           that does not fit fails to load with the sizes named\n"
 	"  --gpu-exact              float32 for every GPU product (default: prompts and large\n"
-	"                           batches use tensor cores with F16/BF16 activations)\n";
+	"                           batches use tensor cores with F16/BF16 activations)\n"
+	"Supervision: a supervisor process holds the device lock and the listening socket and\n"
+	"runs the server in a worker process that it restarts when it crashes or hangs\n"
+	"(exponential backoff 0.5 s .. 30 s; one JSON log line per event, with the cause).\n"
+	"  --no-supervise           run the worker alone (debugging): no restarts\n"
+	"  --hang-timeout S         an executor inside one step this long is hung: /health says\n"
+	"                           503 from half of it, the worker is restarted at S (default 60)\n"
+	"  --drain-timeout S        on SIGTERM/SIGINT, in-flight requests get this long to finish;\n"
+	"                           the rest end with a clear error (default 30)\n"
+	"  --reload loaded|all      after a restart, load the models that loaded before (default),\n"
+	"                           or retry the ones that had failed too\n"
+	"  --runtime-dir DIR        where the per-device lock files live (default:\n"
+	"                           $INFERD_RUNTIME_DIR, $XDG_RUNTIME_DIR/inferd, /run/user/UID/inferd\n"
+	"                           or /tmp/inferd-UID)\n"
+	"  --allow-shared-cpu       take no lock on the CPU (several servers may share it)\n"
+	"One server per device: a second one exits (status 1) naming the holder's PID.\n"
+	"Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-checks the models (retries failed\n"
+	"loads, names files changed on disk).\n";
 
 static int num(const char *flag, const char *v, long lo, long hi, long *out)
 {
@@ -68,7 +85,9 @@ int cmd_serve(int argc, char **argv)
 	const char *models[64], *keys[16];
 	int nm = 0, nk = 0;
 	long port = 8080, parallel = 16, queue = 64, timeout = 0, qtimeout = 60, ttimeout = 30, kv = 8192, maxc = 256,
-	     idle = 30, threads = 0, reqto = 30, gpu_mib = 0;
+	     idle = 30, threads = 0, reqto = 30, gpu_mib = 0, hang = 60, drain = 30;
+	int no_sup = 0, shared_cpu = 0, reload_all = 0;
+	const char *runtime_dir = NULL;
 	const char *cors[16];
 	int nc = 0;
 	const char *host = getenv("INFERD_HOST") ? getenv("INFERD_HOST") : "127.0.0.1";
@@ -100,6 +119,7 @@ int cmd_serve(int argc, char **argv)
 			{"--max-connections", &maxc, 1, 100000}, {"--idle-timeout", &idle, 1, 86400},
 			{"--threads", &threads, 1, 1024}, {"-t", &threads, 1, 1024},
 			{"--gpu-memory", &gpu_mib, 1, 1L << 30},
+			{"--hang-timeout", &hang, 1, 86400}, {"--drain-timeout", &drain, 0, 86400},
 		};
 		int done = 0;
 		for (size_t k = 0; k < sizeof nums / sizeof nums[0] && !done; k++)
@@ -111,7 +131,21 @@ int cmd_serve(int argc, char **argv)
 			}
 		if (done)
 			continue;
-		if ((!strcmp(a, "--model") || !strcmp(a, "-m")) && v) {
+		if (!strcmp(a, "--no-supervise")) {
+			no_sup = 1;
+		} else if (!strcmp(a, "--allow-shared-cpu")) {
+			shared_cpu = 1;
+		} else if (!strcmp(a, "--runtime-dir") && v) {
+			runtime_dir = v;
+			i++;
+		} else if (!strcmp(a, "--reload") && v) {
+			if (strcmp(v, "loaded") && strcmp(v, "all")) {
+				fprintf(stderr, "inferd serve: --reload must be loaded or all, got \"%s\"\n", v);
+				return 2;
+			}
+			reload_all = !strcmp(v, "all");
+			i++;
+		} else if ((!strcmp(a, "--model") || !strcmp(a, "-m")) && v) {
 			if (nm == 64) {
 				fprintf(stderr, "inferd serve: at most 64 models\n");
 				return 2;
@@ -181,6 +215,8 @@ int cmd_serve(int argc, char **argv)
 			       .keys = keys, .n_keys = nk, .queue_timeout_s = (double)qtimeout,
 			       .token_timeout_s = (double)ttimeout, .cors = cors, .n_cors = nc,
 			       .request_timeout_s = (double)reqto, .device = device,
-			       .gpu_exact = gpu_exact, .device_memory = (size_t)gpu_mib << 20};
+			       .gpu_exact = gpu_exact, .device_memory = (size_t)gpu_mib << 20, .no_supervise = no_sup,
+			       .hang_timeout_s = (double)hang, .drain_timeout_s = drain ? (double)drain : 0.001,
+			       .runtime_dir = runtime_dir, .allow_shared_cpu = shared_cpu, .reload_all = reload_all};
 	return serve_main(&o);
 }

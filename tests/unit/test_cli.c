@@ -31,6 +31,9 @@ static void help_texts(void)
 		{"tokenize", {"--model", "--text", "--file", "--no-special"}},
 		{"detokenize", {"--model", "--ids", "--skip-special"}},
 		{"template", {"--model", "--template", "--messages", "--tools", "--add-generation-prompt", "--var"}},
+		{"serve", {"--model", "--host", "--port", "--parallel", "--queue", "--timeout", "--kv-tokens", "--api-key",
+			   "--no-supervise", "--hang-timeout", "--drain-timeout", "--reload", "--runtime-dir",
+			   "--allow-shared-cpu", "SIGTERM", "SIGHUP"}},
 	};
 	char out[8192];
 	const char *top[] = {t_bin(), "--help", NULL};

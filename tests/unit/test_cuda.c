@@ -970,6 +970,7 @@ static void serve_budget(const char *model)
 	if (pid == 0) {
 		FILE *f = freopen(t_tmp("serve-budget.log"), "w", stderr);
 		(void)f;
+		setenv("INFERD_RUNTIME_DIR", t_tmp("run-budget"), 1);
 		execl(bin, "inferd", "serve", "--device", "cuda:0", "--gpu-memory", "1", "--kv-tokens", "256", "--model", a,
 		      "--model", b, "--port", ports, (char *)NULL);
 		_exit(127);
@@ -985,6 +986,84 @@ static void serve_budget(const char *model)
 	kill(pid, SIGTERM);
 	int st;
 	waitpid(pid, &st, 0);
+}
+
+/* Under its supervisor: a lost GPU context ends the worker (status 3), the
+ * supervisor starts a fresh one that serves again; the second death with the
+ * same model running quarantines it, and the server stays up (/health 200).
+ * A second server on the same GPU (its lock is the GPU's UUID) exits at
+ * once naming the holder's PID. */
+static void serve_supervised(const char *model)
+{
+	const char *bin = server_bin(), *log = t_tmp("serve-sup.log"), *rundir = t_tmp("run-sup");
+	int port = 25000 + (int)(getpid() % 2000);
+	char ports[16], spec[700], resp[8192] = "";
+	snprintf(ports, sizeof ports, "%d", port);
+	snprintf(spec, sizeof spec, "q=%s", model);
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		FILE *f = freopen(log, "w", stderr);
+		(void)f;
+		setenv("INFERD_CUDA_FAULT_STEP", "3", 1);
+		setenv("INFERD_RESTART_BACKOFF", "0.1,0.2,30", 1);
+		setenv("INFERD_RUNTIME_DIR", rundir, 1);
+		execl(bin, "inferd", "serve", "--device", "cuda:0", "--model", spec, "--port", ports, (char *)NULL);
+		_exit(127);
+	}
+	const char *body = "{\"model\": \"q\", \"prompt\": [1, 2, 3], \"max_tokens\": 20}";
+	int got503 = 0, healthy = 0;
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 200 && !strstr(resp, "HTTP/1.1 200"); i++) { /* wait for a worker that serves */
+			http(port, "GET", "/health", NULL, resp, sizeof resp);
+			if (!strstr(resp, "HTTP/1.1 200"))
+				usleep(100 * 1000);
+		}
+		http(port, "POST", "/v1/completions", body, resp, sizeof resp);
+		got503 += strstr(resp, "HTTP/1.1 503") && strstr(resp, "illegal memory access");
+		usleep(800 * 1000); /* the worker exits half a second after the error */
+		resp[0] = 0;
+	}
+	/* after the second death the model is quarantined; the server serves on */
+	int quarantined = 0;
+	for (int i = 0; i < 100 && !quarantined; i++) {
+		http(port, "GET", "/v1/models", NULL, resp, sizeof resp);
+		quarantined = strstr(resp, "quarantined") != NULL;
+		if (!quarantined)
+			usleep(100 * 1000);
+	}
+	http(port, "GET", "/health", NULL, resp, sizeof resp);
+	healthy = strstr(resp, "HTTP/1.1 200") != NULL;
+	printf("  supervised: %d/2 requests got 503 with the CUDA error; model quarantined: %s; /health 200: %s\n", got503,
+	       quarantined ? "yes" : "no", healthy ? "yes" : "no");
+	CHECK(got503 == 2, "both workers should answer the fault with 503");
+	CHECK(quarantined, "the model should be quarantined after two deaths: %.400s", resp);
+	CHECK(healthy, "the server should stay healthy: %.200s", resp);
+	/* a second server on the same GPU */
+	char out[256], err[2048];
+	char port2[16];
+	snprintf(port2, sizeof port2, "%d", port + 1);
+	setenv("INFERD_RUNTIME_DIR", rundir, 1);
+	const char *argv2[] = {bin, "serve", "--device", "cuda:0", "--model", spec, "--port", port2, NULL};
+	int rc = t_run(argv2, out, sizeof out, err, sizeof err);
+	unsetenv("INFERD_RUNTIME_DIR");
+	char pids[32];
+	snprintf(pids, sizeof pids, "pid %d", (int)pid);
+	printf("  second server on cuda:0: exit %d: %.200s\n", rc, err);
+	CHECK(rc == 1 && strstr(err, pids) && strstr(err, "gpu-GPU-"), "second instance: exit %d: %s", rc, err);
+	kill(pid, SIGTERM);
+	int st = 0;
+	waitpid(pid, &st, 0);
+	size_t ln = 0;
+	char *txt = t_read_file(log, &ln);
+	int exits = 0;
+	for (const char *q = txt; q && (q = strstr(q, "exited with status 3")); q++)
+		exits++;
+	printf("  supervisor log: %d worker exits with status 3; supervisor exit %d\n", exits,
+	       WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	CHECK(exits == 2, "two worker exits with status 3 in the log: %s", txt ? txt : "");
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "supervisor exit %d", st);
+	free(txt);
 }
 
 /* The real server with the fault hook compiled in: a sticky error in a
@@ -1014,7 +1093,9 @@ static void serve_fault(const char *model)
 		FILE *f = freopen(log, "w", stderr);
 		(void)f;
 		setenv("INFERD_CUDA_FAULT_STEP", "3", 1);
-		execl(bin, "inferd", "serve", "--device", "cuda:0", "--model", spec, "--port", ports, (char *)NULL);
+		setenv("INFERD_RUNTIME_DIR", t_tmp("run-fault"), 1);
+		execl(bin, "inferd", "serve", "--no-supervise", "--device", "cuda:0", "--model", spec, "--port", ports,
+		      (char *)NULL);
 		_exit(127);
 	}
 	/* wait for it to listen */
@@ -1117,6 +1198,7 @@ int main(int argc, char **argv)
 		sticky(fq);
 		serve_fault(fq);
 		serve_budget(fq);
+		serve_supervised(fq);
 	}
 	return t_done("test_cuda");
 }

@@ -112,6 +112,21 @@ static void *par_req(void *arg)
 
 static const char *metric_key = "k1";
 
+/* the server's worker process (the supervisor's child), or the server
+ * itself when it runs unsupervised */
+static pid_t worker_of(pid_t pid)
+{
+	char p[128], buf[64] = "";
+	snprintf(p, sizeof p, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+	FILE *f = fopen(p, "r");
+	if (f) {
+		if (!fgets(buf, sizeof buf, f))
+			buf[0] = 0;
+		fclose(f);
+	}
+	return atoi(buf) > 0 ? (pid_t)atoi(buf) : pid;
+}
+
 static long rss_kb(pid_t pid)
 {
 	char p[64], line[256];
@@ -266,7 +281,7 @@ int main(void)
 	}
 	if (up) {
 		/* mixed load: 200 clients for 60 s; then memory back to idle */
-		long rss0 = rss_kb(server);
+		long rss0 = rss_kb(worker_of(server));
 		char base[64], nclients[8] = "200", secs[8] = "60";
 		if (getenv("INFERD_LOAD_SECONDS"))
 			snprintf(secs, sizeof secs, "%s", getenv("INFERD_LOAD_SECONDS"));
@@ -275,7 +290,7 @@ int main(void)
 		metric_key = "k1";
 		int rc = t_run(node, out, sizeof out, err, sizeof err);
 		sleep(1);
-		long rss1 = rss_kb(server);
+		long rss1 = rss_kb(worker_of(server));
 		printf("  load: %s  server RSS %ld kB before, %ld kB after\n", out, rss0, rss1);
 		CHECK(rc == 0, "load: %s %s", out, err);
 #if !defined(INFERD_TSAN) && !defined(INFERD_ASAN)
@@ -289,7 +304,8 @@ int main(void)
 	waitpid(server, &st, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server exit status %d", st);
 
-	/* a second server: two models, --parallel 1 --queue 1, a 6 s deadline */
+	/* a second server, unsupervised (--no-supervise): two models,
+	 * --parallel 1 --queue 1, a 6 s deadline */
 	port = free_port();
 	snprintf(portarg, sizeof portarg, "%d", port);
 	char spec2[600];
@@ -299,7 +315,7 @@ int main(void)
 	if (server == 0) {
 		int fd = open("/dev/null", 1);
 		dup2(fd, 2);
-		execl(t_bin(), t_bin(), "serve", "--model", spec, "--model", spec2, "--model", "broken=/nonexistent/model.gguf",
+		execl(t_bin(), t_bin(), "serve", "--no-supervise", "--model", spec, "--model", spec2, "--model", "broken=/nonexistent/model.gguf",
 		      "--port", portarg, "--parallel", "1", "--queue", "1", "--timeout", "6", "--request-timeout", "2",
 		      "--threads", "2", (char *)NULL);
 		_exit(127);
