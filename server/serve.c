@@ -1551,9 +1551,17 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 /* A model's GPU context is lost (a sticky CUDA error): its requests have
  * ended with the error; give their error events a moment to reach the
  * clients, then exit so that the supervisor starts a fresh worker. */
+static void report(struct serve_report *r);
+static atomic_int dying; /* the worker is exiting for a lost device */
+
 static void on_device_lost(void *arg, const char *msg)
 {
 	const struct slot *s = arg;
+	/* the supervisor holds this death against the model (two in a row
+	 * quarantine it): it was inside a step; no later "idle" report */
+	atomic_store(&dying, 1);
+	struct serve_report r = {.type = REPORT_BUSY, .model = (int)(s - S.models), .state = 1};
+	report(&r);
 	fprintf(stderr, "inferd serve: model %s: %s; exiting (status 3) so the worker can be restarted\n", s->name, msg);
 	fflush(stderr);
 	usleep(500 * 1000);
@@ -1588,6 +1596,8 @@ static void report_model(int i, int state, const char *text)
 static pthread_mutex_t busy_mu = PTHREAD_MUTEX_INITIALIZER;
 static void report_busy(struct slot *s)
 {
+	if (atomic_load(&dying))
+		return;
 	pthread_mutex_lock(&busy_mu);
 	struct serve_report r = {.type = REPORT_BUSY, .model = (int)(s - S.models), .state = atomic_load(&s->in_flight) > 0};
 	report(&r);
