@@ -84,6 +84,8 @@ struct inferd_model_info {
 	int has_tokenizer;   /* text prompts and text output work */
 	const char *device;  /* "cpu" or "cuda:N" */
 	size_t device_bytes; /* GPU memory it holds (weights + KV cache); 0 on the CPU */
+	uint64_t weight_bytes; /* weights read per generated token: every matrix
+				* but the embedding table (which only gives rows) */
 };
 
 /* A stable name of a device for locks and logs: "cpu", or for "cuda:N"

@@ -353,6 +353,10 @@ void inferd_model_get_info(const inferd_model_t *m, struct inferd_model_info *in
 	info->has_tokenizer = m->tok != NULL;
 	info->device = m->device;
 	info->device_bytes = m->be ? m->be->device_bytes : 0;
+	info->weight_bytes = 0;
+	for (int i = 0; i < m->n_tensors; i++)
+		if (m->tensors[i].ne[1] > 1 && (&m->tensors[i] != m->tok_embd || m->output == m->tok_embd))
+			info->weight_bytes += m->tensors[i].nbytes;
 }
 
 const struct tokenizer *inferd_model_tokenizer(const inferd_model_t *m) { return m->tok; }

@@ -11,6 +11,8 @@
 int cmd_template(int argc, char **argv);
 /* inferd batch: offline batch inference through the engine (cmd_batch.c). */
 int cmd_batch(int argc, char **argv);
+/* inferd bench: prompt and generation tokens/s, peak RSS (cmd_bench.c). */
+int cmd_bench(int argc, char **argv);
 /* inferd serve: the OpenAI-compatible HTTP server (cmd_serve.c, server/). */
 int cmd_serve(int argc, char **argv);
 

@@ -35,6 +35,7 @@ static const char *top_help =
 	"  detokenize print the text of token ids\n"
 	"  template   render a model's chat template for a conversation\n"
 	"  batch      run a JSONL file of requests through the engine\n"
+	"  bench      prompt and generation tokens/s, peak memory (like llama-bench)\n"
 	"\n"
 	"MODEL is a GGUF file or a Hugging Face directory (config.json +\n"
 	"model.safetensors or model.safetensors.index.json).\n"
@@ -681,6 +682,8 @@ int main(int argc, char **argv)
 		return cmd_template(argc, argv);
 	if (!strcmp(argv[1], "batch"))
 		return cmd_batch(argc, argv);
+	if (!strcmp(argv[1], "bench"))
+		return cmd_bench(argc, argv);
 	if (!strcmp(argv[1], "serve"))
 		return cmd_serve(argc, argv);
 	struct args a = {argc, argv, 2, argv[1]};

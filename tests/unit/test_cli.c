@@ -21,19 +21,21 @@ static int run(const char *const *argv, char *out, size_t cap)
 static void help_texts(void)
 {
 	static const struct { const char *cmd; const char *flags[24]; } h[] = {
-		{"run", {"--model", "--ids", "--n-predict", "--temp", "--top-k", "--top-p", "--seed", "--ignore-eos", "--threads"}},
+		{"run", {"--model", "--ids", "--n-predict", "--temp", "--top-k", "--top-p", "--seed", "--ignore-eos", "--threads",
+			 "--device", "--gpu-exact"}},
 		{"logits", {"--model", "--ids", "--output", "--threads"}},
-		{"convert", {"--type", "f32", "f16", "bf16", "q8_0"}},
+		{"convert", {"--type", "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"}},
 		{"gen-model", {"--output", "--shape", "--tokenizer", "--arch", "--layers", "--hidden", "--ffn", "--heads",
 			       "--kv-heads", "--head-dim", "--vocab", "--ctx", "--rope-theta", "--tied", "--type", "--seed"}},
 		{"info", {"-m"}},
 		{"batch", {"--model", "--requests", "--concurrency", "--threads", "--kv-tokens"}},
+		{"bench", {"-m", "-p", "-n", "-t", "-r", "--device", "--json", "pp_tok_s", "peak_rss_bytes"}},
 		{"tokenize", {"--model", "--text", "--file", "--no-special"}},
 		{"detokenize", {"--model", "--ids", "--skip-special"}},
 		{"template", {"--model", "--template", "--messages", "--tools", "--add-generation-prompt", "--var"}},
 		{"serve", {"--model", "--host", "--port", "--parallel", "--queue", "--timeout", "--kv-tokens", "--api-key",
 			   "--no-supervise", "--hang-timeout", "--drain-timeout", "--reload", "--runtime-dir",
-			   "--allow-shared-cpu", "SIGTERM", "SIGHUP"}},
+			   "--allow-shared-cpu", "SIGTERM", "SIGHUP", "--device", "--gpu-memory", "--gpu-exact"}},
 	};
 	char out[8192];
 	const char *top[] = {t_bin(), "--help", NULL};
@@ -209,9 +211,46 @@ static void batch_cli(void)
 	free(reqs);
 }
 
+/* inferd bench: its JSON has the figures, and they agree with each other:
+ * the weights it reports were all read (they are resident), and the
+ * bandwidth is weight bytes x generation rate. Bad flags are usage errors. */
+static void bench_cli(void)
+{
+	char *model = strdup(t_tmp("bench.gguf"));
+	char out[8192], err[4096];
+	const char *gen[] = {t_bin(), "gen-model", "-o", model, "--layers", "2", "--hidden", "256", "--ffn", "512",
+			     "--vocab", "1000", "--type", "q8_0", NULL};
+	CHECK(t_run(gen, out, sizeof out, err, sizeof err) == 0, "gen-model: %s", err);
+	const char *argv[] = {t_bin(), "bench", "-m", model, "-p", "64", "-n", "16", "-r", "2", "-t", "2", "--json", NULL};
+	CHECK(t_run(argv, out, sizeof out, err, sizeof err) == 0, "bench: %s", err);
+	json_error_t je;
+	json_t *j = json_loads(out, 0, &je);
+	CHECK(j != NULL, "bench --json output is not JSON: %s", out);
+	if (j) {
+		double pp = json_number_value(json_object_get(j, "pp_tok_s")), tg = json_number_value(json_object_get(j, "tg_tok_s"));
+		double rss = json_number_value(json_object_get(j, "peak_rss_bytes")), wb = json_number_value(json_object_get(j, "weight_bytes"));
+		double gbs = json_number_value(json_object_get(j, "tg_weight_gb_s"));
+		printf("  bench: pp %.0f tok/s, tg %.0f tok/s, peak RSS %.0f, weights %.0f bytes, %.2f GB/s\n", pp, tg, rss, wb, gbs);
+		CHECK(pp > 0 && tg > 0, "pp %f tg %f", pp, tg);
+		CHECK(wb > 2 * 256 * 256 && rss >= wb, "weight bytes %f, peak RSS %f", wb, rss);
+		CHECK(gbs > 0 && gbs * 1e9 > 0.99 * wb * tg && gbs * 1e9 < 1.01 * wb * tg, "bandwidth %f vs %f x %f", gbs, wb, tg);
+		CHECK(json_integer_value(json_object_get(j, "p")) == 64 && json_integer_value(json_object_get(j, "n")) == 16,
+		      "settings: %s", out);
+		json_decref(j);
+	}
+	const char *bad[] = {t_bin(), "bench", "-m", model, "-r", "0", NULL};
+	int rc = t_run(bad, out, sizeof out, err, sizeof err);
+	CHECK(rc == 2 && strstr(err, "-r must be an integer from 1"), "bench -r 0: exit %d: %s", rc, err);
+	const char *none[] = {t_bin(), "bench", "-p", "8", NULL};
+	rc = t_run(none, out, sizeof out, err, sizeof err);
+	CHECK(rc == 2 && strstr(err, "missing -m MODEL"), "bench without a model: exit %d: %s", rc, err);
+	free(model);
+}
+
 int main(void)
 {
 	help_texts();
+	bench_cli();
 	batch_cli();
 	generated_models();
 	fixture_runs();

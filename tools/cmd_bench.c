@@ -1,0 +1,178 @@
+/*
+ * cmd_bench.c — `inferd bench`: prompt processing and generation speed of
+ * one model, in the sense of llama.cpp's llama-bench (pp: a prompt of P
+ * tokens in one evaluation; tg: N tokens generated one at a time after it),
+ * with the process's peak resident memory and the weight bandwidth that the
+ * generation rate implies. Each repetition uses a fresh sequence; the
+ * figures are the mean over repetitions after one warm-up. Single-threaded
+ * driver over the library's sequence API; the model's own threads compute.
+ */
+#include "inferd.h"
+#include "cmds.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static const char *bench_help =
+	"usage: inferd bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r 3] [--device DEV] [--json]\n"
+	"Prompt processing (pp: P tokens in one evaluation) and generation (tg: N tokens one at a\n"
+	"time after the prompt) in tokens/s, the mean of R repetitions after a warm-up; the peak\n"
+	"resident memory of the process; and the weight bandwidth the generation rate implies\n"
+	"(bytes of weights read per token x tg). --json prints one object with pp_tok_s,\n"
+	"tg_tok_s, peak_rss_bytes, weight_bytes, tg_weight_gb_s and the settings.\n";
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int num(const char *flag, const char *v, long lo, long hi, long *out)
+{
+	char *end;
+	errno = 0;
+	long x = v ? strtol(v, &end, 10) : 0;
+	if (!v || errno || end == v || *end || x < lo || x > hi) {
+		fprintf(stderr, "inferd bench: %s must be an integer from %ld to %ld, got \"%s\"\n", flag, lo, hi,
+			v ? v : "");
+		return 2;
+	}
+	*out = x;
+	return 0;
+}
+
+/* one repetition: pp and tg seconds */
+static int one(inferd_model_t *m, const struct inferd_model_info *info, int p, int n, double *pp_s, double *tg_s,
+	       char *err)
+{
+	inferd_seq_t *s = NULL;
+	int32_t *ids = malloc((size_t)(p > 0 ? p : 1) * sizeof *ids);
+	float *lg = malloc((size_t)info->n_vocab * sizeof *lg);
+	int rc = INFERD_ENOMEM;
+	if (!ids || !lg || (rc = inferd_seq_new(m, p + n + 1, &s, err)))
+		goto out;
+	for (int i = 0; i < p; i++)
+		ids[i] = (int32_t)((i * 7919 + 17) % info->n_vocab);
+	double t0 = now_s();
+	if (p > 0 && (rc = inferd_seq_eval(m, s, ids, p, lg, 0, err)))
+		goto out;
+	double t1 = now_s();
+	for (int i = 0; i < n; i++) { /* greedy: the next id is the argmax */
+		int32_t id = 0;
+		if (p > 0 || i > 0)
+			for (int v = 1; v < info->n_vocab; v++)
+				if (lg[v] > lg[id])
+					id = v;
+		if ((rc = inferd_seq_eval(m, s, &id, 1, lg, 0, err)))
+			goto out;
+	}
+	double t2 = now_s();
+	*pp_s = t1 - t0;
+	*tg_s = t2 - t1;
+	rc = 0;
+out:
+	inferd_seq_free(s);
+	free(ids);
+	free(lg);
+	return rc;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+	const char *model = NULL, *device = NULL;
+	long p = 512, n = 128, threads = 0, reps = 3;
+	int json = 0;
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			fputs(bench_help, stdout);
+			return 0;
+		}
+		if (!strcmp(a, "--json")) {
+			json = 1;
+			continue;
+		}
+		if (!v) {
+			fprintf(stderr, "inferd bench: %s \"%s\"\n(see 'inferd bench --help')\n",
+				a[0] == '-' ? "option needs a value:" : "unexpected argument", a);
+			return 2;
+		}
+		int rc = 0;
+		if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+			model = v;
+		else if (!strcmp(a, "--device"))
+			device = v;
+		else if (!strcmp(a, "-p"))
+			rc = num("-p", v, 0, 1 << 20, &p);
+		else if (!strcmp(a, "-n"))
+			rc = num("-n", v, 0, 1 << 20, &n);
+		else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
+			rc = num("-t", v, 1, 1024, &threads);
+		else if (!strcmp(a, "-r"))
+			rc = num("-r", v, 1, 1000, &reps);
+		else {
+			fprintf(stderr, "inferd bench: unknown option \"%s\"\n(see 'inferd bench --help')\n", a);
+			return 2;
+		}
+		if (rc)
+			return rc;
+		i++;
+	}
+	if (!model) {
+		fprintf(stderr, "inferd bench: missing -m MODEL\n");
+		return 2;
+	}
+	if (p + n < 1) {
+		fprintf(stderr, "inferd bench: -p and -n are both 0: nothing to measure\n");
+		return 2;
+	}
+	char err[INFERD_ERR_LEN];
+	struct inferd_model_opts o = {.n_threads = (int)threads, .device = device,
+				      .kv_tokens = (int)(p + n + 16 > 8192 ? p + n + 16 : 8192)};
+	inferd_model_t *m;
+	if (inferd_model_open(model, &o, &m, err)) {
+		fprintf(stderr, "inferd: %s\n", err);
+		return 1;
+	}
+	struct inferd_model_info info;
+	inferd_model_get_info(m, &info);
+	double pp = 0, tg = 0, a, b;
+	int rc = one(m, &info, (int)(p < 32 ? p : 32), (int)(n < 4 ? n : 4), &a, &b, err); /* warm-up */
+	for (long r = 0; r < reps && !rc; r++) {
+		rc = one(m, &info, (int)p, (int)n, &a, &b, err);
+		pp += a;
+		tg += b;
+	}
+	if (rc) {
+		fprintf(stderr, "inferd: %s: %s\n", model, err);
+		inferd_model_close(m);
+		return 1;
+	}
+	double pp_tok_s = p > 0 ? (double)p * (double)reps / pp : 0, tg_tok_s = n > 0 ? (double)n * (double)reps / tg : 0;
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	unsigned long long rss = (unsigned long long)ru.ru_maxrss * 1024ull;
+	double gbs = (double)info.weight_bytes * tg_tok_s / 1e9;
+	if (json) {
+		json_t *j = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:f}", "model", model, "device", info.device,
+				      "threads", (json_int_t)threads, "p", (json_int_t)p, "n", (json_int_t)n, "reps",
+				      (json_int_t)reps, "pp_tok_s", pp_tok_s, "tg_tok_s", tg_tok_s, "peak_rss_bytes",
+				      (json_int_t)rss, "weight_bytes", (json_int_t)info.weight_bytes, "tg_weight_gb_s", gbs);
+		char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+		printf("%s\n", txt ? txt : "{}");
+		free(txt);
+		json_decref(j);
+	} else
+		printf("model %s on %s (%ld threads; 0 = all)\n  pp%ld: %.2f tok/s\n  tg%ld: %.2f tok/s (%.2f GB/s of "
+		       "weights, %.3f GB per token)\n  peak RSS: %.1f MiB\n",
+		       model, info.device, threads, p, pp_tok_s, n, tg_tok_s, gbs, (double)info.weight_bytes / 1e9,
+		       (double)rss / 1048576.0);
+	inferd_model_close(m);
+	return 0;
+}
