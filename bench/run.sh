@@ -3,6 +3,7 @@
 # the same run. Not part of make test.
 #   tokenizer: inferd's encoder vs the reference tokenizer (@lenml/tokenizers)
 #              on tests/tok/corpus.json, MB/s, for the four npm tokenizers.
+#   membw:     this machine's memory read bandwidth, 1 thread and all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -17,6 +18,9 @@ for t in llama3 qwen3 llama2 gemma3; do
 	r=$(echo "$ref" | sed 's/.*"corpus_mb_s":\([0-9.]*\).*/\1/')
 	printf "%-8s %12s %12s %8s %16s\n" "$t" "$o" "$r" "$(awk "BEGIN{printf \"%.2fx\", $o/$r}")" "$w"
 done
+
+# memory read bandwidth (the ceiling of CPU decoding), 1 thread and all
+echo "memory read bandwidth: $("$BUILD/bench/membw")"
 
 # engine: tokens/s at 1..16 concurrent sequences vs one request at a time,
 # on a random-weight model of a real small shape (made once, cached)
