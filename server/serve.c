@@ -433,6 +433,7 @@ struct built {
 	int stream, include_usage, prompt_tokens;
 	char err[512];
 	const char *err_param;
+	const char *prio_header; /* X-Priority, or NULL */
 };
 
 static void built_free(struct built *b)
@@ -500,6 +501,15 @@ static int common_fields(json_t *o, struct built *b, const struct slot *s)
 	d = 1;
 	if (num_field(o, "n", 1, 1, &d, b))
 		FAIL("n", "only n=1 is supported");
+	/* interactive (default) or batch work: batch may not use the KV reserve
+	 * and is preempted first; the field wins over the X-Priority header */
+	json_t *pr = json_object_get(o, "priority");
+	const char *prio = pr && !json_is_null(pr) ? json_string_value(pr) : b->prio_header;
+	if ((pr && !json_is_null(pr) && !json_is_string(pr)) ||
+	    (prio && strcmp(prio, "interactive") && strcmp(prio, "batch")))
+		FAIL(pr && !json_is_null(pr) ? "priority" : "X-Priority",
+		     "priority must be \"interactive\" or \"batch\"%s", pr && !json_is_null(pr) ? "" : " (X-Priority header)");
+	r->priority = prio && !strcmp(prio, "batch") ? -1 : 0;
 	d = 16;
 	json_t *mt = json_object_get(o, "max_completion_tokens");
 	const char *mtk = mt && !json_is_null(mt) ? "max_completion_tokens" : "max_tokens";
@@ -1276,6 +1286,7 @@ static enum MHD_Result answer_multi(struct MHD_Connection *c, struct conn *k, st
 		json_object_set(one, "prompt", json_array_get(prompts, i));
 		struct built b;
 		memset(&b, 0, sizeof b);
+		b.prio_header = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Priority");
 		if (build_completion(one, &b, s)) {
 			status = 400;
 			snprintf(msg, sizeof msg, "prompt[%zu]: %.400s", i, b.err);
@@ -1401,6 +1412,7 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 	}
 	struct built b;
 	memset(&b, 0, sizeof b);
+	b.prio_header = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Priority");
 	k->model = s->name;
 	json_t *jp = json_object_get(o, "prompt");
 	if (!chat && json_is_array(jp) && json_array_size(jp) > 1 && json_is_string(json_array_get(jp, 0))) {

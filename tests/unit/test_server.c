@@ -32,6 +32,8 @@ static int free_port(void)
 	return ntohs(a.sin_port);
 }
 
+static const char *extra_header = ""; /* one more header line ("Name: v\r\n") */
+
 /* One raw HTTP exchange; returns the status, body into out. */
 static int http(const char *method, const char *path, const char *body, const char *key, char *out, size_t cap,
 		int close_after_ms)
@@ -46,9 +48,10 @@ static int http(const char *method, const char *path, const char *body, const ch
 	char req[1024];
 	size_t blen = body ? strlen(body) : 0;
 	int n = snprintf(req, sizeof req,
-			 "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n%s%s%s"
+			 "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n%s%s%s%s"
 			 "Content-Length: %zu\r\n\r\n",
-			 method, path, key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "", blen);
+			 method, path, key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "", extra_header,
+			 blen);
 	if (write(s, req, (size_t)n) != n) {
 		close(s);
 		return -1;
@@ -189,6 +192,24 @@ int main(void)
 		CHECK(rc == 0, "openai client checks failed (%d): %s", rc, err);
 		(void)cmd;
 		/* raw HTTP */
+		/* priority: interactive (default) or batch, by field or X-Priority header */
+		CHECK(http("POST", "/v1/completions", "{\"model\":\"tiny\",\"prompt\":[1,2],\"max_tokens\":2,\"priority\":\"batch\"}",
+			   "k1", out, sizeof out, 0) == 200,
+		      "priority batch: %s", out);
+		CHECK(http("POST", "/v1/completions", "{\"model\":\"tiny\",\"prompt\":[1,2],\"max_tokens\":2,\"priority\":\"urgent\"}",
+			   "k1", out, sizeof out, 0) == 400 &&
+			      strstr(out, "\"param\":\"priority\"") && strstr(out, "interactive"),
+		      "priority urgent: %s", out);
+		extra_header = "X-Priority: batch\r\n";
+		CHECK(http("POST", "/v1/completions", "{\"model\":\"tiny\",\"prompt\":[1,2],\"max_tokens\":2}", "k1", out,
+			   sizeof out, 0) == 200,
+		      "X-Priority batch: %s", out);
+		extra_header = "X-Priority: soon\r\n";
+		CHECK(http("POST", "/v1/completions", "{\"model\":\"tiny\",\"prompt\":[1,2],\"max_tokens\":2}", "k1", out,
+			   sizeof out, 0) == 400 &&
+			      strstr(out, "X-Priority"),
+		      "X-Priority soon: %s", out);
+		extra_header = "";
 		CHECK(http("POST", "/v1/chat/completions", "{not json", "k1", out, sizeof out, 0) == 400 &&
 			      strstr(out, "malformed JSON"),
 		      "malformed JSON: %s", out);
