@@ -17,8 +17,9 @@
  * A step: take new requests (validate, tokenize) → end cancelled and
  * expired sequences (their blocks are free before the step) → schedule the
  * next token of every decoding sequence, then prefill chunks within the
- * token budget (chunked prefill) → one batched forward pass → sample,
- * emit, check stops. When the KV pool runs out for a decoding sequence the
+ * token budget (chunked prefill) → one batched forward pass → sample (on
+ * the host, or on the device when the backend has a sample op: then the
+ * logits never leave it) → emit, check stops. When the KV pool runs out for a decoding sequence the
  * executor preempts the lowest-priority, newest running sequence: its
  * blocks are freed and it is recomputed later from its tokens; nothing is
  * aborted. Results are bitwise the same whatever the batch (the CPU
@@ -30,6 +31,11 @@
  * computing its last prompt token itself, so shared blocks are never
  * written). Unreferenced named blocks wait in an LRU list and are reused
  * only when no free block is left.
+ *
+ * A lost device (a step failing with INFERD_EDEVICE: the CUDA context is
+ * gone) ends every sequence with that error, marks the model failed so that
+ * later submissions are refused with the same message, and calls the
+ * model's on_fatal once so the process can exit and be restarted.
  */
 #include "exec.h"
 #include "backend.h"

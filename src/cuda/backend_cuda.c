@@ -1,6 +1,16 @@
 /*
  * backend_cuda.c — the CUDA backend: the vtable of backend.h over the
- * kernels of kernels.cu and sample.cu, cuBLAS for large float32 products.
+ * kernels of kernels.cu and sample.cu, and cuBLAS for products of many
+ * tokens (tensor cores with 16-bit activations by default, float32 SGEMM
+ * with gpu_exact).
+ *
+ * A step: begin_step packs the batch descriptor (ids, positions, block
+ * tables, rotary table, wanted rows) into a pinned buffer and uploads it in
+ * one copy; activations come from an arena reset by every step, so a step
+ * of one shape gets the same addresses each time. Decode-sized steps are
+ * recorded once as a CUDA graph (the second time a shape is seen; the first
+ * sizes the arena) and replayed after: the ops then enqueue nothing and the
+ * graph is launched when the logits are read or sampled.
  *
  * Ownership and threads: one backend per model. It owns one CUDA stream,
  * one cuBLAS handle bound to that stream, one memory pool for activations
@@ -984,4 +994,3 @@ int cuda_device_uuid(int dev, char *out, size_t cap, char *err)
 
 void cuda_backend_fault_at(struct backend *be, int64_t step) { CU(be)->fault_step = step; }
 
-size_t cuda_backend_weight_bytes(const struct backend *be) { return ((const struct cu_backend *)be)->weight_bytes; }

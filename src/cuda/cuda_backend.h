@@ -23,7 +23,6 @@ int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, int e
 /* Test hook: every step after `step` starts with a kernel that writes to an
  * invalid address (a sticky error). Nothing but tests calls it. */
 void cuda_backend_fault_at(struct backend *be, int64_t step);
-size_t cuda_backend_weight_bytes(const struct backend *be);
 /* "gpu-" + the UUID of device dev (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) */
 int cuda_device_uuid(int dev, char *out, size_t cap, char *err);
 

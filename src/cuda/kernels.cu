@@ -1,7 +1,13 @@
 /*
  * kernels.cu — the CUDA kernels of every op the architecture needs
- * (backend.h), written plainly: correct for every weight type first; the
- * CUDA speed work tunes them.
+ * (backend.h). Each op has a plain kernel that handles any shape
+ * (matmul_k, attention_k) and, for the common shapes, a fast one:
+ * matrix-vector products per weight type (gemv_k: one warp per weight row,
+ * 16-byte loads, a 32-value block decoded in registers per lane), 8-bit
+ * activations with dp4a for Q8_0/Q4_K/Q6_K decode in the default mode
+ * (gemv_q8q8_k, gemv_kq8_k), attention with G lanes per position
+ * (attention_g_k), and 16-bit copies for the tensor-core products of
+ * backend_cuda.c.
  *
  * Weights stay in their file format on the device and are decoded value by
  * value (deq below), with the same float operations, rounded the same way
@@ -11,9 +17,9 @@
  * Batch invariance: every reduction runs in an order fixed by the
  * sequence's own data (the dot product of one token and one weight row
  * never depends on which other tokens share the launch; attention splits a
- * sequence's positions over warps by position), so a sequence's results do
- * not depend on its batch. The one exception is the cuBLAS path of
- * backend_cuda.c for large float32 products.
+ * sequence's positions by position), so a sequence's results do not depend
+ * on its batch. The exceptions are the cuBLAS products of backend_cuda.c
+ * (8 tokens or more by default, 65 with gpu_exact).
  *
  * Threads: kernels are launched by one executor thread on its own stream;
  * nothing here keeps state between launches.

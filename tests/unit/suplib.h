@@ -38,16 +38,6 @@ static inline double sup_now(void)
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static inline int sup_free_port(void)
-{
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	bind(s, (struct sockaddr *)&a, sizeof a);
-	socklen_t l = sizeof a;
-	getsockname(s, (struct sockaddr *)&a, &l);
-	close(s);
-	return ntohs(a.sin_port);
-}
 
 /* the fault-injection build of inferd ($INFERD_FAULTS_BIN) */
 static inline const char *sup_faults_bin(void)
@@ -68,7 +58,7 @@ static inline pid_t sup_start(struct sup_server *s, const char *bin, const char 
 			      const char *backoff, const char *const *args)
 {
 	if (!s->port)
-		s->port = sup_free_port();
+		s->port = t_free_port();
 	snprintf(s->log, sizeof s->log, "%s", t_tmp(name));
 	char port[16];
 	snprintf(port, sizeof port, "%d", s->port);
@@ -147,13 +137,10 @@ static inline int sup_http(int port, const char *method, const char *path, const
 			   double timeout_s, int *err_out)
 {
 	out[0] = 0;
-	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	if (connect(s, (struct sockaddr *)&a, sizeof a)) {
+	int s = t_connect(port);
+	if (s < 0) {
 		if (err_out)
 			*err_out = errno;
-		close(s);
 		return SUP_REFUSED;
 	}
 	size_t blen = body ? strlen(body) : 0;

@@ -21,30 +21,15 @@
 static int port;
 static pid_t server;
 
-static int free_port(void)
-{
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	bind(s, (struct sockaddr *)&a, sizeof a);
-	socklen_t l = sizeof a;
-	getsockname(s, (struct sockaddr *)&a, &l);
-	close(s);
-	return ntohs(a.sin_port);
-}
-
 static const char *extra_header = ""; /* one more header line ("Name: v\r\n") */
 
 /* One raw HTTP exchange; returns the status, body into out. */
 static int http(const char *method, const char *path, const char *body, const char *key, char *out, size_t cap,
 		int close_after_ms)
 {
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	if (connect(s, (struct sockaddr *)&a, sizeof a)) {
-		close(s);
+	int s = t_connect(port);
+	if (s < 0)
 		return -1;
-	}
 	char req[1024];
 	size_t blen = body ? strlen(body) : 0;
 	int n = snprintf(req, sizeof req,
@@ -83,13 +68,9 @@ static int http(const char *method, const char *path, const char *body, const ch
 /* open a request and leave it running; returns the socket */
 static int start_stream(const char *model)
 {
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	if (connect(s, (struct sockaddr *)&a, sizeof a)) {
-		close(s);
+	int s = t_connect(port);
+	if (s < 0)
 		return -1;
-	}
 	char body[256], req[1024];
 	snprintf(body, sizeof body,
 		 "{\"model\":\"%s\",\"prompt\":\"hi\",\"max_tokens\":3000,\"stream\":true,\"temperature\":0}", model);
@@ -164,7 +145,7 @@ int main(void)
 	CHECK(t_run(gen2, out, sizeof out, err, sizeof err) == 0, "gen-model spm: %s", err);
 	char spmspec[600];
 	snprintf(spmspec, sizeof spmspec, "spm=%s", spm);
-	port = free_port();
+	port = t_free_port();
 	char portarg[16], spec[600];
 	snprintf(portarg, sizeof portarg, "%d", port);
 	snprintf(spec, sizeof spec, "tiny=%s", model);
@@ -263,10 +244,8 @@ int main(void)
 			      strstr(out, "max_tokens"),
 		      "wrong type: %s", out);
 		/* 1,000 requests on one keep-alive connection */
-		int s = socket(AF_INET, SOCK_STREAM, 0), ok = 0;
-		struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-					.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-		if (connect(s, (struct sockaddr *)&a, sizeof a) == 0) {
+		int s = t_connect(port), ok = 0;
+		if (s >= 0) {
 			const char *req = "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k1\r\n\r\n";
 			char rb[8192];
 			size_t have = 0;
@@ -293,8 +272,8 @@ int main(void)
 					rb[have] = 0;
 				}
 			}
+			close(s);
 		}
-		close(s);
 		printf("  keep-alive: %d/1000 requests answered on one connection\n", ok);
 		CHECK(ok == 1000, "keep-alive: %d/1000", ok);
 		/* CORS: only the configured origin */
@@ -327,7 +306,7 @@ int main(void)
 
 	/* a second server, unsupervised (--no-supervise): two models,
 	 * --parallel 1 --queue 1, a 6 s deadline */
-	port = free_port();
+	port = t_free_port();
 	snprintf(portarg, sizeof portarg, "%d", port);
 	char spec2[600];
 	snprintf(spec2, sizeof spec2, "two=%s", model);

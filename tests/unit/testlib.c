@@ -11,6 +11,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -228,4 +231,29 @@ int32_t *t_ref_ids(const struct t_ref *r, int c, int *n)
 		ids[ni + i] = (int32_t)json_integer_value(json_array_get(out, i));
 	*n = (int)(ni + no - 1);
 	return ids;
+}
+
+int t_free_port(void)
+{
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t l = sizeof a;
+	int ok = s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(s, (struct sockaddr *)&a, &l) == 0;
+	if (s >= 0)
+		close(s);
+	return ok ? ntohs(a.sin_port) : -1;
+}
+
+int t_connect(int port)
+{
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (s >= 0 && connect(s, (struct sockaddr *)&a, sizeof a) == 0)
+		return s;
+	int e = errno;
+	if (s >= 0)
+		close(s);
+	errno = e;
+	return -1;
 }

@@ -41,6 +41,12 @@ const char *t_tmp(const char *name);
  * or 128 + signal, or -1 when it could not run. */
 int t_run(const char *const *argv, char *out, size_t out_cap, char *err, size_t err_cap);
 
+/* A TCP port on 127.0.0.1 that was free a moment ago. */
+int t_free_port(void);
+/* A socket connected to 127.0.0.1:port (close-on-exec), or -1 with errno
+ * set when nothing listens there. */
+int t_connect(int port);
+
 float *t_read_f32(const char *path, size_t *n);
 void *t_read_file(const char *path, size_t *n);
 int t_write_file(const char *path, const void *data, size_t n);
