@@ -98,6 +98,14 @@ int inferd_device_id(const char *device, char *out, size_t cap, char *err);
 int inferd_model_open(const char *path, const struct inferd_model_opts *opts,
 		      inferd_model_t **out, char *err);
 void inferd_model_close(inferd_model_t *m);
+/* What opening `path` with `opts` will take, read from the headers only
+ * (nothing is mapped for long, no backend starts): the weight bytes (the
+ * tensor data of the file or of the directory's .safetensors files) and the
+ * KV cache of opts->kv_tokens positions (float32 keys and values for every
+ * layer). The server's model manager admits loads against its budget with
+ * this. */
+int inferd_model_estimate(const char *path, const struct inferd_model_opts *opts, uint64_t *weight_bytes,
+			  uint64_t *kv_bytes, char *err);
 void inferd_model_get_info(const inferd_model_t *m, struct inferd_model_info *info);
 struct tokenizer;
 /* The model's tokenizer (tok.h), or NULL; owned by the model. */

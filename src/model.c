@@ -318,6 +318,40 @@ fail:
 	return rc;
 }
 
+int inferd_model_estimate(const char *path, const struct inferd_model_opts *opts, uint64_t *weight_bytes,
+			  uint64_t *kv_bytes, char *err)
+{
+	*weight_bytes = *kv_bytes = 0;
+	struct stat st;
+	if (!path || stat(path, &st) != 0)
+		return seterr(err, INFERD_EIO, "%s: no such file or directory", path ? path : "(null)");
+	struct model_config c;
+	int rc;
+	if (S_ISDIR(st.st_mode)) {
+		struct st_set set;
+		memset(&set, 0, sizeof set);
+		if ((rc = config_from_hf(path, &c, err)) || (rc = st_open_dir(path, &set, err)))
+			return rc;
+		for (size_t i = 0; i < set.n_t; i++)
+			*weight_bytes += set.t[i].nbytes;
+		st_close(&set);
+	} else {
+		struct gguf g;
+		memset(&g, 0, sizeof g);
+		if ((rc = gguf_open(path, &g, err)))
+			return rc;
+		rc = config_from_gguf(&g, path, &c, err);
+		gguf_close(&g);
+		if (rc)
+			return rc;
+		*weight_bytes = (uint64_t)st.st_size;
+	}
+	int kv_tokens = opts && opts->kv_tokens > 0 ? opts->kv_tokens : 8192;
+	*kv_bytes = 2ull * sizeof(float) * (uint64_t)c.n_layer * (uint64_t)kv_tokens * (uint64_t)c.n_head_kv *
+		    (uint64_t)c.head_dim;
+	return 0;
+}
+
 void inferd_model_close(inferd_model_t *m)
 {
 	if (!m)
