@@ -1,0 +1,1883 @@
+/*
+ * toolcall.c — tool calls and reasoning in generated text: format detection
+ * from the chat template, and a restartable streaming parser (toolcall.h
+ * has the API, the formats and the templates that use them).
+ *
+ * Design. The parser keeps the whole output in one buffer and a position
+ * `pos` up to which everything is decided (emitted or dropped). Each push
+ * appends and runs the state machine from `pos` as far as the bytes decide;
+ * finish runs it once more with eof set. A decision at any point depends
+ * only on the bytes from `pos` on and on eof, never on how the text was
+ * split, so streaming and whole-text parsing give the same result by
+ * construction (the tests check it at every split point anyway).
+ *
+ * Modes:
+ *   CONTENT    look for the earliest trigger: a reasoning opener (only at
+ *              the start of the output), a section start (a tool call) or
+ *              a skip marker (dropped structure such as <|END_RESPONSE|>).
+ *              Bytes before it are content; bytes that could be the start
+ *              of a trigger, and trailing whitespace, are held back.
+ *   REASONING  up to the closing marker; the same hold-back.
+ *   SECTION    a tool-call section started at a trigger. Sections with an
+ *              end marker wait for it (or for eof where the end is
+ *              optional) and hand the body to a payload parser; others
+ *              (JSON until its last bracket, harmony headers, functionary
+ *              recipients) parse themselves and say how much they used.
+ *              A section that parses becomes calls (committed, emitted);
+ *              one that does not gives back its marker (and the whitespace
+ *              held before it) as content, and scanning goes on after the
+ *              marker, so no byte is lost.
+ *
+ * Calls are collected as pending while a section parses and committed only
+ * when the whole section did. Ids: call_ + 24 characters from a splitmix64
+ * of (id_seed, index); Mistral formats, whose templates require 9
+ * alphanumerics, use the model's own id when it gave one, else 9 generated.
+ *
+ * Memory: one growable buffer for the output, one each for content and
+ * reasoning, jansson values for pending arguments; no static state.
+ */
+#include "toolcall.h"
+#include "inferd.h"
+
+#include <ctype.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { S_NEED, S_FAIL, S_OK };
+enum { M_CONTENT, M_REASONING, M_SECTION };
+enum { TK_REASON, TK_SECTION, TK_SKIP };
+
+#define F_EOF_END 1   /* end marker may be missing at the end of the output */
+#define F_START_ONLY 2 /* trigger only at the start of the output */
+#define F_KEEP 4      /* the payload includes the start and end markers */
+#define F_ALWAYS 8    /* also with tool_choice none (structure, not only calls) */
+
+#define MAX_NAME 200
+#define MAX_HEADER 512 /* bytes of a harmony header or functionary recipient */
+
+struct tc_parser;
+
+struct secres {
+	size_t used;
+	int next_mode;       /* M_CONTENT or M_REASONING */
+	const char *close;   /* closing marker when next_mode is M_REASONING */
+};
+
+typedef int (*payload_fn)(struct tc_parser *p, const char *s, size_t n);
+typedef int (*self_fn)(struct tc_parser *p, const char *s, size_t n, bool eof, struct secres *r);
+
+struct sec {
+	const char *start, *end;
+	int flags;
+	payload_fn payload; /* with an end marker */
+	self_fn self;       /* without one */
+};
+
+#define MAX_SECS 4
+#define MAX_SKIPS 6
+
+struct fmt_spec {
+	struct sec secs[MAX_SECS];
+	const char *skips[MAX_SKIPS];
+};
+
+struct rsn_spec {
+	const char *open, *close;
+	const char *skips[3];
+};
+
+struct trigger {
+	const char *s;
+	size_t len;
+	int kind;
+	const struct sec *sec;
+	bool start_only;
+};
+
+struct pcall {
+	char *name;
+	char *id; /* the model's own id, or NULL */
+	json_t *args;
+};
+
+struct buf {
+	char *p;
+	size_t n, cap;
+};
+
+struct tc_parser {
+	struct tc_syntax syn;
+	enum tc_choice choice;
+	int parallel, no_reasoning;
+	json_t *tools;
+	uint64_t seed;
+	struct trigger trig[MAX_SECS + MAX_SKIPS + 4];
+	int ntrig;
+	const char *close; /* current reasoning close marker */
+	struct buf in, content, reasoning;
+	size_t pos;
+	int mode;
+	bool skip_ws, at_start, had_reasoning, finished;
+	/* the open section */
+	const struct sec *sec;
+	size_t sec_ws, sec_body; /* held whitespace start; body start (after the marker) */
+	struct pcall *pend;
+	int npend, cappend;
+	struct tc_call *calls;
+	int ncalls, capcalls;
+	int seen_calls; /* committed or dropped (parallel_tool_calls = false) */
+	tc_emit_fn emit;
+	void *ctx;
+};
+
+/* ------------------------------------------------------------ small helpers */
+
+static int buf_add(struct buf *b, const char *s, size_t n)
+{
+	if (b->n + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (cap < b->n + n + 1)
+			cap *= 2;
+		char *q = realloc(b->p, cap);
+		if (!q)
+			return -1;
+		b->p = q;
+		b->cap = cap;
+	}
+	if (n)
+		memcpy(b->p + b->n, s, n);
+	b->n += n;
+	b->p[b->n] = 0;
+	return 0;
+}
+
+static bool is_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static const char *find(const char *s, size_t n, const char *needle)
+{
+	size_t l = strlen(needle);
+	return l <= n ? memmem(s, n, needle, l) : NULL;
+}
+
+static bool has(const char *s, size_t n, const char *needle)
+{
+	return find(s, n, needle) != NULL;
+}
+
+static void trim(const char **s, size_t *n)
+{
+	while (*n && is_ws(**s))
+		(*s)++, (*n)--;
+	while (*n && is_ws((*s)[*n - 1]))
+		(*n)--;
+}
+
+static bool starts(const char *s, size_t n, const char *prefix)
+{
+	size_t l = strlen(prefix);
+	return n >= l && memcmp(s, prefix, l) == 0;
+}
+
+/* Skip whitespace, then expect `lit`; advance *i past it. */
+static bool expect(const char *s, size_t n, size_t *i, const char *lit)
+{
+	while (*i < n && is_ws(s[*i]))
+		(*i)++;
+	if (!starts(s + *i, n - *i, lit))
+		return false;
+	*i += strlen(lit);
+	return true;
+}
+
+/* The text from *i up to `lit` (not included); advance *i past `lit`. */
+static bool until(const char *s, size_t n, size_t *i, const char *lit, const char **out, size_t *outn)
+{
+	const char *q = find(s + *i, n - *i, lit);
+	if (!q)
+		return false;
+	*out = s + *i;
+	*outn = (size_t)(q - (s + *i));
+	*i = (size_t)(q - s) + strlen(lit);
+	return true;
+}
+
+static bool rest_is_ws(const char *s, size_t n, size_t i)
+{
+	for (; i < n; i++)
+		if (!is_ws(s[i]))
+			return false;
+	return true;
+}
+
+static bool valid_name(const char *s, size_t n)
+{
+	if (n == 0 || n > MAX_NAME)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c <= ' ' || c == '<' || c == '>' || c == '{' || c == '}' || c == '"' || c == '\'' || c == '[' ||
+		    c == ']' || c == '(' || c == ')' || c == ',' || c == 127)
+			return false;
+	}
+	return true;
+}
+
+/* End of the JSON object or array at s (after whitespace): S_OK with *len
+ * covering it, S_NEED when it is not closed yet, S_FAIL when s holds no
+ * object/array. */
+static int json_span(const char *s, size_t n, bool eof, size_t *len)
+{
+	size_t i = 0;
+	while (i < n && is_ws(s[i]))
+		i++;
+	if (i == n)
+		return eof ? S_FAIL : S_NEED;
+	if (s[i] != '{' && s[i] != '[')
+		return S_FAIL;
+	int depth = 0;
+	bool str = false, esc = false;
+	for (; i < n; i++) {
+		char c = s[i];
+		if (str) {
+			if (esc)
+				esc = false;
+			else if (c == '\\')
+				esc = true;
+			else if (c == '"')
+				str = false;
+			continue;
+		}
+		if (c == '"')
+			str = true;
+		else if (c == '{' || c == '[') {
+			if (++depth > 512)
+				return S_FAIL;
+		} else if (c == '}' || c == ']') {
+			if (--depth == 0) {
+				*len = i + 1;
+				return S_OK;
+			}
+		}
+	}
+	return eof ? S_FAIL : S_NEED;
+}
+
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static void make_id(uint64_t seed, int index, char *out, int nchars, const char *prefix)
+{
+	static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+	uint64_t x = seed ^ ((uint64_t)(index + 1) * 0xd1b54a32d192ed03ull);
+	size_t k = strlen(prefix);
+	memcpy(out, prefix, k);
+	uint64_t r = 0;
+	for (int i = 0; i < nchars; i++) {
+		if (i % 8 == 0)
+			r = splitmix64(&x);
+		out[k + (size_t)i] = al[r % 62];
+		r /= 62;
+	}
+	out[k + (size_t)nchars] = 0;
+}
+
+/* --------------------------------------------------------- pending calls */
+
+static void pend_clear(struct tc_parser *p)
+{
+	for (int i = 0; i < p->npend; i++) {
+		free(p->pend[i].name);
+		free(p->pend[i].id);
+		json_decref(p->pend[i].args);
+	}
+	p->npend = 0;
+}
+
+/* A call with arguments `args` (stolen; NULL = {}; a string holding a JSON
+ * object is parsed). -1 when the call is not acceptable. */
+static int add_call(struct tc_parser *p, const char *name, size_t nl, json_t *args, const char *id, size_t idl)
+{
+	if (p->choice == TC_CHOICE_NONE || !valid_name(name, nl))
+		goto bad;
+	if (!args)
+		args = json_object();
+	if (json_is_string(args)) {
+		json_t *o = json_loadb(json_string_value(args), json_string_length(args), 0, NULL);
+		json_decref(args);
+		args = o;
+	}
+	if (!json_is_object(args))
+		goto bad;
+	if (p->npend == p->cappend) {
+		int cap = p->cappend ? 2 * p->cappend : 4;
+		struct pcall *q = realloc(p->pend, (size_t)cap * sizeof *q);
+		if (!q)
+			goto bad;
+		p->pend = q;
+		p->cappend = cap;
+	}
+	struct pcall *c = &p->pend[p->npend++];
+	c->name = strndup(name, nl);
+	c->id = NULL;
+	if (id && idl > 0 && idl <= 64) {
+		bool ok = true;
+		for (size_t i = 0; i < idl; i++)
+			ok = ok && (isalnum((unsigned char)id[i]) || id[i] == '_' || id[i] == '-');
+		if (ok)
+			c->id = strndup(id, idl);
+	}
+	c->args = args;
+	return 0;
+bad:
+	json_decref(args);
+	return -1;
+}
+
+static bool tool_known(const struct tc_parser *p, const char *name)
+{
+	size_t i;
+	json_t *t;
+	json_array_foreach(p->tools, i, t)
+	{
+		json_t *f = json_object_get(t, "function");
+		const char *nm = json_string_value(json_object_get(f ? f : t, "name"));
+		if (nm && !strcmp(nm, name))
+			return true;
+	}
+	return false;
+}
+
+/* Name and arguments from a JSON object in one of the usual shapes:
+ * {"name", "arguments"|"parameters"|"args"}, {"function": {"name",
+ * "arguments"}}, {"tool_name", "parameters"} (Command R), and with
+ * single_key also {"f": {..}} (Apertus). */
+static int call_from_object(struct tc_parser *p, json_t *o, bool single_key)
+{
+	if (!json_is_object(o))
+		return -1;
+	json_t *fn = json_object_get(o, "function");
+	if (json_is_object(fn))
+		o = fn;
+	json_t *name = json_object_get(o, "name");
+	if (!name)
+		name = json_object_get(o, "tool_name");
+	if (!name && json_is_string(fn))
+		name = fn;
+	json_t *args = json_object_get(o, "arguments");
+	if (!args)
+		args = json_object_get(o, "parameters");
+	if (!args)
+		args = json_object_get(o, "args");
+	if (p->syn.format == TC_FMT_LLAMA3 && json_is_string(name)) {
+		/* a bare JSON reply is a call only when it looks like one */
+		if (!args || (json_array_size(p->tools) && !tool_known(p, json_string_value(name))))
+			return -1;
+	}
+	if (json_is_string(name)) {
+		const char *id = json_string_value(json_object_get(o, "id"));
+		return add_call(p, json_string_value(name), json_string_length(name), json_incref(args), id,
+				id ? strlen(id) : 0);
+	}
+	if (single_key && json_object_size(o) == 1) {
+		const char *k = json_object_iter_key(json_object_iter(o));
+		json_t *v = json_object_iter_value(json_object_iter(o));
+		if (json_is_object(v))
+			return add_call(p, k, strlen(k), json_incref(v), NULL, 0);
+	}
+	return -1;
+}
+
+/* One or more JSON values (objects or arrays of objects, JSON lines too). */
+static int pl_json(struct tc_parser *p, const char *s, size_t n)
+{
+	bool single = p->syn.format == TC_FMT_APERTUS;
+	size_t i = 0;
+	int got = 0;
+	for (;;) {
+		while (i < n && is_ws(s[i]))
+			i++;
+		if (i == n)
+			break;
+		if (s[i] != '{' && s[i] != '[')
+			return -1;
+		json_error_t e;
+		json_t *v = json_loadb(s + i, n - i, JSON_DISABLE_EOF_CHECK, &e);
+		if (!v)
+			return -1;
+		i += (size_t)e.position;
+		int rc = 0;
+		if (json_is_array(v)) {
+			for (size_t k = 0; k < json_array_size(v) && rc == 0; k++, got++)
+				rc = call_from_object(p, json_array_get(v, k), single);
+		} else {
+			rc = call_from_object(p, v, single);
+			got++;
+		}
+		json_decref(v);
+		if (rc)
+			return -1;
+	}
+	return got ? 0 : -1;
+}
+
+/* The JSON object of a call's arguments (whitespace around allowed). */
+static json_t *args_json(const char *s, size_t n)
+{
+	trim(&s, &n);
+	json_t *v = json_loadb(s, n, 0, NULL);
+	if (v && !json_is_object(v)) {
+		json_decref(v);
+		v = NULL;
+	}
+	return v;
+}
+
+static int add_call_json(struct tc_parser *p, const char *name, size_t nl, const char *a, size_t an)
+{
+	trim(&name, &nl);
+	json_t *args = args_json(a, an);
+	if (!args)
+		return -1;
+	return add_call(p, name, nl, args, NULL, 0);
+}
+
+/* The JSON type of parameter `pname` of tool `fname` in the request's
+ * tools, or NULL. */
+static const char *param_type(const struct tc_parser *p, const char *fname, size_t fl, const char *pname, size_t pl)
+{
+	size_t i;
+	json_t *t;
+	json_array_foreach(p->tools, i, t)
+	{
+		json_t *f = json_object_get(t, "function");
+		if (!f)
+			f = t;
+		const char *nm = json_string_value(json_object_get(f, "name"));
+		if (!nm || strlen(nm) != fl || memcmp(nm, fname, fl))
+			continue;
+		json_t *props = json_object_get(json_object_get(f, "parameters"), "properties");
+		const char *k;
+		json_t *v;
+		json_object_foreach(props, k, v)
+			if (strlen(k) == pl && !memcmp(k, pname, pl))
+				return json_string_value(json_object_get(v, "type"));
+	}
+	return NULL;
+}
+
+/* A parameter value written as raw text: a string when the schema says so
+ * (or force_string), else JSON when it parses as JSON, else a string. */
+static json_t *typed_value(const struct tc_parser *p, const char *fname, size_t fl, const char *pname, size_t pl,
+			   const char *v, size_t vn, int force_string)
+{
+	const char *type = force_string > 0 ? "string" : param_type(p, fname, fl, pname, pl);
+	if (force_string < 0)
+		type = NULL;
+	if (!type || strcmp(type, "string")) {
+		const char *t = v;
+		size_t tn = vn;
+		trim(&t, &tn);
+		json_t *j = tn ? json_loadb(t, tn, JSON_DECODE_ANY, NULL) : NULL;
+		if (j)
+			return j;
+	}
+	return json_stringn(v, vn);
+}
+
+static int set_param(struct tc_parser *p, json_t *args, const char *fname, size_t fl, const char *k, size_t kl,
+		     const char *v, size_t vn, int force_string)
+{
+	if (kl == 0 || kl > MAX_NAME)
+		return -1;
+	json_t *val = typed_value(p, fname, fl, k, kl, v, vn, force_string);
+	if (!val)
+		return -1;
+	char key[MAX_NAME + 1];
+	memcpy(key, k, kl);
+	key[kl] = 0;
+	return json_object_set_new(args, key, val) ? -1 : 0;
+}
+
+/* one leading and one trailing newline of an XML parameter value go */
+static void strip_nl(const char **v, size_t *n)
+{
+	if (*n && (*v)[0] == '\n')
+		(*v)++, (*n)--;
+	if (*n && (*v)[*n - 1] == '\n')
+		(*n)--;
+}
+
+/* ------------------------------------------------------- payload parsers */
+
+/* Qwen3-Coder: name>\n<parameter=p>\nv\n</parameter>... (after "<function=",
+ * up to "</function>") */
+static int qwen_fn(struct tc_parser *p, const char *s, size_t n)
+{
+	size_t i = 0;
+	const char *name;
+	size_t nl;
+	if (!until(s, n, &i, ">", &name, &nl) || !valid_name(name, nl))
+		return -1;
+	json_t *args = json_object();
+	while (!rest_is_ws(s, n, i)) {
+		const char *k, *v;
+		size_t kl, vl;
+		if (!expect(s, n, &i, "<parameter=") || !until(s, n, &i, ">", &k, &kl) ||
+		    !until(s, n, &i, "</parameter>", &v, &vl))
+			goto bad;
+		strip_nl(&v, &vl);
+		if (set_param(p, args, name, nl, k, kl, v, vl, 0))
+			goto bad;
+	}
+	return add_call(p, name, nl, args, NULL, 0);
+bad:
+	json_decref(args);
+	return -1;
+}
+
+static int pl_qwen_xml(struct tc_parser *p, const char *s, size_t n)
+{
+	size_t i = 0;
+	int got = 0;
+	while (!rest_is_ws(s, n, i)) {
+		const char *f;
+		size_t fl;
+		if (!expect(s, n, &i, "<function=") || !until(s, n, &i, "</function>", &f, &fl) || qwen_fn(p, f, fl))
+			return -1;
+		got++;
+	}
+	return got ? 0 : -1;
+}
+
+/* GLM: name<arg_key>k</arg_key><arg_value>v</arg_value>... ; Hy3 the same
+ * with ":opensource" tags and the name ended by <tool_sep:opensource>. */
+static int glm_call(struct tc_parser *p, const char *s, size_t n, const char *sfx)
+{
+	char kopen[48], kclose[48], vopen[48], vclose[48], sep[48];
+	snprintf(kopen, sizeof kopen, "<arg_key%s>", sfx);
+	snprintf(kclose, sizeof kclose, "</arg_key%s>", sfx);
+	snprintf(vopen, sizeof vopen, "<arg_value%s>", sfx);
+	snprintf(vclose, sizeof vclose, "</arg_value%s>", sfx);
+	snprintf(sep, sizeof sep, "<tool_sep%s>", sfx);
+	const char *name = s, *q = find(s, n, kopen), *t = find(s, n, sep);
+	size_t nl = q ? (size_t)(q - s) : n, i;
+	if (t && (!q || t < q)) {
+		nl = (size_t)(t - s);
+		i = nl + strlen(sep);
+	} else {
+		i = nl;
+	}
+	trim(&name, &nl);
+	if (!valid_name(name, nl))
+		return -1;
+	json_t *args = json_object();
+	while (!rest_is_ws(s, n, i)) {
+		const char *k, *v;
+		size_t kl, vl;
+		if (!expect(s, n, &i, kopen) || !until(s, n, &i, kclose, &k, &kl) || !expect(s, n, &i, vopen) ||
+		    !until(s, n, &i, vclose, &v, &vl))
+			goto bad;
+		trim(&k, &kl);
+		if (set_param(p, args, name, nl, k, kl, v, vl, 0))
+			goto bad;
+	}
+	return add_call(p, name, nl, args, NULL, 0);
+bad:
+	json_decref(args);
+	return -1;
+}
+
+static int pl_glm(struct tc_parser *p, const char *s, size_t n)
+{
+	return glm_call(p, s, n, "");
+}
+
+static int pl_hy3(struct tc_parser *p, const char *s, size_t n)
+{
+	return glm_call(p, s, n, ":opensource");
+}
+
+/* <TAG name="f">(<PTAG name="k" [string="true|false"]>v</PTAG>)*</TAG>,
+ * repeated: MiniMax-M2 (invoke/parameter), DSML, MiniCPM (function/param,
+ * values may be CDATA). */
+static int invoke_list(struct tc_parser *p, const char *s, size_t n, const char *tag, const char *ptag)
+{
+	char open[64], close[64], popen[64], pclose[64];
+	snprintf(open, sizeof open, "<%s name=\"", tag);
+	snprintf(close, sizeof close, "</%s>", tag);
+	snprintf(popen, sizeof popen, "<%s name=\"", ptag);
+	snprintf(pclose, sizeof pclose, "</%s>", ptag);
+	size_t i = 0;
+	int got = 0;
+	while (!rest_is_ws(s, n, i)) {
+		const char *name, *body;
+		size_t nl, bl, j = 0;
+		if (!expect(s, n, &i, open) || !until(s, n, &i, "\"", &name, &nl) || !expect(s, n, &i, ">") ||
+		    !until(s, n, &i, close, &body, &bl) || !valid_name(name, nl))
+			return -1;
+		json_t *args = json_object();
+		while (!rest_is_ws(body, bl, j)) {
+			const char *k, *attrs, *v;
+			size_t kl, al, vl;
+			if (!expect(body, bl, &j, popen) || !until(body, bl, &j, "\"", &k, &kl) ||
+			    !until(body, bl, &j, ">", &attrs, &al) || !until(body, bl, &j, pclose, &v, &vl)) {
+				json_decref(args);
+				return -1;
+			}
+			int force = 0;
+			if (has(attrs, al, "string=\"true\""))
+				force = 1;
+			else if (has(attrs, al, "string=\"false\""))
+				force = -1;
+			if (starts(v, vl, "<![CDATA[") && vl >= 12 && !memcmp(v + vl - 3, "]]>", 3)) {
+				v += 9;
+				vl -= 12;
+				force = 1;
+			}
+			if (set_param(p, args, name, nl, k, kl, v, vl, force)) {
+				json_decref(args);
+				return -1;
+			}
+		}
+		if (add_call(p, name, nl, args, NULL, 0))
+			return -1;
+		got++;
+	}
+	return got ? 0 : -1;
+}
+
+static int pl_minimax(struct tc_parser *p, const char *s, size_t n)
+{
+	return invoke_list(p, s, n, "invoke", "parameter");
+}
+
+static int pl_dsml(struct tc_parser *p, const char *s, size_t n)
+{
+	return invoke_list(p, s, n, "\xef\xbd\x9c" "DSML" "\xef\xbd\x9c" "invoke",
+			   "\xef\xbd\x9c" "DSML" "\xef\xbd\x9c" "parameter");
+}
+
+static int pl_minicpm(struct tc_parser *p, const char *s, size_t n)
+{
+	return invoke_list(p, s, n, "function", "param");
+}
+
+#define DS_CALL_BEGIN "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>"
+#define DS_CALL_END "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "end\xef\xbd\x9c>"
+#define DS_SEP "<\xef\xbd\x9ctool\xe2\x96\x81sep\xef\xbd\x9c>"
+#define DS_CALLS_BEGIN "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "begin\xef\xbd\x9c>"
+#define DS_CALLS_END "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "end\xef\xbd\x9c>"
+
+/* DeepSeek: <｜tool▁call▁begin｜>X<｜tool▁sep｜>Y<｜tool▁call▁end｜>, repeated.
+ * V3.1: X = name, Y = JSON. R1: X = "function", Y = name\n```json\n{..}\n``` */
+static int pl_deepseek(struct tc_parser *p, const char *s, size_t n)
+{
+	size_t i = 0;
+	int got = 0;
+	while (!rest_is_ws(s, n, i)) {
+		const char *x, *y;
+		size_t xl, yl;
+		if (!expect(s, n, &i, DS_CALL_BEGIN) || !until(s, n, &i, DS_SEP, &x, &xl) ||
+		    !until(s, n, &i, DS_CALL_END, &y, &yl))
+			return -1;
+		trim(&x, &xl);
+		const char *fence = find(y, yl, "```json");
+		if (xl == 8 && !memcmp(x, "function", 8) && fence) {
+			const char *name = y, *a = fence + 7;
+			size_t nl = (size_t)(fence - y), al = yl - (size_t)(a - y);
+			trim(&a, &al);
+			if (al < 3 || memcmp(a + al - 3, "```", 3))
+				return -1;
+			if (add_call_json(p, name, nl, a, al - 3))
+				return -1;
+		} else if (add_call_json(p, x, xl, y, yl)) {
+			return -1;
+		}
+		got++;
+	}
+	return got ? 0 : -1;
+}
+
+/* Kimi K2: <|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{..}<|tool_call_end|> */
+static int pl_kimi(struct tc_parser *p, const char *s, size_t n)
+{
+	size_t i = 0;
+	int got = 0;
+	while (!rest_is_ws(s, n, i)) {
+		const char *h, *a;
+		size_t hl, al;
+		if (!expect(s, n, &i, "<|tool_call_begin|>") || !until(s, n, &i, "<|tool_call_argument_begin|>", &h, &hl) ||
+		    !until(s, n, &i, "<|tool_call_end|>", &a, &al))
+			return -1;
+		trim(&h, &hl);
+		if (starts(h, hl, "functions."))
+			h += 10, hl -= 10;
+		const char *colon = hl ? memrchr(h, ':', hl) : NULL;
+		if (colon)
+			hl = (size_t)(colon - h);
+		if (add_call_json(p, h, hl, a, al))
+			return -1;
+		got++;
+	}
+	return got ? 0 : -1;
+}
+
+/* Solar: id<|tool_call:name|>f<|tool_call:args|>{..} */
+static int pl_solar(struct tc_parser *p, const char *s, size_t n)
+{
+	size_t i = 0;
+	const char *id, *name;
+	size_t idl, nl;
+	if (!until(s, n, &i, "<|tool_call:name|>", &id, &idl) || !until(s, n, &i, "<|tool_call:args|>", &name, &nl))
+		return -1;
+	trim(&name, &nl);
+	json_t *args = args_json(s + i, n - i);
+	if (!args)
+		return -1;
+	trim(&id, &idl);
+	return add_call(p, name, nl, args, id, idl);
+}
+
+/* functionary v3.1: f>{..} (after "<function=", up to "</function>") */
+static int pl_fv31(struct tc_parser *p, const char *s, size_t n)
+{
+	const char *gt = memchr(s, '>', n);
+	if (!gt)
+		return -1;
+	return add_call_json(p, s, (size_t)(gt - s), gt + 1, n - (size_t)(gt + 1 - s));
+}
+
+/* functionary v3.1: <|python_tag|>code is a call of "python" */
+static int pl_python_code(struct tc_parser *p, const char *s, size_t n)
+{
+	trim(&s, &n);
+	json_t *code = json_stringn(s, n);
+	if (!n || !code) {
+		json_decref(code);
+		return -1;
+	}
+	json_t *args = json_object();
+	json_object_set_new(args, "code", code);
+	return add_call(p, "python", 6, args, NULL, 0);
+}
+
+/* ---- Python literals (LFM2, Llama's built-in tools): f(k=v, ...) */
+
+struct py {
+	const char *s;
+	size_t n, i;
+	int depth;
+};
+
+static void py_ws(struct py *y)
+{
+	while (y->i < y->n && is_ws(y->s[y->i]))
+		y->i++;
+}
+
+static bool py_lit(struct py *y, const char *lit)
+{
+	py_ws(y);
+	if (!starts(y->s + y->i, y->n - y->i, lit))
+		return false;
+	y->i += strlen(lit);
+	return true;
+}
+
+static json_t *py_value(struct py *y);
+
+static json_t *py_string(struct py *y)
+{
+	char q = y->s[y->i++];
+	struct buf b = {0};
+	while (y->i < y->n && y->s[y->i] != q) {
+		char c = y->s[y->i++];
+		if (c == '\\' && y->i < y->n) {
+			c = y->s[y->i++];
+			switch (c) {
+			case 'n': c = '\n'; break;
+			case 't': c = '\t'; break;
+			case 'r': c = '\r'; break;
+			case '0': c = 0; break;
+			default: break; /* \\, \', \" and the rest: the character */
+			}
+		}
+		buf_add(&b, &c, 1);
+	}
+	json_t *r = NULL;
+	if (y->i < y->n) {
+		y->i++;
+		r = json_stringn(b.p ? b.p : "", b.n);
+	}
+	free(b.p);
+	return r;
+}
+
+static json_t *py_value(struct py *y)
+{
+	py_ws(y);
+	if (y->i >= y->n || ++y->depth > 64)
+		return NULL;
+	json_t *r = NULL;
+	char c = y->s[y->i];
+	if (c == '\'' || c == '"') {
+		r = py_string(y);
+	} else if (c == '[' || c == '(') {
+		char end = c == '[' ? ']' : ')';
+		y->i++;
+		r = json_array();
+		py_ws(y);
+		if (y->i < y->n && y->s[y->i] == end) {
+			y->i++;
+		} else {
+			for (;;) {
+				json_t *v = py_value(y);
+				if (!v || json_array_append_new(r, v))
+					goto bad;
+				py_ws(y);
+				if (y->i < y->n && y->s[y->i] == ',') {
+					y->i++;
+					continue;
+				}
+				if (y->i < y->n && y->s[y->i] == end) {
+					y->i++;
+					break;
+				}
+				goto bad;
+			}
+		}
+	} else if (c == '{') {
+		y->i++;
+		r = json_object();
+		py_ws(y);
+		if (y->i < y->n && y->s[y->i] == '}') {
+			y->i++;
+		} else {
+			for (;;) {
+				py_ws(y);
+				json_t *k = y->i < y->n && (y->s[y->i] == '\'' || y->s[y->i] == '"') ? py_string(y) : NULL;
+				if (!k || !py_lit(y, ":")) {
+					json_decref(k);
+					goto bad;
+				}
+				json_t *v = py_value(y);
+				int rc = v ? json_object_set_new(r, json_string_value(k), v) : -1;
+				json_decref(k);
+				if (rc)
+					goto bad;
+				if (py_lit(y, ","))
+					continue;
+				if (py_lit(y, "}"))
+					break;
+				goto bad;
+			}
+		}
+	} else if (py_lit(y, "True")) {
+		r = json_true();
+	} else if (py_lit(y, "False")) {
+		r = json_false();
+	} else if (py_lit(y, "None")) {
+		r = json_null();
+	} else {
+		size_t j = y->i;
+		while (j < y->n && (isdigit((unsigned char)y->s[j]) || strchr("+-.eE", y->s[j])))
+			j++;
+		if (j > y->i) {
+			r = json_loadb(y->s + y->i, j - y->i, JSON_DECODE_ANY, NULL);
+			y->i = j;
+		}
+	}
+	y->depth--;
+	return r;
+bad:
+	y->depth--;
+	json_decref(r);
+	return NULL;
+}
+
+/* f(k=v, ...); a trailing ".call" of the name goes (Llama built-ins). */
+static int py_call(struct tc_parser *p, struct py *y)
+{
+	py_ws(y);
+	size_t a = y->i;
+	while (y->i < y->n && (isalnum((unsigned char)y->s[y->i]) || strchr("_.-", y->s[y->i])))
+		y->i++;
+	size_t nl = y->i - a;
+	if (nl > 5 && !memcmp(y->s + y->i - 5, ".call", 5))
+		nl -= 5;
+	if (!nl || !py_lit(y, "("))
+		return -1;
+	json_t *args = json_object();
+	if (!py_lit(y, ")")) {
+		for (;;) {
+			py_ws(y);
+			size_t k = y->i;
+			while (y->i < y->n && (isalnum((unsigned char)y->s[y->i]) || y->s[y->i] == '_'))
+				y->i++;
+			size_t kl = y->i - k;
+			char key[MAX_NAME + 1];
+			if (!kl || kl > MAX_NAME || !py_lit(y, "="))
+				goto bad;
+			memcpy(key, y->s + k, kl);
+			key[kl] = 0;
+			json_t *v = py_value(y);
+			if (!v || json_object_set_new(args, key, v))
+				goto bad;
+			if (py_lit(y, ","))
+				continue;
+			if (py_lit(y, ")"))
+				break;
+			goto bad;
+		}
+	}
+	return add_call(p, y->s + a, nl, args, NULL, 0);
+bad:
+	json_decref(args);
+	return -1;
+}
+
+/* [f(..), g(..)] or f(..) */
+static int pl_pylist(struct tc_parser *p, const char *s, size_t n)
+{
+	struct py y = {s, n, 0, 0};
+	if (py_lit(&y, "[")) {
+		for (;;) {
+			if (py_call(p, &y))
+				return -1;
+			if (py_lit(&y, ","))
+				continue;
+			if (py_lit(&y, "]"))
+				break;
+			return -1;
+		}
+	} else if (py_call(p, &y)) {
+		return -1;
+	}
+	return rest_is_ws(s, n, y.i) ? 0 : -1;
+}
+
+/* Llama <|python_tag|>: JSON call(s) or a built-in f.call(k="v") */
+static int pl_llama_tag(struct tc_parser *p, const char *s, size_t n)
+{
+	const char *t = s;
+	size_t tl = n;
+	trim(&t, &tl);
+	if (tl && t[0] == '{')
+		return pl_json(p, t, tl);
+	return pl_pylist(p, t, tl);
+}
+
+/* ---- Gemma 4: call:f{k:<|"|>text<|"|>,n:1,o:{..},l:[..]} */
+
+#define GQ "<|\"|>"
+
+static json_t *gemma_value(struct py *y);
+
+static json_t *gemma_object(struct py *y)
+{
+	json_t *o = json_object();
+	y->i++; /* { */
+	if (py_lit(y, "}"))
+		return o;
+	for (;;) {
+		py_ws(y);
+		size_t k = y->i;
+		while (y->i < y->n && y->s[y->i] != ':' && y->s[y->i] != '}' && y->i - k <= MAX_NAME)
+			y->i++;
+		size_t kl = y->i - k;
+		if (!kl || kl > MAX_NAME || !py_lit(y, ":"))
+			break;
+		char key[MAX_NAME + 1];
+		memcpy(key, y->s + k, kl);
+		key[kl] = 0;
+		json_t *v = gemma_value(y);
+		if (!v || json_object_set_new(o, key, v))
+			break;
+		if (py_lit(y, ","))
+			continue;
+		if (py_lit(y, "}"))
+			return o;
+		break;
+	}
+	json_decref(o);
+	return NULL;
+}
+
+static json_t *gemma_value(struct py *y)
+{
+	py_ws(y);
+	if (y->i >= y->n || ++y->depth > 64)
+		return NULL;
+	json_t *r = NULL;
+	if (starts(y->s + y->i, y->n - y->i, GQ)) {
+		y->i += strlen(GQ);
+		const char *q = find(y->s + y->i, y->n - y->i, GQ);
+		if (q) {
+			r = json_stringn(y->s + y->i, (size_t)(q - (y->s + y->i)));
+			y->i = (size_t)(q - y->s) + strlen(GQ);
+		}
+	} else if (y->s[y->i] == '{') {
+		r = gemma_object(y);
+	} else if (y->s[y->i] == '[') {
+		y->i++;
+		r = json_array();
+		if (!py_lit(y, "]")) {
+			for (;;) {
+				json_t *v = gemma_value(y);
+				if (!v || json_array_append_new(r, v)) {
+					json_decref(r);
+					r = NULL;
+					break;
+				}
+				if (py_lit(y, ","))
+					continue;
+				if (py_lit(y, "]"))
+					break;
+				json_decref(r);
+				r = NULL;
+				break;
+			}
+		}
+	} else {
+		size_t j = y->i;
+		while (j < y->n && !strchr(",}]", y->s[j]))
+			j++;
+		const char *t = y->s + y->i;
+		size_t tl = j - y->i;
+		trim(&t, &tl);
+		r = tl ? json_loadb(t, tl, JSON_DECODE_ANY, NULL) : NULL;
+		if (r && (json_is_object(r) || json_is_array(r) || json_is_string(r))) {
+			json_decref(r);
+			r = NULL;
+		}
+		if (!r && tl)
+			r = json_stringn(t, tl);
+		y->i = j;
+	}
+	y->depth--;
+	return r;
+}
+
+static int pl_gemma(struct tc_parser *p, const char *s, size_t n)
+{
+	struct py y = {s, n, 0, 0};
+	if (!py_lit(&y, "call:"))
+		return -1;
+	const char *br = find(s + y.i, n - y.i, "{");
+	if (!br)
+		return -1;
+	const char *name = s + y.i;
+	size_t nl = (size_t)(br - name);
+	y.i = (size_t)(br - s);
+	json_t *args = gemma_object(&y);
+	if (!args || !rest_is_ws(s, n, y.i)) {
+		json_decref(args);
+		return -1;
+	}
+	return add_call(p, name, nl, args, NULL, 0);
+}
+
+/* ---- Kimi K3: <|open|>call tool="f" index="1"<|sep|>
+ * (<|open|>argument key="k" type="T"<|sep|>v<|close|>argument<|sep|>)*
+ * <|close|>call<|sep|> (the payload includes both markers) */
+static int pl_kimi3(struct tc_parser *p, const char *s, size_t n)
+{
+	size_t i = 0;
+	const char *name, *attrs;
+	size_t nl, al;
+	if (!expect(s, n, &i, "<|open|>call tool=\"") || !until(s, n, &i, "\"", &name, &nl) ||
+	    !until(s, n, &i, "<|sep|>", &attrs, &al))
+		return -1;
+	json_t *args = json_object();
+	while (!starts(s + i, n - i, "<|close|>call<|sep|>")) {
+		const char *k, *v;
+		size_t kl, vl;
+		if (!expect(s, n, &i, "<|open|>argument key=\"") || !until(s, n, &i, "\"", &k, &kl) ||
+		    !until(s, n, &i, "<|sep|>", &attrs, &al) || !until(s, n, &i, "<|close|>argument<|sep|>", &v, &vl))
+			goto bad;
+		int force = has(attrs, al, "type=\"string\"") ? 1 : -1;
+		if (set_param(p, args, name, nl, k, kl, v, vl, force))
+			goto bad;
+		while (i < n && is_ws(s[i]))
+			i++;
+	}
+	return add_call(p, name, nl, args, NULL, 0);
+bad:
+	json_decref(args);
+	return -1;
+}
+
+/* ------------------------------------------------- self-delimited sections */
+
+/* A JSON object/array right after the marker (Mistral, Granite 3.3,
+ * firefunction, GigaChat, Llama's bare JSON). */
+static int self_json(struct tc_parser *p, const char *s, size_t n, bool eof, struct secres *r)
+{
+	size_t len;
+	int rc = json_span(s, n, eof, &len);
+	if (rc != S_OK)
+		return rc;
+	if (pl_json(p, s, len))
+		return S_FAIL;
+	r->used = len;
+	return S_OK;
+}
+
+/* Mistral v11: f[ARGS]{..} or f[CALL_ID]id[ARGS]{..} */
+static int self_mistral_v11(struct tc_parser *p, const char *s, size_t n, bool eof, struct secres *r)
+{
+	const char *a = find(s, n, "[ARGS]");
+	if (!a) {
+		if (eof || n > MAX_HEADER)
+			return S_FAIL;
+		return S_NEED;
+	}
+	const char *name = s, *id = NULL;
+	size_t nl = (size_t)(a - s), idl = 0;
+	const char *c = find(s, nl, "[CALL_ID]");
+	if (c) {
+		id = c + 9;
+		idl = (size_t)(a - id);
+		nl = (size_t)(c - s);
+	}
+	const char *j = a + 6;
+	size_t len;
+	int rc = json_span(j, n - (size_t)(j - s), eof, &len);
+	if (rc != S_OK)
+		return rc;
+	trim(&name, &nl);
+	json_t *args = args_json(j, len);
+	if (!args)
+		return S_FAIL;
+	if (id)
+		trim(&id, &idl);
+	if (add_call(p, name, nl, args, id, idl))
+		return S_FAIL;
+	r->used = (size_t)(j - s) + len;
+	return S_OK;
+}
+
+/* functionary v3.2: recipient\n then JSON arguments, or "all\n" then text */
+static int self_fv32(struct tc_parser *p, const char *s, size_t n, bool eof, struct secres *r)
+{
+	const char *nl = memchr(s, '\n', n);
+	if (!nl)
+		return eof || n > MAX_NAME ? S_FAIL : S_NEED;
+	const char *name = s;
+	size_t len = (size_t)(nl - s);
+	trim(&name, &len);
+	if (len == 3 && !memcmp(name, "all", 3)) {
+		r->used = (size_t)(nl + 1 - s);
+		return S_OK;
+	}
+	const char *j = nl + 1;
+	size_t jl;
+	int rc = json_span(j, n - (size_t)(j - s), eof, &jl);
+	if (rc != S_OK)
+		return rc;
+	json_t *args = args_json(j, jl);
+	if (!args || add_call(p, name, len, args, NULL, 0))
+		return S_FAIL;
+	r->used = (size_t)(j - s) + jl;
+	return S_OK;
+}
+
+/* gpt-oss harmony: a header up to <|message|> (after <|channel|> or
+ * <|start|>): analysis opens reasoning, a recipient to=functions.f takes a
+ * JSON body, anything else (final, commentary) is content. */
+static int self_harmony(struct tc_parser *p, const char *s, size_t n, bool eof, struct secres *r, bool channel)
+{
+	const char *m = find(s, n, "<|message|>");
+	if (!m)
+		return eof || n > MAX_HEADER ? S_FAIL : S_NEED;
+	size_t hl = (size_t)(m - s), body = hl + 11;
+	const char *ch = s;
+	size_t cl = 0;
+	if (!channel) {
+		const char *c = find(s, hl, "<|channel|>");
+		ch = c ? c + 11 : s + hl;
+	}
+	while (ch + cl < s + hl && !is_ws(ch[cl]) && ch[cl] != '<')
+		cl++;
+	const char *to = find(s, hl, "to=");
+	if (to) {
+		const char *name = to + 3;
+		size_t nl = 0;
+		while (name + nl < s + hl && !is_ws(name[nl]) && name[nl] != '<')
+			nl++;
+		if (starts(name, nl, "functions."))
+			name += 10, nl -= 10;
+		size_t jl;
+		int rc = json_span(s + body, n - body, eof, &jl);
+		if (rc != S_OK)
+			return rc;
+		json_t *args = args_json(s + body, jl);
+		if (!args || add_call(p, name, nl, args, NULL, 0))
+			return S_FAIL;
+		r->used = body + jl;
+		return S_OK;
+	}
+	r->used = body;
+	if (cl == 8 && !memcmp(ch, "analysis", 8) && !p->no_reasoning) {
+		r->next_mode = M_REASONING;
+		r->close = "<|end|>";
+	}
+	return S_OK;
+}
+
+static int self_harmony_channel(struct tc_parser *p, const char *s, size_t n, bool eof, struct secres *r)
+{
+	return self_harmony(p, s, n, eof, r, true);
+}
+
+static int self_harmony_start(struct tc_parser *p, const char *s, size_t n, bool eof, struct secres *r)
+{
+	return self_harmony(p, s, n, eof, r, false);
+}
+
+/* ------------------------------------------------------------ the tables */
+
+static const struct fmt_spec FMT[TC_FMT_COUNT] = {
+	[TC_FMT_HERMES] = {{{"<tool_call>", "</tool_call>", 0, pl_json, NULL}}, {NULL}},
+	[TC_FMT_QWEN3_XML] = {{{"<tool_call>", "</tool_call>", 0, pl_qwen_xml, NULL},
+			       {"<function=", "</function>", 0, qwen_fn, NULL}},
+			      {NULL}},
+	[TC_FMT_SEED_XML] = {{{"<seed:tool_call>", "</seed:tool_call>", 0, pl_qwen_xml, NULL}}, {NULL}},
+	[TC_FMT_LLAMA3] = {{{"{", NULL, F_START_ONLY | F_KEEP, NULL, self_json},
+			    {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_llama_tag, NULL}},
+			   {NULL}},
+	[TC_FMT_MISTRAL] = {{{"[TOOL_CALLS]", NULL, 0, NULL, self_json}}, {NULL}},
+	[TC_FMT_MISTRAL_V11] = {{{"[TOOL_CALLS]", NULL, 0, NULL, self_mistral_v11}}, {NULL}},
+	[TC_FMT_DEEPSEEK] = {{{DS_CALLS_BEGIN, DS_CALLS_END, F_EOF_END, pl_deepseek, NULL}}, {NULL}},
+	[TC_FMT_DSML] = {{{"<\xef\xbd\x9c" "DSML\xef\xbd\x9c" "function_calls>",
+			   "</\xef\xbd\x9c" "DSML\xef\xbd\x9c" "function_calls>", F_EOF_END, pl_dsml, NULL},
+			  {"<\xef\xbd\x9c" "DSML\xef\xbd\x9c" "tool_calls>", "</\xef\xbd\x9c" "DSML\xef\xbd\x9c" "tool_calls>",
+			   F_EOF_END, pl_dsml, NULL}},
+			 {NULL}},
+	[TC_FMT_FUNCTIONARY_V31] = {{{"<function=", "</function>", 0, pl_fv31, NULL},
+				     {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_python_code, NULL}},
+				    {NULL}},
+	[TC_FMT_FUNCTIONARY_V32] = {{{">>>", NULL, F_ALWAYS, NULL, self_fv32}}, {NULL}},
+	[TC_FMT_GRANITE] = {{{"<|tool_call|>", NULL, 0, NULL, self_json}}, {"<response>", "</response>"}},
+	[TC_FMT_FIREFUNCTION] = {{{"functools", NULL, 0, NULL, self_json}}, {NULL}},
+	[TC_FMT_GLM] = {{{"<tool_call>", "</tool_call>", 0, pl_glm, NULL}}, {NULL}},
+	[TC_FMT_HY3] = {{{"<tool_call:opensource>", "</tool_call:opensource>", 0, pl_hy3, NULL}},
+			{"<tool_calls:opensource>", "</tool_calls:opensource>"}},
+	[TC_FMT_KIMI_K2] = {{{"<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", F_EOF_END, pl_kimi, NULL}},
+			    {NULL}},
+	[TC_FMT_HARMONY] = {{{"<|channel|>", NULL, F_ALWAYS, NULL, self_harmony_channel},
+			     {"<|start|>", NULL, F_ALWAYS, NULL, self_harmony_start}},
+			    {"<|end|>", "<|return|>", "<|call|>"}},
+	[TC_FMT_COMMAND_R7B] = {{{"<|START_ACTION|>", "<|END_ACTION|>", F_EOF_END, pl_json, NULL}},
+				{"<|START_RESPONSE|>", "<|END_RESPONSE|>"}},
+	[TC_FMT_JSON_TAGS] = {{{"<tool_calls>", "</tool_calls>", F_EOF_END, pl_json, NULL}}, {NULL}},
+	[TC_FMT_NEMOTRON_V2] = {{{"<TOOLCALL>", "</TOOLCALL>", F_EOF_END, pl_json, NULL}}, {NULL}},
+	[TC_FMT_MINIMAX_M2] = {{{"<minimax:tool_call>", "</minimax:tool_call>", F_EOF_END, pl_minimax, NULL}}, {NULL}},
+	[TC_FMT_MINICPM] = {{{"<function name=\"", "</function>", F_KEEP, pl_minicpm, NULL}}, {NULL}},
+	[TC_FMT_LFM2] = {{{"<|tool_call_start|>", "<|tool_call_end|>", 0, pl_pylist, NULL}}, {NULL}},
+	[TC_FMT_SOLAR] = {{{"<|tool_call:begin|>", "<|tool_call:end|>", 0, pl_solar, NULL}}, {"<|tool_calls|>", "<|calls|>"}},
+	[TC_FMT_APERTUS] = {{{"<|tools_prefix|>", "<|tools_suffix|>", F_EOF_END, pl_json, NULL}}, {NULL}},
+	[TC_FMT_GIGACHAT] = {{{"<|function_call|>", NULL, 0, NULL, self_json}}, {NULL}},
+	[TC_FMT_GEMMA4] = {{{"<|tool_call>", "<tool_call|>", 0, pl_gemma, NULL}}, {NULL}},
+	[TC_FMT_KIMI_K3] = {{{"<|open|>call tool=\"", "<|close|>call<|sep|>", F_KEEP, pl_kimi3, NULL}},
+			    {"<|open|>tools<|sep|>", "<|close|>tools<|sep|>"}},
+};
+
+static const struct rsn_spec RSN[TC_RSN_COUNT] = {
+	[TC_RSN_THINK] = {"<think>", "</think>", {NULL}},
+	[TC_RSN_SEED] = {"<seed:think>", "</seed:think>", {NULL}},
+	[TC_RSN_COHERE] = {"<|START_THINKING|>", "<|END_THINKING|>", {NULL}},
+	[TC_RSN_MISTRAL] = {"[THINK]", "[/THINK]", {NULL}},
+	[TC_RSN_HY3] = {"<think:opensource>", "</think:opensource>", {NULL}},
+	[TC_RSN_GEMMA4] = {"<|channel>thought", "<channel|>", {NULL}},
+	[TC_RSN_KIMI_K3] = {"<|open|>think<|sep|>", "<|close|>think<|sep|>",
+			    {"<|open|>response<|sep|>", "<|close|>response<|sep|>"}},
+	[TC_RSN_APRIEL] = {"Here are my reasoning steps:\n", "[BEGIN FINAL RESPONSE]", {"[END FINAL RESPONSE]"}},
+	[TC_RSN_MINIMAX_M3] = {"<mm:think>", "</mm:think>", {NULL}},
+};
+
+const char *tc_format_name(enum tc_format f)
+{
+	static const char *const names[] = {
+#define TC_X_NAME(id, name) name,
+		TC_FORMATS(TC_X_NAME)
+#undef TC_X_NAME
+	};
+	return (unsigned)f < TC_FMT_COUNT ? names[f] : "unknown";
+}
+
+const char *tc_reasoning_name(enum tc_reasoning r)
+{
+	static const char *const names[] = {
+#define TC_X_NAME(id, name) name,
+		TC_REASONINGS(TC_X_NAME)
+#undef TC_X_NAME
+	};
+	return (unsigned)r < TC_RSN_COUNT ? names[r] : "unknown";
+}
+
+/* ------------------------------------------------------------- detection */
+
+unsigned tc_template_vars(const char *src, size_t n)
+{
+	static const struct {
+		const char *name;
+		unsigned bit;
+	} V[] = {{"enable_thinking", TC_VAR_ENABLE_THINKING},
+		 {"reasoning_effort", TC_VAR_REASONING_EFFORT},
+		 {"thinking", TC_VAR_THINKING},
+		 {"thinking_budget", TC_VAR_THINKING_BUDGET}};
+	unsigned bits = 0;
+	size_t i = 0;
+	while (src && i + 1 < n) {
+		/* the code of {{ }} and {% %} blocks; text outside is output */
+		if (src[i] != '{' || (src[i + 1] != '{' && src[i + 1] != '%')) {
+			i++;
+			continue;
+		}
+		char close = src[i + 1] == '{' ? '}' : '%';
+		i += 2;
+		while (i + 1 < n && !(src[i] == close && src[i + 1] == '}')) {
+			char c = src[i];
+			if (c == '\'' || c == '"') { /* a string literal */
+				for (i++; i < n && src[i] != c; i++)
+					if (src[i] == '\\')
+						i++;
+				i++;
+			} else if (isalpha((unsigned char)c) || c == '_') {
+				size_t a = i;
+				while (i < n && (isalnum((unsigned char)src[i]) || src[i] == '_'))
+					i++;
+				size_t b = a;
+				while (b > 0 && is_ws(src[b - 1]))
+					b--;
+				if (b > 0 && src[b - 1] == '.')
+					continue; /* an attribute, not a variable */
+				for (size_t k = 0; k < sizeof V / sizeof V[0]; k++)
+					if (strlen(V[k].name) == i - a && !memcmp(src + a, V[k].name, i - a))
+						bits |= V[k].bit;
+			} else {
+				i++;
+			}
+		}
+		i += 2;
+	}
+	return bits;
+}
+
+void tc_detect(const char *s, size_t n, struct tc_syntax *out)
+{
+	memset(out, 0, sizeof *out);
+	if (!s)
+		return;
+	enum tc_format f = TC_FMT_NONE;
+	if (has(s, n, "<|channel|>") && has(s, n, "<|message|>"))
+		f = TC_FMT_HARMONY;
+	else if (has(s, n, "tool_calls_section_begin"))
+		f = TC_FMT_KIMI_K2;
+	else if (has(s, n, "open_tag('call'") && has(s, n, "'<|open|>'"))
+		f = TC_FMT_KIMI_K3;
+	else if (has(s, n, "\xef\xbd\x9c" "DSML\xef\xbd\x9c"))
+		f = TC_FMT_DSML;
+	else if (has(s, n, "tool\xe2\x96\x81" "call\xe2\x96\x81" "begin"))
+		f = TC_FMT_DEEPSEEK;
+	else if (has(s, n, "<minimax:tool_call>"))
+		f = TC_FMT_MINIMAX_M2;
+	else if (has(s, n, "<seed:tool_call>"))
+		f = TC_FMT_SEED_XML;
+	else if (has(s, n, "<tool_call:opensource>") || has(s, n, "<arg_key:opensource>"))
+		f = TC_FMT_HY3;
+	else if (has(s, n, "<arg_key>"))
+		f = TC_FMT_GLM;
+	else if (has(s, n, "<function=") && has(s, n, "<parameter="))
+		f = TC_FMT_QWEN3_XML;
+	else if (has(s, n, "[TOOL_CALLS]") && has(s, n, "[ARGS]"))
+		f = TC_FMT_MISTRAL_V11;
+	else if (has(s, n, "[TOOL_CALLS]"))
+		f = TC_FMT_MISTRAL;
+	else if (has(s, n, "<|tool_call|>"))
+		f = TC_FMT_GRANITE;
+	else if (has(s, n, "functools"))
+		f = TC_FMT_FIREFUNCTION;
+	else if (has(s, n, "<|START_ACTION|>"))
+		f = TC_FMT_COMMAND_R7B;
+	else if (has(s, n, "<TOOLCALL>"))
+		f = TC_FMT_NEMOTRON_V2;
+	else if (has(s, n, "<tool_calls>"))
+		f = TC_FMT_JSON_TAGS;
+	else if (has(s, n, "<|tool_call_start|>"))
+		f = TC_FMT_LFM2;
+	else if (has(s, n, "<|tool_call:begin|>"))
+		f = TC_FMT_SOLAR;
+	else if (has(s, n, "<|tools_prefix|>"))
+		f = TC_FMT_APERTUS;
+	else if (has(s, n, "<|function_call|>"))
+		f = TC_FMT_GIGACHAT;
+	else if (has(s, n, "<|tool_call>call:"))
+		f = TC_FMT_GEMMA4;
+	else if (has(s, n, "<function name=\"") && has(s, n, "<param name=\""))
+		f = TC_FMT_MINICPM;
+	else if (has(s, n, ">>>all") || (has(s, n, "'>>>'") && has(s, n, "recipient")))
+		f = TC_FMT_FUNCTIONARY_V32;
+	else if (has(s, n, "<function=") && has(s, n, "<|python_tag|>"))
+		f = TC_FMT_FUNCTIONARY_V31;
+	else if (has(s, n, "<tool_call>"))
+		f = TC_FMT_HERMES;
+	else if (has(s, n, "<|start_header_id|>") &&
+		 (has(s, n, "<|python_tag|>") || has(s, n, "\"parameters\": dictionary of argument name")))
+		f = TC_FMT_LLAMA3;
+	out->format = f;
+
+	enum tc_reasoning r = TC_RSN_NONE;
+	if (f == TC_FMT_HARMONY)
+		r = TC_RSN_HARMONY;
+	else if (has(s, n, "<seed:think>"))
+		r = TC_RSN_SEED;
+	else if (has(s, n, "<|START_THINKING|>"))
+		r = TC_RSN_COHERE;
+	else if (has(s, n, "[THINK]"))
+		r = TC_RSN_MISTRAL;
+	else if (has(s, n, "<think:opensource>"))
+		r = TC_RSN_HY3;
+	else if (has(s, n, "<|channel>thought"))
+		r = TC_RSN_GEMMA4;
+	else if (has(s, n, "open_tag('think'") || has(s, n, "open_tag(\"think\""))
+		r = TC_RSN_KIMI_K3;
+	else if (has(s, n, "Here are my reasoning steps"))
+		r = TC_RSN_APRIEL;
+	else if (has(s, n, "<mm:think>"))
+		r = TC_RSN_MINIMAX_M3;
+	else if (has(s, n, "<think>") || has(s, n, "</think>"))
+		r = TC_RSN_THINK;
+	out->reasoning = r;
+	out->vars = tc_template_vars(s, n);
+}
+
+/* ---------------------------------------------------------------- parser */
+
+static void add_trigger(struct tc_parser *p, const char *s, int kind, const struct sec *sec, bool start_only)
+{
+	if (!s || p->ntrig >= (int)(sizeof p->trig / sizeof p->trig[0]))
+		return;
+	p->trig[p->ntrig++] = (struct trigger){s, strlen(s), kind, sec, start_only};
+}
+
+static void emit_text(struct tc_parser *p, int type, const char *s, size_t n)
+{
+	if (!n)
+		return;
+	buf_add(type == TC_EV_CONTENT ? &p->content : &p->reasoning, s, n);
+	if (type == TC_EV_CONTENT)
+		p->at_start = false;
+	if (p->emit) {
+		struct tc_event ev = {.type = type, .text = s, .len = n};
+		p->emit(p->ctx, &ev);
+	}
+}
+
+static void commit(struct tc_parser *p)
+{
+	bool mistral = p->syn.format == TC_FMT_MISTRAL || p->syn.format == TC_FMT_MISTRAL_V11;
+	for (int i = 0; i < p->npend; i++) {
+		struct pcall *c = &p->pend[i];
+		int k = p->seen_calls++;
+		if (!p->parallel && p->ncalls >= 1)
+			continue;
+		if (p->ncalls == p->capcalls) {
+			int cap = p->capcalls ? 2 * p->capcalls : 4;
+			struct tc_call *q = realloc(p->calls, (size_t)cap * sizeof *q);
+			if (!q)
+				continue;
+			p->calls = q;
+			p->capcalls = cap;
+		}
+		char id[80];
+		if (mistral && c->id && strlen(c->id) == 9)
+			snprintf(id, sizeof id, "%s", c->id);
+		else if (mistral)
+			make_id(p->seed, k, id, 9, "");
+		else
+			make_id(p->seed, k, id, 24, "call_");
+		struct tc_call *t = &p->calls[p->ncalls];
+		t->id = strdup(id);
+		t->name = strdup(c->name);
+		t->arguments = json_dumps(c->args, JSON_COMPACT);
+		if (!t->id || !t->name || !t->arguments) {
+			free(t->id);
+			free(t->name);
+			free(t->arguments);
+			continue;
+		}
+		int index = p->ncalls++;
+		p->at_start = false;
+		if (p->emit) {
+			struct tc_event ev = {.type = TC_EV_CALL_BEGIN, .index = index, .id = t->id, .name = t->name};
+			p->emit(p->ctx, &ev);
+			ev = (struct tc_event){.type = TC_EV_CALL_ARGS, .index = index, .text = t->arguments,
+					       .len = strlen(t->arguments)};
+			p->emit(p->ctx, &ev);
+		}
+	}
+	pend_clear(p);
+}
+
+/* The earliest trigger at or after `from`: *at, *t (NULL when none), or
+ * *partial when the text ends inside what may be one (then *at is there). */
+static void scan(const struct tc_parser *p, size_t from, size_t *at, const struct trigger **t, bool *partial)
+{
+	const char *b = p->in.p;
+	size_t n = p->in.n;
+	*t = NULL;
+	*partial = false;
+	for (size_t i = from; i < n; i++) {
+		const struct trigger *best = NULL;
+		for (int k = 0; k < p->ntrig; k++) {
+			const struct trigger *g = &p->trig[k];
+			/* openers and start-only triggers: only where nothing but
+			 * (skipped) whitespace came before, whatever the split */
+			if ((g->start_only || g->kind == TK_REASON) && !(p->at_start && i == from))
+				continue;
+			if (g->kind == TK_REASON && p->had_reasoning)
+				continue;
+			size_t avail = n - i;
+			if (avail < g->len) {
+				if (!memcmp(b + i, g->s, avail)) {
+					*at = i;
+					*partial = true;
+					return;
+				}
+			} else if (!memcmp(b + i, g->s, g->len) && (!best || g->len > best->len)) {
+				best = g;
+			}
+		}
+		if (best) {
+			*at = i;
+			*t = best;
+			return;
+		}
+	}
+	*at = n;
+}
+
+static void run(struct tc_parser *p, bool eof)
+{
+	for (;;) {
+		const char *b = p->in.p;
+		size_t n = p->in.n;
+		if (p->mode != M_SECTION && p->skip_ws) {
+			while (p->pos < n && is_ws(b[p->pos]))
+				p->pos++;
+			if (p->pos == n)
+				return;
+			p->skip_ws = false;
+		}
+		if (p->mode == M_CONTENT) {
+			size_t at;
+			const struct trigger *t;
+			bool partial;
+			scan(p, p->pos, &at, &t, &partial);
+			size_t e = at;
+			if (!(eof && !t))
+				while (e > p->pos && is_ws(b[e - 1]))
+					e--;
+			if (!t) {
+				if (eof)
+					e = n;
+				emit_text(p, TC_EV_CONTENT, b + p->pos, e - p->pos);
+				p->pos = e;
+				return;
+			}
+			if (t->kind == TK_SECTION) {
+				emit_text(p, TC_EV_CONTENT, b + p->pos, e - p->pos);
+				p->mode = M_SECTION;
+				p->sec = t->sec;
+				p->sec_ws = e;
+				p->sec_body = at + t->len;
+				p->pos = p->sec_body;
+				continue;
+			}
+			/* a skip marker or a reasoning opener: whitespace before goes */
+			emit_text(p, TC_EV_CONTENT, b + p->pos, e - p->pos);
+			p->pos = at + t->len;
+			p->skip_ws = true;
+			if (t->kind == TK_REASON) {
+				p->mode = M_REASONING;
+				p->close = RSN[p->syn.reasoning].close;
+			}
+			continue;
+		}
+		if (p->mode == M_REASONING) {
+			const char *c = find(b + p->pos, n - p->pos, p->close);
+			size_t cl = strlen(p->close), at = c ? (size_t)(c - b) : n;
+			if (!c && !eof) /* hold a possible start of the closer */
+				for (size_t k = cl - 1; k > 0; k--)
+					if (n - p->pos >= k && !memcmp(b + n - k, p->close, k)) {
+						at = n - k;
+						break;
+					}
+			size_t e = at;
+			while (e > p->pos && is_ws(b[e - 1]))
+				e--;
+			emit_text(p, TC_EV_REASONING, b + p->pos, e - p->pos);
+			if (!c) {
+				p->pos = eof ? n : e;
+				return;
+			}
+			p->pos = at + cl;
+			p->mode = M_CONTENT;
+			p->had_reasoning = true;
+			p->skip_ws = true;
+			continue;
+		}
+		/* M_SECTION */
+		const struct sec *s = p->sec;
+		size_t body = p->sec_body;
+		struct secres r = {0, M_CONTENT, NULL};
+		int rc;
+		if (s->end) {
+			const char *q = find(b + body, n - body, s->end);
+			size_t el = strlen(s->end);
+			if (!q && !eof)
+				return;
+			size_t bl = q ? (size_t)(q - (b + body)) : n - body;
+			if (!q && !(s->flags & F_EOF_END)) {
+				rc = S_FAIL;
+			} else {
+				size_t from = body, len = bl;
+				if (s->flags & F_KEEP) {
+					size_t sl = strlen(s->start);
+					from = body - sl;
+					len = bl + sl + (q ? el : 0);
+				}
+				rc = s->payload(p, b + from, len) == 0 ? S_OK : S_FAIL;
+				r.used = bl + (q ? el : 0);
+			}
+		} else {
+			size_t sl = (s->flags & F_KEEP) ? strlen(s->start) : 0;
+			rc = s->self(p, b + body - sl, n - body + sl, eof, &r);
+			if (rc == S_NEED && eof)
+				rc = S_FAIL;
+			if (rc == S_OK)
+				r.used -= sl;
+		}
+		if (rc == S_NEED)
+			return;
+		if (rc == S_OK) {
+			commit(p);
+			p->pos = body + r.used;
+			p->mode = r.next_mode;
+			if (r.next_mode == M_REASONING)
+				p->close = r.close;
+			p->skip_ws = true;
+			continue;
+		}
+		/* not a call: the whitespace and the marker are content */
+		pend_clear(p);
+		emit_text(p, TC_EV_CONTENT, b + p->sec_ws, body - p->sec_ws);
+		p->pos = body;
+		p->mode = M_CONTENT;
+	}
+}
+
+/* Does the rendered prompt end inside an open reasoning block, or (for
+ * functionary v3.2) right after ">>>"? */
+static void prompt_state(struct tc_parser *p, const char *s, size_t n)
+{
+	const char *t = s;
+	size_t tn = n;
+	while (tn && is_ws(t[tn - 1]))
+		tn--;
+	const struct rsn_spec *r = &RSN[p->syn.reasoning];
+	if (r->open && !p->no_reasoning) {
+		size_t ol = strlen(r->open), k;
+		const char *o = NULL;
+		for (k = n >= ol ? n - ol + 1 : 0; k-- > 0;)
+			if (!memcmp(s + k, r->open, ol)) {
+				o = s + k;
+				break;
+			}
+		if (o && rest_is_ws(s, n, (size_t)(o - s) + ol)) {
+			p->mode = M_REASONING;
+			p->close = r->close;
+			p->skip_ws = true;
+			return;
+		}
+	}
+	if (p->syn.format == TC_FMT_FUNCTIONARY_V32 && tn >= 3 && !memcmp(t + tn - 3, ">>>", 3)) {
+		p->mode = M_SECTION;
+		p->sec = &FMT[TC_FMT_FUNCTIONARY_V32].secs[0];
+		p->sec_ws = p->sec_body = 0;
+	}
+}
+
+int tc_parser_new(const struct tc_syntax *syn, const struct tc_options *o, struct tc_parser **out, char *err)
+{
+	*out = NULL;
+	if (!syn || (unsigned)syn->format >= TC_FMT_COUNT || (unsigned)syn->reasoning >= TC_RSN_COUNT) {
+		if (err)
+			snprintf(err, INFERD_ERR_LEN, "tool-call parser: invalid syntax description");
+		return INFERD_EINVAL;
+	}
+	struct tc_parser *p = calloc(1, sizeof *p);
+	if (!p) {
+		if (err)
+			snprintf(err, INFERD_ERR_LEN, "tool-call parser: out of memory");
+		return INFERD_ENOMEM;
+	}
+	p->syn = *syn;
+	p->parallel = 1;
+	if (o) {
+		p->choice = o->tool_choice;
+		p->parallel = o->parallel_tool_calls;
+		p->no_reasoning = o->no_reasoning;
+		p->seed = o->id_seed;
+		if (json_is_array(o->tools))
+			p->tools = json_incref((json_t *)o->tools);
+	}
+	p->mode = M_CONTENT;
+	p->at_start = true;
+	p->skip_ws = true;
+	const struct rsn_spec *r = &RSN[syn->reasoning];
+	if (r->open && !p->no_reasoning) {
+		add_trigger(p, r->open, TK_REASON, NULL, false);
+		for (int i = 0; i < 3; i++)
+			add_trigger(p, r->skips[i], TK_SKIP, NULL, false);
+	}
+	const struct fmt_spec *f = &FMT[syn->format];
+	for (int i = 0; i < MAX_SECS; i++)
+		if (f->secs[i].start && (p->choice != TC_CHOICE_NONE || (f->secs[i].flags & F_ALWAYS)))
+			add_trigger(p, f->secs[i].start, TK_SECTION, &f->secs[i], f->secs[i].flags & F_START_ONLY);
+	for (int i = 0; i < MAX_SKIPS; i++)
+		add_trigger(p, f->skips[i], TK_SKIP, NULL, false);
+	if (o && o->prompt)
+		prompt_state(p, o->prompt, o->prompt_len);
+	if (buf_add(&p->in, "", 0) || buf_add(&p->content, "", 0) || buf_add(&p->reasoning, "", 0)) {
+		tc_parser_free(p);
+		if (err)
+			snprintf(err, INFERD_ERR_LEN, "tool-call parser: out of memory");
+		return INFERD_ENOMEM;
+	}
+	*out = p;
+	return 0;
+}
+
+int tc_parser_push(struct tc_parser *p, const char *text, size_t len, tc_emit_fn emit, void *ctx)
+{
+	if (!p || p->finished)
+		return INFERD_EINVAL;
+	if (buf_add(&p->in, text, len))
+		return INFERD_ENOMEM;
+	p->emit = emit;
+	p->ctx = ctx;
+	run(p, false);
+	return 0;
+}
+
+int tc_parser_finish(struct tc_parser *p, tc_emit_fn emit, void *ctx, struct tc_message *out)
+{
+	if (out)
+		memset(out, 0, sizeof *out);
+	if (!p || p->finished)
+		return INFERD_EINVAL;
+	p->emit = emit;
+	p->ctx = ctx;
+	run(p, true);
+	p->finished = true;
+	if (!out)
+		return 0;
+	out->content = strdup(p->content.p);
+	out->content_len = p->content.n;
+	out->reasoning = strdup(p->reasoning.p);
+	out->reasoning_len = p->reasoning.n;
+	out->n_calls = p->ncalls;
+	out->calls = p->calls;
+	p->calls = NULL;
+	p->ncalls = p->capcalls = 0;
+	if (!out->content || !out->reasoning) {
+		tc_message_free(out);
+		return INFERD_ENOMEM;
+	}
+	return 0;
+}
+
+void tc_parser_free(struct tc_parser *p)
+{
+	if (!p)
+		return;
+	pend_clear(p);
+	free(p->pend);
+	for (int i = 0; i < p->ncalls; i++) {
+		free(p->calls[i].id);
+		free(p->calls[i].name);
+		free(p->calls[i].arguments);
+	}
+	free(p->calls);
+	free(p->in.p);
+	free(p->content.p);
+	free(p->reasoning.p);
+	json_decref(p->tools);
+	free(p);
+}
+
+int tc_parse(const struct tc_syntax *syn, const struct tc_options *o, const char *text, size_t len,
+	     struct tc_message *out, char *err)
+{
+	struct tc_parser *p;
+	memset(out, 0, sizeof *out);
+	int rc = tc_parser_new(syn, o, &p, err);
+	if (rc)
+		return rc;
+	rc = tc_parser_push(p, text, len, NULL, NULL);
+	if (!rc)
+		rc = tc_parser_finish(p, NULL, NULL, out);
+	tc_parser_free(p);
+	if (rc && err)
+		snprintf(err, INFERD_ERR_LEN, "tool-call parser: %s", inferd_strerror(rc));
+	return rc;
+}
+
+json_t *tc_message_json(const struct tc_message *m)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "role", json_string("assistant"));
+	if (m->content_len || !m->n_calls)
+		json_object_set_new(o, "content", json_stringn(m->content ? m->content : "", m->content_len));
+	else
+		json_object_set_new(o, "content", json_null());
+	if (m->reasoning_len)
+		json_object_set_new(o, "reasoning_content", json_stringn(m->reasoning, m->reasoning_len));
+	if (m->n_calls) {
+		json_t *a = json_array();
+		for (int i = 0; i < m->n_calls; i++)
+			json_array_append_new(a, json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", m->calls[i].id, "type",
+							   "function", "function", "name", m->calls[i].name,
+							   "arguments", m->calls[i].arguments));
+		json_object_set_new(o, "tool_calls", a);
+	}
+	return o;
+}
+
+void tc_message_free(struct tc_message *m)
+{
+	if (!m)
+		return;
+	free(m->content);
+	free(m->reasoning);
+	for (int i = 0; i < m->n_calls; i++) {
+		free(m->calls[i].id);
+		free(m->calls[i].name);
+		free(m->calls[i].arguments);
+	}
+	free(m->calls);
+	memset(m, 0, sizeof *m);
+}
