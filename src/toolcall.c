@@ -1117,6 +1117,54 @@ bad:
 	return -1;
 }
 
+/* MiniMax-M3: the ]<]minimax[>[ token before every tag goes, then
+ * <invoke name="f">(<k>v</k>)*</invoke>, repeated */
+#define MM3 "]<]minimax[>["
+static int pl_minimax3(struct tc_parser *p, const char *s0, size_t n0)
+{
+	struct buf b = {0};
+	for (size_t i = 0; i < n0;) {
+		if (starts(s0 + i, n0 - i, MM3)) {
+			i += strlen(MM3);
+			continue;
+		}
+		buf_add(&b, s0 + i, 1);
+		i++;
+	}
+	const char *s = b.p ? b.p : "";
+	size_t n = b.n, i = 0;
+	int got = 0, rc = -1;
+	while (!rest_is_ws(s, n, i)) {
+		const char *name, *body;
+		size_t nl, bl, j = 0;
+		if (!expect(s, n, &i, "<invoke name=\"") || !until(s, n, &i, "\"", &name, &nl) || !expect(s, n, &i, ">") ||
+		    !until(s, n, &i, "</invoke>", &body, &bl) || !valid_name(name, nl))
+			goto out;
+		json_t *args = json_object();
+		while (!rest_is_ws(body, bl, j)) {
+			const char *k, *v;
+			size_t kl, vl;
+			char close[MAX_NAME + 4];
+			if (!expect(body, bl, &j, "<") || !until(body, bl, &j, ">", &k, &kl) || !valid_name(k, kl)) {
+				json_decref(args);
+				goto out;
+			}
+			snprintf(close, sizeof close, "</%.*s>", (int)kl, k);
+			if (!until(body, bl, &j, close, &v, &vl) || set_param(p, args, name, nl, k, kl, v, vl, 0)) {
+				json_decref(args);
+				goto out;
+			}
+		}
+		if (add_call(p, name, nl, args, NULL, 0))
+			goto out;
+		got++;
+	}
+	rc = got ? 0 : -1;
+out:
+	free(b.p);
+	return rc;
+}
+
 /* ------------------------------------------------- self-delimited sections */
 
 /* A JSON object/array right after the marker (Mistral, Granite 3.3,
@@ -1291,6 +1339,7 @@ static const struct fmt_spec FMT[TC_FMT_COUNT] = {
 	[TC_FMT_GEMMA4] = {{{"<|tool_call>", "<tool_call|>", 0, pl_gemma, NULL}}, {NULL}},
 	[TC_FMT_KIMI_K3] = {{{"<|open|>call tool=\"", "<|close|>call<|sep|>", F_KEEP, pl_kimi3, NULL}},
 			    {"<|open|>tools<|sep|>", "<|close|>tools<|sep|>"}},
+	[TC_FMT_MINIMAX_M3] = {{{MM3 "<tool_call>", MM3 "</tool_call>", F_EOF_END, pl_minimax3, NULL}}, {NULL}},
 };
 
 static const struct rsn_spec RSN[TC_RSN_COUNT] = {
@@ -1336,7 +1385,8 @@ unsigned tc_template_vars(const char *src, size_t n)
 	} V[] = {{"enable_thinking", TC_VAR_ENABLE_THINKING},
 		 {"reasoning_effort", TC_VAR_REASONING_EFFORT},
 		 {"thinking", TC_VAR_THINKING},
-		 {"thinking_budget", TC_VAR_THINKING_BUDGET}};
+		 {"thinking_budget", TC_VAR_THINKING_BUDGET},
+		 {"thinking_mode", TC_VAR_THINKING_MODE}};
 	unsigned bits = 0;
 	size_t i = 0;
 	while (src && i + 1 < n) {
@@ -1395,8 +1445,11 @@ void tc_detect(const char *s, size_t n, struct tc_syntax *out)
 		f = TC_FMT_MINIMAX_M2;
 	else if (has(s, n, "<seed:tool_call>"))
 		f = TC_FMT_SEED_XML;
-	else if (has(s, n, "<tool_call:opensource>") || has(s, n, "<arg_key:opensource>"))
+	else if (has(s, n, "<tool_call:opensource>") || has(s, n, "<arg_key:opensource>") ||
+		 (has(s, n, ":opensource") && has(s, n, "'<tool_call{}>'.format")))
 		f = TC_FMT_HY3;
+	else if (has(s, n, MM3) && has(s, n, "<invoke name="))
+		f = TC_FMT_MINIMAX_M3;
 	else if (has(s, n, "<arg_key>"))
 		f = TC_FMT_GLM;
 	else if (has(s, n, "<function=") && has(s, n, "<parameter="))
@@ -1447,7 +1500,7 @@ void tc_detect(const char *s, size_t n, struct tc_syntax *out)
 		r = TC_RSN_COHERE;
 	else if (has(s, n, "[THINK]"))
 		r = TC_RSN_MISTRAL;
-	else if (has(s, n, "<think:opensource>"))
+	else if (has(s, n, "<think:opensource>") || (has(s, n, ":opensource") && has(s, n, "'<think{}>'.format")))
 		r = TC_RSN_HY3;
 	else if (has(s, n, "<|channel>thought"))
 		r = TC_RSN_GEMMA4;
@@ -1718,6 +1771,13 @@ static void prompt_state(struct tc_parser *p, const char *s, size_t n)
 		p->sec = &FMT[TC_FMT_FUNCTIONARY_V32].secs[0];
 		p->sec_ws = p->sec_body = 0;
 	}
+	/* gpt-oss: after "<|start|>assistant" the output begins with the rest of
+	 * a header (" to=functions.f<|channel|>..." or "<|channel|>...") */
+	if (p->syn.format == TC_FMT_HARMONY && tn >= 18 && !memcmp(t + tn - 18, "<|start|>assistant", 18)) {
+		p->mode = M_SECTION;
+		p->sec = &FMT[TC_FMT_HARMONY].secs[1];
+		p->sec_ws = p->sec_body = 0;
+	}
 }
 
 int tc_parser_new(const struct tc_syntax *syn, const struct tc_options *o, struct tc_parser **out, char *err)
@@ -1750,6 +1810,9 @@ int tc_parser_new(const struct tc_syntax *syn, const struct tc_options *o, struc
 	const struct rsn_spec *r = &RSN[syn->reasoning];
 	if (r->open && !p->no_reasoning) {
 		add_trigger(p, r->open, TK_REASON, NULL, false);
+		/* a closer first thing in the output: empty reasoning (MiniMax-M3
+		 * answers after "</mm:think>" when thinking is off) */
+		add_trigger(p, r->close, TK_SKIP, NULL, true);
 		for (int i = 0; i < 3; i++)
 			add_trigger(p, r->skips[i], TK_SKIP, NULL, false);
 	}

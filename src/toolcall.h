@@ -94,9 +94,12 @@
  *   KIMI_K3       <|open|>call tool="f" ...<|sep|><|open|>argument key="k"
  *                 type="string"<|sep|>v<|close|>argument<|sep|>
  *                 <|close|>call<|sep|>: Kimi K3
+ *   MINIMAX_M3    ]<]minimax[>[<tool_call> ]<]minimax[>[<invoke name="f">
+ *                 ]<]minimax[>[<k>v]<]minimax[>[</k>... (the ]<]minimax[>[
+ *                 special token before every tag): MiniMax-M3
  * Templates with no tool-call syntax get TC_FMT_NONE (Gemma 2, Phi-3.5,
  * LFM2 8B, LFM2.5 Instruct, SmolLM3, RWKV world, GigaChat 3, Command R+,
- * MiniMax-M3, muse-glimmer): their output is content (and reasoning).
+ * muse-glimmer): their output is content (and reasoning).
  *
  * Reasoning markers (enum tc_reasoning): THINK <think>..</think> (Qwen3,
  * QwQ, DeepSeek R1/V3.x/V4, SmolLM3, GLM, MiniMax-M2, Nemotron, Kimi K2
@@ -169,7 +172,7 @@
 	X(NEMOTRON_V2, "nemotron_v2") X(MINIMAX_M2, "minimax_m2")              \
 	X(MINICPM, "minicpm") X(LFM2, "lfm2") X(SOLAR, "solar")                \
 	X(APERTUS, "apertus") X(GIGACHAT, "gigachat") X(GEMMA4, "gemma4")      \
-	X(KIMI_K3, "kimi_k3")
+	X(KIMI_K3, "kimi_k3") X(MINIMAX_M3, "minimax_m3")
 
 enum tc_format {
 #define TC_X_ENUM(id, name) TC_FMT_##id,
@@ -197,6 +200,7 @@ enum {
 	TC_VAR_REASONING_EFFORT = 2,  /* reasoning_effort (gpt-oss, DeepSeek V4, ...) */
 	TC_VAR_THINKING = 4,          /* thinking (DeepSeek V3.1/V3.2, Seed, ...) */
 	TC_VAR_THINKING_BUDGET = 8,   /* thinking_budget (Seed-OSS) */
+	TC_VAR_THINKING_MODE = 16,    /* thinking_mode (MiniMax-M3, ...) */
 };
 
 struct tc_syntax {

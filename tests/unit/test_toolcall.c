@@ -1,0 +1,934 @@
+/*
+ * test_toolcall.c — tool-call and reasoning parsing (src/toolcall.c).
+ *
+ *   detection   tc_detect on every fixture template (../shared/fixtures/
+ *               templates) against the format, reasoning markers and
+ *               thinking variables read off each template by hand; a new
+ *               fixture without an entry here fails the test.
+ *   cases       model outputs for every format, written as the models
+ *               write them: the exact content, reasoning and calls (names,
+ *               arguments compared as parsed JSON) of the whole-text parse.
+ *   streaming   every case again split at every byte position, byte by
+ *               byte and in uneven chunks: the final message must equal the
+ *               whole-text parse, and the events, concatenated, must equal
+ *               the final message (so no piece of a marker ever leaked into
+ *               streamed content).
+ *   malformed   look-alikes (bad JSON, unclosed sections, wrong structure,
+ *               tool_choice none) come back as content, byte for byte.
+ *   round trip  each fixture template renders an assistant message with
+ *               tool_calls (tests/tmpl/conversations.json) through inferd's
+ *               own template engine; the text after the generation prompt
+ *               is what the model would write, and parsing it with the
+ *               detected format must give back the same calls.
+ */
+#include "testlib.h"
+#include "inferd.h"
+#include "tmpl.h"
+#include "toolcall.h"
+
+#include <dirent.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char err[INFERD_ERR_LEN];
+
+/* ------------------------------------------------------------ collecting */
+
+struct collect {
+	struct buf_ {
+		char *p;
+		size_t n;
+	} content, reasoning;
+	int ncalls;
+	char *ids[16], *names[16];
+	struct buf_ args[16];
+	int bad_order;
+};
+
+static void app(struct buf_ *b, const char *s, size_t n)
+{
+	b->p = realloc(b->p, b->n + n + 1);
+	memcpy(b->p + b->n, s, n);
+	b->n += n;
+	b->p[b->n] = 0;
+}
+
+static void on_event(void *ctx, const struct tc_event *ev)
+{
+	struct collect *c = ctx;
+	switch (ev->type) {
+	case TC_EV_CONTENT:
+		app(&c->content, ev->text, ev->len);
+		break;
+	case TC_EV_REASONING:
+		app(&c->reasoning, ev->text, ev->len);
+		break;
+	case TC_EV_CALL_BEGIN:
+		if (ev->index != c->ncalls || c->ncalls >= 16) {
+			c->bad_order++;
+			break;
+		}
+		c->ids[c->ncalls] = strdup(ev->id);
+		c->names[c->ncalls] = strdup(ev->name);
+		c->ncalls++;
+		break;
+	case TC_EV_CALL_ARGS:
+		if (ev->index != c->ncalls - 1)
+			c->bad_order++;
+		else
+			app(&c->args[ev->index], ev->text, ev->len);
+		break;
+	}
+}
+
+static void collect_free(struct collect *c)
+{
+	free(c->content.p);
+	free(c->reasoning.p);
+	for (int i = 0; i < c->ncalls; i++) {
+		free(c->ids[i]);
+		free(c->names[i]);
+		free(c->args[i].p);
+	}
+	memset(c, 0, sizeof *c);
+}
+
+static const char *nz(const char *s)
+{
+	return s ? s : "";
+}
+
+/* the events of one streamed parse must add up to its final message */
+static void check_events(const char *what, const struct collect *c, const struct tc_message *m)
+{
+	CHECK(!strcmp(nz(c->content.p), m->content), "%s: content events [%s] != final content [%s]", what,
+	      nz(c->content.p), m->content);
+	CHECK(!strcmp(nz(c->reasoning.p), m->reasoning), "%s: reasoning events [%s] != final [%s]", what,
+	      nz(c->reasoning.p), m->reasoning);
+	CHECK(c->ncalls == m->n_calls && !c->bad_order, "%s: %d call events (%d out of order), %d calls", what,
+	      c->ncalls, c->bad_order, m->n_calls);
+	for (int i = 0; i < c->ncalls && i < m->n_calls; i++) {
+		CHECK(!strcmp(c->ids[i], m->calls[i].id) && !strcmp(c->names[i], m->calls[i].name) &&
+			      !strcmp(nz(c->args[i].p), m->calls[i].arguments),
+		      "%s: call %d events (%s %s %s) != final (%s %s %s)", what, i, c->ids[i], c->names[i],
+		      nz(c->args[i].p), m->calls[i].id, m->calls[i].name, m->calls[i].arguments);
+	}
+}
+
+static bool same_message(const struct tc_message *a, const struct tc_message *b)
+{
+	if (strcmp(a->content, b->content) || strcmp(a->reasoning, b->reasoning) || a->n_calls != b->n_calls)
+		return false;
+	for (int i = 0; i < a->n_calls; i++)
+		if (strcmp(a->calls[i].id, b->calls[i].id) || strcmp(a->calls[i].name, b->calls[i].name) ||
+		    strcmp(a->calls[i].arguments, b->calls[i].arguments))
+			return false;
+	return true;
+}
+
+static void show_message(const char *label, const struct tc_message *m)
+{
+	fprintf(stderr, "    %s: content [%s] reasoning [%s] calls %d", label, m->content, m->reasoning, m->n_calls);
+	for (int i = 0; i < m->n_calls; i++)
+		fprintf(stderr, " %s(%s)", m->calls[i].name, m->calls[i].arguments);
+	fputc('\n', stderr);
+}
+
+/* Stream `text` in pieces of the given sizes (cycled) and compare. */
+static int stream_check(const char *what, const struct tc_syntax *syn, const struct tc_options *o, const char *text,
+			size_t n, const size_t *sizes, int nsizes, const struct tc_message *whole)
+{
+	struct tc_parser *p;
+	if (tc_parser_new(syn, o, &p, err)) {
+		CHECK(0, "%s: %s", what, err);
+		return -1;
+	}
+	struct collect c = {0};
+	size_t i = 0;
+	for (int k = 0; i < n; k++) {
+		size_t l = sizes[k % nsizes];
+		if (l > n - i)
+			l = n - i;
+		tc_parser_push(p, text + i, l, on_event, &c);
+		i += l;
+	}
+	struct tc_message m;
+	tc_parser_finish(p, on_event, &c, &m);
+	tc_parser_free(p);
+	check_events(what, &c, &m);
+	bool same = same_message(&m, whole);
+	if (!same) {
+		show_message("streamed", &m);
+		show_message("whole   ", whole);
+	}
+	collect_free(&c);
+	tc_message_free(&m);
+	return same ? 0 : -1;
+}
+
+/* Whole parse vs every split point, byte by byte and uneven chunks. */
+static void check_streaming(const char *name, const struct tc_syntax *syn, const struct tc_options *o,
+			    const char *text, const struct tc_message *whole)
+{
+	size_t n = strlen(text);
+	int bad = 0;
+	for (size_t cut = 1; cut < n && bad < 3; cut++) {
+		size_t sizes[2] = {cut, n};
+		char what[160];
+		snprintf(what, sizeof what, "%s split at %zu", name, cut);
+		if (stream_check(what, syn, o, text, n, sizes, 2, whole)) {
+			bad++;
+			CHECK(0, "%s: streaming split at byte %zu differs from the whole parse", name, cut);
+		}
+	}
+	static const size_t one[] = {1}, uneven[] = {3, 1, 7, 2, 5};
+	char what[160];
+	snprintf(what, sizeof what, "%s byte by byte", name);
+	CHECK(stream_check(what, syn, o, text, n, one, 1, whole) == 0, "%s: byte-by-byte streaming differs", name);
+	snprintf(what, sizeof what, "%s uneven chunks", name);
+	CHECK(stream_check(what, syn, o, text, n, uneven, 5, whole) == 0, "%s: chunked streaming differs", name);
+}
+
+/* expected calls: a JSON array of [name, arguments-object] pairs */
+static void check_case_opts(const char *name, enum tc_format f, enum tc_reasoning r, const struct tc_options *o,
+			    const char *text, const char *content, const char *reasoning, const char *calls_json)
+{
+	struct tc_syntax syn = {f, r, 0};
+	struct tc_message m;
+	int rc = tc_parse(&syn, o, text, strlen(text), &m, err);
+	CHECK(rc == 0, "%s: %s", name, err);
+	if (rc)
+		return;
+	json_error_t je;
+	json_t *want = json_loads(calls_json, 0, &je);
+	CHECK(json_is_array(want), "%s: bad expectation %s: %s", name, calls_json, je.text);
+	CHECK(!strcmp(m.content, content), "%s: content [%s], want [%s]", name, m.content, content);
+	CHECK(!strcmp(m.reasoning, reasoning), "%s: reasoning [%s], want [%s]", name, m.reasoning, reasoning);
+	CHECK(m.content_len == strlen(m.content) && m.reasoning_len == strlen(m.reasoning), "%s: lengths", name);
+	CHECK((size_t)m.n_calls == json_array_size(want), "%s: %d calls, want %zu", name, m.n_calls,
+	      json_array_size(want));
+	for (int i = 0; i < m.n_calls && (size_t)i < json_array_size(want); i++) {
+		json_t *w = json_array_get(want, (size_t)i);
+		const char *wn = json_string_value(json_array_get(w, 0));
+		json_t *args = json_loads(m.calls[i].arguments, 0, &je);
+		CHECK(!strcmp(m.calls[i].name, nz(wn)), "%s: call %d is %s, want %s", name, i, m.calls[i].name, nz(wn));
+		CHECK(json_is_object(args) && json_equal(args, json_array_get(w, 1)), "%s: call %d arguments %s, want %s",
+		      name, i, m.calls[i].arguments, json_dumps(json_array_get(w, 1), JSON_COMPACT));
+		CHECK(m.calls[i].id && strlen(m.calls[i].id) >= 9, "%s: call %d id [%s]", name, i, nz(m.calls[i].id));
+		json_decref(args);
+	}
+	/* ids are distinct */
+	for (int i = 0; i < m.n_calls; i++)
+		for (int j = i + 1; j < m.n_calls; j++)
+			CHECK(strcmp(m.calls[i].id, m.calls[j].id), "%s: calls %d and %d share id %s", name, i, j,
+			      m.calls[i].id);
+	json_decref(want);
+	check_streaming(name, &syn, o, text, &m);
+	tc_message_free(&m);
+}
+
+static void check_case(const char *name, enum tc_format f, enum tc_reasoning r, const char *text, const char *content,
+		       const char *reasoning, const char *calls_json)
+{
+	struct tc_options o = {.parallel_tool_calls = 1, .id_seed = 42};
+	check_case_opts(name, f, r, &o, text, content, reasoning, calls_json);
+}
+
+/* ---------------------------------------------------------------- cases */
+
+#define W_PARIS "[[\"get_weather\", {\"city\": \"Paris\"}]]"
+#define W_TWO "[[\"get_weather\", {\"city\": \"Paris\"}], [\"get_weather\", {\"city\": \"Tokyo\", \"unit\": \"celsius\"}]]"
+
+static void format_cases(void)
+{
+	/* Hermes / Qwen2.5 / Qwen3 */
+	check_case("hermes one", TC_FMT_HERMES, TC_RSN_NONE,
+		   "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>", "", "",
+		   W_PARIS);
+	check_case("hermes text + two", TC_FMT_HERMES, TC_RSN_NONE,
+		   "Let me check both.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"
+		   "</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Tokyo\", \"unit\": "
+		   "\"celsius\"}}\n</tool_call>",
+		   "Let me check both.", "", W_TWO);
+	check_case("qwen3 think + call", TC_FMT_HERMES, TC_RSN_THINK,
+		   "<think>\nThe user wants the weather. I should call get_weather.\n</think>\n\n<tool_call>\n{\"name\": "
+		   "\"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+		   "", "The user wants the weather. I should call get_weather.", W_PARIS);
+	check_case("hermes string arguments", TC_FMT_HERMES, TC_RSN_NONE,
+		   "<tool_call>\n{\"name\": \"search_web\", \"arguments\": \"{\\\"query\\\": \\\"jinja\\\", \\\"max_results\\\": "
+		   "3}\"}\n</tool_call>",
+		   "", "", "[[\"search_web\", {\"query\": \"jinja\", \"max_results\": 3}]]");
+	check_case("hermes unicode", TC_FMT_HERMES, TC_RSN_NONE,
+		   "Voilà 🌦\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Zürich\", \"note\": "
+		   "\"<tool_call> inside a string\"}}\n</tool_call>\nDone.",
+		   "Voilà 🌦Done.", "", "[[\"get_weather\", {\"city\": \"Zürich\", \"note\": \"<tool_call> inside a string\"}]]");
+	check_case("plain text with < and {", TC_FMT_HERMES, TC_RSN_THINK, "if a < b and {x} then <tool or <think", "if a < b and {x} then <tool or <think", "", "[]");
+
+	/* Qwen3-Coder XML */
+	check_case("qwen3 xml", TC_FMT_QWEN3_XML, TC_RSN_NONE,
+		   "I'll look it up.\n\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+		   "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>",
+		   "I'll look it up.", "", "[[\"get_weather\", {\"city\": \"Paris\", \"days\": 3}]]");
+	check_case("qwen3 xml multiline value", TC_FMT_QWEN3_XML, TC_RSN_THINK,
+		   "<think>\nwrite a file\n</think>\n\n<tool_call>\n<function=write_file>\n<parameter=path>\n/tmp/a.py\n"
+		   "</parameter>\n<parameter=content>\nimport os\nprint(os.getcwd())\n</parameter>\n</function>\n"
+		   "</tool_call>\n<tool_call>\n<function=list_files>\n</function>\n</tool_call>",
+		   "", "write a file",
+		   "[[\"write_file\", {\"path\": \"/tmp/a.py\", \"content\": \"import os\\nprint(os.getcwd())\"}], "
+		   "[\"list_files\", {}]]");
+	check_case("qwen3 xml bare function", TC_FMT_QWEN3_XML, TC_RSN_NONE,
+		   "<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>", "", "", W_PARIS);
+	check_case("seed xml", TC_FMT_SEED_XML, TC_RSN_SEED,
+		   "<seed:think>Need weather.</seed:think>\n<seed:tool_call>\n<function=get_weather>\n<parameter=city>Paris"
+		   "</parameter>\n</function>\n</seed:tool_call>",
+		   "", "Need weather.", W_PARIS);
+
+	/* Llama 3.x */
+	check_case("llama3 json", TC_FMT_LLAMA3, TC_RSN_NONE,
+		   "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "", "", W_PARIS);
+	check_case("llama3 python_tag json", TC_FMT_LLAMA3, TC_RSN_NONE,
+		   "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "", "", W_PARIS);
+	check_case("llama3 builtin", TC_FMT_LLAMA3, TC_RSN_NONE,
+		   "<|python_tag|>brave_search.call(query=\"weather in Paris\")", "", "",
+		   "[[\"brave_search\", {\"query\": \"weather in Paris\"}]]");
+	check_case("llama3 json answer is content", TC_FMT_LLAMA3, TC_RSN_NONE, "{\"name\": \"John\", \"age\": 31}",
+		   "{\"name\": \"John\", \"age\": 31}", "", "[]");
+	check_case("llama3 json later is content", TC_FMT_LLAMA3, TC_RSN_NONE,
+		   "Sure: {\"name\": \"get_weather\", \"parameters\": {}}", "Sure: {\"name\": \"get_weather\", \"parameters\": {}}",
+		   "", "[]");
+
+	/* Mistral */
+	check_case("mistral nemo", TC_FMT_MISTRAL, TC_RSN_NONE,
+		   "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}, \"id\": \"abcDEF123\"}, "
+		   "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Tokyo\", \"unit\": \"celsius\"}}]",
+		   "", "", W_TWO);
+	check_case("mistral v11", TC_FMT_MISTRAL_V11, TC_RSN_MISTRAL,
+		   "[THINK]Two cities.[/THINK]Checking.[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}[TOOL_CALLS]"
+		   "get_weather[ARGS]{\"city\": \"Tokyo\", \"unit\": \"celsius\"}",
+		   "Checking.", "Two cities.", W_TWO);
+	check_case("mistral v11 call id", TC_FMT_MISTRAL_V11, TC_RSN_NONE,
+		   "[TOOL_CALLS]get_weather[CALL_ID]a1b2c3d4e[ARGS]{\"city\": \"Paris\"}", "", "", W_PARIS);
+
+	/* DeepSeek */
+	check_case("deepseek v3.1", TC_FMT_DEEPSEEK, TC_RSN_THINK,
+		   "Checking.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"Paris\"}"
+		   "<｜tool▁call▁end｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"Tokyo\", \"unit\": "
+		   "\"celsius\"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+		   "Checking.", "", W_TWO);
+	check_case("deepseek r1", TC_FMT_DEEPSEEK, TC_RSN_THINK,
+		   "<think>\nweather\n</think>\n\n<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n"
+		   "```json\n{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+		   "", "weather", W_PARIS);
+	check_case("dsml", TC_FMT_DSML, TC_RSN_THINK,
+		   "Let me check.\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter "
+		   "name=\"city\" string=\"true\">Paris</｜DSML｜parameter>\n<｜DSML｜parameter name=\"days\" "
+		   "string=\"false\">3</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜function_calls>",
+		   "Let me check.", "", "[[\"get_weather\", {\"city\": \"Paris\", \"days\": 3}]]");
+
+	/* functionary */
+	check_case("functionary v3.1", TC_FMT_FUNCTIONARY_V31, TC_RSN_NONE,
+		   "Checking.<function=get_weather>{\"city\": \"Paris\"}</function><function=get_weather>{\"city\": "
+		   "\"Tokyo\", \"unit\": \"celsius\"}</function>",
+		   "Checking.", "", W_TWO);
+	check_case("functionary v3.1 python", TC_FMT_FUNCTIONARY_V31, TC_RSN_NONE, "<|python_tag|>print(6*7)", "", "",
+		   "[[\"python\", {\"code\": \"print(6*7)\"}]]");
+	{
+		struct tc_options o = {.parallel_tool_calls = 1, .prompt = "<|start_header_id|>assistant<|end_header_id|>\n\n>>>"};
+		o.prompt_len = strlen(o.prompt);
+		check_case_opts("functionary v3.2", TC_FMT_FUNCTIONARY_V32, TC_RSN_NONE, &o,
+				"all\nLet me check.>>>get_weather\n{\"city\": \"Paris\"}>>>get_weather\n{\"city\": \"Tokyo\", "
+				"\"unit\": \"celsius\"}",
+				"Let me check.", "", W_TWO);
+		check_case_opts("functionary v3.2 text only", TC_FMT_FUNCTIONARY_V32, TC_RSN_NONE, &o,
+				"all\nHello there!", "Hello there!", "", "[]");
+	}
+
+	/* JSON list formats */
+	check_case("granite", TC_FMT_GRANITE, TC_RSN_THINK,
+		   "<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]", "", "", W_PARIS);
+	check_case("firefunction", TC_FMT_FIREFUNCTION, TC_RSN_NONE,
+		   " functools[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}, {\"name\": \"get_weather\", "
+		   "\"arguments\": {\"city\": \"Tokyo\", \"unit\": \"celsius\"}}]",
+		   "", "", W_TWO);
+	check_case("command r7b", TC_FMT_COMMAND_R7B, TC_RSN_COHERE,
+		   "<|START_THINKING|>I will look up the weather.<|END_THINKING|><|START_ACTION|>[\n    {\"tool_call_id\": "
+		   "\"0\", \"tool_name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}\n]<|END_ACTION|>",
+		   "", "I will look up the weather.", W_PARIS);
+	check_case("command r7b answer", TC_FMT_COMMAND_R7B, TC_RSN_COHERE,
+		   "<|START_THINKING|>easy<|END_THINKING|><|START_RESPONSE|>It is 18 degrees.<|END_RESPONSE|>",
+		   "It is 18 degrees.", "easy", "[]");
+	check_case("apriel", TC_FMT_JSON_TAGS, TC_RSN_NONE,
+		   "Let me check.\n<tool_calls>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}, \"id\": "
+		   "\"call00003\"}]</tool_calls>",
+		   "Let me check.", "", W_PARIS);
+	check_case("minimax m1 json lines", TC_FMT_JSON_TAGS, TC_RSN_THINK,
+		   "<think>two</think>\n<tool_calls>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"
+		   "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Tokyo\", \"unit\": \"celsius\"}}\n</tool_calls>",
+		   "", "two", W_TWO);
+	check_case("nemotron v2", TC_FMT_NEMOTRON_V2, TC_RSN_THINK,
+		   "<TOOLCALL>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]</TOOLCALL>", "", "", W_PARIS);
+	check_case("apertus", TC_FMT_APERTUS, TC_RSN_NONE,
+		   "Let me check.<|tools_prefix|>[{\"get_weather\": {\"city\": \"Paris\"}}]<|tools_suffix|>", "Let me check.",
+		   "", W_PARIS);
+	check_case("gigachat", TC_FMT_GIGACHAT, TC_RSN_NONE,
+		   "Let me check.<|function_call|>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
+		   "Let me check.", "", W_PARIS);
+
+	/* tag formats */
+	check_case("glm 4.6", TC_FMT_GLM, TC_RSN_THINK,
+		   "<think>Need the weather.</think>\nLet me check.\n<tool_call>get_weather\n<arg_key>city</arg_key>\n"
+		   "<arg_value>Paris</arg_value>\n</tool_call>",
+		   "Let me check.", "Need the weather.", W_PARIS);
+	check_case("glm 4.7 typed", TC_FMT_GLM, TC_RSN_THINK,
+		   "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Tokyo</arg_value><arg_key>unit</arg_key>"
+		   "<arg_value>celsius</arg_value></tool_call><tool_call>calculate<arg_key>digits</arg_key><arg_value>4"
+		   "</arg_value></tool_call>",
+		   "", "",
+		   "[[\"get_weather\", {\"city\": \"Tokyo\", \"unit\": \"celsius\"}], [\"calculate\", {\"digits\": 4}]]");
+	check_case("hy3", TC_FMT_HY3, TC_RSN_HY3,
+		   "<think:opensource>hmm</think:opensource>Let me check.<tool_calls:opensource>\n<tool_call:opensource>"
+		   "get_weather<tool_sep:opensource>\n<arg_key:opensource>city</arg_key:opensource>\n<arg_value:opensource>"
+		   "Paris</arg_value:opensource>\n</tool_call:opensource>\n</tool_calls:opensource>",
+		   "Let me check.", "hmm", W_PARIS);
+	check_case("kimi k2", TC_FMT_KIMI_K2, TC_RSN_THINK,
+		   "Let me check.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+		   "<|tool_call_argument_begin|>{\"city\": \"Paris\"}<|tool_call_end|><|tool_call_begin|>"
+		   "functions.get_weather:1<|tool_call_argument_begin|>{\"city\": \"Tokyo\", \"unit\": \"celsius\"}"
+		   "<|tool_call_end|><|tool_calls_section_end|>",
+		   "Let me check.", "", W_TWO);
+	check_case("minimax m2", TC_FMT_MINIMAX_M2, TC_RSN_THINK,
+		   "<think>\nweather\n</think>\n\n<minimax:tool_call>\n<invoke name=\"get_weather\">\n<parameter "
+		   "name=\"city\">Paris</parameter>\n</invoke>\n<invoke name=\"get_weather\">\n<parameter name=\"city\">"
+		   "Tokyo</parameter>\n<parameter name=\"unit\">celsius</parameter>\n</invoke>\n</minimax:tool_call>",
+		   "", "weather", W_TWO);
+	check_case("minicpm", TC_FMT_MINICPM, TC_RSN_THINK,
+		   "Let me check.\n<function name=\"get_weather\"><param name=\"city\">Paris</param></function>\n<function "
+		   "name=\"write\"><param name=\"text\"><![CDATA[a < b\n42]]></param></function>",
+		   "Let me check.", "",
+		   "[[\"get_weather\", {\"city\": \"Paris\"}], [\"write\", {\"text\": \"a < b\\n42\"}]]");
+	check_case("lfm2", TC_FMT_LFM2, TC_RSN_THINK,
+		   "<think>ok</think>Let me check.<|tool_call_start|>[get_weather(city='Paris'), get_weather(city=\"Tokyo\", "
+		   "unit='celsius'), calculate(expression='6*7', exact=True, digits=None, scale=1.5, tags=['a', \"b\"])]"
+		   "<|tool_call_end|>",
+		   "Let me check.", "ok",
+		   "[[\"get_weather\", {\"city\": \"Paris\"}], [\"get_weather\", {\"city\": \"Tokyo\", \"unit\": \"celsius\"}], "
+		   "[\"calculate\", {\"expression\": \"6*7\", \"exact\": true, \"digits\": null, \"scale\": 1.5, \"tags\": "
+		   "[\"a\", \"b\"]}]]");
+	check_case("solar", TC_FMT_SOLAR, TC_RSN_NONE,
+		   "<|tool_calls|><|tool_call:begin|>call00003<|tool_call:name|>get_weather<|tool_call:args|>{\"city\": "
+		   "\"Paris\"}<|tool_call:end|><|calls|>",
+		   "", "", W_PARIS);
+	check_case("gemma4", TC_FMT_GEMMA4, TC_RSN_GEMMA4,
+		   "<|channel>thought\nI need the weather.<channel|><|tool_call>call:get_weather{city:<|\"|>Tokyo<|\"|>,"
+		   "unit:<|\"|>celsius<|\"|>,days:3,opts:{hourly:true,tags:[<|\"|>a, b<|\"|>]}}<tool_call|>",
+		   "", "I need the weather.",
+		   "[[\"get_weather\", {\"city\": \"Tokyo\", \"unit\": \"celsius\", \"days\": 3, \"opts\": {\"hourly\": true, "
+		   "\"tags\": [\"a, b\"]}}]]");
+	check_case("kimi k3", TC_FMT_KIMI_K3, TC_RSN_KIMI_K3,
+		   "<|open|>think<|sep|>Two calls.<|close|>think<|sep|><|open|>response<|sep|>Let me check."
+		   "<|close|>response<|sep|><|open|>tools<|sep|><|open|>call tool=\"get_weather\" index=\"1\"<|sep|>"
+		   "<|open|>argument key=\"city\" type=\"string\"<|sep|>Paris<|close|>argument<|sep|><|open|>argument "
+		   "key=\"days\" type=\"integer\"<|sep|>3<|close|>argument<|sep|><|close|>call<|sep|><|close|>tools<|sep|>",
+		   "Let me check.", "Two calls.", "[[\"get_weather\", {\"city\": \"Paris\", \"days\": 3}]]");
+
+	/* gpt-oss harmony */
+	check_case("harmony call", TC_FMT_HARMONY, TC_RSN_HARMONY,
+		   "<|channel|>analysis<|message|>Need weather for Paris.<|end|><|start|>assistant<|channel|>commentary "
+		   "to=functions.get_weather <|constrain|>json<|message|>{\"city\":\"Paris\"}<|call|>",
+		   "", "Need weather for Paris.", W_PARIS);
+	check_case("harmony recipient first", TC_FMT_HARMONY, TC_RSN_HARMONY,
+		   "<|channel|>analysis<|message|>Hmm.<|end|><|start|>assistant to=functions.get_weather<|channel|>"
+		   "commentary json<|message|>{\"city\": \"Paris\"}",
+		   "", "Hmm.", W_PARIS);
+	check_case("harmony final", TC_FMT_HARMONY, TC_RSN_HARMONY,
+		   "<|channel|>analysis<|message|>Simple greeting.<|end|><|start|>assistant<|channel|>final<|message|>Hello! "
+		   "How can I help?<|return|>",
+		   "Hello! How can I help?", "Simple greeting.", "[]");
+}
+
+/* tool_choice none, parallel_tool_calls false, typed parameters */
+static void option_cases(void)
+{
+	const char *two = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n"
+			  "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Tokyo\", \"unit\": "
+			  "\"celsius\"}}\n</tool_call>";
+	struct tc_options o = {.tool_choice = TC_CHOICE_NONE, .parallel_tool_calls = 1};
+	check_case_opts("tool_choice none", TC_FMT_HERMES, TC_RSN_NONE, &o, two, two, "", "[]");
+	o = (struct tc_options){.tool_choice = TC_CHOICE_AUTO, .parallel_tool_calls = 0};
+	check_case_opts("parallel_tool_calls false", TC_FMT_HERMES, TC_RSN_NONE, &o, two, "", "", W_PARIS);
+	o = (struct tc_options){.tool_choice = TC_CHOICE_NONE, .parallel_tool_calls = 1};
+	const char *h = "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\":\"Paris\"}";
+	check_case_opts("harmony tool_choice none", TC_FMT_HARMONY, TC_RSN_HARMONY, &o, h, h, "", "[]");
+
+	/* the tool schema types XML parameters: "007" stays a string */
+	json_error_t je;
+	json_t *tools = json_loads("[{\"type\": \"function\", \"function\": {\"name\": \"lookup\", \"parameters\": {\"type\": "
+				   "\"object\", \"properties\": {\"code\": {\"type\": \"string\"}, \"n\": {\"type\": "
+				   "\"integer\"}}}}}]",
+				   0, &je);
+	o = (struct tc_options){.parallel_tool_calls = 1, .tools = tools};
+	check_case_opts("typed by schema", TC_FMT_QWEN3_XML, TC_RSN_NONE, &o,
+			"<tool_call>\n<function=lookup>\n<parameter=code>\n007\n</parameter>\n<parameter=n>\n5\n"
+			"</parameter>\n</function>\n</tool_call>",
+			"", "", "[[\"lookup\", {\"code\": \"007\", \"n\": 5}]]");
+	check_case_opts("untyped without schema", TC_FMT_QWEN3_XML, TC_RSN_NONE, NULL,
+			"<tool_call>\n<function=lookup>\n<parameter=code>\n007\n</parameter>\n</function>\n</tool_call>", "",
+			"", "[[\"lookup\", {\"code\": \"007\"}]]");
+	/* Llama's bare JSON must name a known tool when tools are given */
+	o = (struct tc_options){.parallel_tool_calls = 1, .tools = tools};
+	check_case_opts("llama3 unknown tool", TC_FMT_LLAMA3, TC_RSN_NONE, &o,
+			"{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}",
+			"{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "", "[]");
+	check_case_opts("llama3 known tool", TC_FMT_LLAMA3, TC_RSN_NONE, &o,
+			"{\"name\": \"lookup\", \"parameters\": {\"n\": 1}}", "", "", "[[\"lookup\", {\"n\": 1}]]");
+	json_decref(tools);
+
+	/* ids: deterministic per seed, distinct across seeds, OpenAI- or Mistral-shaped */
+	struct tc_syntax syn = {TC_FMT_HERMES, TC_RSN_NONE, 0};
+	struct tc_message a, b, c;
+	struct tc_options s1 = {.parallel_tool_calls = 1, .id_seed = 1}, s2 = {.parallel_tool_calls = 1, .id_seed = 2};
+	tc_parse(&syn, &s1, two, strlen(two), &a, err);
+	tc_parse(&syn, &s1, two, strlen(two), &b, err);
+	tc_parse(&syn, &s2, two, strlen(two), &c, err);
+	CHECK(a.n_calls == 2 && b.n_calls == 2 && c.n_calls == 2, "%d %d %d calls", a.n_calls, b.n_calls, c.n_calls);
+	if (a.n_calls == 2 && c.n_calls == 2) {
+		CHECK(!strcmp(a.calls[0].id, b.calls[0].id), "same seed, ids %s %s", a.calls[0].id, b.calls[0].id);
+		CHECK(strcmp(a.calls[0].id, c.calls[0].id), "other seed, same id %s", a.calls[0].id);
+		CHECK(strlen(a.calls[0].id) == 29 && !strncmp(a.calls[0].id, "call_", 5), "id %s", a.calls[0].id);
+	}
+	json_t *j = tc_message_json(&a);
+	CHECK(json_is_null(json_object_get(j, "content")) && json_array_size(json_object_get(j, "tool_calls")) == 2 &&
+		      !strcmp(nz(json_string_value(json_object_get(
+				      json_object_get(json_array_get(json_object_get(j, "tool_calls"), 1), "function"),
+				      "name"))),
+			      "get_weather"),
+	      "message json %s", json_dumps(j, JSON_COMPACT));
+	json_decref(j);
+	tc_message_free(&a);
+	tc_message_free(&b);
+	tc_message_free(&c);
+	syn.format = TC_FMT_MISTRAL_V11;
+	const char *mv = "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}";
+	tc_parse(&syn, &s1, mv, strlen(mv), &a, err);
+	CHECK(a.n_calls == 1 && strlen(a.calls[0].id) == 9, "mistral id [%s]", a.n_calls ? a.calls[0].id : "");
+	tc_message_free(&a);
+}
+
+/* look-alikes stay content, byte for byte */
+static void malformed_cases(void)
+{
+	static const struct {
+		enum tc_format f;
+		const char *text;
+	} M[] = {
+		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}\n</tool_call>"},
+		{TC_FMT_HERMES, "<tool_call>\n{\"nom\": \"get_weather\"}\n</tool_call>"},
+		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get weather now\", \"arguments\": {}}\n</tool_call>"},
+		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": [1, 2]}\n</tool_call>"},
+		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}"},
+		{TC_FMT_HERMES, "<tool_call></tool_call>"},
+		{TC_FMT_HERMES, "Use <tool_call> tags like <tool_call>this</tool_call>."},
+		{TC_FMT_QWEN3_XML, "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</function>\n</tool_call>"},
+		{TC_FMT_QWEN3_XML, "<tool_call>\n{\"name\": \"get_weather\"}\n</tool_call>"},
+		{TC_FMT_MISTRAL, "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": "},
+		{TC_FMT_MISTRAL, "[TOOL_CALLS] not json"},
+		{TC_FMT_MISTRAL_V11, "[TOOL_CALLS]get_weather{\"city\": \"Paris\"}"},
+		{TC_FMT_MISTRAL_V11, "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\""},
+		{TC_FMT_LLAMA3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}"},
+		{TC_FMT_LLAMA3, "<|python_tag|>not a call at all"},
+		{TC_FMT_DEEPSEEK, "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{oops}<｜tool▁call▁end｜>"
+				  "<｜tool▁calls▁end｜>"},
+		{TC_FMT_GLM, "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</tool_call>"},
+		{TC_FMT_KIMI_K2, "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+				 "<|tool_call_argument_begin|>{\"city\": <|tool_call_end|><|tool_calls_section_end|>"},
+		{TC_FMT_LFM2, "<|tool_call_start|>[get_weather(city=Paris)]<|tool_call_end|>"},
+		{TC_FMT_GEMMA4, "<|tool_call>call:get_weather{city:<|\"|>Paris}<tool_call|>"},
+		{TC_FMT_FUNCTIONARY_V31, "<function=get_weather>{\"city\": }</function>"},
+		{TC_FMT_MINIMAX_M2, "<minimax:tool_call>\n<invoke name=\"get_weather\">\n<parameter name=\"city\">Paris"
+				    "</invoke>\n</minimax:tool_call>"},
+		{TC_FMT_HARMONY, "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\":"},
+		{TC_FMT_GRANITE, "<|tool_call|>[\"get_weather\"]"},
+	};
+	for (size_t i = 0; i < sizeof M / sizeof M[0]; i++) {
+		char name[64];
+		snprintf(name, sizeof name, "malformed %zu (%s)", i, tc_format_name(M[i].f));
+		check_case(name, M[i].f, TC_RSN_NONE, M[i].text, M[i].text, "", "[]");
+	}
+	/* a good call after a bad one still counts; the bad one stays content */
+	check_case("bad then good", TC_FMT_HERMES, TC_RSN_NONE,
+		   "<tool_call>{oops}</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": "
+		   "\"Paris\"}}\n</tool_call>",
+		   "<tool_call>{oops}</tool_call>", "", W_PARIS);
+}
+
+static void reasoning_cases(void)
+{
+	check_case("think only", TC_FMT_NONE, TC_RSN_THINK, "<think>\nLet me think.\n</think>\n\nThe answer is 4.",
+		   "The answer is 4.", "Let me think.", "[]");
+	check_case("think unterminated", TC_FMT_NONE, TC_RSN_THINK, "<think>\nStill thinking when max_tokens hit",
+		   "", "Still thinking when max_tokens hit", "[]");
+	check_case("think empty", TC_FMT_HERMES, TC_RSN_THINK, "<think>\n\n</think>\n\nHi!", "Hi!", "", "[]");
+	check_case("think not at start", TC_FMT_NONE, TC_RSN_THINK, "Answer: use <think> tags.</think>",
+		   "Answer: use <think> tags.</think>", "", "[]");
+	check_case("think without reasoning syntax", TC_FMT_NONE, TC_RSN_NONE, "<think>x</think>y", "<think>x</think>y",
+		   "", "[]");
+	check_case("seed", TC_FMT_SEED_XML, TC_RSN_SEED, "<seed:think>plan</seed:think>Hello", "Hello", "plan", "[]");
+	check_case("apriel", TC_FMT_JSON_TAGS, TC_RSN_APRIEL,
+		   "Here are my reasoning steps:\nstep one\n[BEGIN FINAL RESPONSE]\nIt is 4.\n[END FINAL RESPONSE]",
+		   "It is 4.", "step one", "[]");
+	check_case("minimax m3", TC_FMT_NONE, TC_RSN_MINIMAX_M3, "<mm:think>a</mm:think>b", "b", "a", "[]");
+
+	/* the prompt opened <think>: the output starts inside the reasoning */
+	const char *qp = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n";
+	struct tc_options o = {.parallel_tool_calls = 1, .prompt = qp, .prompt_len = strlen(qp)};
+	check_case_opts("prompt opened think", TC_FMT_HERMES, TC_RSN_THINK, &o,
+			"The user greets me.\n</think>\n\nHello! <tool_call> is not used here.",
+			"Hello! <tool_call> is not used here.", "The user greets me.", "[]");
+	check_case_opts("prompt opened think + call", TC_FMT_QWEN3_XML, TC_RSN_THINK, &o,
+			"weather\n</think>\n\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+			"</function>\n</tool_call>",
+			"", "weather", W_PARIS);
+	/* closed in the prompt (enable_thinking = false): content from the start */
+	const char *closed = "<|im_start|>assistant\n<think>\n\n</think>\n\n";
+	o.prompt = closed;
+	o.prompt_len = strlen(closed);
+	check_case_opts("prompt closed think", TC_FMT_HERMES, TC_RSN_THINK, &o, "Hello!", "Hello!", "", "[]");
+	/* a closer without an opener and no prompt: content, unless it comes
+	 * first (an empty reasoning block the template's prompt implies) */
+	check_case("closer only", TC_FMT_HERMES, TC_RSN_THINK, "a</think>b", "a</think>b", "", "[]");
+	check_case("closer first", TC_FMT_NONE, TC_RSN_MINIMAX_M3, "</mm:think>Hello </mm:think>", "Hello </mm:think>",
+		   "", "[]");
+	/* DeepSeek R1 distill: the template ends the prompt with <think>\n */
+	const char *dp = "<｜User｜>Hi<｜Assistant｜><think>\n";
+	o.prompt = dp;
+	o.prompt_len = strlen(dp);
+	check_case_opts("deepseek prompt think", TC_FMT_DEEPSEEK, TC_RSN_THINK, &o, "ok\n</think>\n\nHello", "Hello",
+			"ok", "[]");
+	/* no_reasoning: markers are content */
+	o = (struct tc_options){.parallel_tool_calls = 1, .no_reasoning = 1};
+	check_case_opts("no_reasoning", TC_FMT_HERMES, TC_RSN_THINK, &o, "<think>x</think>y", "<think>x</think>y", "", "[]");
+	/* kimi k3 and cohere open the reasoning in the prompt */
+	const char *kp = "<|open|>message role=\"assistant\"<|sep|><|open|>think<|sep|>";
+	o = (struct tc_options){.parallel_tool_calls = 1, .prompt = kp, .prompt_len = strlen(kp)};
+	check_case_opts("kimi k3 prompt think", TC_FMT_KIMI_K3, TC_RSN_KIMI_K3, &o,
+			"ponder<|close|>think<|sep|><|open|>response<|sep|>Hi!<|close|>response<|sep|>", "Hi!", "ponder",
+			"[]");
+}
+
+/* ------------------------------------------------------------- detection */
+
+static const struct {
+	const char *file;
+	enum tc_format f;
+	enum tc_reasoning r;
+	unsigned vars;
+} DETECT[] = {
+	{"Apertus-8B-Instruct", TC_FMT_APERTUS, TC_RSN_NONE, TC_VAR_ENABLE_THINKING},
+	{"Apriel-1.6-15b-Thinker-fixed", TC_FMT_JSON_TAGS, TC_RSN_APRIEL, 0},
+	{"Bielik-11B-v3.0-Instruct", TC_FMT_HERMES, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"ByteDance-Seed-OSS", TC_FMT_SEED_XML, TC_RSN_SEED, TC_VAR_THINKING_BUDGET},
+	{"Cohere2MoE", TC_FMT_COMMAND_R7B, TC_RSN_COHERE, TC_VAR_REASONING_EFFORT},
+	{"CohereForAI-c4ai-command-r-plus-tool_use", TC_FMT_NONE, TC_RSN_NONE, 0},
+	{"CohereForAI-c4ai-command-r7b-12-2024-tool_use", TC_FMT_COMMAND_R7B, TC_RSN_COHERE, TC_VAR_ENABLE_THINKING},
+	{"GLM-4.6", TC_FMT_GLM, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"GLM-4.7-Flash", TC_FMT_GLM, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"GigaChat3-10B-A1.8B", TC_FMT_NONE, TC_RSN_NONE, 0},
+	{"GigaChat3.1-10B-A1.8B", TC_FMT_GIGACHAT, TC_RSN_NONE, 0},
+	{"HuggingFaceTB-SmolLM3-3B", TC_FMT_NONE, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"Kimi-K2-Instruct", TC_FMT_KIMI_K2, TC_RSN_NONE, 0},
+	{"Kimi-K2-Thinking", TC_FMT_KIMI_K2, TC_RSN_THINK, 0},
+	{"Kimi-K3", TC_FMT_KIMI_K3, TC_RSN_KIMI_K3, TC_VAR_THINKING},
+	{"LFM2-8B-A1B", TC_FMT_NONE, TC_RSN_NONE, 0},
+	{"LFM2.5-8B-A1B", TC_FMT_LFM2, TC_RSN_THINK, 0},
+	{"LFM2.5-Instruct", TC_FMT_NONE, TC_RSN_THINK, 0},
+	{"MiMo-VL", TC_FMT_HERMES, TC_RSN_NONE, 0},
+	{"MiniMax-M1", TC_FMT_JSON_TAGS, TC_RSN_NONE, 0},
+	{"MiniMax-M2", TC_FMT_MINIMAX_M2, TC_RSN_THINK, 0},
+	{"MiniMax-M3", TC_FMT_MINIMAX_M3, TC_RSN_MINIMAX_M3, TC_VAR_THINKING_MODE},
+	{"Mistral-Small-3.2-24B-Instruct-2506", TC_FMT_MISTRAL_V11, TC_RSN_NONE, 0},
+	{"NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", TC_FMT_QWEN3_XML, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"NVIDIA-Nemotron-Nano-v2", TC_FMT_NEMOTRON_V2, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use", TC_FMT_HERMES, TC_RSN_NONE, 0},
+	{"NousResearch-Hermes-3-Llama-3.1-8B-tool_use", TC_FMT_HERMES, TC_RSN_NONE, 0},
+	{"Qwen-QwQ-32B", TC_FMT_HERMES, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"Qwen-Qwen2.5-7B-Instruct", TC_FMT_HERMES, TC_RSN_NONE, 0},
+	{"Qwen-Qwen3-0.6B", TC_FMT_HERMES, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"Qwen3-Coder", TC_FMT_QWEN3_XML, TC_RSN_NONE, 0},
+	{"Qwen3.5-4B", TC_FMT_QWEN3_XML, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"Reka-Edge", TC_FMT_HERMES, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"StepFun3.5-Flash", TC_FMT_QWEN3_XML, TC_RSN_THINK, 0},
+	{"deepseek-ai-DeepSeek-R1-Distill-Llama-8B", TC_FMT_DEEPSEEK, TC_RSN_THINK, 0},
+	{"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", TC_FMT_DEEPSEEK, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"deepseek-ai-DeepSeek-V3.1", TC_FMT_DEEPSEEK, TC_RSN_THINK, TC_VAR_ENABLE_THINKING | TC_VAR_THINKING},
+	{"deepseek-ai-DeepSeek-V3.2", TC_FMT_DSML, TC_RSN_THINK, TC_VAR_ENABLE_THINKING | TC_VAR_THINKING},
+	{"deepseek-ai-DeepSeek-V4-Flash-0731", TC_FMT_DSML, TC_RSN_THINK, TC_VAR_ENABLE_THINKING | TC_VAR_THINKING | TC_VAR_REASONING_EFFORT},
+	{"deepseek-ai-DeepSeek-V4", TC_FMT_DSML, TC_RSN_THINK, TC_VAR_ENABLE_THINKING | TC_VAR_THINKING | TC_VAR_REASONING_EFFORT},
+	{"fireworks-ai-llama-3-firefunction-v2", TC_FMT_FIREFUNCTION, TC_RSN_NONE, 0},
+	{"google-gemma-2-2b-it", TC_FMT_NONE, TC_RSN_NONE, 0},
+	{"google-gemma-4-31B-it-interleaved", TC_FMT_GEMMA4, TC_RSN_GEMMA4, TC_VAR_ENABLE_THINKING},
+	{"google-gemma-4-31B-it", TC_FMT_GEMMA4, TC_RSN_GEMMA4, TC_VAR_ENABLE_THINKING},
+	{"ibm-granite-granite-3.3-2B-Instruct", TC_FMT_GRANITE, TC_RSN_THINK, TC_VAR_THINKING},
+	{"ibm-granite-granite-4.0", TC_FMT_HERMES, TC_RSN_NONE, 0},
+	{"ibm-granite-granite-4.1", TC_FMT_HERMES, TC_RSN_NONE, 0},
+	{"llama-cpp-deepseek-r1", TC_FMT_DEEPSEEK, TC_RSN_THINK, 0},
+	{"llama-cpp-rwkv-world", TC_FMT_NONE, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"meetkai-functionary-medium-v3.1", TC_FMT_FUNCTIONARY_V31, TC_RSN_NONE, 0},
+	{"meetkai-functionary-medium-v3.2", TC_FMT_FUNCTIONARY_V32, TC_RSN_NONE, 0},
+	{"meta-llama-Llama-3.1-8B-Instruct", TC_FMT_LLAMA3, TC_RSN_NONE, 0},
+	{"meta-llama-Llama-3.2-3B-Instruct", TC_FMT_LLAMA3, TC_RSN_NONE, 0},
+	{"meta-llama-Llama-3.3-70B-Instruct", TC_FMT_LLAMA3, TC_RSN_NONE, 0},
+	{"microsoft-Phi-3.5-mini-instruct", TC_FMT_NONE, TC_RSN_NONE, 0},
+	{"mistralai-Ministral-3-14B-Reasoning-2512", TC_FMT_MISTRAL_V11, TC_RSN_MISTRAL, 0},
+	{"mistralai-Mistral-Nemo-Instruct-2407", TC_FMT_MISTRAL, TC_RSN_NONE, 0},
+	{"moonshotai-Kimi-K2", TC_FMT_KIMI_K2, TC_RSN_NONE, 0},
+	{"muse-glimmer", TC_FMT_NONE, TC_RSN_NONE, 0},
+	{"openai-gpt-oss-120b", TC_FMT_HARMONY, TC_RSN_HARMONY, TC_VAR_REASONING_EFFORT},
+	{"openbmb-MiniCPM5-1B", TC_FMT_MINICPM, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"poolside-Laguna-S-2.1", TC_FMT_GLM, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"poolside-Laguna-XS-2.1", TC_FMT_GLM, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"poolside-Laguna-XS.2", TC_FMT_GLM, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
+	{"tencent-Hy3", TC_FMT_HY3, TC_RSN_HY3, TC_VAR_REASONING_EFFORT},
+	{"unsloth-Apriel-1.5", TC_FMT_JSON_TAGS, TC_RSN_NONE, 0},
+	{"unsloth-mistral-Devstral-Small-2507", TC_FMT_MISTRAL_V11, TC_RSN_NONE, 0},
+	{"upstage-Solar-Open-100B", TC_FMT_SOLAR, TC_RSN_NONE, TC_VAR_REASONING_EFFORT},
+};
+
+struct tfile {
+	char name[128];
+	char *src;
+};
+
+static int cmp_tfile(const void *a, const void *b)
+{
+	return strcmp(((const struct tfile *)a)->name, ((const struct tfile *)b)->name);
+}
+
+static int read_templates(struct tfile *tf, int cap)
+{
+	char dir[1024];
+	snprintf(dir, sizeof dir, "%s/templates", t_fixtures());
+	DIR *d = opendir(dir);
+	CHECK(d != NULL, "cannot open %s", dir);
+	int n = 0;
+	struct dirent *e;
+	while (d && (e = readdir(d)) && n < cap) {
+		size_t l = strlen(e->d_name);
+		if (l < 7 || strcmp(e->d_name + l - 6, ".jinja"))
+			continue;
+		char path[2048];
+		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		size_t sz;
+		tf[n].src = t_read_file(path, &sz);
+		CHECK(tf[n].src != NULL, "cannot read %s", path);
+		if (!tf[n].src)
+			continue;
+		snprintf(tf[n].name, sizeof tf[n].name, "%.*s", (int)(l - 6), e->d_name);
+		n++;
+	}
+	if (d)
+		closedir(d);
+	qsort(tf, (size_t)n, sizeof *tf, cmp_tfile);
+	return n;
+}
+
+static void detection(const struct tfile *tf, int n)
+{
+	CHECK(n >= 68, "only %d fixture templates", n);
+	int with_format = 0;
+	for (int i = 0; i < n; i++) {
+		size_t k;
+		for (k = 0; k < sizeof DETECT / sizeof DETECT[0]; k++)
+			if (!strcmp(DETECT[k].file, tf[i].name))
+				break;
+		struct tc_syntax syn;
+		tc_detect(tf[i].src, strlen(tf[i].src), &syn);
+		if (k == sizeof DETECT / sizeof DETECT[0]) {
+			CHECK(0, "fixture template %s has no expected detection here (detected %s / %s)", tf[i].name,
+			      tc_format_name(syn.format), tc_reasoning_name(syn.reasoning));
+			continue;
+		}
+		CHECK(syn.format == DETECT[k].f, "%s: format %s, want %s", tf[i].name, tc_format_name(syn.format),
+		      tc_format_name(DETECT[k].f));
+		CHECK(syn.reasoning == DETECT[k].r, "%s: reasoning %s, want %s", tf[i].name,
+		      tc_reasoning_name(syn.reasoning), tc_reasoning_name(DETECT[k].r));
+		CHECK(syn.vars == DETECT[k].vars, "%s: vars %#x, want %#x", tf[i].name, syn.vars, DETECT[k].vars);
+		with_format += syn.format != TC_FMT_NONE;
+	}
+	printf("detection: %d templates, %d with a tool-call format\n", n, with_format);
+	struct tc_syntax syn;
+	tc_detect(NULL, 0, &syn);
+	CHECK(syn.format == TC_FMT_NONE && syn.reasoning == TC_RSN_NONE && syn.vars == 0, "NULL template");
+	const char *v = "{% if enable_thinking is defined %}{{ 'reasoning_effort' }}{{ x.thinking }}{% endif %}";
+	CHECK(tc_template_vars(v, strlen(v)) == TC_VAR_ENABLE_THINKING, "vars of [%s]: %#x", v, tc_template_vars(v, strlen(v)));
+}
+
+/* ------------------------------------------------------------ round trip */
+
+/* The end of the turn: the text is cut at the first turn terminator (a
+ * template may render more after the calls, e.g. the next turn's header),
+ * then markers that end a message (and whitespace) go from the end. */
+static const char *const CUT[] = {"<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<EOS>", "<|end_of_text|>",
+				  "<｜end▁of▁sentence｜>", "<|END_OF_TURN_TOKEN|>", "<seed:eos>", "<turn|>",
+				  "<|message_sep|>", "</assistant>", "<｜hy_eos:opensource｜>", "<end_of_sentence>", "[e~[",
+				  "<SPECIAL_12>", "<|user_end|>", "<sep>", "<|close|>message<|sep|>", "<|assistant_end|>"};
+static const char *const TAIL[] = {"<|end|>", "<|call|>", "<|return|>", "<|calls|>"};
+
+static size_t strip_eot(const char *s, size_t n)
+{
+	for (size_t k = 0; k < sizeof CUT / sizeof CUT[0]; k++) {
+		const char *q = memmem(s, n, CUT[k], strlen(CUT[k]));
+		if (q)
+			n = (size_t)(q - s);
+	}
+	for (bool again = true; again;) {
+		again = false;
+		while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
+			n--, again = true;
+		for (size_t k = 0; k < sizeof TAIL / sizeof TAIL[0]; k++) {
+			size_t l = strlen(TAIL[k]);
+			if (n >= l && !memcmp(s + n - l, TAIL[k], l))
+				n -= l, again = true;
+		}
+	}
+	return n;
+}
+
+static int render(const struct tmpl *t, const json_t *msgs, const json_t *tools, bool gen, char **out, size_t *n)
+{
+	json_t *v = json_pack("{s:O,s:O,s:b,s:s,s:s}", "messages", msgs, "tools", tools ? tools : json_null(),
+			      "add_generation_prompt", gen, "bos_token", "<BOS>", "eos_token", "<EOS>");
+	int rc = tmpl_render(t, v, NULL, out, n, NULL, err);
+	json_decref(v);
+	return rc;
+}
+
+/* the calls of an assistant message, as [[name, args], ...] */
+static char *expected_calls(const json_t *msg)
+{
+	json_t *a = json_array();
+	size_t i;
+	json_t *c;
+	json_array_foreach(json_object_get(msg, "tool_calls"), i, c)
+	{
+		json_t *f = json_object_get(c, "function"), *args = json_object_get(f, "arguments");
+		json_t *parsed = json_is_string(args) ? json_loads(json_string_value(args), 0, NULL) : json_incref(args);
+		json_array_append_new(a, json_pack("[O,o]", json_object_get(f, "name"), parsed));
+	}
+	char *s = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	return s;
+}
+
+static void round_trip(const struct tfile *tf, int n)
+{
+	json_error_t je;
+	json_t *convs = json_load_file("tests/tmpl/conversations.json", 0, &je);
+	CHECK(convs != NULL, "tests/tmpl/conversations.json: %s", je.text);
+	static const char *use[] = {"tool_call_dict_args", "parallel_tool_calls", "tool_call_reasoning"};
+	int tried = 0, parsed = 0, formats_ok[TC_FMT_COUNT] = {0};
+	for (int i = 0; convs && i < n; i++) {
+		struct tc_syntax syn;
+		tc_detect(tf[i].src, strlen(tf[i].src), &syn);
+		if (syn.format == TC_FMT_NONE)
+			continue;
+		struct tmpl *t;
+		if (tmpl_parse(tf[i].src, strlen(tf[i].src), tf[i].name, &t, err)) {
+			CHECK(0, "%s: %s", tf[i].name, err);
+			continue;
+		}
+		for (size_t u = 0; u < sizeof use / sizeof use[0]; u++) {
+			json_t *conv = NULL, *c;
+			size_t k;
+			json_array_foreach(convs, k, c)
+				if (!strcmp(nz(json_string_value(json_object_get(c, "name"))), use[u]))
+					conv = c;
+			if (!conv)
+				continue;
+			/* the conversation up to and including the first assistant message with calls */
+			json_t *msgs = json_object_get(conv, "messages"), *upto = json_array(), *asst = NULL;
+			json_array_foreach(msgs, k, c)
+			{
+				json_array_append(upto, c);
+				if (json_object_get(c, "tool_calls")) {
+					asst = c;
+					break;
+				}
+			}
+			json_t *before = json_copy(upto);
+			json_array_remove(before, json_array_size(before) - 1);
+			char *prompt = NULL, *full = NULL;
+			size_t pn = 0, fn = 0;
+			const json_t *tools = json_object_get(conv, "tools");
+			bool ok = asst && render(t, before, tools, true, &prompt, &pn) == 0 &&
+				  render(t, upto, tools, false, &full, &fn) == 0 && fn >= pn && !memcmp(prompt, full, pn);
+			size_t gl = ok ? strip_eot(full + pn, fn - pn) : 0;
+			char *gen = ok ? strndup(full + pn, gl) : NULL;
+			/* the template must have rendered every call in this turn */
+			json_array_foreach(json_object_get(asst, "tool_calls"), k, c)
+			{
+				const char *fname = json_string_value(json_object_get(json_object_get(c, "function"), "name"));
+				ok = ok && fname && strstr(gen, fname);
+			}
+			if (ok) {
+				tried++;
+				struct tc_options o = {.parallel_tool_calls = 1, .tools = tools, .prompt = prompt,
+						       .prompt_len = pn};
+				struct tc_message m;
+				tc_parse(&syn, &o, gen, gl, &m, err);
+				char *want = expected_calls(asst);
+				json_t *w = json_loads(want, 0, NULL), *got = json_array();
+				for (int j = 0; j < m.n_calls; j++)
+					json_array_append_new(got, json_pack("[s,o]", m.calls[j].name,
+									     json_loads(m.calls[j].arguments, 0, NULL)));
+				const char *wc = json_string_value(json_object_get(asst, "content"));
+				bool same = json_equal(w, got);
+				CHECK(same, "%s × %s (%s): parsed calls %s, want %s\n    from [%s]", tf[i].name, use[u],
+				      tc_format_name(syn.format), json_dumps(got, JSON_COMPACT), want, gen);
+				/* the message text, where the template wrote it, comes back as
+				 * content (gpt-oss writes it in the analysis channel) */
+				if (wc && *wc && strstr(gen, wc))
+					CHECK(!strcmp(m.content, wc) || !strcmp(m.reasoning, wc),
+					      "%s × %s: content [%s] reasoning [%s], want [%s]", tf[i].name, use[u],
+					      m.content, m.reasoning, wc);
+				parsed += same;
+				formats_ok[syn.format] += same;
+				check_streaming(tf[i].name, &syn, &o, gen, &m);
+				json_decref(w);
+				json_decref(got);
+				free(want);
+				tc_message_free(&m);
+			} else if (getenv("INFERD_TC_VERBOSE")) {
+				fprintf(stderr, "  round trip n/a: %s × %s%s\n", tf[i].name, use[u],
+					asst ? " (not rendered, the generation prompt is not a prefix, or not every call rendered)" : "");
+			}
+			free(gen);
+			free(prompt);
+			free(full);
+			json_decref(before);
+			json_decref(upto);
+		}
+		tmpl_free(t);
+	}
+	int nf = 0;
+	for (int f = 0; f < TC_FMT_COUNT; f++)
+		nf += formats_ok[f] > 0;
+	printf("round trip: %d renders of a tool call parsed, %d matching, %d formats covered\n", tried, parsed, nf);
+	CHECK(parsed >= 60 && nf >= 20, "round trip covered only %d renders and %d formats", parsed, nf);
+	json_decref(convs);
+}
+
+int main(void)
+{
+	format_cases();
+	option_cases();
+	malformed_cases();
+	reasoning_cases();
+	static struct tfile tf[128];
+	int n = read_templates(tf, 128);
+	detection(tf, n);
+	round_trip(tf, n);
+	for (int i = 0; i < n; i++)
+		free(tf[i].src);
+	return t_done("test_toolcall");
+}
