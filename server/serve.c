@@ -9,27 +9,31 @@
  * the request's event fd and its own socket (POLLRDHUP), so a client that
  * goes away cancels its sequence within one engine step, queued or running.
  * The server never touches compute: it only uses the engine's C API.
- * Admission: per model, --parallel running plus --queue waiting requests
- * (an atomic count); beyond that 429 at once. Slow clients: a watchdog
- * thread shuts down connections whose request has not arrived whole
- * within --request-timeout.
- * Shared state: the model table (each slot's state is atomic: its model,
- * tokenizer and template are set before it turns READY and never change
- * after; a failure's text is under err_mu), the watchdog's table (under its
- * mutex) and atomic counters for /metrics.
+ * Models: the model manager (models.c) loads a model on its first request
+ * and unloads idle ones (keep-alive, memory budget); a request holds its
+ * model from models_acquire to models_release, which is also the admission
+ * (per model, parallel running plus queue waiting; beyond that 429 at
+ * once). Batch requests wait in the server while the batch lane is paused.
+ * Slow clients: a watchdog thread shuts down connections whose request has
+ * not arrived whole within --request-timeout.
+ * Shared state: the model manager's slots (under its mutex), the
+ * watchdog's table (under its mutex) and atomic counters for /metrics.
  *
  * This is the worker process of `inferd serve` (supervise.c starts it and
  * passes the listening socket). Its main thread blocks SIGTERM, SIGINT and
  * SIGHUP before any other thread starts and takes them with sigtimedwait;
  * every 250 ms it sends the supervisor a heartbeat built from each
  * executor's progress (an executor inside a step for --hang-timeout is
- * stalled). The server answers at once; a loader thread loads the models
- * and /health is 503 until that first pass is over. SIGTERM/SIGINT: drain
+ * stalled). The server answers at once; a loader thread loads the preload
+ * models (--model, --config) and /health is 503 until that first pass is
+ * over. SIGTERM/SIGINT: drain
  * (stop accepting, wait for the requests being answered up to
  * --drain-timeout, then end the rest with a clear error). SIGHUP: retry
  * failed models, name changed files.
  */
 #include "serve.h"
+#include "models.h"
+#include "registry.h"
 #include "inferd.h"
 #include "tok.h"
 #include "tmpl.h"
@@ -37,7 +41,7 @@
 
 #include <errno.h>
 #include <jansson.h>
-#include <malloc.h>
+#include <math.h>
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -56,32 +60,9 @@
 
 #define MAX_BODY (8u << 20)
 
-enum { SLOT_LOADING, SLOT_READY, SLOT_FAILED };
-
-struct slot {
-	char name[128];
-	const char *path;
-	atomic_int state;           /* SLOT_*: m, tok, tmpl are set before READY
-				     * (release) and never change after it */
-	inferd_model_t *m;
-	const struct tokenizer *tok;
-	struct tmpl *tmpl;
-	char *bos, *eos;
-	char error[INFERD_ERR_LEN]; /* load failure: the model is listed, not ready
-				     * (under err_mu: a SIGHUP retry rewrites it) */
-	time_t created;
-	struct timespec mtime;      /* the file's, when loaded (SIGHUP compares) */
-	off_t size;
-	atomic_int pending;         /* the loader thread is to (re)load it */
-	atomic_int in_flight;       /* admitted requests: running or waiting */
-};
-
 struct server {
-	struct slot *models;
-	int n_models;
 	const char **keys;
 	int n_keys;
-	int parallel, queue;
 	double timeout_s, queue_timeout_s, token_timeout_s;
 	const char **cors;
 	int n_cors;
@@ -89,6 +70,8 @@ struct server {
 	atomic_int aborting;        /* the drain timeout passed: in-flight requests end now */
 	atomic_int active;          /* requests being answered (drain waits for 0) */
 	atomic_int ready;           /* the first loading pass is over (and reported) */
+	atomic_int batch_paused;    /* POST /admin/batch/pause: batch requests wait */
+	atomic_int batch_waiting;   /* batch requests waiting for the lane */
 	double hang_timeout_s;      /* an executor in a step this long is stalled */
 	double drain_timeout_s;
 	atomic_ullong ttft_hist[11], itl_hist[11]; /* buckets of HIST_LE, then +Inf */
@@ -97,21 +80,7 @@ struct server {
 };
 
 static struct server S;
-static pthread_mutex_t err_mu = PTHREAD_MUTEX_INITIALIZER;
 static void report_busy(struct slot *s);
-
-static int slot_state(const struct slot *s)
-{
-	return atomic_load_explicit(&((struct slot *)s)->state, memory_order_acquire);
-}
-
-/* copy of a failed model's reason */
-static void slot_error(const struct slot *s, char *out, size_t n)
-{
-	pthread_mutex_lock(&err_mu);
-	snprintf(out, n, "%s", s->error);
-	pthread_mutex_unlock(&err_mu);
-}
 
 /* requests by route and status, for /metrics */
 static const char *ROUTES[] = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/tokenize",
@@ -238,7 +207,8 @@ struct conn {
 	int prompt_tokens, completion_tokens;
 	const char *finish;
 	char error[256];
-	struct slot *slot;      /* counted in slot->in_flight while set */
+	struct slot *slot;      /* held (models_acquire) while set */
+	double keep_alive;      /* the request's keep_alive, or NAN */
 	char url[64];           /* for the per-route counters */
 	int url_seen;
 };
@@ -341,10 +311,8 @@ static void token_seen(struct conn *k)
  * that is known, not when libmicrohttpd later completes the connection. */
 static void release_slot(struct conn *k)
 {
-	if (k->slot && atomic_fetch_sub(&k->slot->in_flight, 1) == 1) {
-		report_busy(k->slot);
-		malloc_trim(0); /* the model went idle: give freed memory back */
-	}
+	if (k->slot)
+		models_release(k->slot, k->keep_alive);
 	k->slot = NULL;
 }
 
@@ -408,15 +376,7 @@ static int next_event(inferd_req_t *q, int fd, struct inferd_event *ev, int time
 
 /* ---------------- requests ---------------- */
 
-static struct slot *find_model(const char *name)
-{
-	if (!name && S.n_models == 1)
-		return &S.models[0];
-	for (int i = 0; name && i < S.n_models; i++)
-		if (!strcmp(S.models[i].name, name))
-			return &S.models[i];
-	return NULL;
-}
+static struct slot *find_model(const char *name) { return models_find(name); }
 
 #define DRAIN_MSG "the server is shutting down and this request did not finish within the drain timeout (--drain-timeout %g s); retry it"
 
@@ -434,6 +394,7 @@ struct built {
 	char err[512];
 	const char *err_param;
 	const char *prio_header; /* X-Priority, or NULL */
+	int max_tokens_given;
 };
 
 static void built_free(struct built *b)
@@ -515,11 +476,10 @@ static int common_fields(json_t *o, struct built *b, const struct slot *s)
 	const char *mtk = mt && !json_is_null(mt) ? "max_completion_tokens" : "max_tokens";
 	if (num_field(o, mtk, 1, 1e7, &d, b))
 		return -1;
-	if (!json_object_get(o, mtk) || json_is_null(json_object_get(o, mtk))) {
-		struct inferd_model_info info;
-		inferd_model_get_info(s->m, &info);
-		d = info.n_ctx_train > 0 && info.n_ctx_train < 4096 ? info.n_ctx_train / 2 : 1024;
-	}
+	if (!json_object_get(o, mtk) || json_is_null(json_object_get(o, mtk)))
+		d = s->n_ctx < 4096 ? s->n_ctx / 2 : 1024;
+	else
+		b->max_tokens_given = 1;
 	r->max_tokens = (int)d;
 	json_t *st = json_object_get(o, "stop");
 	if (json_is_string(st)) {
@@ -1108,51 +1068,104 @@ static enum MHD_Result health(struct MHD_Connection *c)
 	now = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 	if (!atomic_load(&S.ready))
 		return send_json(c, 503, json_pack("{s:s,s:s}", "status", "loading", "reason", "loading models"), "1");
-	for (int i = 0; i < S.n_models; i++) {
-		if (slot_state(&S.models[i]) == SLOT_LOADING)
-			return send_json(c, 503, json_pack("{s:s,s:s,s:s}", "status", "loading", "model", S.models[i].name,
-							   "reason", "loading models"), "1");
-		if (slot_state(&S.models[i]) != SLOT_READY)
-			continue; /* failed to load: not a liveness problem */
+	/* a stalled or dead executor of a loaded model: unavailable (a model
+	 * loading on demand or unloaded is not a liveness problem) */
+	char bad[160] = "", why[40] = "";
+	models_lock();
+	for (int i = 0; i < models_count() && !bad[0]; i++) {
+		struct slot *s = models_at(i);
+		if (atomic_load(&s->state) != SLOT_READY)
+			continue;
 		struct inferd_model_stats st;
-		inferd_model_stats(S.models[i].m, &st);
+		inferd_model_stats(s->m, &st);
 		/* half the hang timeout: a load balancer stops sending traffic
 		 * before the supervisor replaces the worker at the full timeout */
 		int stalled = st.state == INFERD_STATE_RUNNING && now - st.last_step_s > S.hang_timeout_s / 2;
-		if (st.state == INFERD_STATE_FAILED || st.state == INFERD_STATE_STOPPED || stalled)
-			return send_json(c, 503,
-					 json_pack("{s:s,s:s,s:s}", "status", "unavailable", "model", S.models[i].name, "reason",
-						   stalled ? "executor stalled" : "executor not running"),
-					 "1");
+		if (st.state == INFERD_STATE_FAILED || st.state == INFERD_STATE_STOPPED || stalled) {
+			snprintf(bad, sizeof bad, "%s", s->name);
+			snprintf(why, sizeof why, "%s", stalled ? "executor stalled" : "executor not running");
+		}
 	}
+	models_unlock();
+	if (bad[0])
+		return send_json(c, 503, json_pack("{s:s,s:s,s:s}", "status", "unavailable", "model", bad, "reason", why), "1");
 	return send_json(c, 200, json_pack("{s:s}", "status", "ok"), NULL);
 }
 
-static json_t *model_json(const struct slot *s)
+static const char *state_name(int st)
 {
-	int st = slot_state(s);
+	static const char *const names[] = {"available", "loading", "loaded", "failed", "unloading"};
+	return st >= 0 && st <= SLOT_UNLOADING ? names[st] : "unknown";
+}
+
+/* under models_lock */
+static json_t *model_json(struct slot *s)
+{
+	int st = atomic_load(&s->state);
 	json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:s}", "id", s->name, "object", "model", "created", (json_int_t)s->created,
-			      "owned_by", "inferd", "status",
-			      st == SLOT_READY ? "ready" : st == SLOT_LOADING ? "loading" : "failed");
-	if (st == SLOT_FAILED) {
-		char e[INFERD_ERR_LEN];
-		slot_error(s, e, sizeof e);
-		json_object_set_new(o, "error", json_string(e));
+			      "owned_by", "inferd", "status", state_name(st));
+	struct stat fst;
+	json_object_set_new(o, "size_bytes", json_integer(s->bytes ? (json_int_t)s->bytes
+							   : stat(s->path, &fst) == 0 ? (json_int_t)fst.st_size : 0));
+	if (s->cfg->n_aliases) {
+		json_t *a = json_array();
+		for (int i = 0; i < s->cfg->n_aliases; i++)
+			json_array_append_new(a, json_string(s->cfg->aliases[i]));
+		json_object_set_new(o, "aliases", a);
 	}
+	if (st == SLOT_READY) {
+		json_object_set_new(o, "requests_in_flight", json_integer(atomic_load(&s->in_flight)));
+		json_object_set_new(o, "context_length", json_integer(s->n_ctx));
+	}
+	json_object_set_new(o, "keep_alive", json_real(s->keep_alive));
+	if (st == SLOT_FAILED || (s->error[0] && st == SLOT_AVAILABLE))
+		json_object_set_new(o, "error", json_string(s->error));
 	return o;
+}
+
+/* POST /v1/models/{id}/load and /unload (behind the API key) */
+static enum MHD_Result model_admin(struct MHD_Connection *c, const char *id, int load)
+{
+	struct slot *s = find_model(id);
+	if (!s)
+		return send_error(c, 404, "invalid_request_error", "model", "model '%s' does not exist", id);
+	char msg[INFERD_ERR_LEN];
+	int rc;
+	if (load) {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		rc = models_load(s, mono() + (S.queue_timeout_s > 0 ? S.queue_timeout_s : 60), ci ? ci->connect_fd : -1, msg,
+				 sizeof msg);
+		if (rc == 499)
+			return MHD_NO;
+	} else {
+		rc = models_unload(s, msg, sizeof msg);
+	}
+	if (rc > 1)
+		return send_error(c, (unsigned)rc, rc == 409 ? "conflict" : "unavailable", "model", "%s", msg);
+	models_lock();
+	json_t *o = model_json(s);
+	models_unlock();
+	if (!load)
+		json_object_set_new(o, "message", json_string(msg));
+	return send_json(c, rc == 1 ? 202 : 200, o, NULL);
 }
 
 static enum MHD_Result models(struct MHD_Connection *c, const char *url)
 {
 	if (!strncmp(url, "/v1/models/", 11)) {
-		const struct slot *s = find_model(url + 11);
+		struct slot *s = find_model(url + 11);
 		if (!s || !url[11])
 			return send_error(c, 404, "invalid_request_error", "model", "model '%s' does not exist", url + 11);
-		return send_json(c, 200, model_json(s), NULL);
+		models_lock();
+		json_t *o = model_json(s);
+		models_unlock();
+		return send_json(c, 200, o, NULL);
 	}
 	json_t *data = json_array();
-	for (int i = 0; i < S.n_models; i++)
-		json_array_append_new(data, model_json(&S.models[i]));
+	models_lock();
+	for (int i = 0; i < models_count(); i++)
+		json_array_append_new(data, model_json(models_at(i)));
+	models_unlock();
 	return send_json(c, 200, json_pack("{s:s,s:o}", "object", "list", "data", data), NULL);
 }
 
@@ -1194,23 +1207,36 @@ static enum MHD_Result metrics(struct MHD_Connection *c)
 					      hs[h].name, cum, hs[h].name, (double)atomic_load(hs[h].sum) * 1e-6, hs[h].name, cum);
 		}
 	}
-	for (int i = 0; i < S.n_models && n < (int)sizeof buf - 512; i++) {
-		if (slot_state(&S.models[i]) != SLOT_READY)
+	models_lock();
+	n += snprintf(buf + n, sizeof buf - (size_t)n,
+		      "# TYPE inferd_memory_budget_bytes gauge\ninferd_memory_budget_bytes %llu\n"
+		      "# TYPE inferd_memory_used_bytes gauge\ninferd_memory_used_bytes %llu\n"
+		      "# TYPE inferd_batch_paused gauge\ninferd_batch_paused %d\n"
+		      "# TYPE inferd_batch_waiting gauge\ninferd_batch_waiting %d\n",
+		      (unsigned long long)models_budget(), (unsigned long long)models_used(), atomic_load(&S.batch_paused),
+		      atomic_load(&S.batch_waiting));
+	for (int i = 0; i < models_count() && n < (int)sizeof buf - 1024; i++) {
+		struct slot *s = models_at(i);
+		int state = atomic_load(&s->state);
+		n += snprintf(buf + n, sizeof buf - (size_t)n,
+			      "inferd_model_loaded{model=\"%s\"} %d\ninferd_model_loads_total{model=\"%s\"} %llu\n"
+			      "inferd_model_unloads_total{model=\"%s\"} %llu\ninferd_model_evictions_total{model=\"%s\"} %llu\n",
+			      s->name, state == SLOT_READY, s->name, s->loads, s->name, s->unloads, s->name, s->evictions);
+		if (state != SLOT_READY)
 			continue;
 		struct inferd_model_stats st;
-		inferd_model_stats(S.models[i].m, &st);
+		inferd_model_stats(s->m, &st);
 		n += snprintf(buf + n, sizeof buf - (size_t)n,
 			      "inferd_requests_in_flight{model=\"%s\"} %d\n"
 			      "inferd_queue_depth{model=\"%s\"} %d\ninferd_running_sequences{model=\"%s\"} %d\n"
 			      "inferd_kv_blocks_free{model=\"%s\"} %d\ninferd_kv_blocks_total{model=\"%s\"} %d\n"
 			      "inferd_engine_steps_total{model=\"%s\"} %llu\ninferd_preemptions_total{model=\"%s\"} %llu\n"
 			      "inferd_prefix_cache_hit_tokens_total{model=\"%s\"} %llu\n",
-			      S.models[i].name, atomic_load(&S.models[i].in_flight), S.models[i].name, st.queued, S.models[i].name,
-			      st.active, S.models[i].name, st.kv_free,
-			      S.models[i].name, st.kv_blocks, S.models[i].name, (unsigned long long)st.steps,
-			      S.models[i].name, (unsigned long long)st.preemptions, S.models[i].name,
-			      (unsigned long long)st.prefix_hit_tokens);
+			      s->name, atomic_load(&s->in_flight), s->name, st.queued, s->name, st.active, s->name, st.kv_free,
+			      s->name, st.kv_blocks, s->name, (unsigned long long)st.steps, s->name,
+			      (unsigned long long)st.preemptions, s->name, (unsigned long long)st.prefix_hit_tokens);
 	}
+	models_unlock();
 	struct MHD_Response *r = MHD_create_response_from_buffer((size_t)n, buf, MHD_RESPMEM_MUST_COPY);
 	MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4");
 	enum MHD_Result ok = MHD_queue_response(c, 200, r);
@@ -1218,13 +1244,8 @@ static enum MHD_Result metrics(struct MHD_Connection *c)
 	return ok;
 }
 
-static enum MHD_Result tokenize(struct MHD_Connection *c, json_t *o, int detok)
+static enum MHD_Result tokenize_held(struct MHD_Connection *c, json_t *o, int detok, const struct slot *s)
 {
-	const struct slot *s = find_model(json_string_value(json_object_get(o, "model")));
-	if (!s)
-		return send_error(c, 404, "invalid_request_error", "model", "unknown model");
-	if (slot_state(s) != SLOT_READY)
-		return send_error(c, 503, "unavailable", "model", "model '%s' is not loaded", s->name);
 	if (!s->tok)
 		return send_error(c, 400, "invalid_request_error", "model", "model '%s' has no tokenizer", s->name);
 	char err[INFERD_ERR_LEN];
@@ -1266,6 +1287,27 @@ static enum MHD_Result tokenize(struct MHD_Connection *c, json_t *o, int detok)
 	return send_json(c, 200, r, NULL);
 }
 
+/* /tokenize and /detokenize: the model is loaded for it if need be */
+static enum MHD_Result tokenize(struct MHD_Connection *c, json_t *o, int detok)
+{
+	json_t *jm = json_object_get(o, "model");
+	struct slot *s = find_model(json_string_value(jm));
+	if (!s)
+		return send_error(c, 404, "invalid_request_error", "model", "model '%s' does not exist",
+				  json_is_string(jm) ? json_string_value(jm) : "(none)");
+	char msg[INFERD_ERR_LEN];
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	int rc = models_acquire(s, mono() + (S.queue_timeout_s > 0 ? S.queue_timeout_s : 60), ci ? ci->connect_fd : -1, 0,
+				msg, sizeof msg);
+	if (rc == 499)
+		return MHD_NO;
+	if (rc)
+		return send_error(c, (unsigned)rc, "unavailable", "model", "%s", msg);
+	enum MHD_Result r = tokenize_held(c, o, detok, s);
+	models_release(s, NAN);
+	return r;
+}
+
 /* /v1/completions with a list of several text prompts (not streamed): all
  * are submitted at once, so they run in the same batches; one choice each. */
 static enum MHD_Result answer_multi(struct MHD_Connection *c, struct conn *k, struct slot *s, json_t *o)
@@ -1290,16 +1332,13 @@ static enum MHD_Result answer_multi(struct MHD_Connection *c, struct conn *k, st
 		if (build_completion(one, &b, s)) {
 			status = 400;
 			snprintf(msg, sizeof msg, "prompt[%zu]: %.400s", i, b.err);
-		} else if ((before = atomic_fetch_add(&s->in_flight, 1)) >= S.parallel + S.queue + (int)i) {
-			atomic_fetch_sub(&s->in_flight, 1);
-			status = 429;
-			snprintf(msg, sizeof msg, "model '%s' is busy; retry later", s->name);
+		} else if (i > 0 && (before = models_acquire(s, mono(), k->fd, 1, msg, sizeof msg)) != 0) {
+			status = before == 499 ? -1 : before; /* the first prompt holds the model since generate() */
 		} else {
-			if (before == 0)
-				report_busy(s);
 			char err[INFERD_ERR_LEN];
 			if (inferd_submit(s->m, &b.r, &qs[i], err)) {
-				atomic_fetch_sub(&s->in_flight, 1);
+				if (i > 0)
+					models_release(s, NAN);
 				status = 429;
 				snprintf(msg, sizeof msg, "%.400s", err);
 			}
@@ -1356,8 +1395,8 @@ static enum MHD_Result answer_multi(struct MHD_Connection *c, struct conn *k, st
 		if (qs[i]) {
 			inferd_req_cancel(qs[i]);
 			inferd_req_release(qs[i]);
-			if (atomic_fetch_sub(&s->in_flight, 1) == 1)
-				report_busy(s);
+			if (i > 0)
+				models_release(s, NAN);
 		}
 	free(qs);
 	k->prompt_tokens = prompt_tokens;
@@ -1392,27 +1431,64 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 	if (!s)
 		return send_error(c, 404, "invalid_request_error", "model", "model '%s' does not exist",
 				  jm ? json_string_value(jm) : "(none)");
-	if (slot_state(s) == SLOT_LOADING) {
-		/* the worker is (re)starting: wait for the model as a queued request
-		 * would (up to --queue-timeout), watching the client */
-		const union MHD_ConnectionInfo *lci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-		double wait = S.queue_timeout_s > 0 ? S.queue_timeout_s : 60, t0 = mono();
-		while (slot_state(s) == SLOT_LOADING && mono() - t0 < wait && !atomic_load(&S.stopping)) {
-			if (lci && client_gone(lci->connect_fd))
-				return MHD_NO;
-			usleep(20000);
-		}
-	}
-	if (slot_state(s) == SLOT_LOADING)
-		return send_error(c, 503, "unavailable", "model", "model '%s' is still loading; retry shortly", s->name);
-	if (slot_state(s) != SLOT_READY) {
-		char e[INFERD_ERR_LEN];
-		slot_error(s, e, sizeof e);
-		return send_error(c, 503, "unavailable", "model", "model '%s' failed to load: %s", s->name, e);
-	}
+	/* keep_alive: how long the model stays loaded once idle (Ollama's field) */
+	k->keep_alive = NAN;
+	json_t *ka = json_object_get(o, "keep_alive");
+	if (ka && !json_is_null(ka) && parse_duration(ka, &k->keep_alive))
+		return send_error(c, 400, "invalid_request_error", "keep_alive",
+				  "'keep_alive' must be seconds or a duration such as \"30s\", \"5m\", \"1h\"; -1 keeps the "
+				  "model loaded, 0 unloads it after this request");
+	/* batch work waits while the batch lane is paused (its queue deadline
+	 * still applies) */
 	struct built b;
 	memset(&b, 0, sizeof b);
 	b.prio_header = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Priority");
+	json_t *pr = json_object_get(o, "priority");
+	const char *prio = json_is_string(pr) ? json_string_value(pr) : pr && !json_is_null(pr) ? NULL : b.prio_header;
+	const union MHD_ConnectionInfo *lci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	int cfd = lci ? lci->connect_fd : -1;
+	double deadline = mono() + (S.queue_timeout_s > 0 ? S.queue_timeout_s : 60);
+	if (prio && !strcmp(prio, "batch") && atomic_load(&S.batch_paused)) {
+		atomic_fetch_add(&S.batch_waiting, 1);
+		while (atomic_load(&S.batch_paused) && mono() < deadline && !atomic_load(&S.stopping) && !client_gone(cfd))
+			usleep(20000);
+		atomic_fetch_sub(&S.batch_waiting, 1);
+		if (client_gone(cfd))
+			return MHD_NO;
+		if (atomic_load(&S.batch_paused)) {
+			atomic_fetch_add(&S.n_timeouts, 1);
+			snprintf(k->error, sizeof k->error, "batch lane paused");
+			return send_error(c, 503, "unavailable", "priority",
+					  "the batch lane is paused (POST /admin/batch/resume) and this batch request's queue "
+					  "deadline (--queue-timeout %g s) passed",
+					  S.queue_timeout_s > 0 ? S.queue_timeout_s : 60);
+		}
+	}
+	/* the model: loaded on demand (one load however many wait), admitted
+	 * against --parallel running plus --queue waiting (429 beyond) */
+	char amsg[INFERD_ERR_LEN];
+	int arc = models_acquire(s, deadline, cfd, 1, amsg, sizeof amsg);
+	if (arc == 499)
+		return MHD_NO;
+	if (arc) {
+		atomic_fetch_add(&S.n_rejected, 1);
+		snprintf(k->error, sizeof k->error, "%.200s", amsg);
+		return send_error(c, (unsigned)arc, arc == 429 ? "rate_limit_exceeded" : "unavailable",
+				  arc == 429 ? NULL : "model", "%s", amsg);
+	}
+	k->slot = s;
+	/* the model's configured defaults fill what the request leaves out */
+	if (s->cfg->sampling) {
+		const char *key;
+		json_t *v;
+		json_object_foreach(s->cfg->sampling, key, v)
+		{
+			if (!strcmp(key, "max_tokens") && json_object_get(o, "max_completion_tokens"))
+				continue;
+			if (!json_object_get(o, key) || json_is_null(json_object_get(o, key)))
+				json_object_set(o, key, v);
+		}
+	}
 	k->model = s->name;
 	json_t *jp = json_object_get(o, "prompt");
 	if (!chat && json_is_array(jp) && json_array_size(jp) > 1 && json_is_string(json_array_get(jp, 0))) {
@@ -1427,21 +1503,18 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 		return send_error(c, 400, "invalid_request_error", b.err_param, "%s", b.err);
 	}
 	k->prompt_tokens = b.prompt_tokens;
-	gen_id(k->id, sizeof k->id, responses ? "resp" : chat ? "chatcmpl" : "cmpl");
-	/* admission: --parallel running plus --queue waiting, then 429 at once */
-	int before = atomic_fetch_add(&s->in_flight, 1);
-	if (before >= S.parallel + S.queue) {
-		atomic_fetch_sub(&s->in_flight, 1);
-		built_free(&b);
-		atomic_fetch_add(&S.n_rejected, 1);
-		snprintf(k->error, sizeof k->error, "queue full");
-		return send_error(c, 429, "rate_limit_exceeded", NULL,
-				  "model '%s' is busy: %d requests running or queued (--parallel %d, --queue %d); retry later",
-				  s->name, S.parallel + S.queue, S.parallel, S.queue);
+	if (b.prompt_tokens >= s->n_ctx || b.prompt_tokens + b.r.max_tokens > s->n_ctx) {
+		if (b.prompt_tokens >= s->n_ctx || b.max_tokens_given) {
+			built_free(&b);
+			snprintf(k->error, sizeof k->error, "context length");
+			return send_error(c, 400, "invalid_request_error", b.prompt_tokens >= s->n_ctx ? "messages" : "max_tokens",
+					  "this request needs %d tokens (%d of prompt + %d to generate) but model '%s' has a "
+					  "context length of %d",
+					  b.prompt_tokens + b.r.max_tokens, b.prompt_tokens, b.r.max_tokens, s->name, s->n_ctx);
+		}
+		b.r.max_tokens = s->n_ctx - b.prompt_tokens; /* the default shrinks to what fits */
 	}
-	k->slot = s;
-	if (before == 0)
-		report_busy(s); /* the supervisor knows before the first step */
+	gen_id(k->id, sizeof k->id, responses ? "resp" : chat ? "chatcmpl" : "cmpl");
 	char err[INFERD_ERR_LEN];
 	int rc = inferd_submit(s->m, &b.r, &k->q, err);
 	if (rc) {
@@ -1526,6 +1599,26 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 	if (!authorized(c))
 		return send_error(c, 401, "invalid_request_error", NULL, "missing or invalid API key (Authorization: Bearer ...)");
 	int is_get = !strcmp(method, "GET"), is_post = !strcmp(method, "POST");
+	size_t ul = strlen(url);
+	int adm_load = ul > 16 && !strncmp(url, "/v1/models/", 11) && !strcmp(url + ul - 5, "/load");
+	int adm_unload = ul > 18 && !strncmp(url, "/v1/models/", 11) && !strcmp(url + ul - 7, "/unload");
+	if ((adm_load || adm_unload) && is_post) { /* a name inside the registry, never a path */
+		char id[160];
+		snprintf(id, sizeof id, "%.*s", (int)(ul - 11 - (adm_load ? 5 : 7)), url + 11);
+		if (atomic_load(&S.stopping))
+			return send_error(c, 503, "unavailable", NULL, "the server is shutting down");
+		return model_admin(c, id, adm_load);
+	}
+	if (!strcmp(url, "/admin/batch/pause") || !strcmp(url, "/admin/batch/resume")) {
+		if (!is_post)
+			return send_error(c, 405, "invalid_request_error", NULL, "use POST for %s", url);
+		int pause = !strcmp(url, "/admin/batch/pause");
+		atomic_store(&S.batch_paused, pause);
+		fprintf(stderr, "{\"event\":\"batch_lane\",\"state\":\"%s\",\"waiting\":%d}\n", pause ? "paused" : "running",
+			atomic_load(&S.batch_waiting));
+		return send_json(c, 200, json_pack("{s:s,s:i}", "batch_lane", pause ? "paused" : "running", "waiting",
+						   atomic_load(&S.batch_waiting)), NULL);
+	}
 	if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11))
 		return is_get ? models(c, url) : send_error(c, 405, "invalid_request_error", NULL, "use GET for %s", url);
 	if (!strcmp(url, "/metrics"))
@@ -1572,7 +1665,7 @@ static void on_device_lost(void *arg, const char *msg)
 	/* the supervisor holds this death against the model (two in a row
 	 * quarantine it): it was inside a step; no later "idle" report */
 	atomic_store(&dying, 1);
-	struct serve_report r = {.type = REPORT_BUSY, .model = (int)(s - S.models), .state = 1};
+	struct serve_report r = {.type = REPORT_BUSY, .model = s->index, .state = 1};
 	report(&r);
 	fprintf(stderr, "inferd serve: model %s: %s; exiting (status 3) so the worker can be restarted\n", s->name, msg);
 	fflush(stderr);
@@ -1611,84 +1704,23 @@ static void report_busy(struct slot *s)
 	if (atomic_load(&dying))
 		return;
 	pthread_mutex_lock(&busy_mu);
-	struct serve_report r = {.type = REPORT_BUSY, .model = (int)(s - S.models), .state = atomic_load(&s->in_flight) > 0};
+	struct serve_report r = {.type = REPORT_BUSY, .model = s->index, .state = atomic_load(&s->in_flight) > 0};
 	report(&r);
 	pthread_mutex_unlock(&busy_mu);
 }
 
-static void slot_fail(struct slot *s, const char *why)
-{
-	pthread_mutex_lock(&err_mu);
-	snprintf(s->error, sizeof s->error, "%s", why);
-	pthread_mutex_unlock(&err_mu);
-	atomic_store_explicit(&s->state, SLOT_FAILED, memory_order_release);
-}
-
-/* Load one model (loader thread). A failure leaves it listed as failed. */
-static void slot_load(struct slot *s, int i)
-{
-	char err[INFERD_ERR_LEN];
-	inferd_model_t *m = NULL;
-	report_model(i, REPORT_MODEL_LOADING, NULL);
-	/* --gpu-memory is one budget for every model on the device */
-	size_t used = 0;
-	for (int j = 0; j < S.n_models; j++)
-		if (j != i && slot_state(&S.models[j]) == SLOT_READY && S.models[j].m) {
-			struct inferd_model_info mi;
-			inferd_model_get_info(S.models[j].m, &mi);
-			used += mi.device_bytes;
-		}
-	struct inferd_model_opts mo = {.n_threads = O->threads, .max_seqs = O->parallel, .queue = O->queue,
-				       .kv_tokens = O->kv_tokens, .device = O->device, .gpu_exact = O->gpu_exact,
-				       .device_memory = O->device_memory ? (O->device_memory > used ? O->device_memory - used : 1)
-									 : 0,
-				       .on_fatal = on_device_lost, .fatal_arg = s};
-	int rc = fault_hit(FAULT_AT_LOAD, s->name, 0) ? (snprintf(err, sizeof err, "cannot load %s: injected load failure",
-								    s->path), -1)
-						     : inferd_model_open(s->path, &mo, &m, err);
-	if (rc) {
-		fprintf(stderr, "inferd serve: model %s: %s\n", s->name, err);
-		slot_fail(s, err);
-		report_model(i, REPORT_MODEL_FAILED, err);
-		return;
-	}
-	s->m = m;
-	s->tok = inferd_model_tokenizer(m);
-	char *src = NULL;
-	size_t sl;
-	if (tmpl_model_source(s->path, &src, &sl, &s->bos, &s->eos, err) == 0 && src &&
-	    tmpl_parse(src, sl, s->name, &s->tmpl, err) != 0) {
-		fprintf(stderr, "inferd serve: model %s: chat template: %s\n", s->name, err);
-		s->tmpl = NULL;
-	}
-	free(src);
-	struct stat st;
-	if (stat(s->path, &st) == 0) {
-		s->mtime = st.st_mtim;
-		s->size = st.st_size;
-	}
-	atomic_store_explicit(&s->state, SLOT_READY, memory_order_release);
-	fprintf(stderr, "inferd serve: model %s loaded from %s\n", s->name, s->path);
-	report_model(i, REPORT_MODEL_READY, NULL);
-}
-
-/* The loader thread: every slot marked pending, in order. */
+/* The start-up pass: the preload models (--model, --config), in order. */
 static void *loader(void *arg)
 {
 	(void)arg;
-	for (int i = 0; i < S.n_models && !atomic_load(&S.stopping); i++)
-		if (atomic_exchange(&S.models[i].pending, 0))
-			slot_load(&S.models[i], i);
-	if (!atomic_load(&S.ready)) {
-		/* reported before /health can say 200 */
-		int ok = 0;
-		for (int i = 0; i < S.n_models; i++)
-			ok += slot_state(&S.models[i]) == SLOT_READY;
-		fprintf(stderr, "inferd serve: ready (%d of %d models loaded)\n", ok, S.n_models);
-		struct serve_report r = {.type = REPORT_READY, .state = ok};
-		report(&r);
-		atomic_store(&S.ready, 1);
-	}
+	models_preload();
+	int ok = 0;
+	for (int i = 0; i < models_count(); i++)
+		ok += atomic_load(&models_at(i)->state) == SLOT_READY;
+	fprintf(stderr, "inferd serve: ready (%d of %d models loaded)\n", ok, models_count());
+	struct serve_report r = {.type = REPORT_READY, .state = ok};
+	report(&r); /* reported before /health can say 200 */
+	atomic_store(&S.ready, 1);
 	atomic_store(&loader_done, 1);
 	return NULL;
 }
@@ -1700,19 +1732,22 @@ static void heartbeat(void)
 {
 	struct serve_report r = {.type = REPORT_HEARTBEAT};
 	double now = mono();
-	for (int i = 0; i < S.n_models; i++) {
-		if (slot_state(&S.models[i]) != SLOT_READY)
+	models_lock();
+	for (int i = 0; i < models_count(); i++) {
+		struct slot *s = models_at(i);
+		if (atomic_load(&s->state) != SLOT_READY)
 			continue;
 		struct inferd_model_stats st;
-		inferd_model_stats(S.models[i].m, &st);
+		inferd_model_stats(s->m, &st);
 		if (st.state == INFERD_STATE_RUNNING && i < 64)
 			r.running |= 1ull << i;
 		if (st.state == INFERD_STATE_RUNNING && now - st.last_step_s > S.hang_timeout_s && !r.state) {
 			r.state = 1;
 			snprintf(r.text, sizeof r.text, "the executor of model %s made no progress for %.1f s (after step %llu)",
-				 S.models[i].name, now - st.last_step_s, (unsigned long long)st.steps);
+				 s->name, now - st.last_step_s, (unsigned long long)st.steps);
 		}
 	}
+	models_unlock();
 	report(&r);
 }
 
@@ -1724,35 +1759,14 @@ static int loader_started;
 
 static void on_hup(void)
 {
-	fprintf(stderr, "{\"event\":\"sighup\",\"pid\":%d,\"action\":\"re-checking %d models\"}\n", (int)getpid(), S.n_models);
+	fprintf(stderr, "{\"event\":\"sighup\",\"pid\":%d,\"action\":\"re-checking %d models\"}\n", (int)getpid(),
+		models_count());
 	if (!atomic_load(&loader_done)) {
 		fprintf(stderr, "inferd serve: SIGHUP: models are still loading; nothing re-checked\n");
 		return;
 	}
-	if (loader_started)
-		pthread_join(loader_th, NULL);
-	loader_started = 0;
-	int retry = 0;
-	for (int i = 0; i < S.n_models; i++) {
-		struct slot *s = &S.models[i];
-		struct stat st;
-		if (slot_state(s) == SLOT_READY) {
-			if (stat(s->path, &st) != 0)
-				fprintf(stderr, "inferd serve: model %s: %s is gone; the loaded copy keeps serving\n", s->name, s->path);
-			else if (st.st_mtim.tv_sec != s->mtime.tv_sec || st.st_mtim.tv_nsec != s->mtime.tv_nsec ||
-				 st.st_size != s->size)
-				fprintf(stderr, "inferd serve: model %s: %s changed on disk; restart the server to load it\n", s->name,
-					s->path);
-		} else if (slot_state(s) == SLOT_FAILED && !(W && W->quarantined && W->quarantined[i])) {
-			atomic_store(&s->pending, 1);
-			retry++;
-		}
-	}
+	int retry = models_rehup();
 	fprintf(stderr, "inferd serve: SIGHUP: retrying %d failed model%s\n", retry, retry == 1 ? "" : "s");
-	if (retry) { /* a failed model stays listed as failed while it is retried */
-		atomic_store(&loader_done, 0);
-		loader_started = pthread_create(&loader_th, NULL, loader, NULL) == 0;
-	}
 }
 
 /* SIGTERM/SIGINT: stop accepting, let in-flight requests finish within
@@ -1802,35 +1816,16 @@ int serve_worker(const struct serve_opts *o, int listen_fd, const struct serve_w
 	S.keys = o->keys;
 	S.n_keys = o->n_keys;
 	S.timeout_s = o->timeout_s;
-	S.parallel = o->parallel;
-	S.queue = o->queue;
 	S.queue_timeout_s = o->queue_timeout_s;
 	S.token_timeout_s = o->token_timeout_s;
 	S.hang_timeout_s = o->hang_timeout_s > 0 ? o->hang_timeout_s : 60;
 	S.drain_timeout_s = o->drain_timeout_s > 0 ? o->drain_timeout_s : 30;
 	S.cors = o->cors;
 	S.n_cors = o->n_cors;
-	S.models = calloc((size_t)o->n_models, sizeof *S.models);
-	S.n_models = o->n_models;
-	for (int i = 0; i < o->n_models; i++) {
-		struct slot *s = &S.models[i];
-		const char *spec = o->models[i], *eq = strchr(spec, '=');
-		s->path = eq ? eq + 1 : spec;
-		if (eq)
-			snprintf(s->name, sizeof s->name, "%.*s", (int)(eq - spec), spec);
-		else {
-			const char *base = strrchr(s->path, '/');
-			snprintf(s->name, sizeof s->name, "%s", base && base[1] ? base + 1 : s->path);
-		}
-		s->created = time(NULL);
-		if (w && w->skip && w->skip[i]) {
-			fprintf(stderr, "inferd serve: model %s: not loaded: %s\n", s->name, w->skip[i]);
-			slot_fail(s, w->skip[i]);
-			report_model(i, REPORT_MODEL_FAILED, w->skip[i]);
-		} else {
-			atomic_store(&s->state, SLOT_LOADING);
-			atomic_store(&s->pending, 1);
-		}
+	struct models_hooks hooks = {.report_model = report_model, .report_busy = report_busy, .on_fatal = on_device_lost};
+	if (models_init(o, w, &hooks)) {
+		fprintf(stderr, "inferd serve: out of memory\n");
+		return 1;
 	}
 	/* serve at once: /health answers 503 until the models are loaded */
 	struct MHD_Daemon *d = MHD_start_daemon(
@@ -1841,11 +1836,14 @@ int serve_worker(const struct serve_opts *o, int listen_fd, const struct serve_w
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_END);
 	if (!d) {
 		fprintf(stderr, "inferd serve: cannot serve on %s:%d: %s\n", o->host, o->port, strerror(errno));
-		free(S.models);
+		models_shutdown();
 		return 1;
 	}
-	fprintf(stderr, "inferd serve: listening on http://%s:%d (pid %d; loading %d models)\n", o->host, o->port,
-		(int)getpid(), o->n_models);
+	int npre = 0;
+	for (int i = 0; i < models_count(); i++)
+		npre += models_at(i)->cfg->preload;
+	fprintf(stderr, "inferd serve: listening on http://%s:%d (pid %d; %d models, loading %d; memory budget %.1f MiB)\n",
+		o->host, o->port, (int)getpid(), models_count(), npre, (double)models_budget() / (1 << 20));
 	request_timeout_s = o->request_timeout_s > 0 ? o->request_timeout_s : 30;
 	pthread_t wd;
 	pthread_create(&wd, NULL, watchdog, NULL);
@@ -1853,6 +1851,7 @@ int serve_worker(const struct serve_opts *o, int listen_fd, const struct serve_w
 	loader_started = pthread_create(&loader_th, NULL, loader, NULL) == 0;
 	for (;;) {
 		heartbeat();
+		models_tick(); /* keep-alive: unload idle models */
 		struct timespec ts = {0, 250000000};
 		int sig = sigtimedwait(&sigs, NULL, &ts);
 		if (sig == SIGHUP)
@@ -1865,27 +1864,21 @@ int serve_worker(const struct serve_opts *o, int listen_fd, const struct serve_w
 	MHD_stop_daemon(d);
 	/* an executor stuck inside a step would never join: leave it to the exit */
 	double now = mono();
-	for (int i = 0; i < S.n_models; i++) {
+	for (int i = 0; i < models_count(); i++) {
+		struct slot *s = models_at(i);
 		struct inferd_model_stats st;
-		if (slot_state(&S.models[i]) != SLOT_READY)
+		if (atomic_load(&s->state) != SLOT_READY)
 			continue;
-		inferd_model_stats(S.models[i].m, &st);
+		inferd_model_stats(s->m, &st);
 		if (st.state == INFERD_STATE_RUNNING && now - st.last_step_s > S.hang_timeout_s / 2) {
 			fprintf(stderr, "inferd serve: the executor of model %s is stuck in a step (%.1f s); exiting without closing it\n",
-				S.models[i].name, now - st.last_step_s);
+				s->name, now - st.last_step_s);
 			return 1;
 		}
 	}
 	if (loader_started)
 		pthread_join(loader_th, NULL);
-	for (int i = 0; i < S.n_models; i++) {
-		if (slot_state(&S.models[i]) == SLOT_READY)
-			inferd_model_close(S.models[i].m);
-		tmpl_free(S.models[i].tmpl);
-		free(S.models[i].bos);
-		free(S.models[i].eos);
-	}
-	free(S.models);
+	models_shutdown();
 	fprintf(stderr, "inferd serve: stopped\n");
 	return 0;
 }

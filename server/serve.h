@@ -6,9 +6,21 @@
 
 #include <stddef.h>
 
+struct registry;
+
 struct serve_opts {
-	const char **models;   /* [NAME=]PATH */
+	const char **models;   /* [NAME=]PATH (--model) */
 	int n_models;
+	const char *models_dir;  /* --models-dir: more models, loaded on demand */
+	const char *config_path; /* --config: per-model settings */
+	const struct registry *reg; /* every model: built from the three above
+				     * (registry_build) before serve_main */
+	unsigned long long memory_budget; /* bytes the loaded models may take
+				     * (weights + KV caches); 0 = 80% of RAM */
+	int max_loaded;        /* models loaded at once at most; 0 = no limit */
+	double keep_alive_s;   /* idle seconds before a model unloads; < 0
+				* never; NAN: never for --model / --config
+				* models, 5 minutes for --models-dir ones */
 	const char *host;
 	int port;
 	int parallel;          /* sequences per step per model */
@@ -59,7 +71,7 @@ int serve_worker(const struct serve_opts *o, int listen_fd, const struct serve_w
 /* Worker → supervisor messages, one write each (smaller than PIPE_BUF, so
  * never interleaved). */
 enum { REPORT_HEARTBEAT = 1, REPORT_MODEL, REPORT_READY, REPORT_DRAINING, REPORT_BUSY };
-enum { REPORT_MODEL_LOADING, REPORT_MODEL_READY, REPORT_MODEL_FAILED };
+enum { REPORT_MODEL_LOADING, REPORT_MODEL_READY, REPORT_MODEL_FAILED, REPORT_MODEL_UNLOADED };
 struct serve_report {
 	int type;               /* REPORT_* */
 	int model;              /* REPORT_MODEL: index in serve_opts.models */

@@ -47,6 +47,7 @@
 #include "supervise.h"
 #include "inferd.h"
 #include "serve.h"
+#include "registry.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -67,7 +68,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_MODELS 64
+#define MAX_MODELS 256
 
 static double mono_s(void)
 {
@@ -125,13 +126,30 @@ static int gpu_lock_id(const char *device, char *out, size_t cap, char *err, siz
 
 int sup_device_ids(const struct serve_opts *o, char ids[][96], int max, char *err, size_t errn)
 {
-	int n = 0;
-	if (o->device && strncmp(o->device, "cuda", 4) == 0) { /* the GPU is the device; the CPU only feeds it */
-		if (n < max && gpu_lock_id(o->device, ids[n], 96, err, errn))
+	/* every device a model may run on: the server's, and the ones the
+	 * configuration gives single models; a GPU is locked by its UUID, the
+	 * CPU only when a model computes on it */
+	int n = 0, cpu = 0, nd = o->reg ? o->reg->n : 0, uses_default = nd == 0;
+	for (int i = 0; i < nd; i++)
+		uses_default |= !o->reg->e[i].cfg.device;
+	for (int i = -1; i < nd; i++) {
+		const char *dev = i < 0 ? (uses_default ? (o->device ? o->device : "cpu") : NULL) : o->reg->e[i].cfg.device;
+		if (!dev)
+			continue;
+		if (strncmp(dev, "cuda", 4) != 0) {
+			cpu = 1;
+			continue;
+		}
+		char id[96];
+		if (gpu_lock_id(dev, id, sizeof id, err, errn))
 			return -1;
-		return n + 1;
+		int seen = 0;
+		for (int j = 0; j < n; j++)
+			seen |= !strcmp(ids[j], id);
+		if (!seen && n < max)
+			snprintf(ids[n++], 96, "%s", id);
 	}
-	if (!o->allow_shared_cpu && n < max)
+	if (cpu && !o->allow_shared_cpu && n < max)
 		snprintf(ids[n++], 96, "cpu");
 	return n;
 }
@@ -455,7 +473,7 @@ static void worker_gone(struct sup *s, int status)
 			s->quarantine[i] = strdup(q);
 			char qt[600];
 			sup_log(s, "\"event\":\"quarantine\",\"model\":\"%s\",\"reason\":\"%s\"",
-				jtext(s->o->models[i], t, sizeof t), jtext(q, qt, sizeof qt));
+				jtext(s->o->reg->e[i].name, t, sizeof t), jtext(q, qt, sizeof qt));
 		}
 	}
 	if (s->ready && now - s->ready_at >= s->stable)
@@ -489,7 +507,7 @@ static int supervise(const struct serve_opts *o, int listen_fd)
 		return 2;
 	}
 	s->delay = s->initial;
-	s->n_models = o->n_models < MAX_MODELS ? o->n_models : MAX_MODELS;
+	s->n_models = o->reg->n < MAX_MODELS ? o->reg->n : MAX_MODELS;
 	for (int i = 0; i < MAX_MODELS; i++)
 		s->mstate[i] = -1;
 	sigset_t sigs;

@@ -5,6 +5,9 @@
  */
 #include "cmds.h"
 #include "serve.h"
+#include "registry.h"
+
+#include <math.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -12,12 +15,28 @@
 #include <string.h>
 
 static const char *serve_help =
-	"usage: inferd serve --model [NAME=]PATH [--model ...] [options]\n"
+	"usage: inferd serve --model [NAME=]PATH [--model ...] [--models-dir DIR] [--config FILE] [options]\n"
 	"Serve the models over an OpenAI-compatible HTTP API: POST /v1/chat/completions,\n"
 	"POST /v1/completions, GET /v1/models, GET /v1/models/{id}, POST /tokenize,\n"
 	"POST /detokenize, GET /health, GET /metrics.\n"
 	"  -m, --model [NAME=]PATH  a GGUF file or Hugging Face directory; NAME (default:\n"
 	"                           the file name) is the API's model id. Repeatable.\n"
+	"Models: those named with --model load at start; those under --models-dir load on\n"
+	"their first request (or POST /v1/models/{id}/load); all count against one memory\n"
+	"budget, and idle ones are unloaded (least recently used first) to make room.\n"
+	"  --models-dir DIR         every .gguf file and model directory (config.json with\n"
+	"                           .safetensors) below DIR, named by its path under DIR\n"
+	"                           without .gguf (\"qwen/q4_k_m.gguf\" is \"qwen/q4_k_m\")\n"
+	"  --config FILE            per-model settings (JSON; see the README): alias,\n"
+	"                           context_length, kv_tokens, parallel, queue, device,\n"
+	"                           keep_alive, sampling defaults, chat_template, preload\n"
+	"  --memory-budget BYTES    what the loaded models may take together (weights + KV\n"
+	"                           caches; suffix K, M or G; default 80%% of RAM)\n"
+	"  --max-loaded-models N    models loaded at once at most (default: no limit)\n"
+	"  --keep-alive DURATION    unload a model idle this long (\"30s\", \"5m\", \"1h\"; -1\n"
+	"                           never; default: never for --model and --config models,\n"
+	"                           5m for --models-dir ones); a request's keep_alive\n"
+	"                           field overrides it for its model\n"
 	"  --host ADDR              address to bind (default 127.0.0.1; env INFERD_HOST)\n"
 	"  --port N                 port (default 8080; env INFERD_PORT)\n"
 	"  --parallel N             sequences in one step per model (default 16; env INFERD_PARALLEL)\n"
@@ -87,7 +106,10 @@ int cmd_serve(int argc, char **argv)
 	long port = 8080, parallel = 16, queue = 64, timeout = 0, qtimeout = 60, ttimeout = 30, kv = 8192, maxc = 256,
 	     idle = 30, threads = 0, reqto = 30, gpu_mib = 0, hang = 60, drain = 30;
 	int no_sup = 0, shared_cpu = 0, reload_all = 0;
-	const char *runtime_dir = NULL;
+	const char *runtime_dir = NULL, *models_dir = NULL, *config = NULL;
+	unsigned long long budget = 0;
+	long max_loaded = 0;
+	double keep_alive = NAN;
 	const char *cors[16];
 	int nc = 0;
 	const char *host = getenv("INFERD_HOST") ? getenv("INFERD_HOST") : "127.0.0.1";
@@ -120,6 +142,7 @@ int cmd_serve(int argc, char **argv)
 			{"--threads", &threads, 1, 1024}, {"-t", &threads, 1, 1024},
 			{"--gpu-memory", &gpu_mib, 1, 1L << 30},
 			{"--hang-timeout", &hang, 1, 86400}, {"--drain-timeout", &drain, 0, 86400},
+			{"--max-loaded-models", &max_loaded, 1, 100000},
 		};
 		int done = 0;
 		for (size_t k = 0; k < sizeof nums / sizeof nums[0] && !done; k++)
@@ -131,7 +154,33 @@ int cmd_serve(int argc, char **argv)
 			}
 		if (done)
 			continue;
-		if (!strcmp(a, "--no-supervise")) {
+		if (!strcmp(a, "--models-dir") && v) {
+			models_dir = v;
+			i++;
+		} else if (!strcmp(a, "--config") && v) {
+			config = v;
+			i++;
+		} else if (!strcmp(a, "--keep-alive") && v) {
+			if (parse_duration_str(v, &keep_alive)) {
+				fprintf(stderr, "inferd serve: --keep-alive must be seconds or a duration like 30s, 5m, 1h, or -1 "
+						"(never), got \"%s\"\n", v);
+				return 2;
+			}
+			i++;
+		} else if (!strcmp(a, "--memory-budget") && v) {
+			char *end;
+			errno = 0;
+			double x = strtod(v, &end);
+			double mul = !*end ? 1 : !strcmp(end, "K") ? 1024.0 : !strcmp(end, "M") ? 1048576.0
+				     : !strcmp(end, "G") ? 1073741824.0 : -1;
+			if (end == v || errno || mul < 0 || !(x * mul >= 1048576.0) || x * mul > 1e18) {
+				fprintf(stderr, "inferd serve: --memory-budget must be a number of bytes (suffix K, M or G) of at "
+						"least 1M, got \"%s\"\n", v);
+				return 2;
+			}
+			budget = (unsigned long long)(x * mul);
+			i++;
+		} else if (!strcmp(a, "--no-supervise")) {
 			no_sup = 1;
 		} else if (!strcmp(a, "--allow-shared-cpu")) {
 			shared_cpu = 1;
@@ -200,10 +249,6 @@ int cmd_serve(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!nm) {
-		fprintf(stderr, "inferd serve: give at least one --model [NAME=]PATH\n");
-		return 2;
-	}
 	if (strcmp(device, "cpu") && strcmp(device, "cuda") &&
 	    !(strncmp(device, "cuda:", 5) == 0 && device[5] && strspn(device + 5, "0123456789") == strlen(device + 5))) {
 		fprintf(stderr, "inferd serve: --device must be cpu, cuda or cuda:N, got \"%s\"\n", device);
@@ -217,6 +262,17 @@ int cmd_serve(int argc, char **argv)
 			       .request_timeout_s = (double)reqto, .device = device,
 			       .gpu_exact = gpu_exact, .device_memory = (size_t)gpu_mib << 20, .no_supervise = no_sup,
 			       .hang_timeout_s = (double)hang, .drain_timeout_s = drain ? (double)drain : 0.001,
-			       .runtime_dir = runtime_dir, .allow_shared_cpu = shared_cpu, .reload_all = reload_all};
-	return serve_main(&o);
+			       .runtime_dir = runtime_dir, .allow_shared_cpu = shared_cpu, .reload_all = reload_all,
+			       .models_dir = models_dir, .config_path = config, .memory_budget = budget,
+			       .max_loaded = (int)max_loaded, .keep_alive_s = keep_alive};
+	struct registry reg;
+	char err[1024];
+	if (registry_build(&o, &reg, err, sizeof err)) {
+		fprintf(stderr, "inferd serve: %s\n", err);
+		return 2;
+	}
+	o.reg = &reg;
+	int rc = serve_main(&o);
+	registry_free(&reg);
+	return rc;
 }

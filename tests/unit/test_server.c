@@ -23,46 +23,32 @@ static pid_t server;
 
 static const char *extra_header = ""; /* one more header line ("Name: v\r\n") */
 
-/* One raw HTTP exchange; returns the status, body into out. */
+/* One raw HTTP exchange; returns the status, body into out. With
+ * close_after_ms, read a little after that long and go away. */
 static int http(const char *method, const char *path, const char *body, const char *key, char *out, size_t cap,
 		int close_after_ms)
 {
+	char hdr[1024];
+	snprintf(hdr, sizeof hdr, "%s%s%s%s", key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "",
+		 extra_header);
+	if (!close_after_ms)
+		return t_http(port, method, path, body, hdr, out, cap);
 	int s = t_connect(port);
 	if (s < 0)
 		return -1;
-	char req[1024];
+	char req[2048];
 	size_t blen = body ? strlen(body) : 0;
-	int n = snprintf(req, sizeof req,
-			 "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n%s%s%s%s"
-			 "Content-Length: %zu\r\n\r\n",
-			 method, path, key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "", extra_header,
-			 blen);
-	if (write(s, req, (size_t)n) != n) {
+	int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s"
+			 "Content-Length: %zu\r\n\r\n", method, path, hdr, blen);
+	if (write(s, req, (size_t)n) != n || (blen && write(s, body, blen) != (ssize_t)blen)) {
 		close(s);
 		return -1;
 	}
-	for (size_t off = 0; off < blen;) { /* the server may answer and close before it has all of a huge body */
-		ssize_t w = write(s, body + off, blen - off);
-		if (w <= 0)
-			break;
-		off += (size_t)w;
-	}
-	if (close_after_ms) { /* read a little, then go away */
-		usleep((useconds_t)close_after_ms * 1000);
-		ssize_t r = recv(s, out, cap - 1, MSG_DONTWAIT);
-		out[r > 0 ? r : 0] = 0;
-		close(s);
-		return 0;
-	}
-	size_t got = 0;
-	ssize_t r;
-	while (got + 1 < cap && (r = read(s, out + got, cap - 1 - got)) > 0)
-		got += (size_t)r;
-	out[got] = 0;
+	usleep((useconds_t)close_after_ms * 1000);
+	ssize_t r = recv(s, out, cap - 1, MSG_DONTWAIT);
+	out[r > 0 ? r : 0] = 0;
 	close(s);
-	int status = 0;
-	sscanf(out, "HTTP/1.1 %d", &status);
-	return status;
+	return 0;
 }
 
 /* open a request and leave it running; returns the socket */
@@ -96,34 +82,6 @@ static void *par_req(void *arg)
 
 static const char *metric_key = "k1";
 
-/* the server's worker process (the supervisor's child), or the server
- * itself when it runs unsupervised */
-static pid_t worker_of(pid_t pid)
-{
-	char p[128], buf[64] = "";
-	snprintf(p, sizeof p, "/proc/%d/task/%d/children", (int)pid, (int)pid);
-	FILE *f = fopen(p, "r");
-	if (f) {
-		if (!fgets(buf, sizeof buf, f))
-			buf[0] = 0;
-		fclose(f);
-	}
-	return atoi(buf) > 0 ? (pid_t)atoi(buf) : pid;
-}
-
-static long rss_kb(pid_t pid)
-{
-	char p[64], line[256];
-	snprintf(p, sizeof p, "/proc/%d/status", (int)pid);
-	FILE *f = fopen(p, "r");
-	long kb = -1;
-	while (f && fgets(line, sizeof line, f))
-		if (!strncmp(line, "VmRSS:", 6))
-			kb = strtol(line + 6, NULL, 10);
-	if (f)
-		fclose(f);
-	return kb;
-}
 static long metric(const char *name)
 {
 	static char buf[65536];
@@ -281,7 +239,7 @@ int main(void)
 	}
 	if (up) {
 		/* mixed load: 200 clients for 60 s; then memory back to idle */
-		long rss0 = rss_kb(worker_of(server));
+		long rss0 = t_rss_kb(t_worker_of(server));
 		char base[64], nclients[8] = "200", secs[8] = "60";
 		if (getenv("INFERD_LOAD_SECONDS"))
 			snprintf(secs, sizeof secs, "%s", getenv("INFERD_LOAD_SECONDS"));
@@ -290,7 +248,7 @@ int main(void)
 		metric_key = "k1";
 		int rc = t_run(node, out, sizeof out, err, sizeof err);
 		sleep(1);
-		long rss1 = rss_kb(worker_of(server));
+		long rss1 = t_rss_kb(t_worker_of(server));
 		printf("  load: %s  server RSS %ld kB before, %ld kB after\n", out, rss0, rss1);
 		CHECK(rc == 0, "load: %s %s", out, err);
 #if !defined(INFERD_TSAN) && !defined(INFERD_ASAN)

@@ -184,7 +184,7 @@ static void test_load_faults(void)
 	char out[65536];
 	int st = sup_http(s.port, "GET", "/v1/models", NULL, out, sizeof out, 10, NULL);
 	json_t *m = json_loads(sup_body(out), 0, NULL), *data = json_object_get(m, "data");
-	const char *want[3][2] = {{"good", "ready"}, {"bad", "failed"}, {"flaky", "failed"}};
+	const char *want[3][2] = {{"good", "loaded"}, {"bad", "failed"}, {"flaky", "failed"}};
 	for (int i = 0; i < 3; i++) {
 		json_t *e = json_array_get(data, (size_t)i);
 		CHECK(e && !strcmp(json_string_value(json_object_get(e, "status")), want[i][1]), "model %s: %s", want[i][0],

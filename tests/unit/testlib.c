@@ -257,3 +257,70 @@ int t_connect(int port)
 	errno = e;
 	return -1;
 }
+
+int t_http(int port, const char *method, const char *path, const char *body, const char *headers, char *out,
+	   size_t cap)
+{
+	out[0] = 0;
+	int s = t_connect(port);
+	if (s < 0)
+		return -1;
+	size_t blen = body ? strlen(body) : 0;
+	char req[2048];
+	int n = snprintf(req, sizeof req,
+			 "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n%s"
+			 "Content-Length: %zu\r\n\r\n",
+			 method, path, headers ? headers : "", blen);
+	if (n >= (int)sizeof req || write(s, req, (size_t)n) != n) {
+		close(s);
+		return -1;
+	}
+	for (size_t off = 0; off < blen;) { /* the server may answer and close before it has all of a huge body */
+		ssize_t w = write(s, body + off, blen - off);
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+	size_t got = 0;
+	ssize_t r;
+	while (got + 1 < cap && (r = read(s, out + got, cap - 1 - got)) > 0)
+		got += (size_t)r;
+	out[got] = 0;
+	close(s);
+	int status = 0;
+	sscanf(out, "HTTP/1.1 %d", &status);
+	return status;
+}
+
+const char *t_http_body(const char *resp)
+{
+	const char *b = strstr(resp, "\r\n\r\n");
+	return b ? b + 4 : resp;
+}
+
+long t_rss_kb(int pid)
+{
+	char p[64], line[256];
+	snprintf(p, sizeof p, "/proc/%d/status", pid);
+	FILE *f = fopen(p, "r");
+	long kb = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (!strncmp(line, "VmRSS:", 6))
+			kb = strtol(line + 6, NULL, 10);
+	if (f)
+		fclose(f);
+	return kb;
+}
+
+int t_worker_of(int pid)
+{
+	char p[128], buf[64] = "";
+	snprintf(p, sizeof p, "/proc/%d/task/%d/children", pid, pid);
+	FILE *f = fopen(p, "r");
+	if (f) {
+		if (!fgets(buf, sizeof buf, f))
+			buf[0] = 0;
+		fclose(f);
+	}
+	return atoi(buf) > 0 ? atoi(buf) : pid;
+}

@@ -46,6 +46,18 @@ int t_free_port(void);
 /* A socket connected to 127.0.0.1:port (close-on-exec), or -1 with errno
  * set when nothing listens there. */
 int t_connect(int port);
+/* One HTTP/1.1 exchange with 127.0.0.1:port (Connection: close): method,
+ * path, JSON body (or NULL), extra header lines ("Name: v\r\n", or NULL).
+ * The whole response goes to out (truncated to cap - 1); returns the
+ * status, or -1 when nothing could be sent. */
+int t_http(int port, const char *method, const char *path, const char *body, const char *headers, char *out,
+	   size_t cap);
+/* The body of a response t_http filled in (after the blank line). */
+const char *t_http_body(const char *resp);
+/* Resident memory of a process in KiB (VmRSS), -1 if unknown. */
+long t_rss_kb(int pid);
+/* The first child of pid (a supervised server's worker), or pid itself. */
+int t_worker_of(int pid);
 
 float *t_read_f32(const char *path, size_t *n);
 void *t_read_file(const char *path, size_t *n);
