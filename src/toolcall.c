@@ -227,20 +227,33 @@ static bool valid_name(const char *s, size_t n)
 	return true;
 }
 
-/* End of the JSON object or array at s (after whitespace): S_OK with *len
- * covering it, S_NEED when it is not closed yet, S_FAIL when s holds no
- * object/array. */
-static int json_span(const char *s, size_t n, bool eof, size_t *len)
+/* End of the JSON object or array (or with `strings` a string) at s (after
+ * whitespace): S_OK with *len covering it, S_NEED when it is not closed
+ * yet, S_FAIL when s holds no such value. */
+static int json_span(const char *s, size_t n, bool eof, bool strings, size_t *len)
 {
 	size_t i = 0;
 	while (i < n && is_ws(s[i]))
 		i++;
 	if (i == n)
 		return eof ? S_FAIL : S_NEED;
-	if (s[i] != '{' && s[i] != '[')
+	if (s[i] != '{' && s[i] != '[' && (s[i] != '"' || !strings))
 		return S_FAIL;
 	int depth = 0;
 	bool str = false, esc = false;
+	if (s[i] == '"') { /* a string: arguments a template wrote JSON-encoded twice */
+		for (i++; i < n; i++) {
+			if (esc)
+				esc = false;
+			else if (s[i] == '\\')
+				esc = true;
+			else if (s[i] == '"') {
+				*len = i + 1;
+				return S_OK;
+			}
+		}
+		return eof ? S_FAIL : S_NEED;
+	}
 	for (; i < n; i++) {
 		char c = s[i];
 		if (str) {
@@ -391,7 +404,7 @@ static int call_from_object(struct tc_parser *p, json_t *o, bool single_key)
 	if (single_key && json_object_size(o) == 1) {
 		const char *k = json_object_iter_key(json_object_iter(o));
 		json_t *v = json_object_iter_value(json_object_iter(o));
-		if (json_is_object(v))
+		if (json_is_object(v) || json_is_string(v))
 			return add_call(p, k, strlen(k), json_incref(v), NULL, 0);
 	}
 	return -1;
@@ -434,7 +447,12 @@ static int pl_json(struct tc_parser *p, const char *s, size_t n)
 static json_t *args_json(const char *s, size_t n)
 {
 	trim(&s, &n);
-	json_t *v = json_loadb(s, n, 0, NULL);
+	json_t *v = json_loadb(s, n, JSON_DECODE_ANY, NULL);
+	if (json_is_string(v)) { /* JSON-encoded twice (templates given string arguments) */
+		json_t *o = json_loadb(json_string_value(v), json_string_length(v), 0, NULL);
+		json_decref(v);
+		v = o;
+	}
 	if (v && !json_is_object(v)) {
 		json_decref(v);
 		v = NULL;
@@ -1079,6 +1097,15 @@ static int pl_gemma(struct tc_parser *p, const char *s, size_t n)
 	const char *name = s + y.i;
 	size_t nl = (size_t)(br - name);
 	y.i = (size_t)(br - s);
+	if (starts(br, n - y.i, "{{")) { /* string arguments: the JSON text in braces */
+		const char *a = br + 1;
+		size_t al = n - y.i - 1;
+		trim(&a, &al);
+		if (!al || a[al - 1] != '}')
+			return -1;
+		json_t *args = args_json(a, al - 1);
+		return args ? add_call(p, name, nl, args, NULL, 0) : -1;
+	}
 	json_t *args = gemma_object(&y);
 	if (!args || !rest_is_ws(s, n, y.i)) {
 		json_decref(args);
@@ -1098,7 +1125,16 @@ static int pl_kimi3(struct tc_parser *p, const char *s, size_t n)
 	if (!expect(s, n, &i, "<|open|>call tool=\"") || !until(s, n, &i, "\"", &name, &nl) ||
 	    !until(s, n, &i, "<|sep|>", &attrs, &al))
 		return -1;
-	json_t *args = json_object();
+	json_t *args = NULL;
+	if (expect(s, n, &i, "<|open|>json")) { /* the arguments as one JSON object */
+		const char *a;
+		size_t al2;
+		if (!until(s, n, &i, "<|sep|>", &attrs, &al) || !until(s, n, &i, "<|close|>json<|sep|>", &a, &al2) ||
+		    !(args = args_json(a, al2)) || !expect(s, n, &i, "<|close|>call<|sep|>") || !rest_is_ws(s, n, i))
+			goto bad;
+		return add_call(p, name, nl, args, NULL, 0);
+	}
+	args = json_object();
 	while (!starts(s + i, n - i, "<|close|>call<|sep|>")) {
 		const char *k, *v;
 		size_t kl, vl;
@@ -1172,7 +1208,7 @@ out:
 static int self_json(struct tc_parser *p, const char *s, size_t n, bool eof, struct secres *r)
 {
 	size_t len;
-	int rc = json_span(s, n, eof, &len);
+	int rc = json_span(s, n, eof, false, &len);
 	if (rc != S_OK)
 		return rc;
 	if (pl_json(p, s, len))
@@ -1200,7 +1236,7 @@ static int self_mistral_v11(struct tc_parser *p, const char *s, size_t n, bool e
 	}
 	const char *j = a + 6;
 	size_t len;
-	int rc = json_span(j, n - (size_t)(j - s), eof, &len);
+	int rc = json_span(j, n - (size_t)(j - s), eof, true, &len);
 	if (rc != S_OK)
 		return rc;
 	trim(&name, &nl);
@@ -1230,7 +1266,7 @@ static int self_fv32(struct tc_parser *p, const char *s, size_t n, bool eof, str
 	}
 	const char *j = nl + 1;
 	size_t jl;
-	int rc = json_span(j, n - (size_t)(j - s), eof, &jl);
+	int rc = json_span(j, n - (size_t)(j - s), eof, true, &jl);
 	if (rc != S_OK)
 		return rc;
 	json_t *args = args_json(j, jl);
@@ -1266,7 +1302,7 @@ static int self_harmony(struct tc_parser *p, const char *s, size_t n, bool eof, 
 		if (starts(name, nl, "functions."))
 			name += 10, nl -= 10;
 		size_t jl;
-		int rc = json_span(s + body, n - body, eof, &jl);
+		int rc = json_span(s + body, n - body, eof, true, &jl);
 		if (rc != S_OK)
 			return rc;
 		json_t *args = args_json(s + body, jl);
