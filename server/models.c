@@ -295,7 +295,9 @@ static void *loader_main(void *arg)
 		struct slot *victim = NULL;
 		for (int i = 0; i < M.n; i++) {
 			struct slot *o = &M.s[i];
-			if (o != s && state_of(o) == SLOT_READY && atomic_load(&o->in_flight) == 0 &&
+			/* idle: no request holds it, and none is waiting to take it
+			 * (a model that just loaded is its waiters' first) */
+			if (o != s && state_of(o) == SLOT_READY && atomic_load(&o->in_flight) == 0 && o->waiters == 0 &&
 			    (!victim || o->last_used < victim->last_used))
 				victim = o;
 		}
@@ -490,7 +492,8 @@ void models_release(struct slot *s, double keep_alive)
 		s->keep_alive = keep_alive;
 	s->last_used = mono();
 	int idle = atomic_fetch_sub(&s->in_flight, 1) == 1;
-	int now = idle && state_of(s) == SLOT_READY && (s->keep_alive == 0 || s->unload_when_idle) && !M.stopping;
+	int now = idle && state_of(s) == SLOT_READY && s->waiters == 0 && (s->keep_alive == 0 || s->unload_when_idle) &&
+		  !M.stopping;
 	if (now)
 		set_state(s, SLOT_UNLOADING);
 	pthread_cond_broadcast(&M.cv);
@@ -552,8 +555,8 @@ void models_tick(void)
 		pthread_mutex_lock(&M.mu);
 		for (int i = 0; i < M.n && !victim && !M.stopping; i++) {
 			struct slot *s = &M.s[i];
-			if (state_of(s) == SLOT_READY && atomic_load(&s->in_flight) == 0 && s->keep_alive >= 0 &&
-			    now - s->last_used >= s->keep_alive)
+			if (state_of(s) == SLOT_READY && atomic_load(&s->in_flight) == 0 && s->waiters == 0 &&
+			    s->keep_alive >= 0 && now - s->last_used >= s->keep_alive)
 				victim = s;
 		}
 		if (victim)

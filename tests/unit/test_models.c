@@ -75,23 +75,31 @@ static long metric(const char *name)
 	return p ? strtol(p + strlen(key), NULL, 10) : -1;
 }
 
-static pid_t start(const char *const *args)
+static char logpath[600]; /* the last started server's stderr */
+
+static pid_t start_bin(const char *bin, const char *fault, const char *const *args)
 {
+	static int n_started;
+	char name[64];
+	snprintf(name, sizeof name, "models-server-%d.log", ++n_started);
+	snprintf(logpath, sizeof logpath, "%s", t_tmp(name));
 	pid_t pid = fork();
 	if (pid == 0) {
 		const char *argv[48];
 		int n = 0;
-		argv[n++] = t_bin();
+		if (fault)
+			setenv("INFERD_FAULT", fault, 1);
+		argv[n++] = bin;
 		argv[n++] = "serve";
 		for (int i = 0; args[i]; i++)
 			argv[n++] = args[i];
 		argv[n] = NULL;
-		int fd = open(t_tmp("models-server.log"), O_WRONLY | O_CREAT | O_APPEND, 0644);
+		int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 		if (fd >= 0) {
 			dup2(fd, 2);
 			dup2(fd, 1);
 		}
-		execv(t_bin(), (char *const *)argv);
+		execv(bin, (char *const *)argv);
 		_exit(127);
 	}
 	char out[4096];
@@ -102,6 +110,8 @@ static pid_t start(const char *const *args)
 	}
 	return pid;
 }
+
+static pid_t start(const char *const *args) { return start_bin(t_bin(), NULL, args); }
 
 static void stop(pid_t pid)
 {
@@ -334,6 +344,33 @@ int main(void)
 	      "a paused batch request ends at its queue deadline: %d %s", bc.status, bc.body);
 	req("POST", "/admin/batch/resume", "{}", out, sizeof out);
 	stop(srv);
+
+	/* ---- a model still loading is never evicted (a slow load, from the
+	 * fault-injection build) ---- */
+	const char *fb = getenv("INFERD_FAULTS_BIN");
+	if (fb && access(fb, X_OK) == 0) {
+		port = t_free_port();
+		snprintf(ps, sizeof ps, "%d", port);
+		srv = start_bin(fb, "sleep@load,model=alpha", args);
+		struct call slow = {.model = "alpha"};
+		pthread_t stt;
+		pthread_create(&stt, NULL, call_main, &slow);
+		usleep(300000);
+		calls[0] = (struct call){.model = "gamma"};
+		call_main(&calls[0]);
+		pthread_join(stt, NULL);
+		CHECK(slow.status == 200, "the slow load's request: %d %s", slow.status, slow.body);
+		CHECK(calls[0].status == 200, "gamma, after alpha loaded and went idle: %d %s", calls[0].status, calls[0].body);
+		size_t ln;
+		char *log = t_read_file(logpath, &ln);
+		const char *loaded = log ? strstr(log, "\"event\":\"model_loaded\",\"model\":\"alpha\"") : NULL;
+		const char *evicted = log ? strstr(log, "evicted (least recently used) to load gamma") : NULL;
+		CHECK(loaded && evicted && loaded < evicted, "alpha was evicted only after its load finished");
+		free(log);
+		stop(srv);
+	} else {
+		printf("SKIP the slow-load eviction check: no INFERD_FAULTS_BIN\n");
+	}
 
 	/* ---- the configuration file ---- */
 	char cfg[4096], cpath[512];
