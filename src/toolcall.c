@@ -123,6 +123,7 @@ struct tc_parser {
 	/* the open section */
 	const struct sec *sec;
 	size_t sec_ws, sec_body; /* held whitespace start; body start (after the marker) */
+	size_t sec_scan;         /* where to resume looking for the section's end marker */
 	struct pcall *pend;
 	int npend, cappend;
 	struct tc_call *calls;
@@ -1692,6 +1693,7 @@ static void run(struct tc_parser *p, bool eof)
 				p->sec = t->sec;
 				p->sec_ws = e;
 				p->sec_body = at + t->len;
+				p->sec_scan = 0;
 				p->pos = p->sec_body;
 				continue;
 			}
@@ -1734,10 +1736,13 @@ static void run(struct tc_parser *p, bool eof)
 		struct secres r = {0, M_CONTENT, NULL};
 		int rc;
 		if (s->end) {
-			const char *q = find(b + body, n - body, s->end);
-			size_t el = strlen(s->end);
-			if (!q && !eof)
+			/* resume the search where the last push left it */
+			size_t el = strlen(s->end), from0 = p->sec_scan > body ? p->sec_scan : body;
+			const char *q = find(b + from0, n - from0, s->end);
+			if (!q && !eof) {
+				p->sec_scan = n >= el ? n - el + 1 : 0;
 				return;
+			}
 			size_t bl = q ? (size_t)(q - (b + body)) : n - body;
 			if (!q && !(s->flags & F_EOF_END)) {
 				rc = S_FAIL;

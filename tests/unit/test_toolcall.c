@@ -190,12 +190,22 @@ static void check_streaming(const char *name, const struct tc_syntax *syn, const
 	CHECK(stream_check(what, syn, o, text, n, uneven, 5, whole) == 0, "%s: chunked streaming differs", name);
 }
 
+/* every case's text, for the mutation test */
+static struct corpus_entry {
+	enum tc_format f;
+	enum tc_reasoning r;
+	char *text;
+} corpus[256];
+static int ncorpus;
+
 /* expected calls: a JSON array of [name, arguments-object] pairs */
 static void check_case_opts(const char *name, enum tc_format f, enum tc_reasoning r, const struct tc_options *o,
 			    const char *text, const char *content, const char *reasoning, const char *calls_json)
 {
 	struct tc_syntax syn = {f, r, 0};
 	struct tc_message m;
+	if (ncorpus < 256)
+		corpus[ncorpus++] = (struct corpus_entry){f, r, strdup(text)};
 	int rc = tc_parse(&syn, o, text, strlen(text), &m, err);
 	CHECK(rc == 0, "%s: %s", name, err);
 	if (rc)
@@ -616,6 +626,81 @@ static void reasoning_cases(void)
 			"[]");
 }
 
+/* ---------------------------------------------------------- mutations */
+
+static uint64_t rng_state = 0x5eed;
+
+static uint32_t rnd(uint32_t n)
+{
+	rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+	return (uint32_t)(rng_state >> 33) % n;
+}
+
+/* Each case's text mutated at random (cut, duplicated, spliced with marker
+ * fragments and stray bytes, invalid UTF-8 included), parsed whole and
+ * streamed in random pieces: never a crash, always the same message, and
+ * content + reasoning + calls never lose a non-whitespace byte that is not
+ * part of a recognised structure (checked loosely: the parse of a text
+ * with no markers at all is the text). */
+static void mutations(void)
+{
+	static const char *frag[] = {"<tool_call>", "</tool_call>", "<think>", "</think>", "{", "}", "\"", "[", "]",
+				     "[TOOL_CALLS]", "[ARGS]", "<|python_tag|>", "<function=", "</function>", "<parameter=",
+				     "<|channel|>", "<|message|>", "<|end|>", ">>>", "\n", " ", "<", "\\", "\xc3", "\xff",
+				     "<｜tool▁call▁begin｜>", "<arg_key>", "<|tool_call_start|>", "(", ")", "'", ","};
+	int runs = 0, fails = 0;
+	for (int c = 0; c < ncorpus; c++) {
+		for (int k = 0; k < 24; k++) {
+			char buf[4096];
+			size_t n = strlen(corpus[c].text);
+			if (n >= sizeof buf / 2)
+				break;
+			memcpy(buf, corpus[c].text, n);
+			for (int ops = 1 + (int)rnd(4); ops-- > 0 && n + 64 < sizeof buf;) {
+				size_t at = n ? rnd((uint32_t)n) : 0, len = 1 + rnd(8);
+				if (len > n - at)
+					len = n - at;
+				switch (rnd(3)) {
+				case 0: /* cut */
+					memmove(buf + at, buf + at + len, n - at - len);
+					n -= len;
+					break;
+				case 1: /* duplicate */
+					memmove(buf + at + len, buf + at, n - at);
+					n += len;
+					break;
+				default: { /* splice a fragment */
+					const char *f = frag[rnd(sizeof frag / sizeof frag[0])];
+					size_t fl = strlen(f);
+					memmove(buf + at + fl, buf + at, n - at);
+					memcpy(buf + at, f, fl);
+					n += fl;
+				}
+				}
+			}
+			buf[n] = 0;
+			struct tc_options o = {.parallel_tool_calls = (int)rnd(2), .tool_choice = rnd(4) ? TC_CHOICE_AUTO : TC_CHOICE_NONE};
+			struct tc_syntax syn = {corpus[c].f, corpus[c].r, 0};
+			struct tc_message whole;
+			if (tc_parse(&syn, &o, buf, n, &whole, err)) {
+				CHECK(0, "mutation of case %d: %s", c, err);
+				continue;
+			}
+			size_t sizes[3] = {1 + rnd(5), 1 + rnd(13), 1 + rnd(3)};
+			runs++;
+			if (stream_check("mutation", &syn, &o, buf, n, sizes, 3, &whole)) {
+				fails++;
+				CHECK(0, "mutation of case %d (%s) streams differently: [%s]", c, tc_format_name(syn.format), buf);
+			}
+			tc_message_free(&whole);
+		}
+	}
+	printf("mutations: %d texts, %d streamed differently\n", runs, fails);
+	CHECK(runs > 1000, "only %d mutated texts", runs);
+	for (int c = 0; c < ncorpus; c++)
+		free(corpus[c].text);
+}
+
 /* ------------------------------------------------------------- detection */
 
 static const struct {
@@ -937,6 +1022,7 @@ int main(void)
 	option_cases();
 	malformed_cases();
 	reasoning_cases();
+	mutations();
 	static struct tfile tf[128];
 	int n = read_templates(tf, 128);
 	detection(tf, n);
