@@ -1252,6 +1252,34 @@ static int self_mistral_v11(struct tc_parser *p, const char *s, size_t n, bool e
 	return S_OK;
 }
 
+/* Command R+: Action: ```json\n[{"tool_name": f, "parameters": {..}}]\n``` */
+static int self_command_r(struct tc_parser *p, const char *s, size_t n, bool eof, struct secres *r)
+{
+	size_t i = 0;
+	while (i < n && is_ws(s[i]))
+		i++;
+	static const char fence[] = "```json";
+	size_t avail = n - i < 7 ? n - i : 7;
+	if (memcmp(s + i, fence, avail))
+		return S_FAIL;
+	if (avail < 7)
+		return eof ? S_FAIL : S_NEED;
+	i += 7;
+	size_t len;
+	int rc = json_span(s + i, n - i, eof, false, &len);
+	if (rc != S_OK)
+		return rc;
+	size_t j = i + len;
+	while (j < n && is_ws(s[j]))
+		j++;
+	if (n - j < 3)
+		return eof || (n > j && s[j] != '`') ? S_FAIL : S_NEED;
+	if (memcmp(s + j, "```", 3) || pl_json(p, s + i, len))
+		return S_FAIL;
+	r->used = j + 3;
+	return S_OK;
+}
+
 /* functionary v3.2: recipient\n then JSON arguments, or "all\n" then text */
 static int self_fv32(struct tc_parser *p, const char *s, size_t n, bool eof, struct secres *r)
 {
@@ -1333,8 +1361,8 @@ static int self_harmony_start(struct tc_parser *p, const char *s, size_t n, bool
 /* ------------------------------------------------------------ the tables */
 
 static const struct fmt_spec FMT[TC_FMT_COUNT] = {
-	[TC_FMT_HERMES] = {{{"<tool_call>", "</tool_call>", 0, pl_json, NULL}}, {NULL}},
-	[TC_FMT_QWEN3_XML] = {{{"<tool_call>", "</tool_call>", 0, pl_qwen_xml, NULL},
+	[TC_FMT_HERMES] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_json, NULL}}, {NULL}},
+	[TC_FMT_QWEN3_XML] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_qwen_xml, NULL},
 			       {"<function=", "</function>", 0, qwen_fn, NULL}},
 			      {NULL}},
 	[TC_FMT_SEED_XML] = {{{"<seed:tool_call>", "</seed:tool_call>", 0, pl_qwen_xml, NULL}}, {NULL}},
@@ -1355,7 +1383,8 @@ static const struct fmt_spec FMT[TC_FMT_COUNT] = {
 	[TC_FMT_FUNCTIONARY_V32] = {{{">>>", NULL, F_ALWAYS, NULL, self_fv32}}, {NULL}},
 	[TC_FMT_GRANITE] = {{{"<|tool_call|>", NULL, 0, NULL, self_json}}, {"<response>", "</response>"}},
 	[TC_FMT_FIREFUNCTION] = {{{"functools", NULL, 0, NULL, self_json}}, {NULL}},
-	[TC_FMT_GLM] = {{{"<tool_call>", "</tool_call>", 0, pl_glm, NULL}}, {NULL}},
+	[TC_FMT_GLM] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_glm, NULL}}, {NULL}},
+	[TC_FMT_COMMAND_R_PLUS] = {{{"Action:", NULL, 0, NULL, self_command_r}}, {NULL}},
 	[TC_FMT_HY3] = {{{"<tool_call:opensource>", "</tool_call:opensource>", 0, pl_hy3, NULL}},
 			{"<tool_calls:opensource>", "</tool_calls:opensource>"}},
 	[TC_FMT_KIMI_K2] = {{{"<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", F_EOF_END, pl_kimi, NULL}},
@@ -1501,6 +1530,8 @@ void tc_detect(const char *s, size_t n, struct tc_syntax *out)
 		f = TC_FMT_FIREFUNCTION;
 	else if (has(s, n, "<|START_ACTION|>"))
 		f = TC_FMT_COMMAND_R7B;
+	else if (has(s, n, "Action:\\n```json"))
+		f = TC_FMT_COMMAND_R_PLUS;
 	else if (has(s, n, "<TOOLCALL>"))
 		f = TC_FMT_NEMOTRON_V2;
 	else if (has(s, n, "<tool_calls>"))

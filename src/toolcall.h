@@ -37,7 +37,9 @@
  *
  * Formats (enum tc_format) and the fixture templates that map to them
  * (../shared/fixtures/templates; tc_detect is checked on every one):
- *   HERMES        <tool_call>{"name":..,"arguments":..}</tool_call>: Qwen2.5,
+ *   HERMES        <tool_call>{"name":..,"arguments":..}</tool_call> (the
+ *                 closing tag may be missing at the end of the output, as
+ *                 with QWEN3_XML and GLM): Qwen2.5,
  *                 Qwen3, QwQ, Hermes 2 Pro / 3, MiMo-VL, Granite 4.0/4.1,
  *                 Bielik 11B v3, Reka Edge
  *   QWEN3_XML     <tool_call><function=f><parameter=p>v</parameter>
@@ -94,12 +96,13 @@
  *   KIMI_K3       <|open|>call tool="f" ...<|sep|><|open|>argument key="k"
  *                 type="string"<|sep|>v<|close|>argument<|sep|>
  *                 <|close|>call<|sep|>: Kimi K3
+ *   COMMAND_R_PLUS Action: ```json\n[{"tool_name": f, "parameters": {..}}]
+ *                 \n```: Command R+ (tool_use template)
  *   MINIMAX_M3    ]<]minimax[>[<tool_call> ]<]minimax[>[<invoke name="f">
  *                 ]<]minimax[>[<k>v]<]minimax[>[</k>... (the ]<]minimax[>[
  *                 special token before every tag): MiniMax-M3
  * Templates with no tool-call syntax get TC_FMT_NONE (Gemma 2, Phi-3.5,
- * LFM2 8B, LFM2.5 Instruct, SmolLM3, RWKV world, GigaChat 3, Command R+,
- * muse-glimmer): their output is content (and reasoning).
+ * LFM2 8B, LFM2.5 Instruct, SmolLM3, RWKV world, GigaChat 3, muse-glimmer): their output is content (and reasoning).
  *
  * Reasoning markers (enum tc_reasoning): THINK <think>..</think> (Qwen3,
  * QwQ, DeepSeek R1/V3.x/V4, SmolLM3, GLM, MiniMax-M2, Nemotron, Kimi K2
@@ -172,7 +175,8 @@
 	X(NEMOTRON_V2, "nemotron_v2") X(MINIMAX_M2, "minimax_m2")              \
 	X(MINICPM, "minicpm") X(LFM2, "lfm2") X(SOLAR, "solar")                \
 	X(APERTUS, "apertus") X(GIGACHAT, "gigachat") X(GEMMA4, "gemma4")      \
-	X(KIMI_K3, "kimi_k3") X(MINIMAX_M3, "minimax_m3")
+	X(KIMI_K3, "kimi_k3") X(MINIMAX_M3, "minimax_m3")                      \
+	X(COMMAND_R_PLUS, "command_r_plus")
 
 enum tc_format {
 #define TC_X_ENUM(id, name) TC_FMT_##id,

@@ -273,6 +273,12 @@ static void format_cases(void)
 		   "Voilà 🌦\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Zürich\", \"note\": "
 		   "\"<tool_call> inside a string\"}}\n</tool_call>\nDone.",
 		   "Voilà 🌦Done.", "", "[[\"get_weather\", {\"city\": \"Zürich\", \"note\": \"<tool_call> inside a string\"}]]");
+	check_case("hermes unclosed at the end", TC_FMT_HERMES, TC_RSN_NONE,
+		   "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n", "", "", W_PARIS);
+	check_case("command r plus", TC_FMT_COMMAND_R_PLUS, TC_RSN_NONE,
+		   "Action: ```json\n[\n    {\n        \"tool_name\": \"get_weather\",\n        \"parameters\": {\"city\": "
+		   "\"Paris\"}\n    }\n]\n```",
+		   "", "", W_PARIS);
 	check_case("plain text with < and {", TC_FMT_HERMES, TC_RSN_THINK, "if a < b and {x} then <tool or <think", "if a < b and {x} then <tool or <think", "", "[]");
 
 	/* Qwen3-Coder XML */
@@ -536,7 +542,9 @@ static void malformed_cases(void)
 		{TC_FMT_HERMES, "<tool_call>\n{\"nom\": \"get_weather\"}\n</tool_call>"},
 		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get weather now\", \"arguments\": {}}\n</tool_call>"},
 		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": [1, 2]}\n</tool_call>"},
-		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}"},
+		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par"},
+		{TC_FMT_COMMAND_R_PLUS, "Action: ```json\n[{\"tool_name\": \"get_weather\", \"parameters\": {}}]\n``"},
+		{TC_FMT_COMMAND_R_PLUS, "Action: we should ```json"},
 		{TC_FMT_HERMES, "<tool_call></tool_call>"},
 		{TC_FMT_HERMES, "Use <tool_call> tags like <tool_call>this</tool_call>."},
 		{TC_FMT_QWEN3_XML, "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</function>\n</tool_call>"},
@@ -714,7 +722,7 @@ static const struct {
 	{"Bielik-11B-v3.0-Instruct", TC_FMT_HERMES, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
 	{"ByteDance-Seed-OSS", TC_FMT_SEED_XML, TC_RSN_SEED, TC_VAR_THINKING_BUDGET},
 	{"Cohere2MoE", TC_FMT_COMMAND_R7B, TC_RSN_COHERE, TC_VAR_REASONING_EFFORT},
-	{"CohereForAI-c4ai-command-r-plus-tool_use", TC_FMT_NONE, TC_RSN_NONE, 0},
+	{"CohereForAI-c4ai-command-r-plus-tool_use", TC_FMT_COMMAND_R_PLUS, TC_RSN_NONE, 0},
 	{"CohereForAI-c4ai-command-r7b-12-2024-tool_use", TC_FMT_COMMAND_R7B, TC_RSN_COHERE, TC_VAR_ENABLE_THINKING},
 	{"GLM-4.6", TC_FMT_GLM, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
 	{"GLM-4.7-Flash", TC_FMT_GLM, TC_RSN_THINK, TC_VAR_ENABLE_THINKING},
