@@ -15,9 +15,11 @@
  * Every request gets exactly one DONE event, always its last.
  *
  * A step: take new requests (validate, tokenize) → end cancelled and
- * expired sequences (their blocks are free before the step) → schedule the
- * next token of every decoding sequence, then prefill chunks within the
- * token budget (chunked prefill) → one batched forward pass → sample (on
+ * expired sequences (their blocks are free before the step) → schedule by
+ * priority class, highest first (interactive before batch): within a
+ * class the next token of every decoding sequence, then prefill chunks
+ * within the token budget (chunked prefill), so batch work only gets what
+ * interactive work leaves → one batched forward pass → sample (on
  * the host, or on the device when the backend has a sample op: then the
  * logits never leave it) → emit, check stops. When the KV pool runs out for a decoding sequence the
  * executor preempts the lowest-priority, newest running sequence: its
@@ -682,49 +684,57 @@ static int schedule(struct exec *e)
 	int budget = e->step_tokens, n_seqs = 0;
 	for (int i = 0; i < e->n_act; i++)
 		e->act[i]->chunk = 0;
-	/* decoding sequences first: one token each */
-	for (int i = 0; i < e->n_act && budget > 0 && n_seqs < e->max_seqs; i++) {
-		struct seq *s = e->act[i];
-		if (s->n_computed == 0 || s->n_tok - s->n_computed != 1)
-			continue;
-		while (seq_reserve(e, s, s->n_computed + 1) < 0)
-			if (preempt(e, s) < 0)
-				break;
-		if (s->n_computed == 0 || s->n_blocks * e->bs < s->n_computed + 1)
-			continue; /* preempted itself, or no room */
-		s->chunk = 1;
-		budget--;
-		n_seqs++;
-	}
-	/* then prefill chunks, in priority and arrival order */
-	for (int i = 0; i < e->n_act && budget > 0 && n_seqs < e->max_seqs; i++) {
-		struct seq *s = e->act[i];
-		if (s->chunk || (s->n_computed > 0 && s->n_tok - s->n_computed == 1))
-			continue;
-		int pending = s->n_tok - s->n_computed;
-		int chunk = pending < budget ? pending : budget;
-		if (s->n_computed == 0 && s->n_blocks == 0) {
-			if (s->n_tok > s->cap_blocks * e->bs) { /* room for the block table */
-				int nb = (s->cap_tok + e->bs - 1) / e->bs;
-				int32_t *bl = realloc(s->blocks, (size_t)nb * sizeof *bl);
-				if (!bl)
-					continue;
-				s->blocks = bl;
-				s->cap_blocks = nb;
-			}
-			take_prefix(e, s);
-			pending = s->n_tok - s->n_computed;
-			chunk = pending < budget ? pending : budget;
+	/* by priority class, highest first (act is sorted): within a class,
+	 * decoding sequences first (one token each), then prefill chunks in
+	 * arrival order. An interactive prompt therefore never waits behind
+	 * batch decodes: batch work gets the step's budget that interactive
+	 * work leaves. */
+	for (int c0 = 0, c1; c0 < e->n_act; c0 = c1) {
+		int prio = e->act[c0]->q->r.priority;
+		for (c1 = c0; c1 < e->n_act && e->act[c1]->q->r.priority == prio; c1++)
+			;
+		for (int i = c0; i < c1 && budget > 0 && n_seqs < e->max_seqs; i++) {
+			struct seq *s = e->act[i];
+			if (s->n_computed == 0 || s->n_tok - s->n_computed != 1)
+				continue;
+			while (seq_reserve(e, s, s->n_computed + 1) < 0)
+				if (preempt(e, s) < 0)
+					break;
+			if (s->n_computed == 0 || s->n_blocks * e->bs < s->n_computed + 1)
+				continue; /* preempted itself, or no room */
+			s->chunk = 1;
+			budget--;
+			n_seqs++;
 		}
-		int avail = blocks_avail(e) - (s->n_blocks == 0 && s->q->r.priority < 0 ? e->reserve : 0);
-		int room = (s->n_blocks + (avail > 0 ? avail : 0)) * e->bs - s->n_computed;
-		if (chunk > room)
-			chunk = room;
-		if (chunk <= 0 || seq_reserve(e, s, s->n_computed + chunk) < 0)
-			continue;
-		s->chunk = chunk;
-		budget -= chunk;
-		n_seqs++;
+		for (int i = c0; i < c1 && budget > 0 && n_seqs < e->max_seqs; i++) {
+			struct seq *s = e->act[i];
+			if (s->chunk || (s->n_computed > 0 && s->n_tok - s->n_computed == 1))
+				continue;
+			int pending = s->n_tok - s->n_computed;
+			int chunk = pending < budget ? pending : budget;
+			if (s->n_computed == 0 && s->n_blocks == 0) {
+				if (s->n_tok > s->cap_blocks * e->bs) { /* room for the block table */
+					int nb = (s->cap_tok + e->bs - 1) / e->bs;
+					int32_t *bl = realloc(s->blocks, (size_t)nb * sizeof *bl);
+					if (!bl)
+						continue;
+					s->blocks = bl;
+					s->cap_blocks = nb;
+				}
+				take_prefix(e, s);
+				pending = s->n_tok - s->n_computed;
+				chunk = pending < budget ? pending : budget;
+			}
+			int avail = blocks_avail(e) - (s->n_blocks == 0 && s->q->r.priority < 0 ? e->reserve : 0);
+			int room = (s->n_blocks + (avail > 0 ? avail : 0)) * e->bs - s->n_computed;
+			if (chunk > room)
+				chunk = room;
+			if (chunk <= 0 || seq_reserve(e, s, s->n_computed + chunk) < 0)
+				continue;
+			s->chunk = chunk;
+			budget -= chunk;
+			n_seqs++;
+		}
 	}
 	/* count again: a sequence scheduled above may have been preempted */
 	int n = 0;

@@ -706,12 +706,78 @@ static void stress(const char *path)
 	inferd_model_close(m);
 }
 
+/* Interactive before batch: with every sequence slot of a step taken by
+ * decoding batch sequences, an interactive request's first token comes
+ * within one step of what it takes alone; batch work keeps the capacity
+ * interactive work leaves. */
+static int first_token_steps(inferd_model_t *m, const struct inferd_request *r)
+{
+	struct inferd_model_stats st;
+	inferd_model_stats(m, &st);
+	uint64_t s0 = st.steps;
+	struct result res;
+	run_req(m, r, &res);
+	return res.finish == INFERD_FINISH_LENGTH ? (int)(res.step - s0) : -1;
+}
+
+static void priorities(const char *path)
+{
+	char err[INFERD_ERR_LEN];
+	inferd_model_t *m;
+	struct inferd_model_opts o = {.max_seqs = 4, .step_tokens = 64};
+	if (inferd_model_open(path, &o, &m, err)) {
+		CHECK(0, "%s", err);
+		return;
+	}
+	struct inferd_request it;
+	inferd_request_init(&it);
+	int32_t ids[40];
+	for (int i = 0; i < 40; i++)
+		ids[i] = 3 + i;
+	it.ids = ids;
+	it.n_ids = 40;
+	it.max_tokens = 1;
+	it.temperature = 0;
+	it.ignore_eos = 1;
+	int alone = first_token_steps(m, &it);
+	/* four batch sequences take every slot of a step */
+	struct inferd_request b = it;
+	b.n_ids = 8;
+	b.max_tokens = 400;
+	b.priority = -1;
+	inferd_req_t *q[4];
+	for (int i = 0; i < 4; i++)
+		CHECK(inferd_submit(m, &b, &q[i], err) == 0, "%s", err);
+	struct inferd_event ev;
+	for (int i = 0; i < 4; i++) /* all four are decoding */
+		for (int got = 0; got < 2 && inferd_req_next(q[i], &ev, 10000) == 0;)
+			got += ev.type == INFERD_EV_TOKEN;
+	int busy = first_token_steps(m, &it);
+	int still = 0;
+	for (int i = 0; i < 4; i++) {
+		int n = 0;
+		while (inferd_req_next(q[i], &ev, 0) == 0 && ev.type == INFERD_EV_TOKEN)
+			n++;
+		still += n > 0 || ev.type != INFERD_EV_DONE;
+		inferd_req_cancel(q[i]);
+		inferd_req_release(q[i]);
+	}
+	printf("  priorities: interactive first token %d steps alone, %d with 4 batch sequences in every slot\n", alone,
+	       busy);
+	CHECK(alone >= 1 && busy >= 1 && busy <= alone + 1,
+	      "an interactive request behind 4 decoding batch sequences (max_seqs 4) took %d steps to its first token; "
+	      "alone %d", busy, alone);
+	CHECK(still == 4, "the batch sequences kept running (%d of 4)", still);
+	inferd_model_close(m);
+}
+
 int main(void)
 {
 	fixtures_invariance();
 	two_models();
 	char *gm = gen_model("engine.gguf", 256);
 	cancel_and_deadline(gm);
+	priorities(gm);
 	kv_exhaustion(gm);
 	prefix_cache(gm);
 	close_in_flight(gm);
