@@ -107,6 +107,14 @@ struct buf {
 	size_t n, cap;
 };
 
+struct jstate {
+	size_t abs;   /* where the value starts in the output */
+	size_t i;     /* scanned up to here (relative to abs) */
+	size_t rlen;  /* the value's length once result is S_OK */
+	int depth, result;
+	bool valid, started, str, esc, isstr;
+};
+
 struct tc_parser {
 	struct tc_syntax syn;
 	enum tc_choice choice;
@@ -124,6 +132,8 @@ struct tc_parser {
 	const struct sec *sec;
 	size_t sec_ws, sec_body; /* held whitespace start; body start (after the marker) */
 	size_t sec_scan;         /* where to resume looking for the section's end marker */
+	size_t max_section;      /* bytes of a section's body considered at most */
+	struct jstate js;        /* the JSON value being scanned in the open section */
 	struct pcall *pend;
 	int npend, cappend;
 	struct tc_call *calls;
@@ -228,57 +238,72 @@ static bool valid_name(const char *s, size_t n)
 	return true;
 }
 
-/* End of the JSON object or array (or with `strings` a string) at s (after
- * whitespace): S_OK with *len covering it, S_NEED when it is not closed
- * yet, S_FAIL when s holds no such value. */
-static int json_span(const char *s, size_t n, bool eof, bool strings, size_t *len)
+/* End of the JSON object or array (or with `strings` a string) at s
+ * (after whitespace): S_OK with *len covering it, S_NEED when it is not
+ * closed yet, S_FAIL when s holds no such value. Restartable: the scan
+ * state of the value that starts at s stays in the parser (p->js), so a
+ * value that arrives in many pieces is scanned once, not once per piece. */
+static int json_span(struct tc_parser *p, const char *s, size_t n, bool eof, bool strings, size_t *len)
 {
-	size_t i = 0;
-	while (i < n && is_ws(s[i]))
-		i++;
-	if (i == n)
-		return eof ? S_FAIL : S_NEED;
-	if (s[i] != '{' && s[i] != '[' && (s[i] != '"' || !strings))
+	struct jstate *j = &p->js;
+	size_t abs = (size_t)(s - p->in.p);
+	if (!j->valid || j->abs != abs)
+		*j = (struct jstate){.abs = abs, .valid = true};
+	if (j->result == S_OK && j->rlen <= n) {
+		*len = j->rlen;
+		return S_OK;
+	}
+	if (j->result == S_FAIL)
 		return S_FAIL;
-	int depth = 0;
-	bool str = false, esc = false;
-	if (s[i] == '"') { /* a string: arguments a template wrote JSON-encoded twice */
-		for (i++; i < n; i++) {
-			if (esc)
-				esc = false;
-			else if (s[i] == '\\')
-				esc = true;
-			else if (s[i] == '"') {
-				*len = i + 1;
-				return S_OK;
-			}
+	size_t i = j->i;
+	if (!j->started) {
+		while (i < n && is_ws(s[i]))
+			i++;
+		if (i == n) {
+			j->i = i;
+			return eof ? S_FAIL : S_NEED;
 		}
-		return eof ? S_FAIL : S_NEED;
+		if (s[i] == '"' && strings) { /* arguments a template wrote JSON-encoded twice */
+			j->isstr = j->str = true;
+			i++;
+		} else if (s[i] != '{' && s[i] != '[') {
+			j->result = S_FAIL;
+			return S_FAIL;
+		}
+		j->started = true;
 	}
 	for (; i < n; i++) {
 		char c = s[i];
-		if (str) {
-			if (esc)
-				esc = false;
+		if (j->str) {
+			if (j->esc)
+				j->esc = false;
 			else if (c == '\\')
-				esc = true;
-			else if (c == '"')
-				str = false;
+				j->esc = true;
+			else if (c == '"') {
+				j->str = false;
+				if (j->isstr)
+					goto done;
+			}
 			continue;
 		}
-		if (c == '"')
-			str = true;
-		else if (c == '{' || c == '[') {
-			if (++depth > 512)
+		if (c == '"') {
+			j->str = true;
+		} else if (c == '{' || c == '[') {
+			if (++j->depth > 512) {
+				j->result = S_FAIL;
 				return S_FAIL;
-		} else if (c == '}' || c == ']') {
-			if (--depth == 0) {
-				*len = i + 1;
-				return S_OK;
 			}
+		} else if (c == '}' || c == ']') {
+			if (--j->depth == 0)
+				goto done;
 		}
 	}
+	j->i = i;
 	return eof ? S_FAIL : S_NEED;
+done:
+	j->result = S_OK;
+	j->rlen = *len = i + 1;
+	return S_OK;
 }
 
 static uint64_t splitmix64(uint64_t *x)
@@ -1209,7 +1234,7 @@ out:
 static int self_json(struct tc_parser *p, const char *s, size_t n, bool eof, struct secres *r)
 {
 	size_t len;
-	int rc = json_span(s, n, eof, false, &len);
+	int rc = json_span(p, s, n, eof, false, &len);
 	if (rc != S_OK)
 		return rc;
 	if (pl_json(p, s, len))
@@ -1237,7 +1262,7 @@ static int self_mistral_v11(struct tc_parser *p, const char *s, size_t n, bool e
 	}
 	const char *j = a + 6;
 	size_t len;
-	int rc = json_span(j, n - (size_t)(j - s), eof, true, &len);
+	int rc = json_span(p, j, n - (size_t)(j - s), eof, true, &len);
 	if (rc != S_OK)
 		return rc;
 	trim(&name, &nl);
@@ -1266,7 +1291,7 @@ static int self_command_r(struct tc_parser *p, const char *s, size_t n, bool eof
 		return eof ? S_FAIL : S_NEED;
 	i += 7;
 	size_t len;
-	int rc = json_span(s + i, n - i, eof, false, &len);
+	int rc = json_span(p, s + i, n - i, eof, false, &len);
 	if (rc != S_OK)
 		return rc;
 	size_t j = i + len;
@@ -1295,7 +1320,7 @@ static int self_fv32(struct tc_parser *p, const char *s, size_t n, bool eof, str
 	}
 	const char *j = nl + 1;
 	size_t jl;
-	int rc = json_span(j, n - (size_t)(j - s), eof, true, &jl);
+	int rc = json_span(p, j, n - (size_t)(j - s), eof, true, &jl);
 	if (rc != S_OK)
 		return rc;
 	json_t *args = args_json(j, jl);
@@ -1331,7 +1356,7 @@ static int self_harmony(struct tc_parser *p, const char *s, size_t n, bool eof, 
 		if (starts(name, nl, "functions."))
 			name += 10, nl -= 10;
 		size_t jl;
-		int rc = json_span(s + body, n - body, eof, true, &jl);
+		int rc = json_span(p, s + body, n - body, eof, true, &jl);
 		if (rc != S_OK)
 			return rc;
 		json_t *args = args_json(s + body, jl);
@@ -1725,6 +1750,7 @@ static void run(struct tc_parser *p, bool eof)
 				p->sec_ws = e;
 				p->sec_body = at + t->len;
 				p->sec_scan = 0;
+				p->js.valid = false;
 				p->pos = p->sec_body;
 				continue;
 			}
@@ -1761,21 +1787,26 @@ static void run(struct tc_parser *p, bool eof)
 			p->skip_ws = true;
 			continue;
 		}
-		/* M_SECTION */
+		/* M_SECTION: only the first max_section bytes of the body count,
+		 * so a marker mentioned in prose does not hold the rest of the
+		 * output back for ever, and the decision stays split-independent */
 		const struct sec *s = p->sec;
-		size_t body = p->sec_body;
+		size_t body = p->sec_body, avail = n - body;
+		bool capped = avail >= p->max_section, fin = eof || capped;
+		if (capped)
+			avail = p->max_section;
 		struct secres r = {0, M_CONTENT, NULL};
 		int rc;
 		if (s->end) {
 			/* resume the search where the last push left it */
 			size_t el = strlen(s->end), from0 = p->sec_scan > body ? p->sec_scan : body;
-			const char *q = find(b + from0, n - from0, s->end);
-			if (!q && !eof) {
+			const char *q = find(b + from0, body + avail - from0, s->end);
+			if (!q && !fin) {
 				p->sec_scan = n >= el ? n - el + 1 : 0;
 				return;
 			}
 			size_t bl = q ? (size_t)(q - (b + body)) : n - body;
-			if (!q && !(s->flags & F_EOF_END)) {
+			if (!q && (!(s->flags & F_EOF_END) || !eof || capped)) {
 				rc = S_FAIL;
 			} else {
 				size_t from = body, len = bl;
@@ -1789,8 +1820,8 @@ static void run(struct tc_parser *p, bool eof)
 			}
 		} else {
 			size_t sl = (s->flags & F_KEEP) ? strlen(s->start) : 0;
-			rc = s->self(p, b + body - sl, n - body + sl, eof, &r);
-			if (rc == S_NEED && eof)
+			rc = s->self(p, b + body - sl, avail + sl, fin, &r);
+			if (rc == S_NEED && fin)
 				rc = S_FAIL;
 			if (rc == S_OK)
 				r.used -= sl;
@@ -1876,6 +1907,7 @@ int tc_parser_new(const struct tc_syntax *syn, const struct tc_options *o, struc
 		if (json_is_array(o->tools))
 			p->tools = json_incref((json_t *)o->tools);
 	}
+	p->max_section = o && o->max_section ? o->max_section : TC_MAX_SECTION;
 	p->mode = M_CONTENT;
 	p->at_start = true;
 	p->skip_ws = true;

@@ -236,7 +236,11 @@ struct tc_options {
 	const char *prompt;        /* the rendered prompt (its tail), may be NULL */
 	size_t prompt_len;
 	uint64_t id_seed;          /* ids are call_ + 24 chars derived from it and the index */
+	size_t max_section;        /* 0: TC_MAX_SECTION. A call whose text (after its opening
+				    * marker) is longer is not a call: its text is content */
 };
+
+#define TC_MAX_SECTION (4u << 20)
 
 enum tc_event_type {
 	TC_EV_CONTENT = 1,   /* text, len: a piece of content */

@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static char err[INFERD_ERR_LEN];
 
@@ -500,6 +501,15 @@ static void option_cases(void)
 			"{\"name\": \"lookup\", \"parameters\": {\"n\": 1}}", "", "", "[[\"lookup\", {\"n\": 1}]]");
 	json_decref(tools);
 
+	/* a section longer than max_section is content, split or not */
+	o = (struct tc_options){.parallel_tool_calls = 1, .max_section = 40};
+	const char *big = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+	check_case_opts("max_section exceeded", TC_FMT_HERMES, TC_RSN_NONE, &o, big, big, "", "[]");
+	const char *bigm = "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\", \"note\": \"a long note here\"}";
+	check_case_opts("max_section exceeded (self)", TC_FMT_MISTRAL_V11, TC_RSN_NONE, &o, bigm, bigm, "", "[]");
+	o.max_section = 80;
+	check_case_opts("max_section enough", TC_FMT_HERMES, TC_RSN_NONE, &o, big, "", "", W_PARIS);
+
 	/* ids: deterministic per seed, distinct across seeds, OpenAI- or Mistral-shaped */
 	struct tc_syntax syn = {TC_FMT_HERMES, TC_RSN_NONE, 0};
 	struct tc_message a, b, c;
@@ -687,7 +697,9 @@ static void mutations(void)
 				}
 			}
 			buf[n] = 0;
-			struct tc_options o = {.parallel_tool_calls = (int)rnd(2), .tool_choice = rnd(4) ? TC_CHOICE_AUTO : TC_CHOICE_NONE};
+			struct tc_options o = {.parallel_tool_calls = (int)rnd(2),
+					       .tool_choice = rnd(4) ? TC_CHOICE_AUTO : TC_CHOICE_NONE,
+					       .max_section = rnd(3) ? 0 : 4 + rnd(64)};
 			struct tc_syntax syn = {corpus[c].f, corpus[c].r, 0};
 			struct tc_message whole;
 			if (tc_parse(&syn, &o, buf, n, &whole, err)) {
@@ -707,6 +719,56 @@ static void mutations(void)
 	CHECK(runs > 1000, "only %d mutated texts", runs);
 	for (int c = 0; c < ncorpus; c++)
 		free(corpus[c].text);
+}
+
+/* Long outputs streamed in small pieces take time linear in their length:
+ * 256 KiB of a still-open call (bare JSON, an XML parameter) and of
+ * reasoning, 2 bytes a push, in well under a second of CPU (a parser that
+ * rescans its open section on every push needs minutes). */
+static double cpu_now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void long_outputs(void)
+{
+	static const struct {
+		enum tc_format f;
+		enum tc_reasoning r;
+		const char *head, *unit, *tail;
+		int calls;
+	} L[] = {
+		{TC_FMT_LLAMA3, TC_RSN_NONE, "{\"name\": \"w\", \"parameters\": {\"text\": \"", "abc {[<tool_call> ", "\"}}", 1},
+		{TC_FMT_QWEN3_XML, TC_RSN_THINK, "<tool_call>\n<function=w>\n<parameter=text>\n", "line {\"a\": 1} <b>\n",
+		 "</parameter>\n</function>\n</tool_call>", 1},
+		{TC_FMT_MISTRAL_V11, TC_RSN_NONE, "[TOOL_CALLS]w[ARGS]{\"text\": \"", "x\\\" [ARGS] ", "\"}", 1},
+		{TC_FMT_HERMES, TC_RSN_THINK, "<think>", "thinking < about </thin ", "</think>done", 0},
+	};
+	for (size_t k = 0; k < sizeof L / sizeof L[0]; k++) {
+		size_t cap = 300000, n = 0, ul = strlen(L[k].unit);
+		char *t = malloc(cap);
+		n += (size_t)snprintf(t, cap, "%s", L[k].head);
+		while (n + ul + 64 < 262144)
+			memcpy(t + n, L[k].unit, ul), n += ul;
+		n += (size_t)snprintf(t + n, cap - n, "%s", L[k].tail);
+		struct tc_syntax syn = {L[k].f, L[k].r, 0};
+		struct tc_parser *p;
+		double t0 = cpu_now();
+		tc_parser_new(&syn, NULL, &p, err);
+		for (size_t i = 0; i < n; i += 2)
+			tc_parser_push(p, t + i, n - i < 2 ? 1 : 2, NULL, NULL);
+		struct tc_message m;
+		tc_parser_finish(p, NULL, NULL, &m);
+		double dt = cpu_now() - t0;
+		CHECK(m.n_calls == L[k].calls, "long %s: %d calls, want %d", tc_format_name(L[k].f), m.n_calls, L[k].calls);
+		CHECK(dt < 1.0, "long %s output (%zu bytes, 2 a push): %.2f s of CPU", tc_format_name(L[k].f), n, dt);
+		printf("long output %-12s %zu bytes in 2-byte pieces: %.3f s\n", tc_format_name(L[k].f), n, dt);
+		tc_message_free(&m);
+		tc_parser_free(p);
+		free(t);
+	}
 }
 
 /* ------------------------------------------------------------- detection */
@@ -1031,6 +1093,7 @@ int main(void)
 	malformed_cases();
 	reasoning_cases();
 	mutations();
+	long_outputs();
 	static struct tfile tf[128];
 	int n = read_templates(tf, 128);
 	detection(tf, n);
