@@ -96,6 +96,14 @@ struct trigger {
 	bool start_only;
 };
 
+/* a Python-literal reader (LFM2, Llama built-ins, Hermes dicts) */
+struct py {
+	const char *s;
+	size_t n, i;
+	int depth;
+};
+static json_t *py_value(struct py *y);
+
 struct pcall {
 	char *name;
 	char *id; /* the model's own id, or NULL */
@@ -451,9 +459,15 @@ static int pl_json(struct tc_parser *p, const char *s, size_t n)
 			return -1;
 		json_error_t e;
 		json_t *v = json_loadb(s + i, n - i, JSON_DISABLE_EOF_CHECK, &e);
-		if (!v)
-			return -1;
-		i += (size_t)e.position;
+		if (v) {
+			i += (size_t)e.position;
+		} else { /* a Python dict ({'name': 'f', 'arguments': {...}}), as Hermes 2 Pro writes at times */
+			struct py y = {s, n, i, 0};
+			v = py_value(&y);
+			if (!v)
+				return -1;
+			i = y.i;
+		}
 		int rc = 0;
 		if (json_is_array(v)) {
 			for (size_t k = 0; k < json_array_size(v) && rc == 0; k++, got++)
@@ -817,11 +831,6 @@ static int pl_python_code(struct tc_parser *p, const char *s, size_t n)
 
 /* ---- Python literals (LFM2, Llama's built-in tools): f(k=v, ...) */
 
-struct py {
-	const char *s;
-	size_t n, i;
-	int depth;
-};
 
 static void py_ws(struct py *y)
 {
@@ -837,8 +846,6 @@ static bool py_lit(struct py *y, const char *lit)
 	y->i += strlen(lit);
 	return true;
 }
-
-static json_t *py_value(struct py *y);
 
 static json_t *py_string(struct py *y)
 {

@@ -275,6 +275,8 @@ static void format_cases(void)
 		   "Voilà 🌦\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Zürich\", \"note\": "
 		   "\"<tool_call> inside a string\"}}\n</tool_call>\nDone.",
 		   "Voilà 🌦Done.", "", "[[\"get_weather\", {\"city\": \"Zürich\", \"note\": \"<tool_call> inside a string\"}]]");
+	check_case("hermes 2 pro python dict", TC_FMT_HERMES, TC_RSN_NONE,
+		   "<tool_call>\n{'arguments': {'city': 'Paris'}, 'name': 'get_weather'}\n</tool_call>", "", "", W_PARIS);
 	check_case("hermes unclosed at the end", TC_FMT_HERMES, TC_RSN_NONE,
 		   "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n", "", "", W_PARIS);
 	check_case("command r plus", TC_FMT_COMMAND_R_PLUS, TC_RSN_NONE,
