@@ -20,10 +20,19 @@
  *     shows a partial "<tool_c".
  *   - Text that looks like a call but is not one (bad JSON, unknown
  *     structure, cut off by max_tokens) stays content, byte for byte.
- *     Nothing crashes, nothing is lost except whitespace between segments:
- *     leading whitespace of the message, of the reasoning and of content
- *     after reasoning or after a call, trailing whitespace of the
- *     reasoning, and whitespace just before a call are dropped.
+ *     Nothing crashes, nothing is lost except whitespace between segments
+ *     and the structure markers themselves: leading whitespace of the
+ *     message, of the reasoning and of content after reasoning, after a
+ *     call or after a dropped marker (<|END_RESPONSE|>, <|return|>, ...),
+ *     trailing whitespace of the reasoning, and whitespace just before a
+ *     call or a dropped marker. Trailing whitespace of the content at the
+ *     end of the output is kept. Content is bytes as generated (invalid
+ *     UTF-8 included); a call needs valid UTF-8 to be a call.
+ *   - Arguments a template JSON-encoded twice ("{\"city\": ..}" as a
+ *     string, what many templates render when the client sent string
+ *     arguments) and Python dicts are accepted as the object they hold.
+ *   - A call's text longer than tc_options.max_section (4 MiB) is content:
+ *     nothing is held back without bound. Time is linear in the output.
  *   - Events of one call come when the call is complete (it may still turn
  *     out malformed, and then it is content): TC_EV_CALL_BEGIN, then one
  *     TC_EV_CALL_ARGS with the whole arguments JSON. Clients must (and the
@@ -155,6 +164,11 @@
  *   // delta.reasoning_content, CALL_BEGIN -> delta.tool_calls[{index, id,
  *   // type:"function", function:{name, arguments:""}}], CALL_ARGS ->
  *   // delta.tool_calls[{index, function:{arguments: text}}].
+ *
+ * Ids: "call_" + 24 alphanumerics from (id_seed, the call's index), so a
+ * given seed always gives the same ids; Mistral formats, whose templates
+ * insist on 9 alphanumerics, keep the model's own [CALL_ID]/"id" when it
+ * has 9 characters, else 9 generated ones.
  *
  * parallel_tool_calls = 0: only the first call is kept; later calls are
  * parsed and dropped (their text does not become content), so the client
