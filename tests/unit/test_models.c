@@ -351,7 +351,14 @@ int main(void)
 	if (fb && access(fb, X_OK) == 0) {
 		port = t_free_port();
 		snprintf(ps, sizeof ps, "%d", port);
-		srv = start_bin(fb, "sleep@load,model=alpha", args);
+		/* a long queue deadline: gamma waits for alpha's slow load, its
+		 * request, then its own load (slow under sanitizers) */
+		const char *args3[sizeof args / sizeof args[0]];
+		memcpy(args3, args, sizeof args);
+		for (int i = 0; args3[i]; i++)
+			if (!strcmp(args3[i], "--queue-timeout"))
+				args3[i + 1] = "30";
+		srv = start_bin(fb, "sleep@load,model=alpha", args3);
 		struct call slow = {.model = "alpha"};
 		pthread_t stt;
 		pthread_create(&stt, NULL, call_main, &slow);
