@@ -163,6 +163,10 @@ struct inferd_request {
 	const char *const *stop; /* strings that end it (never emitted) */
 	int n_stop;
 	int ignore_eos;
+	int keep_special;       /* the text of events keeps special tokens
+				 * (<tool_call>, <|python_tag|>, ...) but the
+				 * end-of-sequence and stop ids, for parsers of
+				 * tool calls and reasoning; 0: leave them out */
 	int logprobs;           /* report each token's logprob */
 	int top_logprobs;       /* and the n most likely (0..20) */
 	double timeout_s;       /* total deadline from submission; 0 = none */

@@ -564,7 +564,7 @@ static void admit(struct exec *e, inferd_req_t *q)
 	s->arrival = e->arrival++;
 	s->deadline = r->timeout_s > 0 ? q->t_submit + r->timeout_s : 0;
 	if (e->m->tok)
-		s->ts = tok_stream_new(e->m->tok, TOK_SKIP_SPECIAL);
+		s->ts = tok_stream_new(e->m->tok, r->keep_special ? 0 : TOK_SKIP_SPECIAL);
 	e->act[e->n_act++] = s;
 	free(ids);
 	return;
