@@ -73,7 +73,7 @@ static void *rows_main(void *arg)
 			memcpy(j->dst + (uint64_t)r * j->drb, src, j->drb);
 			continue;
 		}
-		dtype_to_f32(j->t->type, src, row, j->t->ne[0]);
+		tensor_row_f32(j->t, sr, row); /* any type, MLX affine included */
 		if (!dtype_from_f32(j->e->type, row, j->dst + (uint64_t)r * j->drb, j->t->ne[0])) {
 			j->ok = 0;
 			break;

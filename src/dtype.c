@@ -256,6 +256,11 @@ void dtype_to_f32(int type, const void *src, float *dst, int64_t n)
 	default:
 		break;
 	}
+	if (dtype_is_mlx(type)) { /* needs its scales and biases: dtype_mlx_to_f32 */
+		for (int64_t i = 0; i < n; i++)
+			dst[i] = NAN;
+		return;
+	}
 	void (*deq)(const uint8_t *, float *) = NULL;
 	switch (type) {
 	case DT_Q8_0: deq = deq_q8_0; break;
@@ -556,4 +561,111 @@ bool dtype_from_f32(int type, const float *src, void *dst, int64_t n)
 		return true;
 	}
 	return false;
+}
+
+/* ---- MLX affine (see dtype.h) ---- */
+
+const char *dtype_name(int type)
+{
+	if (type == DT_MLX4)
+		return "MLX4";
+	if (type == DT_MLX8)
+		return "MLX8";
+	const struct dtype_info *t = type >= 0 ? dtype_get((uint32_t)type) : NULL;
+	return t ? t->name : "?";
+}
+
+/* value i of an F32 / F16 / BF16 array at any alignment */
+static float sb_get(int sb_type, const uint8_t *p, int64_t i)
+{
+	if (sb_type == DT_F32) {
+		float f;
+		memcpy(&f, p + 4 * i, 4);
+		return f;
+	}
+	uint16_t h = rd16(p + 2 * i);
+	return sb_type == DT_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+void dtype_mlx_to_f32(int type, const void *q, const void *scales, const void *biases, int sb_type, int group,
+		      float *dst, int64_t n)
+{
+	const uint8_t *qb = q;
+	int bits = dtype_mlx_bits(type);
+	uint32_t mask = (1u << bits) - 1;
+	for (int64_t g = 0; g < n / group; g++) {
+		float s = sb_get(sb_type, scales, g), b = sb_get(sb_type, biases, g);
+		for (int64_t j = g * group; j < (g + 1) * group; j++) {
+			int64_t bit = j * bits;
+			uint32_t word = rd32(qb + 4 * (bit / 32));
+			float v = s * (float)((word >> (bit % 32)) & mask); /* rounded here: no fused multiply-add */
+			dst[j] = v + b;
+		}
+	}
+}
+
+/* the next 16-bit float (F16 or BF16 bit pattern, sign-magnitude) toward
+ * -inf / +inf; NaN and infinities are not passed in */
+static uint16_t h16_down(uint16_t h) { return h == 0 ? 0x8001 : (h & 0x8000) ? (uint16_t)(h + 1) : (uint16_t)(h - 1); }
+static uint16_t h16_up(uint16_t h) { return h == 0x8000 ? 1 : (h & 0x8000) ? (uint16_t)(h - 1) : (uint16_t)(h + 1); }
+
+/* x rounded to sb_type, toward -inf (up = 0) or +inf (up = 1); stores the
+ * bits at p[i] and returns the value as float (inf when it does not fit) */
+static float sb_put_directed(int sb_type, uint8_t *p, int64_t i, double x, int up)
+{
+	if (sb_type == DT_F32) {
+		float f = (float)x;
+		if (up ? (double)f < x : (double)f > x)
+			f = nextafterf(f, up ? INFINITY : -INFINITY);
+		memcpy(p + 4 * i, &f, 4);
+		return f;
+	}
+	int f16 = sb_type == DT_F16;
+	uint16_t h = f16 ? f32_to_f16((float)x) : f32_to_bf16((float)x);
+	float v = f16 ? f16_to_f32(h) : bf16_to_f32(h);
+	for (int k = 0; k < 4 && isfinite(v) && (up ? (double)v < x : (double)v > x); k++) {
+		h = up ? h16_up(h) : h16_down(h);
+		v = f16 ? f16_to_f32(h) : bf16_to_f32(h);
+	}
+	wr16(p + 2 * i, h);
+	return v;
+}
+
+bool dtype_mlx_from_f32(int type, int group, int sb_type, const float *src, void *q, void *scales, void *biases,
+			int64_t n)
+{
+	if (!dtype_is_mlx(type) || (sb_type != DT_F32 && sb_type != DT_F16 && sb_type != DT_BF16) || group <= 0 ||
+	    group % 32 || n % group)
+		return false;
+	int bits = dtype_mlx_bits(type);
+	int nmax = (1 << bits) - 1;
+	uint8_t *qb = q;
+	memset(qb, 0, (size_t)(n * bits / 8));
+	for (int64_t g = 0; g < n / group; g++) {
+		const float *x = src + g * group;
+		float mn = x[0], mx = x[0];
+		for (int j = 1; j < group; j++) {
+			mn = fminf(mn, x[j]);
+			mx = fmaxf(mx, x[j]);
+		}
+		if (!isfinite(mn) || !isfinite(mx))
+			return false;
+		/* bias <= min and bias + nmax * scale >= max: no code is clipped */
+		float b = sb_put_directed(sb_type, biases, g, mn, 0);
+		float s = sb_put_directed(sb_type, scales, g, ((double)mx - b) / nmax, 1);
+		if (!isfinite(b) || !isfinite(s))
+			return false;
+		for (int j = 0; j < group; j++) {
+			long c = s > 0 ? lrint(((double)x[j] - b) / s) : 0;
+			c = c < 0 ? 0 : c > nmax ? nmax : c;
+			int64_t bit = (g * group + j) * bits;
+			uint8_t *w = qb + 4 * (bit / 32);
+			uint32_t word = rd32(w) | (uint32_t)c << (bit % 32);
+			w[0] = (uint8_t)word;
+			w[1] = (uint8_t)(word >> 8);
+			w[2] = (uint8_t)(word >> 16);
+			w[3] = (uint8_t)(word >> 24);
+		}
+	}
+	return true;
 }

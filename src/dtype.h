@@ -10,6 +10,15 @@
  *   Q4_K 256 values: f16 d, f16 dmin, u8 scales[12], u8 qs[128]       (144)
  *   Q5_K 256 values: f16 d, f16 dmin, u8 scales[12], u8 qh[32], qs[128] (176)
  *   Q6_K 256 values: u8 ql[128], u8 qh[64], i8 scales[16], f16 d      (210)
+ *
+ * MLX affine (mlx.core.quantize, mode "affine") is not a GGUF type and has
+ * no blocks of its own: a row's codes are packed in uint32 words (8 of 4
+ * bits or 4 of 8 bits per word, value j at bit (j * bits) % 32 of word
+ * j * bits / 32, little-endian), and its groups' scales and biases live in
+ * two other tensors (F32, F16 or BF16). Value j = scale * q + bias with the
+ * scale and bias of group j / group_size; q is unsigned, 0 .. 2^bits - 1.
+ * Its type numbers (DT_MLX4, DT_MLX8) lie outside the GGUF table: dtype_get
+ * and dtype_row_bytes do not know them, so no GGUF file can claim them.
  */
 #ifndef INFERD_DTYPE_H
 #define INFERD_DTYPE_H
@@ -31,6 +40,10 @@ enum dtype {
 	DT_Q6_K = 14,
 	DT_BF16 = 30,
 	DT_COUNT = 40,
+	/* MLX affine, bits = type - DT_MLX_BASE (not GGUF types) */
+	DT_MLX_BASE = 256,
+	DT_MLX4 = 260,
+	DT_MLX8 = 264,
 };
 
 struct dtype_info {
@@ -60,5 +73,27 @@ void dtype_to_f32(int type, const void *src, float *dst, int64_t n);
  * Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K); returns false for types without a quantizer or when n
  * is not a whole number of blocks. */
 bool dtype_from_f32(int type, const float *src, void *dst, int64_t n);
+
+/* ---- MLX affine ---- */
+static inline bool dtype_is_mlx(int type) { return type == DT_MLX4 || type == DT_MLX8; }
+static inline int dtype_mlx_bits(int type) { return type - DT_MLX_BASE; }
+/* A name for any type inferd uses ("Q8_0", "MLX4"), "?" if unknown. */
+const char *dtype_name(int type);
+/* Dequantize n values (whole groups) of one MLX row: q the packed words
+ * (any alignment), scales / biases the row's n / group values of sb_type
+ * (F32, F16 or BF16). Each value is computed as (scale * q) + bias in
+ * float32, the product rounded before the add (no fused multiply-add), so
+ * every kernel can reproduce it bitwise. */
+void dtype_mlx_to_f32(int type, const void *q, const void *scales, const void *biases, int sb_type, int group,
+		      float *dst, int64_t n);
+/* Quantize n float32 values (whole groups) into MLX form: q gets
+ * n * bits / 8 bytes, scales and biases n / group values of sb_type. Per
+ * group the bias is the minimum rounded down and the scale the range over
+ * 2^bits - 1 rounded up (in sb_type), so no code is clipped and every value
+ * is within scale / 2 of scale * q + bias (plus the float32 rounding of
+ * that sum). False when the row is not whole groups, the type or sb_type
+ * is wrong, or a scale or bias does not fit sb_type. */
+bool dtype_mlx_from_f32(int type, int group, int sb_type, const float *src, void *q, void *scales, void *biases,
+			int64_t n);
 
 #endif

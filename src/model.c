@@ -15,6 +15,7 @@
 #endif
 #include "dtype.h"
 #include "exec.h"
+#include "mlx.h"
 #include "tok.h"
 
 #include <stdio.h>
@@ -132,7 +133,8 @@ static int find_source(struct inferd_model *m, const char *name, struct tensor *
 	return 0;
 }
 
-int model_bind(struct inferd_model *m, char *err)
+/* q: the MLX quantization of a Hugging Face directory (q->q NULL: none) */
+static int bind_all(struct inferd_model *m, const struct mlx_cfg *q, char *err)
 {
 	const struct model_config *c = &m->c;
 	bool gg = m->gguf.kv != NULL;
@@ -151,7 +153,14 @@ int model_bind(struct inferd_model *m, char *err)
 			char name[160];
 			snprintf(name, sizeof name, wrole_name(r, gg), l);
 			struct tensor *t = &m->tensors[m->n_tensors];
-			int rc = find_source(m, name, t, &fnd, err);
+			int rc = !gg && nd == 2 ? mlx_bind(&m->st, q, m->path, name, ne, t, err) : 0;
+			if (rc > 0) { /* an MLX triplet, checked against ne */
+				*model_role_slot(m, r, l) = t;
+				m->n_tensors++;
+				continue;
+			}
+			if (rc == 0)
+				rc = find_source(m, name, t, &fnd, err);
 			if (rc < 0)
 				return rc;
 			if (rc > 0)
@@ -173,6 +182,16 @@ int model_bind(struct inferd_model *m, char *err)
 	if (c->tied)
 		m->output = m->tok_embd;
 	return 0;
+}
+
+int model_bind(struct inferd_model *m, char *err)
+{
+	struct mlx_cfg q = {0};
+	int rc = m->gguf.kv ? 0 : mlx_cfg_load(m->path, &q, err);
+	if (!rc)
+		rc = bind_all(m, &q, err);
+	mlx_cfg_free(&q);
+	return rc;
 }
 
 static int load_rope(struct inferd_model *m, char *err)
@@ -390,7 +409,7 @@ void inferd_model_get_info(const inferd_model_t *m, struct inferd_model_info *in
 	info->weight_bytes = 0;
 	for (int i = 0; i < m->n_tensors; i++)
 		if (m->tensors[i].ne[1] > 1 && (&m->tensors[i] != m->tok_embd || m->output == m->tok_embd))
-			info->weight_bytes += m->tensors[i].nbytes;
+			info->weight_bytes += m->tensors[i].nbytes + 2 * m->tensors[i].sb_nbytes;
 }
 
 const struct tokenizer *inferd_model_tokenizer(const inferd_model_t *m) { return m->tok; }

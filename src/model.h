@@ -46,7 +46,17 @@ struct tensor {
 	int64_t ne[2];       /* values per row, rows */
 	const void *data;
 	uint64_t nbytes;
+	/* MLX affine only (type DT_MLX4 / DT_MLX8, see dtype.h): data holds the
+	 * packed codes, [ne[1]][ne[0] * bits / 32] uint32; value j of row r is
+	 * scale * q + bias with the scale and bias of group j / group of row r */
+	const void *scales, *biases; /* [ne[1]][ne[0] / group], type sb_type */
+	int sb_type, group;
+	uint64_t sb_nbytes;          /* bytes of scales (biases: the same) */
 };
+
+/* Row r of t as float32 (ne[0] values), any type (the reference decoders
+ * of dtype.c). */
+void tensor_row_f32(const struct tensor *t, int64_t r, float *dst);
 
 struct layer_weights {
 	struct tensor *attn_norm;         /* [n_embd] */

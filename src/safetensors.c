@@ -2,7 +2,9 @@
  * safetensors.c — see safetensors.h. Layout: u64 LE header length N, N
  * bytes of JSON {name: {dtype, shape, data_offsets: [begin, end]}, ...,
  * "__metadata__": {...}}, then the data section; offsets are relative to
- * the start of the data section.
+ * the start of the data section. The writer pads the header with spaces to
+ * a multiple of 8 bytes (as the Python library does), so tensors start
+ * 8-byte aligned.
  */
 #include "safetensors.h"
 #include "dtype.h"
@@ -232,4 +234,85 @@ const struct st_tensor *st_find(const struct st_set *s, const char *name)
 		if (strcmp(s->t[i].name, name) == 0)
 			return &s->t[i];
 	return NULL;
+}
+
+static uint64_t st_elem_size(const char *dtype)
+{
+	for (size_t i = 0; i < sizeof st_types / sizeof st_types[0]; i++)
+		if (strcmp(st_types[i].name, dtype) == 0)
+			return (uint64_t)st_types[i].size;
+	return 0;
+}
+
+int st_write(const char *path, const struct st_wtensor *t, int n, const char *format, st_produce_fn produce,
+	     void *ctx, char *err)
+{
+	json_t *root = json_object();
+	uint64_t off = 0, biggest = 0;
+	int rc = 0;
+	char *hdr = NULL;
+	uint8_t *buf = NULL;
+	FILE *f = NULL;
+	if (!root)
+		return seterr(err, INFERD_ENOMEM, "out of memory");
+	if (format)
+		json_object_set_new(root, "__metadata__", json_pack("{s:s}", "format", format));
+	for (int i = 0; i < n; i++) {
+		uint64_t sz = st_elem_size(t[i].dtype);
+		json_t *shape = json_array();
+		for (int d = 0; d < t[i].n_dims; d++) {
+			sz *= t[i].shape[d];
+			json_array_append_new(shape, json_integer((json_int_t)t[i].shape[d]));
+		}
+		if (!sz && !st_elem_size(t[i].dtype)) {
+			json_decref(shape);
+			rc = seterr(err, INFERD_EINVAL, "%s: tensor '%s': unknown dtype %s", path, t[i].name, t[i].dtype);
+			goto out;
+		}
+		json_object_set_new(root, t[i].name,
+				    json_pack("{s:s,s:o,s:[I,I]}", "dtype", t[i].dtype, "shape", shape, "data_offsets",
+					      (json_int_t)off, (json_int_t)(off + sz)));
+		off += sz;
+		biggest = sz > biggest ? sz : biggest;
+	}
+	hdr = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	buf = malloc(biggest ? biggest : 1);
+	if (!hdr || !buf) {
+		rc = seterr(err, INFERD_ENOMEM, "out of memory");
+		goto out;
+	}
+	size_t hl = strlen(hdr);
+	uint64_t padded = (hl + 7) / 8 * 8;
+	if (!(f = fopen(path, "wb"))) {
+		rc = seterr(err, INFERD_EIO, "%s: cannot create the file", path);
+		goto out;
+	}
+	uint8_t len[8];
+	for (int k = 0; k < 8; k++)
+		len[k] = (uint8_t)(padded >> (8 * k));
+	int ok = fwrite(len, 1, 8, f) == 8 && fwrite(hdr, 1, hl, f) == hl;
+	for (uint64_t k = hl; ok && k < padded; k++)
+		ok = fputc(' ', f) != EOF;
+	for (int i = 0; ok && i < n; i++) {
+		uint64_t sz = st_elem_size(t[i].dtype);
+		for (int d = 0; d < t[i].n_dims; d++)
+			sz *= t[i].shape[d];
+		if ((rc = produce(ctx, i, buf, sz, err)))
+			goto out;
+		ok = fwrite(buf, 1, sz, f) == sz;
+	}
+	if (fclose(f) != 0)
+		ok = 0;
+	f = NULL;
+	if (!ok)
+		rc = seterr(err, INFERD_EIO, "%s: write failed (disk full?)", path);
+out:
+	if (f)
+		fclose(f);
+	if (rc)
+		remove(path);
+	free(hdr);
+	free(buf);
+	json_decref(root);
+	return rc;
 }

@@ -41,4 +41,18 @@ void st_free_tensors(struct st_tensor *t, size_t n);
 void st_close(struct st_set *s);
 const struct st_tensor *st_find(const struct st_set *s, const char *name);
 
+/* Writing: one file holding tensors in the order given, with
+ * "__metadata__": {"format": format} (format may be NULL). Each tensor's
+ * bytes come from produce(ctx, idx, dst, nbytes, err), called once per
+ * tensor in order with a buffer of exactly nbytes. */
+struct st_wtensor {
+	const char *name;
+	const char *dtype;     /* "F32", "F16", "BF16", "U32", ... */
+	int n_dims;
+	uint64_t shape[2];
+};
+typedef int (*st_produce_fn)(void *ctx, int idx, uint8_t *dst, uint64_t nbytes, char *err);
+int st_write(const char *path, const struct st_wtensor *t, int n, const char *format, st_produce_fn produce,
+	     void *ctx, char *err);
+
 #endif

@@ -11,6 +11,7 @@
 #include "inferd.h"
 #include "sample.h"
 #include "tok.h"
+#include "mlx.h"
 #include "cmds.h"
 
 #include <errno.h>
@@ -28,7 +29,8 @@ static const char *top_help =
 	"  serve      serve models over an OpenAI-compatible HTTP API\n"
 	"  run        generate token ids from prompt ids\n"
 	"  logits     write teacher-forced logits (float32, one row per input id)\n"
-	"  convert    convert a model to GGUF: inferd convert SRC OUT.gguf --type T\n"
+	"  convert    convert a model to GGUF (inferd convert SRC OUT.gguf --type T)\n"
+	"             or to an MLX directory (inferd convert SRC OUT_DIR --to mlx)\n"
 	"  gen-model  write a random-weight GGUF model of a given shape\n"
 	"  info       print a model's configuration\n"
 	"  tokenize   print the token ids of a text\n"
@@ -78,7 +80,21 @@ static const char *convert_help =
 	"eighth of the layers and every third between, Q4_K / Q5_K elsewhere (q4_0:\n"
 	"Q6_K for the head). Rows that are not whole blocks fall back to q8_0 (or\n"
 	"f16 when not whole q8_0 blocks either).\n"
-	"  --type T            output type (default f16)\n";
+	"  --type T            output type (default f16)\n"
+	"SRC may be an MLX affine directory (mlx-community): its weights are\n"
+	"dequantized exactly to float32 and then written as T (f32 keeps them\n"
+	"exactly; q8_0 / q4_k_m quantize them again).\n"
+	"\n"
+	"usage: inferd convert SRC OUT_DIR --to mlx [--bits 4|8] [--group-size 32|64|128]\n"
+	"Write SRC (a Hugging Face directory) as an MLX affine directory, the layout\n"
+	"mlx-lm writes: model.safetensors with X.weight (U32 codes), X.scales and\n"
+	"X.biases for every 2-D weight, config.json with \"quantization\" (and\n"
+	"\"quantization_config\"), and the tokenizer files. Weights whose rows do not\n"
+	"split into groups of the group size use groups of 32 (a per-module entry),\n"
+	"or stay float when they do not split into 32 either.\n"
+	"  --to gguf|mlx       output format (default gguf)\n"
+	"  --bits N            MLX bits per value: 4 or 8 (default 4)\n"
+	"  --group-size N      MLX values per scale and bias: 32, 64, 128 (default 64)\n";
 
 static const char *gen_help =
 	"usage: inferd gen-model -o OUT.gguf [--shape NAME | dimensions] [options]\n"
@@ -399,7 +415,8 @@ out:
 
 static int cmd_convert(struct args *a)
 {
-	const char *pos[2] = {0}, *type = "f16";
+	const char *pos[2] = {0}, *type = "f16", *to = "gguf";
+	long bits = 4, group = 64;
 	int np = 0;
 	for (a->i = 2; a->i < a->argc; a->i++) {
 		const char *v = NULL, *arg = a->argv[a->i];
@@ -412,7 +429,17 @@ static int cmd_convert(struct args *a)
 			return usage_error(a->cmd, "option %s needs a value", arg);
 		if (r)
 			type = v;
-		else if (arg[0] == '-' && arg[1])
+		else if ((r = opt(a, "--to", NULL, &v)) != 0) {
+			if (r < 0)
+				return usage_error(a->cmd, "option %s needs a value", arg);
+			to = v;
+		} else if ((r = opt(a, "--bits", NULL, &v)) != 0) {
+			if (r < 0 || parse_int(a->cmd, "--bits", v, 1, 64, &bits))
+				return r < 0 ? usage_error(a->cmd, "option %s needs a value", arg) : USAGE_ERR;
+		} else if ((r = opt(a, "--group-size", NULL, &v)) != 0) {
+			if (r < 0 || parse_int(a->cmd, "--group-size", v, 1, 4096, &group))
+				return r < 0 ? usage_error(a->cmd, "option %s needs a value", arg) : USAGE_ERR;
+		} else if (arg[0] == '-' && arg[1])
 			return usage_error(a->cmd, "unknown option \"%s\"", arg);
 		else if (np < 2)
 			pos[np++] = arg;
@@ -420,7 +447,27 @@ static int cmd_convert(struct args *a)
 			return usage_error(a->cmd, "unexpected argument \"%s\"", arg);
 	}
 	if (np != 2)
-		return usage_error(a->cmd, "%s", "needs SRC and OUT.gguf");
+		return usage_error(a->cmd, "%s", "needs SRC and OUT.gguf (or OUT_DIR with --to mlx)");
+	if (strcmp(to, "gguf") != 0 && strcmp(to, "mlx") != 0)
+		return usage_error(a->cmd, "--to must be gguf or mlx, got \"%s\"", to);
+	if (!strcmp(to, "mlx")) {
+		char got[32];
+		snprintf(got, sizeof got, "%ld", bits);
+		if (bits != 4 && bits != 8)
+			return usage_error(a->cmd, "--bits must be 4 or 8 for MLX affine, got %s", got);
+		snprintf(got, sizeof got, "%ld", group);
+		if (group != 32 && group != 64 && group != 128)
+			return usage_error(a->cmd, "--group-size must be 32, 64 or 128, got %s", got);
+		inferd_model_t *m;
+		if (open_model(pos[0], 1, &m))
+			return 1;
+		char err[INFERD_ERR_LEN];
+		int rc = mlx_write_dir(m, pos[1], (int)bits, (int)group, err);
+		if (rc)
+			fprintf(stderr, "inferd: %s\n", err);
+		inferd_model_close(m);
+		return rc ? 1 : 0;
+	}
 	static const char *const types[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"};
 	int known = 0;
 	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)

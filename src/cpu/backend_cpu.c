@@ -15,6 +15,7 @@
 #include "dtype.h"
 #include "cpu/ops.h"
 #include "cpu/pool.h"
+#include "cpu/quant_mlx.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -42,6 +43,7 @@ struct cpu_backend {
 	float *rope_cs;      /* [n][half][2] cos, sin of the prepared positions */
 	ops_dot_fn dot;      /* chosen once for this CPU */
 	ops_dot4_fn dot4;
+	ops_mlx_fn mlx;      /* MLX affine row decoder chosen for this CPU */
 };
 
 #define CPU(be) ((struct cpu_backend *)(be))
@@ -103,8 +105,22 @@ static void cpu_kv_copy(struct backend *be, void *p, int dst, int src)
 	}
 }
 
+/* Row r of weight w as float32 into dst: every type but MLX affine through
+ * dtype_to_f32; MLX (codes, scales and biases in three arrays) through the
+ * backend's decoder (bitwise the reference's). */
+static void weight_row(ops_mlx_fn mlx, const struct tensor *w, int64_t r, const uint8_t *src, float *dst)
+{
+	if (!dtype_is_mlx(w->type)) {
+		dtype_to_f32(w->type, src, dst, w->ne[0]);
+		return;
+	}
+	uint64_t sb = (uint64_t)(w->ne[0] / w->group) * (w->sb_type == DT_F32 ? 4u : 2u) * (uint64_t)r;
+	mlx(w->type, src, (const uint8_t *)w->scales + sb, (const uint8_t *)w->biases + sb, w->sb_type, w->group, dst,
+	    w->ne[0]);
+}
+
 /* ---- get_rows ---- */
-struct get_rows_job { float *out; const struct tensor *emb; const int32_t *ids; int n; };
+struct get_rows_job { float *out; const struct tensor *emb; const int32_t *ids; int n; ops_mlx_fn mlx; };
 
 static void get_rows_fn(void *ctx, int ith, int nth)
 {
@@ -113,13 +129,13 @@ static void get_rows_fn(void *ctx, int ith, int nth)
 	uint64_t rb = j->emb->nbytes / (uint64_t)j->emb->ne[1];
 	pool_split(j->n, ith, nth, &a, &b);
 	for (int64_t i = a; i < b; i++)
-		dtype_to_f32(j->emb->type, (const uint8_t *)j->emb->data + (uint64_t)j->ids[i] * rb, j->out + i * cols,
-			     cols);
+		weight_row(j->mlx, j->emb, j->ids[i], (const uint8_t *)j->emb->data + (uint64_t)j->ids[i] * rb,
+			   j->out + i * cols);
 }
 
 static void cpu_get_rows(struct backend *be, float *out, const struct tensor *emb, const int32_t *ids, int n)
 {
-	struct get_rows_job j = {out, emb, ids, n};
+	struct get_rows_job j = {out, emb, ids, n, CPU(be)->mlx};
 	pool_run(CPU(be)->pool, get_rows_fn, &j);
 }
 
@@ -145,7 +161,8 @@ static void cpu_rmsnorm(struct backend *be, float *out, const float *x, const st
 }
 
 /* ---- matmul ---- */
-struct mm_job { float *out; const struct tensor *w, *bias; const float *x; int n; float **tmp; ops_dot4_fn dot4; };
+struct mm_job { float *out; const struct tensor *w, *bias; const float *x; int n; float **tmp; ops_dot4_fn dot4;
+		ops_mlx_fn mlx; };
 
 static void mm_fn(void *ctx, int ith, int nth)
 {
@@ -158,7 +175,7 @@ static void mm_fn(void *ctx, int ith, int nth)
 		const uint8_t *src = (const uint8_t *)j->w->data + (uint64_t)r * rb;
 		const float *wr = (const float *)src;
 		if (j->w->type != DT_F32 || ((uintptr_t)src & 3)) { /* safetensors data need not be aligned */
-			dtype_to_f32(j->w->type, src, tmp, cols);
+			weight_row(j->mlx, j->w, r, src, tmp);
 			wr = tmp;
 		}
 		float bias = 0;
@@ -178,7 +195,7 @@ static void mm_fn(void *ctx, int ith, int nth)
 static void cpu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
 		       const float *x, int n)
 {
-	struct mm_job j = {out, w, bias, x, n, CPU(be)->row, CPU(be)->dot4};
+	struct mm_job j = {out, w, bias, x, n, CPU(be)->row, CPU(be)->dot4, CPU(be)->mlx};
 	pool_run(CPU(be)->pool, mm_fn, &j);
 }
 
@@ -392,6 +409,7 @@ int cpu_backend_new(const struct inferd_model *m, int n_threads, struct backend 
 	cb->base.m = m;
 	cb->dot = ops_dot_best();
 	cb->dot4 = ops_dot4_best();
+	cb->mlx = ops_mlx_best();
 	cb->pool = pool_new(n_threads);
 	if (!cb->pool)
 		goto oom;

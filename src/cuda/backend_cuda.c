@@ -887,6 +887,12 @@ int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, int e
 	for (int i = 0; i < m->n_tensors; i++) {
 		const struct dtype_info *di = dtype_get((uint32_t)m->tensors[i].type);
 		int t = m->tensors[i].type;
+		if (dtype_is_mlx(t)) /* codes, scales and biases in three arrays: no kernel reads that layout yet */
+			return seterr(err, INFERD_EUNSUPPORTED,
+				      "%s: unsupported on the GPU: MLX affine %d-bit weights (tensor '%s') have no CUDA "
+				      "kernel; serve it on the CPU, or convert it first (inferd convert %s OUT.gguf "
+				      "--type q8_0)",
+				      m->path, dtype_mlx_bits(t), m->tensors[i].name ? m->tensors[i].name : "?", m->path);
 		if (!di || !(t == DT_F32 || t == DT_F16 || t == DT_BF16 || t == DT_Q8_0 || t == DT_Q4_0 || t == DT_Q4_1 ||
 			     t == DT_Q5_0 || t == DT_Q5_1 || t == DT_Q4_K || t == DT_Q5_K || t == DT_Q6_K))
 			return seterr(err, INFERD_EUNSUPPORTED, "tensor %s: type %s has no CUDA kernel", m->tensors[i].name,
