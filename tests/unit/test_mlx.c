@@ -1,0 +1,596 @@
+/*
+ * test_mlx.c — MLX affine quantization (mlx-community directories): the
+ * bit layout, the quantize -> dequantize bound, the CPU kernels against the
+ * reference decoder, the four fixture checkpoints written as MLX 8-bit and
+ * 4-bit directories by `inferd convert --to mlx` against transformers'
+ * logits, MLX -> GGUF, and malformed directories.
+ *
+ * The layout (mlx/backend/cpu/quantized.cpp, mlx_lm/utils.py): X.weight is
+ * U32 [out, in * bits / 32] holding codes packed from the low bits (value j
+ * in word j * bits / 32 at bit (j * bits) % 32); X.scales and X.biases are
+ * [out, in / group]; value = scale * q + bias.
+ */
+#include "testlib.h"
+#include "inferd.h"
+#include "backend.h"
+#include "dtype.h"
+#include "model.h"
+#include "cpu/quant_mlx.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static const int sb_types[3] = {DT_F32, DT_F16, DT_BF16};
+
+static float sb_value(int sb_type, const uint8_t *p, int i)
+{
+	float f;
+	uint16_t h;
+	if (sb_type == DT_F32) {
+		memcpy(&f, p + 4 * i, 4);
+		return f;
+	}
+	memcpy(&h, p + 2 * i, 2);
+	return sb_type == DT_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+static void sb_set(int sb_type, uint8_t *p, int i, float v)
+{
+	uint16_t h;
+	if (sb_type == DT_F32) {
+		memcpy(p + 4 * i, &v, 4);
+		return;
+	}
+	h = sb_type == DT_F16 ? f32_to_f16(v) : f32_to_bf16(v);
+	memcpy(p + 2 * i, &h, 2);
+}
+
+/* Words packed by hand (python, outside this code base) against the
+ * decoder and the quantizer, for 4 and 8 bits, with every scale type. */
+static void layout(void)
+{
+	/* 4 bits: q_j = j % 16, two words per 16 values */
+	static const uint32_t w4[4] = {0x76543210u, 0xfedcba98u, 0x76543210u, 0xfedcba98u};
+	/* 8 bits: q = 00 ff 12 34 56 78 9a bc, then 7 j for j = 8..31 */
+	static const uint32_t w8[8] = {0x3412ff00u, 0xbc9a7856u, 0x4d463f38u, 0x69625b54u,
+				       0x857e7770u, 0xa19a938cu, 0xbdb6afa8u, 0xd9d2cbc4u};
+	int q8[32] = {0x00, 0xff, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc};
+	for (int j = 8; j < 32; j++)
+		q8[j] = 7 * j;
+	ops_mlx_fn fast = ops_mlx_best();
+	for (int k = 0; k < 3; k++) {
+		int sbt = sb_types[k];
+		for (int bits = 4; bits <= 8; bits += 4) {
+			int type = bits == 4 ? DT_MLX4 : DT_MLX8;
+			const uint32_t *w = bits == 4 ? w4 : w8;
+			/* scale and bias exact in every scale type; the codes use 0 and the maximum */
+			float s = bits == 4 ? 0.5f : 0.25f, b = -3.0f, x[32], y[32], z[32];
+			uint8_t sc[4], bi[4], q[32];
+			sb_set(sbt, sc, 0, s);
+			sb_set(sbt, bi, 0, b);
+			for (int j = 0; j < 32; j++)
+				x[j] = s * (float)(bits == 4 ? j % 16 : q8[j]) + b;
+			dtype_mlx_to_f32(type, w, sc, bi, sbt, 32, y, 32);
+			fast(type, w, sc, bi, sbt, 32, z, 32);
+			int bad = -1;
+			for (int j = 0; j < 32 && bad < 0; j++)
+				if (y[j] != x[j] || z[j] != x[j])
+					bad = j;
+			CHECK(bad < 0, "%d-bit %s: hand-packed value %d decodes to %g (fast %g), expected %g", bits,
+			      dtype_name(sbt), bad, bad >= 0 ? y[bad] : 0, bad >= 0 ? z[bad] : 0, bad >= 0 ? x[bad] : 0);
+			uint8_t sc2[4], bi2[4];
+			CHECK(dtype_mlx_from_f32(type, 32, sbt, x, q, sc2, bi2, 32), "quantize %d-bit", bits);
+			CHECK(memcmp(q, w, (size_t)bits * 4) == 0, "%d-bit %s: quantized words %08x %08x, hand-packed %08x %08x",
+			      bits, dtype_name(sbt), ((uint32_t *)q)[0], ((uint32_t *)q)[1], w[0], w[1]);
+			CHECK(sb_value(sbt, sc2, 0) == s && sb_value(sbt, bi2, 0) == b, "%d-bit %s: scale %g bias %g, expected %g %g",
+			      bits, dtype_name(sbt), sb_value(sbt, sc2, 0), sb_value(sbt, bi2, 0), s, b);
+		}
+	}
+	/* one code: value 13 of 32 at 4 bits lies in word 1 at bit 20; at 8 bits in word 3 at bit 8 */
+	for (int bits = 4; bits <= 8; bits += 4) {
+		float x[32] = {0}, y[32];
+		uint8_t q[32], sc[4], bi[4];
+		x[13] = bits == 4 ? 15 * 0.25f : 255 * 0.25f;
+		int type = bits == 4 ? DT_MLX4 : DT_MLX8;
+		CHECK(dtype_mlx_from_f32(type, 32, DT_F32, x, q, sc, bi, 32), "quantize");
+		uint32_t want[8] = {0};
+		if (bits == 4)
+			want[1] = 0x00f00000u;
+		else
+			want[3] = 0x0000ff00u;
+		CHECK(memcmp(q, want, (size_t)bits * 4) == 0, "%d-bit single code: words %08x %08x %08x %08x", bits,
+		      ((uint32_t *)q)[0], ((uint32_t *)q)[1], ((uint32_t *)q)[2], ((uint32_t *)q)[3]);
+		dtype_mlx_to_f32(type, want, sc, bi, DT_F32, 32, y, 32);
+		CHECK(y[13] == x[13] && y[12] == 0 && y[14] == 0, "%d-bit single code decodes to %g", bits, y[13]);
+	}
+	printf("  layout: hand-packed 4- and 8-bit words decode and re-encode exactly (F32, F16, BF16 scales)\n");
+}
+
+/* Quantize -> dequantize random rows: every value within the bound. The
+ * quantizer takes bias = group minimum rounded down and scale = range /
+ * (2^bits - 1) rounded up (both in the scales' type), so (w - bias) / scale
+ * lies in [0, 2^bits - 1] and no code is clipped: rounding to the nearest
+ * code leaves |w - (scale * q + bias)| <= scale / 2 exactly. The float32
+ * evaluation of scale * q + bias adds half an ulp of the result (<= |deq|
+ * 2^-24), and the quantizer's double-precision division 1e-6 relative of
+ * scale / 2 at most. */
+static void round_trip(uint64_t seed)
+{
+	static const int groups[3] = {32, 64, 128};
+	int n = 4096;
+	float *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y), *z = malloc((size_t)n * sizeof *z);
+	uint8_t *q = malloc((size_t)n), *sc = malloc((size_t)n * 4 / 32), *bi = malloc((size_t)n * 4 / 32);
+	uint64_t r = seed;
+	for (int i = 0; i < n; i++) {
+		r = r * 6364136223846793005ull + 1442695040888963407ull;
+		x[i] = (float)((double)(r >> 11) * 0x1p-53 * 2 - 1) * (float)(1 + (i / 512) * 3) + (float)((i / 256) % 3) * 0.3f;
+		if (i % 997 == 0)
+			x[i] *= 8; /* outliers */
+		if (i >= 3000 && i < 3064)
+			x[i] = 0.1234567f; /* a constant group */
+	}
+	ops_mlx_fn fast = ops_mlx_best();
+	for (int bi_ = 0; bi_ < 2; bi_++)
+		for (int gi = 0; gi < 3; gi++)
+			for (int k = 0; k < 3; k++) {
+				int bits = bi_ ? 8 : 4, g = groups[gi], sbt = sb_types[k], type = bits == 4 ? DT_MLX4 : DT_MLX8;
+				CHECK(dtype_mlx_from_f32(type, g, sbt, x, q, sc, bi, n), "quantize %d bits group %d", bits, g);
+				dtype_mlx_to_f32(type, q, sc, bi, sbt, g, y, n);
+				fast(type, q, sc, bi, sbt, g, z, n);
+				double worst = 0, e2 = 0, s2 = 0;
+				int bad = -1;
+				for (int i = 0; i < n; i++) {
+					double s = sb_value(sbt, sc, i / g), err = fabs((double)x[i] - y[i]);
+					double bound = s / 2 * (1 + 1e-6) + fabs(y[i]) * 0x1p-24;
+					if (err > bound && bad < 0)
+						bad = i;
+					if (s > 0 && err / (s / 2) > worst)
+						worst = err / (s / 2);
+					e2 += err * err;
+					s2 += (double)x[i] * x[i];
+				}
+				CHECK(bad < 0, "%d bits group %d %s: value %d: |%.9g - %.9g| > scale/2 (scale %.9g)", bits, g,
+				      dtype_name(sbt), bad, bad >= 0 ? x[bad] : 0, bad >= 0 ? y[bad] : 0,
+				      bad >= 0 ? sb_value(sbt, sc, bad / g) : 0);
+				CHECK(memcmp(y, z, (size_t)n * sizeof *y) == 0, "%d bits group %d %s: the CPU decoder differs from the reference",
+				      bits, g, dtype_name(sbt));
+				printf("  round trip %d bits group %3d %-4s: max |w - deq| / (scale/2) %.4f, rel RMS %.4f\n", bits, g,
+				       dtype_name(sbt), worst, sqrt(e2 / s2));
+			}
+	free(x);
+	free(y);
+	free(z);
+	free(q);
+	free(sc);
+	free(bi);
+}
+
+/* write model src as an MLX directory with the real binary */
+static int write_mlx(const char *src, const char *dst, int bits, int group)
+{
+	char b[8], g[8], so[256], se[1024];
+	snprintf(b, sizeof b, "%d", bits);
+	snprintf(g, sizeof g, "%d", group);
+	const char *argv[] = {t_bin(), "convert", src, dst, "--to", "mlx", "--bits", b, "--group-size", g, NULL};
+	int rc = t_run(argv, so, sizeof so, se, sizeof se);
+	CHECK(rc == 0, "convert %s --to mlx --bits %d: exit %d: %s", src, bits, rc, se);
+	return rc;
+}
+
+/* The CPU backend's products with MLX weights: a one-hot input gives the
+ * reference decoder's values bitwise; a token's result is the same alone
+ * and in a batch of 7; get_rows decodes embedding rows bitwise. */
+static void kernels(const char *dir)
+{
+	char err[INFERD_ERR_LEN];
+	inferd_model_t *m;
+	if (inferd_model_open(dir, NULL, &m, err)) {
+		CHECK(0, "%s", err);
+		return;
+	}
+	struct backend *be = m->be;
+	const struct tensor *ws[3] = {m->layers[0].wq, m->layers[0].w_down, m->tok_embd};
+	pthread_mutex_lock(&m->eval_lock);
+	for (int k = 0; k < 3; k++) {
+		const struct tensor *w = ws[k];
+		CHECK(dtype_is_mlx(w->type), "tensor %d is %s, expected MLX", k, dtype_name(w->type));
+		int64_t cols = w->ne[0], rows = w->ne[1];
+		int nt = (int)cols;
+		float *x = be->ops->alloc(be, (size_t)nt * cols), *out = be->ops->alloc(be, (size_t)nt * rows);
+		float *ref = malloc((size_t)cols * sizeof *ref);
+		memset(x, 0, (size_t)nt * cols * sizeof *x);
+		for (int t = 0; t < nt; t++)
+			x[(size_t)t * cols + t] = 1.0f;
+		be->ops->matmul(be, out, w, NULL, x, nt);
+		int bad_r = -1, bad_c = -1;
+		for (int64_t r = 0; r < rows && bad_r < 0; r++) {
+			tensor_row_f32(w, r, ref);
+			for (int64_t c = 0; c < cols; c++)
+				if (memcmp(&out[c * rows + r], &ref[c], 4) != 0) {
+					bad_r = (int)r;
+					bad_c = (int)c;
+					break;
+				}
+		}
+		CHECK(bad_r < 0, "%s: product with one-hot %d, row %d: %g, dequantized %g", dtype_name(w->type), bad_c,
+		      bad_r, bad_r >= 0 ? out[(int64_t)bad_c * rows + bad_r] : 0, bad_r >= 0 ? ref[bad_c] : 0);
+		/* batch invariance: 7 random tokens together and one by one */
+		uint64_t s = 12345;
+		for (int64_t i = 0; i < 7 * cols; i++) {
+			s = s * 6364136223846793005ull + 1442695040888963407ull;
+			x[i] = (float)((double)(s >> 11) * 0x1p-53 * 2 - 1);
+		}
+		be->ops->matmul(be, out, w, NULL, x, 7);
+		float *one = be->ops->alloc(be, (size_t)rows);
+		int same = 1;
+		for (int t = 0; t < 7; t++) {
+			be->ops->matmul(be, one, w, NULL, x + (size_t)t * cols, 1);
+			same &= memcmp(one, out + (size_t)t * rows, (size_t)rows * sizeof *one) == 0;
+		}
+		CHECK(same, "%s [%lld x %lld]: a token's product differs alone and in a batch of 7", dtype_name(w->type),
+		      (long long)rows, (long long)cols);
+		printf("  kernel %s group %d [%lld x %lld]: one-hot products equal the dequantized rows; batch of 7 bitwise %s\n",
+		       dtype_name(w->type), w->group, (long long)rows, (long long)cols, same ? "equal" : "DIFFERENT");
+		be->ops->dealloc(be, one);
+		be->ops->dealloc(be, x);
+		be->ops->dealloc(be, out);
+		free(ref);
+	}
+	/* embedding rows */
+	const struct tensor *e = m->tok_embd;
+	int32_t ids[5] = {0, 1, 17, (int32_t)e->ne[1] - 1, 300};
+	float *out = be->ops->alloc(be, (size_t)5 * e->ne[0]), *ref = malloc((size_t)e->ne[0] * sizeof *ref);
+	be->ops->get_rows(be, out, e, ids, 5);
+	int same = 1;
+	for (int i = 0; i < 5; i++) {
+		tensor_row_f32(e, ids[i], ref);
+		same &= memcmp(ref, out + (size_t)i * e->ne[0], (size_t)e->ne[0] * sizeof *ref) == 0;
+	}
+	CHECK(same, "get_rows of an MLX embedding differs from the dequantized rows");
+	be->ops->dealloc(be, out);
+	free(ref);
+	pthread_mutex_unlock(&m->eval_lock);
+	inferd_model_close(m);
+}
+
+struct mcase {
+	const char *fixture;
+	int bits;
+	double bound; /* max relative error of any case vs transformers' logits */
+};
+
+/* Bounds: the measured worst case of any reference case in the comment,
+ * with about 1.5x headroom (the weights, the quantizer and the kernels are
+ * deterministic, so the measurement repeats exactly). These are
+ * random-weight models: uniform weights spend a group's range on a flat
+ * distribution, the worst case for affine codes, so the errors are the
+ * format's own: 8 bits ~ range / 255 per weight, 4 bits ~ range / 15 (17x
+ * coarser, and the 4-layer llama3 model compounds it). The second check is
+ * relative: at the same bits per weight (MLX group 64: 8.5 and 4.5; GGUF
+ * Q8_0 / Q4_0, blocks of 32 with an f16 scale: 8.5 and 4.5) the MLX file
+ * stays within 1.5x of the GGUF file inferd writes from the same
+ * checkpoint in the same run (measured 1.10-1.33 at 8 bits, 1.03-1.27 at 4;
+ * Q4_0 keeps an untied head at Q6_K, hence llama-tiny's 1.27). */
+static const struct mcase mcases[] = {
+	{"llama-tiny-f32", 8, 1.5e-2},   /* measured 8.4e-3 */
+	{"llama-tiny-f32", 4, 2.2e-1},   /* measured 1.39e-1 */
+	{"qwen2-tiny-f16", 8, 2e-2},     /* measured 1.31e-2 */
+	{"qwen2-tiny-f16", 4, 3e-1},     /* measured 2.01e-1 */
+	{"qwen3-tiny-bf16", 8, 2.5e-2},  /* measured 1.71e-2 */
+	{"qwen3-tiny-bf16", 4, 4e-1},    /* measured 2.64e-1 */
+	{"llama3-rope-bf16", 8, 5e-2},   /* measured 3.34e-2 */
+	{"llama3-rope-bf16", 4, 7.5e-1}, /* measured 5.19e-1 */
+};
+
+/* logits of every case (all rows), concatenated; NULL on failure */
+static float *model_logits(const char *path, const struct t_ref *r, int *n_mlx, int *group_ok, int *bitwise)
+{
+	char err[INFERD_ERR_LEN];
+	inferd_model_t *m;
+	if (inferd_model_open(path, NULL, &m, err)) {
+		CHECK(0, "open %s: %s", path, err);
+		return NULL;
+	}
+	if (n_mlx) {
+		*n_mlx = 0;
+		*group_ok = 1;
+		for (int i = 0; i < m->n_tensors; i++)
+			if (dtype_is_mlx(m->tensors[i].type)) {
+				(*n_mlx)++;
+				/* group 64 wherever the rows split into 64, else 32 */
+				int want = m->tensors[i].ne[0] % 64 == 0 ? 64 : 32;
+				*group_ok &= m->tensors[i].group == want;
+			}
+	}
+	size_t total = r->case_off[r->n_cases - 1];
+	int nl;
+	free(t_ref_ids(r, r->n_cases - 1, &nl));
+	total += (size_t)nl * r->vocab;
+	float *lg = malloc(total * sizeof *lg);
+	*bitwise = 1;
+	for (int c = 0; c < r->n_cases; c++) {
+		int n;
+		int32_t *ids = t_ref_ids(r, c, &n);
+		inferd_seq_t *s, *s1;
+		int rc = inferd_seq_new(m, n, &s, err) || inferd_seq_eval(m, s, ids, n, lg + r->case_off[c], 1, err);
+		CHECK(rc == 0, "%s case %d: %s", path, c, err);
+		if (c == 0 && !rc && inferd_seq_new(m, n, &s1, err) == 0) {
+			/* token by token: bitwise the logits of the whole pass */
+			float *one = malloc((size_t)r->vocab * sizeof *one);
+			for (int i = 0; i < n; i++) {
+				inferd_seq_eval(m, s1, &ids[i], 1, one, 0, err);
+				*bitwise &= memcmp(one, lg + r->case_off[c] + (size_t)i * r->vocab, (size_t)r->vocab * 4) == 0;
+			}
+			free(one);
+			inferd_seq_free(s1);
+		}
+		inferd_seq_free(s);
+		free(ids);
+	}
+	inferd_model_close(m);
+	return lg;
+}
+
+static void models(void)
+{
+	const char *fx = t_fixtures();
+	for (size_t i = 0; i < sizeof mcases / sizeof mcases[0]; i++) {
+		const struct mcase *mc = &mcases[i];
+		char src[600], dst[700];
+		snprintf(src, sizeof src, "%s/%s", fx, mc->fixture);
+		snprintf(dst, sizeof dst, "%s-mlx%d", t_tmp(mc->fixture), mc->bits);
+		struct t_ref r;
+		if (t_ref_load(src, &r)) {
+			CHECK(0, "cannot load the reference of %s", src);
+			continue;
+		}
+		if (write_mlx(src, dst, mc->bits, 64)) {
+			t_ref_free(&r);
+			continue;
+		}
+		int n_mlx = 0, group_ok = 0, bitwise = 0;
+		float *lg = model_logits(dst, &r, &n_mlx, &group_ok, &bitwise);
+		if (lg) {
+			/* 2-D weights: 7 per layer (+ embedding, + head when untied); llama-tiny's
+			 * ffn_down (rows of 172) cannot be grouped and stays float */
+			CHECK(n_mlx >= 7 && group_ok, "%s: %d MLX tensors, groups as expected: %d", dst, n_mlx, group_ok);
+			double worst = 0;
+			for (int c = 0; c < r.n_cases; c++) {
+				int n;
+				free(t_ref_ids(&r, c, &n));
+				double e = t_rel_err(lg + r.case_off[c], r.logits + r.case_off[c], (size_t)n * r.vocab);
+				worst = e > worst ? e : worst;
+			}
+			printf("  %-17s MLX %d-bit group 64: %2d quantized tensors, max rel err %.3e (bound %.1e), "
+			       "token by token bitwise %s\n",
+			       mc->fixture, mc->bits, n_mlx, worst, mc->bound, bitwise ? "equal" : "DIFFERENT");
+			/* the GGUF type of the same bits, written by inferd from the same checkpoint */
+			char gg[800], so[256], se[1024];
+			const char *gt = mc->bits == 8 ? "q8_0" : "q4_0";
+			snprintf(gg, sizeof gg, "%s.%s.gguf", dst, gt);
+			const char *argv[] = {t_bin(), "convert", src, gg, "--type", gt, NULL};
+			int bw;
+			float *lq = t_run(argv, so, sizeof so, se, sizeof se) == 0 ? model_logits(gg, &r, NULL, NULL, &bw) : NULL;
+			CHECK(lq != NULL, "%s: convert to %s: %s", mc->fixture, gt, se);
+			if (lq) {
+				double wq = 0;
+				for (int c = 0; c < r.n_cases; c++) {
+					int n;
+					free(t_ref_ids(&r, c, &n));
+					double e = t_rel_err(lq + r.case_off[c], r.logits + r.case_off[c], (size_t)n * r.vocab);
+					wq = e > wq ? e : wq;
+				}
+				printf("  %-17s GGUF %s: max rel err %.3e (MLX / GGUF %.2f, bound 1.5)\n", mc->fixture, gt, wq,
+				       worst / wq);
+				CHECK(worst <= 1.5 * wq, "%s MLX %d-bit: error %.3e vs GGUF %s's %.3e", mc->fixture, mc->bits, worst,
+				      gt, wq);
+			}
+			free(lq);
+			CHECK(worst <= mc->bound, "%s MLX %d-bit: relative error %.3e > %.1e", mc->fixture, mc->bits, worst,
+			      mc->bound);
+			CHECK(bitwise, "%s MLX %d-bit: token-by-token logits differ from the whole pass", mc->fixture, mc->bits);
+		}
+		/* MLX -> GGUF f32: the exact dequantized weights, so the same logits to float rounding */
+		if (lg && mc->bits == 8) {
+			char gg[800], so[256], se[1024];
+			snprintf(gg, sizeof gg, "%s.f32.gguf", dst);
+			const char *argv[] = {t_bin(), "convert", dst, gg, "--type", "f32", NULL};
+			int rc = t_run(argv, so, sizeof so, se, sizeof se);
+			CHECK(rc == 0, "convert %s to gguf: %s", dst, se);
+			int bw;
+			float *lg2 = rc ? NULL : model_logits(gg, &r, NULL, NULL, &bw);
+			if (lg2) {
+				size_t total = r.case_off[r.n_cases - 1];
+				int n;
+				free(t_ref_ids(&r, r.n_cases - 1, &n));
+				total += (size_t)n * r.vocab;
+				double e = t_rel_err(lg2, lg, total);
+				printf("  %-17s MLX 8-bit -> GGUF f32: logits vs the MLX directory's %.3e (bound 1e-5)\n",
+				       mc->fixture, e);
+				CHECK(e <= 1e-5, "%s: MLX -> GGUF f32 logits differ by %.3e", mc->fixture, e);
+			}
+			free(lg2);
+		}
+		free(lg);
+		t_ref_free(&r);
+	}
+}
+
+/* ---------- malformed directories ---------- */
+
+typedef void (*edit_fn)(json_t *header, json_t *config);
+
+/* dir (an MLX directory) copied to a new one with its safetensors header and
+ * config.json edited; returns the new path */
+static const char *make_bad(const char *dir, const char *name, edit_fn edit)
+{
+	static char out[700];
+	char p[800];
+	snprintf(out, sizeof out, "%s", t_tmp(name));
+	mkdir(out, 0755);
+	size_t n;
+	snprintf(p, sizeof p, "%s/model.safetensors", dir);
+	uint8_t *f = t_read_file(p, &n);
+	uint64_t hl;
+	memcpy(&hl, f, 8);
+	json_t *h = json_loadb((const char *)f + 8, hl, 0, NULL);
+	snprintf(p, sizeof p, "%s/config.json", dir);
+	json_t *cfg = json_load_file(p, 0, NULL);
+	edit(h, cfg);
+	char *hs = json_dumps(h, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	size_t nl = (strlen(hs) + 7) / 8 * 8, data = n - 8 - hl;
+	uint8_t *g = malloc(8 + nl + data);
+	uint64_t nl64 = nl;
+	memcpy(g, &nl64, 8);
+	memset(g + 8, ' ', nl);
+	memcpy(g + 8, hs, strlen(hs));
+	memcpy(g + 8 + nl, f + 8 + hl, data);
+	snprintf(p, sizeof p, "%s/model.safetensors", out);
+	t_write_file(p, g, 8 + nl + data);
+	snprintf(p, sizeof p, "%s/config.json", out);
+	json_dump_file(cfg, p, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	free(hs);
+	free(g);
+	free(f);
+	json_decref(h);
+	json_decref(cfg);
+	return out;
+}
+
+static void swap_shape(json_t *h, const char *name)
+{
+	json_t *sh = json_object_get(json_object_get(h, name), "shape");
+	json_t *a = json_incref(json_array_get(sh, 0)), *b = json_incref(json_array_get(sh, 1));
+	json_array_set_new(sh, 0, b);
+	json_array_set_new(sh, 1, a);
+}
+
+static void e_scales_shape(json_t *h, json_t *c) { (void)c; swap_shape(h, "model.layers.0.self_attn.q_proj.scales"); }
+static void e_bits3(json_t *h, json_t *c)
+{
+	(void)h;
+	json_object_set_new(json_object_get(c, "quantization"), "bits", json_integer(3));
+}
+static void e_no_biases(json_t *h, json_t *c)
+{
+	(void)c;
+	json_t *v = json_incref(json_object_get(h, "model.layers.1.mlp.up_proj.biases"));
+	json_object_del(h, "model.layers.1.mlp.up_proj.biases");
+	json_object_set_new(h, "model.layers.1.mlp.up_proj.bias_renamed", v);
+}
+static void e_bits4(json_t *h, json_t *c)
+{
+	(void)h;
+	json_object_set_new(json_object_get(c, "quantization"), "bits", json_integer(4));
+}
+static void e_no_block(json_t *h, json_t *c)
+{
+	(void)h;
+	json_object_del(c, "quantization");
+	json_object_del(c, "quantization_config");
+}
+static void e_scales_i16(json_t *h, json_t *c)
+{
+	(void)c;
+	json_object_set_new(json_object_get(h, "model.layers.0.mlp.gate_proj.scales"), "dtype", json_string("I16"));
+}
+static void e_group48(json_t *h, json_t *c)
+{
+	(void)h;
+	json_object_set_new(json_object_get(c, "quantization"), "group_size", json_integer(48));
+}
+static void e_mxfp4(json_t *h, json_t *c)
+{
+	(void)h;
+	json_object_set_new(json_object_get(c, "quantization"), "mode", json_string("mxfp4"));
+}
+static void e_awq(json_t *h, json_t *c)
+{
+	(void)h;
+	json_object_del(c, "quantization");
+	json_object_set_new(c, "quantization_config", json_pack("{s:s,s:i,s:i}", "quant_method", "awq", "bits", 4,
+								"group_size", 128));
+}
+static void e_false_but_scales(json_t *h, json_t *c)
+{
+	(void)h;
+	json_object_set_new(json_object_get(c, "quantization"), "model.layers.0.self_attn.o_proj", json_false());
+}
+static void e_weight_f16(json_t *h, json_t *c)
+{
+	(void)c;
+	/* same bytes, read as F16 of twice the columns */
+	json_t *t = json_object_get(h, "model.layers.1.self_attn.k_proj.weight");
+	json_object_set_new(t, "dtype", json_string("F16"));
+	json_t *sh = json_object_get(t, "shape");
+	json_array_set_new(sh, 1, json_integer(2 * json_integer_value(json_array_get(sh, 1))));
+}
+static void e_override_32(json_t *h, json_t *c)
+{
+	(void)h; /* a per-module group the file does not have */
+	json_object_set_new(json_object_get(c, "quantization"), "model.layers.0.mlp.up_proj",
+			    json_pack("{s:i,s:i}", "group_size", 64, "bits", 8));
+}
+
+static void malformed(const char *dir)
+{
+	static const struct {
+		const char *name;
+		edit_fn edit;
+		const char *want1, *want2; /* both must be in the message */
+	} t[] = {
+		{"bad-scales-shape", e_scales_shape, "model.layers.0.self_attn.q_proj.scales", "shape"},
+		{"bad-bits3", e_bits3, "bits 3", "model.embed_tokens.weight"},
+		{"bad-no-biases", e_no_biases, "model.layers.1.mlp.up_proj.biases", "missing"},
+		{"bad-bits4-on-8", e_bits4, "model.embed_tokens.weight", "shape"},
+		{"bad-no-block", e_no_block, "model.embed_tokens.weight", "quantization"},
+		{"bad-scales-i16", e_scales_i16, "model.layers.0.mlp.gate_proj.scales", "I16"},
+		{"bad-group48", e_group48, "group size 48", "model.embed_tokens.weight"},
+		{"bad-mxfp4", e_mxfp4, "mxfp4", "model.embed_tokens"},
+		{"bad-awq", e_awq, "awq", "config.json"},
+		{"bad-false", e_false_but_scales, "model.layers.0.self_attn.o_proj.weight", "not quantized"},
+		{"bad-weight-f16", e_weight_f16, "model.layers.1.self_attn.k_proj.weight", "F16"},
+		{"bad-override", e_override_32, "model.layers.0.mlp.up_proj.scales", "shape"},
+	};
+	for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+		const char *bad = make_bad(dir, t[i].name, t[i].edit);
+		char err[INFERD_ERR_LEN] = "";
+		inferd_model_t *m = NULL;
+		int rc = inferd_model_open(bad, NULL, &m, err);
+		CHECK(rc < 0 && m == NULL, "%s: opened (rc %d)", t[i].name, rc);
+		CHECK(strstr(err, t[i].want1) && strstr(err, t[i].want2), "%s: message \"%s\" lacks \"%s\" / \"%s\"",
+		      t[i].name, err, t[i].want1, t[i].want2);
+		printf("  %-17s -> %s\n", t[i].name, err);
+		if (m)
+			inferd_model_close(m);
+	}
+	/* the command line refuses other bit widths before reading anything */
+	char so[256], se[1024];
+	const char *argv[] = {t_bin(), "convert", dir, t_tmp("x"), "--to", "mlx", "--bits", "3", NULL};
+	int rc = t_run(argv, so, sizeof so, se, sizeof se);
+	CHECK(rc == 2 && strstr(se, "--bits must be 4 or 8"), "convert --bits 3: exit %d: %s", rc, se);
+}
+
+int main(void)
+{
+	uint64_t seed = (uint64_t)time(NULL);
+	printf("round-trip seed %llu\n", (unsigned long long)seed);
+	layout();
+	round_trip(seed);
+	char src[600], dir4[700], dir8[700];
+	snprintf(src, sizeof src, "%s/llama3-rope-bf16", t_fixtures());
+	snprintf(dir4, sizeof dir4, "%s", t_tmp("kern-mlx4"));
+	if (write_mlx(src, dir4, 4, 64) == 0)
+		kernels(dir4);
+	snprintf(src, sizeof src, "%s/qwen2-tiny-f16", t_fixtures());
+	snprintf(dir8, sizeof dir8, "%s", t_tmp("kern-mlx8"));
+	if (write_mlx(src, dir8, 8, 32) == 0) {
+		kernels(dir8);
+		malformed(dir8);
+	}
+	models();
+	return t_done("test_mlx");
+}
