@@ -174,8 +174,26 @@ struct inferd_request {
 	double token_timeout_s; /* deadline between tokens; 0 = none */
 	int priority;           /* higher runs first and is preempted last;
 				 * < 0 is batch work that may not use the reserve */
+	/* Constrained decoding (structured output). grammar_kind NULL: none;
+	 * "json_schema": `grammar` is a JSON Schema as JSON text (OpenAI's
+	 * strict subset, see src/grammar.h); "json_object": any JSON object
+	 * (`grammar` unused); "gbnf": `grammar` is GBNF text (llama.cpp syntax,
+	 * start rule `root`). Every generated token keeps the output a prefix
+	 * of a sentence of the grammar; EOS and stop ids are allowed only once
+	 * it is complete, and the request ends with "stop" as soon as it is
+	 * complete and nothing can follow. Needs a model with a tokenizer.
+	 * inferd_submit compiles it and returns INFERD_EINVAL with a message
+	 * naming the fault (GBNF line and column; the unsupported schema
+	 * keyword and its JSON path), fit for an HTTP 400. Both strings are
+	 * copied (compiled) at submission. */
+	const char *grammar_kind;
+	const char *grammar;
 };
 void inferd_request_init(struct inferd_request *r);
+
+/* Check a constraint without a model (as inferd_submit would): 0, or
+ * INFERD_EINVAL with err naming what is wrong. */
+int inferd_grammar_check(const char *kind, const char *text, char *err);
 
 enum { INFERD_EV_TOKEN = 1, INFERD_EV_DONE = 2 };
 #define INFERD_MAX_TOP_LOGPROBS 20

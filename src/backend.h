@@ -46,6 +46,10 @@ struct batch {
 				 * when `sample` is given */
 	const struct sample_req *sample; /* [wanted rows]: sample on the device
 				 * (only when the backend has a sample op) */
+	const uint8_t *host_rows; /* with `sample`: [wanted rows] nonzero: also
+				 * copy this row's logits to logits[row] (before
+				 * sampling; a constrained sequence samples on
+				 * the host), or NULL */
 };
 
 struct backend;

@@ -42,6 +42,7 @@
 #include "exec.h"
 #include "backend.h"
 #include "fault.h"
+#include "grammar.h"
 #include "model.h"
 #include "sample.h"
 #include "tok.h"
@@ -79,6 +80,7 @@ struct inferd_req {
 	int head, n;
 	int done_read;
 	char *cur_text;             /* text of the event last returned */
+	struct grammar *gram;       /* the compiled constraint, or NULL */
 	struct inferd_req *next;    /* submission queue */
 };
 
@@ -97,6 +99,7 @@ static void req_unref(inferd_req_t *q)
 	free((void *)q->r.stop);
 	free((void *)q->r.stop_ids);
 	free((void *)q->r.logit_bias);
+	grammar_free(q->gram);
 	if (q->efd >= 0)
 		close(q->efd);
 	pthread_mutex_destroy(&q->mu);
@@ -238,6 +241,8 @@ struct seq {
 	int chunk;               /* tokens scheduled in this step */
 	int scheduled;           /* has run in a step (left the queue) */
 	int row;                 /* logits row in this step, or -1 */
+	struct grammar_matcher *gm; /* constrained decoding: the output's state */
+	uint32_t *gbits;         /* [n_vocab / 32] the allowed-token mask */
 };
 
 struct exec {
@@ -276,6 +281,11 @@ struct exec {
 	char fail_msg[INFERD_ERR_LEN];
 	void (*on_fatal)(void *arg, const char *msg);
 	void *fatal_arg;
+	/* the tokenizer's byte trie for constrained decoding: built once by
+	 * the first submission that needs it (under gv_mu), then immutable;
+	 * the submission queue's mutex orders it before the executor's use */
+	pthread_mutex_t gv_mu;
+	struct grammar_vocab *gv;
 };
 
 static uint64_t block_name(uint64_t parent, const int32_t *tok, int n)
@@ -480,6 +490,8 @@ static void seq_end(struct exec *e, int i, int finish, int status, const char *m
 	else
 		done_event(e, s, s->q, finish, status, NULL);
 	tok_stream_free(s->ts);
+	grammar_matcher_free(s->gm);
+	free(s->gbits);
 	free(s->tok);
 	free(s->blocks);
 	free(s->hold);
@@ -565,6 +577,16 @@ static void admit(struct exec *e, inferd_req_t *q)
 	s->deadline = r->timeout_s > 0 ? q->t_submit + r->timeout_s : 0;
 	if (e->m->tok)
 		s->ts = tok_stream_new(e->m->tok, r->keep_special ? 0 : TOK_SKIP_SPECIAL);
+	if (q->gram) {
+		s->gm = grammar_matcher_new(q->gram);
+		s->gbits = malloc(((size_t)c->n_vocab + 31) / 32 * sizeof *s->gbits);
+		if (!s->gm || !s->gbits) {
+			grammar_matcher_free(s->gm);
+			free(s->gbits);
+			tok_stream_free(s->ts);
+			BAD("out of memory");
+		}
+	}
 	e->act[e->n_act++] = s;
 	free(ids);
 	return;
@@ -743,6 +765,41 @@ static int schedule(struct exec *e)
 	return n;
 }
 
+/* Constrained decoding: -inf for every token the grammar does not allow
+ * next (EOS and stop ids only once it is complete). Returns how many are
+ * allowed, or a negative status. Per sequence, so batching changes
+ * nothing. */
+static int constrain(struct exec *e, struct seq *s, float *row, int V)
+{
+	const struct inferd_request *r = &s->q->r;
+	int n = grammar_matcher_mask(s->gm, e->gv, s->gbits, V);
+	if (n < 0)
+		return n;
+	if (grammar_matcher_complete(s->gm)) {
+		int eos = e->m->c.eos_id;
+		if (!r->ignore_eos && eos >= 0 && eos < V && !(s->gbits[eos >> 5] >> (eos & 31) & 1)) {
+			s->gbits[eos >> 5] |= 1u << (eos & 31);
+			n++;
+		}
+		for (int i = 0; i < r->n_stop_ids; i++) {
+			int32_t t = r->stop_ids[i];
+			if (t >= 0 && t < V && !(s->gbits[t >> 5] >> (t & 31) & 1)) {
+				s->gbits[t >> 5] |= 1u << (t & 31);
+				n++;
+			}
+		}
+	}
+	for (int i = 0; i < V; i += 32) {
+		uint32_t w = s->gbits[i >> 5];
+		if (w == 0xFFFFFFFFu)
+			continue;
+		for (int k = 0; k < 32 && i + k < V; k++)
+			if (!(w >> k & 1))
+				row[i + k] = -INFINITY;
+	}
+	return n;
+}
+
 static int run_step(struct exec *e, int n_tokens, char *err)
 {
 	struct inferd_model *m = e->m;
@@ -757,8 +814,9 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 	int32_t *toks = NULL;
 	float *lps = NULL, *top_lps = NULL;
 	int32_t *top_idss = NULL;
+	uint8_t *host_rows = NULL;
 	int device_sampling = m->be->ops->sample != NULL;
-	int rc = 0, t = 0;
+	int rc = 0, t = 0, n_con = 0;
 	if (!ids || !pos || !seqi || !want || !tables || !ss) {
 		rc = seterr(err, INFERD_ENOMEM, "out of memory for a step");
 		goto out;
@@ -776,6 +834,7 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 		if (s->n_computed + s->chunk == s->n_tok) {
 			want[t - 1] = 1;
 			s->row = n_rows++;
+			n_con += s->gm != NULL;
 		}
 		tables[n_seq] = s->blocks;
 		ss[n_seq++] = s;
@@ -804,6 +863,19 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 							 .top_ids = top_idss + (size_t)s->row * INFERD_MAX_TOP_LOGPROBS,
 							 .top_lp = top_lps + (size_t)s->row * INFERD_MAX_TOP_LOGPROBS};
 		}
+		/* constrained rows are masked and sampled on the host: their
+		 * logits come back beside the device's choices (ignored for them) */
+		if (n_con) {
+			host_rows = calloc(nr, 1);
+			logits = malloc(nr * (size_t)V * sizeof *logits);
+			if (!host_rows || !logits) {
+				rc = seterr(err, INFERD_ENOMEM, "out of memory for logits");
+				goto out;
+			}
+			for (int i = 0; i < e->n_act; i++)
+				if (e->act[i]->row >= 0 && e->act[i]->gm)
+					host_rows[e->act[i]->row] = 1;
+		}
 	} else if (!(logits = malloc(nr * (size_t)V * sizeof *logits))) {
 		rc = seterr(err, INFERD_ENOMEM, "out of memory for logits");
 		goto out;
@@ -813,7 +885,7 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 		goto out;
 	}
 	struct batch b = {.n_tokens = n_tokens, .ids = ids, .pos = pos, .seq = seqi, .kv = e->kv, .block_table = tables,
-			  .n_seq = n_seq, .want = want, .logits = logits, .sample = sr};
+			  .n_seq = n_seq, .want = want, .logits = logits, .sample = sr, .host_rows = host_rows};
 	if ((rc = forward(m, &b, err)))
 		goto out;
 	e->cnt.steps++;
@@ -833,7 +905,18 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 		int32_t top_ids[INFERD_MAX_TOP_LOGPROBS];
 		int n_top = r->logprobs ? r->top_logprobs : 0;
 		int32_t tok;
-		if (device_sampling) {
+		if (s->gm) {
+			float *row = logits + (size_t)s->row * V;
+			int allowed = constrain(e, s, row, V);
+			if (allowed <= 0) {
+				seq_end(e, i, INFERD_FINISH_ERROR, allowed < 0 ? allowed : INFERD_EINVAL,
+					allowed < 0 ? "out of memory for the grammar's token mask"
+						    : "no token of the vocabulary can continue the grammar");
+				continue;
+			}
+			tok = sample_next(row, V, r, s->tok, s->n_tok, s->n_prompt, (uint64_t)s->n_gen, e->ss,
+					  r->logprobs ? &lp : NULL, n_top, top_ids, top_lp);
+		} else if (device_sampling) {
 			tok = toks[s->row];
 			lp = lps[s->row];
 			memcpy(top_ids, top_idss + (size_t)s->row * INFERD_MAX_TOP_LOGPROBS, sizeof top_ids);
@@ -845,7 +928,18 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 		s->tok[s->n_tok++] = tok;
 		e->cnt.tokens_generated++;
 		s->next_token_deadline = r->token_timeout_s > 0 ? now + r->token_timeout_s : 0;
+		int is_end = tok == e->m->c.eos_id && !r->ignore_eos;
+		for (int k = 0; k < r->n_stop_ids; k++)
+			is_end |= tok == r->stop_ids[k];
+		if (s->gm && !is_end && grammar_matcher_accept_token(s->gm, e->gv, tok) != 0) {
+			/* cannot happen: the mask allowed only tokens it accepts */
+			seq_end(e, i, INFERD_FINISH_ERROR, INFERD_EINVAL, "the grammar rejected a token its mask allowed");
+			continue;
+		}
 		int finish = emit_token(e, s, tok, lp, n_top, top_ids, top_lp);
+		/* complete and nothing can follow: the output is done */
+		if (!finish && s->gm && grammar_matcher_complete(s->gm) && !grammar_matcher_can_continue(s->gm))
+			finish = INFERD_FINISH_STOP;
 		if (finish)
 			seq_end(e, i, finish, 0, NULL);
 	}
@@ -862,6 +956,7 @@ out:
 	free(lps);
 	free(top_idss);
 	free(top_lps);
+	free(host_rows);
 	return rc;
 }
 
@@ -979,6 +1074,8 @@ static void *exec_main(void *arg)
 
 static void exec_free_tables(struct exec *e)
 {
+	grammar_vocab_free(e->gv);
+	pthread_mutex_destroy(&e->gv_mu);
 	sample_scratch_free(e->ss);
 	free(e->free_blocks);
 	free(e->ref);
@@ -1009,6 +1106,7 @@ int exec_start(inferd_model_t *m, const struct inferd_model_opts *o, char *err)
 	e->n_ctx = m->c.n_ctx_train < e->n_blocks * e->bs ? m->c.n_ctx_train : e->n_blocks * e->bs;
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
+	pthread_mutex_init(&e->gv_mu, NULL);
 	int rc = 0;
 	e->free_blocks = malloc((size_t)e->n_blocks * sizeof *e->free_blocks);
 	e->ss = sample_scratch_new(m->c.n_vocab);
@@ -1085,9 +1183,27 @@ int inferd_submit(inferd_model_t *m, const struct inferd_request *r, inferd_req_
 	    r->n_logit_bias < 0 || (r->n_stop && !r->stop) || (r->n_stop_ids && !r->stop_ids) ||
 	    (r->n_logit_bias && !r->logit_bias))
 		return seterr(err, INFERD_EINVAL, "malformed request structure (counts and arrays disagree)");
+	struct grammar *gram = NULL;
+	if (r->grammar_kind) {
+		int grc;
+		if (!m->tok)
+			return seterr(err, INFERD_EINVAL, "constrained decoding needs a model with a tokenizer");
+		if ((grc = grammar_compile(r->grammar_kind, r->grammar, &gram, err)))
+			return grc;
+		pthread_mutex_lock(&e->gv_mu);
+		grc = e->gv ? 0 : grammar_vocab_new(m->tok, &e->gv, err);
+		pthread_mutex_unlock(&e->gv_mu);
+		if (grc) {
+			grammar_free(gram);
+			return grc;
+		}
+	}
 	inferd_req_t *q = calloc(1, sizeof *q);
-	if (!q)
+	if (!q) {
+		grammar_free(gram);
 		return seterr(err, INFERD_ENOMEM, "out of memory");
+	}
+	q->gram = gram;
 	atomic_init(&q->refs, 2);
 	atomic_init(&q->cancel, 0);
 	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1098,6 +1214,7 @@ int inferd_submit(inferd_model_t *m, const struct inferd_request *r, inferd_req_
 	pthread_cond_init(&q->cv, &ca);
 	pthread_condattr_destroy(&ca);
 	q->r = *r;
+	q->r.grammar_kind = q->r.grammar = NULL; /* compiled into q->gram */
 	q->r.ids = dup_mem(r->ids, (size_t)r->n_ids * sizeof *r->ids);
 	q->r.prompt = r->prompt ? strdup(r->prompt) : NULL;
 	q->r.stop_ids = dup_mem(r->stop_ids, (size_t)r->n_stop_ids * sizeof *r->stop_ids);

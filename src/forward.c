@@ -9,7 +9,8 @@
  *   a = attention(q, cache(k, v)) ; x += a·Wo
  *   h = rmsnorm(x) ; x += (silu(h·Wgate) * h·Wup)·Wdown
  * then logits = rmsnorm(x)·Woutput for the rows the batch wants, read back
- * to the host or sampled on the device (backend.h).
+ * to the host or sampled on the device (backend.h); with device sampling,
+ * the rows in b->host_rows (constrained sequences) are also read back.
  */
 #include "backend.h"
 
@@ -82,10 +83,15 @@ int forward(struct inferd_model *m, const struct batch *b, char *err)
 		op->gather(be, h, x, rows, n_out, E);
 		op->rmsnorm(be, h, h, m->out_norm, n_out, E, eps);
 		op->matmul(be, lg, m->output, NULL, h, n_out);
-		if (b->sample && op->sample)
+		if (b->sample && op->sample) {
+			for (int j = 0; b->host_rows && b->logits && j < n_out; j++)
+				if (b->host_rows[j])
+					op->read(be, b->logits + (size_t)j * c->n_vocab, lg + (size_t)j * c->n_vocab,
+						 (size_t)c->n_vocab);
 			rc = op->sample(be, lg, n_out, b->sample, err);
-		else
+		} else {
 			op->read(be, b->logits, lg, (size_t)n_out * c->n_vocab);
+		}
 	}
 	if (!rc && op->sync)
 		rc = op->sync(be, err);

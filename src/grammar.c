@@ -124,7 +124,7 @@ static int b_new_rule(struct builder *b, const char *name)
 		snprintf(buf, sizeof buf, "_%d", b->anon++);
 		name = buf;
 	}
-	b->r[b->n] = (struct brule){.name = strdup(name), .use_off = -1};
+	b->r[b->n] = (struct brule){.name = strdup(name), .use_off = -1, .defined = name == buf};
 	if (!b->r[b->n].name) {
 		b->oom = 1;
 		return -1;
@@ -1043,14 +1043,25 @@ static int sc_char(struct sc *c)
 		for (const char *p = "\"\\/bfnrt"; *p; p++)
 			set_add(e.set, *p, *p);
 		b_sym(b, r, a, e);
-		a = b_alt(b, r);
-		b_str(b, r, a, "\\u");
-		struct bsym hx = {.kind = S_CHARS};
+		/* \uXXXX but never a surrogate (strict parsers reject lone ones;
+		 * characters beyond the BMP can be written as UTF-8) */
+		struct bsym hx = {.kind = S_CHARS}, h1 = {.kind = S_CHARS}, d = sym_chars('d', 'd'), lo = sym_chars('0', '7');
 		set_add(hx.set, '0', '9');
 		set_add(hx.set, 'a', 'f');
 		set_add(hx.set, 'A', 'F');
-		for (int k = 0; k < 4; k++)
-			b_sym(b, r, a, hx);
+		memcpy(h1.set, hx.set, sizeof h1.set);
+		h1.set['d' >> 6] &= ~(1ull << ('d' & 63));
+		h1.set['D' >> 6] &= ~(1ull << ('D' & 63));
+		set_add(d.set, 'D', 'D');
+		for (int k = 0; k < 2; k++) {
+			a = b_alt(b, r);
+			b_str(b, r, a, "\\u");
+			b_sym(b, r, a, k ? d : h1);
+			if (k)
+				b_sym(b, r, a, lo);
+			for (int j = k; j < 3; j++)
+				b_sym(b, r, a, hx);
+		}
 		c->chr = r;
 	}
 	return c->chr;
@@ -1118,7 +1129,7 @@ static int sc_number(struct sc *c)
 		set_add(pm.set, '-', '-');
 		b_sym(b, ex, ea, e);
 		b_sym(b, ex, ea, b_repeat(b, pm, 0, 1));
-		b_sym(b, ex, ea, b_repeat(b, sym_chars('0', '9'), 1, 3));
+		b_sym(b, ex, ea, b_repeat(b, sym_chars('0', '9'), 1, 2)); /* 1e999 overflows doubles */
 		b_alt(b, ex);
 		b_ref(b, r, a, frac);
 		b_ref(b, r, a, ex);
@@ -1686,6 +1697,16 @@ struct grammar_vocab {
 	struct tnode *tr;       /* [n_tr]; 0 is the root */
 	int n_tr, cap_tr;
 	int32_t *tok_next;      /* [n] next token ending at the same node */
+	/* the trie flattened in depth-first order for the walk: node i's
+	 * children are i+1, then each next one at the previous one's end, so
+	 * the walk reads memory forwards only */
+	struct fnode {
+		int32_t end;    /* one past the last node of the subtree */
+		int32_t tok;    /* its tokens: toks[tok .. tok + n_tok) */
+		int32_t n_tok;
+		uint8_t byte;
+	} *fl;
+	int32_t *toks;
 };
 
 void grammar_vocab_free(struct grammar_vocab *v)
@@ -1697,6 +1718,8 @@ void grammar_vocab_free(struct grammar_vocab *v)
 	free(v->len);
 	free(v->tr);
 	free(v->tok_next);
+	free(v->fl);
+	free(v->toks);
 	free(v);
 }
 
@@ -1729,6 +1752,46 @@ static int32_t trie_child(struct grammar_vocab *v, int32_t node, uint8_t c)
 	v->tr[k] = (struct tnode){.child = -1, .sibling = v->tr[node].child, .tok = -1, .byte = c};
 	v->tr[node].child = k;
 	return k;
+}
+
+/* the linked trie in depth-first order (an explicit stack: tokens can be
+ * hundreds of bytes long) */
+static int flatten(struct grammar_vocab *v)
+{
+	v->fl = malloc((size_t)v->n_tr * sizeof *v->fl);
+	v->toks = malloc(((size_t)v->n + 1) * sizeof *v->toks);
+	int32_t *stack = malloc((size_t)v->n_tr * sizeof *stack), *idx = malloc((size_t)v->n_tr * sizeof *idx);
+	if (!v->fl || !v->toks || !stack || !idx) {
+		free(stack);
+		free(idx);
+		return -1;
+	}
+	int sp = 0, n = 0, nt = 0;
+	stack[sp++] = 0;
+	while (sp) {
+		int32_t k = stack[--sp];
+		if (k < 0) { /* subtree of ~k done */
+			v->fl[idx[~k]].end = n;
+			continue;
+		}
+		idx[k] = n;
+		struct fnode *f = &v->fl[n++];
+		f->byte = v->tr[k].byte;
+		f->tok = nt;
+		for (int32_t t = v->tr[k].tok; t >= 0; t = v->tok_next[t])
+			v->toks[nt++] = t;
+		f->n_tok = nt - f->tok;
+		stack[sp++] = ~k;
+		for (int32_t c = v->tr[k].child; c >= 0; c = v->tr[c].sibling)
+			stack[sp++] = c;
+	}
+	free(stack);
+	free(idx);
+	free(v->tr); /* the linked form was only for building */
+	free(v->tok_next);
+	v->tr = NULL;
+	v->tok_next = NULL;
+	return 0;
 }
 
 int grammar_vocab_new(const struct tokenizer *t, struct grammar_vocab **out, char *err)
@@ -1776,6 +1839,8 @@ int grammar_vocab_new(const struct tokenizer *t, struct grammar_vocab **out, cha
 		v->tr[node].tok = id;
 		used += (size_t)n;
 	}
+	if (flatten(v))
+		goto oom;
 	*out = v;
 	return 0;
 oom:
@@ -2165,9 +2230,9 @@ struct walk {
 static void walk(struct walk *w, int32_t node, int32_t sid)
 {
 	struct grammar_matcher *m = w->m;
-	const struct tnode *tr = w->v->tr;
-	for (int32_t c = tr[node].child; c >= 0; c = tr[c].sibling) {
-		uint8_t by = tr[c].byte;
+	const struct fnode *fl = w->v->fl;
+	for (int32_t c = node + 1; c < fl[node].end; c = fl[c].end) {
+		uint8_t by = fl[c].byte;
 		if (!set_has(m->sets[sid].uni, by))
 			continue;
 		int32_t ns = m->trans[(size_t)sid * 256 + by];
@@ -2179,11 +2244,13 @@ static void walk(struct walk *w, int32_t node, int32_t sid)
 		}
 		if (ns < 0)
 			continue;
-		for (int32_t t = tr[c].tok; t >= 0; t = w->v->tok_next[t])
+		for (int32_t k = fl[c].tok; k < fl[c].tok + fl[c].n_tok; k++) {
+			int32_t t = w->v->toks[k];
 			if (t < w->n_bits) {
 				w->bits[t >> 5] |= 1u << (t & 31);
 				w->count++;
 			}
+		}
 		if (m->sets[ns].len)
 			walk(w, c, ns);
 	}
@@ -2213,4 +2280,12 @@ int grammar_matcher_mask(struct grammar_matcher *m, const struct grammar_vocab *
 		return INFERD_ENOMEM;
 	}
 	return w.count;
+}
+
+int inferd_grammar_check(const char *kind, const char *text, char *err)
+{
+	struct grammar *g;
+	int rc = grammar_compile(kind, text, &g, err);
+	grammar_free(g);
+	return rc;
 }

@@ -1449,6 +1449,67 @@ int tok_stream_flush(struct tok_stream *s, char **out, size_t *len)
 
 /* ---------------- accessors ---------------- */
 
+/* Raw bytes of one token inside a longer output (for constrained
+ * decoding): byte-level pieces go back through GPT-2's byte map,
+ * SentencePiece byte pieces <0xXX> are their byte, and the decoder's
+ * Replace / Metaspace steps turn ▁ into a space. No step that looks at the
+ * token's place in the text (Strip of a leading space) is applied. */
+int tok_token_bytes(const struct tokenizer *t, int32_t id, uint8_t *buf, size_t cap)
+{
+	if (id < 0 || id >= t->n_vocab)
+		return -1;
+	const struct tok_piece *p = &t->tok[id];
+	const char *s = p->text ? p->text : "";
+	size_t n = p->len, o = 0;
+#define PUT(c) do { if (o < cap) buf[o] = (uint8_t)(c); o++; } while (0)
+	int by = t->bytelevel ? -1 : byte_token(s, n);
+	if (by >= 0) {
+		PUT(by);
+		return 1;
+	}
+	if (t->bytelevel) {
+		size_t o0 = o;
+		int ok = 1;
+		for (size_t j = 0; j < n && ok;) {
+			utf8proc_int32_t cp;
+			ssize_t k = utf8proc_iterate((const uint8_t *)s + j, (ssize_t)(n - j), &cp);
+			int b = k > 0 ? bytelevel_byte((uint32_t)cp) : -1;
+			if (b < 0)
+				ok = 0;
+			else
+				PUT(b);
+			j += (size_t)(k > 0 ? k : 1);
+		}
+		if (ok)
+			return (int)o;
+		o = o0; /* not byte-level text (an added token): its raw text */
+		for (size_t j = 0; j < n; j++)
+			PUT(s[j]);
+		return (int)o;
+	}
+	for (size_t j = 0; j < n;) {
+		int done = 0;
+		for (int d = 0; d < t->n_dec && !done; d++) {
+			const struct dec_step *st = &t->dec[d];
+			const char *from = st->kind == D_REPLACE ? st->a : st->kind == D_METASPACE ? "\xE2\x96\x81" : NULL;
+			const char *to = st->kind == D_REPLACE ? st->b : " ";
+			size_t fl = from ? strlen(from) : 0;
+			if (fl && j + fl <= n && memcmp(s + j, from, fl) == 0) {
+				for (const char *q = to ? to : ""; *q; q++)
+					PUT(*q);
+				j += fl;
+				done = 1;
+			}
+		}
+		if (!done) {
+			PUT(s[j]);
+			j++;
+		}
+	}
+#undef PUT
+	return (int)o;
+}
+
 int tok_n_vocab(const struct tokenizer *t) { return t->n_vocab; }
 int tok_bos(const struct tokenizer *t) { return t->bos_id; }
 int tok_eos(const struct tokenizer *t) { return t->eos_id; }

