@@ -51,6 +51,7 @@ static struct {
 	struct models_hooks h;
 	int loaders;  /* loader threads running (under mu) */
 	int stopping; /* under mu */
+	atomic_int trim; /* ticks left to trim the heap again after an unload */
 } M = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static double mono(void)
@@ -189,6 +190,8 @@ static void unload_now(struct slot *s, const char *why)
 	s->tmpl = NULL;
 	s->bos = s->eos = NULL;
 	malloc_trim(0); /* hand the freed heap back to the system */
+	atomic_store(&M.trim, 4); /* and again on the next ticks: the request
+				   * threads free their buffers after this */
 	fprintf(stderr, "{\"event\":\"model_unloaded\",\"model\":\"%s\",\"reason\":\"%s\",\"duration_ms\":%.1f}\n", s->name,
 		why, (mono() - t0) * 1e3);
 	M.h.report_model(s->index, REPORT_MODEL_UNLOADED, why);
@@ -343,6 +346,7 @@ static void *loader_main(void *arg)
 			src = strdup(s->cfg->chat_template);
 			sl = strlen(src);
 		}
+		tc_detect(src, src ? sl : 0, &s->syn);
 		if (src && tmpl_parse(src, sl, s->name, &s->tmpl, terr) != 0) {
 			fprintf(stderr, "inferd serve: model %s: chat template: %s\n", s->name, terr);
 			s->tmpl = NULL;
@@ -550,6 +554,9 @@ int models_unload(struct slot *s, char *msg, size_t cap)
 void models_tick(void)
 {
 	double now = mono();
+	int t = atomic_load(&M.trim);
+	if (t > 0 && atomic_compare_exchange_strong(&M.trim, &t, t - 1))
+		malloc_trim(0);
 	for (;;) {
 		struct slot *victim = NULL;
 		pthread_mutex_lock(&M.mu);

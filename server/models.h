@@ -16,6 +16,7 @@
 #include "inferd.h"
 #include "registry.h"
 #include "serve.h"
+#include "toolcall.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -37,6 +38,7 @@ struct slot {
 	struct tmpl *tmpl;
 	char *bos, *eos;
 	int n_ctx;                  /* prompt + max_tokens at most */
+	struct tc_syntax syn;       /* tool-call and reasoning syntax of its template */
 	/* under the mutex */
 	char error[INFERD_ERR_LEN]; /* why FAILED, or why the last load gave up */
 	atomic_int in_flight;       /* requests holding it (changed under the mutex) */

@@ -240,9 +240,20 @@ static void check_case_opts(const char *name, enum tc_format f, enum tc_reasonin
 	tc_message_free(&m);
 }
 
+/* --dump-cases FILE: the format cases as JSON, for the server's end-to-end
+ * test (tests/e2e/tools.mjs forces each text through a real model) */
+static json_t *dump;
+
 static void check_case(const char *name, enum tc_format f, enum tc_reasoning r, const char *text, const char *content,
 		       const char *reasoning, const char *calls_json)
 {
+	if (dump) {
+		json_array_append_new(json_object_get(dump, "cases"),
+				      json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:o}", "name", name, "format", tc_format_name(f),
+						"reasoning", tc_reasoning_name(r), "text", text, "content", content,
+						"reasoning_content", reasoning, "calls", json_loads(calls_json, 0, NULL)));
+		return;
+	}
 	struct tc_options o = {.parallel_tool_calls = 1, .id_seed = 42};
 	check_case_opts(name, f, r, &o, text, content, reasoning, calls_json);
 }
@@ -1185,8 +1196,24 @@ static void round_trip(const struct tfile *tf, int n)
 	json_decref(convs);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	if (argc == 3 && !strcmp(argv[1], "--dump-cases")) {
+		dump = json_pack("{s:[],s:{}}", "cases", "templates");
+		format_cases();
+		json_t *tm = json_object_get(dump, "templates");
+		for (size_t i = 0; i < sizeof DETECT / sizeof DETECT[0]; i++) {
+			const char *fn = tc_format_name(DETECT[i].f);
+			if (!json_object_get(tm, fn))
+				json_object_set_new(tm, fn, json_array());
+			json_array_append_new(json_object_get(tm, fn),
+					      json_pack("{s:s,s:s}", "file", DETECT[i].file, "reasoning",
+							tc_reasoning_name(DETECT[i].r)));
+		}
+		int rc = json_dump_file(dump, argv[2], JSON_INDENT(1));
+		json_decref(dump);
+		return rc ? 1 : 0;
+	}
 	format_cases();
 	option_cases();
 	malformed_cases();
