@@ -317,10 +317,12 @@ static int copy_file(const char *from, const char *to, char *err)
 	return ok ? 0 : seterr(err, INFERD_EIO, "%s: cannot copy to %s", from, to);
 }
 
-int mlx_write_dir(const struct inferd_model *m, const char *out_dir, int bits, int group, char *err)
+int mlx_write_dir(const struct inferd_model *m, const char *out_dir, int bits, int group, int head_bits, char *err)
 {
-	if (bits != 4 && bits != 8)
-		return seterr(err, INFERD_EINVAL, "MLX affine bits must be 4 or 8 (got %d)", bits);
+	if (!head_bits)
+		head_bits = bits;
+	if ((bits != 4 && bits != 8) || (head_bits != 4 && head_bits != 8))
+		return seterr(err, INFERD_EINVAL, "MLX affine bits must be 4 or 8 (got %d)", bits != 4 && bits != 8 ? bits : head_bits);
 	if (group != 32 && group != 64 && group != 128)
 		return seterr(err, INFERD_EINVAL, "MLX group size must be 32, 64 or 128 (got %d)", group);
 	if (m->gguf.kv)
@@ -362,11 +364,12 @@ int mlx_write_dir(const struct inferd_model *m, const char *out_dir, int bits, i
 			char name[160];
 			snprintf(name, sizeof name, wrole_name(r, false), l);
 			int g = nd == 2 && ne[0] % group == 0 ? group : nd == 2 && ne[0] % 32 == 0 ? 32 : 0;
-			if (nd == 2 && g != group) { /* a module of its own parameters, as mlx-lm records them */
+			int wb = r == W_TOK_EMBD || r == W_OUTPUT ? head_bits : bits;
+			if (nd == 2 && (g != group || wb != bits)) { /* a module of its own parameters, as mlx-lm records them */
 				char module[160];
 				snprintf(module, sizeof module, "%.*s", (int)strlen(name) - 7, name);
 				json_object_set_new(qj, module,
-						    g ? json_pack("{s:i,s:i,s:s}", "group_size", g, "bits", bits, "mode", "affine")
+						    g ? json_pack("{s:i,s:i,s:s}", "group_size", g, "bits", wb, "mode", "affine")
 						      : json_false());
 			}
 			if (!g) {
@@ -385,8 +388,8 @@ int mlx_write_dir(const struct inferd_model *m, const char *out_dir, int bits, i
 			for (int k = 0; k < 3; k++) {
 				snprintf(names[n], sizeof names[n], "%.*s.%s", (int)strlen(name) - 7, name, suffix[k]);
 				wt[n] = (struct st_wtensor){names[n], k ? st_dtype_name(ft) : "U32", 2,
-							    {(uint64_t)ne[1], (uint64_t)(k ? ne[0] / g : ne[0] * bits / 32)}};
-				we[n++] = (struct wentry){t, k + 1, k ? ft : bits == 4 ? DT_MLX4 : DT_MLX8, g};
+							    {(uint64_t)ne[1], (uint64_t)(k ? ne[0] / g : ne[0] * wb / 32)}};
+				we[n++] = (struct wentry){t, k + 1, k ? ft : wb == 4 ? DT_MLX4 : DT_MLX8, g};
 			}
 		}
 	if (!(ctx.row = malloc((size_t)maxc * sizeof(float)))) {

@@ -47,7 +47,9 @@ int mlx_bind(const struct st_set *st, const struct mlx_cfg *q, const char *dir, 
  * source weight's float type (F32, F16 or BF16); 1-D tensors are copied.
  * Writes model.safetensors, config.json (the source's, with
  * "quantization" and "quantization_config") and copies the tokenizer
- * files found beside the source. */
-int mlx_write_dir(const struct inferd_model *m, const char *out_dir, int bits, int group, char *err);
+ * files found beside the source. head_bits (0: = bits) quantizes the
+ * embedding and the output head with their own bits, as mlx-lm's mixed
+ * recipes do (a per-module entry). */
+int mlx_write_dir(const struct inferd_model *m, const char *out_dir, int bits, int group, int head_bits, char *err);
 
 #endif

@@ -85,7 +85,7 @@ static const char *convert_help =
 	"dequantized exactly to float32 and then written as T (f32 keeps them\n"
 	"exactly; q8_0 / q4_k_m quantize them again).\n"
 	"\n"
-	"usage: inferd convert SRC OUT_DIR --to mlx [--bits 4|8] [--group-size 32|64|128]\n"
+	"usage: inferd convert SRC OUT_DIR --to mlx [--bits 4|8] [--group-size N] [--head-bits N]\n"
 	"Write SRC (a Hugging Face directory) as an MLX affine directory, the layout\n"
 	"mlx-lm writes: model.safetensors with X.weight (U32 codes), X.scales and\n"
 	"X.biases for every 2-D weight, config.json with \"quantization\" (and\n"
@@ -94,7 +94,9 @@ static const char *convert_help =
 	"or stay float when they do not split into 32 either.\n"
 	"  --to gguf|mlx       output format (default gguf)\n"
 	"  --bits N            MLX bits per value: 4 or 8 (default 4)\n"
-	"  --group-size N      MLX values per scale and bias: 32, 64, 128 (default 64)\n";
+	"  --group-size N      MLX values per scale and bias: 32, 64, 128 (default 64)\n"
+	"  --head-bits N       bits of the embedding and output head (default: --bits),\n"
+	"                      recorded as per-module entries like mlx-lm's mixed recipes\n";
 
 static const char *gen_help =
 	"usage: inferd gen-model -o OUT.gguf [--shape NAME | dimensions] [options]\n"
@@ -416,7 +418,7 @@ out:
 static int cmd_convert(struct args *a)
 {
 	const char *pos[2] = {0}, *type = "f16", *to = "gguf";
-	long bits = 4, group = 64;
+	long bits = 4, group = 64, head_bits = 0;
 	int np = 0;
 	for (a->i = 2; a->i < a->argc; a->i++) {
 		const char *v = NULL, *arg = a->argv[a->i];
@@ -435,6 +437,9 @@ static int cmd_convert(struct args *a)
 			to = v;
 		} else if ((r = opt(a, "--bits", NULL, &v)) != 0) {
 			if (r < 0 || parse_int(a->cmd, "--bits", v, 1, 64, &bits))
+				return r < 0 ? usage_error(a->cmd, "option %s needs a value", arg) : USAGE_ERR;
+		} else if ((r = opt(a, "--head-bits", NULL, &v)) != 0) {
+			if (r < 0 || parse_int(a->cmd, "--head-bits", v, 1, 64, &head_bits))
 				return r < 0 ? usage_error(a->cmd, "option %s needs a value", arg) : USAGE_ERR;
 		} else if ((r = opt(a, "--group-size", NULL, &v)) != 0) {
 			if (r < 0 || parse_int(a->cmd, "--group-size", v, 1, 4096, &group))
@@ -455,6 +460,9 @@ static int cmd_convert(struct args *a)
 		snprintf(got, sizeof got, "%ld", bits);
 		if (bits != 4 && bits != 8)
 			return usage_error(a->cmd, "--bits must be 4 or 8 for MLX affine, got %s", got);
+		snprintf(got, sizeof got, "%ld", head_bits);
+		if (head_bits && head_bits != 4 && head_bits != 8)
+			return usage_error(a->cmd, "--head-bits must be 4 or 8 for MLX affine, got %s", got);
 		snprintf(got, sizeof got, "%ld", group);
 		if (group != 32 && group != 64 && group != 128)
 			return usage_error(a->cmd, "--group-size must be 32, 64 or 128, got %s", got);
@@ -462,7 +470,7 @@ static int cmd_convert(struct args *a)
 		if (open_model(pos[0], 1, &m))
 			return 1;
 		char err[INFERD_ERR_LEN];
-		int rc = mlx_write_dir(m, pos[1], (int)bits, (int)group, err);
+		int rc = mlx_write_dir(m, pos[1], (int)bits, (int)group, (int)head_bits, err);
 		if (rc)
 			fprintf(stderr, "inferd: %s\n", err);
 		inferd_model_close(m);

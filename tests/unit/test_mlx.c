@@ -25,6 +25,12 @@
 
 static const int sb_types[3] = {DT_F32, DT_F16, DT_BF16};
 
+/* llama-tiny-f32 at 4 bits with the embedding and head at 8: measured
+ * 5.0e-2, between its all-4-bit (1.39e-1) and all-8-bit (8.4e-3) errors;
+ * the bound (1.6x) stays well under the all-4-bit error, so a file whose
+ * 8-bit head were read as 4-bit (or not at all) fails */
+#define MIXED_BOUND 8e-2
+
 static float sb_value(int sb_type, const uint8_t *p, int i)
 {
 	float f;
@@ -169,15 +175,22 @@ static void round_trip(uint64_t seed)
 }
 
 /* write model src as an MLX directory with the real binary */
-static int write_mlx(const char *src, const char *dst, int bits, int group)
+static int write_mlx_head(const char *src, const char *dst, int bits, int group, int head_bits)
 {
-	char b[8], g[8], so[256], se[1024];
+	char b[8], g[8], h[8], so[256], se[1024];
 	snprintf(b, sizeof b, "%d", bits);
 	snprintf(g, sizeof g, "%d", group);
-	const char *argv[] = {t_bin(), "convert", src, dst, "--to", "mlx", "--bits", b, "--group-size", g, NULL};
+	snprintf(h, sizeof h, "%d", head_bits);
+	const char *argv[] = {t_bin(), "convert", src, dst, "--to", "mlx", "--bits", b, "--group-size", g,
+			      head_bits ? "--head-bits" : NULL, h, NULL};
 	int rc = t_run(argv, so, sizeof so, se, sizeof se);
 	CHECK(rc == 0, "convert %s --to mlx --bits %d: exit %d: %s", src, bits, rc, se);
 	return rc;
+}
+
+static int write_mlx(const char *src, const char *dst, int bits, int group)
+{
+	return write_mlx_head(src, dst, bits, group, 0);
 }
 
 /* The CPU backend's products with MLX weights: a one-hot input gives the
@@ -574,6 +587,88 @@ static void malformed(const char *dir)
 	CHECK(rc == 2 && strstr(se, "--bits must be 4 or 8"), "convert --bits 3: exit %d: %s", rc, se);
 }
 
+/* Files that spell the same quantization differently load to bitwise the
+ * same logits: a module entry `true`, a module entry with the default
+ * parameters, only "quantization_config" (older mlx-lm files). */
+static void e_entry_true(json_t *h, json_t *c)
+{
+	(void)h;
+	json_object_set_new(json_object_get(c, "quantization"), "model.layers.0.self_attn.q_proj", json_true());
+}
+static void e_entry_same(json_t *h, json_t *c)
+{
+	(void)h;
+	json_t *q = json_object_get(c, "quantization");
+	json_object_set_new(q, "model.layers.1.mlp.down_proj",
+			    json_pack("{s:O,s:O}", "group_size", json_object_get(q, "group_size"), "bits",
+				      json_object_get(q, "bits")));
+}
+static void e_only_qc(json_t *h, json_t *c)
+{
+	(void)h;
+	json_object_del(c, "quantization");
+}
+
+static void variants(const char *dir, const struct t_ref *r)
+{
+	static const struct {
+		const char *name;
+		edit_fn edit;
+	} t[] = {{"var-true", e_entry_true}, {"var-same", e_entry_same}, {"var-only-qc", e_only_qc}};
+	int bw;
+	float *base = model_logits(dir, r, NULL, NULL, &bw);
+	size_t total = r->case_off[r->n_cases - 1];
+	int n;
+	free(t_ref_ids(r, r->n_cases - 1, &n));
+	total += (size_t)n * r->vocab;
+	for (size_t i = 0; i < sizeof t / sizeof t[0] && base; i++) {
+		float *lg = model_logits(make_bad(dir, t[i].name, t[i].edit), r, NULL, NULL, &bw);
+		CHECK(lg && memcmp(lg, base, total * sizeof *lg) == 0, "%s: logits differ from the original directory's",
+		      t[i].name);
+		printf("  %-17s loads; logits bitwise those of the original directory\n", t[i].name);
+		free(lg);
+	}
+	free(base);
+}
+
+/* mlx-lm's mixed recipes: embedding and head at 8 bits, the rest at 4 (per-module entries) */
+static void mixed(void)
+{
+	char src[600], dst[700], err[INFERD_ERR_LEN];
+	snprintf(src, sizeof src, "%s/llama-tiny-f32", t_fixtures());
+	snprintf(dst, sizeof dst, "%s", t_tmp("mixed-4-8"));
+	struct t_ref r;
+	if (t_ref_load(src, &r) || write_mlx_head(src, dst, 4, 64, 8)) {
+		CHECK(0, "mixed: cannot set up %s", dst);
+		return;
+	}
+	inferd_model_t *m;
+	if (inferd_model_open(dst, NULL, &m, err) == 0) {
+		CHECK(m->tok_embd->type == DT_MLX8 && m->output->type == DT_MLX8 && m->layers[0].wq->type == DT_MLX4,
+		      "mixed: embedding %s, head %s, q %s", dtype_name(m->tok_embd->type), dtype_name(m->output->type),
+		      dtype_name(m->layers[0].wq->type));
+		inferd_model_close(m);
+	} else {
+		CHECK(0, "mixed: %s", err);
+	}
+	int bw;
+	float *lg = model_logits(dst, &r, NULL, NULL, &bw);
+	if (lg) {
+		double worst = 0;
+		for (int c = 0; c < r.n_cases; c++) {
+			int n;
+			free(t_ref_ids(&r, c, &n));
+			double e = t_rel_err(lg + r.case_off[c], r.logits + r.case_off[c], (size_t)n * r.vocab);
+			worst = e > worst ? e : worst;
+		}
+		printf("  llama-tiny-f32    MLX 4-bit, embedding and head 8-bit: max rel err %.3e (bound %.1e)\n", worst,
+		       MIXED_BOUND);
+		CHECK(worst <= MIXED_BOUND, "mixed 4/8: relative error %.3e > %.1e", worst, MIXED_BOUND);
+	}
+	free(lg);
+	t_ref_free(&r);
+}
+
 int main(void)
 {
 	uint64_t seed = (uint64_t)time(NULL);
@@ -590,7 +685,13 @@ int main(void)
 	if (write_mlx(src, dir8, 8, 32) == 0) {
 		kernels(dir8);
 		malformed(dir8);
+		struct t_ref r;
+		if (t_ref_load(src, &r) == 0) {
+			variants(dir8, &r);
+			t_ref_free(&r);
+		}
 	}
 	models();
+	mixed();
 	return t_done("test_mlx");
 }
