@@ -15,6 +15,7 @@
 #include "backend.h"
 #include "dtype.h"
 #include "model.h"
+#include "safetensors.h"
 #include "cpu/quant_mlx.h"
 
 #include <math.h>
@@ -631,6 +632,70 @@ static void variants(const char *dir, const struct t_ref *r)
 	free(base);
 }
 
+/* A sharded copy (model-0000N-of-00002.safetensors + index, as mlx-lm
+ * writes large models), every tensor alternating between the shards so a
+ * weight's codes, scales and biases lie in different files: bitwise the
+ * same logits as the single file. */
+struct shard_ctx { const struct st_tensor *t; };
+static int shard_produce(void *ctx, int idx, uint8_t *dst, uint64_t nbytes, char *err)
+{
+	(void)err;
+	memcpy(dst, ((struct shard_ctx *)ctx)[idx].t->data, nbytes);
+	return 0;
+}
+
+static void sharded(const char *dir, const struct t_ref *r)
+{
+	char err[INFERD_ERR_LEN], out[700], p[800];
+	struct st_set st;
+	if (st_open_dir(dir, &st, err)) {
+		CHECK(0, "%s", err);
+		return;
+	}
+	snprintf(out, sizeof out, "%s", t_tmp("sharded"));
+	mkdir(out, 0755);
+	json_t *map = json_object();
+	for (int k = 0; k < 2; k++) {
+		struct st_wtensor *wt = calloc(st.n_t, sizeof *wt);
+		struct shard_ctx *sc = calloc(st.n_t, sizeof *sc);
+		char fname[64];
+		snprintf(fname, sizeof fname, "model-%05d-of-00002.safetensors", k + 1);
+		int n = 0;
+		for (size_t i = k; i < st.n_t; i += 2) {
+			wt[n] = (struct st_wtensor){st.t[i].name, st.t[i].dtype, st.t[i].n_dims,
+						    {st.t[i].shape[0], st.t[i].n_dims > 1 ? st.t[i].shape[1] : 0}};
+			sc[n++].t = &st.t[i];
+			json_object_set_new(map, st.t[i].name, json_string(fname));
+		}
+		snprintf(p, sizeof p, "%s/%s", out, fname);
+		CHECK(st_write(p, wt, n, "mlx", shard_produce, sc, err) == 0, "%s", err);
+		free(wt);
+		free(sc);
+	}
+	json_t *idx = json_pack("{s:{},s:o}", "metadata", "weight_map", map);
+	snprintf(p, sizeof p, "%s/model.safetensors.index.json", out);
+	json_dump_file(idx, p, JSON_INDENT(2));
+	json_decref(idx);
+	char from[800];
+	snprintf(from, sizeof from, "%s/config.json", dir);
+	snprintf(p, sizeof p, "%s/config.json", out);
+	size_t n;
+	void *cfg = t_read_file(from, &n);
+	t_write_file(p, cfg, n);
+	free(cfg);
+	st_close(&st);
+	int bw;
+	float *a = model_logits(dir, r, NULL, NULL, &bw), *b = model_logits(out, r, NULL, NULL, &bw);
+	size_t total = r->case_off[r->n_cases - 1];
+	int nl;
+	free(t_ref_ids(r, r->n_cases - 1, &nl));
+	total += (size_t)nl * r->vocab;
+	CHECK(a && b && memcmp(a, b, total * sizeof *a) == 0, "sharded MLX directory: logits differ from the single file's");
+	printf("  sharded           2 shards, triplets split across them: logits bitwise those of the single file\n");
+	free(a);
+	free(b);
+}
+
 /* mlx-lm's mixed recipes: embedding and head at 8 bits, the rest at 4 (per-module entries) */
 static void mixed(void)
 {
@@ -688,6 +753,7 @@ int main(void)
 		struct t_ref r;
 		if (t_ref_load(src, &r) == 0) {
 			variants(dir8, &r);
+			sharded(dir8, &r);
 			t_ref_free(&r);
 		}
 	}
