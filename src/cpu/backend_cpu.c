@@ -44,6 +44,7 @@ struct cpu_backend {
 	ops_dot_fn dot;      /* chosen once for this CPU */
 	ops_dot4_fn dot4;
 	ops_mlx_fn mlx;      /* MLX affine row decoder chosen for this CPU */
+	ops_mlx_dot4_fn mlx_dot4; /* fused decode + dot4, or NULL */
 };
 
 #define CPU(be) ((struct cpu_backend *)(be))
@@ -162,7 +163,7 @@ static void cpu_rmsnorm(struct backend *be, float *out, const float *x, const st
 
 /* ---- matmul ---- */
 struct mm_job { float *out; const struct tensor *w, *bias; const float *x; int n; float **tmp; ops_dot4_fn dot4;
-		ops_mlx_fn mlx; };
+		ops_mlx_fn mlx; ops_mlx_dot4_fn mlx_dot4; };
 
 static void mm_fn(void *ctx, int ith, int nth)
 {
@@ -174,7 +175,9 @@ static void mm_fn(void *ctx, int ith, int nth)
 	for (int64_t r = a; r < b; r++) {
 		const uint8_t *src = (const uint8_t *)j->w->data + (uint64_t)r * rb;
 		const float *wr = (const float *)src;
-		if (j->w->type != DT_F32 || ((uintptr_t)src & 3)) { /* safetensors data need not be aligned */
+		if (dtype_is_mlx(j->w->type) && j->mlx_dot4 && j->n <= 4) {
+			wr = NULL; /* few tokens: decode in registers; more: decode once, below */
+		} else if (j->w->type != DT_F32 || ((uintptr_t)src & 3)) { /* safetensors data need not be aligned */
 			weight_row(j->mlx, j->w, r, src, tmp);
 			wr = tmp;
 		}
@@ -183,9 +186,15 @@ static void mm_fn(void *ctx, int ith, int nth)
 			dtype_to_f32(j->bias->type, (const uint8_t *)j->bias->data + (uint64_t)r * (j->bias->nbytes / (uint64_t)rows),
 				     &bias, 1);
 		float d[4];
+		const struct tensor *w = j->w;
+		uint64_t sb = dtype_is_mlx(w->type) ? (uint64_t)(cols / w->group) * (w->sb_type == DT_F32 ? 4u : 2u) * (uint64_t)r : 0;
 		for (int t = 0; t < j->n; t += 4) {
 			int k = j->n - t < 4 ? j->n - t : 4;
-			j->dot4(wr, j->x + (int64_t)t * cols, cols, k, cols, d);
+			if (wr == NULL) /* MLX, decoded inside the dot (bitwise the same as decode, then dot4) */
+				j->mlx_dot4(w->type, src, (const uint8_t *)w->scales + sb, (const uint8_t *)w->biases + sb,
+					    w->sb_type, w->group, j->x + (int64_t)t * cols, cols, k, cols, d);
+			else
+				j->dot4(wr, j->x + (int64_t)t * cols, cols, k, cols, d);
 			for (int q = 0; q < k; q++)
 				j->out[(int64_t)(t + q) * rows + r] = d[q] + bias;
 		}
@@ -195,7 +204,7 @@ static void mm_fn(void *ctx, int ith, int nth)
 static void cpu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
 		       const float *x, int n)
 {
-	struct mm_job j = {out, w, bias, x, n, CPU(be)->row, CPU(be)->dot4, CPU(be)->mlx};
+	struct mm_job j = {out, w, bias, x, n, CPU(be)->row, CPU(be)->dot4, CPU(be)->mlx, CPU(be)->mlx_dot4};
 	pool_run(CPU(be)->pool, mm_fn, &j);
 }
 
@@ -410,6 +419,8 @@ int cpu_backend_new(const struct inferd_model *m, int n_threads, struct backend 
 	cb->dot = ops_dot_best();
 	cb->dot4 = ops_dot4_best();
 	cb->mlx = ops_mlx_best();
+	/* non-NULL exactly when dot4 is the AVX2/FMA dot, whose order it reproduces */
+	cb->mlx_dot4 = ops_mlx_dot4_best();
 	cb->pool = pool_new(n_threads);
 	if (!cb->pool)
 		goto oom;

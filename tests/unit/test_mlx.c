@@ -16,6 +16,7 @@
 #include "dtype.h"
 #include "model.h"
 #include "safetensors.h"
+#include "cpu/ops.h"
 #include "cpu/quant_mlx.h"
 
 #include <math.h>
@@ -173,6 +174,49 @@ static void round_trip(uint64_t seed)
 	free(q);
 	free(sc);
 	free(bi);
+}
+
+/* The fused decode-dot (AVX2/FMA) against decoding the row and the common
+ * dot4: bitwise equal for 1 to 4 tokens, every bits / group / scale type. */
+static void fused(void)
+{
+	ops_mlx_dot4_fn f = ops_mlx_dot4_best();
+	if (!f) {
+		printf("  fused decode-dot: this CPU has no AVX2/FMA (products decode, then dot)\n");
+		return;
+	}
+	ops_dot4_fn dot4 = ops_dot4_best();
+	int cols = 512, same = 1, cases = 0;
+	float *w = malloc((size_t)cols * sizeof *w), *row = malloc((size_t)cols * sizeof *row),
+	      *x = malloc((size_t)4 * cols * sizeof *x);
+	uint8_t q[512], sc[64], bi[64];
+	uint64_t s = 99;
+	for (int i = 0; i < 4 * cols; i++) {
+		s = s * 6364136223846793005ull + 1442695040888963407ull;
+		x[i] = (float)((double)(s >> 11) * 0x1p-53 * 2 - 1);
+		if (i < cols)
+			w[i] = x[i] * 0.37f + 0.01f * (float)(i % 7);
+	}
+	for (int bits = 4; bits <= 8; bits += 4)
+		for (int g = 32; g <= 128; g *= 2)
+			for (int k = 0; k < 3; k++) {
+				int type = bits == 4 ? DT_MLX4 : DT_MLX8;
+				dtype_mlx_from_f32(type, g, sb_types[k], w, q, sc, bi, cols);
+				dtype_mlx_to_f32(type, q, sc, bi, sb_types[k], g, row, cols);
+				for (int n = 1; n <= 4; n++) {
+					float a[4], b[4];
+					f(type, q, sc, bi, sb_types[k], g, x, cols, n, cols, a);
+					dot4(row, x, cols, n, cols, b);
+					same &= memcmp(a, b, (size_t)n * sizeof *a) == 0;
+					cases++;
+				}
+			}
+	CHECK(same, "the fused MLX decode-dot differs from decode + dot4");
+	printf("  fused decode-dot: bitwise decode + dot4 in %d cases (4/8 bits, groups 32-128, 3 scale types, 1-4 tokens)\n",
+	       cases);
+	free(w);
+	free(row);
+	free(x);
 }
 
 /* write model src as an MLX directory with the real binary */
@@ -740,6 +784,7 @@ int main(void)
 	printf("round-trip seed %llu\n", (unsigned long long)seed);
 	layout();
 	round_trip(seed);
+	fused();
 	char src[600], dir4[700], dir8[700];
 	snprintf(src, sizeof src, "%s/llama3-rope-bf16", t_fixtures());
 	snprintf(dir4, sizeof dir4, "%s", t_tmp("kern-mlx4"));
