@@ -908,12 +908,18 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 		if (s->gm) {
 			float *row = logits + (size_t)s->row * V;
 			int allowed = constrain(e, s, row, V);
+			if (allowed == 0 && grammar_matcher_complete(s->gm)) {
+				seq_end(e, i, INFERD_FINISH_STOP, 0, NULL); /* complete; EOS is ignored */
+				continue;
+			}
 			if (allowed <= 0) {
 				seq_end(e, i, INFERD_FINISH_ERROR, allowed < 0 ? allowed : INFERD_EINVAL,
 					allowed < 0 ? "out of memory for the grammar's token mask"
 						    : "no token of the vocabulary can continue the grammar");
 				continue;
 			}
+			if (n_top > allowed) /* never report a masked (-inf) token */
+				n_top = allowed;
 			tok = sample_next(row, V, r, s->tok, s->n_tok, s->n_prompt, (uint64_t)s->n_gen, e->ss,
 					  r->logprobs ? &lp : NULL, n_top, top_ids, top_lp);
 		} else if (device_sampling) {

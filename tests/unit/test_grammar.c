@@ -572,6 +572,104 @@ static void gbnf_generation(inferd_model_t *m)
 	free(g);
 }
 
+/* an empty grammar ends at once; logprobs never name a masked token */
+static void edge_cases(inferd_model_t *m)
+{
+	char err[INFERD_ERR_LEN];
+	struct gen *g = malloc(sizeof *g);
+	for (int ignore = 0; ignore < 2; ignore++) {
+		struct inferd_request r;
+		inferd_request_init(&r);
+		r.prompt = "x";
+		r.ignore_eos = ignore;
+		r.grammar_kind = "gbnf";
+		r.grammar = "root ::= \"\"";
+		CHECK(generate(m, &r, g, err) == 0, "%s", err);
+		CHECK(g->n == 0 && g->finish == INFERD_FINISH_STOP, "empty grammar (ignore_eos %d): %d tokens, finish %s %s",
+		      ignore, g->n, inferd_finish_name(g->finish), g->message);
+	}
+	inferd_req_t *q;
+	struct inferd_request r;
+	inferd_request_init(&r);
+	r.prompt = "Answer:";
+	r.max_tokens = 20;
+	r.logprobs = 1;
+	r.top_logprobs = 20;
+	r.grammar_kind = "gbnf";
+	r.grammar = "root ::= \"no\"";
+	CHECK(inferd_submit(m, &r, &q, err) == 0, "%s", err);
+	struct inferd_event ev;
+	int n = 0, fin = 0;
+	while (inferd_req_next(q, &ev, 30000) == 0) {
+		if (ev.type == INFERD_EV_TOKEN) {
+			n++;
+			CHECK(ev.n_top >= 1 && ev.n_top < 20 && ev.logprob > -1e30f, "n_top %d logprob %g", ev.n_top, ev.logprob);
+			for (int k = 0; k < ev.n_top; k++)
+				CHECK(ev.top_logprobs[k] > -1e30f, "top logprob %d is %g", k, ev.top_logprobs[k]);
+		}
+		if (ev.type == INFERD_EV_DONE)
+			fin = ev.finish;
+	}
+	inferd_req_release(q);
+	CHECK(n >= 1 && n <= 2 && fin == INFERD_FINISH_STOP, "\"no\": %d tokens, finish %d", n, fin);
+	free(g);
+}
+
+/* random edits of valid grammars: an error or a grammar, never a crash */
+static void robustness(void)
+{
+	static const char *seeds[][2] = {
+		{"gbnf", "root ::= \"a\" [b-d]+ (\"x\" | \"yz\")? [^\\n]* x{2,3}\nx ::= \"\\u00e9\" | .\n"},
+		{"json_schema", "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":[\"string\",\"null\"]},\"b\":{\"$ref\":"
+				"\"#/$defs/x\"}},\"required\":[\"a\"],\"$defs\":{\"x\":{\"type\":\"array\",\"items\":"
+				"{\"enum\":[1,\"two\"]},\"maxItems\":3}}}"},
+	};
+	static const char alphabet[] = "\"[]()|*+?{},:.-^\\\n #ab0123456789xyz";
+	unsigned rs = 12345;
+	int compiled = 0, failed = 0;
+	for (int it = 0; it < 3000; it++) {
+		const char *kind = seeds[it % 2][0], *base = seeds[it % 2][1];
+		size_t n = strlen(base);
+		char buf[1024];
+		memcpy(buf, base, n + 1);
+		int edits = 1 + (int)((rs = rs * 1103515245u + 12345u) >> 16) % 4;
+		for (int k = 0; k < edits; k++) {
+			rs = rs * 1103515245u + 12345u;
+			size_t at = (rs >> 8) % n;
+			int op = (int)(rs >> 4) % 3;
+			char c = alphabet[(rs >> 20) % (sizeof alphabet - 1)];
+			if (op == 0) {
+				buf[at] = c;
+			} else if (op == 1 && n > 2) {
+				memmove(buf + at, buf + at + 1, n - at);
+				n--;
+			} else if (n + 2 < sizeof buf) {
+				memmove(buf + at + 1, buf + at, n - at + 1);
+				buf[at] = c;
+				n++;
+			}
+		}
+		char err[INFERD_ERR_LEN] = "";
+		struct grammar *g = NULL;
+		int rc = grammar_compile(kind, buf, &g, err);
+		CHECK(rc == 0 || (rc == INFERD_EINVAL && err[0]), "rc %d for %s", rc, buf);
+		if (g) {
+			compiled++;
+			struct grammar_matcher *m = grammar_matcher_new(g);
+			for (int k = 0; k < 64 && m; k++) { /* feed random bytes: each is taken or refused */
+				uint8_t b = (uint8_t)alphabet[(rs = rs * 1103515245u + 12345u) >> 16 & 31];
+				grammar_matcher_accept(m, &b, 1);
+			}
+			grammar_matcher_free(m);
+		} else {
+			failed++;
+		}
+		grammar_free(g);
+	}
+	printf("robustness: 3000 mutated grammars, %d compiled, %d refused with a message\n", compiled, failed);
+	CHECK(compiled > 100 && failed > 100, "mutations should give both outcomes (%d, %d)", compiled, failed);
+}
+
 static void submit_errors(inferd_model_t *m, inferd_model_t *no_tok)
 {
 	char err[INFERD_ERR_LEN] = "";
@@ -717,9 +815,8 @@ int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
 	accept_reject();
-	printf("accept/reject done\n");
 	errors();
-	printf("errors done\n");
+	robustness();
 	validator_selftest();
 	vocab_bytes();
 	mask_vs_brute(QWEN3, "qwen3");
@@ -737,6 +834,7 @@ int main(void)
 		CHECK(0, "%s", err);
 	} else {
 		submit_errors(m, m2);
+		edge_cases(m);
 		gbnf_generation(m);
 		batch_invariance(m, 1);
 		schema_generation(m, 8);
