@@ -170,8 +170,8 @@ int mlx_bind(const struct st_set *st, const struct mlx_cfg *q, const char *dir, 
 	int quant = 0, group = -1, bits = -1, rc;
 	if (q->q && (rc = module_params(q, module, &quant, &group, &bits, err)))
 		return rc;
-	if (quant < 0)
-		quant = st_find(st, sname) != NULL;
+	if (quant < 0) /* without a quantization block nothing is quantized */
+		quant = q->q && st_find(st, sname) != NULL;
 	if (!quant) {
 		if (w && !strcmp(w->dtype, "U32"))
 			return seterr(err, INFERD_EFORMAT,
