@@ -288,6 +288,7 @@ static struct bsym b_class(struct builder *b, struct cprange *rg, int n, int neg
 		if (next <= 0x10FFFF)
 			out[k++] = (struct cprange){next, 0x10FFFF};
 	} else {
+		if (n)
 		memcpy(out, rg, (size_t)n * sizeof *rg);
 		k = n;
 	}
@@ -1704,7 +1705,9 @@ struct grammar_vocab {
 		int32_t end;    /* one past the last node of the subtree */
 		int32_t tok;    /* its tokens: toks[tok .. tok + n_tok) */
 		int32_t n_tok;
+		int32_t tok_end; /* the subtree's tokens: toks[tok .. tok_end) */
 		uint8_t byte;
+		uint8_t plain;  /* every byte in the subtree (its own too) is PLAIN */
 	} *fl;
 	int32_t *toks;
 };
@@ -1756,6 +1759,10 @@ static int32_t trie_child(struct grammar_vocab *v, int32_t node, uint8_t c)
 
 /* the linked trie in depth-first order (an explicit stack: tokens can be
  * hundreds of bytes long) */
+/* printable ASCII but " and \: a JSON string's character class (and
+ * many others) loops on these, so a subtree of them can be taken whole */
+static int plain_byte(uint8_t c) { return c >= 0x20 && c < 0x7F && c != '"' && c != '\\'; }
+
 static int flatten(struct grammar_vocab *v)
 {
 	v->fl = malloc((size_t)v->n_tr * sizeof *v->fl);
@@ -1771,7 +1778,12 @@ static int flatten(struct grammar_vocab *v)
 	while (sp) {
 		int32_t k = stack[--sp];
 		if (k < 0) { /* subtree of ~k done */
-			v->fl[idx[~k]].end = n;
+			struct fnode *f = &v->fl[idx[~k]];
+			f->end = n;
+			f->tok_end = nt;
+			f->plain = plain_byte(f->byte);
+			for (int32_t c = idx[~k] + 1; c < f->end && f->plain; c = v->fl[c].end)
+				f->plain = v->fl[c].plain;
 			continue;
 		}
 		idx[k] = n;
@@ -1864,6 +1876,7 @@ struct gset {
 	uint32_t hash;
 	int32_t next;           /* hash chain */
 	uint64_t uni[4];        /* bytes some leaf accepts */
+	int loops;              /* -1 unknown; 1: every plain byte leads back here */
 };
 
 struct grammar_matcher {
@@ -2051,7 +2064,8 @@ struct grammar_matcher *grammar_matcher_new(const struct grammar *g)
 		grammar_matcher_free(m);
 		return NULL;
 	}
-	memcpy(m->cur, m->tmp, (size_t)m->n_tmp * sizeof *m->cur);
+	if (m->n_tmp)
+		memcpy(m->cur, m->tmp, (size_t)m->n_tmp * sizeof *m->cur);
 	m->n_cur = m->n_tmp;
 	sort_ids(m->cur, m->n_cur);
 	m->complete = m->tmp_complete;
@@ -2127,7 +2141,8 @@ int grammar_matcher_accept(struct grammar_matcher *m, const uint8_t *bytes, size
 	int32_t *work = malloc(((size_t)m->n_cur + 1) * sizeof *work);
 	if (!work)
 		return INFERD_ENOMEM;
-	memcpy(work, m->cur, (size_t)m->n_cur * sizeof *work);
+	if (m->n_cur)
+		memcpy(work, m->cur, (size_t)m->n_cur * sizeof *work);
 	int nw = m->n_cur, complete = 0;
 	for (size_t k = 0; k < n; k++) {
 		advance(m, work, nw, bytes[k]);
@@ -2146,7 +2161,8 @@ int grammar_matcher_accept(struct grammar_matcher *m, const uint8_t *bytes, size
 			return INFERD_ENOMEM;
 		}
 		work = nw_p;
-		memcpy(work, m->tmp, (size_t)m->n_tmp * sizeof *work);
+		if (m->n_tmp)
+			memcpy(work, m->tmp, (size_t)m->n_tmp * sizeof *work);
 		nw = m->n_tmp;
 	}
 	free(m->cur);
@@ -2175,7 +2191,7 @@ static int32_t intern(struct grammar_matcher *m, int complete)
 	for (int32_t s = m->shead[h & (SBUCKETS - 1)]; s >= 0; s = m->sets[s].next) {
 		const struct gset *x = &m->sets[s];
 		if (x->hash == h && x->len == m->n_tmp && x->complete == complete &&
-		    memcmp(m->pool + x->off, m->tmp, (size_t)m->n_tmp * sizeof *m->tmp) == 0)
+		    (!m->n_tmp || memcmp(m->pool + x->off, m->tmp, (size_t)m->n_tmp * sizeof *m->tmp) == 0))
 			return s;
 	}
 	int32_t s = m->n_sets;
@@ -2195,13 +2211,14 @@ static int32_t intern(struct grammar_matcher *m, int complete)
 	}
 	struct gset *x = &m->sets[s];
 	*x = (struct gset){.off = m->n_pool, .len = m->n_tmp, .complete = complete, .hash = h,
-			   .next = m->shead[h & (SBUCKETS - 1)]};
+			   .next = m->shead[h & (SBUCKETS - 1)], .loops = -1};
 	for (int i = 0; i < m->n_tmp; i++) {
 		const uint64_t *cs = m->g->sym[m->nd[m->tmp[i]].pos].set;
 		for (int k = 0; k < 4; k++)
 			x->uni[k] |= cs[k];
 	}
-	memcpy(m->pool + m->n_pool, m->tmp, (size_t)m->n_tmp * sizeof *m->tmp);
+	if (m->n_tmp)
+		memcpy(m->pool + m->n_pool, m->tmp, (size_t)m->n_tmp * sizeof *m->tmp);
 	m->n_pool += m->n_tmp;
 	for (int k = 0; k < 256; k++)
 		m->trans[(size_t)s * 256 + (size_t)k] = -2;
@@ -2227,14 +2244,55 @@ struct walk {
 	int n_bits, count;
 };
 
+static void allow(struct walk *w, int32_t from, int32_t to)
+{
+	for (int32_t k = from; k < to; k++) {
+		int32_t t = w->v->toks[k];
+		if (t < w->n_bits) {
+			w->bits[t >> 5] |= 1u << (t & 31);
+			w->count++;
+		}
+	}
+}
+
+/* does every plain byte lead from set sid back to sid? */
+static int set_loops(struct grammar_matcher *m, int32_t sid)
+{
+	if (m->sets[sid].loops >= 0)
+		return m->sets[sid].loops;
+	int loops = 1;
+	for (int c = 0x20; c < 0x7F && loops && !m->oom; c++) {
+		if (!plain_byte((uint8_t)c))
+			continue;
+		int32_t ns = m->trans[(size_t)sid * 256 + (size_t)c];
+		if (ns == -2) {
+			ns = step_set(m, sid, (uint8_t)c);
+			m->trans[(size_t)sid * 256 + (size_t)c] = ns;
+		}
+		loops = ns == sid;
+	}
+	return m->sets[sid].loops = loops && !m->oom;
+}
+
 static void walk(struct walk *w, int32_t node, int32_t sid)
 {
 	struct grammar_matcher *m = w->m;
 	const struct fnode *fl = w->v->fl;
+	int loops = -1;
 	for (int32_t c = node + 1; c < fl[node].end; c = fl[c].end) {
 		uint8_t by = fl[c].byte;
 		if (!set_has(m->sets[sid].uni, by))
 			continue;
+		if (fl[c].plain) { /* inside a string, say: the whole subtree is allowed */
+			if (loops < 0)
+				loops = set_loops(m, sid);
+			if (m->oom)
+				return;
+			if (loops) {
+				allow(w, fl[c].tok, fl[c].tok_end);
+				continue;
+			}
+		}
 		int32_t ns = m->trans[(size_t)sid * 256 + by];
 		if (ns == -2) {
 			ns = step_set(m, sid, by);
@@ -2244,13 +2302,7 @@ static void walk(struct walk *w, int32_t node, int32_t sid)
 		}
 		if (ns < 0)
 			continue;
-		for (int32_t k = fl[c].tok; k < fl[c].tok + fl[c].n_tok; k++) {
-			int32_t t = w->v->toks[k];
-			if (t < w->n_bits) {
-				w->bits[t >> 5] |= 1u << (t & 31);
-				w->count++;
-			}
-		}
+		allow(w, fl[c].tok, fl[c].tok + fl[c].n_tok);
 		if (m->sets[ns].len)
 			walk(w, c, ns);
 	}
