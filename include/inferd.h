@@ -181,7 +181,8 @@ struct inferd_request {
 	 * start rule `root`). Every generated token keeps the output a prefix
 	 * of a sentence of the grammar; EOS and stop ids are allowed only once
 	 * it is complete, and the request ends with "stop" as soon as it is
-	 * complete and nothing can follow. Needs a model with a tokenizer.
+	 * complete and nothing can follow. Logprobs are those of the masked
+	 * distribution. Needs a model with a tokenizer.
 	 * inferd_submit compiles it and returns INFERD_EINVAL with a message
 	 * naming the fault (GBNF line and column; the unsupported schema
 	 * keyword and its JSON path), fit for an HTTP 400. Both strings are
