@@ -37,6 +37,7 @@
 #include "inferd.h"
 #include "tok.h"
 #include "tmpl.h"
+#include "toolcall.h"
 #include "fault.h"
 
 #include <errno.h>
@@ -208,6 +209,22 @@ struct conn {
 	const char *finish;
 	char error[256];
 	struct slot *slot;      /* held (models_acquire) while set */
+	/* tool calls and reasoning (chat and Responses) */
+	struct tc_parser *tcp;  /* streaming: splits the output (NULL: plain text) */
+	json_t *tools;          /* the request's tools (the parser types XML parameters) */
+	char *prompt_text;      /* the rendered prompt (the parser reads its tail) */
+	int forced;             /* FORCED_*: tool_choice named or required */
+	char forced_name[72];
+	int parallel;           /* parallel_tool_calls */
+	char *ftext;            /* forced: the JSON output so far */
+	size_t flen;
+	int n_calls;
+	/* Responses streaming: output items */
+	int r_open;             /* 0 none, 1 reasoning, 2 message */
+	char r_item[48];        /* id of the open item */
+	json_t *r_output;       /* the items so far (for response.completed) */
+	char *r_reason;         /* the open reasoning item's text */
+	size_t r_reason_len;
 	double keep_alive;      /* the request's keep_alive, or NAN */
 	char url[64];           /* for the per-route counters */
 	int url_seen;
@@ -323,6 +340,12 @@ static void conn_free(struct conn *k)
 	log_request(k);
 	release_slot(k);
 	free(k->resp_text);
+	tc_parser_free(k->tcp);
+	json_decref(k->tools);
+	json_decref(k->r_output);
+	free(k->prompt_text);
+	free(k->ftext);
+	free(k->r_reason);
 	if (k->q) {
 		inferd_req_cancel(k->q);
 		inferd_req_release(k->q);
@@ -395,10 +418,24 @@ struct built {
 	const char *err_param;
 	const char *prio_header; /* X-Priority, or NULL */
 	int max_tokens_given;
+	/* tools and reasoning (chat, Responses) */
+	json_t *tools;          /* validated (chat format), borrowed */
+	struct tc_options tco;
+	int parse;              /* split reasoning / tool calls out of the output */
+	int forced;             /* FORCED_NAMED / FORCED_REQUIRED */
+	char forced_name[72];
+	char *prompt_text;      /* the rendered chat prompt */
+	size_t prompt_len;
+	char *grammar_text;     /* a schema or grammar built for the request */
+	struct tc_syntax slot_syn; /* the model's */
 };
+
+enum { FORCED_NONE, FORCED_NAMED, FORCED_REQUIRED };
 
 static void built_free(struct built *b)
 {
+	free(b->prompt_text);
+	free(b->grammar_text);
 	free(b->ids);
 	free(b->stop);
 	free(b->bias);
@@ -532,6 +569,39 @@ static int common_fields(json_t *o, struct built *b, const struct slot *s)
 		return -1;
 	r->top_logprobs = (int)d;
 	r->ignore_eos = json_is_true(json_object_get(o, "ignore_eos")); /* extension, as vLLM */
+	/* structured output: response_format (json_object, json_schema) or the
+	 * grammar extension (GBNF text, llama.cpp's syntax) */
+	json_t *rf = json_object_get(o, "response_format"), *gr = json_object_get(o, "grammar");
+	if (gr && !json_is_null(gr)) {
+		if (!json_is_string(gr))
+			FAIL("grammar", "'grammar' must be GBNF text (start rule root)");
+		r->grammar_kind = "gbnf";
+		r->grammar = json_string_value(gr);
+	}
+	if (rf && !json_is_null(rf)) {
+		const char *t = json_string_value(json_object_get(rf, "type"));
+		if (!json_is_object(rf) || !t)
+			FAIL("response_format", "'response_format' must be {\"type\": \"text\", \"json_object\" or \"json_schema\"}");
+		if (strcmp(t, "text") && r->grammar_kind)
+			FAIL("grammar", "give either 'grammar' or 'response_format', not both");
+		if (!strcmp(t, "json_object")) {
+			r->grammar_kind = "json_object";
+		} else if (!strcmp(t, "json_schema")) {
+			json_t *schema = json_object_get(json_object_get(rf, "json_schema"), "schema");
+			if (!json_is_object(schema))
+				FAIL("response_format", "response_format.json_schema.schema must be a JSON Schema object");
+			b->grammar_text = json_dumps(schema, JSON_COMPACT);
+			r->grammar_kind = "json_schema";
+			r->grammar = b->grammar_text;
+		} else if (strcmp(t, "text")) {
+			FAIL("response_format", "response_format.type must be \"text\", \"json_object\" or \"json_schema\", got \"%s\"", t);
+		}
+	}
+	if (r->grammar_kind) {
+		char gerr[INFERD_ERR_LEN];
+		if (inferd_grammar_check(r->grammar_kind, r->grammar, gerr))
+			FAIL(gr && !json_is_null(gr) ? "grammar" : "response_format", "%s", gerr);
+	}
 	json_t *stream = json_object_get(o, "stream");
 	if (stream && !json_is_null(stream) && !json_is_boolean(stream))
 		FAIL("stream", "'stream' must be a boolean");
@@ -541,6 +611,186 @@ static int common_fields(json_t *o, struct built *b, const struct slot *s)
 	r->timeout_s = S.timeout_s > 0 ? S.timeout_s : 30.0 + 0.5 * r->max_tokens;
 	r->queue_timeout_s = S.queue_timeout_s;
 	r->token_timeout_s = S.token_timeout_s;
+	return 0;
+}
+
+/* A function name as OpenAI accepts it: 1 to 64 of [A-Za-z0-9_-] (and '.') */
+static int good_tool_name(const char *n)
+{
+	size_t l = n ? strlen(n) : 0;
+	return l >= 1 && l <= 64 && strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") == l;
+}
+
+/* tools, tool_choice, parallel_tool_calls (chat format; build_responses
+ * converts the Responses shapes first) */
+static int tool_fields(json_t *o, struct built *b, const struct slot *s)
+{
+	json_t *tools = json_object_get(o, "tools");
+	b->tco.parallel_tool_calls = 1;
+	size_t nt = 0;
+	if (tools && !json_is_null(tools)) {
+		if (!json_is_array(tools))
+			FAIL("tools", "'tools' must be a list of {\"type\": \"function\", \"function\": {\"name\", ...}}");
+		nt = json_array_size(tools);
+		if (nt > 256)
+			FAIL("tools", "at most 256 tools");
+		for (size_t i = 0; i < nt; i++) {
+			json_t *t = json_array_get(tools, i), *f = json_object_get(t, "function");
+			const char *ty = json_string_value(json_object_get(t, "type"));
+			if (!json_is_object(t) || !ty || strcmp(ty, "function"))
+				FAIL("tools", "tools[%zu].type must be \"function\"", i);
+			if (!json_is_object(f))
+				FAIL("tools", "tools[%zu].function must be an object with a 'name'", i);
+			const char *name = json_string_value(json_object_get(f, "name"));
+			if (!good_tool_name(name))
+				FAIL("tools", "tools[%zu].function.name must be 1 to 64 letters, digits, '_', '-' or '.'", i);
+			for (size_t j = 0; j < i; j++)
+				if (!strcmp(name, json_string_value(json_object_get(json_object_get(json_array_get(tools, j), "function"),
+											    "name"))))
+					FAIL("tools", "tools[%zu]: the function name '%s' is used twice", i, name);
+			json_t *pa = json_object_get(f, "parameters"), *st = json_object_get(f, "strict");
+			if (pa && !json_is_null(pa) && !json_is_object(pa))
+				FAIL("tools", "tools[%zu].function.parameters must be a JSON Schema object", i);
+			if (st && !json_is_null(st) && !json_is_boolean(st))
+				FAIL("tools", "tools[%zu].function.strict must be a boolean", i);
+		}
+		b->tools = nt ? tools : NULL;
+	}
+	json_t *tc = json_object_get(o, "tool_choice");
+	b->tco.tool_choice = TC_CHOICE_AUTO;
+	if (json_is_string(tc)) {
+		const char *v = json_string_value(tc);
+		if (!strcmp(v, "none"))
+			b->tco.tool_choice = TC_CHOICE_NONE;
+		else if (!strcmp(v, "required"))
+			b->tco.tool_choice = TC_CHOICE_REQUIRED;
+		else if (strcmp(v, "auto"))
+			FAIL("tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+					    "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+	} else if (json_is_object(tc)) {
+		const char *name = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
+		if (!name) /* the Responses shape: {"type": "function", "name": ...} */
+			name = json_string_value(json_object_get(tc, "name"));
+		int found = 0;
+		for (size_t i = 0; name && i < nt; i++)
+			found |= !strcmp(name, json_string_value(json_object_get(json_object_get(json_array_get(tools, i), "function"),
+										"name")));
+		if (!found)
+			FAIL("tool_choice", "tool_choice names the function '%s', which is not among the tools",
+			     name ? name : "(none)");
+		b->tco.tool_choice = TC_CHOICE_NAMED;
+		snprintf(b->forced_name, sizeof b->forced_name, "%s", name);
+	} else if (tc && !json_is_null(tc)) {
+		FAIL("tool_choice", "'tool_choice' must be a string or an object");
+	}
+	if ((b->tco.tool_choice == TC_CHOICE_REQUIRED || b->tco.tool_choice == TC_CHOICE_NAMED) && !nt)
+		FAIL("tool_choice", "tool_choice \"%s\" needs 'tools'", json_is_string(tc) ? json_string_value(tc) : "function");
+	json_t *ptc = json_object_get(o, "parallel_tool_calls");
+	if (ptc && !json_is_null(ptc) && !json_is_boolean(ptc))
+		FAIL("parallel_tool_calls", "'parallel_tool_calls' must be a boolean");
+	if (json_is_false(ptc))
+		b->tco.parallel_tool_calls = 0;
+	b->tco.tools = b->tools;
+	b->slot_syn = s->syn;
+	int calls = b->tools && b->tco.tool_choice != TC_CHOICE_NONE;
+	b->forced = !calls ? FORCED_NONE : b->tco.tool_choice == TC_CHOICE_NAMED ? FORCED_NAMED
+		    : b->tco.tool_choice == TC_CHOICE_REQUIRED ? FORCED_REQUIRED : FORCED_NONE;
+	/* the model's own syntax: its tool calls (when tools are offered) and
+	 * its reasoning markers */
+	b->parse = !b->forced && ((calls && s->syn.format != TC_FMT_NONE) || s->syn.reasoning != TC_RSN_NONE);
+	if (b->forced && b->r.grammar_kind)
+		FAIL("tool_choice", "tool_choice \"required\" or a named function cannot be combined with 'response_format' "
+				    "or 'grammar'");
+	if (b->forced) {
+		/* the output is constrained to JSON: the named function's
+		 * arguments, or a list of {"name", "arguments"} (as vLLM does) */
+		json_t *schema;
+		if (b->forced == FORCED_NAMED) {
+			json_t *pa = NULL;
+			for (size_t i = 0; i < nt; i++) {
+				json_t *f = json_object_get(json_array_get(tools, i), "function");
+				if (!strcmp(json_string_value(json_object_get(f, "name")), b->forced_name))
+					pa = json_object_get(f, "parameters");
+			}
+			schema = json_is_object(pa) ? json_incref(pa) : json_pack("{s:s}", "type", "object");
+		} else {
+			json_t *any = json_array();
+			for (size_t i = 0; i < nt; i++) {
+				json_t *f = json_object_get(json_array_get(tools, i), "function"), *pa = json_object_get(f, "parameters");
+				json_array_append_new(any, json_pack("{s:s,s:{s:{s:O},s:O},s:[s,s],s:b}", "type", "object", "properties",
+								     "name", "const", json_object_get(f, "name"), "arguments",
+								     json_is_object(pa) ? pa : json_pack("{s:s}", "type", "object"),
+								     "required", "name", "arguments", "additionalProperties", 0));
+			}
+			schema = json_pack("{s:s,s:i,s:{s:o}}", "type", "array", "minItems", 1, "items", "anyOf", any);
+			if (!b->tco.parallel_tool_calls)
+				json_object_set_new(schema, "maxItems", json_integer(1));
+		}
+		b->grammar_text = json_dumps(schema, JSON_COMPACT);
+		json_decref(schema);
+		b->r.grammar_kind = "json_schema";
+		b->r.grammar = b->grammar_text;
+		char gerr[INFERD_ERR_LEN];
+		if (inferd_grammar_check(b->r.grammar_kind, b->r.grammar, gerr))
+			FAIL("tools", "the tool's parameters cannot constrain the output: %.400s", gerr);
+	}
+	if (!calls)
+		b->tco.tool_choice = TC_CHOICE_NONE;
+	b->r.keep_special = b->parse;
+	return 0;
+}
+
+/* Messages as the templates expect them: content parts joined into text,
+ * assistant tool_calls with their arguments as an object (OpenAI clients
+ * send a JSON string; templates index it, as vLLM and transformers give). */
+static int normalise_messages(json_t *vm, struct built *b)
+{
+	for (size_t i = 0; i < json_array_size(vm); i++) {
+		json_t *m = json_array_get(vm, i), *c = json_object_get(m, "content");
+		json_t *calls = json_object_get(m, "tool_calls");
+		for (size_t k = 0; json_is_array(calls) && k < json_array_size(calls); k++) {
+			json_t *f = json_object_get(json_array_get(calls, k), "function");
+			json_t *a = json_object_get(f, "arguments");
+			if (!json_is_object(f) || !json_is_string(json_object_get(f, "name")))
+				FAIL("messages", "messages[%zu].tool_calls[%zu].function must have a 'name'", i, k);
+			if (json_is_string(a)) {
+				json_t *obj = json_loads(json_string_value(a), JSON_DECODE_ANY, NULL);
+				if (json_is_object(obj))
+					json_object_set_new(f, "arguments", obj);
+				else
+					json_decref(obj);
+			}
+		}
+		if (calls && !json_is_array(calls) && !json_is_null(calls))
+			FAIL("messages", "messages[%zu].tool_calls must be a list", i);
+		if (json_is_null(c) || !c) { /* OpenAI clients send null beside tool_calls; templates test strings */
+			json_object_set_new(m, "content", json_string(""));
+			continue;
+		}
+		if (!json_is_array(c))
+			continue;
+		char *text = NULL;
+		size_t tl = 0;
+		for (size_t k = 0; k < json_array_size(c); k++) {
+			json_t *part = json_array_get(c, k);
+			const char *t = json_string_value(json_object_get(part, "text"));
+			if (!t) {
+				free(text);
+				FAIL("messages", "messages[%zu].content[%zu] must be a text part", i, k);
+			}
+			size_t l = strlen(t);
+			char *nt = realloc(text, tl + l + 1);
+			if (!nt) {
+				free(text);
+				FAIL("messages", "out of memory");
+			}
+			text = nt;
+			memcpy(text + tl, t, l + 1);
+			tl += l;
+		}
+		json_object_set_new(m, "content", json_string(text ? text : ""));
+		free(text);
+	}
 	return 0;
 }
 
@@ -558,36 +808,47 @@ static int build_chat(json_t *o, struct built *b, const struct slot *s)
 	}
 	if (!s->tmpl || !s->tok)
 		FAIL("model", "model '%s' has no chat template or tokenizer", s->name);
-	/* content-part arrays become text, as the templates expect strings */
+	if (tool_fields(o, b, s))
+		return -1;
 	json_t *vm = json_deep_copy(msgs);
-	for (size_t i = 0; i < json_array_size(vm); i++) {
-		json_t *m = json_array_get(vm, i), *c = json_object_get(m, "content");
-		if (!json_is_array(c))
-			continue;
-		char *text = NULL;
-		size_t tl = 0;
-		for (size_t k = 0; k < json_array_size(c); k++) {
-			json_t *part = json_array_get(c, k);
-			const char *t = json_string_value(json_object_get(part, "text"));
-			if (!t) {
-				free(text);
-				json_decref(vm);
-				FAIL("messages", "messages[%zu].content[%zu] must be a text part", i, k);
-			}
-			size_t l = strlen(t);
-			text = realloc(text, tl + l + 1);
-			memcpy(text + tl, t, l + 1);
-			tl += l;
-		}
-		json_object_set_new(m, "content", json_string(text ? text : ""));
-		free(text);
+	if (normalise_messages(vm, b)) {
+		json_decref(vm);
+		return -1;
 	}
-	json_t *tools = json_object_get(o, "tools");
-	json_t *vars = json_pack("{s:o,s:O,s:b,s:s,s:s}", "messages", vm, "tools", tools ? tools : json_null(),
+	json_t *vars = json_pack("{s:o,s:O,s:b,s:s,s:s}", "messages", vm, "tools", b->tools ? b->tools : json_null(),
 				 "add_generation_prompt", 1, "bos_token", s->bos ? s->bos : "", "eos_token",
 				 s->eos ? s->eos : "");
 	if (json_object_get(o, "tool_choice"))
 		json_object_set(vars, "tool_choice", json_object_get(o, "tool_choice"));
+	if (b->tools) { /* "functions": the tools as a JSON text (firefunction v2 reads it) */
+		json_t *fl = json_array();
+		for (size_t i = 0; i < json_array_size(b->tools); i++)
+			json_array_append(fl, json_object_get(json_array_get(b->tools, i), "function"));
+		char *ft = json_dumps(fl, JSON_INDENT(4));
+		json_object_set_new(vars, "functions", json_string(ft ? ft : "[]"));
+		free(ft);
+		json_decref(fl);
+	}
+	{
+		char dt[64];
+		time_t now = time(NULL);
+		struct tm tmv;
+		gmtime_r(&now, &tmv);
+		strftime(dt, sizeof dt, "%b %d %Y %H:%M:%S GMT", &tmv);
+		json_object_set_new(vars, "datetime", json_string(dt));
+	}
+	/* thinking switches, for the templates that read them */
+	json_t *re = json_object_get(o, "reasoning_effort"), *et = json_object_get(o, "enable_thinking");
+	if (re && !json_is_null(re) && !json_is_string(re))
+		FAIL("reasoning_effort", "'reasoning_effort' must be a string (\"low\", \"medium\", \"high\")");
+	if (et && !json_is_null(et) && !json_is_boolean(et))
+		FAIL("enable_thinking", "'enable_thinking' must be a boolean");
+	if (json_is_string(re) && (s->syn.vars & TC_VAR_REASONING_EFFORT))
+		json_object_set(vars, "reasoning_effort", re);
+	if (json_is_boolean(et) && (s->syn.vars & TC_VAR_ENABLE_THINKING))
+		json_object_set(vars, "enable_thinking", et);
+	if (json_is_boolean(et) && (s->syn.vars & TC_VAR_THINKING))
+		json_object_set(vars, "thinking", et);
 	if (json_object_get(o, "chat_template_kwargs") && json_is_object(json_object_get(o, "chat_template_kwargs")))
 		json_object_update(vars, json_object_get(o, "chat_template_kwargs"));
 	char *text = NULL, err[INFERD_ERR_LEN];
@@ -600,7 +861,10 @@ static int build_chat(json_t *o, struct built *b, const struct slot *s)
 	int n;
 	/* the template already wrote BOS if the model wants it */
 	rc = tok_encode_masked(s->tok, text, tl, mask, 0, &b->ids, &n, err);
-	free(text);
+	b->prompt_text = text; /* the parser reads its tail (an open <think>...) */
+	b->prompt_len = tl;
+	b->tco.prompt = text;
+	b->tco.prompt_len = tl;
 	free(mask);
 	if (rc)
 		FAIL("messages", "tokenizer: %.400s", err);
@@ -646,6 +910,9 @@ static int build_completion(json_t *o, struct built *b, const struct slot *s)
 }
 
 /* The Responses API's input and instructions as chat messages. */
+/* The Responses API's input and tools as chat messages and chat tools:
+ * message items, function_call items (an assistant turn's tool_calls) and
+ * function_call_output items (role "tool" messages). */
 static int build_responses(json_t *o, struct built *b, const struct slot *s)
 {
 	json_t *msgs = json_array(), *in = json_object_get(o, "input"), *ins = json_object_get(o, "instructions");
@@ -661,16 +928,47 @@ static int build_responses(json_t *o, struct built *b, const struct slot *s)
 	} else if (json_is_array(in)) {
 		for (size_t i = 0; i < json_array_size(in); i++) {
 			json_t *it = json_array_get(in, i), *role = json_object_get(it, "role"), *c = json_object_get(it, "content");
+			const char *type = json_string_value(json_object_get(it, "type"));
+			if (type && !strcmp(type, "function_call")) {
+				json_t *n = json_object_get(it, "name"), *a = json_object_get(it, "arguments"),
+				       *cid = json_object_get(it, "call_id");
+				if (!json_is_string(n) || !json_is_string(a) || !json_is_string(cid)) {
+					json_decref(msgs);
+					FAIL("input", "input[%zu]: a function_call item needs 'call_id', 'name' and 'arguments' strings", i);
+				}
+				json_t *call = json_pack("{s:O,s:s,s:{s:O,s:O}}", "id", cid, "type", "function", "function", "name", n,
+							 "arguments", a);
+				json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
+				const char *lr = json_string_value(json_object_get(last, "role"));
+				if (last && lr && !strcmp(lr, "assistant") && json_is_array(json_object_get(last, "tool_calls")))
+					json_array_append_new(json_object_get(last, "tool_calls"), call); /* parallel calls: one turn */
+				else
+					json_array_append_new(msgs, json_pack("{s:s,s:n,s:[o]}", "role", "assistant", "content",
+									      "tool_calls", call));
+				continue;
+			}
+			if (type && !strcmp(type, "function_call_output")) {
+				json_t *cid = json_object_get(it, "call_id"), *out = json_object_get(it, "output");
+				if (!json_is_string(cid) || !json_is_string(out)) {
+					json_decref(msgs);
+					FAIL("input", "input[%zu]: a function_call_output item needs 'call_id' and 'output' strings", i);
+				}
+				json_array_append_new(msgs, json_pack("{s:s,s:O,s:O}", "role", "tool", "tool_call_id", cid, "content", out));
+				continue;
+			}
+			if (type && !strcmp(type, "reasoning"))
+				continue; /* earlier reasoning is not sent back to the model */
 			if (!json_is_string(role) || !(json_is_string(c) || json_is_array(c))) {
 				json_decref(msgs);
-				FAIL("input", "input[%zu] must be a message item with 'role' and 'content'", i);
+				FAIL("input", "input[%zu] must be a message item with 'role' and 'content', a function_call or a "
+					      "function_call_output item", i);
 			}
 			json_t *m = json_pack("{s:O,s:O}", "role", role, "content", c);
 			json_array_append_new(msgs, m);
 		}
 	} else {
 		json_decref(msgs);
-		FAIL("input", "'input' must be a string or a list of message items");
+		FAIL("input", "'input' must be a string or a list of items");
 	}
 	json_t *o2 = json_deep_copy(o);
 	json_object_set_new(o2, "messages", msgs);
@@ -678,8 +976,43 @@ static int build_responses(json_t *o, struct built *b, const struct slot *s)
 	if (mot)
 		json_object_set(o2, "max_tokens", mot);
 	json_object_del(o2, "stream_options");
+	/* tools: {"type": "function", "name", "description", "parameters",
+	 * "strict"} → the chat shape */
+	json_t *tools = json_object_get(o, "tools");
+	if (json_is_array(tools)) {
+		json_t *ct = json_array();
+		for (size_t i = 0; i < json_array_size(tools); i++) {
+			json_t *t = json_array_get(tools, i);
+			if (json_is_object(t) && !json_object_get(t, "function") && json_is_string(json_object_get(t, "name"))) {
+				json_t *f = json_deep_copy(t);
+				json_object_del(f, "type");
+				json_array_append_new(ct, json_pack("{s:s,s:o}", "type", "function", "function", f));
+			} else {
+				json_array_append(ct, t);
+			}
+		}
+		json_object_set_new(o2, "tools", ct);
+	}
+	/* text.format: {"type": "json_schema", "name", "schema", "strict"} or
+	 * {"type": "json_object"} → response_format */
+	json_t *fmt = json_object_get(json_object_get(o, "text"), "format");
+	if (json_is_object(fmt)) {
+		const char *ft = json_string_value(json_object_get(fmt, "type"));
+		if (ft && !strcmp(ft, "json_schema"))
+			json_object_set_new(o2, "response_format",
+					    json_pack("{s:s,s:{s:O}}", "type", "json_schema", "json_schema", "schema",
+						      json_object_get(fmt, "schema") ? json_object_get(fmt, "schema") : json_null()));
+		else if (ft)
+			json_object_set_new(o2, "response_format", json_pack("{s:s}", "type", ft));
+	}
+	/* reasoning: {"effort": ...} */
+	json_t *rs = json_object_get(o, "reasoning");
+	if (json_is_object(rs) && json_is_string(json_object_get(rs, "effort")))
+		json_object_set(o2, "reasoning_effort", json_object_get(rs, "effort"));
 	int rc = build_chat(o2, b, s);
-	json_decref(o2);
+	/* the request points into o2 (grammar, stop, tools) until it is
+	 * submitted: o2 lives as long as the body */
+	json_object_set_new(o, "\x01chat", o2);
 	return rc;
 }
 
@@ -709,10 +1042,11 @@ static void gen_id(char *id, size_t n, const char *prefix)
 		 (unsigned long long)atomic_fetch_add(&counter, 1) & 0xffff);
 }
 
-static json_t *response_object(struct conn *k, const struct slot *s, const char *text, size_t len, int finish,
-			       int in_tokens, int out_tokens);
-static void resp_delta(struct conn *k, const char *text, size_t len);
+static json_t *response_object(struct conn *k, const struct slot *s, json_t *output, int finish, int in_tokens,
+			       int out_tokens);
 static void resp_done(struct conn *k, const struct slot *s, const struct inferd_event *ev);
+static void final_message(const struct built *b, const char *text, size_t len, uint64_t seed, struct tc_message *m);
+static json_t *message_items(struct conn *k, const struct tc_message *m);
 
 /* Non-streaming: wait for the whole result while watching the socket. */
 /* An error of the engine or the device rather than of the request. */
@@ -775,8 +1109,15 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 	k->finish = finish_str(finish);
 	if (finish == INFERD_FINISH_ERROR || finish == INFERD_FINISH_TIMEOUT)
 		snprintf(k->error, sizeof k->error, "%s", message);
-	if (k->responses && finish != INFERD_FINISH_ERROR && finish != INFERD_FINISH_TIMEOUT) {
-		enum MHD_Result rr = send_json(c, 200, response_object(k, s, text, tl, finish, b->prompt_tokens, completion), NULL);
+	struct tc_message msg;
+	memset(&msg, 0, sizeof msg);
+	int shaped = chat && finish != INFERD_FINISH_ERROR && finish != INFERD_FINISH_TIMEOUT;
+	if (shaped) /* reasoning and tool calls out of the text */
+		final_message(b, text, tl, (uint64_t)(uintptr_t)k ^ (uint64_t)time(NULL), &msg);
+	if (k->responses && shaped) {
+		enum MHD_Result rr = send_json(
+			c, 200, response_object(k, s, message_items(k, &msg), finish, b->prompt_tokens, completion), NULL);
+		tc_message_free(&msg);
 		free(text);
 		json_decref(lps);
 		return rr;
@@ -784,6 +1125,7 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 	if (finish == INFERD_FINISH_ERROR) {
 		free(text);
 		json_decref(lps);
+		tc_message_free(&msg);
 		if (engine_failure(status)) /* not the request's fault: the client may retry */
 			return send_error(c, status == INFERD_EIO ? 500 : 503, "server_error", NULL, "%s", message);
 		return send_error(c, 400, "invalid_request_error", NULL, "%s", message);
@@ -791,6 +1133,7 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 	if (finish == INFERD_FINISH_TIMEOUT) {
 		free(text);
 		json_decref(lps);
+		tc_message_free(&msg);
 		atomic_fetch_add(&S.n_timeouts, 1);
 		return send_error(c, 504, "timeout", NULL, "%s", message);
 	}
@@ -799,11 +1142,13 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 	json_t *jt = json_stringn(text ? text : "", tl);
 	if (!jt) /* never invalid UTF-8 from the decoder; be safe */
 		jt = json_string("");
-	if (chat)
-		choice = json_pack("{s:i,s:{s:s,s:o},s:s,s:o}", "index", 0, "message", "role", "assistant", "content", jt,
-				   "finish_reason", finish_str(finish), "logprobs",
+	if (chat) {
+		json_decref(jt);
+		choice = json_pack("{s:i,s:o,s:s,s:o}", "index", 0, "message", tc_message_json(&msg), "finish_reason",
+				   msg.n_calls && finish == INFERD_FINISH_STOP ? "tool_calls" : finish_str(finish), "logprobs",
 				   b->r.logprobs ? json_pack("{s:O}", "content", lps) : json_null());
-	else
+		tc_message_free(&msg);
+	} else
 		choice = json_pack("{s:i,s:o,s:s,s:o}", "index", 0, "text", jt, "finish_reason", finish_str(finish),
 				   "logprobs", b->r.logprobs ? json_pack("{s:O}", "content", lps) : json_null());
 	json_decref(lps);
@@ -838,30 +1183,326 @@ static void sse_json(struct conn *k, json_t *o)
 	free(t);
 }
 
+/* ---- tool calls, reasoning and the output's shape ---- */
+
+static json_t *chunk(struct conn *k, json_t *delta_or_text, const char *finish, json_t *logprobs);
+
+static void call_id(char *out, size_t n, uint64_t seed, int index)
+{
+	static const char al[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+	uint64_t x = seed * 0x9e3779b97f4a7c15ull + (uint64_t)index * 0xbf58476d1ce4e5b9ull + 1;
+	size_t k = (size_t)snprintf(out, n, "call_");
+	for (; k + 1 < n && k < 29; k++) {
+		x ^= x >> 31;
+		x *= 0x94d049bb133111ebull;
+		x ^= x >> 29;
+		out[k] = al[x % 62];
+	}
+	out[k] = 0;
+}
+
+static void msg_add_call(struct tc_message *m, const char *id, const char *name, const char *args)
+{
+	struct tc_call *nc = realloc(m->calls, (size_t)(m->n_calls + 1) * sizeof *nc);
+	if (!nc)
+		return;
+	m->calls = nc;
+	m->calls[m->n_calls++] = (struct tc_call){strdup(id), strdup(name), strdup(args)};
+}
+
+/* tool_choice named / required: the output was constrained to JSON (the
+ * named function's arguments, or [{"name", "arguments"}, ...]); it becomes
+ * the calls. Output that is not that (cut off by max_tokens) stays content. */
+static void forced_message(int forced, const char *name, const char *text, size_t len, uint64_t seed,
+			   int parallel, struct tc_message *m)
+{
+	memset(m, 0, sizeof *m);
+	m->reasoning = strdup("");
+	json_t *v = json_loadb(text ? text : "", len, JSON_DECODE_ANY, NULL);
+	char id[40];
+	if (forced == FORCED_NAMED && json_is_object(v)) {
+		char *a = json_dumps(v, JSON_COMPACT);
+		call_id(id, sizeof id, seed, 0);
+		msg_add_call(m, id, name, a ? a : "{}");
+		free(a);
+	} else if (forced == FORCED_REQUIRED && json_is_array(v) && json_array_size(v) > 0) {
+		for (size_t i = 0; i < json_array_size(v) && (parallel || i == 0); i++) {
+			json_t *c = json_array_get(v, i);
+			const char *n = json_string_value(json_object_get(c, "name"));
+			char *a = json_dumps(json_object_get(c, "arguments"), JSON_COMPACT);
+			call_id(id, sizeof id, seed, (int)i);
+			if (n && a)
+				msg_add_call(m, id, n, a);
+			free(a);
+		}
+	}
+	json_decref(v);
+	if (m->n_calls) {
+		m->content = strdup("");
+	} else {
+		m->content = malloc(len + 1);
+		if (m->content) {
+			memcpy(m->content, text ? text : "", len);
+			m->content[len] = 0;
+			m->content_len = len;
+		}
+	}
+}
+
+/* The whole output as a message (non-streaming). */
+static void final_message(const struct built *b, const char *text, size_t len, uint64_t seed, struct tc_message *m)
+{
+	char err[INFERD_ERR_LEN];
+	if (b->forced) {
+		forced_message(b->forced, b->forced_name, text, len, seed, b->tco.parallel_tool_calls, m);
+		return;
+	}
+	struct tc_options o = b->tco;
+	o.id_seed = seed;
+	const struct tc_syntax none = {TC_FMT_NONE, TC_RSN_NONE, 0};
+	if (tc_parse(b->parse ? &b->slot_syn : &none, &o, text ? text : "", len, m, err) != 0) {
+		memset(m, 0, sizeof *m);
+		m->content = strndup(text ? text : "", len);
+		m->content_len = len;
+		m->reasoning = strdup("");
+	}
+}
+
+/* ---- streaming: one emitter for chat chunks and Responses events ---- */
+
+static void resp_event(struct conn *k, const char *type, json_t *o);
+
+static void item_id(struct conn *k, const char *prefix, char *out, size_t n)
+{
+	snprintf(out, n, "%s_%s_%zu", prefix, k->id + 5, json_array_size(k->r_output));
+}
+
+/* close the open Responses output item (its .done events) */
+static void resp_close(struct conn *k)
+{
+	int idx = (int)json_array_size(k->r_output);
+	if (k->r_open == 1) {
+		json_t *t = json_stringn(k->r_reason ? k->r_reason : "", k->r_reason_len);
+		resp_event(k, "response.reasoning_text.done",
+			   json_pack("{s:s,s:i,s:i,s:O}", "item_id", k->r_item, "output_index", idx, "content_index", 0, "text", t));
+		json_t *item = json_pack("{s:s,s:s,s:[],s:[{s:s,s:O}],s:s}", "type", "reasoning", "id", k->r_item, "summary",
+					 "content", "type", "reasoning_text", "text", t, "status", "completed");
+		resp_event(k, "response.output_item.done", json_pack("{s:i,s:O}", "output_index", idx, "item", item));
+		json_array_append_new(k->r_output, item);
+		json_decref(t);
+		k->r_reason_len = 0;
+	} else if (k->r_open == 2) {
+		json_t *t = json_stringn(k->resp_text ? k->resp_text : "", k->resp_len);
+		if (!t)
+			t = json_string("");
+		resp_event(k, "response.output_text.done",
+			   json_pack("{s:s,s:i,s:i,s:O}", "item_id", k->r_item, "output_index", idx, "content_index", 0, "text", t));
+		resp_event(k, "response.content_part.done",
+			   json_pack("{s:s,s:i,s:i,s:{s:s,s:O,s:[]}}", "item_id", k->r_item, "output_index", idx, "content_index",
+				     0, "part", "type", "output_text", "text", t, "annotations"));
+		json_t *item = json_pack("{s:s,s:s,s:s,s:s,s:[{s:s,s:O,s:[]}]}", "type", "message", "id", k->r_item, "status",
+					 "completed", "role", "assistant", "content", "type", "output_text", "text", t,
+					 "annotations");
+		resp_event(k, "response.output_item.done", json_pack("{s:i,s:O}", "output_index", idx, "item", item));
+		json_array_append_new(k->r_output, item);
+		json_decref(t);
+		k->resp_len = 0;
+	}
+	k->r_open = 0;
+}
+
+static void resp_open(struct conn *k, int kind)
+{
+	if (k->r_open == kind)
+		return;
+	resp_close(k);
+	int idx = (int)json_array_size(k->r_output);
+	item_id(k, kind == 1 ? "rs" : "msg", k->r_item, sizeof k->r_item);
+	if (kind == 1)
+		resp_event(k, "response.output_item.added",
+			   json_pack("{s:i,s:{s:s,s:s,s:[],s:[],s:s}}", "output_index", idx, "item", "type", "reasoning", "id",
+				     k->r_item, "summary", "content", "status", "in_progress"));
+	else {
+		resp_event(k, "response.output_item.added",
+			   json_pack("{s:i,s:{s:s,s:s,s:s,s:s,s:[]}}", "output_index", idx, "item", "type", "message", "id",
+				     k->r_item, "status", "in_progress", "role", "assistant", "content"));
+		resp_event(k, "response.content_part.added",
+			   json_pack("{s:s,s:i,s:i,s:{s:s,s:s,s:[]}}", "item_id", k->r_item, "output_index", idx, "content_index",
+				     0, "part", "type", "output_text", "text", "", "annotations"));
+	}
+	k->r_open = kind;
+}
+
+static void append(char **buf, size_t *len, const char *t, size_t n)
+{
+	char *nb = realloc(*buf, *len + n + 1);
+	if (!nb)
+		return;
+	memcpy(nb + *len, t, n);
+	*len += n;
+	nb[*len] = 0;
+	*buf = nb;
+}
+
+/* One piece of the output (a parser event, or plain text as content). */
+static void emit_piece(void *ctx, const struct tc_event *e)
+{
+	struct conn *k = ctx;
+	if (e->type == TC_EV_CALL_BEGIN)
+		k->n_calls = e->index + 1;
+	if (!k->responses) { /* chat.completion.chunk deltas */
+		json_t *d = NULL, *t = e->type == TC_EV_CALL_BEGIN ? NULL : json_stringn(e->text, e->len);
+		if (e->type != TC_EV_CALL_BEGIN && !t)
+			t = json_string("");
+		if (e->type == TC_EV_CONTENT)
+			d = json_pack("{s:o}", "content", t);
+		else if (e->type == TC_EV_REASONING)
+			d = json_pack("{s:o}", "reasoning_content", t);
+		else if (e->type == TC_EV_CALL_BEGIN)
+			d = json_pack("{s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "tool_calls", "index", e->index, "id", e->id, "type",
+				      "function", "function", "name", e->name, "arguments", "");
+		else
+			d = json_pack("{s:[{s:i,s:{s:o}}]}", "tool_calls", "index", e->index, "function", "arguments", t);
+		if (d && (e->type == TC_EV_CALL_BEGIN || e->len))
+			sse_json(k, chunk(k, d, NULL, NULL));
+		else
+			json_decref(d);
+		return;
+	}
+	int idx = (int)json_array_size(k->r_output);
+	if (e->type == TC_EV_CONTENT || e->type == TC_EV_REASONING) {
+		if (!e->len)
+			return;
+		int kind = e->type == TC_EV_CONTENT ? 2 : 1;
+		resp_open(k, kind);
+		idx = (int)json_array_size(k->r_output);
+		if (kind == 2)
+			append(&k->resp_text, &k->resp_len, e->text, e->len);
+		else
+			append(&k->r_reason, &k->r_reason_len, e->text, e->len);
+		json_t *d = json_stringn(e->text, e->len);
+		resp_event(k, kind == 2 ? "response.output_text.delta" : "response.reasoning_text.delta",
+			   json_pack("{s:s,s:i,s:i,s:o}", "item_id", k->r_item, "output_index", idx, "content_index", 0, "delta",
+				     d ? d : json_string("")));
+	} else if (e->type == TC_EV_CALL_BEGIN) {
+		resp_close(k);
+		idx = (int)json_array_size(k->r_output);
+		item_id(k, "fc", k->r_item, sizeof k->r_item);
+		json_t *item = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "function_call", "id", k->r_item, "call_id", e->id,
+					 "name", e->name, "arguments", "", "status", "in_progress");
+		resp_event(k, "response.output_item.added", json_pack("{s:i,s:O}", "output_index", idx, "item", item));
+		json_object_set_new(item, "status", json_string("completed"));
+		json_array_append_new(k->r_output, item); /* its arguments follow */
+	} else if (e->type == TC_EV_CALL_ARGS) {
+		json_t *item = json_array_get(k->r_output, json_array_size(k->r_output) - 1);
+		const char *prev = json_string_value(json_object_get(item, "arguments"));
+		size_t pl = prev ? strlen(prev) : 0;
+		char *all = malloc(pl + e->len + 1);
+		if (!all)
+			return;
+		memcpy(all, prev ? prev : "", pl);
+		memcpy(all + pl, e->text, e->len);
+		all[pl + e->len] = 0;
+		json_object_set_new(item, "arguments", json_string(all));
+		json_t *d = json_stringn(e->text, e->len);
+		resp_event(k, "response.function_call_arguments.delta",
+			   json_pack("{s:s,s:i,s:o}", "item_id", json_string_value(json_object_get(item, "id")), "output_index",
+				     idx - 1, "delta", d ? d : json_string("")));
+		/* a call's arguments come whole (toolcall.h): it is done */
+		resp_event(k, "response.function_call_arguments.done",
+			   json_pack("{s:s,s:i,s:s}", "item_id", json_string_value(json_object_get(item, "id")), "output_index",
+				     idx - 1, "arguments", all));
+		resp_event(k, "response.output_item.done", json_pack("{s:i,s:O}", "output_index", idx - 1, "item", item));
+		free(all);
+	}
+}
+
+/* Generated text of a streaming request: through the parser, held back
+ * (forced tool calls: the JSON comes whole at the end), or as content. */
+static void stream_text(struct conn *k, const char *text, size_t len)
+{
+	if (k->forced)
+		append(&k->ftext, &k->flen, text, len);
+	else if (k->tcp)
+		tc_parser_push(k->tcp, text, len, emit_piece, k);
+	else if (len) {
+		struct tc_event e = {.type = TC_EV_CONTENT, .text = text, .len = len};
+		emit_piece(k, &e);
+	}
+}
+
+/* The end of a streaming output: what the parser held back, forced calls. */
+static void stream_finish(struct conn *k)
+{
+	struct tc_message m;
+	memset(&m, 0, sizeof m);
+	if (k->forced) {
+		forced_message(k->forced, k->forced_name, k->ftext, k->flen, (uint64_t)(uintptr_t)k ^ (uint64_t)time(NULL),
+			       k->parallel, &m);
+		for (int i = 0; i < m.n_calls; i++) {
+			struct tc_event b = {.type = TC_EV_CALL_BEGIN, .index = i, .id = m.calls[i].id, .name = m.calls[i].name};
+			emit_piece(k, &b);
+			struct tc_event a = {.type = TC_EV_CALL_ARGS, .index = i, .text = m.calls[i].arguments,
+					     .len = strlen(m.calls[i].arguments)};
+			emit_piece(k, &a);
+		}
+		if (!m.n_calls && m.content_len) {
+			struct tc_event c = {.type = TC_EV_CONTENT, .text = m.content, .len = m.content_len};
+			emit_piece(k, &c);
+		}
+		tc_message_free(&m);
+	} else if (k->tcp) {
+		tc_parser_finish(k->tcp, emit_piece, k, NULL);
+	}
+	if (k->responses) {
+		if (!json_array_size(k->r_output) && !k->r_open)
+			resp_open(k, 2); /* an empty answer is still a message */
+		resp_close(k);
+	}
+}
+
 /* ---- the Responses API ---- */
 
-static json_t *response_object(struct conn *k, const struct slot *s, const char *text, size_t len, int finish,
-			       int in_tokens, int out_tokens)
+/* Output items of a whole message (non-streaming). */
+static json_t *message_items(struct conn *k, const struct tc_message *m)
+{
+	json_t *out = json_array();
+	char id[48];
+	if (m->reasoning_len) {
+		json_t *t = json_stringn(m->reasoning, m->reasoning_len);
+		snprintf(id, sizeof id, "rs_%s_%zu", k->id + 5, json_array_size(out));
+		json_array_append_new(out, json_pack("{s:s,s:s,s:[],s:[{s:s,s:o}],s:s}", "type", "reasoning", "id", id,
+						     "summary", "content", "type", "reasoning_text", "text",
+						     t ? t : json_string(""), "status", "completed"));
+	}
+	if (m->content_len || !m->n_calls) {
+		json_t *t = json_stringn(m->content ? m->content : "", m->content_len);
+		snprintf(id, sizeof id, "msg_%s_%zu", k->id + 5, json_array_size(out));
+		json_array_append_new(out, json_pack("{s:s,s:s,s:s,s:s,s:[{s:s,s:o,s:[]}]}", "type", "message", "id", id,
+						     "status", "completed", "role", "assistant", "content", "type",
+						     "output_text", "text", t ? t : json_string(""), "annotations"));
+	}
+	for (int i = 0; i < m->n_calls; i++) {
+		snprintf(id, sizeof id, "fc_%s_%zu", k->id + 5, json_array_size(out));
+		json_array_append_new(out, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "function_call", "id", id, "call_id",
+						     m->calls[i].id, "name", m->calls[i].name, "arguments",
+						     m->calls[i].arguments, "status", "completed"));
+	}
+	return out;
+}
+
+/* The response object; `output` (stolen) is NULL while in progress. */
+static json_t *response_object(struct conn *k, const struct slot *s, json_t *output, int finish, int in_tokens,
+			       int out_tokens)
 {
 	int done = finish == INFERD_FINISH_STOP || finish == INFERD_FINISH_LENGTH;
-	char msg_id[48];
-	snprintf(msg_id, sizeof msg_id, "msg_%s", k->id + 5);
-	json_t *t = json_stringn(text ? text : "", len);
-	json_t *content = json_pack("[{s:s,s:o,s:[]}]", "type", "output_text", "text", t ? t : json_string(""), "annotations");
-	json_t *item = json_pack("{s:s,s:s,s:s,s:s,s:o}", "type", "message", "id", msg_id, "status",
-				 finish ? "completed" : "in_progress", "role", "assistant", "content", finish ? content : json_array());
-	if (!finish)
-		json_decref(content);
-	json_t *r = json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:o,s:o}", "id", k->id, "object", "response", "created_at",
-			      (json_int_t)time(NULL), "model", s->name, "status",
-			      !finish ? "in_progress" : finish == INFERD_FINISH_LENGTH ? "incomplete" : done ? "completed" : "failed",
-			      "output", finish ? json_pack("[o]", item) : json_array(), "incomplete_details",
-			      finish == INFERD_FINISH_LENGTH ? json_pack("{s:s}", "reason", "max_output_tokens") : json_null(),
-			      "usage", json_pack("{s:i,s:i,s:i}", "input_tokens", in_tokens, "output_tokens", out_tokens,
-						 "total_tokens", in_tokens + out_tokens));
-	if (!finish)
-		json_decref(item);
-	return r;
+	return json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:o,s:o}", "id", k->id, "object", "response", "created_at",
+			 (json_int_t)time(NULL), "model", s->name, "status",
+			 !finish ? "in_progress" : finish == INFERD_FINISH_LENGTH ? "incomplete" : done ? "completed" : "failed",
+			 "output", output ? output : json_array(), "incomplete_details",
+			 finish == INFERD_FINISH_LENGTH ? json_pack("{s:s}", "reason", "max_output_tokens") : json_null(),
+			 "usage", json_pack("{s:i,s:i,s:i}", "input_tokens", in_tokens, "output_tokens", out_tokens,
+					    "total_tokens", in_tokens + out_tokens));
 }
 
 static void resp_event(struct conn *k, const char *type, json_t *o)
@@ -880,60 +1521,24 @@ static void resp_event(struct conn *k, const char *type, json_t *o)
 
 static void resp_start(struct conn *k, const struct slot *s, int in_tokens)
 {
-	char msg_id[48];
-	snprintf(msg_id, sizeof msg_id, "msg_%s", k->id + 5);
-	resp_event(k, "response.created", json_pack("{s:o}", "response", response_object(k, s, NULL, 0, 0, in_tokens, 0)));
-	resp_event(k, "response.in_progress", json_pack("{s:o}", "response", response_object(k, s, NULL, 0, 0, in_tokens, 0)));
-	resp_event(k, "response.output_item.added",
-		   json_pack("{s:i,s:{s:s,s:s,s:s,s:s,s:[]}}", "output_index", 0, "item", "type", "message", "id", msg_id,
-			     "status", "in_progress", "role", "assistant", "content"));
-	resp_event(k, "response.content_part.added",
-		   json_pack("{s:s,s:i,s:i,s:{s:s,s:s,s:[]}}", "item_id", msg_id, "output_index", 0, "content_index", 0,
-			     "part", "type", "output_text", "text", "", "annotations"));
-}
-
-static void resp_delta(struct conn *k, const char *text, size_t len)
-{
-	if (!len)
-		return;
-	char *nt = realloc(k->resp_text, k->resp_len + len + 1);
-	if (nt) {
-		memcpy(nt + k->resp_len, text, len);
-		k->resp_text = nt;
-		k->resp_len += len;
-		nt[k->resp_len] = 0;
-	}
-	char msg_id[48];
-	snprintf(msg_id, sizeof msg_id, "msg_%s", k->id + 5);
-	json_t *d = json_stringn(text, len);
-	resp_event(k, "response.output_text.delta",
-		   json_pack("{s:s,s:i,s:i,s:o}", "item_id", msg_id, "output_index", 0, "content_index", 0, "delta",
-			     d ? d : json_string("")));
+	k->r_output = json_array();
+	resp_event(k, "response.created", json_pack("{s:o}", "response", response_object(k, s, NULL, 0, in_tokens, 0)));
+	resp_event(k, "response.in_progress", json_pack("{s:o}", "response", response_object(k, s, NULL, 0, in_tokens, 0)));
 }
 
 static void resp_done(struct conn *k, const struct slot *s, const struct inferd_event *ev)
 {
-	resp_delta(k, ev->text, ev->text_len);
+	stream_text(k, ev->text, ev->text_len);
 	if (ev->finish == INFERD_FINISH_ERROR || ev->finish == INFERD_FINISH_TIMEOUT) {
 		resp_event(k, "error", json_pack("{s:s,s:s}", "code", ev->finish == INFERD_FINISH_TIMEOUT ? "timeout" : "invalid_request",
 						 "message", ev->message));
 		k->done = 1;
 		return;
 	}
-	char msg_id[48];
-	snprintf(msg_id, sizeof msg_id, "msg_%s", k->id + 5);
-	json_t *t = json_stringn(k->resp_text ? k->resp_text : "", k->resp_len);
-	resp_event(k, "response.output_text.done",
-		   json_pack("{s:s,s:i,s:i,s:O}", "item_id", msg_id, "output_index", 0, "content_index", 0, "text", t));
-	resp_event(k, "response.content_part.done",
-		   json_pack("{s:s,s:i,s:i,s:{s:s,s:O,s:[]}}", "item_id", msg_id, "output_index", 0, "content_index", 0,
-			     "part", "type", "output_text", "text", t, "annotations"));
-	json_t *full = response_object(k, s, k->resp_text, k->resp_len, ev->finish, ev->prompt_tokens, ev->completion_tokens);
-	resp_event(k, "response.output_item.done",
-		   json_pack("{s:i,s:O}", "output_index", 0, "item", json_array_get(json_object_get(full, "output"), 0)));
+	stream_finish(k);
+	json_t *full = response_object(k, s, json_deep_copy(k->r_output), ev->finish, ev->prompt_tokens, ev->completion_tokens);
 	resp_event(k, ev->finish == INFERD_FINISH_LENGTH ? "response.incomplete" : "response.completed",
 		   json_pack("{s:o}", "response", full));
-	json_decref(t);
 	k->done = 1;
 }
 
@@ -988,11 +1593,13 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 		if (ev.type == INFERD_EV_TOKEN) {
 			k->n_tokens++;
 			token_seen(k);
-			if (k->responses) {
-				resp_delta(k, ev.text, ev.text_len);
+			json_t *lp = k->logprobs && s && !k->responses ? json_pack("{s:[o]}", "content", logprob_entry(s, &ev)) : NULL;
+			if (k->responses || (k->chat && (k->tcp || k->forced))) {
+				stream_text(k, ev.text, ev.text_len);
+				if (lp) /* the token's logprobs, apart from the parsed text */
+					sse_json(k, chunk(k, json_object(), NULL, lp));
 				continue;
 			}
-			json_t *lp = k->logprobs && s ? json_pack("{s:[o]}", "content", logprob_entry(s, &ev)) : NULL;
 			json_t *t = json_stringn(ev.text, ev.text_len);
 			if (!t)
 				t = json_string("");
@@ -1013,7 +1620,11 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 			resp_done(k, s, &ev);
 			continue;
 		}
-		if (ev.text_len) {
+		if (k->chat && (k->tcp || k->forced)) {
+			stream_text(k, ev.text, ev.text_len);
+			if (ev.finish != INFERD_FINISH_ERROR && ev.finish != INFERD_FINISH_TIMEOUT)
+				stream_finish(k);
+		} else if (ev.text_len) {
 			json_t *t = json_stringn(ev.text, ev.text_len);
 			sse_json(k, chunk(k, k->chat ? json_pack("{s:o}", "content", t ? t : json_string("")) : (t ? t : json_string("")), NULL, NULL));
 		}
@@ -1026,7 +1637,9 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 										  : "invalid_request_error",
 					      "param", "code"));
 		} else {
-			sse_json(k, chunk(k, k->chat ? json_object() : json_string(""), finish_str(ev.finish), NULL));
+			int calls = k->n_calls && ev.finish == INFERD_FINISH_STOP;
+			sse_json(k, chunk(k, k->chat ? json_object() : json_string(""), calls ? "tool_calls" : finish_str(ev.finish),
+					  NULL));
 		}
 		if (k->include_usage) {
 			json_t *u = chunk(k, k->chat ? json_object() : json_string(""), NULL, NULL);
@@ -1287,6 +1900,36 @@ static enum MHD_Result tokenize_held(struct MHD_Connection *c, json_t *o, int de
 	return send_json(c, 200, r, NULL);
 }
 
+/* POST /apply-template: the prompt a chat request renders to (messages,
+ * tools, tool_choice, thinking switches), as llama-server offers it */
+static enum MHD_Result apply_template(struct MHD_Connection *c, json_t *o)
+{
+	json_t *jm = json_object_get(o, "model");
+	struct slot *s = find_model(json_string_value(jm));
+	if (!s)
+		return send_error(c, 404, "invalid_request_error", "model", "model '%s' does not exist",
+				  json_is_string(jm) ? json_string_value(jm) : "(none)");
+	char msg[INFERD_ERR_LEN];
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	int rc = models_acquire(s, mono() + (S.queue_timeout_s > 0 ? S.queue_timeout_s : 60), ci ? ci->connect_fd : -1, 0,
+				msg, sizeof msg);
+	if (rc == 499)
+		return MHD_NO;
+	if (rc)
+		return send_error(c, (unsigned)rc, "unavailable", "model", "%s", msg);
+	struct built b;
+	memset(&b, 0, sizeof b);
+	enum MHD_Result r;
+	if (build_chat(o, &b, s))
+		r = send_error(c, 400, "invalid_request_error", b.err_param, "%s", b.err);
+	else
+		r = send_json(c, 200, json_pack("{s:s%,s:i}", "prompt", b.prompt_text, b.prompt_len, "prompt_tokens",
+						 b.prompt_tokens), NULL);
+	built_free(&b);
+	models_release(s, NAN);
+	return r;
+}
+
 /* /tokenize and /detokenize: the model is loaded for it if need be */
 static enum MHD_Result tokenize(struct MHD_Connection *c, json_t *o, int detok)
 {
@@ -1520,6 +2163,8 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 	if (rc) {
 		built_free(&b);
 		atomic_fetch_add(&S.n_rejected, 1);
+		if (rc == INFERD_EINVAL) /* the request's fault (a constraint that does not compile...) */
+			return send_error(c, 400, "invalid_request_error", NULL, "%s", err);
 		return send_error(c, rc == INFERD_EAGAIN ? 429 : 503, rc == INFERD_EAGAIN ? "rate_limit_exceeded" : "unavailable",
 				  NULL, "%s", err);
 	}
@@ -1534,6 +2179,21 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 	k->chat = chat != 0;
 	k->include_usage = b.include_usage;
 	k->logprobs = b.r.logprobs;
+	k->forced = b.forced;
+	k->parallel = b.tco.parallel_tool_calls;
+	snprintf(k->forced_name, sizeof k->forced_name, "%s", b.forced_name);
+	if (b.parse) { /* the parser keeps its own copies of the tools and prompt */
+		k->tools = b.tools ? json_deep_copy(b.tools) : NULL;
+		k->prompt_text = b.prompt_text;
+		b.prompt_text = NULL;
+		struct tc_options to = b.tco;
+		to.tools = k->tools;
+		to.prompt = k->prompt_text;
+		to.id_seed = (uint64_t)(uintptr_t)k ^ (uint64_t)time(NULL);
+		char perr[INFERD_ERR_LEN];
+		if (tc_parser_new(&b.slot_syn, &to, &k->tcp, perr) != 0)
+			k->tcp = NULL; /* plain text then */
+	}
 	if (responses)
 		resp_start(k, s, b.prompt_tokens);
 	else if (chat)
@@ -1624,7 +2284,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 	if (!strcmp(url, "/metrics"))
 		return is_get ? metrics(c) : send_error(c, 405, "invalid_request_error", NULL, "use GET for %s", url);
 	int route = !strcmp(url, "/v1/chat/completions") ? 1 : !strcmp(url, "/v1/completions") ? 2
-		    : !strcmp(url, "/tokenize") ? 3 : !strcmp(url, "/detokenize") ? 4 : !strcmp(url, "/v1/responses") ? 5 : 0;
+		    : !strcmp(url, "/tokenize") ? 3 : !strcmp(url, "/detokenize") ? 4 : !strcmp(url, "/v1/responses") ? 5
+		    : !strcmp(url, "/apply-template") ? 6 : 0;
 	if (!route)
 		return send_error(c, 404, "invalid_request_error", NULL, "no route %s %s", method, url);
 	if (!is_post)
@@ -1644,7 +2305,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 	}
 	k->route = url;
 	last_status = 0;
-	enum MHD_Result r = route == 5 ? generate(c, k, o, 2)
+	enum MHD_Result r = route == 6 ? apply_template(c, o) : route == 5 ? generate(c, k, o, 2)
 			    : route <= 2 ? generate(c, k, o, route == 1) : tokenize(c, o, route == 4);
 	k->status = last_status;
 	json_decref(o);

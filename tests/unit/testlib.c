@@ -23,7 +23,9 @@ static char tmpdir[256];
 
 int t_done(const char *name)
 {
-	if (tmpdir[0]) {
+	if (tmpdir[0] && getenv("INFERD_TEST_KEEP")) /* debugging: keep the files */
+		fprintf(stderr, "kept %s\n", tmpdir);
+	else if (tmpdir[0]) {
 		char cmd[300];
 		snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
 		if (system(cmd) != 0)
