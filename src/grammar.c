@@ -18,8 +18,11 @@
  *     its caller's frame (a tail call), so right recursion runs in constant
  *     space. The mask walks the vocabulary trie: sets reached are interned
  *     with a lazily filled 256-entry transition row, so after the first
- *     visit a byte costs one lookup; everything the walk adds to the arena
- *     is dropped when it returns.
+ *     visit a byte costs one lookup; a set that every printable ASCII byte
+ *     but " and \ leads back to (a JSON string's inside) takes a subtree
+ *     made only of such bytes whole, without walking it (the trie is laid
+ *     out depth first, so a subtree's tokens are one range); everything
+ *     the walk adds to the arena is dropped when it returns.
  *
  * Ownership: grammar and vocab are immutable once built (any thread); a
  * matcher is one sequence's and is driven by one thread at a time.
@@ -1868,7 +1871,11 @@ oom:
 struct gnode {
 	int32_t pos, parent, next; /* next: hash chain */
 	uint32_t h;
+	uint64_t sh;            /* hash of the whole stack (pos and every parent's),
+				 * the same in any arena: the mask cache's key */
 };
+
+#define MASK_CACHE 4
 
 struct gset {
 	int32_t off, len;       /* leaves in pool */
@@ -1900,6 +1907,16 @@ struct grammar_matcher {
 	int32_t *trans;         /* [n_sets][256]: -2 unknown, -1 dead, else a set */
 	int cap_trans;          /* sets trans has rows for */
 	int32_t shead[SBUCKETS];
+	/* the last masks computed, by the state's stack hashes: inside a
+	 * string every token leads back to the same state, so most steps
+	 * there reuse the previous mask */
+	struct mask_memo {
+		uint64_t key;
+		const struct grammar_vocab *v;
+		int n_bits, count;
+		uint32_t *bits;
+	} memo[MASK_CACHE];
+	int memo_next;
 };
 
 static int grow(void **p, int *cap, int need, size_t el)
@@ -1943,7 +1960,10 @@ static int32_t cons(struct grammar_matcher *m, int32_t pos, int32_t parent)
 		m->cap_nd = cap;
 	}
 	int32_t i = m->n_nd++;
-	m->nd[i] = (struct gnode){pos, parent, *b, h};
+	uint64_t sh = (parent >= 0 ? m->nd[parent].sh : 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(uint32_t)pos + 1);
+	sh *= 0xBF58476D1CE4E5B9ull;
+	sh ^= sh >> 31;
+	m->nd[i] = (struct gnode){pos, parent, *b, h, sh};
 	m->mark[i] = m->vis[i] = 0;
 	*b = i;
 	return i;
@@ -2084,6 +2104,8 @@ void grammar_matcher_free(struct grammar_matcher *m)
 	free(m->sets);
 	free(m->pool);
 	free(m->trans);
+	for (int i = 0; i < MASK_CACHE; i++)
+		free(m->memo[i].bits);
 	free(m);
 }
 
@@ -2308,11 +2330,46 @@ static void walk(struct walk *w, int32_t node, int32_t sid)
 	}
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* the state's key: its stacks' hashes, sorted (node ids differ between
+ * arenas; the stacks they stand for do not) */
+static uint64_t state_key(const struct grammar_matcher *m)
+{
+	uint64_t local[64], *hs = m->n_cur <= 64 ? local : malloc((size_t)m->n_cur * sizeof *hs);
+	if (!hs)
+		return 0;
+	for (int i = 0; i < m->n_cur; i++)
+		hs[i] = m->nd[m->cur[i]].sh;
+	qsort(hs, (size_t)m->n_cur, sizeof *hs, cmp_u64);
+	uint64_t k = 0x84222325CBF29CE4ull ^ (uint64_t)m->complete ^ ((uint64_t)m->n_cur << 32);
+	for (int i = 0; i < m->n_cur; i++) {
+		k = (k ^ hs[i]) * 0x100000001B3ull;
+		k ^= k >> 29;
+	}
+	if (hs != local)
+		free(hs);
+	return k ? k : 1;
+}
+
 int grammar_matcher_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint32_t *bits, int n_bits)
 {
-	memset(bits, 0, (size_t)(n_bits + 31) / 32 * sizeof *bits);
+	size_t words = (size_t)(n_bits + 31) / 32;
+	memset(bits, 0, words * sizeof *bits);
 	if (!m->n_cur)
 		return 0;
+	uint64_t key = state_key(m);
+	for (int i = 0; i < MASK_CACHE; i++) {
+		const struct mask_memo *c = &m->memo[i];
+		if (key && c->key == key && c->v == v && c->n_bits == n_bits) {
+			memcpy(bits, c->bits, words * sizeof *bits);
+			return c->count;
+		}
+	}
 	int n0 = m->n_nd;
 	m->n_sets = 0;
 	m->n_pool = 0;
@@ -2330,6 +2387,17 @@ int grammar_matcher_mask(struct grammar_matcher *m, const struct grammar_vocab *
 	if (m->oom) {
 		m->oom = 0;
 		return INFERD_ENOMEM;
+	}
+	struct mask_memo *c = &m->memo[m->memo_next];
+	if (c->n_bits != n_bits || !c->bits) {
+		free(c->bits);
+		c->bits = malloc(words * sizeof *bits);
+		c->key = 0;
+	}
+	if (c->bits && key) {
+		memcpy(c->bits, bits, words * sizeof *bits);
+		*c = (struct mask_memo){key, v, n_bits, w.count, c->bits};
+		m->memo_next = (m->memo_next + 1) % MASK_CACHE;
 	}
 	return w.count;
 }
