@@ -15,7 +15,8 @@
  * Ownership and threads: one backend per model. It owns one CUDA stream,
  * one cuBLAS handle bound to that stream, one memory pool for activations
  * and the device copies of the model's weights, uploaded once in their file
- * format (quantized weights stay quantized). Only the model's executor
+ * format (quantized weights stay quantized; MLX affine rows are regrouped
+ * with their scales and biases, still quantized). Only the model's executor
  * thread (or a caller holding the model's eval lock) calls these ops, so
  * nothing here locks; two models on one GPU are two backends with two
  * streams and run concurrently. Every op enqueues on the stream and returns;
@@ -171,7 +172,53 @@ static const void *W(struct cu_backend *cb, const struct tensor *t)
 	return t ? cb->wdev[t - cb->base.m->tensors] : NULL;
 }
 
-static size_t row_bytes(const struct tensor *t) { return (size_t)(t->nbytes / (uint64_t)t->ne[1]); }
+/* Bytes of a weight row on the device: the file's, except MLX affine rows,
+ * uploaded self-contained (kernels.cu): a 16-byte header {group, bytes of
+ * codes}, the codes, then float32 (scale, bias) per group. */
+static size_t row_bytes(const struct tensor *t)
+{
+	if (dtype_is_mlx(t->type))
+		return 16 + (size_t)(t->nbytes / (uint64_t)t->ne[1]) + 8 * (size_t)(t->ne[0] / t->group);
+	return (size_t)(t->nbytes / (uint64_t)t->ne[1]);
+}
+
+static size_t dev_bytes(const struct tensor *t)
+{
+	return dtype_is_mlx(t->type) ? row_bytes(t) * (size_t)t->ne[1] : (size_t)t->nbytes;
+}
+
+/* An MLX tensor in its device layout (host memory, the caller frees it);
+ * scales and biases become float32 exactly (they are F16, BF16 or F32). */
+static uint8_t *mlx_rows(const struct tensor *t)
+{
+	size_t rb = row_bytes(t), cb = (size_t)(t->nbytes / (uint64_t)t->ne[1]);
+	int64_t ng = t->ne[0] / t->group;
+	uint8_t *buf = malloc(rb * (size_t)t->ne[1]);
+	float *one = malloc(sizeof(float) * 2 * (size_t)ng);
+	if (!buf || !one) {
+		free(buf);
+		free(one);
+		return NULL;
+	}
+	for (int64_t r = 0; r < t->ne[1]; r++) {
+		uint8_t *row = buf + rb * (size_t)r;
+		int32_t hdr[4] = {t->group, (int32_t)cb, 0, 0};
+		memcpy(row, hdr, 16);
+		memcpy(row + 16, (const uint8_t *)t->data + cb * (size_t)r, cb);
+		/* scale and bias of each group, as float32 (exact) */
+		size_t sbs = (t->sb_type == DT_F32 ? 4 : 2) * (size_t)ng * (size_t)r;
+		for (int64_t g = 0; g < ng; g++) {
+			float v[2];
+			dtype_to_f32(t->sb_type, (const uint8_t *)t->scales + sbs + (size_t)g * (t->sb_type == DT_F32 ? 4 : 2), &v[0], 1);
+			dtype_to_f32(t->sb_type, (const uint8_t *)t->biases + sbs + (size_t)g * (t->sb_type == DT_F32 ? 4 : 2), &v[1], 1);
+			one[2 * g] = v[0];
+			one[2 * g + 1] = v[1];
+		}
+		memcpy(row + 16 + cb, one, sizeof(float) * 2 * (size_t)ng);
+	}
+	free(one);
+	return buf;
+}
 
 static void *dmalloc(struct cu_backend *cb, size_t bytes, const char *what)
 {
@@ -887,12 +934,8 @@ int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, int e
 	for (int i = 0; i < m->n_tensors; i++) {
 		const struct dtype_info *di = dtype_get((uint32_t)m->tensors[i].type);
 		int t = m->tensors[i].type;
-		if (dtype_is_mlx(t)) /* codes, scales and biases in three arrays: no kernel reads that layout yet */
-			return seterr(err, INFERD_EUNSUPPORTED,
-				      "%s: unsupported on the GPU: MLX affine %d-bit weights (tensor '%s') have no CUDA "
-				      "kernel; serve it on the CPU, or convert it first (inferd convert %s OUT.gguf "
-				      "--type q8_0)",
-				      m->path, dtype_mlx_bits(t), m->tensors[i].name ? m->tensors[i].name : "?", m->path);
+		if (dtype_is_mlx(t)) /* uploaded as self-contained rows (mlx_rows) */
+			continue;
 		if (!di || !(t == DT_F32 || t == DT_F16 || t == DT_BF16 || t == DT_Q8_0 || t == DT_Q4_0 || t == DT_Q4_1 ||
 			     t == DT_Q5_0 || t == DT_Q5_1 || t == DT_Q4_K || t == DT_Q5_K || t == DT_Q6_K))
 			return seterr(err, INFERD_EUNSUPPORTED, "tensor %s: type %s has no CUDA kernel", m->tensors[i].name,
@@ -946,7 +989,7 @@ int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, int e
 	cublasSetMathMode(cb->blas, CUBLAS_PEDANTIC_MATH); /* float32 compute, no TF32 */
 	size_t need = 0, fr = 0, tot = 0;
 	for (int i = 0; i < m->n_tensors; i++)
-		need += m->tensors[i].nbytes;
+		need += dev_bytes(&m->tensors[i]);
 	cudaMemGetInfo(&fr, &tot);
 	if (budget && need > budget) {
 		rc = seterr(err, INFERD_ENOMEM,
@@ -956,7 +999,7 @@ int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, int e
 	}
 	for (int i = 0; i < m->n_tensors; i++) {
 		const struct tensor *t = &m->tensors[i];
-		cudaError_t e = cudaMalloc(&cb->wdev[i], t->nbytes ? t->nbytes : 1);
+		cudaError_t e = cudaMalloc(&cb->wdev[i], dev_bytes(t) ? dev_bytes(t) : 1);
 		if (e != cudaSuccess) {
 			cudaGetLastError();
 			cudaMemGetInfo(&fr, &tot);
@@ -966,6 +1009,18 @@ int cuda_backend_new(const struct inferd_model *m, int dev, size_t budget, int e
 				    t->name, (unsigned long long)(t->nbytes >> 20), dev, cb->dev_name, need >> 20, fr >> 20,
 				    tot >> 20, cudaGetErrorString(e));
 			goto fail;
+		}
+		if (dtype_is_mlx(t->type)) {
+			uint8_t *rows = mlx_rows(t);
+			if (!rows) {
+				rc = seterr(err, INFERD_ENOMEM, "out of memory preparing tensor %s for the GPU", t->name);
+				goto fail;
+			}
+			e = cudaMemcpy(cb->wdev[i], rows, dev_bytes(t), cudaMemcpyHostToDevice);
+			free(rows);
+			if (ck(cb, e, "uploading weights"))
+				goto cuda_fail;
+			continue;
 		}
 		if (ck(cb, cudaMemcpy(cb->wdev[i], t->data, t->nbytes, cudaMemcpyHostToDevice), "uploading weights"))
 			goto cuda_fail;

@@ -12,7 +12,11 @@
  * Weights stay in their file format on the device and are decoded value by
  * value (deq below), with the same float operations, rounded the same way
  * (__fmul_rn and friends forbid fused multiply-adds), as dtype.c's
- * reference: a dequantized value is bitwise the CPU's.
+ * reference: a dequantized value is bitwise the CPU's. MLX affine weights
+ * (codes, scales and biases in three arrays in the file) are uploaded as
+ * self-contained rows (backend_cuda.c): a 16-byte header {group, bytes of
+ * codes}, the packed codes as in the file, then float32 (scale, bias)
+ * pairs, one per group; they go through the plain kernels.
  *
  * Batch invariance: every reduction runs in an order fixed by the
  * sequence's own data (the dot product of one token and one weight row
@@ -92,6 +96,14 @@ __device__ __forceinline__ float deq(int type, const uint8_t *row, int i)
 			q += 16;
 		float d1 = __fmul_rn(h2f(ld16(b)), (float)s), m1 = __fmul_rn(h2f(ld16(b + 2)), (float)m);
 		return __fsub_rn(__fmul_rn(d1, (float)q), m1);
+	}
+	case DT_MLX4:
+	case DT_MLX8: { /* a self-contained row, see the top of this file */
+		int bits = type - DT_MLX_BASE, group = *(const int *)row, cb = *(const int *)(row + 4);
+		uint32_t word = *(const uint32_t *)(row + 16 + (size_t)(i * bits / 32) * 4);
+		float q = (float)((word >> ((i * bits) & 31)) & ((1u << bits) - 1));
+		const float *sb = (const float *)(row + 16 + cb) + 2 * (i / group);
+		return __fadd_rn(__fmul_rn(sb[0], q), sb[1]);
 	}
 	case DT_Q6_K: {
 		const uint8_t *b = row + (size_t)(i >> 8) * 210;

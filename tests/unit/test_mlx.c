@@ -343,12 +343,14 @@ static const struct mcase mcases[] = {
 	{"llama3-rope-bf16", 4, 7.5e-1}, /* measured 5.19e-1 */
 };
 
+static const struct inferd_model_opts *open_opts; /* NULL: the CPU */
+
 /* logits of every case (all rows), concatenated; NULL on failure */
 static float *model_logits(const char *path, const struct t_ref *r, int *n_mlx, int *group_ok, int *bitwise)
 {
 	char err[INFERD_ERR_LEN];
 	inferd_model_t *m;
-	if (inferd_model_open(path, NULL, &m, err)) {
+	if (inferd_model_open(path, open_opts, &m, err)) {
 		CHECK(0, "open %s: %s", path, err);
 		return NULL;
 	}
@@ -778,6 +780,52 @@ static void mixed(void)
 	t_ref_free(&r);
 }
 
+#ifdef INFERD_CUDA
+#include "cuda/cuda_backend.h"
+/* The CUDA backend (MLX rows uploaded self-contained, decoded by the plain
+ * kernels) against the CPU on the same MLX directories: float32 products
+ * everywhere (gpu_exact) within 1e-5, the default mode (16-bit activations
+ * on tensor cores from 8 tokens) within 2e-2, test_cuda's bounds. */
+static void gpu(const char *const *dirs, const char *const *fixtures, int n_dirs)
+{
+	int n = 0;
+	char err[INFERD_ERR_LEN];
+	if (cuda_device_count(&n, err) || n == 0) {
+		printf("  GPU: SKIP (%s)\n", n == 0 && !err[0] ? "no CUDA device" : err);
+		return;
+	}
+	for (int i = 0; i < n_dirs; i++) {
+		char src[600];
+		snprintf(src, sizeof src, "%s/%s", t_fixtures(), fixtures[i]);
+		struct t_ref r;
+		if (t_ref_load(src, &r))
+			continue;
+		int bw;
+		open_opts = NULL;
+		float *cpu = model_logits(dirs[i], &r, NULL, NULL, &bw);
+		size_t total = r.case_off[r.n_cases - 1];
+		int nl;
+		free(t_ref_ids(&r, r.n_cases - 1, &nl));
+		total += (size_t)nl * r.vocab;
+		for (int exact = 1; exact >= 0 && cpu; exact--) {
+			struct inferd_model_opts o = {.device = "cuda:0", .n_threads = 2, .gpu_exact = exact};
+			open_opts = &o;
+			float *g = model_logits(dirs[i], &r, NULL, NULL, &bw);
+			open_opts = NULL;
+			if (!g)
+				continue;
+			double e = t_rel_err(g, cpu, total), bound = exact ? 1e-5 : 2e-2;
+			printf("  GPU %-17s %s: CUDA vs CPU rel err %.3e (bound %.0e)\n", fixtures[i],
+			       exact ? "float32" : "default", e, bound);
+			CHECK(e <= bound, "%s on the GPU (%s): %.3e vs the CPU", dirs[i], exact ? "float32" : "default", e);
+			free(g);
+		}
+		free(cpu);
+		t_ref_free(&r);
+	}
+}
+#endif
+
 int main(void)
 {
 	uint64_t seed = (uint64_t)time(NULL);
@@ -804,5 +852,13 @@ int main(void)
 	}
 	models();
 	mixed();
+#ifdef INFERD_CUDA
+	char dir4t[700];
+	snprintf(dir4t, sizeof dir4t, "%s", t_tmp("gpu-llama-tiny-mlx4"));
+	snprintf(src, sizeof src, "%s/llama-tiny-f32", t_fixtures());
+	write_mlx(src, dir4t, 4, 64);
+	const char *gd[3] = {dir4, dir8, dir4t}, *gf[3] = {"llama3-rope-bf16", "qwen2-tiny-f16", "llama-tiny-f32"};
+	gpu(gd, gf, 3);
+#endif
 	return t_done("test_mlx");
 }
