@@ -632,6 +632,15 @@ static void malformed(const char *dir)
 	const char *argv[] = {t_bin(), "convert", dir, t_tmp("x"), "--to", "mlx", "--bits", "3", NULL};
 	int rc = t_run(argv, so, sizeof so, se, sizeof se);
 	CHECK(rc == 2 && strstr(se, "--bits must be 4 or 8"), "convert --bits 3: exit %d: %s", rc, se);
+	/* a GGUF source has no config.json to carry over: a clear error, exit 1 */
+	char gg[700];
+	snprintf(gg, sizeof gg, "%s", t_tmp("src.gguf"));
+	const char *a1[] = {t_bin(), "convert", dir, gg, "--type", "f16", NULL};
+	CHECK(t_run(a1, so, sizeof so, se, sizeof se) == 0, "convert to gguf: %s", se);
+	const char *a2[] = {t_bin(), "convert", gg, t_tmp("from-gguf"), "--to", "mlx", NULL};
+	rc = t_run(a2, so, sizeof so, se, sizeof se);
+	CHECK(rc == 1 && strstr(se, "needs a Hugging Face directory"), "convert GGUF --to mlx: exit %d: %s", rc, se);
+	printf("  convert GGUF --to mlx -> exit %d: %s", rc, se);
 }
 
 /* Files that spell the same quantization differently load to bitwise the
