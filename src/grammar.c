@@ -906,9 +906,7 @@ static int finalize(struct builder *b, int root, struct grammar **out, char *err
 		}
 	}
 	int cycle = -1, bad = 0;
-	/* iterative deepening is not needed: rule chains are short, but a long
-	 * bounded repetition is a long chain of rules, so recursion depth is
-	 * the number of rules at most; those chains start with a byte symbol */
+	/* the DFS recurses along first calls only: at most one frame per rule */
 	for (int r = 0; r < b->n && !bad; r++)
 		if (!color[r])
 			bad = left_rec(b, nullable, r, color, &cycle);
@@ -1005,12 +1003,8 @@ static void sc_err(struct sc *c, const char *path, const char *fmt, ...)
 	seterr(c->err, INFERD_EINVAL, "%s at %s", msg, path[0] ? path : "the schema root");
 }
 
-/* one alternative holding the symbols given (rule refs; -1 ends) */
-static int sc_rule1(struct sc *c, const char *name)
-{
-	int r = b_new_rule(c->b, name);
-	return r;
-}
+/* a new named rule (the names only help reading a dump of the grammar) */
+static int sc_rule1(struct sc *c, const char *name) { return b_new_rule(c->b, name); }
 
 static int sc_ws(struct sc *c)
 {
