@@ -3,7 +3,9 @@
  * bit layout, the quantize -> dequantize bound, the CPU kernels against the
  * reference decoder, the four fixture checkpoints written as MLX 8-bit and
  * 4-bit directories by `inferd convert --to mlx` against transformers'
- * logits, MLX -> GGUF, and malformed directories.
+ * logits and against GGUF Q8_0 / Q4_0, MLX -> GGUF, mixed bits, other
+ * spellings of the same quantization, a sharded copy, malformed
+ * directories, and (CUDA build with a GPU) the GPU against the CPU.
  *
  * The layout (mlx/backend/cpu/quantized.cpp, mlx_lm/utils.py): X.weight is
  * U32 [out, in * bits / 32] holding codes packed from the low bits (value j
