@@ -107,8 +107,11 @@ test: $(BIN)/inferd $(FAULTS) $(TEST_BIN)
 # GPU tests: the CUDA backend against the references and the CPU. Build with
 # CUDA=1; without a GPU the test prints SKIP (and checks the clear error).
 # (inferd-faults carries the CUDA fault hook too: INFERD_CUDA_FAULT_STEP)
-test-gpu: $(BIN)/inferd $(BUILD)/tests/test_cuda $(FAULTS)
-	@BUILD=$(BUILD) BIN=$(BIN) tests/run.sh $(BUILD)/tests/test_cuda
+# test_grammar and test_mlx run their GPU parts too (constrained sampling
+# beside device sampling; MLX weights on the device).
+GPU_TESTS := $(BUILD)/tests/test_cuda $(BUILD)/tests/test_grammar $(BUILD)/tests/test_mlx
+test-gpu: $(BIN)/inferd $(GPU_TESTS) $(FAULTS)
+	@BUILD=$(BUILD) BIN=$(BIN) tests/run.sh $(GPU_TESTS)
 	@cat $(BUILD)/tests/test_cuda.log
 
 # GPU benchmark (bench/cuda/run.sh: models, ceilings, baselines, tables)
