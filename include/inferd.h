@@ -189,6 +189,11 @@ struct inferd_request {
 	 * copied (compiled) at submission. */
 	const char *grammar_kind;
 	const char *grammar;
+	/* A lazy constraint (strict tool calls among free text): the grammar
+	 * applies only once the output has produced this text (e.g.
+	 * "<tool_call>"), until it is complete; then the output is free again
+	 * until the next trigger. NULL: the grammar applies from the start. */
+	const char *grammar_trigger;
 };
 void inferd_request_init(struct inferd_request *r);
 

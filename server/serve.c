@@ -701,6 +701,45 @@ static int tool_fields(json_t *o, struct built *b, const struct slot *s)
 	if (b->forced && b->r.grammar_kind)
 		FAIL("tool_choice", "tool_choice \"required\" or a named function cannot be combined with 'response_format' "
 				    "or 'grammar'");
+	int strict = 0;
+	for (size_t i = 0; i < nt; i++)
+		strict |= json_is_true(json_object_get(json_object_get(json_array_get(tools, i), "function"), "strict"));
+	if (calls && !b->forced && strict && !b->r.grammar_kind) {
+		/* strict tools under "auto": the model writes what it likes, but
+		 * once it opens a call (its syntax's marker) the call's JSON is
+		 * constrained to the tools' schemas (a lazy grammar) */
+		static const struct { enum tc_format f; const char *trigger; int array; } LAZY[] = {
+			{TC_FMT_HERMES, "<tool_call>", 0},    {TC_FMT_GIGACHAT, "<|function_call|>", 0},
+			{TC_FMT_MISTRAL, "[TOOL_CALLS]", 1},  {TC_FMT_GRANITE, "<|tool_call|>", 1},
+			{TC_FMT_NEMOTRON_V2, "<TOOLCALL>", 1}, {TC_FMT_JSON_TAGS, "<tool_calls>", 1},
+		};
+		int li = -1;
+		for (size_t i = 0; i < sizeof LAZY / sizeof LAZY[0]; i++)
+			if (LAZY[i].f == s->syn.format)
+				li = (int)i;
+		if (li >= 0) {
+			json_t *any = json_array();
+			for (size_t i = 0; i < nt; i++) {
+				json_t *f = json_object_get(json_array_get(tools, i), "function"), *pa = json_object_get(f, "parameters");
+				int st = json_is_true(json_object_get(f, "strict")) && json_is_object(pa);
+				json_array_append_new(any, json_pack("{s:s,s:{s:{s:O},s:O},s:[s,s],s:b}", "type", "object", "properties",
+								     "name", "const", json_object_get(f, "name"), "arguments",
+								     st ? pa : json_pack("{s:s}", "type", "object"), "required", "name",
+								     "arguments", "additionalProperties", 0));
+			}
+			json_t *one = json_pack("{s:o}", "anyOf", any);
+			json_t *schema = LAZY[li].array ? json_pack("{s:s,s:i,s:o}", "type", "array", "minItems", 1, "items", one)
+							: one;
+			b->grammar_text = json_dumps(schema, JSON_COMPACT);
+			json_decref(schema);
+			b->r.grammar_kind = "json_schema";
+			b->r.grammar = b->grammar_text;
+			b->r.grammar_trigger = LAZY[li].trigger;
+			char gerr[INFERD_ERR_LEN];
+			if (inferd_grammar_check(b->r.grammar_kind, b->r.grammar, gerr))
+				FAIL("tools", "a strict tool's parameters cannot constrain its calls: %.400s", gerr);
+		}
+	}
 	if (b->forced) {
 		/* the output is constrained to JSON: the named function's
 		 * arguments, or a list of {"name", "arguments"} (as vLLM does) */

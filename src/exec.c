@@ -81,6 +81,7 @@ struct inferd_req {
 	int done_read;
 	char *cur_text;             /* text of the event last returned */
 	struct grammar *gram;       /* the compiled constraint, or NULL */
+	char *trigger;              /* lazy constraint: its trigger text, or NULL */
 	struct inferd_req *next;    /* submission queue */
 };
 
@@ -100,6 +101,7 @@ static void req_unref(inferd_req_t *q)
 	free((void *)q->r.stop_ids);
 	free((void *)q->r.logit_bias);
 	grammar_free(q->gram);
+	free(q->trigger);
 	if (q->efd >= 0)
 		close(q->efd);
 	pthread_mutex_destroy(&q->mu);
@@ -243,7 +245,13 @@ struct seq {
 	int row;                 /* logits row in this step, or -1 */
 	struct grammar_matcher *gm; /* constrained decoding: the output's state */
 	uint32_t *gbits;         /* [n_vocab / 32] the allowed-token mask */
+	int g_wait;              /* lazy constraint: waiting for its trigger */
+	char gtail[64];          /* lazy: the output's last bytes (trigger search) */
+	int gtail_len;
 };
+
+/* The constraint applies to this sequence's next token. */
+static int g_on(const struct seq *s) { return s->gm && !s->g_wait; }
 
 struct exec {
 	inferd_model_t *m;
@@ -580,6 +588,7 @@ static void admit(struct exec *e, inferd_req_t *q)
 	if (q->gram) {
 		s->gm = grammar_matcher_new(q->gram);
 		s->gbits = malloc(((size_t)c->n_vocab + 31) / 32 * sizeof *s->gbits);
+		s->g_wait = q->trigger != NULL;
 		if (!s->gm || !s->gbits) {
 			grammar_matcher_free(s->gm);
 			free(s->gbits);
@@ -765,6 +774,44 @@ static int schedule(struct exec *e)
 	return n;
 }
 
+/* A lazy constraint after token `tok`: a complete grammar goes back to
+ * waiting; a waiting one starts afresh when the output ends with its
+ * trigger. */
+static int lazy_step(struct exec *e, struct seq *s, int32_t tok)
+{
+	if (!s->g_wait) {
+		if (grammar_matcher_complete(s->gm)) { /* the call is closed: free text again */
+			s->g_wait = 1;
+			s->gtail_len = 0;
+		}
+		return 0;
+	}
+	uint8_t b[256];
+	int n = tok_token_bytes(e->m->tok, tok, b, sizeof b);
+	if (n <= 0)
+		return 0;
+	int cap = (int)sizeof s->gtail;
+	if (n >= cap) {
+		memcpy(s->gtail, b + n - cap, (size_t)cap);
+		s->gtail_len = cap;
+	} else {
+		int keep = s->gtail_len + n > cap ? cap - n : s->gtail_len;
+		memmove(s->gtail, s->gtail + s->gtail_len - keep, (size_t)keep);
+		memcpy(s->gtail + keep, b, (size_t)n);
+		s->gtail_len = keep + n;
+	}
+	size_t tl = strlen(s->q->trigger);
+	if ((size_t)s->gtail_len >= tl && !memcmp(s->gtail + s->gtail_len - tl, s->q->trigger, tl)) {
+		struct grammar_matcher *gm = grammar_matcher_new(s->q->gram);
+		if (!gm)
+			return INFERD_ENOMEM;
+		grammar_matcher_free(s->gm);
+		s->gm = gm;
+		s->g_wait = 0;
+	}
+	return 0;
+}
+
 /* Constrained decoding: -inf for every token the grammar does not allow
  * next (EOS and stop ids only once it is complete). Returns how many are
  * allowed, or a negative status. Per sequence, so batching changes
@@ -834,7 +881,7 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 		if (s->n_computed + s->chunk == s->n_tok) {
 			want[t - 1] = 1;
 			s->row = n_rows++;
-			n_con += s->gm != NULL;
+			n_con += g_on(s);
 		}
 		tables[n_seq] = s->blocks;
 		ss[n_seq++] = s;
@@ -873,7 +920,7 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 				goto out;
 			}
 			for (int i = 0; i < e->n_act; i++)
-				if (e->act[i]->row >= 0 && e->act[i]->gm)
+				if (e->act[i]->row >= 0 && g_on(e->act[i]))
 					host_rows[e->act[i]->row] = 1;
 		}
 	} else if (!(logits = malloc(nr * (size_t)V * sizeof *logits))) {
@@ -905,7 +952,7 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 		int32_t top_ids[INFERD_MAX_TOP_LOGPROBS];
 		int n_top = r->logprobs ? r->top_logprobs : 0;
 		int32_t tok;
-		if (s->gm) {
+		if (g_on(s)) {
 			float *row = logits + (size_t)s->row * V;
 			int allowed = constrain(e, s, row, V);
 			if (allowed == 0 && grammar_matcher_complete(s->gm)) {
@@ -937,14 +984,19 @@ static int run_step(struct exec *e, int n_tokens, char *err)
 		int is_end = tok == e->m->c.eos_id && !r->ignore_eos;
 		for (int k = 0; k < r->n_stop_ids; k++)
 			is_end |= tok == r->stop_ids[k];
-		if (s->gm && !is_end && grammar_matcher_accept_token(s->gm, e->gv, tok) != 0) {
+		if (g_on(s) && !is_end && grammar_matcher_accept_token(s->gm, e->gv, tok) != 0) {
 			/* cannot happen: the mask allowed only tokens it accepts */
 			seq_end(e, i, INFERD_FINISH_ERROR, INFERD_EINVAL, "the grammar rejected a token its mask allowed");
 			continue;
 		}
+		if (s->gm && s->q->trigger && !is_end && lazy_step(e, s, tok) != 0) {
+			seq_end(e, i, INFERD_FINISH_ERROR, INFERD_ENOMEM, "out of memory for the grammar");
+			continue;
+		}
 		int finish = emit_token(e, s, tok, lp, n_top, top_ids, top_lp);
 		/* complete and nothing can follow: the output is done */
-		if (!finish && s->gm && grammar_matcher_complete(s->gm) && !grammar_matcher_can_continue(s->gm))
+		if (!finish && g_on(s) && !s->q->trigger && grammar_matcher_complete(s->gm) &&
+		    !grammar_matcher_can_continue(s->gm))
 			finish = INFERD_FINISH_STOP;
 		if (finish)
 			seq_end(e, i, finish, 0, NULL);
@@ -1210,6 +1262,14 @@ int inferd_submit(inferd_model_t *m, const struct inferd_request *r, inferd_req_
 		return seterr(err, INFERD_ENOMEM, "out of memory");
 	}
 	q->gram = gram;
+	if (gram && r->grammar_trigger && *r->grammar_trigger) {
+		if (strlen(r->grammar_trigger) >= 64) {
+			grammar_free(gram);
+			free(q);
+			return seterr(err, INFERD_EINVAL, "the grammar trigger is longer than 63 bytes");
+		}
+		q->trigger = strdup(r->grammar_trigger);
+	}
 	atomic_init(&q->refs, 2);
 	atomic_init(&q->cancel, 0);
 	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1220,7 +1280,7 @@ int inferd_submit(inferd_model_t *m, const struct inferd_request *r, inferd_req_
 	pthread_cond_init(&q->cv, &ca);
 	pthread_condattr_destroy(&ca);
 	q->r = *r;
-	q->r.grammar_kind = q->r.grammar = NULL; /* compiled into q->gram */
+	q->r.grammar_kind = q->r.grammar = q->r.grammar_trigger = NULL; /* compiled into q->gram */
 	q->r.ids = dup_mem(r->ids, (size_t)r->n_ids * sizeof *r->ids);
 	q->r.prompt = r->prompt ? strdup(r->prompt) : NULL;
 	q->r.stop_ids = dup_mem(r->stop_ids, (size_t)r->n_stop_ids * sizeof *r->stop_ids);

