@@ -1460,6 +1460,20 @@ static void emit_piece(void *ctx, const struct tc_event *e)
  * (forced tool calls: the JSON comes whole at the end), or as content. */
 static void stream_text(struct conn *k, const char *text, size_t len)
 {
+	if (k->forced == FORCED_NAMED && !k->responses) {
+		/* the whole output is the named function's arguments, held to its
+		 * schema: they stream as they are generated */
+		if (!k->n_calls) {
+			char id[40];
+			call_id(id, sizeof id, (uint64_t)(uintptr_t)k ^ (uint64_t)time(NULL), 0);
+			struct tc_event b = {.type = TC_EV_CALL_BEGIN, .index = 0, .id = id, .name = k->forced_name};
+			emit_piece(k, &b);
+		}
+		struct tc_event a = {.type = TC_EV_CALL_ARGS, .index = 0, .text = text, .len = len};
+		if (len)
+			emit_piece(k, &a);
+		return;
+	}
 	if (k->forced)
 		append(&k->ftext, &k->flen, text, len);
 	else if (k->tcp)
@@ -1475,7 +1489,9 @@ static void stream_finish(struct conn *k)
 {
 	struct tc_message m;
 	memset(&m, 0, sizeof m);
-	if (k->forced) {
+	if (k->forced == FORCED_NAMED && !k->responses) {
+		stream_text(k, "", 0); /* an empty output still names the call */
+	} else if (k->forced) {
 		forced_message(k->forced, k->forced_name, k->ftext, k->flen, (uint64_t)(uintptr_t)k ^ (uint64_t)time(NULL),
 			       k->parallel, &m);
 		for (int i = 0; i < m.n_calls; i++) {

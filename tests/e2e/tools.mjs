@@ -120,6 +120,21 @@ for (const seed of [1, 2, 3]) {
   check(`tool_choice named (seed ${seed}): one get_time call with a string zone`, tc.length === 1 &&
     tc[0].function.name === "get_time" && typeof args.zone === "string" && Object.keys(args).length === 1 &&
     r.choices[0].finish_reason === "tool_calls", JSON.stringify(r.choices[0]));
+  // streamed: the arguments arrive in pieces as they are generated
+  const st = await client.chat.completions.create({ model: hermes, messages: [{ role: "user", content: "hi" }],
+    tools: weather, tool_choice: { type: "function", function: { name: "get_time" } }, temperature: 1, seed,
+    max_tokens: 200, stream: true });
+  let argPieces = 0, argText = "", stName = "", stFinish = null;
+  for await (const ch of st) {
+    for (const t of ch.choices[0]?.delta?.tool_calls || []) {
+      if (t.function?.name) stName = t.function.name;
+      if (t.function?.arguments) { argPieces++; argText += t.function.arguments; }
+    }
+    if (ch.choices[0]?.finish_reason) stFinish = ch.choices[0].finish_reason;
+  }
+  check(`tool_choice named streamed (seed ${seed}): name first, arguments in ${argPieces} pieces, the same call`,
+    stName === "get_time" && argPieces > 1 && canon(JSON.parse(argText)) === canon(args) && stFinish === "tool_calls",
+    `${stName} ${argPieces} ${argText} ${stFinish}`);
   const q = await client.chat.completions.create({ model: hermes, messages: [{ role: "user", content: "hi" }],
     tools: weather, tool_choice: "required", temperature: 1, seed, max_tokens: 300, parallel_tool_calls: false });
   const qc = q.choices[0].message.tool_calls || [];
