@@ -200,10 +200,23 @@ static struct corpus_entry {
 } corpus[256];
 static int ncorpus;
 
+/* --dump-cases FILE: the format cases as JSON, for the server's end-to-end
+ * test (tests/e2e/tools.mjs forces each text through a real model) */
+static json_t *dump;
+
 /* expected calls: a JSON array of [name, arguments-object] pairs */
 static void check_case_opts(const char *name, enum tc_format f, enum tc_reasoning r, const struct tc_options *o,
 			    const char *text, const char *content, const char *reasoning, const char *calls_json)
 {
+	if (dump) { /* the cases a server reproduces: default options (a prompt is the template's) */
+		if (!o || (!o->tools && o->tool_choice == TC_CHOICE_AUTO && o->parallel_tool_calls && !o->max_section &&
+			   !o->no_reasoning))
+			json_array_append_new(json_object_get(dump, "cases"),
+					      json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:o}", "name", name, "format", tc_format_name(f),
+							"reasoning", tc_reasoning_name(r), "text", text, "content", content,
+							"reasoning_content", reasoning, "calls", json_loads(calls_json, 0, NULL)));
+		return;
+	}
 	struct tc_syntax syn = {f, r, 0};
 	struct tc_message m;
 	if (ncorpus < 256)
@@ -240,20 +253,9 @@ static void check_case_opts(const char *name, enum tc_format f, enum tc_reasonin
 	tc_message_free(&m);
 }
 
-/* --dump-cases FILE: the format cases as JSON, for the server's end-to-end
- * test (tests/e2e/tools.mjs forces each text through a real model) */
-static json_t *dump;
-
 static void check_case(const char *name, enum tc_format f, enum tc_reasoning r, const char *text, const char *content,
 		       const char *reasoning, const char *calls_json)
 {
-	if (dump) {
-		json_array_append_new(json_object_get(dump, "cases"),
-				      json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:o}", "name", name, "format", tc_format_name(f),
-						"reasoning", tc_reasoning_name(r), "text", text, "content", content,
-						"reasoning_content", reasoning, "calls", json_loads(calls_json, 0, NULL)));
-		return;
-	}
 	struct tc_options o = {.parallel_tool_calls = 1, .id_seed = 42};
 	check_case_opts(name, f, r, &o, text, content, reasoning, calls_json);
 }
