@@ -33,6 +33,7 @@
 #include "util.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1479,11 +1480,1187 @@ static int sc_array(struct sc *c, json_t *s, const char *path)
 	return r;
 }
 
+/* ---------------- 2c. numeric bounds, patterns, formats ---------------- */
+
+#define SC_INT_MAX 9999999999999999LL /* the 16 digits an integer may have */
+
+/* digit sequences of [x, y] (decimal strings of one length L, no leading
+ * zero unless L == 1) as alternatives of rule r: pre (a literal or NULL),
+ * then digit sets, then rule tail (-1 none): the usual regex range split */
+static void range_same_len(struct builder *b, int r, const char *pre, struct bsym *acc, int na, const char *x,
+			   const char *y, int L, int tail)
+{
+	if (L == 0) {
+		int a = b_alt(b, r);
+		if (pre)
+			b_str(b, r, a, pre);
+		for (int i = 0; i < na; i++)
+			b_sym(b, r, a, acc[i]);
+		b_ref(b, r, a, tail);
+		return;
+	}
+	if (x[0] == y[0]) {
+		acc[na] = sym_chars(x[0], x[0]);
+		range_same_len(b, r, pre, acc, na + 1, x + 1, y + 1, L - 1, tail);
+		return;
+	}
+	int z = 1, nines = 1;
+	for (int i = 1; i < L; i++) {
+		z &= x[i] == '0';
+		nines &= y[i] == '9';
+	}
+	char lo = x[0], hi = y[0];
+	char n9[24], n0[24];
+	memset(n9, '9', (size_t)L);
+	memset(n0, '0', (size_t)L);
+	if (!z) { /* x0 then x[1..] .. 99..9 */
+		acc[na] = sym_chars(x[0], x[0]);
+		range_same_len(b, r, pre, acc, na + 1, x + 1, n9, L - 1, tail);
+		lo++;
+	}
+	if (!nines) {
+		acc[na] = sym_chars(y[0], y[0]);
+		range_same_len(b, r, pre, acc, na + 1, n0, y + 1, L - 1, tail);
+		hi--;
+	}
+	if (lo <= hi) {
+		acc[na] = sym_chars(lo, hi);
+		for (int i = 1; i < L; i++)
+			acc[na + i] = sym_chars('0', '9');
+		range_same_len(b, r, pre, acc, na + L, "", "", 0, tail);
+	}
+}
+
+/* the decimal integers of [lo, hi] (0 <= lo <= hi <= SC_INT_MAX) */
+static void range_alts(struct builder *b, int r, const char *pre, long long lo, long long hi, int tail)
+{
+	long long p = 1;
+	for (int L = 1; L <= 16; L++, p *= 10) {
+		long long a = lo > (L == 1 ? 0 : p) ? lo : (L == 1 ? 0 : p), z = hi < p * 10 - 1 ? hi : p * 10 - 1;
+		if (a > z)
+			continue;
+		char xs[24], ys[24];
+		struct bsym acc[24];
+		snprintf(xs, sizeof xs, "%lld", a);
+		snprintf(ys, sizeof ys, "%lld", z);
+		range_same_len(b, r, pre, acc, 0, xs, ys, L, tail);
+	}
+}
+
+/* optional fractions: any, all zeros, or one with a digit that is not 0 */
+static int frac_rule(struct builder *b, int kind)
+{
+	int r = b_new_rule(b, NULL);
+	int a = b_alt(b, r);
+	b_str(b, r, a, ".");
+	if (kind == 0) {
+		b_sym(b, r, a, b_repeat(b, sym_chars('0', '9'), 1, 16));
+	} else if (kind == 1) {
+		b_sym(b, r, a, b_repeat(b, sym_chars('0', '0'), 1, 16));
+	} else {
+		b_sym(b, r, a, b_repeat(b, sym_chars('0', '9'), 0, 15));
+		b_sym(b, r, a, sym_chars('1', '9'));
+		return r; /* required */
+	}
+	b_alt(b, r);
+	return r;
+}
+
+/* magnitudes m with L <(=) m <(=) U (U < 0: unbounded), integers L, U:
+ * integer digits then a fraction for numbers */
+static void magnitude_alts(struct builder *b, int r, const char *pre, long long L, int lx, long long U, int ux, int number)
+{
+	if (!number) {
+		long long lo = L + lx, hi = U < 0 ? SC_INT_MAX : U - ux;
+		if (lo <= hi)
+			range_alts(b, r, pre, lo, hi > SC_INT_MAX ? SC_INT_MAX : hi, -1);
+		return;
+	}
+	if (U >= 0 && L == U) {
+		if (!lx && !ux)
+			range_alts(b, r, pre, L, L, frac_rule(b, 1));
+		return;
+	}
+	if (U >= 0 && L > U)
+		return;
+	range_alts(b, r, pre, L, L, frac_rule(b, lx ? 2 : 0));
+	long long hi = U < 0 ? SC_INT_MAX : U - 1;
+	if (L + 1 <= hi)
+		range_alts(b, r, pre, L + 1, hi, frac_rule(b, 0));
+	if (U >= 0 && !ux)
+		range_alts(b, r, pre, U, U, frac_rule(b, 1));
+}
+
+static int sc_num_bound(struct sc *c, json_t *s, const char *key, double *v, const char *path)
+{
+	json_t *x = json_object_get(s, key);
+	if (!x)
+		return 0;
+	if (!json_is_number(x)) {
+		char p[1024];
+		path_add(p, sizeof p, path, key);
+		sc_err(c, p, "\"%s\" must be a number", key);
+		return 0;
+	}
+	*v = json_number_value(x);
+	return 1;
+}
+
+/* integer or number with minimum / maximum / exclusiveMinimum /
+ * exclusiveMaximum: -1 when it has none of them (the shared rule does) */
+static int sc_bounded(struct sc *c, json_t *s, int number, const char *path)
+{
+	double mn = 0, mx = 0, emn = 0, emx = 0;
+	int hmn = sc_num_bound(c, s, "minimum", &mn, path), hmx = sc_num_bound(c, s, "maximum", &mx, path);
+	int hemn = 0, hemx = 0;
+	json_t *x;
+	/* draft 4: exclusiveMinimum / exclusiveMaximum are booleans */
+	if ((x = json_object_get(s, "exclusiveMinimum")) && json_is_boolean(x)) {
+		if (json_is_true(x) && hmn)
+			hemn = 1, emn = mn, hmn = 0;
+	} else {
+		hemn = sc_num_bound(c, s, "exclusiveMinimum", &emn, path);
+	}
+	if ((x = json_object_get(s, "exclusiveMaximum")) && json_is_boolean(x)) {
+		if (json_is_true(x) && hmx)
+			hemx = 1, emx = mx, hmx = 0;
+	} else {
+		hemx = sc_num_bound(c, s, "exclusiveMaximum", &emx, path);
+	}
+	if (c->failed || !(hmn || hmx || hemn || hemx))
+		return -1;
+	double lim = (double)SC_INT_MAX;
+	const double *bs[4] = {hmn ? &mn : NULL, hmx ? &mx : NULL, hemn ? &emn : NULL, hemx ? &emx : NULL};
+	for (int i = 0; i < 4; i++)
+		if (bs[i] && number && (floor(*bs[i]) != *bs[i] || fabs(*bs[i]) > lim)) {
+			char p[1024];
+			static const char *const names[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+			path_add(p, sizeof p, path, names[i]);
+			sc_err(c, p, "\"%s\" of a \"number\" is supported only as an integer of at most 16 digits", names[i]);
+			return -1;
+		}
+	/* the interval: lo (excl lx) .. hi (excl hx), in doubles, then exact integers */
+	double lo = -INFINITY, hi = INFINITY;
+	int lx = 0, hx = 0;
+	if (hmn)
+		lo = mn;
+	if (hemn && (emn > lo || (emn == lo && !lx)))
+		lo = emn, lx = 1;
+	if (hmx)
+		hi = mx;
+	if (hemx && (emx < hi || (emx == hi && !hx)))
+		hi = emx, hx = 1;
+	if (!number) { /* integers: inclusive integer bounds */
+		double l = lx ? floor(lo) + 1 : ceil(lo), h = hx ? ceil(hi) - 1 : floor(hi);
+		lo = l < -lim ? -lim : l;
+		hi = h > lim ? lim : h;
+		lx = hx = 0;
+	}
+	if (lo > hi || (lo == hi && (lx || hx))) {
+		sc_err(c, path, "no %s satisfies the bounds", number ? "number" : "integer");
+		return -1;
+	}
+	struct builder *b = c->b;
+	int r = sc_rule1(c, number ? "number-range" : "integer-range");
+	long long L = isinf(lo) ? 0 : (long long)lo, H = isinf(hi) ? 0 : (long long)hi;
+	int lo_inf = isinf(lo) || lo < -lim, hi_inf = isinf(hi) || hi > lim;
+	/* value >= 0: magnitude from max(lo, 0) to hi */
+	if (hi_inf || H > 0 || (H == 0 && !hx)) {
+		if (lo_inf || L < 0)
+			magnitude_alts(b, r, NULL, 0, 0, hi_inf ? -1 : H, hx, number);
+		else
+			magnitude_alts(b, r, NULL, L, lx, hi_inf ? -1 : H, hx, number);
+	}
+	/* value < 0: magnitude from (0 or -hi) to -lo */
+	if (lo_inf || L < 0) {
+		if (hi_inf || H >= 0)
+			magnitude_alts(b, r, "-", 0, 1, lo_inf ? -1 : -L, lx, number);
+		else
+			magnitude_alts(b, r, "-", -H, hx, lo_inf ? -1 : -L, lx, number);
+		if (!number && (hi_inf || H >= 0)) /* -0, as JSON allows */
+			b_str(b, r, b_alt(b, r), "-0");
+	} else if (!number && L == 0) {
+		b_str(b, r, b_alt(b, r), "-0");
+	}
+	if (!b->r[r].n_alt) {
+		sc_err(c, path, "no %s satisfies the bounds", number ? "number" : "integer");
+		return -1;
+	}
+	return r;
+}
+
+/* regular expressions: ECMAScript syntax, a subset, over code points */
+
+enum { RX_CLASS, RX_CAT, RX_ALT, RX_REP, RX_EMPTY };
+
+struct rx {
+	int kind;
+	struct rx *a, *b;
+	int min, max;           /* RX_REP; max < 0 unbounded */
+	struct cprange *rg;     /* RX_CLASS: sorted, merged, no surrogates */
+	int n;
+	int has_sym;            /* RX_CLASS: sym is its JSON string symbol */
+	struct bsym sym;
+};
+
+struct rp {
+	const char *s;
+	size_t i, n;
+	int failed;
+	int depth;
+	char msg[240];
+};
+
+static void rx_free(struct rx *x)
+{
+	if (!x)
+		return;
+	rx_free(x->a);
+	rx_free(x->b);
+	free(x->rg);
+	free(x);
+}
+
+static void rp_err(struct rp *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void rp_err(struct rp *p, const char *fmt, ...)
+{
+	if (p->failed)
+		return;
+	p->failed = 1;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(p->msg, sizeof p->msg, fmt, ap);
+	va_end(ap);
+}
+
+static struct rx *rx_new(struct rp *p, int kind)
+{
+	struct rx *x = calloc(1, sizeof *x);
+	if (!x)
+		rp_err(p, "out of memory");
+	else
+		x->kind = kind;
+	return x;
+}
+
+static struct rx *rx_two(struct rp *p, int kind, struct rx *a, struct rx *b)
+{
+	if (!a || !b) {
+		rx_free(a);
+		rx_free(b);
+		return NULL;
+	}
+	struct rx *x = rx_new(p, kind);
+	if (!x) {
+		rx_free(a);
+		rx_free(b);
+		return NULL;
+	}
+	x->a = a;
+	x->b = b;
+	return x;
+}
+
+/* ranges: add, then normalize (sort, merge, negate, cut surrogates) */
+struct rgs {
+	struct cprange *r;
+	int n, cap;
+};
+
+static int rgs_add(struct rgs *g, uint32_t lo, uint32_t hi)
+{
+	if (g->n == g->cap) {
+		int cap = g->cap ? g->cap * 2 : 8;
+		struct cprange *nr = realloc(g->r, (size_t)cap * sizeof *nr);
+		if (!nr)
+			return -1;
+		g->r = nr;
+		g->cap = cap;
+	}
+	g->r[g->n++] = (struct cprange){lo, hi};
+	return 0;
+}
+
+static struct rx *rx_class(struct rp *p, struct rgs *g, int negated)
+{
+	struct rx *x = rx_new(p, RX_CLASS);
+	if (!x) {
+		free(g->r);
+		return NULL;
+	}
+	if (g->n)
+		qsort(g->r, (size_t)g->n, sizeof *g->r, cmp_range);
+	int m = 0;
+	for (int i = 0; i < g->n; i++) {
+		if (m && g->r[i].lo <= g->r[m - 1].hi + 1) {
+			if (g->r[i].hi > g->r[m - 1].hi)
+				g->r[m - 1].hi = g->r[i].hi;
+		} else {
+			g->r[m++] = g->r[i];
+		}
+	}
+	struct rgs out = {0};
+	int bad = 0;
+	if (negated) {
+		uint32_t next = 0;
+		for (int i = 0; i < m; i++) {
+			if (g->r[i].lo > next)
+				bad |= rgs_add(&out, next, g->r[i].lo - 1);
+			next = g->r[i].hi + 1;
+		}
+		if (next <= 0x10FFFF)
+			bad |= rgs_add(&out, next, 0x10FFFF);
+	} else {
+		for (int i = 0; i < m; i++)
+			bad |= rgs_add(&out, g->r[i].lo, g->r[i].hi);
+	}
+	free(g->r);
+	struct rgs fin = {0};
+	for (int i = 0; i < out.n; i++) {
+		uint32_t lo = out.r[i].lo, hi = out.r[i].hi;
+		if (hi < 0xD800 || lo > 0xDFFF) {
+			bad |= rgs_add(&fin, lo, hi);
+			continue;
+		}
+		if (lo < 0xD800)
+			bad |= rgs_add(&fin, lo, 0xD7FF);
+		if (hi > 0xDFFF)
+			bad |= rgs_add(&fin, 0xE000, hi);
+	}
+	free(out.r);
+	if (bad)
+		rp_err(p, "out of memory");
+	x->rg = fin.r;
+	x->n = fin.n;
+	return x;
+}
+
+static int rp_cp(struct rp *p) /* the next code point (UTF-8), advancing */
+{
+	uint8_t c = (uint8_t)p->s[p->i];
+	int len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+	if (p->i + (size_t)len > p->n)
+		len = 1;
+	uint32_t v = len == 1 ? c : (uint32_t)(c & (0x7F >> len));
+	for (int k = 1; k < len; k++)
+		v = v << 6 | ((uint8_t)p->s[p->i + (size_t)k] & 63);
+	p->i += (size_t)len;
+	return (int)v;
+}
+
+static const uint32_t RX_SPACE[][2] = {{9, 13}, {32, 32}, {0xA0, 0xA0}, {0x1680, 0x1680}, {0x2000, 0x200A},
+				       {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000},
+				       {0xFEFF, 0xFEFF}};
+
+/* \d \w \s (upper case: negated) into g; 0 when e is none of them */
+static int rx_shorthand(struct rgs *g, int e, int *neg)
+{
+	int lower = e | 0x20;
+	*neg = e != lower;
+	if (lower == 'd')
+		return rgs_add(g, '0', '9') == 0 ? 1 : -1;
+	if (lower == 'w')
+		return rgs_add(g, '0', '9') | rgs_add(g, 'A', 'Z') | rgs_add(g, 'a', 'z') | rgs_add(g, '_', '_') ? -1 : 1;
+	if (lower == 's') {
+		for (size_t k = 0; k < sizeof RX_SPACE / sizeof RX_SPACE[0]; k++)
+			if (rgs_add(g, RX_SPACE[k][0], RX_SPACE[k][1]))
+				return -1;
+		return 1;
+	}
+	return 0;
+}
+
+/* after a backslash: one code point (>= 0), or -2 for a shorthand class
+ * added to g (negated: *neg), or -1 on error */
+static int rx_escape(struct rp *p, struct rgs *g, int *neg, int in_class)
+{
+	if (p->i >= p->n) {
+		rp_err(p, "the pattern ends with a lone backslash");
+		return -1;
+	}
+	int e = rp_cp(p);
+	if (e < 128 && strchr("dDwWsS", e) && e) {
+		if (!g) {
+			rp_err(p, "out of memory");
+			return -1;
+		}
+		if (rx_shorthand(g, e, neg) < 0) {
+			rp_err(p, "out of memory");
+			return -1;
+		}
+		return -2;
+	}
+	switch (e) {
+	case 'n': return '\n';
+	case 'r': return '\r';
+	case 't': return '\t';
+	case 'f': return '\f';
+	case 'v': return '\v';
+	case '0': return 0;
+	case 'b':
+		if (in_class)
+			return '\b';
+		rp_err(p, "word boundaries (\\b, \\B) are not supported");
+		return -1;
+	case 'B': rp_err(p, "word boundaries (\\b, \\B) are not supported"); return -1;
+	case 'x':
+	case 'u': {
+		int nh = e == 'x' ? 2 : 4, v = 0;
+		for (int k = 0; k < nh; k++) {
+			int h = p->i < p->n ? hexv(p->s[p->i]) : -1;
+			if (h < 0) {
+				rp_err(p, "\\%c needs %d hex digits", e, nh);
+				return -1;
+			}
+			v = v * 16 + h;
+			p->i++;
+		}
+		return v;
+	}
+	case 'k': rp_err(p, "backreferences (\\k<name>) are not supported"); return -1;
+	case 'p':
+	case 'P': rp_err(p, "Unicode property escapes (\\p{...}) are not supported"); return -1;
+	case 'c': rp_err(p, "control escapes (\\cX) are not supported"); return -1;
+	default: break;
+	}
+	if (e >= '1' && e <= '9') {
+		rp_err(p, "backreferences (\\%c) are not supported", e);
+		return -1;
+	}
+	if ((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z')) {
+		rp_err(p, "unknown escape \\%c", e);
+		return -1;
+	}
+	return e; /* \. \\ \/ \- \$ ... */
+}
+
+static struct rx *rx_alt(struct rp *p);
+
+static struct rx *rx_bracket(struct rp *p)
+{
+	struct rgs g = {0};
+	int negated = 0;
+	if (p->i < p->n && p->s[p->i] == '^') {
+		negated = 1;
+		p->i++;
+	}
+	for (;;) {
+		if (p->i >= p->n) {
+			rp_err(p, "unterminated character class [...]");
+			free(g.r);
+			return NULL;
+		}
+		if (p->s[p->i] == ']') {
+			p->i++;
+			break;
+		}
+		int lo, neg = 0;
+		if (p->s[p->i] == '\\') {
+			p->i++;
+			lo = rx_escape(p, &g, &neg, 1);
+		} else {
+			lo = rp_cp(p);
+		}
+		if (lo == -1) {
+			free(g.r);
+			return NULL;
+		}
+		if (lo == -2) {
+			if (neg) { /* [\D...]: only alone */
+				free(g.r);
+				rp_err(p, "negated shorthands (\\D, \\W, \\S) inside [...] are not supported");
+				return NULL;
+			}
+			continue;
+		}
+		int hi = lo;
+		if (p->i + 1 < p->n && p->s[p->i] == '-' && p->s[p->i + 1] != ']') {
+			p->i++;
+			if (p->s[p->i] == '\\') {
+				p->i++;
+				hi = rx_escape(p, &g, &neg, 1);
+			} else {
+				hi = rp_cp(p);
+			}
+			if (hi < 0) {
+				if (hi == -2)
+					rp_err(p, "a shorthand class cannot end a range");
+				free(g.r);
+				return NULL;
+			}
+			if (hi < lo) {
+				rp_err(p, "character range is backwards (U+%04X-U+%04X)", lo, hi);
+				free(g.r);
+				return NULL;
+			}
+		}
+		if (rgs_add(&g, (uint32_t)lo, (uint32_t)hi)) {
+			rp_err(p, "out of memory");
+			free(g.r);
+			return NULL;
+		}
+	}
+	return rx_class(p, &g, negated);
+}
+
+static struct rx *rx_atom(struct rp *p)
+{
+	char c = p->s[p->i];
+	struct rgs g = {0};
+	if (c == '(') {
+		p->i++;
+		if (p->i < p->n && p->s[p->i] == '?') {
+			const char *q = p->s + p->i;
+			if (!strncmp(q, "?:", 2)) {
+				p->i += 2;
+			} else if (!strncmp(q, "?=", 2) || !strncmp(q, "?!", 2) || !strncmp(q, "?<=", 3) || !strncmp(q, "?<!", 3)) {
+				rp_err(p, "lookaround ((?=, (?!, (?<=, (?<!) is not supported");
+				return NULL;
+			} else if (q[1] == '<') { /* a named group */
+				const char *e = memchr(q, '>', p->n - p->i);
+				if (!e) {
+					rp_err(p, "unterminated group name");
+					return NULL;
+				}
+				p->i = (size_t)(e - p->s) + 1;
+			} else {
+				rp_err(p, "group modifiers (?...) are not supported");
+				return NULL;
+			}
+		}
+		if (++p->depth > 100) {
+			rp_err(p, "groups nested too deeply");
+			return NULL;
+		}
+		struct rx *x = rx_alt(p);
+		p->depth--;
+		if (!x)
+			return NULL;
+		if (p->i >= p->n || p->s[p->i] != ')') {
+			rx_free(x);
+			rp_err(p, "missing ')'");
+			return NULL;
+		}
+		p->i++;
+		return x;
+	}
+	if (c == '[') {
+		p->i++;
+		return rx_bracket(p);
+	}
+	if (c == '.') {
+		p->i++;
+		if (rgs_add(&g, '\n', '\n') | rgs_add(&g, '\r', '\r') | rgs_add(&g, 0x2028, 0x2029)) {
+			free(g.r);
+			rp_err(p, "out of memory");
+			return NULL;
+		}
+		return rx_class(p, &g, 1);
+	}
+	if (c == '^' || c == '$') {
+		rp_err(p, "the anchors ^ and $ are supported only at the start and the end of the pattern");
+		return NULL;
+	}
+	if (c == '*' || c == '+' || c == '?') {
+		rp_err(p, "nothing to repeat before '%c'", c);
+		return NULL;
+	}
+	int v, neg = 0;
+	if (c == '\\') {
+		p->i++;
+		v = rx_escape(p, &g, &neg, 0);
+		if (v == -1) {
+			free(g.r);
+			return NULL;
+		}
+		if (v == -2)
+			return rx_class(p, &g, neg);
+	} else {
+		v = rp_cp(p);
+	}
+	if (rgs_add(&g, (uint32_t)v, (uint32_t)v)) {
+		rp_err(p, "out of memory");
+		return NULL;
+	}
+	return rx_class(p, &g, 0);
+}
+
+/* {m}, {m,}, {m,n} at p->i ('{'); 0 when it is not one (a literal '{') */
+static int rx_braces(struct rp *p, int *min, int *max)
+{
+	size_t k = p->i + 1;
+	long a = 0, b = -1;
+	int nd = 0;
+	while (k < p->n && p->s[k] >= '0' && p->s[k] <= '9' && a < 100000)
+		a = a * 10 + (p->s[k++] - '0'), nd++;
+	if (!nd)
+		return 0;
+	b = a;
+	if (k < p->n && p->s[k] == ',') {
+		k++;
+		b = -1;
+		if (k < p->n && p->s[k] >= '0' && p->s[k] <= '9') {
+			b = 0;
+			while (k < p->n && p->s[k] >= '0' && p->s[k] <= '9' && b < 100000)
+				b = b * 10 + (p->s[k++] - '0');
+		}
+	}
+	if (k >= p->n || p->s[k] != '}')
+		return 0;
+	p->i = k + 1;
+	*min = (int)a;
+	*max = (int)b;
+	return 1;
+}
+
+static struct rx *rx_seq(struct rp *p)
+{
+	struct rx *acc = rx_new(p, RX_EMPTY);
+	while (acc && !p->failed && p->i < p->n && p->s[p->i] != '|' && p->s[p->i] != ')') {
+		struct rx *x = rx_atom(p);
+		if (!x)
+			break;
+		for (;;) { /* quantifiers (several: a{2}? is fine in JS) */
+			int min = 0, max = -1;
+			if (p->i >= p->n)
+				break;
+			char q = p->s[p->i];
+			if (q == '*' || q == '+' || q == '?') {
+				p->i++;
+				min = q == '+';
+				max = q == '?' ? 1 : -1;
+			} else if (q != '{' || !rx_braces(p, &min, &max)) {
+				break;
+			} else if ((max >= 0 && max < min) || min > 1000 || max > 1000) {
+				rp_err(p, "bad repetition {%d,%d} (at most 1000, and min <= max)", min, max);
+				rx_free(x);
+				x = NULL;
+				break;
+			}
+			if (p->i < p->n && p->s[p->i] == '?') /* lazy: the same language */
+				p->i++;
+			struct rx *r = rx_new(p, RX_REP);
+			if (!r) {
+				rx_free(x);
+				x = NULL;
+				break;
+			}
+			r->a = x;
+			r->min = min;
+			r->max = max;
+			x = r;
+		}
+		if (!x)
+			break;
+		acc = rx_two(p, RX_CAT, acc, x);
+	}
+	if (p->failed) {
+		rx_free(acc);
+		return NULL;
+	}
+	return acc;
+}
+
+static struct rx *rx_alt(struct rp *p)
+{
+	struct rx *x = rx_seq(p);
+	while (x && p->i < p->n && p->s[p->i] == '|') {
+		p->i++;
+		x = rx_two(p, RX_ALT, x, rx_seq(p));
+	}
+	return p->failed ? (rx_free(x), NULL) : x;
+}
+
+/* the NFA (Thompson): each state has epsilon edges and at most one class edge */
+struct nst {
+	int *eps;
+	int neps, ceps;
+	struct rx *cls;       /* RX_CLASS node or NULL */
+	int to;
+};
+
+struct nfa {
+	struct nst *st;
+	int n, cap;
+	int full;
+};
+
+#define NFA_MAX 30000
+
+static int nfa_state(struct nfa *A)
+{
+	if (A->n >= NFA_MAX) {
+		A->full = 1;
+		return -1;
+	}
+	if (A->n == A->cap) {
+		int cap = A->cap ? A->cap * 2 : 64;
+		struct nst *ns = realloc(A->st, (size_t)cap * sizeof *ns);
+		if (!ns) {
+			A->full = 1;
+			return -1;
+		}
+		A->st = ns;
+		A->cap = cap;
+	}
+	A->st[A->n] = (struct nst){.to = -1};
+	return A->n++;
+}
+
+static void nfa_eps(struct nfa *A, int from, int to)
+{
+	if (from < 0 || to < 0)
+		return;
+	struct nst *s = &A->st[from];
+	if (s->neps == s->ceps) {
+		int cap = s->ceps ? s->ceps * 2 : 2;
+		int *ne = realloc(s->eps, (size_t)cap * sizeof *ne);
+		if (!ne) {
+			A->full = 1;
+			return;
+		}
+		s->eps = ne;
+		s->ceps = cap;
+	}
+	s->eps[s->neps++] = to;
+}
+
+/* x from state `in`; returns the state at its end */
+static int nfa_build(struct nfa *A, struct rx *x, int in)
+{
+	if (in < 0 || A->full)
+		return -1;
+	switch (x->kind) {
+	case RX_EMPTY:
+		return in;
+	case RX_CLASS: {
+		int out = nfa_state(A);
+		if (out < 0)
+			return -1;
+		A->st[in].cls = x; /* in is always a fresh state here */
+		A->st[in].to = out;
+		return out;
+	}
+	case RX_CAT:
+		return nfa_build(A, x->b, nfa_build(A, x->a, in));
+	case RX_ALT: {
+		int s1 = nfa_state(A), s2 = nfa_state(A), out = nfa_state(A);
+		nfa_eps(A, in, s1);
+		nfa_eps(A, in, s2);
+		nfa_eps(A, nfa_build(A, x->a, s1), out);
+		nfa_eps(A, nfa_build(A, x->b, s2), out);
+		return out;
+	}
+	default: { /* RX_REP */
+		int cur = in;
+		for (int k = 0; k < x->min && cur >= 0; k++) {
+			int s = nfa_state(A);
+			nfa_eps(A, cur, s);
+			cur = nfa_build(A, x->a, s);
+		}
+		if (cur < 0)
+			return -1;
+		int out = nfa_state(A);
+		if (x->max < 0) {
+			int s = nfa_state(A);
+			nfa_eps(A, cur, s);
+			nfa_eps(A, cur, out);
+			nfa_eps(A, nfa_build(A, x->a, s), cur);
+		} else {
+			for (int k = x->min; k < x->max && cur >= 0; k++) {
+				int s = nfa_state(A);
+				nfa_eps(A, cur, s);
+				nfa_eps(A, cur, out);
+				cur = nfa_build(A, x->a, s);
+			}
+			nfa_eps(A, cur, out);
+		}
+		return out;
+	}
+	}
+}
+
+/* a class as JSON string contents: raw UTF-8 except " \ and controls,
+ * which are written escaped (one spelling each) */
+static struct bsym sc_jclass(struct sc *c, const struct rx *x)
+{
+	struct builder *b = c->b;
+	static const uint32_t ok[][2] = {{0x20, 0x21}, {0x23, 0x5B}, {0x5D, 0x10FFFF}};
+	struct cprange *raw = malloc((size_t)(x->n * 3 + 1) * sizeof *raw);
+	if (!raw) {
+		b->oom = 1;
+		return sym_chars(0, 0);
+	}
+	int k = 0;
+	for (int i = 0; i < x->n; i++)
+		for (int j = 0; j < 3; j++) {
+			uint32_t lo = x->rg[i].lo > ok[j][0] ? x->rg[i].lo : ok[j][0];
+			uint32_t hi = x->rg[i].hi < ok[j][1] ? x->rg[i].hi : ok[j][1];
+			if (lo <= hi)
+				raw[k++] = (struct cprange){lo, hi};
+		}
+	char esc[40][8];
+	int ne = 0;
+	for (int i = 0; i < x->n; i++)
+		for (uint32_t cp = x->rg[i].lo; cp <= x->rg[i].hi && cp <= '\\'; cp++) {
+			if (cp >= 0x20 && cp != '"' && cp != '\\')
+				continue;
+			const char *s = cp == '"' ? "\\\"" : cp == '\\' ? "\\\\" : cp == '\b' ? "\\b" : cp == '\f' ? "\\f"
+				      : cp == '\n' ? "\\n" : cp == '\r' ? "\\r" : cp == '\t' ? "\\t" : NULL;
+			if (s)
+				snprintf(esc[ne++], 8, "%s", s);
+			else
+				snprintf(esc[ne++], 8, "\\u%04x", (unsigned)cp);
+		}
+	if (!ne)
+		return b_class(b, raw, k, 0);
+	int r = b_new_rule(b, NULL);
+	if (r < 0) {
+		free(raw);
+		return sym_chars(0, 0);
+	}
+	if (k)
+		b_sym(b, r, b_alt(b, r), b_class(b, raw, k, 0));
+	else
+		free(raw);
+	for (int i = 0; i < ne; i++)
+		b_str(b, r, b_alt(b, r), esc[i]);
+	return sym_rule(r);
+}
+
+#define RX_NODES_MAX 400000
+
+/* the JSON string rule of the strings the NFA (start .. accept) matches
+ * whole, with minLength lmin and maxLength lmax (-1: none): one rule per
+ * (NFA state, characters so far) that can still reach the end; the count
+ * stops at lmin when there is no maximum */
+static int sc_nfa_string(struct sc *c, struct nfa *A, int start, int accept, int lmin, int lmax, const char *path,
+			 const char *what)
+{
+	struct builder *b = c->b;
+	int n = A->n, ni = 0;
+	int *imp = malloc((size_t)n * sizeof *imp), *ord = malloc((size_t)n * sizeof *ord);
+	int *stamp = calloc((size_t)n, sizeof *stamp), *stk = malloc((size_t)n * sizeof *stk);
+	int result = -1;
+	int *eoff = NULL, *eto = NULL, *ecls = NULL, *rev_off = NULL, *rev = NULL;
+	uint8_t *acc = NULL, *live = NULL;
+	int *rid = NULL, *work = NULL;
+	if (!imp || !ord || !stamp || !stk) {
+		b->oom = 1;
+		goto done;
+	}
+	for (int i = 0; i < n; i++)
+		imp[i] = -1;
+	imp[start] = ni;
+	ord[ni++] = start;
+	for (int i = 0; i < n; i++)
+		if (A->st[i].cls && A->st[i].cls->n && imp[A->st[i].to] < 0) {
+			imp[A->st[i].to] = ni;
+			ord[ni++] = A->st[i].to;
+		}
+	/* closures: the class edges each important state reaches */
+	int ne = 0, cap = 64;
+	eoff = malloc((size_t)(ni + 1) * sizeof *eoff);
+	eto = malloc((size_t)cap * sizeof *eto);
+	ecls = malloc((size_t)cap * sizeof *ecls);
+	acc = calloc((size_t)ni, 1);
+	if (!eoff || !eto || !ecls || !acc) {
+		b->oom = 1;
+		goto done;
+	}
+	for (int i = 0; i < ni; i++) {
+		eoff[i] = ne;
+		int sp = 0;
+		stk[sp++] = ord[i];
+		stamp[ord[i]] = i + 1;
+		while (sp) {
+			int s = stk[--sp];
+			if (s == accept)
+				acc[i] = 1;
+			if (A->st[s].cls && A->st[s].cls->n) {
+				if (ne == cap) {
+					cap *= 2;
+					int *a1 = realloc(eto, (size_t)cap * sizeof *eto), *a2 = realloc(ecls, (size_t)cap * sizeof *ecls);
+					if (a1)
+						eto = a1;
+					if (a2)
+						ecls = a2;
+					if (!a1 || !a2) {
+						b->oom = 1;
+						goto done;
+					}
+				}
+				eto[ne] = imp[A->st[s].to];
+				ecls[ne++] = s;
+			}
+			for (int k = 0; k < A->st[s].neps; k++) {
+				int t = A->st[s].eps[k];
+				if (stamp[t] != i + 1) {
+					stamp[t] = i + 1;
+					stk[sp++] = t;
+				}
+			}
+		}
+	}
+	eoff[ni] = ne;
+	int K = lmax >= 0 ? lmax : lmin;
+	long nodes = (long)ni * (K + 1);
+	if (nodes > RX_NODES_MAX) {
+		sc_err(c, path, "the %s is too large with this minLength/maxLength (%ld states, at most %d)", what, nodes,
+		       RX_NODES_MAX);
+		goto done;
+	}
+	/* reverse edges, then the live nodes backwards from the accepting ones */
+	rev_off = calloc((size_t)ni + 1, sizeof *rev_off);
+	rev = malloc((size_t)(ne + 1) * sizeof *rev);
+	live = calloc((size_t)nodes, 1);
+	work = malloc((size_t)nodes * sizeof *work);
+	rid = malloc((size_t)nodes * sizeof *rid);
+	if (!rev_off || !rev || !live || !work || !rid) {
+		b->oom = 1;
+		goto done;
+	}
+	for (int e = 0; e < ne; e++)
+		rev_off[eto[e] + 1]++;
+	for (int i = 0; i < ni; i++)
+		rev_off[i + 1] += rev_off[i];
+	{
+		int *fill = calloc((size_t)ni + 1, sizeof *fill);
+		if (!fill) {
+			b->oom = 1;
+			goto done;
+		}
+		for (int i = 0; i < ni; i++)
+			for (int e = eoff[i]; e < eoff[i + 1]; e++)
+				rev[rev_off[eto[e]] + fill[eto[e]]++] = i;
+		free(fill);
+	}
+	long wn = 0;
+	for (int i = 0; i < ni; i++)
+		for (int k = lmin; k <= K; k++)
+			if (acc[i]) {
+				live[(long)i * (K + 1) + k] = 1;
+				work[wn++] = (int)((long)i * (K + 1) + k);
+			}
+	while (wn) {
+		int node = work[--wn], j = node / (K + 1), k2 = node % (K + 1);
+		int ks[2], nk = 0;
+		if (k2 > 0)
+			ks[nk++] = k2 - 1;
+		if (lmax < 0 && k2 == K)
+			ks[nk++] = K;
+		for (int e = rev_off[j]; e < rev_off[j + 1]; e++)
+			for (int q = 0; q < nk; q++) {
+				long pn = (long)rev[e] * (K + 1) + ks[q];
+				if (!live[pn]) {
+					live[pn] = 1;
+					work[wn++] = (int)pn;
+				}
+			}
+	}
+	if (!live[0]) {
+		sc_err(c, path, "no string satisfies the %s%s", what, lmin || lmax >= 0 ? " within minLength/maxLength" : "");
+		goto done;
+	}
+	/* forward from (start, 0): a rule per reachable live node */
+	for (long q = 0; q < nodes; q++)
+		rid[q] = -1;
+	rid[0] = b_new_rule(b, NULL);
+	wn = 0;
+	work[wn++] = 0;
+	while (wn && !b->oom) {
+		int node = work[--wn], i = node / (K + 1), k = node % (K + 1);
+		int r = rid[node];
+		int k2 = lmax >= 0 ? (k + 1 <= K ? k + 1 : -1) : (k + 1 < K ? k + 1 : K);
+		for (int e = eoff[i]; e < eoff[i + 1] && k2 >= 0; e++) {
+			int to = eto[e] * (K + 1) + k2;
+			if (!live[to])
+				continue;
+			if (rid[to] < 0) {
+				rid[to] = b_new_rule(b, NULL);
+				work[wn++] = to;
+			}
+			struct rx *x = A->st[ecls[e]].cls;
+			if (!x->has_sym) {
+				x->sym = sc_jclass(c, x);
+				x->has_sym = 1;
+			}
+			int a = b_alt(b, r);
+			b_sym(b, r, a, x->sym);
+			b_ref(b, r, a, rid[to]);
+		}
+		if (acc[i] && k >= lmin)
+			b_alt(b, r);
+	}
+	result = sc_rule1(c, "pattern-string");
+	int a = b_alt(b, result);
+	b_str(b, result, a, "\"");
+	b_ref(b, result, a, rid[0]);
+	b_str(b, result, a, "\"");
+done:
+	free(imp), free(ord), free(stamp), free(stk), free(eoff), free(eto), free(ecls), free(acc);
+	free(rev_off), free(rev), free(live), free(work), free(rid);
+	return result;
+}
+
+/* formats as (anchored) patterns of the subset above */
+#define RX_LEAP "([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26]|00)00)-02-29"
+#define RX_DATE "([0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|" \
+		"02-(0[1-9]|1[0-9]|2[0-8]))|" RX_LEAP ")"
+#define RX_TIME "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+#define RX_H16 "[0-9a-fA-F]{1,4}"
+#define RX_OCTET "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
+#define RX_LABEL "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+static const struct {
+	const char *name, *rx;
+	int maxlen; /* a length limit of its own (0 none) */
+} SC_FORMATS[] = {
+	{"date", RX_DATE, 0},
+	{"time", RX_TIME, 0},
+	{"date-time", RX_DATE "T" RX_TIME, 0},
+	{"duration", "P(([0-9]+Y([0-9]+M)?([0-9]+D)?|[0-9]+M([0-9]+D)?|[0-9]+D)(T([0-9]+H([0-9]+M)?([0-9]+S)?|"
+		     "[0-9]+M([0-9]+S)?|[0-9]+S))?|T([0-9]+H([0-9]+M)?([0-9]+S)?|[0-9]+M([0-9]+S)?|[0-9]+S)|[0-9]+W)", 0},
+	{"uuid", "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", 0},
+	{"ipv4", RX_OCTET "\\." RX_OCTET "\\." RX_OCTET "\\." RX_OCTET, 0},
+	{"ipv6", "((" RX_H16 ":){7}" RX_H16 "|(" RX_H16 ":){1,7}:|(" RX_H16 ":){1,6}:" RX_H16 "|(" RX_H16 ":){1,5}(:" RX_H16
+		 "){1,2}|(" RX_H16 ":){1,4}(:" RX_H16 "){1,3}|(" RX_H16 ":){1,3}(:" RX_H16 "){1,4}|(" RX_H16 ":){1,2}(:" RX_H16
+		 "){1,5}|" RX_H16 ":(:" RX_H16 "){1,6}|:((:" RX_H16 "){1,7}|:))", 0},
+	{"email", "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(" RX_LABEL "\\.)+" RX_LABEL, 0},
+	{"hostname", RX_LABEL "(\\." RX_LABEL ")*", 253},
+};
+
+/* the shortest and longest match (max -1: unbounded; both capped) */
+static void rx_len(const struct rx *x, long *mn, long *mx)
+{
+	long a, b, c, d;
+	switch (x->kind) {
+	case RX_CLASS: *mn = *mx = 1; return;
+	case RX_EMPTY: *mn = *mx = 0; return;
+	case RX_CAT:
+		rx_len(x->a, &a, &b);
+		rx_len(x->b, &c, &d);
+		*mn = a + c > 1000000000 ? 1000000000 : a + c;
+		*mx = b < 0 || d < 0 || b + d > 1000000000 ? -1 : b + d;
+		return;
+	case RX_ALT:
+		rx_len(x->a, &a, &b);
+		rx_len(x->b, &c, &d);
+		*mn = a < c ? a : c;
+		*mx = b < 0 || d < 0 ? -1 : b > d ? b : d;
+		return;
+	default:
+		rx_len(x->a, &a, &b);
+		*mn = a * x->min > 1000000000 ? 1000000000 : a * x->min;
+		*mx = b == 0 ? 0 : x->max < 0 || b < 0 || b * x->max > 1000000000 ? -1 : b * x->max;
+		return;
+	}
+}
+
+/* a string with "pattern" or "format" (and maybe min/maxLength) */
+static int sc_regex_string(struct sc *c, json_t *s, int lmin, int lmax, const char *path)
+{
+	json_t *pat = json_object_get(s, "pattern"), *fmt = json_object_get(s, "format");
+	char p[1024];
+	const char *src, *what;
+	int anch_s = 1, anch_e = 1;
+	if (pat && fmt) {
+		sc_err(c, path, "\"pattern\" together with \"format\" is not supported");
+		return -1;
+	}
+	if (pat) {
+		path_add(p, sizeof p, path, "pattern");
+		if (!json_is_string(pat)) {
+			sc_err(c, p, "\"pattern\" must be a string");
+			return -1;
+		}
+		src = json_string_value(pat);
+		what = "pattern";
+	} else {
+		path_add(p, sizeof p, path, "format");
+		const char *f = json_is_string(fmt) ? json_string_value(fmt) : "";
+		size_t k = 0;
+		while (k < sizeof SC_FORMATS / sizeof SC_FORMATS[0] && strcmp(SC_FORMATS[k].name, f))
+			k++;
+		if (k == sizeof SC_FORMATS / sizeof SC_FORMATS[0]) {
+			sc_err(c, p, "unsupported string format \"%.60s\" (supported: date, time, date-time, duration, uuid, "
+				     "ipv4, ipv6, email, hostname)", f);
+			return -1;
+		}
+		src = SC_FORMATS[k].rx;
+		what = "format";
+		if (SC_FORMATS[k].maxlen && (lmax < 0 || lmax > SC_FORMATS[k].maxlen))
+			lmax = SC_FORMATS[k].maxlen;
+	}
+	struct rp rp = {.s = src, .n = strlen(src)};
+	if (pat) {
+		anch_s = rp.n && src[0] == '^';
+		if (anch_s)
+			rp.i = 1;
+		size_t bs = 0; /* "$" at the end, not escaped */
+		while (bs + 2 <= rp.n && src[rp.n - 2 - bs] == '\\')
+			bs++;
+		anch_e = rp.n > rp.i && src[rp.n - 1] == '$' && bs % 2 == 0;
+		if (anch_e)
+			rp.n--;
+	}
+	struct rx *x = rx_alt(&rp);
+	if (x && rp.i < rp.n)
+		rp_err(&rp, "unmatched ')'");
+	if (!rp.failed && (!anch_s || !anch_e)) { /* unanchored: any text around */
+		struct rgs g = {0};
+		struct rx *any = rx_class(&rp, &g, 1);
+		struct rx *rep = any ? rx_new(&rp, RX_REP) : NULL;
+		if (rep) {
+			rep->a = any;
+			rep->max = -1;
+		} else {
+			rx_free(any);
+		}
+		if (!anch_s && !anch_e) {
+			struct rx *rep2 = rx_new(&rp, RX_REP);
+			struct rgs g2 = {0};
+			if (rep2) {
+				rep2->a = rx_class(&rp, &g2, 1);
+				rep2->max = -1;
+			}
+			x = rx_two(&rp, RX_CAT, rx_two(&rp, RX_CAT, rep, x), rep2);
+		} else {
+			x = anch_s ? rx_two(&rp, RX_CAT, x, rep) : rx_two(&rp, RX_CAT, rep, x);
+		}
+	}
+	if (rp.failed || !x) {
+		rx_free(x);
+		sc_err(c, p, "%s \"%.80s\": %s", what, src, rp.failed ? rp.msg : "out of memory");
+		return -1;
+	}
+	/* a length bound the pattern implies anyway costs nothing */
+	long xmin, xmax;
+	rx_len(x, &xmin, &xmax);
+	if (lmax >= 0 && xmax >= 0 && xmax <= lmax)
+		lmax = -1;
+	if (xmin >= lmin)
+		lmin = 0;
+	struct nfa A = {0};
+	int start = nfa_state(&A);
+	int end = nfa_build(&A, x, start);
+	int r = -1;
+	if (A.full || end < 0)
+		sc_err(c, p, "the %s is too large (more than %d NFA states)", what, NFA_MAX);
+	else
+		r = sc_nfa_string(c, &A, start, end, lmin, lmax, p, what);
+	for (int i = 0; i < A.n; i++)
+		free(A.st[i].eps);
+	free(A.st);
+	rx_free(x);
+	return r;
+}
+
 static const char *const SC_IGNORED[] = {"description", "title", "$schema", "$id", "$comment", "default", "examples",
 					  "deprecated", "readOnly", "writeOnly", "strict", "$defs", "definitions", NULL};
 static const char *const SC_KNOWN[] = {"type", "properties", "required", "additionalProperties", "enum", "const",
 				       "anyOf", "allOf", "items", "minItems", "maxItems", "minLength", "maxLength",
-				       "$ref", NULL};
+				       "$ref", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern",
+				       "format", NULL};
 
 static int in_list(const char *const *l, const char *k)
 {
@@ -1505,12 +2682,17 @@ static int sc_typed(struct sc *c, json_t *s, const char *type, const char *path)
 			sc_err(c, path, "maxLength %d is less than minLength %d", max, min);
 			return -1;
 		}
+		if (json_object_get(s, "pattern") || json_object_get(s, "format"))
+			return sc_regex_string(c, s, min, max, path);
 		return sc_string(c, min, max);
 	}
-	if (strcmp(type, "number") == 0)
-		return sc_number(c);
-	if (strcmp(type, "integer") == 0)
-		return sc_integer(c);
+	if (strcmp(type, "number") == 0 || strcmp(type, "integer") == 0) {
+		int number = type[0] == 'n';
+		int r = sc_bounded(c, s, number, path);
+		if (c->failed)
+			return -1;
+		return r >= 0 ? r : number ? sc_number(c) : sc_integer(c);
+	}
 	if (strcmp(type, "boolean") == 0) {
 		sc_value(c);
 		return c->boolean;
@@ -1554,6 +2736,30 @@ static int sc_schema(struct sc *c, json_t *s, const char *path)
 	char p[1024];
 	json_t *ref = json_object_get(s, "$ref"), *en = json_object_get(s, "enum"), *cn = json_object_get(s, "const");
 	json_t *any = json_object_get(s, "anyOf"), *all = json_object_get(s, "allOf"), *ty = json_object_get(s, "type");
+	/* value keywords apply only beside a "type" that they constrain (and
+	 * would be ignored beside $ref, enum, const, anyOf) */
+	static const char *const num_kw[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", NULL};
+	static const char *const str_kw[] = {"pattern", "format", NULL};
+	for (int pass = 0; pass < 2; pass++)
+		for (const char *const *kw = pass ? str_kw : num_kw; *kw; kw++) {
+			if (!json_object_get(s, *kw))
+				continue;
+			int typed = 0;
+			size_t i;
+			json_t *t;
+			if (json_is_string(ty))
+				typed = pass ? !strcmp(json_string_value(ty), "string")
+					     : !strcmp(json_string_value(ty), "integer") || !strcmp(json_string_value(ty), "number");
+			json_array_foreach(ty, i, t) if (json_is_string(t))
+				typed |= pass ? !strcmp(json_string_value(t), "string")
+					      : !strcmp(json_string_value(t), "integer") || !strcmp(json_string_value(t), "number");
+			if (!typed || ref || en || cn || any || all) {
+				path_add(p, sizeof p, path, *kw);
+				sc_err(c, p, "unsupported JSON Schema keyword \"%s\" here (supported beside \"type\": %s only)", *kw,
+				       pass ? "\"string\"" : "\"integer\" or \"number\"");
+				goto out;
+			}
+		}
 	if (ref) {
 		if (!json_is_string(ref)) {
 			path_add(p, sizeof p, path, "$ref");

@@ -64,7 +64,24 @@ int grammar_from_gbnf(const char *text, struct grammar **out, char *err);
  * properties gives a map of that value type), enum, const, anyOf, allOf
  * with one member, items, minItems, maxItems, minLength, maxLength, $ref
  * to "#", "#/$defs/..." or "#/definitions/..." (any JSON pointer into the
- * document; recursion works), and the annotations description, title,
+ * document; recursion works);
+ *   - beside "type": "integer" / "number": minimum, maximum,
+ *     exclusiveMinimum, exclusiveMaximum (numbers; draft 4's booleans too),
+ *     compiled exactly digit by digit (integers of at most 16 digits; for
+ *     "number" the bounds must be integers: the integer part's range, and
+ *     at a bound the fraction must be zero / not zero; no exponent);
+ *   - beside "type": "string": pattern (an ECMAScript regex subset: literals,
+ *     escapes \d \w \s \D \W \S \. \xHH \uHHHH ..., classes [...] and
+ *     [^...], groups ( ) (?: ) (?<name> ), |, * + ? {m} {m,} {m,n} (lazy
+ *     forms too), `.`, ^ and $ only at the very start and end; without them
+ *     any text may come around the match, as JSON Schema says; lookaround,
+ *     backreferences, \b and \p{..} are errors naming them) and format
+ *     (date, time, date-time, duration, uuid, ipv4, ipv6 without an embedded
+ *     IPv4, email, hostname; another format is an error naming it), both
+ *     compiled through an NFA into one rule per (state, length so far) so
+ *     that minLength/maxLength hold exactly; characters that JSON must
+ *     escape are written \" \\ \n ... \u00XX (one spelling each);
+ * and the annotations description, title,
  * $schema, $id, $comment, default, examples, deprecated, readOnly,
  * writeOnly, strict (ignored). Properties are generated in the order the
  * schema lists them; a property not in `required` may be left out. Any

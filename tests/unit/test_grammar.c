@@ -22,7 +22,10 @@
 #include "grammar.h"
 #include "tok.h"
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <pcre2.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -134,6 +137,163 @@ static void accept_reject(void)
 				"\"additionalProperties\":false}", "{\"b\":2,\"a\":1}", 0},
 		{"json_schema", "{\"type\":\"object\",\"additionalProperties\":{\"type\":\"boolean\"}}", "{\"x\":true,\"y\":false}", 1},
 		{"json_schema", "{\"type\":\"object\",\"additionalProperties\":{\"type\":\"boolean\"}}", "{\"x\":1}", 0},
+#define I(s) "{\"type\":\"integer\"," s "}"
+#define N(s) "{\"type\":\"number\"," s "}"
+#define F(f) "{\"type\":\"string\",\"format\":\"" f "\"}"
+#define P(p) "{\"type\":\"string\",\"pattern\":\"" p "\"}"
+		/* integer bounds: min, max, min-1, max+1, leading zeros, -0 */
+		{"json_schema", I("\"minimum\":-15,\"maximum\":123"), "-15", 1},
+		{"json_schema", I("\"minimum\":-15,\"maximum\":123"), "123", 1},
+		{"json_schema", I("\"minimum\":-15,\"maximum\":123"), "-16", 0},
+		{"json_schema", I("\"minimum\":-15,\"maximum\":123"), "124", 0},
+		{"json_schema", I("\"minimum\":-15,\"maximum\":123"), "-0", 1},
+		{"json_schema", I("\"minimum\":-15,\"maximum\":123"), "0", 1},
+		{"json_schema", I("\"minimum\":-15,\"maximum\":123"), "099", 0},
+		{"json_schema", I("\"minimum\":-15,\"maximum\":123"), "-09", 0},
+		{"json_schema", I("\"minimum\":-15,\"maximum\":123"), "1000", 0},
+		{"json_schema", I("\"minimum\":-15,\"maximum\":123"), "99", 1},
+		{"json_schema", I("\"minimum\":-15,\"maximum\":123"), "1", 1},
+		{"json_schema", I("\"minimum\":-15,\"maximum\":123"), "12", 1}, /* complete and a prefix of 120 */
+		{"json_schema", I("\"minimum\":-15,\"maximum\":123"), "1.0", 0},
+		{"json_schema", I("\"exclusiveMinimum\":5,\"exclusiveMaximum\":100"), "5", 2}, /* 50 may follow */
+		{"json_schema", I("\"exclusiveMinimum\":5,\"exclusiveMaximum\":100"), "6", 1},
+		{"json_schema", I("\"exclusiveMinimum\":5,\"exclusiveMaximum\":100"), "99", 1},
+		{"json_schema", I("\"exclusiveMinimum\":5,\"exclusiveMaximum\":100"), "100", 0},
+		{"json_schema", I("\"exclusiveMinimum\":5,\"exclusiveMaximum\":100"), "-0", 0},
+		{"json_schema", I("\"minimum\":-300,\"maximum\":-20"), "-300", 1},
+		{"json_schema", I("\"minimum\":-300,\"maximum\":-20"), "-20", 1},
+		{"json_schema", I("\"minimum\":-300,\"maximum\":-20"), "-19", 2}, /* -190 may follow */
+		{"json_schema", I("\"minimum\":-300,\"maximum\":-20"), "-19 ", 0},
+		{"json_schema", I("\"minimum\":-300,\"maximum\":-20"), "-301", 0},
+		{"json_schema", I("\"minimum\":-300,\"maximum\":-20"), "-0", 0},
+		{"json_schema", I("\"minimum\":-300,\"maximum\":-20"), "5", 0},
+		{"json_schema", I("\"minimum\":1.5,\"maximum\":3.5"), "1", 0},
+		{"json_schema", I("\"minimum\":1.5,\"maximum\":3.5"), "2", 1},
+		{"json_schema", I("\"minimum\":1.5,\"maximum\":3.5"), "3", 1},
+		{"json_schema", I("\"minimum\":1.5,\"maximum\":3.5"), "4", 0},
+		{"json_schema", I("\"minimum\":0"), "9999999999999999", 1},
+		{"json_schema", I("\"minimum\":0"), "-1", 0},
+		{"json_schema", I("\"minimum\":10,\"exclusiveMinimum\":true"), "10", 2}, /* 100 may follow */
+		{"json_schema", I("\"minimum\":10,\"exclusiveMinimum\":true"), "10 ", 0}, /* draft 4 */
+		{"json_schema", I("\"minimum\":10,\"exclusiveMinimum\":true"), "11", 1},
+		{"json_schema", "{\"type\":[\"integer\",\"null\"],\"maximum\":3}", "null", 1},
+		{"json_schema", "{\"type\":[\"integer\",\"null\"],\"maximum\":3}", "4", 0},
+		/* number bounds (integers): fractions at the edges */
+		{"json_schema", N("\"minimum\":-2,\"exclusiveMaximum\":3"), "-2", 1},
+		{"json_schema", N("\"minimum\":-2,\"exclusiveMaximum\":3"), "-2.000", 1},
+		{"json_schema", N("\"minimum\":-2,\"exclusiveMaximum\":3"), "-2.5", 0},
+		{"json_schema", N("\"minimum\":-2,\"exclusiveMaximum\":3"), "-2.01", 0},
+		{"json_schema", N("\"minimum\":-2,\"exclusiveMaximum\":3"), "-1.999", 1},
+		{"json_schema", N("\"minimum\":-2,\"exclusiveMaximum\":3"), "2.999", 1},
+		{"json_schema", N("\"minimum\":-2,\"exclusiveMaximum\":3"), "3", 0},
+		{"json_schema", N("\"minimum\":-2,\"exclusiveMaximum\":3"), "3.0", 0},
+		{"json_schema", N("\"minimum\":-2,\"exclusiveMaximum\":3"), "-0.5", 1},
+		{"json_schema", N("\"minimum\":-2,\"exclusiveMaximum\":3"), "0", 1},
+		{"json_schema", N("\"minimum\":-2,\"exclusiveMaximum\":3"), "1e1", 0},
+		{"json_schema", N("\"exclusiveMinimum\":0,\"maximum\":1"), "0", 2}, /* 0.5 may follow */
+		{"json_schema", N("\"exclusiveMinimum\":0,\"maximum\":1"), "0 ", 0},
+		{"json_schema", N("\"exclusiveMinimum\":0,\"maximum\":1"), "0.0", 2},
+		{"json_schema", N("\"exclusiveMinimum\":0,\"maximum\":1"), "0.000 ", 0},
+		{"json_schema", N("\"exclusiveMinimum\":0,\"maximum\":1"), "0.001", 1},
+		{"json_schema", N("\"exclusiveMinimum\":0,\"maximum\":1"), "1.00", 1},
+		{"json_schema", N("\"exclusiveMinimum\":0,\"maximum\":1"), "1.01", 0},
+		{"json_schema", N("\"exclusiveMinimum\":0,\"maximum\":1"), "-0.5", 0},
+		{"json_schema", N("\"maximum\":-1"), "-1", 1},
+		{"json_schema", N("\"maximum\":-1"), "-0.5", 0},
+		{"json_schema", N("\"maximum\":-1"), "-1.5", 1},
+		{"json_schema", N("\"maximum\":-1"), "-1.01", 1},
+		/* formats */
+		{"json_schema", F("date"), "\"2024-02-29\"", 1},
+		{"json_schema", F("date"), "\"2000-02-29\"", 1},
+		{"json_schema", F("date"), "\"2023-02-29\"", 0},
+		{"json_schema", F("date"), "\"1900-02-29\"", 0},
+		{"json_schema", F("date"), "\"2023-04-30\"", 1},
+		{"json_schema", F("date"), "\"2023-04-31\"", 0},
+		{"json_schema", F("date"), "\"2023-12-31\"", 1},
+		{"json_schema", F("date"), "\"2023-13-01\"", 0},
+		{"json_schema", F("date"), "\"2023-00-10\"", 0},
+		{"json_schema", F("date"), "\"2023-01-00\"", 0},
+		{"json_schema", F("date"), "\"2023-1-01\"", 0},
+		{"json_schema", F("time"), "\"23:59:59Z\"", 1},
+		{"json_schema", F("time"), "\"00:00:00.5-08:00\"", 1},
+		{"json_schema", F("time"), "\"24:00:00Z\"", 0},
+		{"json_schema", F("time"), "\"12:60:00Z\"", 0},
+		{"json_schema", F("time"), "\"12:00:00\"", 0},
+		{"json_schema", F("time"), "\"12:00:00+24:00\"", 0},
+		{"json_schema", F("date-time"), "\"2024-02-29T23:59:59.123+05:30\"", 1},
+		{"json_schema", F("date-time"), "\"2024-02-29 23:59:59Z\"", 0},
+		{"json_schema", F("duration"), "\"P1Y2M3DT4H5M6S\"", 1},
+		{"json_schema", F("duration"), "\"PT5M\"", 1},
+		{"json_schema", F("duration"), "\"P3W\"", 1},
+		{"json_schema", F("duration"), "\"P\"", 0},
+		{"json_schema", F("duration"), "\"P1DT\"", 0},
+		{"json_schema", F("duration"), "\"P1M1Y\"", 0},
+		{"json_schema", F("uuid"), "\"123e4567-E89B-12d3-a456-426614174000\"", 1},
+		{"json_schema", F("uuid"), "\"123e4567-e89b-12d3-a456-42661417400\"", 0},
+		{"json_schema", F("uuid"), "\"123e4567-e89b-12d3-a456-42661417400g\"", 0},
+		{"json_schema", F("ipv4"), "\"255.255.255.255\"", 1},
+		{"json_schema", F("ipv4"), "\"0.0.0.0\"", 1},
+		{"json_schema", F("ipv4"), "\"256.1.1.1\"", 0},
+		{"json_schema", F("ipv4"), "\"01.1.1.1\"", 0},
+		{"json_schema", F("ipv4"), "\"1.1.1\"", 0},
+		{"json_schema", F("ipv6"), "\"::\"", 1},
+		{"json_schema", F("ipv6"), "\"::1\"", 1},
+		{"json_schema", F("ipv6"), "\"1:2:3:4:5:6:7:8\"", 1},
+		{"json_schema", F("ipv6"), "\"fe80::1:2\"", 1},
+		{"json_schema", F("ipv6"), "\"1:2:3:4:5:6:7::\"", 1},
+		{"json_schema", F("ipv6"), "\"1:2:3:4:5:6:7:8:9\"", 0},
+		{"json_schema", F("ipv6"), "\"1:::2\"", 0},
+		{"json_schema", F("ipv6"), "\"1::2::3\"", 0},
+		{"json_schema", F("ipv6"), "\"12345::\"", 0},
+		{"json_schema", F("email"), "\"a.b+c@ex-ample.co\"", 1},
+		{"json_schema", F("email"), "\"a@b\"", 0},
+		{"json_schema", F("email"), "\".a@b.com\"", 0},
+		{"json_schema", F("email"), "\"a@-b.com\"", 0},
+		{"json_schema", F("hostname"), "\"a.b-c.com\"", 1},
+		{"json_schema", F("hostname"), "\"localhost\"", 1},
+		{"json_schema", F("hostname"), "\"-a.com\"", 0},
+		{"json_schema", F("hostname"), "\"a-.com\"", 0},
+		{"json_schema", F("hostname"), "\"a..b\"", 0},
+		{"json_schema", F("hostname"),
+		 "\"a123456789012345678901234567890123456789012345678901234567890123.com\"", 0}, /* a 64-byte label */
+		/* patterns */
+		{"json_schema", P("^[a-z]{2,3}-\\\\d+$"), "\"ab-1\"", 1},
+		{"json_schema", P("^[a-z]{2,3}-\\\\d+$"), "\"abc-123\"", 1},
+		{"json_schema", P("^[a-z]{2,3}-\\\\d+$"), "\"abcd-1\"", 0},
+		{"json_schema", P("^[a-z]{2,3}-\\\\d+$"), "\"ab-\"", 0},
+		{"json_schema", P("^[a-z]{2,3}-\\\\d+$"), "\"AB-1\"", 0},
+		{"json_schema", P("ab"), "\"ab\"", 1},
+		{"json_schema", P("ab"), "\"x\\nab\\\"y\"", 1}, /* unanchored: any text around */
+		{"json_schema", P("ab"), "\"a\"", 0},
+		{"json_schema", P("^ab"), "\"abz\"", 1},
+		{"json_schema", P("^ab"), "\"zab\"", 0},
+		{"json_schema", P("ab$"), "\"zab\"", 1},
+		{"json_schema", P("ab$"), "\"abz\"", 0},
+		{"json_schema", P("^(cat|dog)s?$"), "\"dogs\"", 1},
+		{"json_schema", P("^(cat|dog)s?$"), "\"cow\"", 0},
+		{"json_schema", P("^[^0-9\\\\s]+$"), "\"héllo\"", 1},
+		{"json_schema", P("^[^0-9\\\\s]+$"), "\"a b\"", 0},
+		{"json_schema", P("^[^0-9\\\\s]+$"), "\"a1\"", 0},
+		{"json_schema", P("^\\\\w\\\\.\\\\W$"), "\"_.-\"", 1},
+		{"json_schema", P("^\\\\w\\\\.\\\\W$"), "\"a.b\"", 0},
+		{"json_schema", P("^\\\\w\\\\.\\\\W$"), "\"axb\"", 0},
+		{"json_schema", P("^(?:ab){2}c{1,}$"), "\"ababcc\"", 1},
+		{"json_schema", P("^(?:ab){2}c{1,}$"), "\"abc\"", 0},
+		{"json_schema", P("^\\\"\\\\\\\\x*$"), "\"\\\"\\\\xx\"", 1}, /* ^"\\x*$: a quote and a backslash */
+		{"json_schema", P("^\\\"\\\\\\\\x*$"), "\"\\\"x\"", 0},
+		{"json_schema", P("^.$"), "\"\\n\"", 0}, /* . is not a line break */
+		{"json_schema", P("^.$"), "\"\\t\"", 1},
+		{"json_schema", P("^.$"), "\"🎉\"", 1},
+		{"json_schema", P("^[\\\\x41-\\\\u0043]$"), "\"B\"", 1},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^a+$\",\"minLength\":2,\"maxLength\":3}", "\"a\"", 0},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^a+$\",\"minLength\":2,\"maxLength\":3}", "\"aaa\"", 1},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^a+$\",\"minLength\":2,\"maxLength\":3}", "\"aaaa\"", 0},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"x\",\"maxLength\":3}", "\"éxé\"", 1},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"x\",\"maxLength\":3}", "\"éxéé\"", 0},
+#undef I
+#undef N
+#undef F
+#undef P
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct grammar *g = compile(cases[i].kind, cases[i].grammar);
@@ -167,9 +327,27 @@ static void errors(void)
 		{"gbnf", "root ::= [z-a]", "line 1, column 10", "backwards"},
 		{"gbnf", "root ::= \"\\q\"", "line 1, column 11", "escape"},
 		{"gbnf", "root ::= \"a\"{3,2}", "line 1, column 13", "repetition"},
-		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^a\"}", "\"pattern\"", "at /pattern"},
-		{"json_schema", "{\"type\":\"object\",\"properties\":{\"d\":{\"type\":\"string\",\"format\":\"date\"}}}",
-		 "\"format\"", "at /properties/d/format"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^a(?=b)\"}", "lookaround", "at /pattern"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"(?<!a)b\"}", "lookaround", "at /pattern"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^(a)\\\\1$\"}", "backreferences", "at /pattern"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"\\\\bword\"}", "word boundaries", "at /pattern"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"a^b\"}", "anchors", "at /pattern"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"(ab\"}", "missing ')'", "at /pattern"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"ab)\"}", "unmatched ')'", "at /pattern"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"[a-\"}", "unterminated", "at /pattern"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"\\\\p{L}\"}", "property escapes", "at /pattern"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^a{3}$\",\"maxLength\":2}", "no string satisfies", "/pattern"},
+		{"json_schema", "{\"type\":\"string\",\"format\":\"date\",\"maxLength\":9}", "no string satisfies", "/format"},
+		{"json_schema", "{\"type\":\"integer\",\"pattern\":\"a\"}", "\"pattern\"", "at /pattern"},
+		{"json_schema", "{\"type\":\"object\",\"properties\":{\"d\":{\"type\":\"string\",\"format\":\"color\"}}}",
+		 "unsupported string format \"color\"", "at /properties/d/format"},
+		{"json_schema", "{\"type\":\"string\",\"format\":\"date\",\"pattern\":\"^2\"}", "together", ""},
+		{"json_schema", "{\"type\":\"number\",\"minimum\":0.5}", "\"minimum\" of a \"number\"", "at /minimum"},
+		{"json_schema", "{\"type\":\"integer\",\"minimum\":5,\"maximum\":4}", "no integer satisfies", "the schema root"},
+		{"json_schema", "{\"type\":\"integer\",\"minimum\":1.2,\"maximum\":1.8}", "no integer satisfies", ""},
+		{"json_schema", "{\"type\":\"number\",\"exclusiveMinimum\":2,\"exclusiveMaximum\":2}", "no number satisfies", ""},
+		{"json_schema", "{\"type\":\"integer\",\"maximum\":\"3\"}", "must be a number", "at /maximum"},
+		{"json_schema", "{\"enum\":[1,2],\"minimum\":2}", "\"minimum\"", "at /minimum"},
 		{"json_schema", "{\"type\":\"object\",\"patternProperties\":{}}", "\"patternProperties\"", "/patternProperties"},
 		{"json_schema", "{\"oneOf\":[{\"type\":\"string\"}]}", "\"oneOf\"", "at /oneOf"},
 		{"json_schema", "{\"type\":\"array\",\"items\":{\"minimum\":0}}", "\"minimum\"", "at /items/minimum"},
@@ -363,6 +541,155 @@ static size_t u8_count(const char *s, size_t n)
 	return c;
 }
 
+/* formats, checked without the grammar: sscanf and hand-written scanners */
+static int all_in(const char *s, size_t n, const char *set)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!s[i] || !strchr(set, s[i]))
+			return 0;
+	return 1;
+}
+
+#define DIGITS "0123456789"
+#define HEX "0123456789abcdefABCDEF"
+
+static int date_ok(const char *s)
+{
+	int y, m, d;
+	if (strlen(s) < 10 || !all_in(s, 4, DIGITS) || s[4] != '-' || !all_in(s + 5, 2, DIGITS) || s[7] != '-' ||
+	    !all_in(s + 8, 2, DIGITS) || sscanf(s, "%4d-%2d-%2d", &y, &m, &d) != 3)
+		return 0;
+	static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	return m >= 1 && m <= 12 && d >= 1 && d <= mdays[m - 1] + (m == 2 && leap);
+}
+
+static int time_ok(const char *s)
+{
+	int h, mi, se;
+	if (strlen(s) < 9 || !all_in(s, 2, DIGITS) || s[2] != ':' || !all_in(s + 3, 2, DIGITS) || s[5] != ':' ||
+	    !all_in(s + 6, 2, DIGITS) || sscanf(s, "%2d:%2d:%2d", &h, &mi, &se) != 3 || h > 23 || mi > 59 || se > 59)
+		return 0;
+	s += 8;
+	if (*s == '.') {
+		size_t k = strspn(s + 1, DIGITS);
+		if (!k)
+			return 0;
+		s += 1 + k;
+	}
+	if (!strcmp(s, "Z"))
+		return 1;
+	return (s[0] == '+' || s[0] == '-') && strlen(s) == 6 && all_in(s + 1, 2, DIGITS) && s[3] == ':' &&
+	       all_in(s + 4, 2, DIGITS) && sscanf(s + 1, "%2d:%2d", &h, &mi) == 2 && h <= 23 && mi <= 59;
+}
+
+static int duration_ok(const char *s)
+{
+	if (*s++ != 'P' || !*s)
+		return 0;
+	size_t k = strspn(s, DIGITS);
+	if (k && !strcmp(s + k, "W"))
+		return 1;
+	const char *units = "YMD";
+	int n = 0, in_t = 0, nt = 0;
+	while (*s) {
+		if (*s == 'T' && !in_t) {
+			in_t = 1;
+			units = "HMS";
+			s++;
+			continue;
+		}
+		k = strspn(s, DIGITS);
+		if (!k || !s[k])
+			return 0;
+		const char *u = strchr(units, s[k]);
+		if (!u || !s[k])
+			return 0;
+		units = u + 1; /* in order, each once */
+		n++;
+		nt += in_t;
+		s += k + 1;
+	}
+	return n > 0 && (!in_t || nt > 0);
+}
+
+static int label_ok(const char *s, size_t n)
+{
+	return n >= 1 && n <= 63 && all_in(s, n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") &&
+	       s[0] != '-' && s[n - 1] != '-';
+}
+
+static int hostname_ok(const char *s, int need_dot)
+{
+	if (strlen(s) > 253)
+		return 0;
+	int dots = 0;
+	for (;;) {
+		size_t n = strcspn(s, ".");
+		if (!label_ok(s, n))
+			return 0;
+		if (!s[n])
+			return !need_dot || dots > 0;
+		dots++;
+		s += n + 1;
+	}
+}
+
+static int format_ok(const char *f, const char *s)
+{
+	uint8_t buf[16];
+	if (!strcmp(f, "date"))
+		return strlen(s) == 10 && date_ok(s);
+	if (!strcmp(f, "time"))
+		return time_ok(s);
+	if (!strcmp(f, "date-time"))
+		return strlen(s) > 11 && date_ok(s) && s[10] == 'T' && time_ok(s + 11);
+	if (!strcmp(f, "duration"))
+		return duration_ok(s);
+	if (!strcmp(f, "uuid")) {
+		if (strlen(s) != 36)
+			return 0;
+		for (int i = 0; i < 36; i++)
+			if (i == 8 || i == 13 || i == 18 || i == 23 ? s[i] != '-' : !strchr(HEX, s[i]))
+				return 0;
+		return 1;
+	}
+	if (!strcmp(f, "ipv4"))
+		return inet_pton(AF_INET, s, buf) == 1;
+	if (!strcmp(f, "ipv6"))
+		return inet_pton(AF_INET6, s, buf) == 1 && !strchr(s, '.');
+	if (!strcmp(f, "hostname"))
+		return hostname_ok(s, 0);
+	if (!strcmp(f, "email")) {
+		const char *at = strchr(s, '@');
+		if (!at || at == s || strchr(at + 1, '@'))
+			return 0;
+		const char *local = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-.";
+		if (!all_in(s, (size_t)(at - s), local) || s[0] == '.' || at[-1] == '.')
+			return 0;
+		for (const char *p = s; p < at; p++)
+			if (p[0] == '.' && p[1] == '.')
+				return 0;
+		return hostname_ok(at + 1, 1);
+	}
+	return 0;
+}
+
+/* a pattern: PCRE2 (UTF, unanchored search as JSON Schema says) */
+static int pattern_ok(const char *pat, const char *s, size_t n)
+{
+	int ec;
+	PCRE2_SIZE eo;
+	pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &ec, &eo, NULL);
+	if (!re)
+		return 0;
+	pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+	int rc = pcre2_match(re, (PCRE2_SPTR)s, n, 0, 0, md, NULL);
+	pcre2_match_data_free(md);
+	pcre2_code_free(re);
+	return rc >= 0;
+}
+
 static int valid(json_t *root, json_t *s, json_t *v)
 {
 	if (json_is_true(s))
@@ -431,6 +758,22 @@ static int valid(json_t *root, json_t *s, json_t *v)
 			return 0;
 		if ((x = json_object_get(s, "maxLength")) && n > (size_t)json_integer_value(x))
 			return 0;
+		if ((x = json_object_get(s, "pattern")) && !pattern_ok(json_string_value(x), json_string_value(v), json_string_length(v)))
+			return 0;
+		if ((x = json_object_get(s, "format")) && (strlen(json_string_value(v)) != json_string_length(v) ||
+							    !format_ok(json_string_value(x), json_string_value(v))))
+			return 0;
+	}
+	if (json_is_number(v)) {
+		double d = json_number_value(v);
+		json_t *mn = json_object_get(s, "minimum"), *mx = json_object_get(s, "maximum");
+		json_t *emn = json_object_get(s, "exclusiveMinimum"), *emx = json_object_get(s, "exclusiveMaximum");
+		if ((mn && d < json_number_value(mn)) || (mx && d > json_number_value(mx)))
+			return 0;
+		if ((json_is_number(emn) && d <= json_number_value(emn)) || (json_is_true(emn) && d <= json_number_value(mn)))
+			return 0;
+		if ((json_is_number(emx) && d >= json_number_value(emx)) || (json_is_true(emx) && d >= json_number_value(mx)))
+			return 0;
 	}
 	return 1;
 }
@@ -453,6 +796,45 @@ static void validator_selftest(void)
 		json_decref(v);
 	}
 	json_decref(s);
+	/* the new keywords: each check can say yes and no */
+	static const struct {
+		const char *schema, *value;
+		int ok;
+	} kw[] = {
+		{"{\"type\":\"integer\",\"minimum\":-3,\"exclusiveMaximum\":7}", "-3", 1},
+		{"{\"type\":\"integer\",\"minimum\":-3,\"exclusiveMaximum\":7}", "-4", 0},
+		{"{\"type\":\"integer\",\"minimum\":-3,\"exclusiveMaximum\":7}", "7", 0},
+		{"{\"type\":\"number\",\"exclusiveMinimum\":0,\"maximum\":1}", "0", 0},
+		{"{\"type\":\"number\",\"exclusiveMinimum\":0,\"maximum\":1}", "1.0", 1},
+		{"{\"type\":\"string\",\"pattern\":\"^[a-z]+\\\\d$\"}", "\"ab1\"", 1},
+		{"{\"type\":\"string\",\"pattern\":\"^[a-z]+\\\\d$\"}", "\"ab\"", 0},
+		{"{\"type\":\"string\",\"pattern\":\"b\"}", "\"abc\"", 1},
+		{"{\"type\":\"string\",\"format\":\"date\"}", "\"2024-02-29\"", 1},
+		{"{\"type\":\"string\",\"format\":\"date\"}", "\"2023-02-29\"", 0},
+		{"{\"type\":\"string\",\"format\":\"date-time\"}", "\"2023-02-28T10:00:00.5+01:00\"", 1},
+		{"{\"type\":\"string\",\"format\":\"date-time\"}", "\"2023-02-28T10:00:00\"", 0},
+		{"{\"type\":\"string\",\"format\":\"time\"}", "\"10:61:00Z\"", 0},
+		{"{\"type\":\"string\",\"format\":\"duration\"}", "\"P1Y2DT3S\"", 1},
+		{"{\"type\":\"string\",\"format\":\"duration\"}", "\"P2D1Y\"", 0},
+		{"{\"type\":\"string\",\"format\":\"duration\"}", "\"PT\"", 0},
+		{"{\"type\":\"string\",\"format\":\"uuid\"}", "\"123e4567-e89b-12d3-a456-426614174000\"", 1},
+		{"{\"type\":\"string\",\"format\":\"uuid\"}", "\"123e4567-e89b-12d3-a456-4266141740\"", 0},
+		{"{\"type\":\"string\",\"format\":\"ipv4\"}", "\"10.0.0.255\"", 1},
+		{"{\"type\":\"string\",\"format\":\"ipv4\"}", "\"10.0.0.256\"", 0},
+		{"{\"type\":\"string\",\"format\":\"ipv6\"}", "\"fe80::1\"", 1},
+		{"{\"type\":\"string\",\"format\":\"ipv6\"}", "\"fe80:::1\"", 0},
+		{"{\"type\":\"string\",\"format\":\"email\"}", "\"a.b@c.de\"", 1},
+		{"{\"type\":\"string\",\"format\":\"email\"}", "\"a..b@c.de\"", 0},
+		{"{\"type\":\"string\",\"format\":\"hostname\"}", "\"a-b.c\"", 1},
+		{"{\"type\":\"string\",\"format\":\"hostname\"}", "\"a-.c\"", 0},
+	};
+	for (size_t i = 0; i < sizeof kw / sizeof kw[0]; i++) {
+		json_t *sc = json_loads(kw[i].schema, 0, NULL), *v = json_loads(kw[i].value, JSON_DECODE_ANY, NULL);
+		CHECK(sc && v && valid(sc, sc, v) == kw[i].ok, "validator: %s on %s should be %d", kw[i].schema, kw[i].value,
+		      kw[i].ok);
+		json_decref(sc);
+		json_decref(v);
+	}
 }
 
 /* ---- engine ---- */
@@ -689,10 +1071,10 @@ static void submit_errors(inferd_model_t *m, inferd_model_t *no_tok)
 	inferd_request_init(&r);
 	r.prompt = "x";
 	r.grammar_kind = "json_schema";
-	r.grammar = "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"string\",\"pattern\":\"a+\"}}}";
+	r.grammar = "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"string\",\"pattern\":\"(?=a)\"}}}";
 	inferd_req_t *q = NULL;
 	int rc = inferd_submit(m, &r, &q, err);
-	CHECK(rc == INFERD_EINVAL && !q && strstr(err, "\"pattern\"") && strstr(err, "/properties/n/pattern"),
+	CHECK(rc == INFERD_EINVAL && !q && strstr(err, "lookaround") && strstr(err, "/properties/n/pattern"),
 	      "bad schema: rc %d \"%s\"", rc, err);
 	r.grammar_kind = "gbnf";
 	r.grammar = "root ::= [a-";
