@@ -109,7 +109,8 @@ int main(void)
 	char base[64];
 	snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", port);
 	const char *node[] = {"/usr/bin/node", "tests/e2e/tools.mjs", base, cases, mpath, "tests/schemas", NULL};
-	int rc = t_run(node, out, sizeof out, err, sizeof err);
+	/* about 40 s here; several times that under the sanitizers */
+	int rc = t_run_for(node, 540, out, sizeof out, err, sizeof err);
 	printf("%s%s", out, err);
 	CHECK(rc == 0, "tests/e2e/tools.mjs failed (exit %d)", rc);
 	kill(srv, SIGTERM);

@@ -80,6 +80,11 @@ const char *t_tmp(const char *name)
 
 int t_run(const char *const *argv, char *out, size_t out_cap, char *err, size_t err_cap)
 {
+	return t_run_for(argv, 120, out, out_cap, err, err_cap);
+}
+
+int t_run_for(const char *const *argv, unsigned seconds, char *out, size_t out_cap, char *err, size_t err_cap)
+{
 	int po[2], pe[2];
 	if (pipe(po) || pipe(pe))
 		return -1;
@@ -91,7 +96,7 @@ int t_run(const char *const *argv, char *out, size_t out_cap, char *err, size_t 
 		dup2(pe[1], 2);
 		close(po[0]);
 		close(pe[0]);
-		alarm(120);
+		alarm(seconds);
 		execv(argv[0], (char *const *)argv);
 		_exit(127);
 	}

@@ -40,6 +40,8 @@ const char *t_tmp(const char *name);
  * (each truncated to cap-1 bytes, NUL-terminated). Returns the exit code,
  * or 128 + signal, or -1 when it could not run. */
 int t_run(const char *const *argv, char *out, size_t out_cap, char *err, size_t err_cap);
+/* The same with another time limit than t_run's 120 s. */
+int t_run_for(const char *const *argv, unsigned seconds, char *out, size_t out_cap, char *err, size_t err_cap);
 
 /* A TCP port on 127.0.0.1 that was free a moment ago. */
 int t_free_port(void);
