@@ -1547,48 +1547,188 @@ static void range_alts(struct builder *b, int r, const char *pre, long long lo, 
 	}
 }
 
-/* optional fractions: any, all zeros, or one with a digit that is not 0 */
-static int frac_rule(struct builder *b, int kind)
+/* integer magnitudes L <(=) m <(=) U (U < 0: unbounded) */
+static void magnitude_alts(struct builder *b, int r, const char *pre, long long L, int lx, long long U, int ux)
 {
-	int r = b_new_rule(b, NULL);
-	int a = b_alt(b, r);
-	b_str(b, r, a, ".");
-	if (kind == 0) {
-		b_sym(b, r, a, b_repeat(b, sym_chars('0', '9'), 1, 16));
-	} else if (kind == 1) {
-		b_sym(b, r, a, b_repeat(b, sym_chars('0', '0'), 1, 16));
-	} else {
-		b_sym(b, r, a, b_repeat(b, sym_chars('0', '9'), 0, 15));
-		b_sym(b, r, a, sym_chars('1', '9'));
-		return r; /* required */
+	long long lo = L + lx, hi = U < 0 ? SC_INT_MAX : U - ux;
+	if (lo <= hi)
+		range_alts(b, r, pre, lo, hi > SC_INT_MAX ? SC_INT_MAX : hi, -1);
+}
+
+/* Numbers with bounds: a bound is a decimal of at most 15 significant
+ * digits and the values are too (integer part of L digits, fraction of at
+ * most 15 - L), so that a double parser (ajv, jansson) orders a value and
+ * a bound as the decimals are ordered: no value rounds onto a bound. */
+struct dec {
+	long long ip;           /* integer part of the magnitude */
+	char f[32];             /* fraction digits, no trailing zeros */
+	int nf;
+};
+
+#define DEC_INT_MAX 999999999999999LL /* 15 digits */
+
+static int dec_of(double x, struct dec *d)
+{
+	x = fabs(x);
+	if (x > (double)DEC_INT_MAX)
+		return -1;
+	char s[64];
+	for (int k = 0; k <= 15; k++) {
+		snprintf(s, sizeof s, "%.*f", k, x);
+		if (strtod(s, NULL) != x)
+			continue;
+		int sig = 0, seen = 0;
+		for (const char *p = s; *p; p++)
+			if (*p >= '0' && *p <= '9') {
+				seen |= *p != '0';
+				sig += seen;
+			}
+		if (sig > 15)
+			return -1;
+		d->ip = strtoll(s, NULL, 10);
+		const char *dot = strchr(s, '.');
+		snprintf(d->f, sizeof d->f, "%s", dot ? dot + 1 : "");
+		d->nf = (int)strlen(d->f);
+		while (d->nf && d->f[d->nf - 1] == '0')
+			d->f[--d->nf] = 0;
+		return 0;
 	}
-	b_alt(b, r);
+	return -1;
+}
+
+/* fraction digits D (at most maxd) with lo <(=) 0.D <(=) hi, where lo / hi
+ * are the fractions of the bounds when the integer part equals theirs
+ * (NULL: no constraint). State: position, still equal to lo, to hi. */
+struct fctx {
+	struct builder *b;
+	const struct dec *lo, *hi;
+	int lx, hx, maxd;
+	int rule[17][2][2];
+	int8_t live[17][2][2];  /* -1 unknown */
+};
+
+static int fx_empty_ok(const struct fctx *f, int i, int le, int he)
+{
+	int lok = !le || (i >= f->lo->nf && !f->lx);
+	int hok = !he || i < f->hi->nf || !f->hx;
+	return lok && hok;
+}
+
+/* digit d at position i from (le, he): -1 when it breaks a bound, else the
+ * new flags as le*2+he */
+static int fx_step(const struct fctx *f, int i, int le, int he, int d)
+{
+	int nl = 0, nh = 0;
+	if (le) {
+		int a = i < f->lo->nf ? f->lo->f[i] - '0' : 0;
+		if (d < a)
+			return -1;
+		nl = d == a;
+	}
+	if (he) {
+		int z = i < f->hi->nf ? f->hi->f[i] - '0' : 0;
+		if (d > z)
+			return -1;
+		nh = d == z;
+	}
+	return nl * 2 + nh;
+}
+
+static int fx_live(struct fctx *f, int i, int le, int he)
+{
+	if (f->live[i][le][he] >= 0)
+		return f->live[i][le][he];
+	int ok = fx_empty_ok(f, i, le, he);
+	for (int d = 0; d <= 9 && !ok && i < f->maxd; d++) {
+		int st = fx_step(f, i, le, he, d);
+		ok = st >= 0 && fx_live(f, i + 1, st >> 1, st & 1);
+	}
+	return f->live[i][le][he] = (int8_t)ok;
+}
+
+/* the digit alternatives at position i (each followed by the rest) into r */
+static int fx_rule(struct fctx *f, int i, int le, int he);
+
+static void fx_digits(struct fctx *f, int r, int i, int le, int he)
+{
+	for (int d = 0; d <= 9 && i < f->maxd;) {
+		int st = fx_step(f, i, le, he, d);
+		if (st < 0 || !fx_live(f, i + 1, st >> 1, st & 1)) {
+			d++;
+			continue;
+		}
+		int e = d;
+		while (e + 1 <= 9 && fx_step(f, i, le, he, e + 1) == st)
+			e++;
+		int a = b_alt(f->b, r);
+		b_sym(f->b, r, a, sym_chars('0' + d, '0' + e));
+		b_ref(f->b, r, a, fx_rule(f, i + 1, st >> 1, st & 1));
+		d = e + 1;
+	}
+}
+
+static int fx_rule(struct fctx *f, int i, int le, int he)
+{
+	if (f->rule[i][le][he] >= 0)
+		return f->rule[i][le][he];
+	int r = f->rule[i][le][he] = b_new_rule(f->b, NULL);
+	if (r < 0)
+		return r;
+	if (fx_empty_ok(f, i, le, he))
+		b_alt(f->b, r);
+	fx_digits(f, r, i, le, he);
 	return r;
 }
 
-/* magnitudes m with L <(=) m <(=) U (U < 0: unbounded), integers L, U:
- * integer digits then a fraction for numbers */
-static void magnitude_alts(struct builder *b, int r, const char *pre, long long L, int lx, long long U, int ux, int number)
+/* the optional fraction after integer part ip (or -1: none is possible) */
+static int frac_opt(struct builder *b, long long ip, const struct dec *lo, int lx, const struct dec *hi, int hx)
 {
-	if (!number) {
-		long long lo = L + lx, hi = U < 0 ? SC_INT_MAX : U - ux;
-		if (lo <= hi)
-			range_alts(b, r, pre, lo, hi > SC_INT_MAX ? SC_INT_MAX : hi, -1);
+	int nd = 0;
+	for (long long v = ip; v; v /= 10)
+		nd++;
+	static const struct dec zero = {0};
+	struct fctx f = {.b = b, .lo = lo ? lo : &zero, .hi = hi ? hi : &zero, .lx = lx, .hx = hx,
+			 .maxd = 15 - nd};
+	memset(f.rule, -1, sizeof f.rule);
+	memset(f.live, -1, sizeof f.live);
+	int le = lo != NULL, he = hi != NULL;
+	if (!fx_live(&f, 0, le, he))
+		return -1;
+	int r = b_new_rule(b, NULL);
+	if (fx_empty_ok(&f, 0, le, he))
+		b_alt(b, r);
+	int g = b_new_rule(b, NULL);
+	fx_digits(&f, g, 0, le, he);
+	if (b->r[g].n_alt) {
+		int a = b_alt(b, r);
+		b_str(b, r, a, ".");
+		b_ref(b, r, a, g);
+	}
+	return r;
+}
+
+/* decimal magnitudes A <(=) m <(=) B (B NULL: unbounded) */
+static void dec_range(struct builder *b, int r, const char *pre, const struct dec *A, int ax, const struct dec *B, int bx)
+{
+	long long ia = A->ip, ib = B ? B->ip : DEC_INT_MAX;
+	int t;
+	if (ia > ib)
+		return;
+	if (B && ia == ib) {
+		if ((t = frac_opt(b, ia, A, ax, B, bx)) >= 0)
+			range_alts(b, r, pre, ia, ia, t);
 		return;
 	}
-	if (U >= 0 && L == U) {
-		if (!lx && !ux)
-			range_alts(b, r, pre, L, L, frac_rule(b, 1));
-		return;
+	if ((t = frac_opt(b, ia, A, ax, NULL, 0)) >= 0)
+		range_alts(b, r, pre, ia, ia, t);
+	long long p = 10;
+	for (int L = 1; L <= 15; L++, p *= 10) { /* whole parts between, by length */
+		long long lo = ia + 1 > p / 10 ? ia + 1 : p / 10, hi = (B ? ib - 1 : ib) < p - 1 ? (B ? ib - 1 : ib) : p - 1;
+		if (lo <= hi && (t = frac_opt(b, lo, NULL, 0, NULL, 0)) >= 0)
+			range_alts(b, r, pre, lo, hi, t);
 	}
-	if (U >= 0 && L > U)
-		return;
-	range_alts(b, r, pre, L, L, frac_rule(b, lx ? 2 : 0));
-	long long hi = U < 0 ? SC_INT_MAX : U - 1;
-	if (L + 1 <= hi)
-		range_alts(b, r, pre, L + 1, hi, frac_rule(b, 0));
-	if (U >= 0 && !ux)
-		range_alts(b, r, pre, U, U, frac_rule(b, 1));
+	if (B && (t = frac_opt(b, ib, NULL, 0, B, bx)) >= 0)
+		range_alts(b, r, pre, ib, ib, t);
 }
 
 static int sc_num_bound(struct sc *c, json_t *s, const char *key, double *v, const char *path)
@@ -1631,12 +1771,14 @@ static int sc_bounded(struct sc *c, json_t *s, int number, const char *path)
 		return -1;
 	double lim = (double)SC_INT_MAX;
 	const double *bs[4] = {hmn ? &mn : NULL, hmx ? &mx : NULL, hemn ? &emn : NULL, hemx ? &emx : NULL};
+	struct dec dd;
 	for (int i = 0; i < 4; i++)
-		if (bs[i] && number && (floor(*bs[i]) != *bs[i] || fabs(*bs[i]) > lim)) {
+		if (bs[i] && number && dec_of(*bs[i], &dd)) {
 			char p[1024];
 			static const char *const names[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
 			path_add(p, sizeof p, path, names[i]);
-			sc_err(c, p, "\"%s\" of a \"number\" is supported only as an integer of at most 16 digits", names[i]);
+			sc_err(c, p, "\"%s\" of a \"number\" is supported with at most 15 significant digits (and below 1e15)",
+			       names[i]);
 			return -1;
 		}
 	/* the interval: lo (excl lx) .. hi (excl hx), in doubles, then exact integers */
@@ -1662,25 +1804,29 @@ static int sc_bounded(struct sc *c, json_t *s, int number, const char *path)
 	}
 	struct builder *b = c->b;
 	int r = sc_rule1(c, number ? "number-range" : "integer-range");
-	long long L = isinf(lo) ? 0 : (long long)lo, H = isinf(hi) ? 0 : (long long)hi;
-	int lo_inf = isinf(lo) || lo < -lim, hi_inf = isinf(hi) || hi > lim;
-	/* value >= 0: magnitude from max(lo, 0) to hi */
-	if (hi_inf || H > 0 || (H == 0 && !hx)) {
-		if (lo_inf || L < 0)
-			magnitude_alts(b, r, NULL, 0, 0, hi_inf ? -1 : H, hx, number);
-		else
-			magnitude_alts(b, r, NULL, L, lx, hi_inf ? -1 : H, hx, number);
-	}
-	/* value < 0: magnitude from (0 or -hi) to -lo */
-	if (lo_inf || L < 0) {
-		if (hi_inf || H >= 0)
-			magnitude_alts(b, r, "-", 0, 1, lo_inf ? -1 : -L, lx, number);
-		else
-			magnitude_alts(b, r, "-", -H, hx, lo_inf ? -1 : -L, lx, number);
-		if (!number && (hi_inf || H >= 0)) /* -0, as JSON allows */
+	if (number) {
+		struct dec dl = {0}, dh = {0}, zero = {0};
+		int lo_inf = isinf(lo), hi_inf = isinf(hi);
+		if (!lo_inf)
+			dec_of(lo, &dl);
+		if (!hi_inf)
+			dec_of(hi, &dh);
+		if (hi_inf || hi > 0 || (hi == 0 && !hx)) /* value >= 0 */
+			dec_range(b, r, NULL, !lo_inf && lo >= 0 ? &dl : &zero, !lo_inf && lo >= 0 ? lx : 0,
+				  hi_inf ? NULL : &dh, hx);
+		if (lo_inf || lo < 0) /* value < 0: magnitude (0 or -hi) .. -lo */
+			dec_range(b, r, "-", !hi_inf && hi < 0 ? &dh : &zero, !hi_inf && hi < 0 ? hx : 1, lo_inf ? NULL : &dl, lx);
+	} else {
+		long long L = (long long)lo, H = (long long)hi;
+		if (H >= 0) /* value >= 0 */
+			magnitude_alts(b, r, NULL, L < 0 ? 0 : L, 0, H, 0);
+		if (L < 0) { /* value < 0: magnitude (0 or -hi) .. -lo, and -0 as JSON allows */
+			magnitude_alts(b, r, "-", H >= 0 ? 1 : -H, 0, -L, 0);
+			if (H >= 0)
+				b_str(b, r, b_alt(b, r), "-0");
+		} else if (L == 0) {
 			b_str(b, r, b_alt(b, r), "-0");
-	} else if (!number && L == 0) {
-		b_str(b, r, b_alt(b, r), "-0");
+		}
 	}
 	if (!b->r[r].n_alt) {
 		sc_err(c, path, "no %s satisfies the bounds", number ? "number" : "integer");

@@ -68,8 +68,11 @@ int grammar_from_gbnf(const char *text, struct grammar **out, char *err);
  *   - beside "type": "integer" / "number": minimum, maximum,
  *     exclusiveMinimum, exclusiveMaximum (numbers; draft 4's booleans too),
  *     compiled exactly digit by digit (integers of at most 16 digits; for
- *     "number" the bounds must be integers: the integer part's range, and
- *     at a bound the fraction must be zero / not zero; no exponent);
+ *     "number" a bound may be any decimal of at most 15 significant digits
+ *     below 1e15, and the values then have at most 15 significant digits
+ *     and no exponent, so that no double parser rounds one onto a bound:
+ *     the integer part's range, and at a bound's integer part a digit-wise
+ *     range of the fraction);
  *   - beside "type": "string": pattern (an ECMAScript regex subset: literals,
  *     escapes \d \w \s \D \W \S \. \xHH \uHHHH ..., classes [...] and
  *     [^...], groups ( ) (?: ) (?<name> ), |, * + ? {m} {m,} {m,n} (lazy
