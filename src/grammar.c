@@ -1487,9 +1487,88 @@ static int sc_array(struct sc *c, json_t *s, const char *path)
 /* digit sequences of [x, y] (decimal strings of one length L, no leading
  * zero unless L == 1) as alternatives of rule r: pre (a literal or NULL),
  * then digit sets, then rule tail (-1 none): the usual regex range split */
-static void range_same_len(struct builder *b, int r, const char *pre, struct bsym *acc, int na, const char *x,
-			   const char *y, int L, int tail)
+/* multipleOf k for integers: m more digits from remainder rem reach 0 */
+struct mulctx {
+	struct builder *b;
+	int k;
+	int8_t *live;           /* [17 * k] */
+	int *rule;              /* [17 * k], -1 not made yet */
+};
+
+static int mc_rule(struct mulctx *mc, int m, int rem)
 {
+	int *slot = &mc->rule[m * mc->k + rem];
+	if (*slot >= 0)
+		return *slot;
+	struct builder *b = mc->b;
+	int r = *slot = b_new_rule(b, NULL);
+	if (r < 0)
+		return r;
+	int done[10] = {0};
+	for (int d = 0; d <= 9; d++) { /* digits leading to one remainder share an alternative */
+		int r1 = (rem * 10 + d) % mc->k;
+		if (done[d] || !mc->live[(m - 1) * mc->k + r1])
+			continue;
+		struct bsym s = {.kind = S_CHARS};
+		for (int e = d; e <= 9; e++)
+			if ((rem * 10 + e) % mc->k == r1) {
+				set_add(s.set, '0' + e, '0' + e);
+				done[e] = 1;
+			}
+		int a = b_alt(b, r);
+		b_sym(b, r, a, s);
+		if (m > 1)
+			b_ref(b, r, a, mc_rule(mc, m - 1, r1));
+	}
+	return r;
+}
+
+static int digit_lo(const struct bsym *s)
+{
+	for (int c = '0'; c <= '9'; c++)
+		if (set_has(s->set, c))
+			return c - '0';
+	return -1;
+}
+
+static int digit_hi(const struct bsym *s)
+{
+	for (int c = '9'; c >= '0'; c--)
+		if (set_has(s->set, c))
+			return c - '0';
+	return -1;
+}
+
+static void range_same_len(struct builder *b, int r, const char *pre, struct bsym *acc, int na, const char *x,
+			   const char *y, int L, int tail, struct mulctx *mc)
+{
+	if (L == 0 && mc) { /* known digits, then one range, then free digits */
+		int rem = 0, q = 0;
+		while (q < na && digit_lo(&acc[q]) == digit_hi(&acc[q]))
+			rem = (rem * 10 + digit_lo(&acc[q++])) % mc->k;
+		int lo = q < na ? digit_lo(&acc[q]) : 0, hi = q < na ? digit_hi(&acc[q]) : -1, m = na - q - 1;
+		if (q == na && rem == 0) {
+			int a = b_alt(b, r);
+			if (pre)
+				b_str(b, r, a, pre);
+			for (int i = 0; i < na; i++)
+				b_sym(b, r, a, acc[i]);
+		}
+		for (int d = lo; d <= hi; d++) {
+			int r1 = (rem * 10 + d) % mc->k;
+			if (!mc->live[m * mc->k + r1])
+				continue;
+			int a = b_alt(b, r);
+			if (pre)
+				b_str(b, r, a, pre);
+			for (int i = 0; i < q; i++)
+				b_sym(b, r, a, acc[i]);
+			b_sym(b, r, a, sym_chars('0' + d, '0' + d));
+			if (m > 0)
+				b_ref(b, r, a, mc_rule(mc, m, r1));
+		}
+		return;
+	}
 	if (L == 0) {
 		int a = b_alt(b, r);
 		if (pre)
@@ -1501,7 +1580,7 @@ static void range_same_len(struct builder *b, int r, const char *pre, struct bsy
 	}
 	if (x[0] == y[0]) {
 		acc[na] = sym_chars(x[0], x[0]);
-		range_same_len(b, r, pre, acc, na + 1, x + 1, y + 1, L - 1, tail);
+		range_same_len(b, r, pre, acc, na + 1, x + 1, y + 1, L - 1, tail, mc);
 		return;
 	}
 	int z = 1, nines = 1;
@@ -1515,24 +1594,25 @@ static void range_same_len(struct builder *b, int r, const char *pre, struct bsy
 	memset(n0, '0', (size_t)L);
 	if (!z) { /* x0 then x[1..] .. 99..9 */
 		acc[na] = sym_chars(x[0], x[0]);
-		range_same_len(b, r, pre, acc, na + 1, x + 1, n9, L - 1, tail);
+		range_same_len(b, r, pre, acc, na + 1, x + 1, n9, L - 1, tail, mc);
 		lo++;
 	}
 	if (!nines) {
 		acc[na] = sym_chars(y[0], y[0]);
-		range_same_len(b, r, pre, acc, na + 1, n0, y + 1, L - 1, tail);
+		range_same_len(b, r, pre, acc, na + 1, n0, y + 1, L - 1, tail, mc);
 		hi--;
 	}
 	if (lo <= hi) {
 		acc[na] = sym_chars(lo, hi);
 		for (int i = 1; i < L; i++)
 			acc[na + i] = sym_chars('0', '9');
-		range_same_len(b, r, pre, acc, na + L, "", "", 0, tail);
+		range_same_len(b, r, pre, acc, na + L, "", "", 0, tail, mc);
 	}
 }
 
 /* the decimal integers of [lo, hi] (0 <= lo <= hi <= SC_INT_MAX) */
-static void range_alts(struct builder *b, int r, const char *pre, long long lo, long long hi, int tail)
+static void range_alts(struct builder *b, int r, const char *pre, long long lo, long long hi, int tail,
+		       struct mulctx *mc)
 {
 	long long p = 1;
 	for (int L = 1; L <= 16; L++, p *= 10) {
@@ -1543,16 +1623,17 @@ static void range_alts(struct builder *b, int r, const char *pre, long long lo, 
 		struct bsym acc[24];
 		snprintf(xs, sizeof xs, "%lld", a);
 		snprintf(ys, sizeof ys, "%lld", z);
-		range_same_len(b, r, pre, acc, 0, xs, ys, L, tail);
+		range_same_len(b, r, pre, acc, 0, xs, ys, L, tail, mc);
 	}
 }
 
-/* integer magnitudes L <(=) m <(=) U (U < 0: unbounded) */
-static void magnitude_alts(struct builder *b, int r, const char *pre, long long L, int lx, long long U, int ux)
+/* integer magnitudes L <(=) m <(=) U (U < 0: unbounded), multiples of mc's k */
+static void magnitude_alts(struct builder *b, int r, const char *pre, long long L, int lx, long long U, int ux,
+			   struct mulctx *mc)
 {
 	long long lo = L + lx, hi = U < 0 ? SC_INT_MAX : U - ux;
 	if (lo <= hi)
-		range_alts(b, r, pre, lo, hi > SC_INT_MAX ? SC_INT_MAX : hi, -1);
+		range_alts(b, r, pre, lo, hi > SC_INT_MAX ? SC_INT_MAX : hi, -1, mc);
 }
 
 /* Numbers with bounds: a bound is a decimal of at most 15 significant
@@ -1716,19 +1797,19 @@ static void dec_range(struct builder *b, int r, const char *pre, const struct de
 		return;
 	if (B && ia == ib) {
 		if ((t = frac_opt(b, ia, A, ax, B, bx)) >= 0)
-			range_alts(b, r, pre, ia, ia, t);
+			range_alts(b, r, pre, ia, ia, t, NULL);
 		return;
 	}
 	if ((t = frac_opt(b, ia, A, ax, NULL, 0)) >= 0)
-		range_alts(b, r, pre, ia, ia, t);
+		range_alts(b, r, pre, ia, ia, t, NULL);
 	long long p = 10;
 	for (int L = 1; L <= 15; L++, p *= 10) { /* whole parts between, by length */
 		long long lo = ia + 1 > p / 10 ? ia + 1 : p / 10, hi = (B ? ib - 1 : ib) < p - 1 ? (B ? ib - 1 : ib) : p - 1;
 		if (lo <= hi && (t = frac_opt(b, lo, NULL, 0, NULL, 0)) >= 0)
-			range_alts(b, r, pre, lo, hi, t);
+			range_alts(b, r, pre, lo, hi, t, NULL);
 	}
 	if (B && (t = frac_opt(b, ib, NULL, 0, B, bx)) >= 0)
-		range_alts(b, r, pre, ib, ib, t);
+		range_alts(b, r, pre, ib, ib, t, NULL);
 }
 
 static int sc_num_bound(struct sc *c, json_t *s, const char *key, double *v, const char *path)
@@ -1767,7 +1848,21 @@ static int sc_bounded(struct sc *c, json_t *s, int number, const char *path)
 	} else {
 		hemx = sc_num_bound(c, s, "exclusiveMaximum", &emx, path);
 	}
-	if (c->failed || !(hmn || hmx || hemn || hemx))
+	/* multipleOf: a whole number from 1 to 1000 (the values are then
+	 * integers, for "number" too: every such value has its integer spelling) */
+	int k = 0;
+	if ((x = json_object_get(s, "multipleOf"))) {
+		double kv = json_is_number(x) ? json_number_value(x) : 0;
+		if (kv < 1 || kv > 1000 || floor(kv) != kv) {
+			char p[1024];
+			path_add(p, sizeof p, path, "multipleOf");
+			sc_err(c, p, "\"multipleOf\" is supported as a whole number from 1 to 1000");
+			return -1;
+		}
+		k = (int)kv;
+		number = 0;
+	}
+	if (c->failed || !(hmn || hmx || hemn || hemx || k > 1))
 		return -1;
 	double lim = (double)SC_INT_MAX;
 	const double *bs[4] = {hmn ? &mn : NULL, hmx ? &mx : NULL, hemn ? &emn : NULL, hemx ? &emx : NULL};
@@ -1817,16 +1912,37 @@ static int sc_bounded(struct sc *c, json_t *s, int number, const char *path)
 		if (lo_inf || lo < 0) /* value < 0: magnitude (0 or -hi) .. -lo */
 			dec_range(b, r, "-", !hi_inf && hi < 0 ? &dh : &zero, !hi_inf && hi < 0 ? hx : 1, lo_inf ? NULL : &dl, lx);
 	} else {
+		struct mulctx mc = {.b = b, .k = k};
+		if (k > 1) {
+			mc.live = calloc((size_t)17 * (size_t)k, 1);
+			mc.rule = malloc((size_t)17 * (size_t)k * sizeof *mc.rule);
+			if (!mc.live || !mc.rule) {
+				free(mc.live);
+				free(mc.rule);
+				b->oom = 1;
+				return -1;
+			}
+			mc.live[0] = 1;
+			for (int m = 1; m < 17; m++)
+				for (int rem = 0; rem < k; rem++) {
+					mc.rule[m * k + rem] = -1;
+					for (int d = 0; d <= 9 && !mc.live[m * k + rem]; d++)
+						mc.live[m * k + rem] = mc.live[(m - 1) * k + (rem * 10 + d) % k];
+				}
+		}
+		struct mulctx *pm = k > 1 ? &mc : NULL;
 		long long L = (long long)lo, H = (long long)hi;
 		if (H >= 0) /* value >= 0 */
-			magnitude_alts(b, r, NULL, L < 0 ? 0 : L, 0, H, 0);
+			magnitude_alts(b, r, NULL, L < 0 ? 0 : L, 0, H, 0, pm);
 		if (L < 0) { /* value < 0: magnitude (0 or -hi) .. -lo, and -0 as JSON allows */
-			magnitude_alts(b, r, "-", H >= 0 ? 1 : -H, 0, -L, 0);
+			magnitude_alts(b, r, "-", H >= 0 ? 1 : -H, 0, -L, 0, pm);
 			if (H >= 0)
 				b_str(b, r, b_alt(b, r), "-0");
 		} else if (L == 0) {
 			b_str(b, r, b_alt(b, r), "-0");
 		}
+		free(mc.live);
+		free(mc.rule);
 	}
 	if (!b->r[r].n_alt) {
 		sc_err(c, path, "no %s satisfies the bounds", number ? "number" : "integer");
@@ -2805,7 +2921,7 @@ static const char *const SC_IGNORED[] = {"description", "title", "$schema", "$id
 					  "deprecated", "readOnly", "writeOnly", "strict", "$defs", "definitions", NULL};
 static const char *const SC_KNOWN[] = {"type", "properties", "required", "additionalProperties", "enum", "const",
 				       "anyOf", "allOf", "items", "minItems", "maxItems", "minLength", "maxLength",
-				       "$ref", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern",
+				       "$ref", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "pattern",
 				       "format", NULL};
 
 static int in_list(const char *const *l, const char *k)
@@ -2884,7 +3000,7 @@ static int sc_schema(struct sc *c, json_t *s, const char *path)
 	json_t *any = json_object_get(s, "anyOf"), *all = json_object_get(s, "allOf"), *ty = json_object_get(s, "type");
 	/* value keywords apply only beside a "type" that they constrain (and
 	 * would be ignored beside $ref, enum, const, anyOf) */
-	static const char *const num_kw[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", NULL};
+	static const char *const num_kw[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", NULL};
 	static const char *const str_kw[] = {"pattern", "format", NULL};
 	for (int pass = 0; pass < 2; pass++)
 		for (const char *const *kw = pass ? str_kw : num_kw; *kw; kw++) {

@@ -72,7 +72,9 @@ int grammar_from_gbnf(const char *text, struct grammar **out, char *err);
  *     below 1e15, and the values then have at most 15 significant digits
  *     and no exponent, so that no double parser rounds one onto a bound:
  *     the integer part's range, and at a bound's integer part a digit-wise
- *     range of the fraction);
+ *     range of the fraction); multipleOf a whole number from 1 to 1000
+ *     (integer values, for "number" too: a product of the digit-wise
+ *     range with the remainder so far, dead remainders pruned);
  *   - beside "type": "string": pattern (an ECMAScript regex subset: literals,
  *     escapes \d \w \s \D \W \S \. \xHH \uHHHH ..., classes [...] and
  *     [^...], groups ( ) (?: ) (?<name> ), |, * + ? {m} {m,} {m,n} (lazy

@@ -25,6 +25,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <math.h>
 #include <pcre2.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -224,6 +225,22 @@ static void accept_reject(void)
 		{"json_schema", N("\"minimum\":0.1,\"maximum\":0.1"), "0.10", 1},
 		{"json_schema", N("\"minimum\":0.1,\"maximum\":0.1"), "0.11", 0},
 		{"json_schema", N("\"minimum\":0.1,\"maximum\":0.1"), "0.09", 0},
+		/* multipleOf (whole numbers), alone and with bounds */
+		{"json_schema", I("\"multipleOf\":7"), "0", 1},
+		{"json_schema", I("\"multipleOf\":7"), "-0", 1},
+		{"json_schema", I("\"multipleOf\":7"), "-21", 1},
+		{"json_schema", I("\"multipleOf\":7"), "700", 1},
+		{"json_schema", I("\"multipleOf\":7"), "701", 2},
+		{"json_schema", I("\"multipleOf\":7"), "701 ", 0},
+		{"json_schema", I("\"multipleOf\":7"), "9999999999999996", 1},
+		{"json_schema", I("\"multipleOf\":7"), "9999999999999997", 0},
+		{"json_schema", I("\"multipleOf\":5,\"minimum\":-12,\"maximum\":23"), "-10", 1},
+		{"json_schema", I("\"multipleOf\":5,\"minimum\":-12,\"maximum\":23"), "-15", 0},
+		{"json_schema", I("\"multipleOf\":5,\"minimum\":-12,\"maximum\":23"), "20", 1},
+		{"json_schema", I("\"multipleOf\":5,\"minimum\":-12,\"maximum\":23"), "25", 0},
+		{"json_schema", I("\"multipleOf\":5,\"minimum\":-12,\"maximum\":23"), "23", 0},
+		{"json_schema", N("\"multipleOf\":3,\"minimum\":0.5"), "6", 1},
+		{"json_schema", N("\"multipleOf\":3,\"minimum\":0.5"), "0", 0},
 		/* formats */
 		{"json_schema", F("date"), "\"2024-02-29\"", 1},
 		{"json_schema", F("date"), "\"2000-02-29\"", 1},
@@ -374,8 +391,10 @@ static void errors(void)
 		{"json_schema", "{\"type\":\"object\",\"patternProperties\":{}}", "\"patternProperties\"", "/patternProperties"},
 		{"json_schema", "{\"oneOf\":[{\"type\":\"string\"}]}", "\"oneOf\"", "at /oneOf"},
 		{"json_schema", "{\"type\":\"array\",\"items\":{\"minimum\":0}}", "\"minimum\"", "at /items/minimum"},
-		{"json_schema", "{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"integer\",\"multipleOf\":3}]}", "\"multipleOf\"",
+		{"json_schema", "{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"number\",\"multipleOf\":0.5}]}", "\"multipleOf\"",
 		 "at /anyOf/1/multipleOf"},
+		{"json_schema", "{\"type\":\"integer\",\"multipleOf\":1001}", "from 1 to 1000", "at /multipleOf"},
+		{"json_schema", "{\"type\":\"integer\",\"multipleOf\":10,\"minimum\":1,\"maximum\":9}", "no integer satisfies", ""},
 		{"json_schema", "{\"$ref\":\"#/$defs/missing\"}", "points to nothing", "#/$defs/missing"},
 		{"json_schema", "{\"$ref\":\"http://example.com/s.json\"}", "not supported", "$ref"},
 		{"json_schema", "{\"type\":\"strnig\"}", "unknown type", "/type"},
@@ -797,6 +816,10 @@ static int valid(json_t *root, json_t *s, json_t *v)
 			return 0;
 		if ((json_is_number(emx) && d >= json_number_value(emx)) || (json_is_true(emx) && d >= json_number_value(mx)))
 			return 0;
+		if ((x = json_object_get(s, "multipleOf")) &&
+		    (json_is_integer(v) && json_is_integer(x) ? json_integer_value(v) % json_integer_value(x) != 0
+							       : fmod(d, json_number_value(x)) != 0))
+			return 0;
 	}
 	return 1;
 }
@@ -829,6 +852,8 @@ static void validator_selftest(void)
 		{"{\"type\":\"integer\",\"minimum\":-3,\"exclusiveMaximum\":7}", "7", 0},
 		{"{\"type\":\"number\",\"exclusiveMinimum\":0,\"maximum\":1}", "0", 0},
 		{"{\"type\":\"number\",\"exclusiveMinimum\":0,\"maximum\":1}", "1.0", 1},
+		{"{\"type\":\"integer\",\"multipleOf\":4}", "-12", 1},
+		{"{\"type\":\"integer\",\"multipleOf\":4}", "10", 0},
 		{"{\"type\":\"string\",\"pattern\":\"^[a-z]+\\\\d$\"}", "\"ab1\"", 1},
 		{"{\"type\":\"string\",\"pattern\":\"^[a-z]+\\\\d$\"}", "\"ab\"", 0},
 		{"{\"type\":\"string\",\"pattern\":\"b\"}", "\"abc\"", 1},
