@@ -2591,6 +2591,8 @@ static struct bsym sc_jclass(struct sc *c, const struct rx *x)
 }
 
 #define RX_NODES_MAX 400000
+#define RX_EDGES_MAX 1000000
+#define RX_PATTERN_MAX 4096
 
 /* the JSON string rule of the strings the NFA (start .. accept) matches
  * whole, with minLength lmin and maxLength lmax (-1: none): one rule per
@@ -2640,6 +2642,11 @@ static int sc_nfa_string(struct sc *c, struct nfa *A, int start, int accept, int
 			if (s == accept)
 				acc[i] = 1;
 			if (A->st[s].cls && A->st[s].cls->n) {
+				if (ne >= RX_EDGES_MAX) {
+					sc_err(c, path, "the %s is too complex (more than %d transitions once its empty steps are "
+						       "removed)", what, RX_EDGES_MAX);
+					goto done;
+				}
 				if (ne == cap) {
 					cap *= 2;
 					int *a1 = realloc(eto, (size_t)cap * sizeof *eto), *a2 = realloc(ecls, (size_t)cap * sizeof *ecls);
@@ -2837,6 +2844,10 @@ static int sc_regex_string(struct sc *c, json_t *s, int lmin, int lmax, const ch
 		}
 		src = json_string_value(pat);
 		what = "pattern";
+		if (strlen(src) > RX_PATTERN_MAX) {
+			sc_err(c, p, "the pattern is longer than %d bytes", RX_PATTERN_MAX);
+			return -1;
+		}
 	} else {
 		path_add(p, sizeof p, path, "format");
 		const char *f = json_is_string(fmt) ? json_string_value(fmt) : "";

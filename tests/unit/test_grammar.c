@@ -377,6 +377,7 @@ static void errors(void)
 		{"json_schema", "{\"type\":\"string\",\"pattern\":\"\\\\p{L}\"}", "property escapes", "at /pattern"},
 		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^a{3}$\",\"maxLength\":2}", "no string satisfies", "/pattern"},
 		{"json_schema", "{\"type\":\"string\",\"format\":\"date\",\"maxLength\":9}", "no string satisfies", "/format"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^(a?){1000}(b?){1000}(c?){1000}$\"}", "too complex", "/pattern"},
 		{"json_schema", "{\"type\":\"integer\",\"pattern\":\"a\"}", "\"pattern\"", "at /pattern"},
 		{"json_schema", "{\"type\":\"object\",\"properties\":{\"d\":{\"type\":\"string\",\"format\":\"color\"}}}",
 		 "unsupported string format \"color\"", "at /properties/d/format"},
@@ -486,6 +487,13 @@ static void mask_vs_brute(const char *tok_dir, const char *label)
 		{"gbnf", "root ::= [a-z ]+ \"é\" [^\\n]*", "hello w"},
 		{"gbnf", "root ::= [a-z ]+ \"é\" [^\\n]*", "hello \xC3"}, /* inside a character */
 		{"gbnf", "root ::= (\"<\" [a-z]+ \">\")+ ", "<ab><"},
+		/* patterns and formats: classes beyond ASCII, escapes, lengths */
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^[^a]{1,5}$\"}", "\"x"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^[^a]{1,5}$\"}", "\"x\\\"\u00e9"},
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"x\",\"maxLength\":4}", "\"ab"},
+		{"json_schema", "{\"type\":\"string\",\"format\":\"date-time\"}", "\"2024-02-2"},
+		{"json_schema", "{\"type\":\"integer\",\"minimum\":-15,\"maximum\":123}", "1"},
+		{"json_schema", "{\"type\":\"number\",\"minimum\":0.25,\"maximum\":99.95}", "99.9"},
 	};
 	long total_allowed = 0;
 	for (size_t s = 0; s < sizeof st / sizeof st[0]; s++) {
@@ -1061,6 +1069,9 @@ static void edge_cases(inferd_model_t *m)
 static void robustness(void)
 {
 	static const char *seeds[][2] = {
+		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^(a|[b-d]+)\\\\d{2,3}(?:x*)?[^\\\\s]$\",\"maxLength\":9}"},
+		{"json_schema", "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"number\",\"minimum\":-1.5,"
+				"\"exclusiveMaximum\":20,\"multipleOf\":1},\"d\":{\"type\":\"string\",\"format\":\"date\"}}}"},
 		{"gbnf", "root ::= \"a\" [b-d]+ (\"x\" | \"yz\")? [^\\n]* x{2,3}\nx ::= \"\\u00e9\" | .\n"},
 		{"json_schema", "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":[\"string\",\"null\"]},\"b\":{\"$ref\":"
 				"\"#/$defs/x\"}},\"required\":[\"a\"],\"$defs\":{\"x\":{\"type\":\"array\",\"items\":"
@@ -1070,7 +1081,7 @@ static void robustness(void)
 	unsigned rs = 12345;
 	int compiled = 0, failed = 0;
 	for (int it = 0; it < 3000; it++) {
-		const char *kind = seeds[it % 2][0], *base = seeds[it % 2][1];
+		const char *kind = seeds[it % 4][0], *base = seeds[it % 4][1];
 		size_t n = strlen(base);
 		char buf[1024];
 		memcpy(buf, base, n + 1);
