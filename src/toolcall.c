@@ -29,7 +29,37 @@
  *              marker, so no byte is lost.
  *
  * Calls are collected as pending while a section parses and committed only
- * when the whole section did. Ids: call_ + 24 characters from a splitmix64
+ * when the whole section did.
+ *
+ * Streaming (sections whose struct sec has a stream kind SS_*: the JSON
+ * syntaxes where the name comes before the arguments object). While such a
+ * section is open, strm_run reads, ahead of the section's own parser and
+ * over the same bytes (up to its end marker, or what may be its start),
+ * each call's header (`{"name": "f", "arguments": {`, `f[ARGS]{`,
+ * `<｜tool▁call▁begin｜>f<｜tool▁sep｜>{`, ...) and then the arguments object
+ * member by member (strings and nesting tracked, one pass). A top-level
+ * member is complete at its `,` or the closing `}`; jansson parses its key
+ * and value and the canonical text goes out: "{" or "," + key + ":" +
+ * compact value (+ "}" at the end), which is exactly json_dumps(JSON_COMPACT)
+ * of the whole object, piece by piece. The first complete member decides
+ * the call: CALL_BEGIN (its index and id are those the commit would give),
+ * then one CALL_ARGS per member. Anything unexpected (a header of another
+ * shape, a member jansson rejects, a duplicate key, deep nesting) only
+ * stops the streaming for the rest of the section; it never guesses.
+ * When the section ends its parser decides as before, and:
+ *   - it parsed and agrees (same names, the canonical arguments start with
+ *     what streamed): the rest of the arguments text is emitted, later
+ *     calls of the section come whole;
+ *   - otherwise, if calls began: they stay, their arguments closed with
+ *     "}" after the last member that streamed, and the section's whole text
+ *     (from the whitespace before its marker through its end marker) is
+ *     content, with no trigger looked for inside it (p->fence);
+ *   - otherwise (nothing streamed): content as always.
+ * Every decision depends on bytes only (a member is complete at a fixed
+ * byte, a header longer than MAX_HEADER fails wherever the split), so the
+ * split-independence above still holds.
+ *
+ * Ids: call_ + 24 characters from a splitmix64
  * of (id_seed, index); Mistral formats, whose templates require 9
  * alphanumerics, use the model's own id when it gave one, else 9 generated.
  *
@@ -68,11 +98,16 @@ struct secres {
 typedef int (*payload_fn)(struct tc_parser *p, const char *s, size_t n);
 typedef int (*self_fn)(struct tc_parser *p, const char *s, size_t n, bool eof, struct secres *r);
 
+/* how a section's calls stream their arguments before the section ends
+ * (see "Streaming" above); SS_NONE: whole calls when the section ends */
+enum { SS_NONE, SS_JSON, SS_JSON1, SS_JSON_OBJ, SS_MV11, SS_FV31, SS_FV32, SS_DEEPSEEK, SS_KIMI, SS_SOLAR };
+
 struct sec {
 	const char *start, *end;
 	int flags;
 	payload_fn payload; /* with an end marker */
 	self_fn self;       /* without one */
+	int stream;         /* SS_* */
 };
 
 #define MAX_SECS 4
@@ -123,6 +158,30 @@ struct jstate {
 	bool valid, started, str, esc, isstr;
 };
 
+/* a call of the open section whose arguments are streaming */
+struct scall {
+	char *name, *id;
+	struct buf args; /* the arguments text emitted so far */
+	bool closed;     /* the arguments object is complete */
+};
+
+/* the open section's streaming state (linear: each byte scanned once) */
+struct strm {
+	bool init, off;
+	int kind;
+	size_t cur;   /* absolute: scanned up to here */
+	int phase;    /* SP_CALL, SP_ARGS, SP_AFTER */
+	int list;     /* JSON shapes: 0 not yet, 1 in an array, 2 bare objects */
+	int ncand;    /* call headers found */
+	char name[MAX_NAME + 1], id[72];
+	size_t mstart; /* start of the current member of the arguments */
+	int depth, nmem;
+	bool str, esc;
+	json_t *keys; /* keys emitted in the current call */
+	struct scall *calls; /* begun (CALL_BEGIN emitted) */
+	int n, cap;
+};
+
 struct tc_parser {
 	struct tc_syntax syn;
 	enum tc_choice choice;
@@ -134,6 +193,7 @@ struct tc_parser {
 	const char *close; /* current reasoning close marker */
 	struct buf in, content, reasoning;
 	size_t pos;
+	size_t fence; /* no trigger before it (the rest of a section that broke) */
 	int mode;
 	bool skip_ws, at_start, had_reasoning, finished;
 	/* the open section */
@@ -142,6 +202,7 @@ struct tc_parser {
 	size_t sec_scan;         /* where to resume looking for the section's end marker */
 	size_t max_section;      /* bytes of a section's body considered at most */
 	struct jstate js;        /* the JSON value being scanned in the open section */
+	struct strm st;          /* its calls that stream */
 	struct pcall *pend;
 	int npend, cappend;
 	struct tc_call *calls;
@@ -298,6 +359,7 @@ static int json_span(struct tc_parser *p, const char *s, size_t n, bool eof, boo
 			j->str = true;
 		} else if (c == '{' || c == '[') {
 			if (++j->depth > 512) {
+				j->i = i;
 				j->result = S_FAIL;
 				return S_FAIL;
 			}
@@ -1393,47 +1455,47 @@ static int self_harmony_start(struct tc_parser *p, const char *s, size_t n, bool
 /* ------------------------------------------------------------ the tables */
 
 static const struct fmt_spec FMT[TC_FMT_COUNT] = {
-	[TC_FMT_HERMES] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_json, NULL}}, {NULL}},
+	[TC_FMT_HERMES] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_json, NULL, SS_JSON}}, {NULL}},
 	[TC_FMT_QWEN3_XML] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_qwen_xml, NULL},
 			       {"<function=", "</function>", 0, qwen_fn, NULL}},
 			      {NULL}},
 	[TC_FMT_SEED_XML] = {{{"<seed:tool_call>", "</seed:tool_call>", 0, pl_qwen_xml, NULL}}, {NULL}},
-	[TC_FMT_LLAMA3] = {{{"{", NULL, F_START_ONLY | F_KEEP, NULL, self_json},
-			    {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_llama_tag, NULL}},
+	[TC_FMT_LLAMA3] = {{{"{", NULL, F_START_ONLY | F_KEEP, NULL, self_json, SS_JSON1},
+			    {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_llama_tag, NULL, SS_JSON_OBJ}},
 			   {NULL}},
-	[TC_FMT_MISTRAL] = {{{"[TOOL_CALLS]", NULL, 0, NULL, self_json}}, {NULL}},
-	[TC_FMT_MISTRAL_V11] = {{{"[TOOL_CALLS]", NULL, 0, NULL, self_mistral_v11}}, {NULL}},
-	[TC_FMT_DEEPSEEK] = {{{DS_CALLS_BEGIN, DS_CALLS_END, F_EOF_END, pl_deepseek, NULL}}, {NULL}},
+	[TC_FMT_MISTRAL] = {{{"[TOOL_CALLS]", NULL, 0, NULL, self_json, SS_JSON1}}, {NULL}},
+	[TC_FMT_MISTRAL_V11] = {{{"[TOOL_CALLS]", NULL, 0, NULL, self_mistral_v11, SS_MV11}}, {NULL}},
+	[TC_FMT_DEEPSEEK] = {{{DS_CALLS_BEGIN, DS_CALLS_END, F_EOF_END, pl_deepseek, NULL, SS_DEEPSEEK}}, {NULL}},
 	[TC_FMT_DSML] = {{{"<\xef\xbd\x9c" "DSML\xef\xbd\x9c" "function_calls>",
 			   "</\xef\xbd\x9c" "DSML\xef\xbd\x9c" "function_calls>", F_EOF_END, pl_dsml, NULL},
 			  {"<\xef\xbd\x9c" "DSML\xef\xbd\x9c" "tool_calls>", "</\xef\xbd\x9c" "DSML\xef\xbd\x9c" "tool_calls>",
 			   F_EOF_END, pl_dsml, NULL}},
 			 {NULL}},
-	[TC_FMT_FUNCTIONARY_V31] = {{{"<function=", "</function>", 0, pl_fv31, NULL},
+	[TC_FMT_FUNCTIONARY_V31] = {{{"<function=", "</function>", 0, pl_fv31, NULL, SS_FV31},
 				     {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_python_code, NULL}},
 				    {NULL}},
-	[TC_FMT_FUNCTIONARY_V32] = {{{">>>", NULL, F_ALWAYS, NULL, self_fv32}}, {NULL}},
-	[TC_FMT_GRANITE] = {{{"<|tool_call|>", NULL, 0, NULL, self_json}}, {"<response>", "</response>"}},
-	[TC_FMT_FIREFUNCTION] = {{{"functools", NULL, 0, NULL, self_json}}, {NULL}},
+	[TC_FMT_FUNCTIONARY_V32] = {{{">>>", NULL, F_ALWAYS, NULL, self_fv32, SS_FV32}}, {NULL}},
+	[TC_FMT_GRANITE] = {{{"<|tool_call|>", NULL, 0, NULL, self_json, SS_JSON1}}, {"<response>", "</response>"}},
+	[TC_FMT_FIREFUNCTION] = {{{"functools", NULL, 0, NULL, self_json, SS_JSON1}}, {NULL}},
 	[TC_FMT_GLM] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_glm, NULL}}, {NULL}},
 	[TC_FMT_COMMAND_R_PLUS] = {{{"Action:", NULL, 0, NULL, self_command_r}}, {NULL}},
 	[TC_FMT_HY3] = {{{"<tool_call:opensource>", "</tool_call:opensource>", 0, pl_hy3, NULL}},
 			{"<tool_calls:opensource>", "</tool_calls:opensource>"}},
-	[TC_FMT_KIMI_K2] = {{{"<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", F_EOF_END, pl_kimi, NULL}},
+	[TC_FMT_KIMI_K2] = {{{"<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", F_EOF_END, pl_kimi, NULL, SS_KIMI}},
 			    {NULL}},
 	[TC_FMT_HARMONY] = {{{"<|channel|>", NULL, F_ALWAYS, NULL, self_harmony_channel},
 			     {"<|start|>", NULL, F_ALWAYS, NULL, self_harmony_start}},
 			    {"<|end|>", "<|return|>", "<|call|>"}},
 	[TC_FMT_COMMAND_R7B] = {{{"<|START_ACTION|>", "<|END_ACTION|>", F_EOF_END, pl_json, NULL}},
 				{"<|START_RESPONSE|>", "<|END_RESPONSE|>"}},
-	[TC_FMT_JSON_TAGS] = {{{"<tool_calls>", "</tool_calls>", F_EOF_END, pl_json, NULL}}, {NULL}},
-	[TC_FMT_NEMOTRON_V2] = {{{"<TOOLCALL>", "</TOOLCALL>", F_EOF_END, pl_json, NULL}}, {NULL}},
+	[TC_FMT_JSON_TAGS] = {{{"<tool_calls>", "</tool_calls>", F_EOF_END, pl_json, NULL, SS_JSON}}, {NULL}},
+	[TC_FMT_NEMOTRON_V2] = {{{"<TOOLCALL>", "</TOOLCALL>", F_EOF_END, pl_json, NULL, SS_JSON}}, {NULL}},
 	[TC_FMT_MINIMAX_M2] = {{{"<minimax:tool_call>", "</minimax:tool_call>", F_EOF_END, pl_minimax, NULL}}, {NULL}},
 	[TC_FMT_MINICPM] = {{{"<function name=\"", "</function>", F_KEEP, pl_minicpm, NULL}}, {NULL}},
 	[TC_FMT_LFM2] = {{{"<|tool_call_start|>", "<|tool_call_end|>", 0, pl_pylist, NULL}}, {NULL}},
-	[TC_FMT_SOLAR] = {{{"<|tool_call:begin|>", "<|tool_call:end|>", 0, pl_solar, NULL}}, {"<|tool_calls|>", "<|calls|>"}},
+	[TC_FMT_SOLAR] = {{{"<|tool_call:begin|>", "<|tool_call:end|>", 0, pl_solar, NULL, SS_SOLAR}}, {"<|tool_calls|>", "<|calls|>"}},
 	[TC_FMT_APERTUS] = {{{"<|tools_prefix|>", "<|tools_suffix|>", F_EOF_END, pl_json, NULL}}, {NULL}},
-	[TC_FMT_GIGACHAT] = {{{"<|function_call|>", NULL, 0, NULL, self_json}}, {NULL}},
+	[TC_FMT_GIGACHAT] = {{{"<|function_call|>", NULL, 0, NULL, self_json, SS_JSON1}}, {NULL}},
 	[TC_FMT_GEMMA4] = {{{"<|tool_call>", "<tool_call|>", 0, pl_gemma, NULL}}, {NULL}},
 	[TC_FMT_KIMI_K3] = {{{"<|open|>call tool=\"", "<|close|>call<|sep|>", F_KEEP, pl_kimi3, NULL}},
 			    {"<|open|>tools<|sep|>", "<|close|>tools<|sep|>"}},
@@ -1686,11 +1748,23 @@ static void emit_text(struct tc_parser *p, int type, const char *s, size_t n)
 	}
 }
 
+static void strm_emit(struct tc_parser *p, int j, int index, const char *s, size_t n);
+static void strm_final(struct tc_parser *p, int j, const char *args);
+
 static void commit(struct tc_parser *p)
 {
 	bool mistral = p->syn.format == TC_FMT_MISTRAL || p->syn.format == TC_FMT_MISTRAL_V11;
 	for (int i = 0; i < p->npend; i++) {
 		struct pcall *c = &p->pend[i];
+		if (i < p->st.n) { /* streamed: the rest of its canonical arguments */
+			char *a = json_dumps(c->args, JSON_COMPACT);
+			size_t done = p->st.calls[i].args.n;
+			if (a && strlen(a) > done)
+				strm_emit(p, i, p->ncalls, a + done, strlen(a) - done);
+			strm_final(p, i, a ? a : "{}");
+			free(a);
+			continue;
+		}
 		int k = p->seen_calls++;
 		if (!p->parallel && p->ncalls >= 1)
 			continue;
@@ -1732,6 +1806,468 @@ static void commit(struct tc_parser *p)
 	pend_clear(p);
 }
 
+/* --------------------------------------------------- streaming arguments */
+
+enum { SP_CALL, SP_ARGS, SP_AFTER };
+#define STRM_DEPTH 256 /* below json_span's 512, so the stream stops first */
+
+static void strm_clear(struct tc_parser *p)
+{
+	struct strm *t = &p->st;
+	for (int i = 0; i < t->n; i++) {
+		free(t->calls[i].name);
+		free(t->calls[i].id);
+		free(t->calls[i].args.p);
+	}
+	free(t->calls);
+	json_decref(t->keys);
+	memset(t, 0, sizeof *t);
+}
+
+static void strm_init(struct tc_parser *p)
+{
+	struct strm *t = &p->st;
+	strm_clear(p);
+	t->init = true;
+	t->kind = p->sec->stream;
+	t->off = t->kind == SS_NONE || p->choice == TC_CHOICE_NONE;
+	t->cur = p->sec_body - ((p->sec->flags & F_KEEP) ? strlen(p->sec->start) : 0);
+}
+
+/* append to streamed call j's arguments and emit the piece */
+static void strm_emit(struct tc_parser *p, int j, int index, const char *s, size_t n)
+{
+	struct scall *c = &p->st.calls[j];
+	size_t o = c->args.n;
+	if (!n || buf_add(&c->args, s, n))
+		return;
+	if (p->emit) {
+		struct tc_event ev = {.type = TC_EV_CALL_ARGS, .index = index, .text = c->args.p + o, .len = n};
+		p->emit(p->ctx, &ev);
+	}
+}
+
+/* streamed call j becomes a call of the message, with arguments `args` */
+static void strm_final(struct tc_parser *p, int j, const char *args)
+{
+	struct scall *c = &p->st.calls[j];
+	p->seen_calls++;
+	if (p->ncalls == p->capcalls) {
+		int cap = p->capcalls ? 2 * p->capcalls : 4;
+		struct tc_call *q = realloc(p->calls, (size_t)cap * sizeof *q);
+		if (!q)
+			return;
+		p->calls = q;
+		p->capcalls = cap;
+	}
+	struct tc_call *t = &p->calls[p->ncalls];
+	t->id = c->id;
+	t->name = c->name;
+	t->arguments = strdup(args);
+	c->id = c->name = NULL;
+	if (!t->arguments) {
+		free(t->id);
+		free(t->name);
+		return;
+	}
+	p->ncalls++;
+}
+
+/* header matching over b[*i, lim): S_OK and *i past it, S_NEED, S_FAIL */
+static int h_wlit(const char *b, size_t lim, size_t *i, const char *lit)
+{
+	while (*i < lim && is_ws(b[*i]))
+		(*i)++;
+	size_t l = strlen(lit), avail = lim - *i;
+	if (memcmp(b + *i, lit, avail < l ? avail : l))
+		return S_FAIL;
+	if (avail < l)
+		return S_NEED;
+	*i += l;
+	return S_OK;
+}
+
+/* the text up to `lit` (within MAX_HEADER) as a trimmed name; *i past lit */
+static int h_until(const char *b, size_t lim, size_t *i, const char *lit, char *out, size_t cap)
+{
+	size_t l = strlen(lit), end = lim - *i > MAX_HEADER + l ? *i + MAX_HEADER + l : lim;
+	const char *q = find(b + *i, end - *i, lit);
+	if (!q)
+		return end < lim ? S_FAIL : S_NEED;
+	const char *s = b + *i;
+	size_t n = (size_t)(q - s);
+	trim(&s, &n);
+	if (n >= cap)
+		return S_FAIL;
+	memcpy(out, s, n);
+	out[n] = 0;
+	*i = (size_t)(q - b) + l;
+	return S_OK;
+}
+
+#define H(x)                                                                                                           \
+	do {                                                                                                           \
+		int rc_ = (x);                                                                                         \
+		if (rc_ != S_OK)                                                                                       \
+			return rc_;                                                                                    \
+	} while (0)
+
+/* {"name": "f", "arguments": {  (or "parameters", "args") */
+static int h_jcall(struct strm *t, const char *b, size_t lim, size_t *i)
+{
+	H(h_wlit(b, lim, i, "{"));
+	H(h_wlit(b, lim, i, "\"name\""));
+	H(h_wlit(b, lim, i, ":"));
+	H(h_wlit(b, lim, i, "\""));
+	size_t a = *i;
+	for (; *i < lim && b[*i] != '"'; (*i)++)
+		if (b[*i] == '\\' || (unsigned char)b[*i] < 0x20 || *i - a >= MAX_NAME)
+			return S_FAIL;
+	if (*i == lim)
+		return S_NEED;
+	size_t nl = *i - a;
+	(*i)++;
+	json_t *v = json_loadb(b + a - 1, nl + 2, JSON_DECODE_ANY, NULL);
+	bool ok = json_is_string(v);
+	json_decref(v);
+	if (!ok)
+		return S_FAIL;
+	memcpy(t->name, b + a, nl);
+	t->name[nl] = 0;
+	H(h_wlit(b, lim, i, ","));
+	H(h_wlit(b, lim, i, "\""));
+	size_t k = *i;
+	while (*i < lim && b[*i] != '"' && *i - k < 12)
+		(*i)++;
+	if (*i == lim)
+		return S_NEED;
+	size_t kl = *i - k;
+	if (b[*i] != '"' || !((kl == 9 && !memcmp(b + k, "arguments", 9)) || (kl == 10 && !memcmp(b + k, "parameters", 10)) ||
+			      (kl == 4 && !memcmp(b + k, "args", 4))))
+		return S_FAIL;
+	(*i)++;
+	H(h_wlit(b, lim, i, ":"));
+	return h_wlit(b, lim, i, "{");
+}
+
+/* the next call's header from t->cur: up to and including the "{" that
+ * opens its arguments */
+static int strm_header(struct tc_parser *p, size_t lim, size_t *i)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	t->id[0] = 0;
+	switch (t->kind) {
+	case SS_JSON:
+	case SS_JSON1:
+	case SS_JSON_OBJ:
+		if (t->ncand == 0) {
+			H(h_wlit(b, lim, i, "")); /* skip whitespace; text to come */
+			if (*i == lim)
+				return S_NEED;
+			t->list = b[*i] == '[' && t->kind != SS_JSON_OBJ ? 1 : 2;
+			if (t->list == 1)
+				(*i)++;
+		} else if (t->list == 1) {
+			H(h_wlit(b, lim, i, ","));
+		} else if (t->kind == SS_JSON1) {
+			return S_FAIL; /* one object */
+		}
+		return h_jcall(t, b, lim, i);
+	case SS_MV11: {
+		if (t->ncand)
+			return S_FAIL;
+		char head[MAX_HEADER + 1];
+		H(h_until(b, lim, i, "[ARGS]", head, sizeof head));
+		char *c = strstr(head, "[CALL_ID]");
+		if (c) {
+			const char *id = c + 9;
+			size_t idl = strlen(id);
+			trim(&id, &idl);
+			bool ok = idl > 0 && idl <= 64;
+			for (size_t k = 0; k < idl; k++)
+				ok = ok && (isalnum((unsigned char)id[k]) || id[k] == '_' || id[k] == '-');
+			if (ok)
+				snprintf(t->id, sizeof t->id, "%.*s", (int)idl, id);
+			*c = 0;
+		}
+		const char *nm = head;
+		size_t nl = strlen(head);
+		trim(&nm, &nl);
+		if (nl > MAX_NAME)
+			return S_FAIL;
+		memmove(t->name, nm, nl);
+		t->name[nl] = 0;
+		return h_wlit(b, lim, i, "{");
+	}
+	case SS_FV31:
+		if (t->ncand)
+			return S_FAIL;
+		H(h_until(b, lim, i, ">", t->name, sizeof t->name));
+		return h_wlit(b, lim, i, "{");
+	case SS_FV32:
+		if (t->ncand)
+			return S_FAIL;
+		H(h_until(b, lim, i, "\n", t->name, sizeof t->name));
+		if (!strcmp(t->name, "all"))
+			return S_FAIL;
+		return h_wlit(b, lim, i, "{");
+	case SS_DEEPSEEK:
+		if (t->ncand)
+			H(h_wlit(b, lim, i, DS_CALL_END));
+		H(h_wlit(b, lim, i, DS_CALL_BEGIN));
+		H(h_until(b, lim, i, DS_SEP, t->name, sizeof t->name));
+		return h_wlit(b, lim, i, "{");
+	case SS_KIMI: {
+		if (t->ncand)
+			H(h_wlit(b, lim, i, "<|tool_call_end|>"));
+		H(h_wlit(b, lim, i, "<|tool_call_begin|>"));
+		char head[MAX_HEADER + 1];
+		H(h_until(b, lim, i, "<|tool_call_argument_begin|>", head, sizeof head));
+		const char *h = head;
+		size_t hl = strlen(head);
+		if (starts(h, hl, "functions."))
+			h += 10, hl -= 10;
+		const char *colon = hl ? memrchr(h, ':', hl) : NULL;
+		if (colon)
+			hl = (size_t)(colon - h);
+		trim(&h, &hl);
+		if (hl > MAX_NAME)
+			return S_FAIL;
+		memmove(t->name, h, hl);
+		t->name[hl] = 0;
+		return h_wlit(b, lim, i, "{");
+	}
+	case SS_SOLAR: {
+		if (t->ncand)
+			return S_FAIL;
+		char id[MAX_HEADER + 1];
+		H(h_until(b, lim, i, "<|tool_call:name|>", id, sizeof id));
+		H(h_until(b, lim, i, "<|tool_call:args|>", t->name, sizeof t->name));
+		return h_wlit(b, lim, i, "{");
+	}
+	}
+	return S_FAIL;
+}
+
+/* may the call whose header was just read stream? (what add_call and
+ * commit would accept; later calls under parallel_tool_calls = 0 do not) */
+static bool strm_may(struct tc_parser *p)
+{
+	struct strm *t = &p->st;
+	if (!valid_name(t->name, strlen(t->name)))
+		return false;
+	if (!p->parallel && (p->ncalls > 0 || t->ncand > 0))
+		return false;
+	if (p->syn.format == TC_FMT_LLAMA3 && json_array_size(p->tools) && !tool_known(p, t->name))
+		return false;
+	return true;
+}
+
+/* A top-level member of the arguments is complete: s[0, n) ("key": value),
+ * `last` when the object closes after it. Emits its canonical text (the
+ * call begins with the first one). -1: not a valid member. */
+static int strm_member(struct tc_parser *p, const char *s, size_t n, bool last)
+{
+	struct strm *t = &p->st;
+	trim(&s, &n);
+	struct buf piece = {0};
+	json_t *key = NULL, *val = NULL;
+	char *kd = NULL, *vd = NULL;
+	int rc = -1;
+	if (!n) {
+		if (!last || t->nmem)
+			return -1;
+		buf_add(&piece, "{}", 2);
+	} else {
+		if (s[0] != '"')
+			return -1;
+		size_t k = 1;
+		while (k < n && s[k] != '"')
+			k += s[k] == '\\' ? 2 : 1;
+		if (k >= n)
+			return -1;
+		key = json_loadb(s, k + 1, JSON_DECODE_ANY, NULL);
+		size_t r = k + 1;
+		while (r < n && is_ws(s[r]))
+			r++;
+		if (!json_is_string(key) || r == n || s[r] != ':' || strlen(json_string_value(key)) != json_string_length(key) ||
+		    json_object_get(t->keys, json_string_value(key)))
+			goto out;
+		val = json_loadb(s + r + 1, n - r - 1, JSON_DECODE_ANY, NULL);
+		kd = json_dumps(key, JSON_COMPACT | JSON_ENCODE_ANY);
+		vd = val ? json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+		if (!vd || !kd || json_object_set(t->keys, json_string_value(key), json_null()))
+			goto out;
+		buf_add(&piece, t->nmem ? "," : "{", 1);
+		buf_add(&piece, kd, strlen(kd));
+		buf_add(&piece, ":", 1);
+		buf_add(&piece, vd, strlen(vd));
+		if (last)
+			buf_add(&piece, "}", 1);
+	}
+	if (t->n < t->ncand) { /* the first member decides the call: it begins */
+		if (t->n == t->cap) {
+			int cap = t->cap ? 2 * t->cap : 4;
+			struct scall *q = realloc(t->calls, (size_t)cap * sizeof *q);
+			if (!q)
+				goto out;
+			t->calls = q;
+			t->cap = cap;
+		}
+		struct scall *c = &t->calls[t->n];
+		*c = (struct scall){0};
+		char id[80];
+		int k = p->seen_calls + t->n;
+		bool mistral = p->syn.format == TC_FMT_MISTRAL || p->syn.format == TC_FMT_MISTRAL_V11;
+		if (mistral && strlen(t->id) == 9)
+			snprintf(id, sizeof id, "%s", t->id);
+		else if (mistral)
+			make_id(p->seed, k, id, 9, "");
+		else
+			make_id(p->seed, k, id, 24, "call_");
+		c->id = strdup(id);
+		c->name = strdup(t->name);
+		if (!c->id || !c->name) {
+			free(c->id);
+			free(c->name);
+			goto out;
+		}
+		t->n++;
+		p->at_start = false;
+		if (p->emit) {
+			struct tc_event ev = {.type = TC_EV_CALL_BEGIN, .index = p->ncalls + t->n - 1, .id = c->id, .name = c->name};
+			p->emit(p->ctx, &ev);
+		}
+	}
+	strm_emit(p, t->n - 1, p->ncalls + t->n - 1, piece.p, piece.n);
+	t->calls[t->n - 1].closed = last;
+	t->nmem++;
+	rc = 0;
+out:
+	json_decref(key);
+	json_decref(val);
+	free(kd);
+	free(vd);
+	free(piece.p);
+	return rc;
+}
+
+/* Stream what b[t->cur, lim) decides; fin: nothing more will come before lim. */
+static void strm_run(struct tc_parser *p, size_t lim, bool fin)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	while (!t->off && lim >= t->cur) {
+		size_t i = t->cur;
+		if (t->phase == SP_CALL) {
+			int rc = strm_header(p, lim, &i);
+			if (rc == S_NEED && (fin || lim - t->cur > MAX_HEADER))
+				rc = S_FAIL;
+			if (rc == S_NEED)
+				return;
+			if (rc == S_FAIL || i - t->cur > MAX_HEADER || !strm_may(p)) {
+				t->off = true;
+				return;
+			}
+			t->ncand++;
+			t->cur = t->mstart = i;
+			t->phase = SP_ARGS;
+			t->depth = 1;
+			t->nmem = 0;
+			t->str = t->esc = false;
+			json_decref(t->keys);
+			t->keys = json_object();
+			continue;
+		}
+		bool args = t->phase == SP_ARGS;
+		if (!args && t->kind != SS_JSON && t->kind != SS_JSON1 && t->kind != SS_JSON_OBJ) {
+			/* headed calls: the next header says the rest */
+			if (t->kind == SS_DEEPSEEK || t->kind == SS_KIMI)
+				t->phase = SP_CALL;
+			else
+				t->off = true;
+			continue;
+		}
+		/* the arguments' members, or (SP_AFTER) the rest of the call's object */
+		for (; i < lim; i++) {
+			char c = b[i];
+			if (t->str) {
+				if (t->esc)
+					t->esc = false;
+				else if (c == '\\')
+					t->esc = true;
+				else if (c == '"')
+					t->str = false;
+				continue;
+			}
+			if (c == '"') {
+				t->str = true;
+			} else if (c == '{' || c == '[') {
+				if (++t->depth > STRM_DEPTH)
+					break;
+			} else if ((c == '}' || c == ']') && t->depth > 1) {
+				t->depth--;
+			} else if (c == ']') {
+				break;
+			} else if (c == '}' && !args) {
+				t->phase = SP_CALL;
+				i++;
+				break;
+			} else if (args && (c == '}' || (c == ',' && t->depth == 1))) {
+				if (strm_member(p, b + t->mstart, i - t->mstart, c == '}'))
+					break;
+				t->mstart = i + 1;
+				if (c == '}') {
+					t->phase = SP_AFTER;
+					t->depth = 1;
+					i++;
+					break;
+				}
+			}
+		}
+		if (i < lim && t->phase == (args ? SP_ARGS : SP_AFTER)) { /* stopped on a bad byte */
+			t->off = true;
+			return;
+		}
+		t->cur = i;
+		if (t->phase == (args ? SP_ARGS : SP_AFTER))
+			return; /* needs more text */
+	}
+}
+
+/* Does the section's parse agree with what streamed (names, and the
+ * canonical arguments start with the text emitted)? */
+static bool strm_agrees(struct tc_parser *p)
+{
+	struct strm *t = &p->st;
+	if (p->npend < t->n)
+		return false;
+	for (int j = 0; j < t->n; j++) {
+		struct scall *c = &t->calls[j];
+		char *a = json_dumps(p->pend[j].args, JSON_COMPACT);
+		bool ok = a && !strcmp(p->pend[j].name, c->name) && !strncmp(a, c->args.p, c->args.n) &&
+			  (!c->closed || strlen(a) == c->args.n);
+		free(a);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* A section whose calls began streaming did not parse (or disagrees): the
+ * begun calls are kept, their arguments closed as far as they streamed. */
+static void strm_break(struct tc_parser *p)
+{
+	struct strm *t = &p->st;
+	for (int j = 0; j < t->n; j++) {
+		if (!t->calls[j].closed)
+			strm_emit(p, j, p->ncalls, "}", 1);
+		strm_final(p, j, t->calls[j].args.p ? t->calls[j].args.p : "{}");
+	}
+	pend_clear(p);
+}
+
 /* The earliest trigger at or after `from`: *at, *t (NULL when none), or
  * *partial when the text ends inside what may be one (then *at is there). */
 static void scan(const struct tc_parser *p, size_t from, size_t *at, const struct trigger **t, bool *partial)
@@ -1740,7 +2276,7 @@ static void scan(const struct tc_parser *p, size_t from, size_t *at, const struc
 	size_t n = p->in.n;
 	*t = NULL;
 	*partial = false;
-	for (size_t i = from; i < n; i++) {
+	for (size_t i = from < p->fence ? p->fence : from; i < n; i++) {
 		const struct trigger *best = NULL;
 		for (int k = 0; k < p->ntrig; k++) {
 			const struct trigger *g = &p->trig[k];
@@ -1852,10 +2388,24 @@ static void run(struct tc_parser *p, bool eof)
 			avail = p->max_section;
 		struct secres r = {0, M_CONTENT, NULL};
 		int rc;
+		size_t drop, mark = 0; /* where a section that broke after calls began
+					  * streaming ends; the length of its end marker there */
+		if (!p->st.init)
+			strm_init(p);
 		if (s->end) {
 			/* resume the search where the last push left it */
 			size_t el = strlen(s->end), from0 = p->sec_scan > body ? p->sec_scan : body;
 			const char *q = find(b + from0, body + avail - from0, s->end);
+			size_t lim = q ? (size_t)(q - b) : body + avail;
+			if (!q && !fin) /* not what may be the start of the end marker */
+				for (size_t k = el - 1; k > 0; k--)
+					if (n - body >= k && !memcmp(b + n - k, s->end, k)) {
+						lim = n - k;
+						break;
+					}
+			strm_run(p, lim, q || fin);
+			drop = q ? (size_t)(q - b) : body + avail;
+			mark = q ? el : 0;
 			if (!q && !fin) {
 				p->sec_scan = n >= el ? n - el + 1 : 0;
 				return;
@@ -1875,7 +2425,13 @@ static void run(struct tc_parser *p, bool eof)
 			}
 		} else {
 			size_t sl = (s->flags & F_KEEP) ? strlen(s->start) : 0;
+			strm_run(p, body + avail, fin);
 			rc = s->self(p, b + body - sl, avail + sl, fin, &r);
+			drop = body + avail;
+			if (p->js.valid && p->js.result == S_OK)
+				drop = p->js.abs + p->js.rlen;
+			else if (p->js.valid && p->js.result == S_FAIL && !fin)
+				drop = p->js.abs + p->js.i + 1;
 			if (rc == S_NEED && fin)
 				rc = S_FAIL;
 			if (rc == S_OK)
@@ -1883,8 +2439,24 @@ static void run(struct tc_parser *p, bool eof)
 		}
 		if (rc == S_NEED)
 			return;
+		if (rc == S_OK && p->st.n && !strm_agrees(p))
+			rc = S_FAIL;
+		if (rc != S_OK && p->st.n) {
+			/* calls began streaming: they stay (closed as far as they
+			 * streamed), and the section's whole text, from the whitespace
+			 * before its marker to its end, is content as if it had not
+			 * been a call, without looking for calls in it again */
+			strm_break(p);
+			strm_clear(p);
+			p->mode = M_CONTENT;
+			p->skip_ws = false;
+			p->pos = p->sec_ws;
+			p->fence = drop + mark;
+			continue;
+		}
 		if (rc == S_OK) {
 			commit(p);
+			strm_clear(p);
 			p->pos = body + r.used;
 			p->mode = r.next_mode;
 			if (r.next_mode == M_REASONING)
@@ -1893,6 +2465,7 @@ static void run(struct tc_parser *p, bool eof)
 			continue;
 		}
 		/* not a call: the whitespace and the marker are content */
+		strm_clear(p);
 		pend_clear(p);
 		emit_text(p, TC_EV_CONTENT, b + p->sec_ws, body - p->sec_ws);
 		p->pos = body;
@@ -2037,6 +2610,7 @@ void tc_parser_free(struct tc_parser *p)
 	if (!p)
 		return;
 	pend_clear(p);
+	strm_clear(p);
 	free(p->pend);
 	for (int i = 0; i < p->ncalls; i++) {
 		free(p->calls[i].id);

@@ -19,7 +19,8 @@
  *     trailing whitespace, an unfinished call), so streamed content never
  *     shows a partial "<tool_c".
  *   - Text that looks like a call but is not one (bad JSON, unknown
- *     structure, cut off by max_tokens) stays content, byte for byte.
+ *     structure, cut off by max_tokens) stays content, byte for byte (also
+ *     when a call in it had begun streaming, see below).
  *     Nothing crashes, nothing is lost except whitespace between segments
  *     and the structure markers themselves: leading whitespace of the
  *     message, of the reasoning and of content after reasoning, after a
@@ -33,11 +34,44 @@
  *     arguments) and Python dicts are accepted as the object they hold.
  *   - A call's text longer than tc_options.max_section (4 MiB) is content:
  *     nothing is held back without bound. Time is linear in the output.
- *   - Events of one call come when the call is complete (it may still turn
- *     out malformed, and then it is content): TC_EV_CALL_BEGIN, then one
- *     TC_EV_CALL_ARGS with the whole arguments JSON. Clients must (and the
- *     OpenAI clients do) concatenate argument deltas, so finer pieces can
- *     come later without changing the API.
+ *   - Streaming arguments. In the JSON syntaxes where the name comes
+ *     before the arguments object, a call's arguments stream while it is
+ *     generated: HERMES, MISTRAL, MISTRAL_V11, LLAMA3 (bare JSON and
+ *     <|python_tag|>{..}), GRANITE, FIREFUNCTION, JSON_TAGS, NEMOTRON_V2,
+ *     GIGACHAT, DEEPSEEK (V3.1's f<｜tool▁sep｜>{..}), KIMI_K2, SOLAR,
+ *     FUNCTIONARY_V31 (<function=f>{..}) and FUNCTIONARY_V32 (>>>f\n{..}).
+ *     The call is decided when its header is read (the name, e.g. a whole
+ *     "name" string and the "arguments" key, and the "{" that opens the
+ *     arguments) and the first top-level member of the arguments is
+ *     complete and valid JSON (or the object closes empty): then
+ *     TC_EV_CALL_BEGIN, and one TC_EV_CALL_ARGS per top-level member as
+ *     each completes ("{" + "\"k\":v" for the first, "," + "\"k\":v" for
+ *     the next, "}" with the last), each member re-serialized as jansson's
+ *     compact dump does, so the pieces concatenate to exactly the final
+ *     arguments (compact, key order as written: the whole-text parse gives
+ *     the same). A call only begins when parallel_tool_calls and
+ *     tool_choice let it be kept (and, for Llama's bare JSON with tools
+ *     given, when it names one of them). The model's own Mistral id is
+ *     kept when it comes before the arguments ([CALL_ID]); an "id" key
+ *     after them is not seen in time and the id is generated.
+ *     Text malformed before that point (a bad name, no arguments key,
+ *     arguments not an object, a bad first member, cut off before it)
+ *     is content as always, and nothing was emitted. A call that began and
+ *     then breaks (bad JSON later, a duplicate key, no closing bracket, cut
+ *     off by max_tokens, its section over max_section, calls opened one
+ *     after another without a closing tag) cannot be retracted: it stays in
+ *     tool_calls with the members that streamed, closed with "}", and the
+ *     whole text of its section (the whitespace before the marker through
+ *     the end marker) is ALSO content, byte for byte, not scanned for calls
+ *     again. Anything the streamer does not recognise before a call is
+ *     decided (another shape, Python dicts, arguments JSON-encoded as a
+ *     string, "function": {..} wrappers, keys before "name") just comes
+ *     whole, as below. A call that cannot stream (the other syntaxes: the
+ *     XML ones, GLM, HY3, harmony, Gemma 4, Kimi K3, LFM2, Apertus,
+ *     Command R7B / R+, DeepSeek R1's fenced JSON, MiniMax, MiniCPM) comes
+ *     when its section is complete: TC_EV_CALL_BEGIN, then one
+ *     TC_EV_CALL_ARGS with the whole arguments JSON. Clients concatenate
+ *     argument deltas (the OpenAI clients do).
  *   - arguments are always a JSON object text (compact, jansson's dump),
  *     whatever the model's syntax (JSON, XML parameters, Python literals).
  *     Values of XML-style parameters are typed by the request's tool schema

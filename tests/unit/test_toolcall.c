@@ -14,7 +14,12 @@
  *               the final message (so no piece of a marker ever leaked into
  *               streamed content).
  *   malformed   look-alikes (bad JSON, unclosed sections, wrong structure,
- *               tool_choice none) come back as content, byte for byte.
+ *               tool_choice none) come back as content, byte for byte; a
+ *               call that began streaming and breaks later stays (with the
+ *               members that streamed) and its text is content too.
+ *   streamed    a long arguments object in each syntax that streams,
+ *   arguments   byte by byte: several CALL_ARGS pieces before the end of
+ *               the output, adding up to the final (canonical) arguments.
  *   round trip  each fixture template renders an assistant message with
  *               tool_calls (tests/tmpl/conversations.json) through inferd's
  *               own template engine; the text after the generation prompt
@@ -521,8 +526,13 @@ static void option_cases(void)
 	o = (struct tc_options){.parallel_tool_calls = 1, .max_section = 40};
 	const char *big = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
 	check_case_opts("max_section exceeded", TC_FMT_HERMES, TC_RSN_NONE, &o, big, big, "", "[]");
-	const char *bigm = "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\", \"note\": \"a long note here\"}";
+	const char *bigm = "[TOOL_CALLS]get_weather[ARGS]{\"note\": \"a long note here\", \"city\": \"Paris\"}";
 	check_case_opts("max_section exceeded (self)", TC_FMT_MISTRAL_V11, TC_RSN_NONE, &o, bigm, bigm, "", "[]");
+	/* ... and when its first argument streamed within max_section, the
+	 * call that streamed stays too */
+	const char *bigs = "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\", \"note\": \"a long note here\"}";
+	check_case_opts("max_section exceeded after streaming", TC_FMT_MISTRAL_V11, TC_RSN_NONE, &o, bigs, bigs, "",
+			W_PARIS);
 	o.max_section = 80;
 	check_case_opts("max_section enough", TC_FMT_HERMES, TC_RSN_NONE, &o, big, "", "", W_PARIS);
 
@@ -564,7 +574,6 @@ static void malformed_cases(void)
 		enum tc_format f;
 		const char *text;
 	} M[] = {
-		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}\n</tool_call>"},
 		{TC_FMT_HERMES, "<tool_call>\n{\"nom\": \"get_weather\"}\n</tool_call>"},
 		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get weather now\", \"arguments\": {}}\n</tool_call>"},
 		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": [1, 2]}\n</tool_call>"},
@@ -579,7 +588,6 @@ static void malformed_cases(void)
 		{TC_FMT_MISTRAL, "[TOOL_CALLS] not json"},
 		{TC_FMT_MISTRAL_V11, "[TOOL_CALLS]get_weather{\"city\": \"Paris\"}"},
 		{TC_FMT_MISTRAL_V11, "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\""},
-		{TC_FMT_LLAMA3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}"},
 		{TC_FMT_LLAMA3, "<|python_tag|>not a call at all"},
 		{TC_FMT_DEEPSEEK, "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{oops}<｜tool▁call▁end｜>"
 				  "<｜tool▁calls▁end｜>"},
@@ -599,6 +607,38 @@ static void malformed_cases(void)
 		snprintf(name, sizeof name, "malformed %zu (%s)", i, tc_format_name(M[i].f));
 		check_case(name, M[i].f, TC_RSN_NONE, M[i].text, M[i].text, "", "[]");
 	}
+	/* malformed only after the call was decided (its first argument
+	 * complete, already streamed): the call stays with the arguments that
+	 * streamed, closed, and the text is content byte for byte all the same
+	 * (not scanned for calls again) */
+	static const struct {
+		enum tc_format f;
+		const char *text;
+	} D[] = {
+		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}\n</tool_call>"},
+		{TC_FMT_LLAMA3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}"},
+		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"cel"},
+		{TC_FMT_MISTRAL, "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": oops}}]"},
+		{TC_FMT_DEEPSEEK, "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"Paris\", }"
+				  "<｜tool▁call▁end｜><｜tool▁calls▁end｜>"},
+		{TC_FMT_KIMI_K2, "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+				 "<|tool_call_argument_begin|>{\"city\": \"Paris\", \"city\": \"Rome\"}<|tool_call_end|>"
+				 "<|tool_calls_section_end|>"},
+		/* calls opened one after another without a closing tag (what
+		 * tests/e2e/tools.mjs makes a biased model write) */
+		{TC_FMT_HERMES, "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}<tool_call>{\"name\": "
+				"\"get_time\", \"arguments\": {\"zone\": \"UTC\"}}<tool_call>{\"name\": \"get_"},
+		{TC_FMT_MISTRAL_V11, "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\", \"unit\": [}"},
+	};
+	for (size_t i = 0; i < sizeof D / sizeof D[0]; i++) {
+		char name[64];
+		snprintf(name, sizeof name, "decided then malformed %zu (%s)", i, tc_format_name(D[i].f));
+		check_case(name, D[i].f, TC_RSN_NONE, D[i].text, D[i].text, "", W_PARIS);
+	}
+	check_case("decided then malformed, text around", TC_FMT_HERMES, TC_RSN_NONE,
+		   "Checking. <tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}\n</tool_call>\n\nok",
+		   "Checking. <tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}\n</tool_call>\n\nok",
+		   "", W_PARIS);
 	/* a good call after a bad one still counts; the bad one stays content */
 	check_case("bad then good", TC_FMT_HERMES, TC_RSN_NONE,
 		   "<tool_call>{oops}</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": "
@@ -658,6 +698,105 @@ static void reasoning_cases(void)
 	check_case_opts("kimi k3 prompt think", TC_FMT_KIMI_K3, TC_RSN_KIMI_K3, &o,
 			"ponder<|close|>think<|sep|><|open|>response<|sep|>Hi!<|close|>response<|sep|>", "Hi!", "ponder",
 			"[]");
+}
+
+/* ------------------------------------------------- streamed arguments */
+
+struct argstream {
+	int begins, args_before_end, args_total;
+	bool finishing;
+	char name[64];
+	struct buf_ args;
+};
+
+static void on_args(void *ctx, const struct tc_event *ev)
+{
+	struct argstream *a = ctx;
+	if (ev->type == TC_EV_CALL_BEGIN && ev->index == 0) {
+		a->begins++;
+		snprintf(a->name, sizeof a->name, "%s", ev->name);
+	} else if (ev->type == TC_EV_CALL_ARGS && ev->index == 0) {
+		a->args_total++;
+		a->args_before_end += !a->finishing;
+		app(&a->args, ev->text, ev->len);
+	}
+}
+
+/* A call with a long arguments object, streamed byte by byte, in each
+ * syntax that streams: several CALL_ARGS pieces come before the end of the
+ * output (one per top-level member, each once the member is complete), and
+ * they add up to the final arguments (jansson's compact text of the
+ * object, whatever the model's spacing). */
+static void streaming_args(void)
+{
+#define LONG_ARGS                                                                                                      \
+	"{ \"city\" : \"Z\\u00fcrich\",\n  \"days\": 3, \"hourly\": true, \"unit\": null, \"scale\": 1.5e0,\n"              \
+	"  \"opts\": {\"a\": [1, {\"b\": \"}, ]\"}], \"c\": \"x\\\"y\"}, \"tags\": [\"a, b\", \"{\"],\n  \"note\": \"line\\nbreak /\" }"
+	static const struct {
+		enum tc_format f;
+		const char *head, *tail;
+		const char *prompt;
+	} S[] = {
+		{TC_FMT_HERMES, "Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ", "}\n</tool_call>\nDone.", NULL},
+		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ", "}\n", NULL},
+		{TC_FMT_MISTRAL, "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": ", ", \"id\": \"abcDEF123\"}]", NULL},
+		{TC_FMT_MISTRAL_V11, "[TOOL_CALLS]get_weather[CALL_ID]a1b2c3d4e[ARGS]", "", NULL},
+		{TC_FMT_GRANITE, "<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": ", "}]", NULL},
+		{TC_FMT_FIREFUNCTION, " functools[{\"name\": \"get_weather\", \"arguments\": ", "}]", NULL},
+		{TC_FMT_NEMOTRON_V2, "<TOOLCALL>[{\"name\": \"get_weather\", \"arguments\": ", "}]</TOOLCALL>", NULL},
+		{TC_FMT_JSON_TAGS, "<tool_calls>\n{\"name\": \"get_weather\", \"arguments\": ", "}\n</tool_calls>", NULL},
+		{TC_FMT_GIGACHAT, "<|function_call|>{\"name\": \"get_weather\", \"arguments\": ", "}", NULL},
+		{TC_FMT_LLAMA3, "{\"name\": \"get_weather\", \"parameters\": ", "}", NULL},
+		{TC_FMT_LLAMA3, "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": ", "}", NULL},
+		{TC_FMT_DEEPSEEK, "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>",
+		 "<｜tool▁call▁end｜><｜tool▁calls▁end｜>", NULL},
+		{TC_FMT_KIMI_K2, "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>",
+		 "<|tool_call_end|><|tool_calls_section_end|>", NULL},
+		{TC_FMT_SOLAR, "<|tool_call:begin|>call00003<|tool_call:name|>get_weather<|tool_call:args|>", "<|tool_call:end|>", NULL},
+		{TC_FMT_FUNCTIONARY_V31, "<function=get_weather>", "</function>", NULL},
+		{TC_FMT_FUNCTIONARY_V32, "get_weather\n", "", "<|start_header_id|>assistant<|end_header_id|>\n\n>>>"},
+	};
+	json_t *want = json_loads(LONG_ARGS, 0, NULL);
+	char *want_text = json_dumps(want, JSON_COMPACT);
+	CHECK(want && want_text, "LONG_ARGS is not JSON");
+	for (size_t k = 0; want_text && k < sizeof S / sizeof S[0]; k++) {
+		char text[2048];
+		snprintf(text, sizeof text, "%s%s%s", S[k].head, LONG_ARGS, S[k].tail);
+		struct tc_syntax syn = {S[k].f, TC_RSN_NONE, 0};
+		struct tc_options o = {.parallel_tool_calls = 1, .id_seed = 7, .prompt = S[k].prompt,
+				       .prompt_len = S[k].prompt ? strlen(S[k].prompt) : 0};
+		struct tc_parser *p;
+		tc_parser_new(&syn, &o, &p, err);
+		struct argstream a = {0};
+		size_t n = strlen(text);
+		for (size_t i = 0; i < n; i++)
+			tc_parser_push(p, text + i, 1, on_args, &a);
+		a.finishing = true;
+		struct tc_message m;
+		tc_parser_finish(p, on_args, &a, &m);
+		tc_parser_free(p);
+		const char *fn = tc_format_name(S[k].f);
+		CHECK(m.n_calls == 1 && a.begins == 1 && !strcmp(a.name, "get_weather"), "%s: %d calls, %d begins", fn,
+		      m.n_calls, a.begins);
+		CHECK(a.args_before_end >= 8, "%s: %d argument pieces before the end of the output (of %d)", fn,
+		      a.args_before_end, a.args_total);
+		CHECK(m.n_calls == 1 && !strcmp(nz(a.args.p), m.calls[0].arguments), "%s: pieces [%s] != final [%s]", fn,
+		      nz(a.args.p), m.n_calls ? m.calls[0].arguments : "");
+		CHECK(m.n_calls == 1 && !strcmp(m.calls[0].arguments, want_text), "%s: arguments [%s], want [%s]", fn,
+		      m.n_calls ? m.calls[0].arguments : "", want_text);
+		if (k == 0)
+			printf("streamed arguments: %s, %d pieces before the end, first call of %zu syntaxes\n", fn,
+			       a.args_before_end, sizeof S / sizeof S[0]);
+		free(a.args.p);
+		tc_message_free(&m);
+		/* and the usual: every split gives the same events and message */
+		char name[64];
+		snprintf(name, sizeof name, "streamed arguments (%s)", fn);
+		check_case_opts(name, S[k].f, TC_RSN_NONE, &o, text,
+				k == 0 ? "Sure.Done." : "", "", "[[\"get_weather\", " LONG_ARGS "]]");
+	}
+	free(want_text);
+	json_decref(want);
 }
 
 /* ---------------------------------------------------------- mutations */
@@ -1220,6 +1359,7 @@ int main(int argc, char **argv)
 	option_cases();
 	malformed_cases();
 	reasoning_cases();
+	streaming_args();
 	mutations();
 	long_outputs();
 	token_streaming();
