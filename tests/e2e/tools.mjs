@@ -150,7 +150,7 @@ for (const [name, body, want] of [
   ["a tool without a name", { tools: [{ type: "function", function: {} }] }, "tools[0].function.name"],
   ["tool_choice required without tools", { tool_choice: "required" }, "needs 'tools'"],
   ["an unsupported schema keyword", { response_format: { type: "json_schema", json_schema: { name: "x", schema:
-    { type: "object", properties: { a: { type: "string", pattern: "^a" } } } } } }, "pattern"],
+    { type: "object", properties: { a: { type: "array", items: { type: "integer" }, uniqueItems: true } } } } } }, "uniqueItems"],
   ["a bad grammar", { grammar: "root ::= (" }, "line 1"],
 ]) {
   try {
