@@ -3,13 +3,16 @@
  * executor):
  *  1. GBNF and JSON Schema grammars accept and reject given strings;
  *  2. bad GBNF gets an error with its line and column; unsupported schema
- *     keywords are named with their JSON path;
+ *     keywords are named with their JSON path; numeric bounds, multipleOf,
+ *     formats and patterns accept and reject at their boundaries, and
+ *     patterns agree with PCRE2 on thousands of random strings;
  *  3. token bytes of byte-level (Qwen3) and SentencePiece (Llama 2)
  *     vocabularies, and the trie mask equals a brute-force check (feed the
  *     token's bytes to a fresh matcher) for every token at many states;
- *  4. the 20 schemas of tests/schemas: generation from a random-weight
+ *  4. the schemas of tests/schemas: generation from a random-weight
  *     model over many seeds always ends with "stop" and text that jansson
- *     parses and the small validator below accepts;
+ *     parses and the small validator below accepts (bounds, multipleOf,
+ *     pattern through PCRE2 and formats checked without the grammar);
  *  5. constrained and free requests in one batch give the same tokens as
  *     each alone; a GBNF grammar's output is one of its sentences; bad
  *     constraints are refused by inferd_submit.
@@ -730,7 +733,9 @@ static int pattern_ok(const char *pat, const char *s, size_t n)
 {
 	int ec;
 	PCRE2_SIZE eo;
-	pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &ec, &eo, NULL);
+	/* $ only at the very end, as in ECMAScript */
+	pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_DOLLAR_ENDONLY, &ec, &eo,
+				       NULL);
 	if (!re)
 		return 0;
 	pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
@@ -891,6 +896,61 @@ static void validator_selftest(void)
 		json_decref(sc);
 		json_decref(v);
 	}
+}
+
+/* patterns: the grammar accepts a random string exactly when PCRE2 finds
+ * the pattern in it (and its length fits), over an alphabet where
+ * ECMAScript and PCRE2 agree (no \r, no Unicode spaces) */
+static void pattern_vs_pcre(void)
+{
+	static const struct {
+		const char *pattern;
+		int max_len; /* -1 none */
+	} pats[] = {
+		{"^[a-z]{2,3}-\\d+$", -1}, {"ab", -1}, {"^a(b|-)*1?$", -1}, {"[^a]{2}", -1}, {"^(\\w+\\.)?\\w$", -1},
+		{"é+$", -1}, {"^\\s*\\\"", -1}, {"a{2,}b?", 4}, {"^.?$", -1}, {"^[\\-_.]+$", 3}, {"^\\\\\\\\?(b|é){1,2}", -1},
+		{"^(?:a|ab)(?:1|-)*$", 5}, {"\\D\\S\\W", -1},
+	};
+	static const char *alpha[] = {"a", "b", "-", "1", "_", ".", "\"", "\\", " ", "é", "\n", "\t"};
+	unsigned rs = 777;
+	long checked = 0, matched = 0;
+	for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++) {
+		char schema[512];
+		json_t *js = json_pack("{s:s, s:s}", "type", "string", "pattern", pats[i].pattern);
+		if (pats[i].max_len >= 0)
+			json_object_set_new(js, "maxLength", json_integer(pats[i].max_len));
+		char *txt = json_dumps(js, JSON_COMPACT);
+		snprintf(schema, sizeof schema, "%s", txt);
+		free(txt);
+		json_decref(js);
+		struct grammar *g = compile("json_schema", schema);
+		if (!g)
+			continue;
+		for (int it = 0; it < 3000; it++) {
+			char s[64] = "";
+			size_t n = 0;
+			int len = (int)((rs = rs * 1103515245u + 12345u) >> 16) % 7, chars = 0;
+			for (int k = 0; k < len; k++, chars++) {
+				const char *a = alpha[((rs = rs * 1103515245u + 12345u) >> 16) % (sizeof alpha / sizeof alpha[0])];
+				memcpy(s + n, a, strlen(a));
+				n += strlen(a);
+			}
+			s[n] = 0;
+			json_t *str = json_stringn(s, n);
+			char *enc = json_dumps(str, JSON_ENCODE_ANY);
+			int want = pattern_ok(pats[i].pattern, s, n) && (pats[i].max_len < 0 || chars <= pats[i].max_len);
+			int got = judge(g, enc) == 1;
+			CHECK(got == want, "pattern %s on %s: grammar %d, PCRE2 %d", schema, enc, got, want);
+			checked++;
+			matched += want;
+			free(enc);
+			json_decref(str);
+		}
+		grammar_free(g);
+	}
+	printf("patterns: %ld random strings, grammar == PCRE2 (%ld match)\n", checked, matched);
+	CHECK(matched > checked / 20 && matched < checked - checked / 20, "the strings should both match and not (%ld of %ld)",
+	      matched, checked);
 }
 
 /* ---- engine ---- */
@@ -1343,6 +1403,7 @@ int main(void)
 	errors();
 	robustness();
 	validator_selftest();
+	pattern_vs_pcre();
 	vocab_bytes();
 	mask_vs_brute(QWEN3, "qwen3");
 	mask_vs_brute(LLAMA2, "llama2");
