@@ -953,6 +953,69 @@ static void pattern_vs_pcre(void)
 	      matched, checked);
 }
 
+/* bounds: the grammar accepts a random JSON number exactly when it lies in
+ * the bounds as a double (and has at most 15 significant digits for a
+ * number, 16 digits for an integer; "-0..." spellings of zero aside) */
+static void bounds_vs_doubles(void)
+{
+	static const struct {
+		const char *schema;
+		int integer, mult;
+		double lo, hi;
+		int lx, hx; /* exclusive */
+	} cf[] = {
+		{"{\"type\":\"integer\",\"minimum\":-15,\"maximum\":123}", 1, 1, -15, 123, 0, 0},
+		{"{\"type\":\"integer\",\"exclusiveMinimum\":5,\"exclusiveMaximum\":1000}", 1, 1, 5, 1000, 1, 1},
+		{"{\"type\":\"integer\",\"maximum\":-7}", 1, 1, -1e300, -7, 0, 0},
+		{"{\"type\":\"integer\",\"multipleOf\":7,\"minimum\":-50,\"maximum\":600}", 1, 7, -50, 600, 0, 0},
+		{"{\"type\":\"integer\",\"multipleOf\":12}", 1, 12, -1e300, 1e300, 0, 0},
+		{"{\"type\":\"number\",\"minimum\":-2.5,\"exclusiveMaximum\":3.75}", 0, 1, -2.5, 3.75, 0, 1},
+		{"{\"type\":\"number\",\"exclusiveMinimum\":0,\"maximum\":1}", 0, 1, 0, 1, 1, 0},
+		{"{\"type\":\"number\",\"minimum\":-1000.125}", 0, 1, -1000.125, 1e300, 0, 0},
+		{"{\"type\":\"number\",\"exclusiveMaximum\":-0.5}", 0, 1, -1e300, -0.5, 0, 1},
+		{"{\"type\":\"number\",\"minimum\":12.05,\"maximum\":12.5}", 0, 1, 12.05, 12.5, 0, 0},
+	};
+	unsigned rs = 4242;
+#define RND(n) ((int)(((rs = rs * 1103515245u + 12345u) >> 16) % (unsigned)(n)))
+	long checked = 0, inside = 0;
+	for (size_t i = 0; i < sizeof cf / sizeof cf[0]; i++) {
+		struct grammar *g = compile("json_schema", cf[i].schema);
+		if (!g)
+			continue;
+		for (int it = 0; it < 4000; it++) {
+			char s[64];
+			size_t n = 0;
+			if (RND(2))
+				s[n++] = '-';
+			int nint = RND(5) == 0 ? 0 : 1 + RND(it % 7 == 0 ? 16 : 4); /* 0: the integer part is "0" */
+			if (!nint)
+				s[n++] = '0';
+			for (int k = 0; k < nint; k++)
+				s[n++] = (char)('0' + (k ? RND(10) : 1 + RND(9)));
+			int nfrac = RND(3) == 0 ? 1 + RND(it % 5 == 0 ? 16 : 4) : 0;
+			if (nfrac)
+				s[n++] = '.';
+			for (int k = 0; k < nfrac; k++)
+				s[n++] = (char)('0' + RND(10));
+			s[n] = 0;
+			double d = strtod(s, NULL);
+			int fits = cf[i].integer ? !nfrac && nint <= 16 : nint + nfrac <= 15;
+			int in = (cf[i].lx ? d > cf[i].lo : d >= cf[i].lo) && (cf[i].hx ? d < cf[i].hi : d <= cf[i].hi) &&
+				 (!cf[i].integer || strtoll(s, NULL, 10) % cf[i].mult == 0);
+			if (s[0] == '-' && d == 0 && (!cf[i].integer || nfrac))
+				continue; /* -0.0: zero has other spellings */
+			int want = fits && in, got = judge(g, s) == 1;
+			CHECK(got == want, "%s on %s: grammar %d, doubles %d", cf[i].schema, s, got, want);
+			checked++;
+			inside += want;
+		}
+		grammar_free(g);
+	}
+#undef RND
+	printf("bounds: %ld random numbers, grammar == double comparisons (%ld inside)\n", checked, inside);
+	CHECK(inside > checked / 20 && inside < checked - checked / 20, "both outcomes (%ld of %ld)", inside, checked);
+}
+
 /* ---- engine ---- */
 
 struct gen {
@@ -1404,6 +1467,7 @@ int main(void)
 	robustness();
 	validator_selftest();
 	pattern_vs_pcre();
+	bounds_vs_doubles();
 	vocab_bytes();
 	mask_vs_brute(QWEN3, "qwen3");
 	mask_vs_brute(LLAMA2, "llama2");
