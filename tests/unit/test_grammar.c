@@ -1016,6 +1016,99 @@ static void bounds_vs_doubles(void)
 	CHECK(inside > checked / 20 && inside < checked - checked / 20, "both outcomes (%ld of %ld)", inside, checked);
 }
 
+/* formats: the grammar accepts a random near-miss string exactly when the
+ * scanners above (and inet_pton) do */
+static int rnd(unsigned *rs, int n)
+{
+	*rs = *rs * 1103515245u + 12345u;
+	return (int)((*rs >> 16) % (unsigned)n);
+}
+
+static void formats_vs_scanners(void)
+{
+	static const char *const fmts[] = {"date", "time", "date-time", "duration", "uuid", "ipv4", "ipv6", "email", "hostname"};
+	unsigned rs = 99;
+#define RND(n) rnd(&rs, n)
+	long checked = 0, ok = 0;
+	for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
+		char schema[128];
+		snprintf(schema, sizeof schema, "{\"type\":\"string\",\"format\":\"%s\"}", fmts[f]);
+		struct grammar *g = compile("json_schema", schema);
+		if (!g)
+			continue;
+		for (int it = 0; it < 3000; it++) {
+			char s[300];
+			int n = 0;
+			const char *F = fmts[f];
+			if (!strcmp(F, "date") || !strcmp(F, "time") || !strcmp(F, "date-time")) {
+				if (F[0] == 'd') /* years with leap days, months and days near their ends */
+					n += snprintf(s + n, 40, "%04d-%02d-%02d", RND(3) ? 1896 + RND(10) * 4 + RND(2) : RND(10000),
+						      RND(14), RND(2) ? 28 + RND(4) : RND(33));
+				if (!strcmp(F, "date-time"))
+					s[n++] = RND(10) ? 'T' : 't';
+				if (F[0] == 't' || F[4] == '-') {
+					n += snprintf(s + n, 40, "%02d:%02d:%02d", RND(26), RND(62), RND(62));
+					if (RND(3) == 0)
+						n += snprintf(s + n, 20, ".%d", RND(1000));
+					int z = RND(4);
+					n += z == 0 ? snprintf(s + n, 4, "Z") : z == 1 ? 0 : snprintf(s + n, 20, "%c%02d:%02d", RND(2) ? '+' : '-', RND(26), RND(62));
+				}
+			} else if (!strcmp(F, "duration")) {
+				static const char *tok[] = {"P", "T", "1", "12", "Y", "M", "D", "W", "H", "S"};
+				s[n++] = 'P';
+				for (int k = RND(7); k > 0; k--)
+					n += snprintf(s + n, 8, "%s", tok[1 + RND(9)]);
+			} else if (!strcmp(F, "uuid")) {
+				static const int grp[] = {8, 4, 4, 4, 12};
+				for (int k = 0; k < 5; k++) {
+					if (k)
+						s[n++] = RND(20) ? '-' : '_';
+					for (int j = grp[k] + (RND(15) == 0 ? RND(3) - 1 : 0); j > 0; j--)
+						s[n++] = "0123456789abcdefABCDEFg"[RND(RND(30) ? 22 : 23)];
+				}
+			} else if (!strcmp(F, "ipv4")) {
+				for (int k = 0, parts = RND(8) ? 4 : 3 + RND(3); k < parts; k++)
+					n += snprintf(s + n, 8, k ? ".%s%d" : "%s%d", RND(15) ? "" : "0", RND(3) ? RND(256) : RND(400));
+			} else if (!strcmp(F, "ipv6")) {
+				int groups = RND(10), gap = RND(3) ? RND(groups + 1) : -1;
+				for (int k = 0; k < groups; k++) {
+					if (k == gap)
+						n += snprintf(s + n, 4, "::");
+					else if (k)
+						s[n++] = ':';
+					for (int j = 1 + RND(RND(10) ? 4 : 5); j > 0; j--)
+						s[n++] = "0123456789abcdefABCDEF"[RND(22)];
+				}
+				if (gap == groups)
+					n += snprintf(s + n, 4, "::");
+			} else { /* email, hostname: labels */
+				if (F[0] == 'e') {
+					for (int k = 1 + RND(4); k > 0; k--)
+						s[n++] = "ab.+-_"[RND(6)];
+					s[n++] = '@';
+				}
+				for (int k = 0, labels = 1 + RND(3); k < labels; k++) {
+					if (k)
+						s[n++] = '.';
+					for (int j = RND(12) ? RND(5) : 62 + RND(3); j > 0; j--)
+						s[n++] = RND(4) ? "abc123"[RND(6)] : '-';
+				}
+			}
+			s[n] = 0;
+			char q[320];
+			snprintf(q, sizeof q, "\"%s\"", s);
+			int want = format_ok(F, s), got = judge(g, q) == 1;
+			CHECK(got == want, "format %s on %s: grammar %d, scanner %d", F, q, got, want);
+			checked++;
+			ok += want;
+		}
+		grammar_free(g);
+	}
+#undef RND
+	printf("formats: %ld random strings, grammar == scanners (%ld valid)\n", checked, ok);
+	CHECK(ok > checked / 20 && ok < checked - checked / 20, "both outcomes (%ld of %ld)", ok, checked);
+}
+
 /* ---- engine ---- */
 
 struct gen {
@@ -1468,6 +1561,7 @@ int main(void)
 	validator_selftest();
 	pattern_vs_pcre();
 	bounds_vs_doubles();
+	formats_vs_scanners();
 	vocab_bytes();
 	mask_vs_brute(QWEN3, "qwen3");
 	mask_vs_brute(LLAMA2, "llama2");
