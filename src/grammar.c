@@ -9,6 +9,10 @@
  *     as m copies then a chain of n-m optional ones), so the matcher never
  *     sees anything but bytes and rule calls;
  *  2. the GBNF parser and the JSON Schema compiler, both over the builder;
+ *     numeric bounds become digit-wise range alternatives (times the
+ *     remainder for multipleOf), a string's pattern or format becomes a
+ *     Thompson NFA whose live (state, length so far) pairs become rules,
+ *     so minLength/maxLength hold exactly and no path dead-ends;
  *  3. checks and flattening: undefined rules, left recursion (a rule that
  *     can call itself before reading a byte would expand forever), then one
  *     array of symbols where each alternative ends with an END symbol;
