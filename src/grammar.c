@@ -2200,6 +2200,30 @@ static int rx_escape(struct rp *p, struct rgs *g, int *neg, int in_class)
 	return e; /* \. \\ \/ \- \$ ... */
 }
 
+/* replace the ranges g->r[start..] with their complement (in code points) */
+static int rx_negate_tail(struct rgs *g, int start)
+{
+	int n = g->n - start;
+	struct cprange *t = malloc((size_t)(n ? n : 1) * sizeof *t);
+	if (!t)
+		return -1;
+	memcpy(t, g->r + start, (size_t)n * sizeof *t);
+	qsort(t, (size_t)n, sizeof *t, cmp_range);
+	g->n = start;
+	uint32_t next = 0;
+	int bad = 0;
+	for (int i = 0; i < n; i++) {
+		if (t[i].lo > next)
+			bad |= rgs_add(g, next, t[i].lo - 1);
+		if (t[i].hi + 1 > next)
+			next = t[i].hi + 1;
+	}
+	if (next <= 0x10FFFF)
+		bad |= rgs_add(g, next, 0x10FFFF);
+	free(t);
+	return bad;
+}
+
 static struct rx *rx_alt(struct rp *p);
 
 static struct rx *rx_bracket(struct rp *p)
@@ -2220,7 +2244,7 @@ static struct rx *rx_bracket(struct rp *p)
 			p->i++;
 			break;
 		}
-		int lo, neg = 0;
+		int lo, neg = 0, start = g.n;
 		if (p->s[p->i] == '\\') {
 			p->i++;
 			lo = rx_escape(p, &g, &neg, 1);
@@ -2232,9 +2256,9 @@ static struct rx *rx_bracket(struct rp *p)
 			return NULL;
 		}
 		if (lo == -2) {
-			if (neg) { /* [\D...]: only alone */
+			if (neg && rx_negate_tail(&g, start)) { /* [\D...]: the complement of what it added */
+				rp_err(p, "out of memory");
 				free(g.r);
-				rp_err(p, "negated shorthands (\\D, \\W, \\S) inside [...] are not supported");
 				return NULL;
 			}
 			continue;
