@@ -1955,26 +1955,39 @@ static enum MHD_Result tokenize_held(struct MHD_Connection *c, json_t *o, int de
 	return send_json(c, 200, r, NULL);
 }
 
-/* POST /apply-template: the prompt a chat request renders to (messages,
- * tools, tool_choice, thinking switches), as llama-server offers it */
-static enum MHD_Result apply_template(struct MHD_Connection *c, json_t *o)
+/* The body's model, held for a route that does not generate (no
+ * admission limit; loaded on demand): NULL after an answer was queued
+ * (*r is set) or the client went away (*r is MHD_NO). */
+static struct slot *hold_model(struct MHD_Connection *c, json_t *o, enum MHD_Result *r)
 {
 	json_t *jm = json_object_get(o, "model");
 	struct slot *s = find_model(json_string_value(jm));
-	if (!s)
-		return send_error(c, 404, "invalid_request_error", "model", "model '%s' does not exist",
-				  json_is_string(jm) ? json_string_value(jm) : "(none)");
+	if (!s) {
+		*r = send_error(c, 404, "invalid_request_error", "model", "model '%s' does not exist",
+				json_is_string(jm) ? json_string_value(jm) : "(none)");
+		return NULL;
+	}
 	char msg[INFERD_ERR_LEN];
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 	int rc = models_acquire(s, mono() + (S.queue_timeout_s > 0 ? S.queue_timeout_s : 60), ci ? ci->connect_fd : -1, 0,
 				msg, sizeof msg);
-	if (rc == 499)
-		return MHD_NO;
-	if (rc)
-		return send_error(c, (unsigned)rc, "unavailable", "model", "%s", msg);
+	if (rc) {
+		*r = rc == 499 ? MHD_NO : send_error(c, (unsigned)rc, "unavailable", "model", "%s", msg);
+		return NULL;
+	}
+	return s;
+}
+
+/* POST /apply-template: the prompt a chat request renders to (messages,
+ * tools, tool_choice, thinking switches), as llama-server offers it */
+static enum MHD_Result apply_template(struct MHD_Connection *c, json_t *o)
+{
+	enum MHD_Result r;
+	struct slot *s = hold_model(c, o, &r);
+	if (!s)
+		return r;
 	struct built b;
 	memset(&b, 0, sizeof b);
-	enum MHD_Result r;
 	if (build_chat(o, &b, s))
 		r = send_error(c, 400, "invalid_request_error", b.err_param, "%s", b.err);
 	else
@@ -1988,20 +2001,11 @@ static enum MHD_Result apply_template(struct MHD_Connection *c, json_t *o)
 /* /tokenize and /detokenize: the model is loaded for it if need be */
 static enum MHD_Result tokenize(struct MHD_Connection *c, json_t *o, int detok)
 {
-	json_t *jm = json_object_get(o, "model");
-	struct slot *s = find_model(json_string_value(jm));
+	enum MHD_Result r;
+	struct slot *s = hold_model(c, o, &r);
 	if (!s)
-		return send_error(c, 404, "invalid_request_error", "model", "model '%s' does not exist",
-				  json_is_string(jm) ? json_string_value(jm) : "(none)");
-	char msg[INFERD_ERR_LEN];
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-	int rc = models_acquire(s, mono() + (S.queue_timeout_s > 0 ? S.queue_timeout_s : 60), ci ? ci->connect_fd : -1, 0,
-				msg, sizeof msg);
-	if (rc == 499)
-		return MHD_NO;
-	if (rc)
-		return send_error(c, (unsigned)rc, "unavailable", "model", "%s", msg);
-	enum MHD_Result r = tokenize_held(c, o, detok, s);
+		return r;
+	r = tokenize_held(c, o, detok, s);
 	models_release(s, NAN);
 	return r;
 }
