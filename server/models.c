@@ -134,14 +134,6 @@ uint64_t models_budget(void) { return M.budget; }
 void models_lock(void) { pthread_mutex_lock(&M.mu); }
 void models_unlock(void) { pthread_mutex_unlock(&M.mu); }
 
-int models_loading(void)
-{
-	pthread_mutex_lock(&M.mu);
-	int n = M.loaders;
-	pthread_mutex_unlock(&M.mu);
-	return n;
-}
-
 struct slot *models_find(const char *name)
 {
 	if (!name)

@@ -97,6 +97,5 @@ void models_lock(void);
 void models_unlock(void);
 uint64_t models_budget(void);
 uint64_t models_used(void);  /* under the lock */
-int models_loading(void);    /* loads running now */
 
 #endif

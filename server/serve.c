@@ -216,6 +216,7 @@ struct conn {
 	int forced;             /* FORCED_*: tool_choice named or required */
 	char forced_name[72];
 	int parallel;           /* parallel_tool_calls */
+	uint64_t call_seed;     /* derives this response's call ids */
 	char *ftext;            /* forced: the JSON output so far */
 	size_t flen;
 	int n_calls;
@@ -1152,7 +1153,7 @@ static enum MHD_Result answer_blocking(struct MHD_Connection *c, struct conn *k,
 	memset(&msg, 0, sizeof msg);
 	int shaped = chat && finish != INFERD_FINISH_ERROR && finish != INFERD_FINISH_TIMEOUT;
 	if (shaped) /* reasoning and tool calls out of the text */
-		final_message(b, text, tl, (uint64_t)(uintptr_t)k ^ (uint64_t)time(NULL), &msg);
+		final_message(b, text, tl, k->call_seed, &msg);
 	if (k->responses && shaped) {
 		enum MHD_Result rr = send_json(
 			c, 200, response_object(k, s, message_items(k, &msg), finish, b->prompt_tokens, completion), NULL);
@@ -1465,7 +1466,7 @@ static void stream_text(struct conn *k, const char *text, size_t len)
 		 * schema: they stream as they are generated */
 		if (!k->n_calls) {
 			char id[40];
-			call_id(id, sizeof id, (uint64_t)(uintptr_t)k ^ (uint64_t)time(NULL), 0);
+			call_id(id, sizeof id, k->call_seed, 0);
 			struct tc_event b = {.type = TC_EV_CALL_BEGIN, .index = 0, .id = id, .name = k->forced_name};
 			emit_piece(k, &b);
 		}
@@ -1492,7 +1493,7 @@ static void stream_finish(struct conn *k)
 	if (k->forced == FORCED_NAMED && !k->responses) {
 		stream_text(k, "", 0); /* an empty output still names the call */
 	} else if (k->forced) {
-		forced_message(k->forced, k->forced_name, k->ftext, k->flen, (uint64_t)(uintptr_t)k ^ (uint64_t)time(NULL),
+		forced_message(k->forced, k->forced_name, k->ftext, k->flen, k->call_seed,
 			       k->parallel, &m);
 		for (int i = 0; i < m.n_calls; i++) {
 			struct tc_event b = {.type = TC_EV_CALL_BEGIN, .index = i, .id = m.calls[i].id, .name = m.calls[i].name};
@@ -2217,6 +2218,7 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 		b.r.max_tokens = s->n_ctx - b.prompt_tokens; /* the default shrinks to what fits */
 	}
 	gen_id(k->id, sizeof k->id, responses ? "resp" : chat ? "chatcmpl" : "cmpl");
+	k->call_seed = (uint64_t)(uintptr_t)k ^ (uint64_t)time(NULL);
 	char err[INFERD_ERR_LEN];
 	int rc = inferd_submit(s->m, &b.r, &k->q, err);
 	if (rc) {
@@ -2248,7 +2250,7 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct conn *k, json_t
 		struct tc_options to = b.tco;
 		to.tools = k->tools;
 		to.prompt = k->prompt_text;
-		to.id_seed = (uint64_t)(uintptr_t)k ^ (uint64_t)time(NULL);
+		to.id_seed = k->call_seed;
 		char perr[INFERD_ERR_LEN];
 		if (tc_parser_new(&b.slot_syn, &to, &k->tcp, perr) != 0)
 			k->tcp = NULL; /* plain text then */
