@@ -65,6 +65,9 @@ struct inferd_model_opts {
 	int gpu_exact;      /* float32 for every GPU product; 0 (default): products
 			     * of 8 tokens or more (prefill, batches) use
 			     * tensor cores with F16/BF16 activations */
+	int cpu_exact;      /* float32 activations for quantized weights on the
+			     * CPU; 0 (default): 8-bit activations and integer
+			     * products (as llama.cpp), 2-4x faster */
 	/* Called once, from the executor thread, when the model's device fails
 	 * for good (INFERD_EDEVICE: a CUDA context lost to an illegal address
 	 * and the like). Every request of the model has ended with the error;

@@ -111,7 +111,7 @@ struct backend {
 };
 
 /* cpu/backend_cpu.c */
-int cpu_backend_new(const struct inferd_model *m, int n_threads, struct backend **out, char *err);
+int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, struct backend **out, char *err);
 
 /* forward.c: one step of the architecture over the backend */
 int forward(struct inferd_model *m, const struct batch *b, char *err);

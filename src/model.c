@@ -292,7 +292,7 @@ static int backend_open(struct inferd_model *m, const struct inferd_model_opts *
 	if (idx < 0) {
 		int nth = opts && opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
 		snprintf(m->device, sizeof m->device, "cpu");
-		return cpu_backend_new(m, nth > 0 ? nth : 1, &m->be, err);
+		return cpu_backend_new(m, nth > 0 ? nth : 1, opts ? opts->cpu_exact : 0, &m->be, err);
 	}
 	snprintf(m->device, sizeof m->device, "cuda:%d", idx);
 #ifdef INFERD_CUDA

@@ -15,6 +15,7 @@
 #include "dtype.h"
 #include "cpu/ops.h"
 #include "cpu/pool.h"
+#include "cpu/qmm.h"
 #include "cpu/quant_mlx.h"
 
 #include <math.h>
@@ -45,6 +46,9 @@ struct cpu_backend {
 	ops_dot4_fn dot4;
 	ops_mlx_fn mlx;      /* MLX affine row decoder chosen for this CPU */
 	ops_mlx_dot4_fn mlx_dot4; /* fused decode + dot4, or NULL */
+	qmm_fn qmm[DT_COUNT];     /* row kernel per weight type (qmm.h), or NULL */
+	uint8_t *xq;              /* the step's activations, quantized for qmm */
+	size_t xq_cap;
 };
 
 #define CPU(be) ((struct cpu_backend *)(be))
@@ -161,13 +165,51 @@ static void cpu_rmsnorm(struct backend *be, float *out, const float *x, const st
 	pool_run(CPU(be)->pool, norm_fn, &j);
 }
 
-/* ---- matmul ---- */
+/* ---- matmul ----
+ * Types with a qmm kernel: the activations are quantized once per product
+ * (rows split over the threads, then a second pool run), and each thread
+ * takes a range of weight rows through tiles of 64 tokens (a tile's
+ * activations stay in cache while the rows stream), four tokens per call.
+ * Other types (F32, MLX, and every type with cpu_exact): one float32 row
+ * at a time against dot4. */
 struct mm_job { float *out; const struct tensor *w, *bias; const float *x; int n; float **tmp; ops_dot4_fn dot4;
-		ops_mlx_fn mlx; ops_mlx_dot4_fn mlx_dot4; };
+		ops_mlx_fn mlx; ops_mlx_dot4_fn mlx_dot4; qmm_fn q; const uint8_t *xq; size_t xs; };
+
+static float row_bias(const struct tensor *bias, int64_t r, int64_t rows)
+{
+	float v = 0;
+	if (bias)
+		dtype_to_f32(bias->type, (const uint8_t *)bias->data + (uint64_t)r * (bias->nbytes / (uint64_t)rows), &v, 1);
+	return v;
+}
+
+static void mm_q(struct mm_job *j, int ith, int nth)
+{
+	int64_t cols = j->w->ne[0], rows = j->w->ne[1], a, b;
+	uint64_t rb = j->w->nbytes / (uint64_t)rows;
+	pool_split(rows, ith, nth, &a, &b);
+	for (int t0 = 0; t0 < j->n; t0 += 64) {
+		int t1 = j->n - t0 < 64 ? j->n : t0 + 64;
+		for (int64_t r = a; r < b; r++) {
+			const uint8_t *w = (const uint8_t *)j->w->data + (uint64_t)r * rb;
+			float bias = row_bias(j->bias, r, rows), d[4];
+			for (int t = t0; t < t1; t += 4) {
+				int k = t1 - t < 4 ? t1 - t : 4;
+				j->q(w, j->xq + (size_t)t * j->xs, j->xs, k, cols, d);
+				for (int q = 0; q < k; q++)
+					j->out[(int64_t)(t + q) * rows + r] = d[q] + bias;
+			}
+		}
+	}
+}
 
 static void mm_fn(void *ctx, int ith, int nth)
 {
 	struct mm_job *j = ctx;
+	if (j->q) {
+		mm_q(j, ith, nth);
+		return;
+	}
 	int64_t cols = j->w->ne[0], rows = j->w->ne[1], a, b;
 	uint64_t rb = j->w->nbytes / (uint64_t)rows;
 	float *tmp = j->tmp[ith];
@@ -181,10 +223,7 @@ static void mm_fn(void *ctx, int ith, int nth)
 			weight_row(j->mlx, j->w, r, src, tmp);
 			wr = tmp;
 		}
-		float bias = 0;
-		if (j->bias)
-			dtype_to_f32(j->bias->type, (const uint8_t *)j->bias->data + (uint64_t)r * (j->bias->nbytes / (uint64_t)rows),
-				     &bias, 1);
+		float bias = row_bias(j->bias, r, rows);
 		float d[4];
 		const struct tensor *w = j->w;
 		uint64_t sb = dtype_is_mlx(w->type) ? (uint64_t)(cols / w->group) * (w->sb_type == DT_F32 ? 4u : 2u) * (uint64_t)r : 0;
@@ -201,11 +240,46 @@ static void mm_fn(void *ctx, int ith, int nth)
 	}
 }
 
+struct quant_job { const float *x; int64_t cols; int n, type; uint8_t *xq; size_t xs; };
+
+static void quant_fn(void *ctx, int ith, int nth)
+{
+	struct quant_job *j = ctx;
+	int64_t a, b;
+	pool_split(j->n, ith, nth, &a, &b);
+	for (int64_t t = a; t < b; t++)
+		qmm_quantize(j->type, j->x + t * j->cols, j->cols, j->xq + (size_t)t * j->xs);
+}
+
 static void cpu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
 		       const float *x, int n)
 {
-	struct mm_job j = {out, w, bias, x, n, CPU(be)->row, CPU(be)->dot4, CPU(be)->mlx, CPU(be)->mlx_dot4};
-	pool_run(CPU(be)->pool, mm_fn, &j);
+	struct cpu_backend *cb = CPU(be);
+	struct mm_job j = {out, w, bias, x, n, cb->row, cb->dot4, cb->mlx, cb->mlx_dot4, NULL, NULL, 0};
+	qmm_fn q = w->type < DT_COUNT ? cb->qmm[w->type] : NULL;
+	size_t xs = q ? qmm_xbytes(w->type, w->ne[0]) : 0;
+	if (q && !xs) { /* F16/BF16: float rows */
+		j.q = q;
+		j.xq = (const uint8_t *)x;
+		j.xs = (size_t)w->ne[0] * sizeof(float);
+	} else if (q) {
+		size_t need = xs * (size_t)n;
+		if (need > cb->xq_cap) {
+			uint8_t *nx = realloc(cb->xq, need);
+			if (nx) {
+				cb->xq = nx;
+				cb->xq_cap = need;
+			}
+		}
+		if (need <= cb->xq_cap) { /* else (out of memory): the float path below */
+			struct quant_job qj = {x, w->ne[0], n, w->type, cb->xq, xs};
+			pool_run(cb->pool, quant_fn, &qj);
+			j.q = q;
+			j.xq = cb->xq;
+			j.xs = xs;
+		}
+	}
+	pool_run(cb->pool, mm_fn, &j);
 }
 
 /* ---- rope ---- */
@@ -386,6 +460,7 @@ static void cpu_free(struct backend *be)
 	free(cb->row);
 	free(cb->scores);
 	free(cb->rope_cs);
+	free(cb->xq);
 	free(cb);
 }
 
@@ -409,7 +484,7 @@ static const struct backend_ops cpu_ops = {
 	.read = cpu_read,
 };
 
-int cpu_backend_new(const struct inferd_model *m, int n_threads, struct backend **out, char *err)
+int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, struct backend **out, char *err)
 {
 	struct cpu_backend *cb = calloc(1, sizeof *cb);
 	if (!cb)
@@ -421,6 +496,12 @@ int cpu_backend_new(const struct inferd_model *m, int n_threads, struct backend 
 	cb->mlx = ops_mlx_best();
 	/* non-NULL exactly when dot4 is the AVX2/FMA dot, whose order it reproduces */
 	cb->mlx_dot4 = ops_mlx_dot4_best();
+	/* row kernels: F16/BF16 always (bitwise the float path); quantized
+	 * types with 8-bit activations unless the model asks for float32 */
+	enum qmm_isa isa = qmm_isa_best();
+	for (int t = 0; t < DT_COUNT; t++)
+		if (!exact || t == DT_F16 || t == DT_BF16)
+			cb->qmm[t] = qmm_get(t, isa);
 	cb->pool = pool_new(n_threads);
 	if (!cb->pool)
 		goto oom;

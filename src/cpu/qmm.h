@@ -1,0 +1,52 @@
+/*
+ * qmm.h — weight-row dot products of the CPU backend for every GGUF weight
+ * type, against up to four tokens at once.
+ *
+ * Quantized weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) meet
+ * activations quantized to 8 bits (what llama.cpp does too): one float scale
+ * per 32 values for the 32-value block types, one per 256 (with sums per 16)
+ * for the K types. Products are integer and exact; each block's sum is
+ * scaled into 8 float lanes combined in a fixed order at the end, so a
+ * token's result depends only on its own row: bitwise the same alone or in
+ * any batch, and the same on AVX2 and AVX-512 VNNI (both compute the same
+ * integers and the same float sequence). F16 and BF16 rows meet float32
+ * activations in the 8-lane order of ops.c's dot, so they equal
+ * "dequantize the row, then dot" bit for bit.
+ *
+ * The scalar kernels are the reference: plain C, integer block sums, the
+ * float combination in double.
+ */
+#ifndef INFERD_CPU_QMM_H
+#define INFERD_CPU_QMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum qmm_isa { QMM_SCALAR, QMM_AVX2, QMM_AVX512 };
+
+/* Activation blocks. 32 values: float d, int16 sum of q, 2 pad bytes, q[32]
+ * (40 bytes). 256 values: float d, int16 sums of each 16, q[256] (292). */
+enum { QMM_X32 = 40, QMM_X256 = 292 };
+
+/* Bytes of one quantized activation row of `cols` values for weights of
+ * type wtype; 0 when wtype takes float32 activations (F32, F16, BF16) or
+ * has no kernel here. */
+size_t qmm_xbytes(int wtype, int64_t cols);
+/* Quantize one row (cols a multiple of the block) for weights of wtype. */
+void qmm_quantize(int wtype, const float *x, int64_t cols, void *xq);
+/* The same, with the values each quantized activation stands for (d * q),
+ * for tests. */
+void qmm_dequantize_x(int wtype, const void *xq, int64_t cols, float *out);
+
+/* out[t] = dot(weight row w, activation row t) for t < nt (1..4); rows of
+ * activations are xstride bytes apart (float32 rows for F16/BF16, quantized
+ * rows otherwise). */
+typedef void (*qmm_fn)(const void *w, const void *x, size_t xstride, int nt, int64_t cols, float *out);
+/* The kernel for wtype on isa, or NULL (no such kernel, or the CPU lacks
+ * the instructions). */
+qmm_fn qmm_get(int wtype, enum qmm_isa isa);
+/* The best isa this CPU runs (cpuid, once). */
+enum qmm_isa qmm_isa_best(void);
+const char *qmm_isa_name(enum qmm_isa isa);
+
+#endif
