@@ -41,6 +41,7 @@ struct serve_opts {
 	size_t device_memory;  /* GPU bytes for weights + KV of all models on the
 				* device; 0 = no limit */
 	int gpu_exact;         /* float32 for every GPU product */
+	int cpu_exact;         /* float32 activations for quantized CPU products */
 	/* supervision (supervise.c) */
 	int no_supervise;      /* run the worker alone (--no-supervise) */
 	double hang_timeout_s; /* an executor inside one step this long: stalled */

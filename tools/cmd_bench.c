@@ -8,6 +8,7 @@
  * driver over the library's sequence API; the model's own threads compute.
  */
 #include "inferd.h"
+#include "cpu/qmm.h"
 #include "cmds.h"
 
 #include <errno.h>
@@ -19,12 +20,14 @@
 #include <time.h>
 
 static const char *bench_help =
-	"usage: inferd bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r 3] [--device DEV] [--json]\n"
+	"usage: inferd bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r 3] [--device DEV] [--cpu-exact] [--json]\n"
 	"Prompt processing (pp: P tokens in one evaluation) and generation (tg: N tokens one at a\n"
 	"time after the prompt) in tokens/s, the mean of R repetitions after a warm-up; the peak\n"
 	"resident memory of the process; and the weight bandwidth the generation rate implies\n"
 	"(bytes of weights read per token x tg). --json prints one object with pp_tok_s,\n"
-	"tg_tok_s, peak_rss_bytes, weight_bytes, tg_weight_gb_s and the settings.\n";
+	"tg_tok_s, peak_rss_bytes, weight_bytes, tg_weight_gb_s, cpu_kernels and the settings.\n"
+	"--cpu-exact: float32 activations for quantized weights on the CPU (default: 8-bit).\n"
+	"INFERD_CPU_ISA=avx2|scalar lowers the CPU kernel set (default: the best this CPU runs).\n";
 
 static double now_s(void)
 {
@@ -87,7 +90,7 @@ int cmd_bench(int argc, char **argv)
 {
 	const char *model = NULL, *device = NULL;
 	long p = 512, n = 128, threads = 0, reps = 3;
-	int json = 0;
+	int json = 0, cpu_exact = 0;
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -96,6 +99,10 @@ int cmd_bench(int argc, char **argv)
 		}
 		if (!strcmp(a, "--json")) {
 			json = 1;
+			continue;
+		}
+		if (!strcmp(a, "--cpu-exact")) {
+			cpu_exact = 1;
 			continue;
 		}
 		if (!v) {
@@ -133,7 +140,7 @@ int cmd_bench(int argc, char **argv)
 		return 2;
 	}
 	char err[INFERD_ERR_LEN];
-	struct inferd_model_opts o = {.n_threads = (int)threads, .device = device,
+	struct inferd_model_opts o = {.n_threads = (int)threads, .device = device, .cpu_exact = cpu_exact,
 				      .kv_tokens = (int)(p + n + 16 > 8192 ? p + n + 16 : 8192)};
 	inferd_model_t *m;
 	if (inferd_model_open(model, &o, &m, err)) {
@@ -159,8 +166,10 @@ int cmd_bench(int argc, char **argv)
 	getrusage(RUSAGE_SELF, &ru);
 	unsigned long long rss = (unsigned long long)ru.ru_maxrss * 1024ull;
 	double gbs = (double)info.weight_bytes * tg_tok_s / 1e9;
+	const char *kern = cpu_exact ? "float32" : qmm_isa_name(qmm_isa_best());
 	if (json) {
-		json_t *j = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:f}", "model", model, "device", info.device,
+		json_t *j = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:f}", "model", model, "device",
+				      info.device, "cpu_kernels", kern,
 				      "threads", (json_int_t)threads, "p", (json_int_t)p, "n", (json_int_t)n, "reps",
 				      (json_int_t)reps, "pp_tok_s", pp_tok_s, "tg_tok_s", tg_tok_s, "peak_rss_bytes",
 				      (json_int_t)rss, "weight_bytes", (json_int_t)info.weight_bytes, "tg_weight_gb_s", gbs);
@@ -169,9 +178,9 @@ int cmd_bench(int argc, char **argv)
 		free(txt);
 		json_decref(j);
 	} else
-		printf("model %s on %s (%ld threads; 0 = all)\n  pp%ld: %.2f tok/s\n  tg%ld: %.2f tok/s (%.2f GB/s of "
+		printf("model %s on %s (%ld threads; 0 = all; CPU kernels %s)\n  pp%ld: %.2f tok/s\n  tg%ld: %.2f tok/s (%.2f GB/s of "
 		       "weights, %.3f GB per token)\n  peak RSS: %.1f MiB\n",
-		       model, info.device, threads, p, pp_tok_s, n, tg_tok_s, gbs, (double)info.weight_bytes / 1e9,
+		       model, info.device, threads, kern, p, pp_tok_s, n, tg_tok_s, gbs, (double)info.weight_bytes / 1e9,
 		       (double)rss / 1048576.0);
 	inferd_model_close(m);
 	return 0;

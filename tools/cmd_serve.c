@@ -67,6 +67,8 @@ static const char *serve_help =
 	"                           that does not fit fails to load with the sizes named\n"
 	"  --gpu-exact              float32 for every GPU product (default: prompts and large\n"
 	"                           batches use tensor cores with F16/BF16 activations)\n"
+	"  --cpu-exact              float32 activations for quantized weights on the CPU\n"
+	"                           (default: 8-bit activations and integer products, as llama.cpp)\n"
 	"Supervision: a supervisor process holds the device lock and the listening socket and\n"
 	"runs the server in a worker process that it restarts when it crashes or hangs\n"
 	"(exponential backoff 0.5 s .. 30 s; one JSON log line per event, with the cause).\n"
@@ -113,7 +115,7 @@ int cmd_serve(int argc, char **argv)
 	const char *cors[16];
 	int nc = 0;
 	const char *host = getenv("INFERD_HOST") ? getenv("INFERD_HOST") : "127.0.0.1";
-	int gpu_exact = 0;
+	int gpu_exact = 0, cpu_exact = 0;
 	const char *device = getenv("INFERD_DEVICE") && *getenv("INFERD_DEVICE") ? getenv("INFERD_DEVICE") : "cpu";
 	struct { const char *env, *flag; long *v; long lo, hi; } envs[] = {
 		{"INFERD_PORT", "INFERD_PORT", &port, 1, 65535}, {"INFERD_PARALLEL", "INFERD_PARALLEL", &parallel, 1, 4096},
@@ -230,6 +232,8 @@ int cmd_serve(int argc, char **argv)
 			i++;
 		} else if (!strcmp(a, "--gpu-exact")) {
 			gpu_exact = 1;
+		} else if (!strcmp(a, "--cpu-exact")) {
+			cpu_exact = 1;
 		} else if (!strcmp(a, "--device") && v) {
 			device = v;
 			i++;
@@ -260,7 +264,7 @@ int cmd_serve(int argc, char **argv)
 			       .keys = keys, .n_keys = nk, .queue_timeout_s = (double)qtimeout,
 			       .token_timeout_s = (double)ttimeout, .cors = cors, .n_cors = nc,
 			       .request_timeout_s = (double)reqto, .device = device,
-			       .gpu_exact = gpu_exact, .device_memory = (size_t)gpu_mib << 20, .no_supervise = no_sup,
+			       .gpu_exact = gpu_exact, .cpu_exact = cpu_exact, .device_memory = (size_t)gpu_mib << 20, .no_supervise = no_sup,
 			       .hang_timeout_s = (double)hang, .drain_timeout_s = drain ? (double)drain : 0.001,
 			       .runtime_dir = runtime_dir, .allow_shared_cpu = shared_cpu, .reload_all = reload_all,
 			       .models_dir = models_dir, .config_path = config, .memory_budget = budget,

@@ -58,7 +58,9 @@ static const char *run_help =
 	"  -t, --threads N     CPU threads (default: all online CPUs)\n"
 	"  --device DEV        cpu (default), cuda or cuda:N (a build with make CUDA=1)\n"
 	"  --gpu-exact         float32 for every GPU product (default: 8+ tokens use\n"
-	"                      tensor cores with F16/BF16 activations)\n";
+	"                      tensor cores with F16/BF16 activations)\n"
+	"  --cpu-exact         float32 activations for quantized weights on the CPU\n"
+	"                      (default: 8-bit activations, integer products)\n";
 
 static const char *logits_help =
 	"usage: inferd logits -m MODEL --ids 1,2,3 -o FILE [options]\n"
@@ -70,7 +72,9 @@ static const char *logits_help =
 	"  -t, --threads N     CPU threads (default: all online CPUs)\n"
 	"  --device DEV        cpu (default), cuda or cuda:N (a build with make CUDA=1)\n"
 	"  --gpu-exact         float32 for every GPU product (default: 8+ tokens use\n"
-	"                      tensor cores with F16/BF16 activations)\n";
+	"                      tensor cores with F16/BF16 activations)\n"
+	"  --cpu-exact         float32 activations for quantized weights on the CPU\n"
+	"                      (default: 8-bit activations, integer products)\n";
 
 static const char *convert_help =
 	"usage: inferd convert SRC OUT.gguf --type f32|f16|bf16|q8_0|q4_0|q4_k_m|q5_k_m|q6_k\n"
@@ -243,7 +247,9 @@ static int parse_ids(const char *cmd, const char *s, int32_t **ids, int *n)
 static int open_model_on(const char *path, int threads, const char *device, int exact, inferd_model_t **m)
 {
 	char err[INFERD_ERR_LEN];
-	struct inferd_model_opts o = {.n_threads = threads, .device = device, .gpu_exact = exact};
+	/* exact: bit 0 the GPU's products, bit 1 the CPU's */
+	struct inferd_model_opts o = {.n_threads = threads, .device = device, .gpu_exact = exact & 1,
+				      .cpu_exact = (exact >> 1) & 1};
 	if (inferd_model_open(path, &o, m, err) != 0) {
 		fprintf(stderr, "inferd: %s\n", err);
 		return 1;
@@ -259,7 +265,7 @@ static int open_model(const char *path, int threads, inferd_model_t **m)
 /* options common to run and logits */
 struct common {
 	const char *model, *ids_s, *out, *device;
-	int gpu_exact;
+	int gpu_exact; /* bit 0 --gpu-exact, bit 1 --cpu-exact */
 	long n_predict, threads, top_k, seed;
 	double temp, top_p;
 	int ignore_eos;
@@ -283,7 +289,9 @@ static int parse_common(struct args *a, struct common *c, const char *help, int 
 		else if ((r = opt(a, "--device", NULL, &v)))
 			c->device = v;
 		else if (!strcmp(arg, "--gpu-exact"))
-			r = 1, c->gpu_exact = 1;
+			r = 1, c->gpu_exact |= 1;
+		else if (!strcmp(arg, "--cpu-exact"))
+			r = 1, c->gpu_exact |= 2;
 		else if (allow_out && (r = opt(a, "-o", "--output", &v)))
 			c->out = v;
 		else if (allow_run && (r = opt(a, "-n", "--n-predict", &v)))

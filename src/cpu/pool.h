@@ -1,8 +1,13 @@
 /*
- * pool.h — a persistent pool of worker threads. pool_run(fn, ctx) calls
- * fn(ctx, ith, nth) once for every ith in [0, nth) — the caller's thread
- * is ith 0 — and returns when all have finished (one barrier per call).
- * Kernels split their rows by (ith, nth). One caller at a time per pool.
+ * pool.h — the process's worker threads, shared by every CPU model.
+ * pool_new(nth) gives a model a handle on the one process-wide pool (made
+ * at the first handle with max(nth, online CPUs) threads, freed with the
+ * last handle); pool_run(fn, ctx) calls fn(ctx, ith, nth) once for every
+ * ith in [0, nth) — the caller's thread is ith 0 — and returns when all
+ * have finished (one barrier per call). Runs of different models take
+ * turns op by op, so several busy executors never put more threads on the
+ * CPUs than the pool has. Idle workers spin briefly for the next op, then
+ * sleep. Kernels split their rows by (ith, nth).
  */
 #ifndef INFERD_POOL_H
 #define INFERD_POOL_H

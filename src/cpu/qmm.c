@@ -10,6 +10,7 @@
 #include "dtype.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
@@ -46,7 +47,7 @@ static float quant_block(const float *x, int n, int8_t *q)
 {
 	float amax = 0;
 	for (int i = 0; i < n; i++)
-		amax = fmaxf(amax, fabsf(x[i]));
+		amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
 	float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
 	for (int i = 0; i < n; i++) {
 		long v = lrintf(x[i] * id);
@@ -138,15 +139,22 @@ static double ref_row32(int wtype, const uint8_t *w, const struct x32 *x, int64_
 	return sum;
 }
 
-static void scale_min_k4(int j, const uint8_t *q, int *d, int *m)
+/* Q4_K / Q5_K: the 8 six-bit scales and mins packed in 12 bytes (bytes
+ * 0-3: scales 0-3 and the top bits of scales 4-7; 4-7: mins 0-3 and the
+ * top bits of mins 4-7; 8-11: the low nibbles of scales 4-7 and mins 4-7) */
+static inline void scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *mn)
 {
-	if (j < 4) {
-		*d = q[j] & 63;
-		*m = q[j + 4] & 63;
-	} else {
-		*d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-		*m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-	}
+	uint32_t w0, w1, w2;
+	memcpy(&w0, q, 4);
+	memcpy(&w1, q + 4, 4);
+	memcpy(&w2, q + 8, 4);
+	uint32_t s03 = w0 & 0x3f3f3f3fu, m03 = w1 & 0x3f3f3f3fu;
+	uint32_t s47 = (w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4);
+	uint32_t m47 = ((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4);
+	memcpy(sc, &s03, 4);
+	memcpy(sc + 4, &s47, 4);
+	memcpy(mn, &m03, 4);
+	memcpy(mn + 4, &m47, 4);
 }
 
 /* codes of a 256-value K block, per 16 a scale (and for Q4_K/Q5_K a min):
@@ -171,11 +179,11 @@ static void codes256(int wtype, const uint8_t *b, int *c, int *sc, int *mn, doub
 	*d = f16_to_f32(rd16(b));
 	*dmin = f16_to_f32(rd16(b + 2));
 	const uint8_t *scb = b + 4, *qh = b + 16, *ql = wtype == DT_Q5_K ? b + 48 : b + 16;
+	uint8_t s8[8], m8[8];
+	scales_k4(scb, s8, m8);
 	for (int j = 0; j < 8; j++) {
-		int s, m;
-		scale_min_k4(j, scb, &s, &m);
-		sc[2 * j] = sc[2 * j + 1] = s;
-		mn[2 * j] = mn[2 * j + 1] = m;
+		sc[2 * j] = sc[2 * j + 1] = s8[j];
+		mn[2 * j] = mn[2 * j + 1] = m8[j];
 		const uint8_t *q = ql + 32 * (j / 2);
 		for (int l = 0; l < 32; l++) {
 			int v = j % 2 ? q[l] >> 4 : q[l] & 0xF;
@@ -269,7 +277,8 @@ static qmm_fn ref_get(int wtype)
 #include "cpu/qmm_x86.inc"
 #endif
 
-enum qmm_isa qmm_isa_best(void)
+/* what this CPU runs, lowered by INFERD_CPU_ISA=scalar|avx2 if set */
+static enum qmm_isa cpu_isa(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
 	__builtin_cpu_init();
@@ -284,6 +293,17 @@ enum qmm_isa qmm_isa_best(void)
 	return QMM_SCALAR;
 }
 
+enum qmm_isa qmm_isa_best(void)
+{
+	enum qmm_isa isa = cpu_isa();
+	const char *e = getenv("INFERD_CPU_ISA");
+	if (e && !strcmp(e, "scalar"))
+		return QMM_SCALAR;
+	if (e && !strcmp(e, "avx2") && isa > QMM_AVX2)
+		return QMM_AVX2;
+	return isa;
+}
+
 const char *qmm_isa_name(enum qmm_isa isa)
 {
 	return isa == QMM_AVX512 ? "avx512-vnni" : isa == QMM_AVX2 ? "avx2" : "scalar";
@@ -294,7 +314,7 @@ qmm_fn qmm_get(int wtype, enum qmm_isa isa)
 	if (isa == QMM_SCALAR)
 		return ref_get(wtype);
 #if defined(__x86_64__) && defined(__GNUC__)
-	if (isa > qmm_isa_best())
+	if (isa > cpu_isa())
 		return NULL;
 	return isa == QMM_AVX512 ? get_vnni(wtype) : get_avx2(wtype);
 #else

@@ -24,13 +24,14 @@ struct qfile {
 
 /* Bounds: the measured error in the comment, with headroom. The zoo's
  * weights carry rare 8x outliers, so the errors are larger than on the
- * fixture checkpoints; llama.cpp's own CPU path (which also quantizes the
- * activations) measured 3.4e-2, 7.8e-2, 1.1e-1, 2.2e-1, 3.4e-1 on ids 1..5. */
+ * fixture checkpoints. inferd's CPU products take 8-bit activations (as
+ * llama.cpp does; cpu_exact keeps float32); llama.cpp's own CPU path
+ * measured 3.4e-2, 7.8e-2, 1.1e-1, 2.2e-1, 3.4e-1 on ids 1..5. */
 static const struct qfile files[] = {
 	{"f32", 1e-6},      /* measured 0 (same weights) */
-	{"Q8_0", 5e-2},     /* measured 2.9e-2 */
-	{"Q6_K", 1.5e-1},   /* measured 9.2e-2 */
-	{"Q5_K_M", 2.5e-1}, /* measured 1.5e-1 */
+	{"Q8_0", 6e-2},     /* measured 4.3e-2 (2.9e-2 with float32 activations, cpu_exact) */
+	{"Q6_K", 1.5e-1},   /* measured 9.9e-2 */
+	{"Q5_K_M", 2.5e-1}, /* measured 1.6e-1 */
 	{"Q4_K_M", 4.5e-1}, /* measured 2.9e-1 */
 	{"Q4_0", 5e-1},     /* measured 3.4e-1 */
 };
