@@ -10,8 +10,7 @@
  * token's result depends only on its own row: bitwise the same alone or in
  * any batch, and the same on AVX2 and AVX-512 VNNI (both compute the same
  * integers and the same float sequence). F16 and BF16 rows meet float32
- * activations in the 8-lane order of ops.c's dot, so they equal
- * "dequantize the row, then dot" bit for bit.
+ * activations, converted in registers, two 8-lane accumulators per token.
  *
  * The scalar kernels are the reference: plain C, integer block sums, the
  * float combination in double.
