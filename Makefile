@@ -6,6 +6,7 @@
 #   make fuzz         libFuzzer targets for the GGUF and safetensors parsers
 #   make deps         install the Debian packages the build and tests need
 #   make bench        benchmarks (not part of make test)
+#   make bench-cpu    CPU pp/tg on real shapes (LLAMA_BENCH=... side by side)
 #   make CUDA=1       with the CUDA backend (nvcc, cuBLAS), in build-cuda/
 #   make CUDA=1 test-gpu   the GPU tests (they print SKIP without a GPU)
 
@@ -59,7 +60,7 @@ LIB     := $(BUILD)/libinferd.a
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test test-gpu bench-gpu deps fuzz bench clean
+.PHONY: all test test-gpu bench-gpu deps fuzz bench bench-cpu clean
 .SECONDARY:
 
 all: $(BIN)/inferd $(LIB)
@@ -145,6 +146,12 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 
 bench: $(BIN)/inferd $(BENCH_BIN)
 	BUILD=$(BUILD) BIN=$(BIN) bench/run.sh
+	BUILD=$(BUILD) BIN=$(BIN) bench/cpu.sh
+
+# CPU pp/tg on generated 1B Llama and 0.5B Qwen files (Q8_0, Q4_K_M, F16);
+# LLAMA_BENCH=/path/to/llama-bench adds llama.cpp side by side
+bench-cpu: $(BIN)/inferd $(BENCH_BIN)
+	BUILD=$(BUILD) BIN=$(BIN) bench/cpu.sh
 
 clean:
 	rm -rf build build-address build-thread build-cuda build-fuzz bin

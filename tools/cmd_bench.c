@@ -20,12 +20,14 @@
 #include <time.h>
 
 static const char *bench_help =
-	"usage: inferd bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r 3] [--device DEV] [--cpu-exact] [--json]\n"
+	"usage: inferd bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r 3] [-b B] [--device DEV] [--cpu-exact] [--json]\n"
 	"Prompt processing (pp: P tokens in one evaluation) and generation (tg: N tokens one at a\n"
 	"time after the prompt) in tokens/s, the mean of R repetitions after a warm-up; the peak\n"
 	"resident memory of the process; and the weight bandwidth the generation rate implies\n"
 	"(bytes of weights read per token x tg). --json prints one object with pp_tok_s,\n"
 	"tg_tok_s, peak_rss_bytes, weight_bytes, tg_weight_gb_s, cpu_kernels and the settings.\n"
+	"-b B (2..64): also decode through the engine, 1 sequence and then B at once (16-token\n"
+	"prompts, N tokens each), and print both aggregate rates (engine_tg1_tok_s, engine_tgb_tok_s).\n"
 	"--cpu-exact: float32 activations for quantized weights on the CPU (default: 8-bit).\n"
 	"INFERD_CPU_ISA=avx2|scalar lowers the CPU kernel set (default: the best this CPU runs).\n";
 
@@ -48,6 +50,45 @@ static int num(const char *flag, const char *v, long lo, long hi, long *out)
 	}
 	*out = x;
 	return 0;
+}
+
+/* Decode through the engine: b requests at once, each a 16-token prompt
+ * and n greedy tokens (EOS ignored); aggregate generated tokens per second
+ * from submission to the last one finished. */
+static int batched(inferd_model_t *m, const struct inferd_model_info *info, int b, int n, double *tok_s, char *err)
+{
+	inferd_req_t **rq = calloc((size_t)b, sizeof *rq);
+	int32_t ids[16 * 64];
+	int rc = rq ? 0 : INFERD_ENOMEM, total = 0;
+	double t0 = now_s();
+	for (int i = 0; i < b && !rc; i++) {
+		for (int k = 0; k < 16; k++)
+			ids[16 * i + k] = (int32_t)(((i + 1) * 7919 + k * 104729) % info->n_vocab);
+		struct inferd_request r;
+		inferd_request_init(&r);
+		r.ids = ids + 16 * i;
+		r.n_ids = 16;
+		r.max_tokens = n;
+		r.temperature = 0;
+		r.ignore_eos = 1;
+		rc = inferd_submit(m, &r, &rq[i], err);
+	}
+	for (int i = 0; i < b && !rc; i++) {
+		struct inferd_event ev;
+		while (inferd_req_next(rq[i], &ev, -1) == 0 && ev.type != INFERD_EV_DONE)
+			;
+		if (ev.status) {
+			snprintf(err, INFERD_ERR_LEN, "%s", ev.message);
+			rc = ev.status;
+		}
+		total += ev.completion_tokens;
+	}
+	*tok_s = total / (now_s() - t0);
+	for (int i = 0; rq && i < b; i++)
+		if (rq[i])
+			inferd_req_release(rq[i]);
+	free(rq);
+	return rc;
 }
 
 /* one repetition: pp and tg seconds */
@@ -91,6 +132,7 @@ int cmd_bench(int argc, char **argv)
 	const char *model = NULL, *device = NULL;
 	long p = 512, n = 128, threads = 0, reps = 3;
 	int json = 0, cpu_exact = 0;
+	long batch = 1;
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -123,6 +165,8 @@ int cmd_bench(int argc, char **argv)
 			rc = num("-t", v, 1, 1024, &threads);
 		else if (!strcmp(a, "-r"))
 			rc = num("-r", v, 1, 1000, &reps);
+		else if (!strcmp(a, "-b") || !strcmp(a, "--batch"))
+			rc = num("-b", v, 1, 64, &batch);
 		else {
 			fprintf(stderr, "inferd bench: unknown option \"%s\"\n(see 'inferd bench --help')\n", a);
 			return 2;
@@ -142,6 +186,8 @@ int cmd_bench(int argc, char **argv)
 	char err[INFERD_ERR_LEN];
 	struct inferd_model_opts o = {.n_threads = (int)threads, .device = device, .cpu_exact = cpu_exact,
 				      .kv_tokens = (int)(p + n + 16 > 8192 ? p + n + 16 : 8192)};
+	if (batch * (16 + n) + 16 > o.kv_tokens)
+		o.kv_tokens = (int)(batch * (16 + n) + 16);
 	inferd_model_t *m;
 	if (inferd_model_open(model, &o, &m, err)) {
 		fprintf(stderr, "inferd: %s\n", err);
@@ -162,14 +208,26 @@ int cmd_bench(int argc, char **argv)
 		return 1;
 	}
 	double pp_tok_s = p > 0 ? (double)p * (double)reps / pp : 0, tg_tok_s = n > 0 ? (double)n * (double)reps / tg : 0;
+	double b1 = 0, bn = 0; /* engine decode: 1 sequence, then `batch` at once */
+	if (batch > 1 && n > 0) {
+		rc = batched(m, &info, 1, (int)n, &b1, err);
+		if (!rc)
+			rc = batched(m, &info, (int)batch, (int)n, &bn, err);
+		if (rc) {
+			fprintf(stderr, "inferd: %s: %s\n", model, err);
+			inferd_model_close(m);
+			return 1;
+		}
+	}
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	unsigned long long rss = (unsigned long long)ru.ru_maxrss * 1024ull;
 	double gbs = (double)info.weight_bytes * tg_tok_s / 1e9;
 	const char *kern = cpu_exact ? "float32" : qmm_isa_name(qmm_isa_best());
 	if (json) {
-		json_t *j = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:f}", "model", model, "device",
-				      info.device, "cpu_kernels", kern,
+		json_t *j = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:I,s:I,s:f}", "model", model,
+				      "device", info.device, "cpu_kernels", kern, "batch", (json_int_t)batch,
+				      "engine_tg1_tok_s", b1, "engine_tgb_tok_s", bn,
 				      "threads", (json_int_t)threads, "p", (json_int_t)p, "n", (json_int_t)n, "reps",
 				      (json_int_t)reps, "pp_tok_s", pp_tok_s, "tg_tok_s", tg_tok_s, "peak_rss_bytes",
 				      (json_int_t)rss, "weight_bytes", (json_int_t)info.weight_bytes, "tg_weight_gb_s", gbs);
@@ -182,6 +240,9 @@ int cmd_bench(int argc, char **argv)
 		       "weights, %.3f GB per token)\n  peak RSS: %.1f MiB\n",
 		       model, info.device, threads, kern, p, pp_tok_s, n, tg_tok_s, gbs, (double)info.weight_bytes / 1e9,
 		       (double)rss / 1048576.0);
+	if (!json && batch > 1 && n > 0)
+		printf("  engine decode, %ld tokens each: 1 sequence %.2f tok/s, %ld at once %.2f tok/s (%.2fx)\n", n, b1,
+		       batch, bn, b1 > 0 ? bn / b1 : 0);
 	inferd_model_close(m);
 	return 0;
 }
