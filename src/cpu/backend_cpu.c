@@ -21,6 +21,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 struct cpu_kv {
 	int n_blocks, bs;
@@ -32,6 +34,14 @@ static inline size_t kv_off(const struct cpu_kv *kv, int layer, int blk, int off
 {
 	return (((size_t)layer * (size_t)kv->n_blocks + (size_t)blk) * (size_t)kv->bs + (size_t)off) * kv->kvdim;
 }
+
+/* a weight repacked in groups of 8 interleaved rows (qmm.h, qmm_x8) */
+struct x8w {
+	const struct tensor *t;
+	uint8_t *data; /* rows / 8 groups of gbytes */
+	size_t gbytes;
+	qmm_fn f;
+};
 
 struct cpu_backend {
 	struct backend base;
@@ -47,6 +57,8 @@ struct cpu_backend {
 	ops_mlx_fn mlx;      /* MLX affine row decoder chosen for this CPU */
 	ops_mlx_dot4_fn mlx_dot4; /* fused decode + dot4, or NULL */
 	qmm_fn qmm[DT_COUNT];     /* row kernel per weight type (qmm.h), or NULL */
+	struct x8w *x8;           /* weights repacked 8 rows at a time (qmm_x8) */
+	int n_x8;
 	uint8_t *xq;              /* the step's activations, quantized for qmm */
 	size_t xq_cap;
 };
@@ -173,7 +185,8 @@ static void cpu_rmsnorm(struct backend *be, float *out, const float *x, const st
  * Other types (F32, MLX, and every type with cpu_exact): one float32 row
  * at a time against dot4. */
 struct mm_job { float *out; const struct tensor *w, *bias; const float *x; int n; float **tmp; ops_dot4_fn dot4;
-		ops_mlx_fn mlx; ops_mlx_dot4_fn mlx_dot4; qmm_fn q; const uint8_t *xq; size_t xs; };
+		ops_mlx_fn mlx; ops_mlx_dot4_fn mlx_dot4; qmm_fn q; const uint8_t *xq; size_t xs;
+		const struct x8w *x8; };
 
 static float row_bias(const struct tensor *bias, int64_t r, int64_t rows)
 {
@@ -203,9 +216,36 @@ static void mm_q(struct mm_job *j, int ith, int nth)
 	}
 }
 
+/* the same over groups of 8 interleaved rows */
+static void mm_x8(struct mm_job *j, int ith, int nth)
+{
+	int64_t cols = j->w->ne[0], rows = j->w->ne[1], a, b;
+	pool_split(rows / 8, ith, nth, &a, &b);
+	for (int t0 = 0; t0 < j->n; t0 += 64) {
+		int t1 = j->n - t0 < 64 ? j->n : t0 + 64;
+		for (int64_t g = a; g < b; g++) {
+			const uint8_t *w = j->x8->data + (size_t)g * j->x8->gbytes;
+			float bias[8], d[32];
+			for (int r = 0; r < 8; r++)
+				bias[r] = row_bias(j->bias, 8 * g + r, rows);
+			for (int t = t0; t < t1; t += 4) {
+				int k = t1 - t < 4 ? t1 - t : 4;
+				j->x8->f(w, j->xq + (size_t)t * j->xs, j->xs, k, cols, d);
+				for (int q = 0; q < k; q++)
+					for (int r = 0; r < 8; r++)
+						j->out[(int64_t)(t + q) * rows + 8 * g + r] = d[8 * q + r] + bias[r];
+			}
+		}
+	}
+}
+
 static void mm_fn(void *ctx, int ith, int nth)
 {
 	struct mm_job *j = ctx;
+	if (j->x8) {
+		mm_x8(j, ith, nth);
+		return;
+	}
 	if (j->q) {
 		mm_q(j, ith, nth);
 		return;
@@ -255,7 +295,7 @@ static void cpu_matmul(struct backend *be, float *out, const struct tensor *w, c
 		       const float *x, int n)
 {
 	struct cpu_backend *cb = CPU(be);
-	struct mm_job j = {out, w, bias, x, n, cb->row, cb->dot4, cb->mlx, cb->mlx_dot4, NULL, NULL, 0};
+	struct mm_job j = {out, w, bias, x, n, cb->row, cb->dot4, cb->mlx, cb->mlx_dot4, NULL, NULL, 0, NULL};
 	qmm_fn q = w->type < DT_COUNT ? cb->qmm[w->type] : NULL;
 	size_t xs = q ? qmm_xbytes(w->type, w->ne[0]) : 0;
 	if (q && !xs) { /* F16/BF16: float rows */
@@ -277,6 +317,9 @@ static void cpu_matmul(struct backend *be, float *out, const struct tensor *w, c
 			j.q = q;
 			j.xq = cb->xq;
 			j.xs = xs;
+			for (int i = 0; i < cb->n_x8; i++)
+				if (cb->x8[i].t == w)
+					j.x8 = &cb->x8[i];
 		}
 	}
 	pool_run(cb->pool, mm_fn, &j);
@@ -461,7 +504,75 @@ static void cpu_free(struct backend *be)
 	free(cb->scores);
 	free(cb->rope_cs);
 	free(cb->xq);
+	for (int i = 0; i < cb->n_x8; i++)
+		free(cb->x8[i].data);
+	free(cb->x8);
 	free(cb);
+}
+
+/* ---- repacking ----
+ * At creation, every product weight of a type with an interleaved layout
+ * (qmm_x8: Q8_0, Q4_K, Q6_K on AVX-512 VNNI CPUs) whose rows come in
+ * groups of 8 and whose bytes lie in a mapped file is repacked once, and
+ * the file's pages under it are dropped from the process (madvise; the
+ * mapping stays valid and would read them back), so the resident size
+ * stays that of the weights. In-memory weights and a tied output head
+ * (the embedding table too, read by rows) stay as they are. */
+struct pack_job { const struct tensor *t; uint8_t *dst; size_t gbytes; };
+
+static void pack_fn(void *ctx, int ith, int nth)
+{
+	struct pack_job *j = ctx;
+	int64_t a, b;
+	uint64_t rb = j->t->nbytes / (uint64_t)j->t->ne[1];
+	pool_split(j->t->ne[1] / 8, ith, nth, &a, &b);
+	for (int64_t g = a; g < b; g++)
+		qmm_x8_pack(j->t->type, (const uint8_t *)j->t->data + (uint64_t)g * 8 * rb, rb, j->t->ne[0],
+			    j->dst + (size_t)g * j->gbytes);
+}
+
+static bool in_file(const struct inferd_model *m, const struct tensor *t)
+{
+	const uint8_t *p = t->data;
+	if (m->gguf.f.data && p >= m->gguf.f.data && p + t->nbytes <= m->gguf.f.data + m->gguf.f.size)
+		return true;
+	for (int i = 0; i < m->st.n_files; i++)
+		if (m->st.files[i].data && p >= m->st.files[i].data && p + t->nbytes <= m->st.files[i].data + m->st.files[i].size)
+			return true;
+	return false;
+}
+
+static void drop_pages(const void *p, uint64_t n)
+{
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + pg - 1) & ~(pg - 1),
+		  b = ((uintptr_t)p + n) & ~(pg - 1);
+	if (b > a)
+		madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+static int repack(struct cpu_backend *cb, const struct inferd_model *m)
+{
+	int cap = 7 * m->c.n_layer + 1;
+	cb->x8 = calloc((size_t)cap, sizeof *cb->x8);
+	if (!cb->x8)
+		return -1;
+	for (int i = 0; i < cap; i++) {
+		const struct layer_weights *l = i < 7 * m->c.n_layer ? &m->layers[i / 7] : NULL;
+		const struct tensor *cand[7] = {l ? l->wq : NULL, l ? l->wk : NULL, l ? l->wv : NULL, l ? l->wo : NULL,
+						l ? l->w_gate : NULL, l ? l->w_up : NULL, l ? l->w_down : NULL};
+		const struct tensor *t = l ? cand[i % 7] : m->output;
+		size_t gb = t && !dtype_is_mlx(t->type) ? qmm_x8_bytes(t->type, t->ne[0]) : 0;
+		if (!gb || t->ne[1] % 8 || !in_file(m, t) || t == m->tok_embd)
+			continue;
+		uint8_t *dst = NULL;
+		if (posix_memalign((void **)&dst, 64, gb * (size_t)(t->ne[1] / 8)) != 0)
+			return -1;
+		struct pack_job j = {t, dst, gb};
+		pool_run(cb->pool, pack_fn, &j);
+		cb->x8[cb->n_x8++] = (struct x8w){t, dst, gb, qmm_x8_get(t->type)};
+		drop_pages(t->data, t->nbytes);
+	}
+	return 0;
 }
 
 static const struct backend_ops cpu_ops = {
@@ -520,6 +631,8 @@ int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, stru
 	for (int i = 0; i < cb->nth; i++)
 		if (!(cb->row[i] = malloc((size_t)mc * sizeof(float))))
 			goto oom;
+	if (!exact && repack(cb, m) != 0)
+		goto oom;
 	*out = &cb->base;
 	return 0;
 oom:

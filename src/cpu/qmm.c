@@ -23,7 +23,7 @@ static uint32_t rd32(const uint8_t *p)
 
 /* activation block views */
 struct x32 { float d; int16_t s; int16_t pad; int8_t q[32]; };
-struct x256 { float d; int16_t bs[16]; int8_t q[256]; };
+struct x256 { float d; int16_t bs[16]; int16_t b32[8]; int8_t q[256]; };
 _Static_assert(sizeof(struct x32) == QMM_X32, "x32 layout");
 _Static_assert(sizeof(struct x256) == QMM_X256, "x256 layout");
 
@@ -81,6 +81,8 @@ void qmm_quantize(int wtype, const float *x, int64_t cols, void *xq)
 					s += o[i].q[16 * g + k];
 				o[i].bs[g] = (int16_t)s;
 			}
+			for (int g = 0; g < 8; g++)
+				o[i].b32[g] = (int16_t)(o[i].bs[2 * g] + o[i].bs[2 * g + 1]);
 		}
 	}
 }
@@ -263,6 +265,8 @@ static qmm_fn ref_get(int wtype)
 	}
 }
 
+static enum qmm_isa cpu_isa(void);
+
 /* ---- SIMD kernels, compiled twice ---- */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -277,6 +281,7 @@ static qmm_fn ref_get(int wtype)
 #define QK(name) name##_vnni
 #define QK_VNNI 1
 #include "cpu/qmm_x86.inc"
+#include "cpu/qmm_x8.inc"
 #endif
 
 #if defined(__aarch64__) && defined(__GNUC__)
@@ -298,6 +303,43 @@ static qmm_fn ref_get(int wtype)
 #define QK_DOT 1
 #include "cpu/qmm_neon.inc"
 #endif
+
+size_t qmm_x8_bytes(int wtype, int64_t cols)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	int bs = xblock(wtype);
+	if (bs && x8_block_bytes(wtype) && cpu_isa() == QMM_AVX512)
+		return (size_t)(cols / bs) * x8_block_bytes(wtype);
+#else
+	(void)wtype, (void)cols;
+#endif
+	return 0;
+}
+
+void qmm_x8_pack(int wtype, const void *rows, size_t row_bytes, int64_t cols, void *dst)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	x8_pack(wtype, rows, row_bytes, cols, dst);
+#else
+	(void)wtype, (void)rows, (void)row_bytes, (void)cols, (void)dst;
+#endif
+}
+
+qmm_fn qmm_x8_get(int wtype)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (cpu_isa() == QMM_AVX512)
+		switch (wtype) {
+		case DT_Q8_0: return x8_q8_0_e;
+		case DT_Q4_K: return x8_q4_k_e;
+		case DT_Q6_K: return x8_q6_k_e;
+		default: break;
+		}
+#else
+	(void)wtype;
+#endif
+	return NULL;
+}
 
 /* what this CPU runs, lowered by INFERD_CPU_ISA=scalar|avx2|neon if set */
 static enum qmm_isa cpu_isa(void)

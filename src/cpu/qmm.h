@@ -26,8 +26,9 @@
 enum qmm_isa { QMM_SCALAR, QMM_AVX2, QMM_AVX512, QMM_NEON, QMM_NEON_DOT, QMM_ISA_COUNT };
 
 /* Activation blocks. 32 values: float d, int16 sum of q, 2 pad bytes, q[32]
- * (40 bytes). 256 values: float d, int16 sums of each 16, q[256] (292). */
-enum { QMM_X32 = 40, QMM_X256 = 292 };
+ * (40 bytes). 256 values: float d, int16 sums of each 16 and of each 32,
+ * q[256] (308). */
+enum { QMM_X32 = 40, QMM_X256 = 308 };
 
 /* Bytes of one quantized activation row of `cols` values for weights of
  * type wtype; 0 when wtype takes float32 activations (F32, F16, BF16) or
@@ -48,6 +49,15 @@ typedef void (*qmm_fn)(const void *w, const void *x, size_t xstride, int nt, int
 qmm_fn qmm_get(int wtype, enum qmm_isa isa);
 /* The best isa this CPU runs (cpuid; on aarch64 the auxv hwcaps). */
 enum qmm_isa qmm_isa_best(void);
+
+/* Row-interleaved weights (qmm_x8.inc: Q8_0, Q4_K, Q6_K on CPUs with
+ * AVX-512 VNNI): bytes of one group of 8 rows (0: no such layout here),
+ * the repacking of 8 consecutive rows (row_bytes apart) into it, and the
+ * kernel: out[8 * t + r] = dot(row r of the group, activation row t) for
+ * t < nt (1..4), each token's results the same whatever nt is. */
+size_t qmm_x8_bytes(int wtype, int64_t cols);
+void qmm_x8_pack(int wtype, const void *rows, size_t row_bytes, int64_t cols, void *dst);
+qmm_fn qmm_x8_get(int wtype);
 const char *qmm_isa_name(enum qmm_isa isa);
 
 #endif

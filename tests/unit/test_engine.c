@@ -228,6 +228,26 @@ static char *gen_model(const char *name, int vocab)
 	return p;
 }
 
+/* Quantized weights (8-bit activations, integer products; Q8_0 / Q4_K /
+ * Q6_K repacked 8 rows at a time where the CPU has AVX-512 VNNI): the
+ * same invariance as the fixtures, on 256-wide models of each mix. */
+static void quantized_invariance(void)
+{
+	const char *types[] = {"q8_0", "q4_k_m", "q5_k_m", "q4_0"};
+	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+		char name[64], err[INFERD_ERR_LEN];
+		snprintf(name, sizeof name, "engine-%s.gguf", types[i]);
+		char *p = strdup(t_tmp(name));
+		struct inferd_gen_opts o = {.arch = "llama", .n_layer = 2, .n_embd = 256, .n_ff = 512, .n_head = 4,
+					    .n_head_kv = 2, .n_vocab = 256, .n_ctx = 4096, .rope_theta = 10000, .seed = 11,
+					    .type = types[i]};
+		CHECK(inferd_gen_model(&o, p, err) == 0, "%s", err);
+		snprintf(name, sizeof name, "generated %s", types[i]);
+		invariance(p, name);
+		free(p);
+	}
+}
+
 static void cancel_and_deadline(const char *path)
 {
 	char err[INFERD_ERR_LEN];
@@ -774,6 +794,7 @@ static void priorities(const char *path)
 int main(void)
 {
 	fixtures_invariance();
+	quantized_invariance();
 	two_models();
 	char *gm = gen_model("engine.gguf", 256);
 	cancel_and_deadline(gm);

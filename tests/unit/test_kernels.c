@@ -146,6 +146,69 @@ static void one_shape(const struct tinfo *ti, int64_t cols, int *worst_set, doub
 	free(w);
 }
 
+/* the row-interleaved kernels: 8 rows at once, against the reference row
+ * by row; each token's results bitwise the same for 1..4 tokens */
+static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
+{
+	size_t gb = qmm_x8_bytes(ti->type, cols);
+	qmm_fn f = qmm_x8_get(ti->type), ref = qmm_get(ti->type, QMM_SCALAR);
+	if (!gb || !f)
+		return 0;
+	const struct dtype_info *di = dtype_get((uint32_t)ti->type);
+	int64_t nb = cols / di->block;
+	size_t rb = (size_t)nb * (size_t)di->block_bytes, xs = qmm_xbytes(ti->type, cols);
+	uint8_t *w = malloc(8 * rb), *w8 = malloc(gb), *xq = malloc(4 * xs);
+	float *src = malloc((size_t)cols * sizeof(float)), *wf = malloc((size_t)cols * sizeof(float));
+	float *xd = malloc((size_t)cols * sizeof(float));
+	for (int r = 0; r < 8; r++) {
+		for (int64_t k = 0; k < cols; k++)
+			src[k] = frnd() * (k % 89 == 0 ? 8.0f : 1.0f);
+		dtype_from_f32(ti->type, src, w + r * rb, cols);
+		for (int64_t b = 0; b < nb; b++)
+			for (int k = ti->lo; k < ti->hi; k++)
+				w[r * rb + (size_t)b * (size_t)di->block_bytes + (size_t)k] = (uint8_t)rnd();
+	}
+	for (int t = 0; t < 4; t++) {
+		for (int64_t k = 0; k < cols; k++)
+			src[k] = frnd() * (k % 61 == 0 ? 5.0f : 1.0f);
+		qmm_quantize(ti->type, src, cols, xq + t * xs);
+	}
+	qmm_x8_pack(ti->type, w, rb, cols, w8);
+	float alone[4][8], multi[32];
+	for (int t = 0; t < 4; t++)
+		f(w8, xq + t * xs, xs, 1, cols, alone[t]);
+	for (int r = 0; r < 8; r++) {
+		dtype_to_f32(ti->type, w + r * rb, wf, cols);
+		for (int t = 0; t < 4; t++) {
+			float rv;
+			ref(w + r * rb, xq + t * xs, xs, 1, cols, &rv);
+			qmm_dequantize_x(ti->type, xq + t * xs, cols, xd);
+			double mag = 0;
+			for (int64_t k = 0; k < cols; k++)
+				mag += fabs((double)wf[k] * xd[k]);
+			double e = fabs((double)alone[t][r] - rv) / (mag + 1e-30);
+			if (e > *worst)
+				*worst = e;
+			CHECK(e <= 2e-5, "%s x8 cols %lld row %d token %d: %.9g vs reference %.9g (rel %.2e)", di->name,
+			      (long long)cols, r, t, alone[t][r], rv, e);
+		}
+	}
+	for (int nt = 2; nt <= 4; nt++) {
+		int off = (int)(rnd() % (unsigned)(5 - nt));
+		f(w8, xq + off * xs, xs, nt, cols, multi);
+		for (int t = 0; t < nt; t++)
+			CHECK(memcmp(multi + 8 * t, alone[off + t], 8 * sizeof(float)) == 0,
+			      "%s x8 cols %lld: token %d of %d differs from alone", di->name, (long long)cols, t, nt);
+	}
+	free(w);
+	free(w8);
+	free(xq);
+	free(src);
+	free(wf);
+	free(xd);
+	return 1;
+}
+
 int main(void)
 {
 	const char *s = getenv("INFERD_KERNEL_SEED");
@@ -175,6 +238,12 @@ int main(void)
 		}
 		printf("  %-5s %2d shapes: SIMD vs reference worst rel %.2e%s\n", di->name, shapes, worst,
 		       any ? "" : " (no SIMD here)");
+		double w8 = 0;
+		int n8 = 0;
+		for (int k = 0; k < 6; k++)
+			n8 += x8_shape(&types[i], (k < 2 ? 1 + k : 1 + (int64_t)(rnd() % 24)) * bs, &w8);
+		if (n8)
+			printf("  %-5s %2d shapes, 8 interleaved rows: worst rel %.2e\n", di->name, n8, w8);
 	}
 	return t_done("test_kernels");
 }
