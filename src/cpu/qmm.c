@@ -287,6 +287,9 @@ static enum qmm_isa cpu_isa(void);
 #if defined(__aarch64__) && defined(__GNUC__)
 #include <arm_neon.h>
 #include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP /* older C libraries: the kernel's bit */
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
 #define QK_TARGET
 #define QK(name) name##_neon
 #define QK_DOT 0
