@@ -137,7 +137,16 @@ static void weight_row(ops_mlx_fn mlx, const struct tensor *w, int64_t r, const 
 }
 
 /* ---- get_rows ---- */
-struct get_rows_job { float *out; const struct tensor *emb; const int32_t *ids; int n; ops_mlx_fn mlx; };
+struct get_rows_job { float *out; const struct tensor *emb; const int32_t *ids; int n; ops_mlx_fn mlx;
+		      const struct x8w *x8; float **tmp; };
+
+static const struct x8w *find_x8(const struct cpu_backend *cb, const struct tensor *t)
+{
+	for (int i = 0; i < cb->n_x8; i++)
+		if (cb->x8[i].t == t)
+			return &cb->x8[i];
+	return NULL;
+}
 
 static void get_rows_fn(void *ctx, int ith, int nth)
 {
@@ -145,14 +154,22 @@ static void get_rows_fn(void *ctx, int ith, int nth)
 	int64_t a, b, cols = j->emb->ne[0];
 	uint64_t rb = j->emb->nbytes / (uint64_t)j->emb->ne[1];
 	pool_split(j->n, ith, nth, &a, &b);
-	for (int64_t i = a; i < b; i++)
+	for (int64_t i = a; i < b; i++) {
+		if (j->x8) { /* a tied head repacked: the row back in its own layout first */
+			uint8_t *tmp = (uint8_t *)j->tmp[ith];
+			qmm_x8_row(j->emb->type, j->x8->data + (size_t)(j->ids[i] / 8) * j->x8->gbytes, j->ids[i] % 8,
+				   cols, tmp);
+			dtype_to_f32(j->emb->type, tmp, j->out + i * cols, cols);
+			continue;
+		}
 		weight_row(j->mlx, j->emb, j->ids[i], (const uint8_t *)j->emb->data + (uint64_t)j->ids[i] * rb,
 			   j->out + i * cols);
+	}
 }
 
 static void cpu_get_rows(struct backend *be, float *out, const struct tensor *emb, const int32_t *ids, int n)
 {
-	struct get_rows_job j = {out, emb, ids, n, CPU(be)->mlx};
+	struct get_rows_job j = {out, emb, ids, n, CPU(be)->mlx, find_x8(CPU(be), emb), CPU(be)->row};
 	pool_run(CPU(be)->pool, get_rows_fn, &j);
 }
 
@@ -317,9 +334,7 @@ static void cpu_matmul(struct backend *be, float *out, const struct tensor *w, c
 			j.q = q;
 			j.xq = cb->xq;
 			j.xs = xs;
-			for (int i = 0; i < cb->n_x8; i++)
-				if (cb->x8[i].t == w)
-					j.x8 = &cb->x8[i];
+			j.x8 = find_x8(cb, w);
 		}
 	}
 	pool_run(cb->pool, mm_fn, &j);
@@ -516,8 +531,8 @@ static void cpu_free(struct backend *be)
  * groups of 8 and whose bytes lie in a mapped file is repacked once, and
  * the file's pages under it are dropped from the process (madvise; the
  * mapping stays valid and would read them back), so the resident size
- * stays that of the weights. In-memory weights and a tied output head
- * (the embedding table too, read by rows) stay as they are. */
+ * stays that of the weights (a tied head's embedding rows are read back
+ * from the repacked copy, qmm_x8_row). In-memory weights stay as they are. */
 struct pack_job { const struct tensor *t; uint8_t *dst; size_t gbytes; };
 
 static void pack_fn(void *ctx, int ith, int nth)
@@ -562,7 +577,7 @@ static int repack(struct cpu_backend *cb, const struct inferd_model *m)
 						l ? l->w_gate : NULL, l ? l->w_up : NULL, l ? l->w_down : NULL};
 		const struct tensor *t = l ? cand[i % 7] : m->output;
 		size_t gb = t && !dtype_is_mlx(t->type) ? qmm_x8_bytes(t->type, t->ne[0]) : 0;
-		if (!gb || t->ne[1] % 8 || !in_file(m, t) || t == m->tok_embd)
+		if (!gb || t->ne[1] % 8 || !in_file(m, t))
 			continue;
 		uint8_t *dst = NULL;
 		if (posix_memalign((void **)&dst, 64, gb * (size_t)(t->ne[1] / 8)) != 0)

@@ -328,6 +328,15 @@ void qmm_x8_pack(int wtype, const void *rows, size_t row_bytes, int64_t cols, vo
 #endif
 }
 
+void qmm_x8_row(int wtype, const void *group, int r, int64_t cols, void *dst)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	x8_unpack_row(wtype, group, r, cols, dst);
+#else
+	(void)wtype, (void)group, (void)r, (void)cols, (void)dst;
+#endif
+}
+
 qmm_fn qmm_x8_get(int wtype)
 {
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -57,6 +57,8 @@ enum qmm_isa qmm_isa_best(void);
  * t < nt (1..4), each token's results the same whatever nt is. */
 size_t qmm_x8_bytes(int wtype, int64_t cols);
 void qmm_x8_pack(int wtype, const void *rows, size_t row_bytes, int64_t cols, void *dst);
+/* row r (0..7) of a group back in the GGUF layout: exactly its bytes */
+void qmm_x8_row(int wtype, const void *group, int r, int64_t cols, void *dst);
 qmm_fn qmm_x8_get(int wtype);
 const char *qmm_isa_name(enum qmm_isa isa);
 

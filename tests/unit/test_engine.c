@@ -230,7 +230,8 @@ static char *gen_model(const char *name, int vocab)
 
 /* Quantized weights (8-bit activations, integer products; Q8_0 / Q4_K /
  * Q6_K repacked 8 rows at a time where the CPU has AVX-512 VNNI): the
- * same invariance as the fixtures, on 256-wide models of each mix. */
+ * same invariance as the fixtures, on 256-wide models of each mix (tied
+ * heads among them: embedding rows read back from the repacked head). */
 static void quantized_invariance(void)
 {
 	const char *types[] = {"q8_0", "q4_k_m", "q5_k_m", "q4_0"};
@@ -240,9 +241,9 @@ static void quantized_invariance(void)
 		char *p = strdup(t_tmp(name));
 		struct inferd_gen_opts o = {.arch = "llama", .n_layer = 2, .n_embd = 256, .n_ff = 512, .n_head = 4,
 					    .n_head_kv = 2, .n_vocab = 256, .n_ctx = 4096, .rope_theta = 10000, .seed = 11,
-					    .type = types[i]};
+					    .type = types[i], .tied = i % 2 == 0};
 		CHECK(inferd_gen_model(&o, p, err) == 0, "%s", err);
-		snprintf(name, sizeof name, "generated %s", types[i]);
+		snprintf(name, sizeof name, "generated %s%s", types[i], o.tied ? " tied" : "");
 		invariance(p, name);
 		free(p);
 	}

@@ -174,6 +174,13 @@ static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 		qmm_quantize(ti->type, src, cols, xq + t * xs);
 	}
 	qmm_x8_pack(ti->type, w, rb, cols, w8);
+	uint8_t *back = malloc(rb);
+	for (int r = 0; r < 8; r++) {
+		qmm_x8_row(ti->type, w8, r, cols, back);
+		CHECK(memcmp(back, w + r * rb, rb) == 0, "%s x8 cols %lld: row %d unpacked differs from the original",
+		      di->name, (long long)cols, r);
+	}
+	free(back);
 	float alone[4][8], multi[32];
 	for (int t = 0; t < 4; t++)
 		f(w8, xq + t * xs, xs, 1, cols, alone[t]);
