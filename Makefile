@@ -9,6 +9,7 @@
 #   make bench-cpu    CPU pp/tg on real shapes (LLAMA_BENCH=... side by side)
 #   make CUDA=1       with the CUDA backend (nvcc, cuBLAS), in build-cuda/
 #   make CUDA=1 test-gpu   the GPU tests (they print SKIP without a GPU)
+#   make test-neon    test_kernels cross-compiled for aarch64, run under qemu-user
 
 CC      ?= cc
 SAN     ?=
@@ -60,7 +61,7 @@ LIB     := $(BUILD)/libinferd.a
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test test-gpu bench-gpu deps fuzz bench bench-cpu clean
+.PHONY: all test test-gpu test-neon bench-gpu deps fuzz bench bench-cpu clean
 .SECONDARY:
 
 all: $(BIN)/inferd $(LIB)
@@ -123,6 +124,23 @@ $(BUILD)/bench/cuda/bench_cuda: $(BUILD)/bench/cuda/bench_cuda.o $(LIB)
 bench-gpu: $(BIN)/inferd $(BUILD)/bench/cuda/bench_cuda
 	BUILD=$(BUILD) BIN=$(BIN) bench/cuda/run.sh
 
+# The aarch64 kernels (src/cpu/qmm_neon.inc): test_kernels alone, static,
+# with the Debian cross gcc, run under qemu-user twice: on a CPU model with
+# dotprod (both NEON sets, bitwise equal) and on one without (baseline NEON,
+# the dotprod set refused). testlib without jansson (no arm64 libraries);
+# ops.c is not called by the test, but linked so its aarch64 build is checked.
+NEON_CC  ?= aarch64-linux-gnu-gcc
+NEON_SRC := tests/unit/test_kernels.c tests/unit/testlib.c src/cpu/qmm.c src/dtype.c src/cpu/ops.c
+NEON_DEP := $(NEON_SRC) $(wildcard src/*.h src/cpu/*.h src/cpu/*.inc) tests/unit/testlib.h
+build-neon/test_kernels: $(NEON_DEP)
+	@mkdir -p $(dir $@)
+	$(NEON_CC) -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -D_GNU_SOURCE \
+		-DTESTLIB_NO_JSON -Iinclude -Isrc -pthread -static -o $@ $(NEON_SRC) -lm
+
+test-neon: build-neon/test_kernels
+	qemu-aarch64 -cpu max build-neon/test_kernels
+	qemu-aarch64 -cpu cortex-a53 build-neon/test_kernels
+
 deps:
 	.ci/deps
 
@@ -154,6 +172,6 @@ bench-cpu: $(BIN)/inferd $(BENCH_BIN)
 	BUILD=$(BUILD) BIN=$(BIN) bench/cpu.sh
 
 clean:
-	rm -rf build build-address build-thread build-cuda build-fuzz bin
+	rm -rf build build-address build-thread build-cuda build-fuzz build-neon bin
 
 -include $(LIB_OBJ:.o=.d) $(CU_SRC:%.cu=$(BUILD)/%.d) $(TOOL_OBJ:.o=.d) $(FAULT_OBJ:.o=.d) $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

@@ -5,6 +5,8 @@
  * CPU. The SIMD kernels are qmm_x86.inc, compiled twice below: AVX2 (byte
  * products by maddubs + madd) and AVX-512 VNNI (vpdpbusd on 256-bit
  * vectors); both produce the same integers and the same float sequence.
+ * On aarch64 qmm_neon.inc is compiled twice the same way: baseline NEON
+ * (every aarch64 CPU) and dotprod (sdot, where the hwcaps have it).
  */
 #include "cpu/qmm.h"
 #include "dtype.h"
@@ -282,6 +284,29 @@ static enum qmm_isa cpu_isa(void);
 #include "cpu/qmm_x8.inc"
 #endif
 
+#if defined(__aarch64__) && defined(__GNUC__)
+#include <arm_neon.h>
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP /* older C libraries: the kernel's bit */
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#define QK_TARGET
+#define QK(name) name##_neon
+#define QK_DOT 0
+#include "cpu/qmm_neon.inc"
+#undef QK_TARGET
+#undef QK
+#undef QK_DOT
+#if defined(__clang__)
+#define QK_TARGET __attribute__((target("dotprod")))
+#else
+#define QK_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+#define QK(name) name##_ndot
+#define QK_DOT 1
+#include "cpu/qmm_neon.inc"
+#endif
+
 size_t qmm_x8_bytes(int wtype, int64_t cols)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -328,7 +353,7 @@ qmm_fn qmm_x8_get(int wtype)
 	return NULL;
 }
 
-/* what this CPU runs, lowered by INFERD_CPU_ISA=scalar|avx2 if set */
+/* what this CPU runs, lowered by INFERD_CPU_ISA=scalar|avx2|neon if set */
 static enum qmm_isa cpu_isa(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -341,6 +366,9 @@ static enum qmm_isa cpu_isa(void)
 		return QMM_AVX2;
 	}
 #endif
+#if defined(__aarch64__) && defined(__GNUC__)
+	return getauxval(AT_HWCAP) & HWCAP_ASIMDDP ? QMM_NEON_DOT : QMM_NEON;
+#endif
 	return QMM_SCALAR;
 }
 
@@ -350,6 +378,11 @@ enum qmm_isa qmm_isa_best(void)
 	const char *e = getenv("INFERD_CPU_ISA");
 	if (e && !strcmp(e, "scalar"))
 		return QMM_SCALAR;
+#if defined(__aarch64__) && defined(__GNUC__)
+	if (e && !strcmp(e, "neon") && isa > QMM_NEON)
+		return QMM_NEON;
+	return isa;
+#endif
 	if (e && !strcmp(e, "avx2") && isa > QMM_AVX2)
 		return QMM_AVX2;
 	return isa;
@@ -357,6 +390,8 @@ enum qmm_isa qmm_isa_best(void)
 
 const char *qmm_isa_name(enum qmm_isa isa)
 {
+	if (isa == QMM_NEON || isa == QMM_NEON_DOT)
+		return isa == QMM_NEON ? "neon" : "neon-dotprod";
 	return isa == QMM_AVX512 ? "avx512-vnni" : isa == QMM_AVX2 ? "avx2" : "scalar";
 }
 
@@ -368,6 +403,10 @@ qmm_fn qmm_get(int wtype, enum qmm_isa isa)
 	if (isa > cpu_isa())
 		return NULL;
 	return isa == QMM_AVX512 ? get_vnni(wtype) : get_avx2(wtype);
+#elif defined(__aarch64__) && defined(__GNUC__)
+	if (isa == QMM_NEON)
+		return get_neon(wtype);
+	return isa == QMM_NEON_DOT && cpu_isa() == QMM_NEON_DOT ? get_ndot(wtype) : NULL;
 #else
 	return NULL;
 #endif

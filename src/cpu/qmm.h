@@ -9,7 +9,8 @@
  * scaled into 8 float lanes combined in a fixed order at the end, so a
  * token's result depends only on its own row: bitwise the same alone or in
  * any batch, and the same on AVX2 and AVX-512 VNNI (both compute the same
- * integers and the same float sequence). F16 and BF16 rows meet float32
+ * integers and the same float sequence), and likewise on aarch64 between
+ * baseline NEON and NEON with dotprod. F16 and BF16 rows meet float32
  * activations, converted in registers, two 8-lane accumulators per token.
  *
  * The scalar kernels are the reference: plain C, integer block sums, the
@@ -21,7 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum qmm_isa { QMM_SCALAR, QMM_AVX2, QMM_AVX512 };
+/* QMM_ISA_COUNT: the number of values (tests loop over every set) */
+enum qmm_isa { QMM_SCALAR, QMM_AVX2, QMM_AVX512, QMM_NEON, QMM_NEON_DOT, QMM_ISA_COUNT };
 
 /* Activation blocks. 32 values: float d, int16 sum of q, 2 pad bytes, q[32]
  * (40 bytes). 256 values: float d, int16 sums of each 16 and of each 32,
@@ -45,7 +47,7 @@ typedef void (*qmm_fn)(const void *w, const void *x, size_t xstride, int nt, int
 /* The kernel for wtype on isa, or NULL (no such kernel, or the CPU lacks
  * the instructions). */
 qmm_fn qmm_get(int wtype, enum qmm_isa isa);
-/* The best isa this CPU runs (cpuid, once). */
+/* The best isa this CPU runs (cpuid; on aarch64 the auxv hwcaps). */
 enum qmm_isa qmm_isa_best(void);
 
 /* Row-interleaved weights (qmm_x8.inc: Q8_0, Q4_K, Q6_K on CPUs with

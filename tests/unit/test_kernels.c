@@ -8,11 +8,14 @@
  *  2. the scalar reference against the float64 dot of the dequantized
  *     weights (dtype.c, the format's definition) and the dequantized
  *     activations: within 1e-5 of sum |w x|;
- *  3. each SIMD set this CPU runs (AVX2, AVX-512 VNNI) against the
- *     reference within 2e-5 of sum |w x| (float rounding of 8 lanes);
+ *  3. each SIMD set this CPU runs (AVX2, AVX-512 VNNI; on aarch64 NEON and
+ *     NEON dotprod) against the reference within 2e-5 of sum |w x| (float
+ *     rounding of 8 or 4 lanes);
  *  4. batch invariance: with 1, 2, 3 or 4 tokens per call, each token's
- *     result bitwise equal to the call with it alone; AVX2 and VNNI
- *     results bitwise equal to each other.
+ *     result bitwise equal to the call with it alone; the SIMD sets of the
+ *     build (AVX2 and VNNI, or NEON and dotprod) bitwise equal to each
+ *     other.
+ * `make test-neon` runs it cross-compiled for aarch64 under qemu-user.
  * Weight code bytes are random (every code value, Q8_0's -128 included);
  * scales come from quantizing random floats.
  */
@@ -88,7 +91,7 @@ static void one_shape(const struct tinfo *ti, int64_t cols, int *worst_set, doub
 
 	qmm_fn ref = qmm_get(ti->type, QMM_SCALAR);
 	CHECK(ref != NULL, "no reference kernel for %s", di->name);
-	float r[4], one[4], multi[4], avx2[4];
+	float r[4], one[4], multi[4], first[4];
 	for (int t = 0; t < 4; t++) {
 		double truth = 0, mag = 0;
 		for (int64_t k = 0; k < cols; k++) {
@@ -99,7 +102,8 @@ static void one_shape(const struct tinfo *ti, int64_t cols, int *worst_set, doub
 		double e = fabs(r[t] - truth) / (mag + 1e-30);
 		CHECK(e <= 1e-5, "%s cols %lld: reference %.9g vs float64 %.9g (rel %.2e)", di->name, (long long)cols,
 		      r[t], truth, e);
-		for (enum qmm_isa isa = QMM_AVX2; isa <= QMM_AVX512; isa++) {
+		enum qmm_isa first_isa = QMM_SCALAR;
+		for (enum qmm_isa isa = QMM_SCALAR + 1; isa < QMM_ISA_COUNT; isa++) {
 			qmm_fn f = qmm_get(ti->type, isa);
 			if (!f)
 				continue;
@@ -109,16 +113,17 @@ static void one_shape(const struct tinfo *ti, int64_t cols, int *worst_set, doub
 			      qmm_isa_name(isa), one[t], r[t], es);
 			if (es > *worst)
 				*worst = es;
-			if (isa == QMM_AVX2)
-				avx2[t] = one[t];
-			else if (qmm_get(ti->type, QMM_AVX2))
-				CHECK(memcmp(&one[t], &avx2[t], sizeof(float)) == 0, "%s cols %lld: VNNI %.9g != AVX2 %.9g",
-				      di->name, (long long)cols, one[t], avx2[t]);
+			if (first_isa == QMM_SCALAR)
+				first_isa = isa, first[t] = one[t];
+			else
+				CHECK(memcmp(&one[t], &first[t], sizeof(float)) == 0, "%s cols %lld: %s %.9g != %s %.9g",
+				      di->name, (long long)cols, qmm_isa_name(isa), one[t], qmm_isa_name(first_isa),
+				      first[t]);
 			*worst_set = 1;
 		}
 	}
 	/* batch invariance: nt tokens at once equal each alone, every set */
-	for (enum qmm_isa isa = QMM_SCALAR; isa <= QMM_AVX512; isa++) {
+	for (enum qmm_isa isa = QMM_SCALAR; isa < QMM_ISA_COUNT; isa++) {
 		qmm_fn f = qmm_get(ti->type, isa);
 		if (!f)
 			continue;
@@ -217,8 +222,12 @@ int main(void)
 	rs = s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
 	if (!rs)
 		rs = 88172645463325252ULL;
-	printf("seed %llu (INFERD_KERNEL_SEED repeats it); best set here: %s\n", (unsigned long long)rs,
+	printf("seed %llu (INFERD_KERNEL_SEED repeats it); best set here: %s; SIMD sets run:", (unsigned long long)rs,
 	       qmm_isa_name(qmm_isa_best()));
+	for (enum qmm_isa isa = QMM_SCALAR + 1; isa < QMM_ISA_COUNT; isa++)
+		if (qmm_get(DT_Q8_0, isa))
+			printf(" %s", qmm_isa_name(isa));
+	printf("\n");
 	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
 		const struct dtype_info *di = dtype_get((uint32_t)types[i].type);
 		int bs = (int)di->block;

@@ -186,6 +186,7 @@ double t_rel_err(const float *a, const float *b, size_t n)
 	return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
+#ifndef TESTLIB_NO_JSON
 int t_ref_load(const char *dir, struct t_ref *r)
 {
 	char p[512];
@@ -239,6 +240,7 @@ int32_t *t_ref_ids(const struct t_ref *r, int c, int *n)
 	*n = (int)(ni + no - 1);
 	return ids;
 }
+#endif
 
 int t_free_port(void)
 {

@@ -2,6 +2,7 @@
  * testlib.h — the small harness every test binary uses: CHECK macros that
  * print both operands, fixture and binary lookup, running the real inferd
  * binary with its output captured, and float comparisons.
+ * -DTESTLIB_NO_JSON leaves out the fixture references (jansson).
  */
 #ifndef INFERD_TESTLIB_H
 #define INFERD_TESTLIB_H
@@ -9,7 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#ifndef TESTLIB_NO_JSON
 #include <jansson.h>
+#endif
 
 extern int t_failures, t_checks;
 
@@ -66,7 +69,9 @@ void *t_read_file(const char *path, size_t *n);
 int t_write_file(const char *path, const void *data, size_t n);
 double t_rel_err(const float *ours, const float *ref, size_t n);
 
-/* Reference data of one fixture checkpoint. */
+#ifndef TESTLIB_NO_JSON
+/* Reference data of one fixture checkpoint (not in a TESTLIB_NO_JSON
+ * build: the cross-compiled kernel test of `make test-neon` has no jansson). */
 struct t_ref {
 	json_t *root;
 	int vocab;
@@ -79,5 +84,6 @@ void t_ref_free(struct t_ref *r);
 /* ids of case c: input_ids + output_ids[:-1] (teacher forcing); caller frees */
 int32_t *t_ref_ids(const struct t_ref *r, int c, int *n);
 json_t *t_ref_case(const struct t_ref *r, int c);
+#endif
 
 #endif
