@@ -18,9 +18,6 @@ mkdir -p "$MODELS"
 bw=$("$BUILD/bench/membw" "$THREADS")
 bwn=$(echo "$bw" | sed 's/.*"read_gb_s_n": \([0-9.]*\).*/\1/')
 echo "memory read bandwidth: $bw"
-if [ -n "${LLAMA_BENCH:-}" ]; then
-	echo "llama.cpp: $("$LLAMA_BENCH" --version 2>&1 | grep -m1 -i "version\|build" || true)"
-fi
 printf "%-12s %-7s %10s %10s %10s %10s %8s %8s %7s\n" shape type "pp tok/s" "llama pp" "tg tok/s" "llama tg" "pp x" "tg x" "tg bw%"
 for shape in ${SHAPES:-llama-1b qwen2-0.5b}; do
 	for t in ${TYPES:-q8_0 q4_k_m f16}; do
@@ -37,6 +34,9 @@ for shape in ${SHAPES:-llama-1b qwen2-0.5b}; do
 				const a = JSON.parse(require("fs").readFileSync(0, "utf8"));
 				const pp = a.find(r => r.n_gen === 0), tg = a.find(r => r.n_prompt === 0);
 				console.log(pp.avg_ts.toFixed(2), tg.avg_ts.toFixed(2))')
+			build=$(echo "$ref" | node -e '
+				const a = JSON.parse(require("fs").readFileSync(0, "utf8"));
+				console.log(a[0].build_commit + " (build " + a[0].build_number + ")")')
 			rpp=$(awk "BEGIN{printf \"%.2f\", $opp/$lpp}")
 			rtg=$(awk "BEGIN{printf \"%.2f\", $otg/$ltg}")
 		fi
@@ -44,6 +44,7 @@ for shape in ${SHAPES:-llama-1b qwen2-0.5b}; do
 			"$(awk "BEGIN{printf \"%.0f\", 100*$ogb/$bwn}")"
 	done
 done
+[ -n "${LLAMA_BENCH:-}" ] && echo "llama.cpp: $build, the same threads, files and run"
 # batched decode: 8 sequences at once against one, through the engine
 f=$MODELS/qwen2-0.5b-q8_0.gguf
 [ -f "$f" ] || "$BIN/inferd" gen-model --shape qwen2-0.5b --type q8_0 -o "$f" >/dev/null

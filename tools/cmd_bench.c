@@ -29,7 +29,7 @@ static const char *bench_help =
 	"-b B (2..64): also decode through the engine, 1 sequence and then B at once (16-token\n"
 	"prompts, N tokens each), and print both aggregate rates (engine_tg1_tok_s, engine_tgb_tok_s).\n"
 	"--cpu-exact: float32 activations for quantized weights on the CPU (default: 8-bit).\n"
-	"INFERD_CPU_ISA=avx2|scalar lowers the CPU kernel set (default: the best this CPU runs).\n";
+	"INFERD_CPU_ISA=avx2|neon|scalar lowers the CPU kernel set (default: the best this CPU runs).\n";
 
 static double now_s(void)
 {
@@ -225,7 +225,7 @@ int cmd_bench(int argc, char **argv)
 	double gbs = (double)info.weight_bytes * tg_tok_s / 1e9;
 	const char *kern = cpu_exact ? "float32" : qmm_isa_name(qmm_isa_best());
 	if (json) {
-		json_t *j = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:I,s:I,s:f}", "model", model,
+		json_t *j = json_pack("{s:s,s:s,s:s,s:I,s:f,s:f,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:f}", "model", model,
 				      "device", info.device, "cpu_kernels", kern, "batch", (json_int_t)batch,
 				      "engine_tg1_tok_s", b1, "engine_tgb_tok_s", bn,
 				      "threads", (json_int_t)threads, "p", (json_int_t)p, "n", (json_int_t)n, "reps",
