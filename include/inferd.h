@@ -65,6 +65,8 @@ struct inferd_model_opts {
 	int gpu_exact;      /* float32 for every GPU product; 0 (default): products
 			     * of 8 tokens or more (prefill, batches) use
 			     * tensor cores with F16/BF16 activations */
+	const char *kv_dtype; /* KV cache storage: "f16" (the CPU's default), "f32"
+			       * or "q8_0" (CPU); the GPU keeps "f32" */
 	int cpu_exact;      /* float32 activations for quantized weights on the
 			     * CPU; 0 (default): 8-bit activations and integer
 			     * products (as llama.cpp), 2-4x faster */

@@ -220,6 +220,7 @@ static void slot_opts(struct slot *s, struct inferd_model_opts *mo)
 	*mo = (struct inferd_model_opts){.n_threads = o->threads, .max_seqs = s->parallel, .queue = s->parallel + s->queue,
 					 .kv_tokens = s->cfg->kv_tokens ? s->cfg->kv_tokens : o->kv_tokens,
 					 .device = dev, .gpu_exact = o->gpu_exact, .cpu_exact = o->cpu_exact,
+					 .kv_dtype = s->cfg->kv_dtype ? s->cfg->kv_dtype : o->kv_dtype,
 					 .device_memory = o->device_memory ? (o->device_memory > used ? o->device_memory - used : 1) : 0,
 					 .on_fatal = M.h.on_fatal, .fatal_arg = s};
 }

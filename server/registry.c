@@ -269,8 +269,11 @@ static int apply_cfg(struct model_cfg *c, json_t *o, const char *where, const ch
 		else if (!strcmp(k, "queue"))
 			rc = cfg_int(v, where, k, 1, 1 << 20, &c->queue, err, cap);
 		else if (!strcmp(k, "kv_dtype")) {
-			if (!json_is_string(v) || strcmp(json_string_value(v), "f32"))
-				return fail(err, cap, "%s.kv_dtype: only \"f32\" is supported (the KV cache is float32)", where);
+			const char *d = json_string_value(v);
+			if (!d || (strcmp(d, "f16") && strcmp(d, "f32") && strcmp(d, "q8_0")))
+				return fail(err, cap, "%s.kv_dtype must be \"f16\", \"f32\" or \"q8_0\"", where);
+			free((char *)c->kv_dtype);
+			c->kv_dtype = strdup(d);
 		} else if (!strcmp(k, "device")) {
 			const char *d = json_string_value(v);
 			if (!d || (strcmp(d, "cpu") && strcmp(d, "cuda") &&
@@ -322,6 +325,7 @@ static void cfg_free(struct model_cfg *c)
 	json_decref(c->sampling);
 	free(c->chat_template);
 	free((char *)c->device);
+	free((char *)c->kv_dtype);
 	for (int i = 0; i < c->n_aliases; i++)
 		free(c->aliases[i]);
 }
@@ -333,6 +337,7 @@ static void cfg_copy(struct model_cfg *dst, const struct model_cfg *src)
 	dst->sampling = src->sampling ? json_deep_copy(src->sampling) : NULL;
 	dst->chat_template = src->chat_template ? strdup(src->chat_template) : NULL;
 	dst->device = src->device ? strdup(src->device) : NULL;
+	dst->kv_dtype = src->kv_dtype ? strdup(src->kv_dtype) : NULL;
 	dst->n_aliases = 0;
 }
 

@@ -20,6 +20,7 @@ struct model_cfg {
 	int kv_tokens;         /* KV cache positions */
 	int parallel, queue;   /* sequences per step; waiting requests */
 	const char *device;    /* "cpu", "cuda", "cuda:N" */
+	const char *kv_dtype;  /* "f16", "f32", "q8_0" */
 	double keep_alive;     /* seconds idle before unloading; < 0 forever */
 	json_t *sampling;      /* request defaults (temperature, top_p, ...) */
 	char *chat_template;   /* replaces the model's own template */

@@ -42,6 +42,7 @@ struct serve_opts {
 				* device; 0 = no limit */
 	int gpu_exact;         /* float32 for every GPU product */
 	int cpu_exact;         /* float32 activations for quantized CPU products */
+	const char *kv_dtype;  /* KV cache storage (NULL: the device's default) */
 	/* supervision (supervise.c) */
 	int no_supervise;      /* run the worker alone (--no-supervise) */
 	double hang_timeout_s; /* an executor inside one step this long: stalled */

@@ -111,7 +111,9 @@ struct backend {
 };
 
 /* cpu/backend_cpu.c */
-int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, struct backend **out, char *err);
+/* kv_type: the KV cache's storage, DT_F32, DT_F16 or DT_Q8_0 */
+int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, int kv_type, struct backend **out,
+		    char *err);
 
 /* forward.c: one step of the architecture over the backend */
 int forward(struct inferd_model *m, const struct batch *b, char *err);

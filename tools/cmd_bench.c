@@ -20,7 +20,7 @@
 #include <time.h>
 
 static const char *bench_help =
-	"usage: inferd bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r 3] [-b B] [--device DEV] [--cpu-exact] [--json]\n"
+	"usage: inferd bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r 3] [-b B] [--device DEV] [--kv-dtype T] [--cpu-exact] [--json]\n"
 	"Prompt processing (pp: P tokens in one evaluation) and generation (tg: N tokens one at a\n"
 	"time after the prompt) in tokens/s, the mean of R repetitions after a warm-up; the peak\n"
 	"resident memory of the process; and the weight bandwidth the generation rate implies\n"
@@ -133,6 +133,7 @@ int cmd_bench(int argc, char **argv)
 	long p = 512, n = 128, threads = 0, reps = 3;
 	int json = 0, cpu_exact = 0;
 	long batch = 1;
+	const char *kv_dtype = NULL;
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -165,6 +166,8 @@ int cmd_bench(int argc, char **argv)
 			rc = num("-t", v, 1, 1024, &threads);
 		else if (!strcmp(a, "-r"))
 			rc = num("-r", v, 1, 1000, &reps);
+		else if (!strcmp(a, "--kv-dtype"))
+			kv_dtype = v;
 		else if (!strcmp(a, "-b") || !strcmp(a, "--batch"))
 			rc = num("-b", v, 1, 64, &batch);
 		else {
@@ -184,7 +187,7 @@ int cmd_bench(int argc, char **argv)
 		return 2;
 	}
 	char err[INFERD_ERR_LEN];
-	struct inferd_model_opts o = {.n_threads = (int)threads, .device = device, .cpu_exact = cpu_exact,
+	struct inferd_model_opts o = {.n_threads = (int)threads, .device = device, .cpu_exact = cpu_exact, .kv_dtype = kv_dtype,
 				      .kv_tokens = (int)(p + n + 16 > 8192 ? p + n + 16 : 8192)};
 	if (batch * (16 + n) + 16 > o.kv_tokens)
 		o.kv_tokens = (int)(batch * (16 + n) + 16);

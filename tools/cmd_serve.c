@@ -50,6 +50,8 @@ static const char *serve_help =
 	"                           env INFERD_TOKEN_TIMEOUT; 0 = none)\n"
 	"  --cors-origin ORIGIN     allow this browser origin (repeatable; * for any)\n"
 	"  --kv-tokens N            KV cache positions per model (default 8192; env INFERD_KV_TOKENS)\n"
+	"  --kv-dtype T             KV cache storage: f16 (the CPU's default), f32 or q8_0 (CPU);\n"
+	"                           the GPU keeps f32\n"
 	"  --max-connections N      open connections at most (default 256)\n"
 	"  --idle-timeout S         close connections idle this long (default 30)\n"
 	"  --request-timeout S      a request's headers and body must arrive within this\n"
@@ -116,6 +118,7 @@ int cmd_serve(int argc, char **argv)
 	int nc = 0;
 	const char *host = getenv("INFERD_HOST") ? getenv("INFERD_HOST") : "127.0.0.1";
 	int gpu_exact = 0, cpu_exact = 0;
+	const char *kv_dtype = NULL;
 	const char *device = getenv("INFERD_DEVICE") && *getenv("INFERD_DEVICE") ? getenv("INFERD_DEVICE") : "cpu";
 	struct { const char *env, *flag; long *v; long lo, hi; } envs[] = {
 		{"INFERD_PORT", "INFERD_PORT", &port, 1, 65535}, {"INFERD_PARALLEL", "INFERD_PARALLEL", &parallel, 1, 4096},
@@ -234,6 +237,13 @@ int cmd_serve(int argc, char **argv)
 			gpu_exact = 1;
 		} else if (!strcmp(a, "--cpu-exact")) {
 			cpu_exact = 1;
+		} else if (!strcmp(a, "--kv-dtype") && v) {
+			if (strcmp(v, "f16") && strcmp(v, "f32") && strcmp(v, "q8_0")) {
+				fprintf(stderr, "inferd serve: --kv-dtype must be f16, f32 or q8_0, got \"%s\"\n", v);
+				return 2;
+			}
+			kv_dtype = v;
+			i++;
 		} else if (!strcmp(a, "--device") && v) {
 			device = v;
 			i++;
@@ -264,7 +274,7 @@ int cmd_serve(int argc, char **argv)
 			       .keys = keys, .n_keys = nk, .queue_timeout_s = (double)qtimeout,
 			       .token_timeout_s = (double)ttimeout, .cors = cors, .n_cors = nc,
 			       .request_timeout_s = (double)reqto, .device = device,
-			       .gpu_exact = gpu_exact, .cpu_exact = cpu_exact, .device_memory = (size_t)gpu_mib << 20, .no_supervise = no_sup,
+			       .gpu_exact = gpu_exact, .cpu_exact = cpu_exact, .kv_dtype = kv_dtype, .device_memory = (size_t)gpu_mib << 20, .no_supervise = no_sup,
 			       .hang_timeout_s = (double)hang, .drain_timeout_s = drain ? (double)drain : 0.001,
 			       .runtime_dir = runtime_dir, .allow_shared_cpu = shared_cpu, .reload_all = reload_all,
 			       .models_dir = models_dir, .config_path = config, .memory_budget = budget,

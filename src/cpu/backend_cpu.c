@@ -5,11 +5,15 @@
  * Ownership: the backend owns its pool, per-thread scratch rows and the
  * rotary table; the model owns the weights it reads. Only the model's
  * compute thread calls these ops (backend.h), so nothing here locks.
- * KV cache: a paged pool, float32, [layer][block][block_size][n_head_kv *
- * head_dim] for K and for V; a sequence's position p lives in block
- * block_table[p / block_size]. Attention reads K/V back from the cache,
- * including the tokens of the current step, in position order, so results
- * do not depend on batching or on which blocks a sequence got.
+ * KV cache: a paged pool, [layer][block][block_size] rows of n_head_kv *
+ * head_dim values for K and for V, stored as F16 (default), F32 or Q8_0
+ * (kv_dtype); a sequence's position p lives in block block_table[p /
+ * block_size]. Attention reads K/V back from the cache, including the
+ * tokens of the current step, in position order, in tiles of ATTN_TILE
+ * positions with an online softmax (no score row of the context's length
+ * in memory); the query heads that share a KV head go together, so each
+ * tile is read and converted once for all of them. Results do not depend
+ * on batching or on which blocks a sequence got.
  */
 #include "backend.h"
 #include "dtype.h"
@@ -25,14 +29,14 @@
 #include <unistd.h>
 
 struct cpu_kv {
-	int n_blocks, bs;
-	size_t kvdim;
-	float *k, *v; /* [n_layer][n_blocks][bs][kvdim] */
+	int n_blocks, bs, type; /* type: DT_F32, DT_F16 or DT_Q8_0 */
+	size_t kvdim, row;      /* values and bytes of one position's K (or V) */
+	uint8_t *k, *v;         /* [n_layer][n_blocks][bs] rows */
 };
 
 static inline size_t kv_off(const struct cpu_kv *kv, int layer, int blk, int off)
 {
-	return (((size_t)layer * (size_t)kv->n_blocks + (size_t)blk) * (size_t)kv->bs + (size_t)off) * kv->kvdim;
+	return (((size_t)layer * (size_t)kv->n_blocks + (size_t)blk) * (size_t)kv->bs + (size_t)off) * kv->row;
 }
 
 /* a weight repacked in groups of 8 interleaved rows (qmm.h, qmm_x8) */
@@ -49,8 +53,8 @@ struct cpu_backend {
 	int nth;
 	float **row;         /* [nth][max_cols] dequantized weight rows */
 	int64_t max_cols;
-	float **scores;      /* [nth][scores_cap] attention scores */
-	int scores_cap;
+	float **scores;      /* [nth] attention tile: K, V as float32, scores */
+	int kv_type;         /* DT_F32, DT_F16 or DT_Q8_0 */
 	float *rope_cs;      /* [n][half][2] cos, sin of the prepared positions */
 	ops_dot_fn dot;      /* chosen once for this CPU */
 	ops_dot4_fn dot4;
@@ -80,13 +84,15 @@ static void cpu_dealloc(struct backend *be, float *p)
 static void *cpu_kv_new(struct backend *be, int n_blocks, int bs, char *err)
 {
 	const struct model_config *c = &be->m->c;
+	int type = CPU(be)->kv_type;
 	size_t kvdim = (size_t)(c->n_head_kv * c->head_dim);
-	size_t n = (size_t)c->n_layer * (size_t)n_blocks * (size_t)bs * kvdim;
+	size_t row = type == DT_F32 ? kvdim * 4 : type == DT_F16 ? kvdim * 2 : kvdim / 32 * 34;
+	size_t n = (size_t)c->n_layer * (size_t)n_blocks * (size_t)bs * row;
 	struct cpu_kv *kv = calloc(1, sizeof *kv);
 	if (kv) {
-		*kv = (struct cpu_kv){.n_blocks = n_blocks, .bs = bs, .kvdim = kvdim};
-		kv->k = calloc(n, sizeof(float));
-		kv->v = calloc(n, sizeof(float));
+		*kv = (struct cpu_kv){.n_blocks = n_blocks, .bs = bs, .type = type, .kvdim = kvdim, .row = row};
+		kv->k = calloc(n, 1);
+		kv->v = calloc(n, 1);
 	}
 	if (!kv || !kv->k || !kv->v) {
 		if (kv) {
@@ -95,7 +101,7 @@ static void *cpu_kv_new(struct backend *be, int n_blocks, int bs, char *err)
 		}
 		free(kv);
 		seterr(err, INFERD_ENOMEM, "out of memory for a KV cache of %d blocks of %d positions (%zu MiB)", n_blocks,
-		       bs, 2 * n * sizeof(float) >> 20);
+		       bs, 2 * n >> 20);
 		return NULL;
 	}
 	return kv;
@@ -116,7 +122,7 @@ static void cpu_kv_copy(struct backend *be, void *p, int dst, int src)
 {
 	struct cpu_kv *kv = p;
 	for (int l = 0; l < be->m->c.n_layer; l++) {
-		size_t n = (size_t)kv->bs * kv->kvdim * sizeof(float);
+		size_t n = (size_t)kv->bs * kv->row;
 		memcpy(kv->k + kv_off(kv, l, dst, 0), kv->k + kv_off(kv, l, src, 0), n);
 		memcpy(kv->v + kv_off(kv, l, dst, 0), kv->v + kv_off(kv, l, src, 0), n);
 	}
@@ -369,67 +375,111 @@ static void cpu_rope(struct backend *be, float *x, int n, int n_heads)
 }
 
 /* ---- attention ---- */
-struct attn_job { float *out; const float *q; const struct batch *b; int layer; float **scores;
+enum { ATTN_TILE = 64 };
+
+/* positions p0..p0+n-1 of KV head kh of one sequence as float32 rows of hd */
+static void kv_tile(const struct cpu_kv *kv, const uint8_t *base, int layer, const int32_t *table, int p0, int n,
+		    int kh, int hd, float *dst)
+{
+	for (int i = 0; i < n; i++) {
+		int p = p0 + i;
+		const uint8_t *row = base + kv_off(kv, layer, table[p / kv->bs], p % kv->bs);
+		if (kv->type == DT_F32)
+			memcpy(dst + (size_t)i * hd, row + (size_t)kh * hd * 4, (size_t)hd * 4);
+		else if (kv->type == DT_F16)
+			dtype_to_f32(DT_F16, row + (size_t)kh * hd * 2, dst + (size_t)i * hd, hd);
+		else
+			dtype_to_f32(DT_Q8_0, row + (size_t)kh * hd / 32 * 34, dst + (size_t)i * hd, hd);
+	}
+}
+
+struct attn_job { float *out; const float *q; const struct batch *b; int layer; float **scratch;
 		  const struct model_config *c; ops_dot_fn dot; };
 
+/* one (token, KV head): its `group` query heads over the sequence so far,
+ * tile by tile with a running max and sum per head */
 static void attn_fn(void *ctx, int ith, int nth)
 {
 	struct attn_job *j = ctx;
 	const struct model_config *c = j->c;
 	const struct cpu_kv *kv = j->b->kv;
-	int hd = c->head_dim, H = c->n_head, group = H / c->n_head_kv, bs = kv->bs;
+	int hd = c->head_dim, H = c->n_head, HK = c->n_head_kv, group = H / HK;
 	float scale = 1.0f / sqrtf((float)hd);
-	float *sc = j->scores[ith];
+	float *kt = j->scratch[ith], *vt = kt + ATTN_TILE * hd, *sc = vt + ATTN_TILE * hd, *mx = sc + ATTN_TILE * group,
+	      *sum = mx + group;
 	int64_t a, b;
-	pool_split((int64_t)j->b->n_tokens * H, ith, nth, &a, &b);
+	pool_split((int64_t)j->b->n_tokens * HK, ith, nth, &a, &b);
 	for (int64_t r = a; r < b; r++) {
-		int t = (int)(r / H), h = (int)(r % H);
+		int t = (int)(r / HK), kh = (int)(r % HK), L = j->b->pos[t] + 1;
 		const int32_t *table = j->b->block_table[j->b->seq[t]];
-		const float *q = j->q + r * hd;
-		size_t hoff = (size_t)(h / group) * (size_t)hd;
-		int L = j->b->pos[t] + 1;
-		for (int p = 0; p < L; p++)
-			sc[p] = j->dot(q, kv->k + kv_off(kv, j->layer, table[p / bs], p % bs) + hoff, hd) * scale;
-		ops_softmax(sc, L);
-		float *o = j->out + r * hd;
-		for (int i = 0; i < hd; i++)
-			o[i] = 0;
-		for (int p = 0; p < L; p++) {
-			const float *vp = kv->v + kv_off(kv, j->layer, table[p / bs], p % bs) + hoff;
-			for (int i = 0; i < hd; i++)
-				o[i] += sc[p] * vp[i];
+		for (int g = 0; g < group; g++) {
+			mx[g] = -INFINITY;
+			sum[g] = 0;
+			memset(j->out + ((int64_t)t * H + kh * group + g) * hd, 0, (size_t)hd * sizeof(float));
+		}
+		for (int p0 = 0; p0 < L; p0 += ATTN_TILE) {
+			int n = L - p0 < ATTN_TILE ? L - p0 : ATTN_TILE;
+			kv_tile(kv, kv->k, j->layer, table, p0, n, kh, hd, kt);
+			kv_tile(kv, kv->v, j->layer, table, p0, n, kh, hd, vt);
+			for (int g = 0; g < group; g++) {
+				int64_t row = (int64_t)t * H + kh * group + g;
+				const float *q = j->q + row * hd;
+				float *o = j->out + row * hd, *s = sc + g * ATTN_TILE, m = mx[g];
+				for (int i = 0; i < n; i++) {
+					s[i] = j->dot(q, kt + (size_t)i * hd, hd) * scale;
+					m = s[i] > m ? s[i] : m;
+				}
+				float corr = expf(mx[g] - m), l = sum[g] * corr; /* exp(-inf) = 0 on the first tile */
+				for (int k = 0; k < hd; k++)
+					o[k] *= corr;
+				for (int i = 0; i < n; i++) {
+					float e = expf(s[i] - m);
+					l += e;
+					const float *vp = vt + (size_t)i * hd;
+					for (int k = 0; k < hd; k++)
+						o[k] += e * vp[k];
+				}
+				mx[g] = m;
+				sum[g] = l;
+			}
+		}
+		for (int g = 0; g < group; g++) {
+			float *o = j->out + ((int64_t)t * H + kh * group + g) * hd, inv = 1.0f / sum[g];
+			for (int k = 0; k < hd; k++)
+				o[k] *= inv;
 		}
 	}
 }
 
-static bool grow_scores(struct cpu_backend *cb, int need)
+/* the step's K and V rows into the cache, in its storage type */
+struct store_job { const struct batch *b; const float *k, *v; int layer; };
+
+static void store_fn(void *ctx, int ith, int nth)
 {
-	if (need <= cb->scores_cap)
-		return true;
-	for (int i = 0; i < cb->nth; i++) {
-		float *p = realloc(cb->scores[i], (size_t)need * sizeof(float));
-		if (!p)
-			return false;
-		cb->scores[i] = p;
+	struct store_job *j = ctx;
+	const struct cpu_kv *kv = j->b->kv;
+	int64_t a, b;
+	pool_split(j->b->n_tokens, ith, nth, &a, &b);
+	for (int64_t t = a; t < b; t++) {
+		int p = j->b->pos[t];
+		size_t off = kv_off(kv, j->layer, j->b->block_table[j->b->seq[t]][p / kv->bs], p % kv->bs);
+		if (kv->type == DT_F32) {
+			memcpy(kv->k + off, j->k + t * (int64_t)kv->kvdim, kv->row);
+			memcpy(kv->v + off, j->v + t * (int64_t)kv->kvdim, kv->row);
+		} else {
+			dtype_from_f32(kv->type, j->k + t * (int64_t)kv->kvdim, kv->k + off, (int64_t)kv->kvdim);
+			dtype_from_f32(kv->type, j->v + t * (int64_t)kv->kvdim, kv->v + off, (int64_t)kv->kvdim);
+		}
 	}
-	cb->scores_cap = need;
-	return true;
 }
 
 static void cpu_attention(struct backend *be, float *out, const float *q, const float *k, const float *v,
 			  const struct batch *b, int layer)
 {
 	struct cpu_backend *cb = CPU(be);
-	const struct model_config *c = &be->m->c;
-	int kvdim = c->n_head_kv * c->head_dim;
-	struct cpu_kv *kv = b->kv;
-	for (int t = 0; t < b->n_tokens; t++) {
-		int p = b->pos[t];
-		size_t off = kv_off(kv, layer, b->block_table[b->seq[t]][p / kv->bs], p % kv->bs);
-		memcpy(kv->k + off, k + (size_t)t * kvdim, (size_t)kvdim * sizeof(float));
-		memcpy(kv->v + off, v + (size_t)t * kvdim, (size_t)kvdim * sizeof(float));
-	}
-	struct attn_job j = {out, q, b, layer, cb->scores, c, cb->dot};
+	struct store_job sj = {b, k, v, layer};
+	pool_run(cb->pool, store_fn, &sj);
+	struct attn_job j = {out, q, b, layer, cb->scores, &be->m->c, cb->dot};
 	pool_run(cb->pool, attn_fn, &j);
 }
 
@@ -485,14 +535,11 @@ static int cpu_begin_step(struct backend *be, const struct batch *b, char *err)
 {
 	struct cpu_backend *cb = CPU(be);
 	const struct inferd_model *m = be->m;
-	int half = m->c.head_dim / 2, n = b->n_tokens, need = 1;
-	for (int t = 0; t < n; t++)
-		if (b->pos[t] + 1 > need)
-			need = b->pos[t] + 1;
+	int half = m->c.head_dim / 2, n = b->n_tokens;
 	float *cs = realloc(cb->rope_cs, (size_t)(n ? n : 1) * (size_t)half * 2 * sizeof(float));
 	if (cs)
 		cb->rope_cs = cs;
-	if (!cs || !grow_scores(cb, need))
+	if (!cs)
 		return seterr(err, INFERD_ENOMEM, "out of memory for a step of %d tokens", n);
 	for (int t = 0; t < n; t++)
 		for (int i = 0; i < half; i++) {
@@ -610,11 +657,16 @@ static const struct backend_ops cpu_ops = {
 	.read = cpu_read,
 };
 
-int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, struct backend **out, char *err)
+int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, int kv_type, struct backend **out,
+		    char *err)
 {
+	if (kv_type == DT_Q8_0 && m->c.head_dim % 32)
+		return seterr(err, INFERD_EINVAL, "kv_dtype q8_0 needs a head dimension that is a multiple of 32 (this model's is %d)",
+			      m->c.head_dim);
 	struct cpu_backend *cb = calloc(1, sizeof *cb);
 	if (!cb)
 		return seterr(err, INFERD_ENOMEM, "out of memory");
+	cb->kv_type = kv_type;
 	cb->base.ops = &cpu_ops;
 	cb->base.m = m;
 	cb->dot = ops_dot_best();
@@ -643,8 +695,10 @@ int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, stru
 	cb->scores = calloc((size_t)cb->nth, sizeof(float *));
 	if (!cb->row || !cb->scores)
 		goto oom;
+	int group = c->n_head / c->n_head_kv;
+	size_t attn = (size_t)(2 * ATTN_TILE * c->head_dim + ATTN_TILE * group + 2 * group);
 	for (int i = 0; i < cb->nth; i++)
-		if (!(cb->row[i] = malloc((size_t)mc * sizeof(float))))
+		if (!(cb->row[i] = malloc((size_t)mc * sizeof(float))) || !(cb->scores[i] = malloc(attn * sizeof(float))))
 			goto oom;
 	if (!exact && repack(cb, m) != 0)
 		goto oom;

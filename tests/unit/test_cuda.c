@@ -103,7 +103,7 @@ static int exact = 1; /* float32 products everywhere (gpu_exact) */
 static inferd_model_t *open_on(const char *path, const char *dev, char *err)
 {
 	/* the CPU model is the float32 reference (cpu_exact) */
-	struct inferd_model_opts o = {.device = dev, .kv_tokens = 4096, .n_threads = 2, .gpu_exact = exact, .cpu_exact = 1};
+	struct inferd_model_opts o = {.device = dev, .kv_tokens = 4096, .n_threads = 2, .gpu_exact = exact, .cpu_exact = 1, .kv_dtype = "f32"};
 	inferd_model_t *m = NULL;
 	if (inferd_model_open(path, &o, &m, err))
 		return NULL;

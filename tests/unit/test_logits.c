@@ -44,6 +44,9 @@ static const struct conv lossy[] = {
 	{"llama3-rope-bf16", "f16", 1e-4, 0},       /* bf16 values of this model are exact in f16 */
 };
 
+#define KV_F16_BOUND 2e-3 /* measured 5.6e-4 (llama3-rope-bf16) */
+#define KV_Q8_BOUND 4e-2  /* measured 1.3e-2 (llama3-rope-bf16) */
+
 static const char *own_type(const char *fixture)
 {
 	const char *d = strrchr(fixture, '-');
@@ -51,11 +54,12 @@ static const char *own_type(const char *fixture)
 }
 
 /* Max relative error over the cases of `ref` for the model at path. */
-static double check_model(const char *path, const struct t_ref *r, double bound, const char *label, int exact)
+static double check_model(const char *path, const struct t_ref *r, double bound, const char *label, int exact,
+			  const char *kv)
 {
 	char err[INFERD_ERR_LEN];
 	inferd_model_t *m;
-	struct inferd_model_opts o = {.cpu_exact = exact};
+	struct inferd_model_opts o = {.cpu_exact = exact, .kv_dtype = kv ? kv : "f32"};
 	int rc = inferd_model_open(path, &o, &m, err);
 	CHECK(rc == 0, "%s: open: %s", label, err);
 	if (rc)
@@ -87,7 +91,8 @@ static void check_decode(const char *path, const struct t_ref *r, const char *la
 {
 	char err[INFERD_ERR_LEN];
 	inferd_model_t *m;
-	if (inferd_model_open(path, NULL, &m, err)) {
+	struct inferd_model_opts o = {.kv_dtype = "f32"};
+	if (inferd_model_open(path, &o, &m, err)) {
 		CHECK(0, "%s: %s", label, err);
 		return;
 	}
@@ -178,31 +183,46 @@ int main(void)
 		printf("%s\n", e->d_name);
 		char label[400], gg[600];
 		snprintf(label, sizeof label, "%s (hf)", e->d_name);
-		check_model(dir, &r, 1e-4, label, 0);
+		check_model(dir, &r, 1e-4, label, 0, NULL);
 		check_decode(dir, &r, label);
+		/* the KV cache in F16 (the CPU's default) and Q8_0: the stored K/V
+		 * rounded to 11 significant bits, or to 8 bits per 32 values */
+		snprintf(label, sizeof label, "%s (hf, kv f16)", e->d_name);
+		check_model(dir, &r, KV_F16_BOUND, label, 0, "f16");
+		snprintf(label, sizeof label, "%s (hf, kv q8_0)", e->d_name);
+		inferd_model_t *mq;
+		struct inferd_model_opts qo = {.kv_dtype = "q8_0"};
+		char qerr[INFERD_ERR_LEN];
+		if (inferd_model_open(dir, &qo, &mq, qerr) == 0) {
+			inferd_model_close(mq);
+			check_model(dir, &r, KV_Q8_BOUND, label, 0, "q8_0");
+		} else { /* Q8_0 rows are 32-value blocks of a head */
+			CHECK(strstr(qerr, "multiple of 32") != NULL, "%s: refused for another reason: %s", label, qerr);
+			printf("  %-40s refused: %s\n", label, qerr);
+		}
 		const char *own = own_type(e->d_name);
 		snprintf(gg, sizeof gg, "%s", t_tmp(e->d_name));
 		strcat(gg, ".gguf");
 		convert(dir, gg, own);
 		snprintf(label, sizeof label, "%s (gguf %s)", e->d_name, own);
-		check_model(gg, &r, 1e-4, label, 0);
+		check_model(gg, &r, 1e-4, label, 0, NULL);
 		check_decode(gg, &r, label);
 		/* GGUF -> GGUF at the same type is lossless too */
 		char gg2[700];
 		snprintf(gg2, sizeof gg2, "%s.again.gguf", gg);
 		convert(gg, gg2, own);
 		snprintf(label, sizeof label, "%s (gguf->gguf %s)", e->d_name, own);
-		check_model(gg2, &r, 1e-4, label, 0);
+		check_model(gg2, &r, 1e-4, label, 0, NULL);
 		for (size_t i = 0; i < sizeof lossy / sizeof lossy[0]; i++) {
 			if (strcmp(lossy[i].fixture, e->d_name) != 0)
 				continue;
 			snprintf(gg2, sizeof gg2, "%s.%s.gguf", gg, lossy[i].type);
 			convert(dir, gg2, lossy[i].type);
 			snprintf(label, sizeof label, "%s (gguf %s)", e->d_name, lossy[i].type);
-			check_model(gg2, &r, lossy[i].bound, label, 0);
+			check_model(gg2, &r, lossy[i].bound, label, 0, NULL);
 			if (lossy[i].exact > 0) {
 				snprintf(label, sizeof label, "%s (gguf %s, cpu_exact)", e->d_name, lossy[i].type);
-				check_model(gg2, &r, lossy[i].exact, label, 1);
+				check_model(gg2, &r, lossy[i].exact, label, 1, NULL);
 			}
 		}
 		t_ref_free(&r);

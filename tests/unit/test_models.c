@@ -397,7 +397,7 @@ int main(void)
 		 "  \"chat\": {\"path\": \"%s\", \"alias\": [\"gpt-4o-mini\", \"c\"], \"context_length\": 40,\n"
 		 "           \"sampling\": {\"max_tokens\": 3, \"temperature\": 0}, \"parallel\": 1, \"queue\": 1,\n"
 		 "           \"chat_template\": \"{%% for m in messages %%}[{{ m.content }}]{%% endfor %%}\",\n"
-		 "           \"keep_alive\": \"10m\"}\n"
+		 "           \"keep_alive\": \"10m\", \"kv_dtype\": \"f32\"}\n"
 		 " }}\n",
 		 a);
 	t_write_file(cpath, cfg, strlen(cfg));
@@ -446,7 +446,7 @@ int main(void)
 	char j[2048];
 	snprintf(j, sizeof j, "{\"models\": {\"x\": {\"path\": \"%s\", \"bogus\": 1}}}", a);
 	bad_config("bad2.json", j, "models.x.bogus: unknown key");
-	snprintf(j, sizeof j, "{\"models\": {\"x\": {\"path\": \"%s\", \"kv_dtype\": \"f16\"}}}", a);
+	snprintf(j, sizeof j, "{\"models\": {\"x\": {\"path\": \"%s\", \"kv_dtype\": \"f8\"}}}", a);
 	bad_config("bad3.json", j, "models.x.kv_dtype");
 	snprintf(j, sizeof j, "{\"models\": {\"x\": {\"path\": \"%s\", \"chat_template\": \"{%% for %%}\"}}}", a);
 	bad_config("bad4.json", j, "models.x.chat_template");
