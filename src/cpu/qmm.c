@@ -310,7 +310,7 @@ static enum qmm_isa cpu_isa(void);
 size_t qmm_x8_bytes(int wtype, int64_t cols)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-	int bs = xblock(wtype);
+	int bs = wtype == DT_F16 || wtype == DT_BF16 ? 1 : xblock(wtype);
 	if (bs && x8_block_bytes(wtype) && cpu_isa() == QMM_AVX512)
 		return (size_t)(cols / bs) * x8_block_bytes(wtype);
 #else
@@ -345,6 +345,8 @@ qmm_fn qmm_x8_get(int wtype)
 		case DT_Q8_0: return x8_q8_0_e;
 		case DT_Q4_K: return x8_q4_k_e;
 		case DT_Q6_K: return x8_q6_k_e;
+		case DT_F16: return x8_f16_e;
+		case DT_BF16: return x8_bf16_e;
 		default: break;
 		}
 #else

@@ -157,6 +157,9 @@ static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 	const struct dtype_info *di = dtype_get((uint32_t)ti->type);
 	int64_t nb = cols / di->block;
 	size_t rb = (size_t)nb * (size_t)di->block_bytes, xs = qmm_xbytes(ti->type, cols);
+	int fl = !xs; /* F16/BF16: float activations */
+	if (fl)
+		xs = (size_t)cols * sizeof(float);
 	uint8_t *w = malloc(8 * rb), *w8 = malloc(gb), *xq = malloc(4 * xs);
 	float *src = malloc((size_t)cols * sizeof(float)), *wf = malloc((size_t)cols * sizeof(float));
 	float *xd = malloc((size_t)cols * sizeof(float));
@@ -171,7 +174,10 @@ static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 	for (int t = 0; t < 4; t++) {
 		for (int64_t k = 0; k < cols; k++)
 			src[k] = frnd() * (k % 61 == 0 ? 5.0f : 1.0f);
-		qmm_quantize(ti->type, src, cols, xq + t * xs);
+		if (fl)
+			memcpy(xq + t * xs, src, (size_t)cols * sizeof(float));
+		else
+			qmm_quantize(ti->type, src, cols, xq + t * xs);
 	}
 	qmm_x8_pack(ti->type, w, rb, cols, w8);
 	uint8_t *back = malloc(rb);
@@ -189,7 +195,10 @@ static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 		for (int t = 0; t < 4; t++) {
 			float rv;
 			ref(w + r * rb, xq + t * xs, xs, 1, cols, &rv);
-			qmm_dequantize_x(ti->type, xq + t * xs, cols, xd);
+			if (fl)
+				memcpy(xd, xq + t * xs, (size_t)cols * sizeof(float));
+			else
+				qmm_dequantize_x(ti->type, xq + t * xs, cols, xd);
 			double mag = 0;
 			for (int64_t k = 0; k < cols; k++)
 				mag += fabs((double)wf[k] * xd[k]);
@@ -248,7 +257,8 @@ int main(void)
 		double w8 = 0;
 		int n8 = 0;
 		for (int k = 0; k < 6; k++)
-			n8 += x8_shape(&types[i], (k < 2 ? 1 + k : 1 + (int64_t)(rnd() % 24)) * bs, &w8);
+			n8 += x8_shape(&types[i], bs == 1 ? 1 + (int64_t)(rnd() % 3000) : (k < 2 ? 1 + k : 1 + (int64_t)(rnd() % 24)) * bs,
+				       &w8);
 		if (n8)
 			printf("  %-5s %2d shapes, 8 interleaved rows: worst rel %.2e\n", di->name, n8, w8);
 	}
