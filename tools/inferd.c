@@ -60,7 +60,8 @@ static const char *run_help =
 	"  --gpu-exact         float32 for every GPU product (default: 8+ tokens use\n"
 	"                      tensor cores with F16/BF16 activations)\n"
 	"  --cpu-exact         float32 activations for quantized weights on the CPU\n"
-	"                      (default: 8-bit activations, integer products)\n";
+	"                      (default: 8-bit activations, integer products)\n"
+	"  --kv-dtype T        KV cache storage: f16 (the CPU's default), f32, q8_0\n";
 
 static const char *logits_help =
 	"usage: inferd logits -m MODEL --ids 1,2,3 -o FILE [options]\n"
@@ -74,7 +75,8 @@ static const char *logits_help =
 	"  --gpu-exact         float32 for every GPU product (default: 8+ tokens use\n"
 	"                      tensor cores with F16/BF16 activations)\n"
 	"  --cpu-exact         float32 activations for quantized weights on the CPU\n"
-	"                      (default: 8-bit activations, integer products)\n";
+	"                      (default: 8-bit activations, integer products)\n"
+	"  --kv-dtype T        KV cache storage: f16 (the CPU's default), f32, q8_0\n";
 
 static const char *convert_help =
 	"usage: inferd convert SRC OUT.gguf --type f32|f16|bf16|q8_0|q4_0|q4_k_m|q5_k_m|q6_k\n"
@@ -244,12 +246,14 @@ static int parse_ids(const char *cmd, const char *s, int32_t **ids, int *n)
 	return 0;
 }
 
+static const char *kv_dtype; /* --kv-dtype of run and logits */
+
 static int open_model_on(const char *path, int threads, const char *device, int exact, inferd_model_t **m)
 {
 	char err[INFERD_ERR_LEN];
 	/* exact: bit 0 the GPU's products, bit 1 the CPU's */
 	struct inferd_model_opts o = {.n_threads = threads, .device = device, .gpu_exact = exact & 1,
-				      .cpu_exact = (exact >> 1) & 1};
+				      .cpu_exact = (exact >> 1) & 1, .kv_dtype = kv_dtype};
 	if (inferd_model_open(path, &o, m, err) != 0) {
 		fprintf(stderr, "inferd: %s\n", err);
 		return 1;
@@ -292,6 +296,8 @@ static int parse_common(struct args *a, struct common *c, const char *help, int 
 			r = 1, c->gpu_exact |= 1;
 		else if (!strcmp(arg, "--cpu-exact"))
 			r = 1, c->gpu_exact |= 2;
+		else if ((r = opt(a, "--kv-dtype", NULL, &v)))
+			kv_dtype = v;
 		else if (allow_out && (r = opt(a, "-o", "--output", &v)))
 			c->out = v;
 		else if (allow_run && (r = opt(a, "-n", "--n-predict", &v)))

@@ -11,7 +11,8 @@
  * block_size]. Attention reads K/V back from the cache, including the
  * tokens of the current step, in position order, in tiles of ATTN_TILE
  * positions with an online softmax (no score row of the context's length
- * in memory); the query heads that share a KV head go together, so each
+ * in memory); the query heads that share a KV head, and up to ATTN_QB
+ * consecutive tokens of one sequence (a prompt chunk), go together, so each
  * tile is read and converted once for all of them. Results do not depend
  * on batching or on which blocks a sequence got.
  */
@@ -54,6 +55,7 @@ struct cpu_backend {
 	float **row;         /* [nth][max_cols] dequantized weight rows */
 	int64_t max_cols;
 	float **scores;      /* [nth] attention tile: K, V as float32, scores */
+	int *blk;            /* [n_tokens + 1] the step's attention blocks */
 	int kv_type;         /* DT_F32, DT_F16 or DT_Q8_0 */
 	float *rope_cs;      /* [n][half][2] cos, sin of the prepared positions */
 	ops_dot_fn dot;      /* chosen once for this CPU */
@@ -388,17 +390,22 @@ static void kv_tile(const struct cpu_kv *kv, const uint8_t *base, int layer, con
 		if (kv->type == DT_F32)
 			memcpy(dst + (size_t)i * hd, row + (size_t)kh * hd * 4, (size_t)hd * 4);
 		else if (kv->type == DT_F16)
-			dtype_to_f32(DT_F16, row + (size_t)kh * hd * 2, dst + (size_t)i * hd, hd);
+			qmm_f16_to_f32(row + (size_t)kh * hd * 2, dst + (size_t)i * hd, hd);
 		else
 			dtype_to_f32(DT_Q8_0, row + (size_t)kh * hd / 32 * 34, dst + (size_t)i * hd, hd);
 	}
 }
 
-struct attn_job { float *out; const float *q; const struct batch *b; int layer; float **scratch;
-		  const struct model_config *c; ops_dot_fn dot; };
+enum { ATTN_QB = 16 }; /* consecutive tokens of one sequence sharing each tile */
 
-/* one (token, KV head): its `group` query heads over the sequence so far,
- * tile by tile with a running max and sum per head */
+struct attn_job { float *out; const float *q; const struct batch *b; int layer; float **scratch;
+		  const struct model_config *c; ops_dot_fn dot; const int *blk; int n_blk; };
+
+/* one (block of tokens of one sequence, KV head): the block's tokens times
+ * the `group` query heads of that KV head, over each tile of positions in
+ * order, with a running max and sum per (token, head). A token's numbers
+ * depend only on its own query and positions: the tiles start at 0 and
+ * every 64 whatever block it is in. */
 static void attn_fn(void *ctx, int ith, int nth)
 {
 	struct attn_job *j = ctx;
@@ -406,49 +413,59 @@ static void attn_fn(void *ctx, int ith, int nth)
 	const struct cpu_kv *kv = j->b->kv;
 	int hd = c->head_dim, H = c->n_head, HK = c->n_head_kv, group = H / HK;
 	float scale = 1.0f / sqrtf((float)hd);
-	float *kt = j->scratch[ith], *vt = kt + ATTN_TILE * hd, *sc = vt + ATTN_TILE * hd, *mx = sc + ATTN_TILE * group,
-	      *sum = mx + group;
+	float *kt = j->scratch[ith], *vt = kt + ATTN_TILE * hd, *sc = vt + ATTN_TILE * hd,
+	      *mx = sc + ATTN_TILE, *sum = mx + ATTN_QB * group;
 	int64_t a, b;
-	pool_split((int64_t)j->b->n_tokens * HK, ith, nth, &a, &b);
-	for (int64_t r = a; r < b; r++) {
-		int t = (int)(r / HK), kh = (int)(r % HK), L = j->b->pos[t] + 1;
-		const int32_t *table = j->b->block_table[j->b->seq[t]];
-		for (int g = 0; g < group; g++) {
-			mx[g] = -INFINITY;
-			sum[g] = 0;
-			memset(j->out + ((int64_t)t * H + kh * group + g) * hd, 0, (size_t)hd * sizeof(float));
-		}
-		for (int p0 = 0; p0 < L; p0 += ATTN_TILE) {
-			int n = L - p0 < ATTN_TILE ? L - p0 : ATTN_TILE;
-			kv_tile(kv, kv->k, j->layer, table, p0, n, kh, hd, kt);
-			kv_tile(kv, kv->v, j->layer, table, p0, n, kh, hd, vt);
+	pool_split((int64_t)j->n_blk * HK, ith, nth, &a, &b);
+	for (int64_t it = a; it < b; it++) {
+		int bi = (int)(it / HK), kh = (int)(it % HK), t0 = j->blk[bi], t1 = j->blk[bi + 1];
+		int Lmax = j->b->pos[t1 - 1] + 1;
+		const int32_t *table = j->b->block_table[j->b->seq[t0]];
+		for (int t = t0; t < t1; t++)
 			for (int g = 0; g < group; g++) {
-				int64_t row = (int64_t)t * H + kh * group + g;
-				const float *q = j->q + row * hd;
-				float *o = j->out + row * hd, *s = sc + g * ATTN_TILE, m = mx[g];
-				for (int i = 0; i < n; i++) {
-					s[i] = j->dot(q, kt + (size_t)i * hd, hd) * scale;
-					m = s[i] > m ? s[i] : m;
-				}
-				float corr = expf(mx[g] - m), l = sum[g] * corr; /* exp(-inf) = 0 on the first tile */
-				for (int k = 0; k < hd; k++)
-					o[k] *= corr;
-				for (int i = 0; i < n; i++) {
-					float e = expf(s[i] - m);
-					l += e;
-					const float *vp = vt + (size_t)i * hd;
+				mx[(t - t0) * group + g] = -INFINITY;
+				sum[(t - t0) * group + g] = 0;
+				memset(j->out + ((int64_t)t * H + kh * group + g) * hd, 0, (size_t)hd * sizeof(float));
+			}
+		for (int p0 = 0; p0 < Lmax; p0 += ATTN_TILE) {
+			int nmax = Lmax - p0 < ATTN_TILE ? Lmax - p0 : ATTN_TILE;
+			kv_tile(kv, kv->k, j->layer, table, p0, nmax, kh, hd, kt);
+			kv_tile(kv, kv->v, j->layer, table, p0, nmax, kh, hd, vt);
+			for (int t = t0; t < t1; t++) {
+				int L = j->b->pos[t] + 1, n = L - p0 < ATTN_TILE ? L - p0 : ATTN_TILE;
+				if (n <= 0)
+					continue;
+				for (int g = 0; g < group; g++) {
+					int64_t row = (int64_t)t * H + kh * group + g;
+					int st = (t - t0) * group + g;
+					const float *q = j->q + row * hd;
+					float *o = j->out + row * hd, m = mx[st];
+					for (int i = 0; i < n; i++) {
+						sc[i] = j->dot(q, kt + (size_t)i * hd, hd) * scale;
+						m = sc[i] > m ? sc[i] : m;
+					}
+					float corr = expf(mx[st] - m), l = sum[st] * corr; /* exp(-inf) = 0 on the first tile */
 					for (int k = 0; k < hd; k++)
-						o[k] += e * vp[k];
+						o[k] *= corr;
+					for (int i = 0; i < n; i++) {
+						float e = expf(sc[i] - m);
+						l += e;
+						const float *vp = vt + (size_t)i * hd;
+						for (int k = 0; k < hd; k++)
+							o[k] += e * vp[k];
+					}
+					mx[st] = m;
+					sum[st] = l;
 				}
-				mx[g] = m;
-				sum[g] = l;
 			}
 		}
-		for (int g = 0; g < group; g++) {
-			float *o = j->out + ((int64_t)t * H + kh * group + g) * hd, inv = 1.0f / sum[g];
-			for (int k = 0; k < hd; k++)
-				o[k] *= inv;
-		}
+		for (int t = t0; t < t1; t++)
+			for (int g = 0; g < group; g++) {
+				float *o = j->out + ((int64_t)t * H + kh * group + g) * hd,
+				      inv = 1.0f / sum[(t - t0) * group + g];
+				for (int k = 0; k < hd; k++)
+					o[k] *= inv;
+			}
 	}
 }
 
@@ -467,6 +484,9 @@ static void store_fn(void *ctx, int ith, int nth)
 		if (kv->type == DT_F32) {
 			memcpy(kv->k + off, j->k + t * (int64_t)kv->kvdim, kv->row);
 			memcpy(kv->v + off, j->v + t * (int64_t)kv->kvdim, kv->row);
+		} else if (kv->type == DT_F16) {
+			qmm_f32_to_f16(j->k + t * (int64_t)kv->kvdim, kv->k + off, (int64_t)kv->kvdim);
+			qmm_f32_to_f16(j->v + t * (int64_t)kv->kvdim, kv->v + off, (int64_t)kv->kvdim);
 		} else {
 			dtype_from_f32(kv->type, j->k + t * (int64_t)kv->kvdim, kv->k + off, (int64_t)kv->kvdim);
 			dtype_from_f32(kv->type, j->v + t * (int64_t)kv->kvdim, kv->v + off, (int64_t)kv->kvdim);
@@ -480,7 +500,14 @@ static void cpu_attention(struct backend *be, float *out, const float *q, const 
 	struct cpu_backend *cb = CPU(be);
 	struct store_job sj = {b, k, v, layer};
 	pool_run(cb->pool, store_fn, &sj);
-	struct attn_job j = {out, q, b, layer, cb->scores, &be->m->c, cb->dot};
+	/* blocks: runs of up to ATTN_QB consecutive tokens of one sequence */
+	int nb = 0;
+	cb->blk[0] = 0;
+	for (int t = 1; t <= b->n_tokens; t++)
+		if (t == b->n_tokens || b->seq[t] != b->seq[t - 1] || b->pos[t] != b->pos[t - 1] + 1 ||
+		    t - cb->blk[nb] == ATTN_QB)
+			cb->blk[++nb] = t;
+	struct attn_job j = {out, q, b, layer, cb->scores, &be->m->c, cb->dot, cb->blk, nb};
 	pool_run(cb->pool, attn_fn, &j);
 }
 
@@ -540,7 +567,10 @@ static int cpu_begin_step(struct backend *be, const struct batch *b, char *err)
 	float *cs = realloc(cb->rope_cs, (size_t)(n ? n : 1) * (size_t)half * 2 * sizeof(float));
 	if (cs)
 		cb->rope_cs = cs;
-	if (!cs)
+	int *blk = realloc(cb->blk, (size_t)(n + 1) * sizeof(int));
+	if (blk)
+		cb->blk = blk;
+	if (!cs || !blk)
 		return seterr(err, INFERD_ENOMEM, "out of memory for a step of %d tokens", n);
 	for (int t = 0; t < n; t++)
 		for (int i = 0; i < half; i++) {
@@ -566,6 +596,7 @@ static void cpu_free(struct backend *be)
 	free(cb->row);
 	free(cb->scores);
 	free(cb->rope_cs);
+	free(cb->blk);
 	free(cb->xq);
 	for (int i = 0; i < cb->n_x8; i++)
 		free(cb->x8[i].data);
@@ -697,7 +728,7 @@ int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, int 
 	if (!cb->row || !cb->scores)
 		goto oom;
 	int group = c->n_head / c->n_head_kv;
-	size_t attn = (size_t)(2 * ATTN_TILE * c->head_dim + ATTN_TILE * group + 2 * group);
+	size_t attn = (size_t)(2 * ATTN_TILE * c->head_dim + ATTN_TILE + 2 * ATTN_QB * group);
 	for (int i = 0; i < cb->nth; i++)
 		if (!(cb->row[i] = malloc((size_t)mc * sizeof(float))) || !(cb->scores[i] = malloc(attn * sizeof(float))))
 			goto oom;

@@ -374,6 +374,49 @@ static enum qmm_isa cpu_isa(void)
 	return QMM_SCALAR;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,f16c"))) static void h2f_f16c(const uint16_t *s, float *d, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(s + i))));
+	for (; i < n; i++)
+		d[i] = f16_to_f32(s[i]);
+}
+
+__attribute__((target("avx2,f16c"))) static void f2h_f16c(const float *s, uint16_t *d, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm_storeu_si128((__m128i *)(void *)(d + i),
+				 _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+	for (; i < n; i++)
+		d[i] = f32_to_f16(s[i]);
+}
+#endif
+
+void qmm_f16_to_f32(const void *src, float *dst, int64_t n)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (cpu_isa() == QMM_AVX2 || cpu_isa() == QMM_AVX512) {
+		h2f_f16c(src, dst, n);
+		return;
+	}
+#endif
+	dtype_to_f32(DT_F16, src, dst, n);
+}
+
+void qmm_f32_to_f16(const float *src, void *dst, int64_t n)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (cpu_isa() == QMM_AVX2 || cpu_isa() == QMM_AVX512) {
+		f2h_f16c(src, dst, n);
+		return;
+	}
+#endif
+	dtype_from_f32(DT_F16, src, dst, n);
+}
+
 enum qmm_isa qmm_isa_best(void)
 {
 	enum qmm_isa isa = cpu_isa();

@@ -62,4 +62,8 @@ void qmm_x8_row(int wtype, const void *group, int r, int64_t cols, void *dst);
 qmm_fn qmm_x8_get(int wtype);
 const char *qmm_isa_name(enum qmm_isa isa);
 
+/* F16 <-> float32 rows, bitwise those of dtype.c (F16C where the CPU has it) */
+void qmm_f16_to_f32(const void *src, float *dst, int64_t n);
+void qmm_f32_to_f16(const float *src, void *dst, int64_t n);
+
 #endif

@@ -135,7 +135,8 @@ static void fixture_runs(void)
 		for (int k = 0; k < n; k++)
 			snprintf(ids + strlen(ids), sizeof ids - strlen(ids), k ? ",%d" : "%d", tok[k]);
 		char *lp = strdup(t_tmp("logits.f32")), out[256];
-		const char *argv[] = {t_bin(), "logits", "-m", dir, "--ids", ids, "-o", lp, NULL};
+		/* a float32 KV cache: the comparison is with float32 transformers */
+		const char *argv[] = {t_bin(), "logits", "-m", dir, "--ids", ids, "-o", lp, "--kv-dtype", "f32", NULL};
 		CHECK(run(argv, out, sizeof out) == 0, "logits %s", names[i]);
 		size_t nf;
 		float *lg = t_read_f32(lp, &nf);

@@ -225,6 +225,41 @@ static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 	return 1;
 }
 
+/* the KV cache's F16 conversions: every half to float, random and special
+ * floats to half, bitwise as dtype.c's (NaNs only as NaNs) */
+static void f16_rows(void)
+{
+	static uint16_t h[65536], h2[4096];
+	static float f[65536], g[65536];
+	for (int i = 0; i < 65536; i++)
+		h[i] = (uint16_t)i;
+	qmm_f16_to_f32(h, f, 65536);
+	dtype_to_f32(DT_F16, h, g, 65536);
+	int bad = 0;
+	for (int i = 0; i < 65536; i++)
+		bad += isnan(g[i]) ? !isnan(f[i]) : memcmp(&f[i], &g[i], 4) != 0;
+	CHECK(bad == 0, "F16 -> F32: %d of 65536 halves differ from dtype.c", bad);
+	float x[4096];
+	const float special[] = {0.0f, -0.0f, 65504.0f, 65520.0f, 1e9f, -1e9f, 5.96e-8f, 2.98e-8f, 1e-10f, 6.1035e-5f};
+	for (int i = 0; i < 4096; i++) {
+		uint32_t u = rnd() << 16 ^ rnd();
+		memcpy(&x[i], &u, 4);
+		if (isnan(x[i]))
+			x[i] = 1.0f;
+		if (i % 3 == 0)
+			x[i] = frnd() * 70000.0f;
+		if (i < 10)
+			x[i] = special[i];
+	}
+	qmm_f32_to_f16(x, h, 4096);
+	dtype_from_f32(DT_F16, x, h2, 4096);
+	bad = 0;
+	for (int i = 0; i < 4096; i++)
+		bad += h[i] != h2[i];
+	CHECK(bad == 0, "F32 -> F16: %d of 4096 values differ from dtype.c", bad);
+	printf("  F16 rows: 65536 halves and 4096 floats converted as dtype.c does\n");
+}
+
 int main(void)
 {
 	const char *s = getenv("INFERD_KERNEL_SEED");
@@ -237,6 +272,7 @@ int main(void)
 		if (qmm_get(DT_Q8_0, isa))
 			printf(" %s", qmm_isa_name(isa));
 	printf("\n");
+	f16_rows();
 	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
 		const struct dtype_info *di = dtype_get((uint32_t)types[i].type);
 		int bs = (int)di->block;
