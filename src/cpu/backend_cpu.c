@@ -606,7 +606,7 @@ static void cpu_free(struct backend *be)
 
 /* ---- repacking ----
  * At creation, every product weight of a type with an interleaved layout
- * (qmm_x8: Q8_0, Q4_K, Q6_K, F16, BF16 on AVX-512 VNNI CPUs) whose rows come in
+ * (qmm_x8: every quantized type, F16 and BF16 on AVX-512 VNNI CPUs) whose rows come in
  * groups of 8 and whose bytes lie in a mapped file is repacked once, and
  * the file's pages under it are dropped from the process (madvise; the
  * mapping stays valid and would read them back), so the resident size

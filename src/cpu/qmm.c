@@ -348,6 +348,7 @@ qmm_fn qmm_x8_get(int wtype)
 		case DT_Q5_0: return x8_q5_0_e;
 		case DT_Q5_1: return x8_q5_1_e;
 		case DT_Q4_K: return x8_q4_k_e;
+		case DT_Q5_K: return x8_q5_k_e;
 		case DT_Q6_K: return x8_q6_k_e;
 		case DT_F16: return x8_f16_e;
 		case DT_BF16: return x8_bf16_e;

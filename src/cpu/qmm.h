@@ -50,8 +50,8 @@ qmm_fn qmm_get(int wtype, enum qmm_isa isa);
 /* The best isa this CPU runs (cpuid; on aarch64 the auxv hwcaps). */
 enum qmm_isa qmm_isa_best(void);
 
-/* Row-interleaved weights (qmm_x8.inc: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
- * Q6_K, F16, BF16 on CPUs with AVX-512 VNNI; activations as for qmm_fn): bytes of one group of 8 rows (0: no such layout here),
+/* Row-interleaved weights (qmm_x8.inc: every quantized type, F16 and BF16
+ * on CPUs with AVX-512 VNNI; activations as for qmm_fn): bytes of one group of 8 rows (0: no such layout here),
  * the repacking of 8 consecutive rows (row_bytes apart) into it, and the
  * kernel: out[8 * t + r] = dot(row r of the group, activation row t) for
  * t < nt (1..4), each token's results the same whatever nt is. */
