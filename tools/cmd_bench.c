@@ -25,7 +25,8 @@ static const char *bench_help =
 	"time after the prompt) in tokens/s, the mean of R repetitions after a warm-up; the peak\n"
 	"resident memory of the process; and the weight bandwidth the generation rate implies\n"
 	"(bytes of weights read per token x tg). --json prints one object with pp_tok_s,\n"
-	"tg_tok_s, peak_rss_bytes, weight_bytes, tg_weight_gb_s, cpu_kernels and the settings.\n"
+	"tg_tok_s, peak_rss_bytes, weight_bytes, tg_weight_gb_s, file_bytes, kv_cache_bytes,\n"
+	"cpu_kernels and the settings.\n"
 	"-b B (2..64): also decode through the engine, 1 sequence and then B at once (16-token\n"
 	"prompts, N tokens each), and print both aggregate rates (engine_tg1_tok_s, engine_tgb_tok_s).\n"
 	"--cpu-exact: float32 activations for quantized weights on the CPU (default: 8-bit).\n"
@@ -227,22 +228,25 @@ int cmd_bench(int argc, char **argv)
 	unsigned long long rss = (unsigned long long)ru.ru_maxrss * 1024ull;
 	double gbs = (double)info.weight_bytes * tg_tok_s / 1e9;
 	const char *kern = cpu_exact ? "float32" : qmm_isa_name(qmm_isa_best());
+	uint64_t file_bytes = 0, kv_bytes = 0; /* what the resident size should be made of */
+	inferd_model_estimate(model, &o, &file_bytes, &kv_bytes, err);
 	if (json) {
-		json_t *j = json_pack("{s:s,s:s,s:s,s:I,s:f,s:f,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:f}", "model", model,
+		json_t *j = json_pack("{s:s,s:s,s:s,s:I,s:f,s:f,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:f,s:I,s:I}", "model", model,
 				      "device", info.device, "cpu_kernels", kern, "batch", (json_int_t)batch,
 				      "engine_tg1_tok_s", b1, "engine_tgb_tok_s", bn,
 				      "threads", (json_int_t)threads, "p", (json_int_t)p, "n", (json_int_t)n, "reps",
 				      (json_int_t)reps, "pp_tok_s", pp_tok_s, "tg_tok_s", tg_tok_s, "peak_rss_bytes",
-				      (json_int_t)rss, "weight_bytes", (json_int_t)info.weight_bytes, "tg_weight_gb_s", gbs);
+				      (json_int_t)rss, "weight_bytes", (json_int_t)info.weight_bytes, "tg_weight_gb_s", gbs,
+				      "file_bytes", (json_int_t)file_bytes, "kv_cache_bytes", (json_int_t)kv_bytes);
 		char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
 		printf("%s\n", txt ? txt : "{}");
 		free(txt);
 		json_decref(j);
 	} else
 		printf("model %s on %s (%ld threads; 0 = all; CPU kernels %s)\n  pp%ld: %.2f tok/s\n  tg%ld: %.2f tok/s (%.2f GB/s of "
-		       "weights, %.3f GB per token)\n  peak RSS: %.1f MiB\n",
+		       "weights, %.3f GB per token)\n  peak RSS: %.1f MiB (file %.1f MiB; KV cache %.1f MiB, touched as it fills)\n",
 		       model, info.device, threads, kern, p, pp_tok_s, n, tg_tok_s, gbs, (double)info.weight_bytes / 1e9,
-		       (double)rss / 1048576.0);
+		       (double)rss / 1048576.0, (double)file_bytes / 1048576.0, (double)kv_bytes / 1048576.0);
 	if (!json && batch > 1 && n > 0)
 		printf("  engine decode, %ld tokens each: 1 sequence %.2f tok/s, %ld at once %.2f tok/s (%.2fx)\n", n, b1,
 		       batch, bn, b1 > 0 ? bn / b1 : 0);

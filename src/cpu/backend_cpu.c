@@ -614,15 +614,24 @@ static void cpu_free(struct backend *be)
  * from the repacked copy, qmm_x8_row). In-memory weights stay as they are. */
 struct pack_job { const struct tensor *t; uint8_t *dst; size_t gbytes; };
 
+static void drop_pages(const void *p, uint64_t n);
+
+/* each thread packs its groups and drops the source pages behind it as it
+ * goes, so a large tensor is never resident twice */
 static void pack_fn(void *ctx, int ith, int nth)
 {
 	struct pack_job *j = ctx;
 	int64_t a, b;
 	uint64_t rb = j->t->nbytes / (uint64_t)j->t->ne[1];
+	const uint8_t *src = j->t->data;
 	pool_split(j->t->ne[1] / 8, ith, nth, &a, &b);
-	for (int64_t g = a; g < b; g++)
-		qmm_x8_pack(j->t->type, (const uint8_t *)j->t->data + (uint64_t)g * 8 * rb, rb, j->t->ne[0],
-			    j->dst + (size_t)g * j->gbytes);
+	for (int64_t g = a, done = a; g < b; g++) {
+		qmm_x8_pack(j->t->type, src + (uint64_t)g * 8 * rb, rb, j->t->ne[0], j->dst + (size_t)g * j->gbytes);
+		if (g + 1 - done >= 256 || g + 1 == b) {
+			drop_pages(src + (uint64_t)done * 8 * rb, (uint64_t)(g + 1 - done) * 8 * rb);
+			done = g + 1;
+		}
+	}
 }
 
 static bool in_file(const struct inferd_model *m, const struct tensor *t)
