@@ -44,8 +44,38 @@ size_t qmm_xbytes(int wtype, int64_t cols)
 	return (size_t)(cols / b) * (b == 32 ? QMM_X32 : QMM_X256);
 }
 
+static enum qmm_isa cpu_isa(void);
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* quant_block with AVX2: the same max (NaN ignored), the same products and
+ * the same rounding (to nearest even), so the same bytes */
+__attribute__((target("avx2,fma"))) static float quant_block_avx2(const float *x, int n, int8_t *q)
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f);
+	__m256 mx = _mm256_setzero_ps();
+	for (int i = 0; i < n; i += 8)
+		mx = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)), mx);
+	float l[8], amax = 0;
+	_mm256_storeu_ps(l, mx);
+	for (int k = 0; k < 8; k++)
+		amax = l[k] > amax ? l[k] : amax;
+	float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+	const __m256 vid = _mm256_set1_ps(id);
+	const __m256i lo = _mm256_set1_epi32(-127), perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+	for (int i = 0; i < n; i += 32) {
+		__m256i v[4];
+		for (int k = 0; k < 4; k++)
+			v[k] = _mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * k), vid)), lo);
+		__m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+		_mm256_storeu_si256((__m256i *)(void *)(q + i), _mm256_permutevar8x32_epi32(p, perm));
+	}
+	return d;
+}
+#endif
+
 /* d = max|x| / 127, q = round(x / d): error at most d / 2 per value */
-static float quant_block(const float *x, int n, int8_t *q)
+static float quant_block_ref(const float *x, int n, int8_t *q)
 {
 	float amax = 0;
 	for (int i = 0; i < n; i++)
@@ -58,13 +88,24 @@ static float quant_block(const float *x, int n, int8_t *q)
 	return d;
 }
 
-void qmm_quantize(int wtype, const float *x, int64_t cols, void *xq)
+static float quant_block(const float *x, int n, int8_t *q)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (cpu_isa() == QMM_AVX2 || cpu_isa() == QMM_AVX512)
+		return quant_block_avx2(x, n, q);
+#endif
+	return quant_block_ref(x, n, q);
+}
+
+
+static void quantize_with(float (*qb)(const float *, int, int8_t *), int wtype, const float *x, int64_t cols,
+			  void *xq)
 {
 	int b = xblock(wtype);
 	if (b == 32) {
 		struct x32 *o = xq;
 		for (int64_t i = 0; i < cols / 32; i++, x += 32) {
-			o[i].d = quant_block(x, 32, o[i].q);
+			o[i].d = qb(x, 32, o[i].q);
 			int s = 0;
 			for (int k = 0; k < 32; k++)
 				s += o[i].q[k];
@@ -74,7 +115,7 @@ void qmm_quantize(int wtype, const float *x, int64_t cols, void *xq)
 	} else if (b == 256) {
 		struct x256 *o = xq;
 		for (int64_t i = 0; i < cols / 256; i++, x += 256) {
-			o[i].d = quant_block(x, 256, o[i].q);
+			o[i].d = qb(x, 256, o[i].q);
 			for (int g = 0; g < 16; g++) {
 				int s = 0;
 				for (int k = 0; k < 16; k++)
@@ -85,6 +126,16 @@ void qmm_quantize(int wtype, const float *x, int64_t cols, void *xq)
 				o[i].b32[g] = (int16_t)(o[i].bs[2 * g] + o[i].bs[2 * g + 1]);
 		}
 	}
+}
+
+void qmm_quantize(int wtype, const float *x, int64_t cols, void *xq)
+{
+	quantize_with(quant_block, wtype, x, cols, xq);
+}
+
+void qmm_quantize_ref(int wtype, const float *x, int64_t cols, void *xq)
+{
+	quantize_with(quant_block_ref, wtype, x, cols, xq);
 }
 
 void qmm_dequantize_x(int wtype, const void *xq, int64_t cols, float *out)
@@ -265,7 +316,6 @@ static qmm_fn ref_get(int wtype)
 	}
 }
 
-static enum qmm_isa cpu_isa(void);
 
 /* ---- SIMD kernels, compiled twice ---- */
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -36,6 +36,8 @@ enum { QMM_X32 = 40, QMM_X256 = 308 };
 size_t qmm_xbytes(int wtype, int64_t cols);
 /* Quantize one row (cols a multiple of the block) for weights of wtype. */
 void qmm_quantize(int wtype, const float *x, int64_t cols, void *xq);
+/* the same in plain C (the reference; the bytes are the same) */
+void qmm_quantize_ref(int wtype, const float *x, int64_t cols, void *xq);
 /* The same, with the values each quantized activation stands for (d * q),
  * for tests. */
 void qmm_dequantize_x(int wtype, const void *xq, int64_t cols, float *out);

@@ -72,7 +72,15 @@ static void one_shape(const struct tinfo *ti, int64_t cols, int *worst_set, doub
 			memcpy(xd + t * cols, x + t * cols, (size_t)cols * sizeof(float));
 			continue;
 		}
+		if (t == 3) /* a row of zeros and one of huge values too */
+			for (int64_t k = 0; k < cols; k++)
+				x[t * cols + k] = cols % 64 == 0 ? 0.0f : x[t * cols + k] * 1e30f;
 		qmm_quantize(ti->type, x + t * cols, cols, xq + t * stride);
+		uint8_t *rq = malloc(stride);
+		qmm_quantize_ref(ti->type, x + t * cols, cols, rq);
+		CHECK(memcmp(rq, xq + t * stride, stride) == 0, "%s cols %lld: SIMD activation bytes differ from the reference",
+		      di->name, (long long)cols);
+		free(rq);
 		qmm_dequantize_x(ti->type, xq + t * stride, cols, xd + t * cols);
 		int bs = ti->type == DT_Q4_K || ti->type == DT_Q5_K || ti->type == DT_Q6_K ? 256 : 32;
 		double qerr = 0;
