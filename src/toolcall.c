@@ -32,7 +32,8 @@
  * when the whole section did.
  *
  * Streaming (sections whose struct sec has a stream kind SS_*: the JSON
- * syntaxes where the name comes before the arguments object). While such a
+ * syntaxes where the name comes before the arguments object, and the
+ * tagged-parameter ones, see "tagged parameters" below). While such a
  * section is open, strm_run reads, ahead of the section's own parser and
  * over the same bytes (up to its end marker, or what may be its start),
  * each call's header (`{"name": "f", "arguments": {`, `f[ARGS]{`,
@@ -58,6 +59,15 @@
  * Every decision depends on bytes only (a member is complete at a fixed
  * byte, a header longer than MAX_HEADER fails wherever the split), so the
  * split-independence above still holds.
+ Tagged parameters (xs_*, one table XS of each syntax's literals, read
+ * as its payload parser reads them): the header up to the name, then per
+ * parameter its key (and attributes), then its value: a string streams
+ * as its text comes (whole UTF-8 characters, JSON-escaped piece by piece,
+ * which is the escaping of the whole; nothing that may still be the
+ * closing tag), other values go out whole at their closing tag, typed by
+ * typed_value as the payload parser types them. What a piece contains is
+ * decided by the bytes before it, so a call that breaks later has sent
+ * the same text whatever the split.
  *
  * Ids: call_ + 24 characters from a splitmix64
  * of (id_seed, index); Mistral formats, whose templates require 9
@@ -100,7 +110,13 @@ typedef int (*self_fn)(struct tc_parser *p, const char *s, size_t n, bool eof, s
 
 /* how a section's calls stream their arguments before the section ends
  * (see "Streaming" above); SS_NONE: whole calls when the section ends */
-enum { SS_NONE, SS_JSON, SS_JSON1, SS_JSON_OBJ, SS_MV11, SS_FV31, SS_FV32, SS_DEEPSEEK, SS_KIMI, SS_SOLAR };
+enum {
+	SS_NONE, SS_JSON, SS_JSON1, SS_JSON_OBJ, SS_FENCED, SS_APERTUS, SS_MV11, SS_FV31, SS_FV32, SS_DEEPSEEK, SS_KIMI,
+	SS_SOLAR, SS_HARMONY,
+	/* parameters written as tagged text (struct xsyn, XS[kind - SS_XML]) */
+	SS_XML, SS_XML_QWEN = SS_XML, SS_XML_QWEN_FN, SS_XML_GLM, SS_XML_HY3, SS_XML_MINIMAX, SS_XML_DSML, SS_XML_MINICPM,
+	SS_XML_KIMI3
+};
 
 struct sec {
 	const char *start, *end;
@@ -163,6 +179,7 @@ struct scall {
 	char *name, *id;
 	struct buf args; /* the arguments text emitted so far */
 	bool closed;     /* the arguments object is complete */
+	bool instr;      /* the text emitted ends inside a string value */
 };
 
 /* the open section's streaming state (linear: each byte scanned once) */
@@ -178,6 +195,14 @@ struct strm {
 	int depth, nmem;
 	bool str, esc;
 	json_t *keys; /* keys emitted in the current call */
+	bool fenced;  /* DeepSeek R1: the current call's JSON is fenced */
+	/* tagged parameters (SS_XML kinds): the current one */
+	bool eaten;   /* its key's opener was read with the name (GLM) */
+	char key[MAX_NAME + 1];
+	int force;    /* its type: 1 a string, -1 JSON when it parses, 0 by schema */
+	int vmode;    /* 0 undecided, 1 streams as a string, 2 held to its end */
+	bool vpre;    /* its `,"key":` went out */
+	size_t vstart, vemit, vscan; /* its value's start, emitted up to, searched from */
 	struct scall *calls; /* begun (CALL_BEGIN emitted) */
 	int n, cap;
 };
@@ -727,6 +752,23 @@ static int pl_hy3(struct tc_parser *p, const char *s, size_t n)
 	return glm_call(p, s, n, ":opensource");
 }
 
+/* the type a parameter's attributes give its value (as typed_value's
+ * force_string): string="true" a string, string="false" JSON */
+static int attr_force(const char *attrs, size_t al)
+{
+	return has(attrs, al, "string=\"true\"") ? 1 : has(attrs, al, "string=\"false\"") ? -1 : 0;
+}
+
+/* a <![CDATA[..]]> value is its inside, a string */
+static void cdata(const char **v, size_t *vl, int *force)
+{
+	if (starts(*v, *vl, "<![CDATA[") && *vl >= 12 && !memcmp(*v + *vl - 3, "]]>", 3)) {
+		*v += 9;
+		*vl -= 12;
+		*force = 1;
+	}
+}
+
 /* <TAG name="f">(<PTAG name="k" [string="true|false"]>v</PTAG>)*</TAG>,
  * repeated: MiniMax-M2 (invoke/parameter), DSML, MiniCPM (function/param,
  * values may be CDATA). */
@@ -754,16 +796,8 @@ static int invoke_list(struct tc_parser *p, const char *s, size_t n, const char 
 				json_decref(args);
 				return -1;
 			}
-			int force = 0;
-			if (has(attrs, al, "string=\"true\""))
-				force = 1;
-			else if (has(attrs, al, "string=\"false\""))
-				force = -1;
-			if (starts(v, vl, "<![CDATA[") && vl >= 12 && !memcmp(v + vl - 3, "]]>", 3)) {
-				v += 9;
-				vl -= 12;
-				force = 1;
-			}
+			int force = attr_force(attrs, al);
+			cdata(&v, &vl, &force);
 			if (set_param(p, args, name, nl, k, kl, v, vl, force)) {
 				json_decref(args);
 				return -1;
@@ -1456,10 +1490,10 @@ static int self_harmony_start(struct tc_parser *p, const char *s, size_t n, bool
 
 static const struct fmt_spec FMT[TC_FMT_COUNT] = {
 	[TC_FMT_HERMES] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_json, NULL, SS_JSON}}, {NULL}},
-	[TC_FMT_QWEN3_XML] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_qwen_xml, NULL},
-			       {"<function=", "</function>", 0, qwen_fn, NULL}},
+	[TC_FMT_QWEN3_XML] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_qwen_xml, NULL, SS_XML_QWEN},
+			       {"<function=", "</function>", 0, qwen_fn, NULL, SS_XML_QWEN_FN}},
 			      {NULL}},
-	[TC_FMT_SEED_XML] = {{{"<seed:tool_call>", "</seed:tool_call>", 0, pl_qwen_xml, NULL}}, {NULL}},
+	[TC_FMT_SEED_XML] = {{{"<seed:tool_call>", "</seed:tool_call>", 0, pl_qwen_xml, NULL, SS_XML_QWEN}}, {NULL}},
 	[TC_FMT_LLAMA3] = {{{"{", NULL, F_START_ONLY | F_KEEP, NULL, self_json, SS_JSON1},
 			    {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_llama_tag, NULL, SS_JSON_OBJ}},
 			   {NULL}},
@@ -1467,39 +1501,39 @@ static const struct fmt_spec FMT[TC_FMT_COUNT] = {
 	[TC_FMT_MISTRAL_V11] = {{{"[TOOL_CALLS]", NULL, 0, NULL, self_mistral_v11, SS_MV11}}, {NULL}},
 	[TC_FMT_DEEPSEEK] = {{{DS_CALLS_BEGIN, DS_CALLS_END, F_EOF_END, pl_deepseek, NULL, SS_DEEPSEEK}}, {NULL}},
 	[TC_FMT_DSML] = {{{"<\xef\xbd\x9c" "DSML\xef\xbd\x9c" "function_calls>",
-			   "</\xef\xbd\x9c" "DSML\xef\xbd\x9c" "function_calls>", F_EOF_END, pl_dsml, NULL},
+			   "</\xef\xbd\x9c" "DSML\xef\xbd\x9c" "function_calls>", F_EOF_END, pl_dsml, NULL, SS_XML_DSML},
 			  {"<\xef\xbd\x9c" "DSML\xef\xbd\x9c" "tool_calls>", "</\xef\xbd\x9c" "DSML\xef\xbd\x9c" "tool_calls>",
-			   F_EOF_END, pl_dsml, NULL}},
+			   F_EOF_END, pl_dsml, NULL, SS_XML_DSML}},
 			 {NULL}},
 	[TC_FMT_FUNCTIONARY_V31] = {{{"<function=", "</function>", 0, pl_fv31, NULL, SS_FV31},
-				     {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_python_code, NULL}},
+				     {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_python_code, NULL, SS_NONE}},
 				    {NULL}},
 	[TC_FMT_FUNCTIONARY_V32] = {{{">>>", NULL, F_ALWAYS, NULL, self_fv32, SS_FV32}}, {NULL}},
 	[TC_FMT_GRANITE] = {{{"<|tool_call|>", NULL, 0, NULL, self_json, SS_JSON1}}, {"<response>", "</response>"}},
 	[TC_FMT_FIREFUNCTION] = {{{"functools", NULL, 0, NULL, self_json, SS_JSON1}}, {NULL}},
-	[TC_FMT_GLM] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_glm, NULL}}, {NULL}},
-	[TC_FMT_COMMAND_R_PLUS] = {{{"Action:", NULL, 0, NULL, self_command_r}}, {NULL}},
-	[TC_FMT_HY3] = {{{"<tool_call:opensource>", "</tool_call:opensource>", 0, pl_hy3, NULL}},
+	[TC_FMT_GLM] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_glm, NULL, SS_XML_GLM}}, {NULL}},
+	[TC_FMT_COMMAND_R_PLUS] = {{{"Action:", NULL, 0, NULL, self_command_r, SS_FENCED}}, {NULL}},
+	[TC_FMT_HY3] = {{{"<tool_call:opensource>", "</tool_call:opensource>", 0, pl_hy3, NULL, SS_XML_HY3}},
 			{"<tool_calls:opensource>", "</tool_calls:opensource>"}},
 	[TC_FMT_KIMI_K2] = {{{"<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", F_EOF_END, pl_kimi, NULL, SS_KIMI}},
 			    {NULL}},
-	[TC_FMT_HARMONY] = {{{"<|channel|>", NULL, F_ALWAYS, NULL, self_harmony_channel},
-			     {"<|start|>", NULL, F_ALWAYS, NULL, self_harmony_start}},
+	[TC_FMT_HARMONY] = {{{"<|channel|>", NULL, F_ALWAYS, NULL, self_harmony_channel, SS_HARMONY},
+			     {"<|start|>", NULL, F_ALWAYS, NULL, self_harmony_start, SS_HARMONY}},
 			    {"<|end|>", "<|return|>", "<|call|>"}},
-	[TC_FMT_COMMAND_R7B] = {{{"<|START_ACTION|>", "<|END_ACTION|>", F_EOF_END, pl_json, NULL}},
+	[TC_FMT_COMMAND_R7B] = {{{"<|START_ACTION|>", "<|END_ACTION|>", F_EOF_END, pl_json, NULL, SS_JSON}},
 				{"<|START_RESPONSE|>", "<|END_RESPONSE|>"}},
 	[TC_FMT_JSON_TAGS] = {{{"<tool_calls>", "</tool_calls>", F_EOF_END, pl_json, NULL, SS_JSON}}, {NULL}},
 	[TC_FMT_NEMOTRON_V2] = {{{"<TOOLCALL>", "</TOOLCALL>", F_EOF_END, pl_json, NULL, SS_JSON}}, {NULL}},
-	[TC_FMT_MINIMAX_M2] = {{{"<minimax:tool_call>", "</minimax:tool_call>", F_EOF_END, pl_minimax, NULL}}, {NULL}},
-	[TC_FMT_MINICPM] = {{{"<function name=\"", "</function>", F_KEEP, pl_minicpm, NULL}}, {NULL}},
-	[TC_FMT_LFM2] = {{{"<|tool_call_start|>", "<|tool_call_end|>", 0, pl_pylist, NULL}}, {NULL}},
+	[TC_FMT_MINIMAX_M2] = {{{"<minimax:tool_call>", "</minimax:tool_call>", F_EOF_END, pl_minimax, NULL, SS_XML_MINIMAX}}, {NULL}},
+	[TC_FMT_MINICPM] = {{{"<function name=\"", "</function>", F_KEEP, pl_minicpm, NULL, SS_XML_MINICPM}}, {NULL}},
+	[TC_FMT_LFM2] = {{{"<|tool_call_start|>", "<|tool_call_end|>", 0, pl_pylist, NULL, SS_NONE}}, {NULL}},
 	[TC_FMT_SOLAR] = {{{"<|tool_call:begin|>", "<|tool_call:end|>", 0, pl_solar, NULL, SS_SOLAR}}, {"<|tool_calls|>", "<|calls|>"}},
-	[TC_FMT_APERTUS] = {{{"<|tools_prefix|>", "<|tools_suffix|>", F_EOF_END, pl_json, NULL}}, {NULL}},
+	[TC_FMT_APERTUS] = {{{"<|tools_prefix|>", "<|tools_suffix|>", F_EOF_END, pl_json, NULL, SS_APERTUS}}, {NULL}},
 	[TC_FMT_GIGACHAT] = {{{"<|function_call|>", NULL, 0, NULL, self_json, SS_JSON1}}, {NULL}},
-	[TC_FMT_GEMMA4] = {{{"<|tool_call>", "<tool_call|>", 0, pl_gemma, NULL}}, {NULL}},
-	[TC_FMT_KIMI_K3] = {{{"<|open|>call tool=\"", "<|close|>call<|sep|>", F_KEEP, pl_kimi3, NULL}},
+	[TC_FMT_GEMMA4] = {{{"<|tool_call>", "<tool_call|>", 0, pl_gemma, NULL, SS_NONE}}, {NULL}},
+	[TC_FMT_KIMI_K3] = {{{"<|open|>call tool=\"", "<|close|>call<|sep|>", F_KEEP, pl_kimi3, NULL, SS_XML_KIMI3}},
 			    {"<|open|>tools<|sep|>", "<|close|>tools<|sep|>"}},
-	[TC_FMT_MINIMAX_M3] = {{{MM3 "<tool_call>", MM3 "</tool_call>", F_EOF_END, pl_minimax3, NULL}}, {NULL}},
+	[TC_FMT_MINIMAX_M3] = {{{MM3 "<tool_call>", MM3 "</tool_call>", F_EOF_END, pl_minimax3, NULL, SS_NONE}}, {NULL}},
 };
 
 static const struct rsn_spec RSN[TC_RSN_COUNT] = {
@@ -1888,7 +1922,14 @@ static int h_wlit(const char *b, size_t lim, size_t *i, const char *lit)
 }
 
 /* the text up to `lit` (within MAX_HEADER) as a trimmed name; *i past lit */
+static int h_text(const char *b, size_t lim, size_t *i, const char *lit, char *out, size_t cap, bool raw);
 static int h_until(const char *b, size_t lim, size_t *i, const char *lit, char *out, size_t cap)
+{
+	return h_text(b, lim, i, lit, out, cap, false);
+}
+
+/* the same, untrimmed when raw (a name or key with NUL bytes fails) */
+static int h_text(const char *b, size_t lim, size_t *i, const char *lit, char *out, size_t cap, bool raw)
 {
 	size_t l = strlen(lit), end = lim - *i > MAX_HEADER + l ? *i + MAX_HEADER + l : lim;
 	const char *q = find(b + *i, end - *i, lit);
@@ -1896,8 +1937,9 @@ static int h_until(const char *b, size_t lim, size_t *i, const char *lit, char *
 		return end < lim ? S_FAIL : S_NEED;
 	const char *s = b + *i;
 	size_t n = (size_t)(q - s);
-	trim(&s, &n);
-	if (n >= cap)
+	if (!raw)
+		trim(&s, &n);
+	if (n >= cap || memchr(s, 0, n))
 		return S_FAIL;
 	memcpy(out, s, n);
 	out[n] = 0;
@@ -1912,12 +1954,10 @@ static int h_until(const char *b, size_t lim, size_t *i, const char *lit, char *
 			return rc_;                                                                                    \
 	} while (0)
 
-/* {"name": "f", "arguments": {  (or "parameters", "args") */
-static int h_jcall(struct strm *t, const char *b, size_t lim, size_t *i)
+/* a JSON string without escapes (a name or a key, at most MAX_NAME bytes)
+ * into out */
+static int h_jname(const char *b, size_t lim, size_t *i, char *out)
 {
-	H(h_wlit(b, lim, i, "{"));
-	H(h_wlit(b, lim, i, "\"name\""));
-	H(h_wlit(b, lim, i, ":"));
 	H(h_wlit(b, lim, i, "\""));
 	size_t a = *i;
 	for (; *i < lim && b[*i] != '"'; (*i)++)
@@ -1932,22 +1972,60 @@ static int h_jcall(struct strm *t, const char *b, size_t lim, size_t *i)
 	json_decref(v);
 	if (!ok)
 		return S_FAIL;
-	memcpy(t->name, b + a, nl);
-	t->name[nl] = 0;
-	H(h_wlit(b, lim, i, ","));
-	H(h_wlit(b, lim, i, "\""));
-	size_t k = *i;
-	while (*i < lim && b[*i] != '"' && *i - k < 12)
-		(*i)++;
-	if (*i == lim)
-		return S_NEED;
-	size_t kl = *i - k;
-	if (b[*i] != '"' || !((kl == 9 && !memcmp(b + k, "arguments", 9)) || (kl == 10 && !memcmp(b + k, "parameters", 10)) ||
-			      (kl == 4 && !memcmp(b + k, "args", 4))))
+	memcpy(out, b + a, nl);
+	out[nl] = 0;
+	return S_OK;
+}
+
+/* {"name": "f", "arguments": {  (or "parameters", "args"; "tool_name"; a
+ * "tool_call_id" first, as Command R7B writes) */
+static int h_jcall(struct strm *t, const char *b, size_t lim, size_t *i)
+{
+	char key[MAX_NAME + 1];
+	H(h_wlit(b, lim, i, "{"));
+	H(h_jname(b, lim, i, key));
+	if (!strcmp(key, "tool_call_id")) {
+		H(h_wlit(b, lim, i, ":"));
+		H(h_jname(b, lim, i, key));
+		H(h_wlit(b, lim, i, ","));
+		H(h_jname(b, lim, i, key));
+	}
+	if (strcmp(key, "name") && strcmp(key, "tool_name"))
 		return S_FAIL;
-	(*i)++;
+	H(h_wlit(b, lim, i, ":"));
+	H(h_jname(b, lim, i, t->name));
+	H(h_wlit(b, lim, i, ","));
+	H(h_jname(b, lim, i, key));
+	if (strcmp(key, "arguments") && strcmp(key, "parameters") && strcmp(key, "args"))
+		return S_FAIL;
 	H(h_wlit(b, lim, i, ":"));
 	return h_wlit(b, lim, i, "{");
+}
+
+/* gpt-oss: a header with to=functions.f up to <|message|>, then { */
+static int h_harmony(struct strm *t, const char *b, size_t lim, size_t *i)
+{
+	char head[MAX_HEADER + 1];
+	H(h_until(b, lim, i, "<|message|>", head, sizeof head));
+	const char *to = strstr(head, "to=");
+	if (!to)
+		return S_FAIL;
+	const char *name = to + 3;
+	size_t nl = 0;
+	while (name[nl] && !is_ws(name[nl]) && name[nl] != '<')
+		nl++;
+	if (starts(name, nl, "functions."))
+		name += 10, nl -= 10;
+	if (nl > MAX_NAME)
+		return S_FAIL;
+	memcpy(t->name, name, nl);
+	t->name[nl] = 0;
+	return h_wlit(b, lim, i, "{");
+}
+
+static bool json_list_kind(int kind)
+{
+	return kind == SS_JSON || kind == SS_JSON1 || kind == SS_JSON_OBJ || kind == SS_FENCED || kind == SS_APERTUS;
 }
 
 /* the next call's header from t->cur: up to and including the "{" that
@@ -1957,10 +2035,14 @@ static int strm_header(struct tc_parser *p, size_t lim, size_t *i)
 	struct strm *t = &p->st;
 	const char *b = p->in.p;
 	t->id[0] = 0;
+	if (t->kind == SS_FENCED && !t->ncand)
+		H(h_wlit(b, lim, i, "```json"));
 	switch (t->kind) {
 	case SS_JSON:
 	case SS_JSON1:
 	case SS_JSON_OBJ:
+	case SS_FENCED:
+	case SS_APERTUS:
 		if (t->ncand == 0) {
 			H(h_wlit(b, lim, i, "")); /* skip whitespace; text to come */
 			if (*i == lim)
@@ -1973,7 +2055,14 @@ static int strm_header(struct tc_parser *p, size_t lim, size_t *i)
 		} else if (t->kind == SS_JSON1) {
 			return S_FAIL; /* one object */
 		}
-		return h_jcall(t, b, lim, i);
+		if (t->kind != SS_APERTUS)
+			return h_jcall(t, b, lim, i);
+		H(h_wlit(b, lim, i, "{")); /* {"f": {..}} */
+		H(h_jname(b, lim, i, t->name));
+		H(h_wlit(b, lim, i, ":"));
+		return h_wlit(b, lim, i, "{");
+	case SS_HARMONY:
+		return t->ncand ? S_FAIL : h_harmony(t, b, lim, i);
 	case SS_MV11: {
 		if (t->ncand)
 			return S_FAIL;
@@ -2012,12 +2101,20 @@ static int strm_header(struct tc_parser *p, size_t lim, size_t *i)
 		if (!strcmp(t->name, "all"))
 			return S_FAIL;
 		return h_wlit(b, lim, i, "{");
-	case SS_DEEPSEEK:
+	case SS_DEEPSEEK: {
+		if (t->ncand && t->fenced)
+			H(h_wlit(b, lim, i, "```"));
 		if (t->ncand)
 			H(h_wlit(b, lim, i, DS_CALL_END));
 		H(h_wlit(b, lim, i, DS_CALL_BEGIN));
 		H(h_until(b, lim, i, DS_SEP, t->name, sizeof t->name));
-		return h_wlit(b, lim, i, "{");
+		bool fenced = !strcmp(t->name, "function"); /* R1: function<sep>f\n```json\n{..}\n``` */
+		if (fenced)
+			H(h_until(b, lim, i, "```json", t->name, sizeof t->name));
+		H(h_wlit(b, lim, i, "{"));
+		t->fenced = fenced; /* only now: a retry reads the previous call's end again */
+		return S_OK;
+	}
 	case SS_KIMI: {
 		if (t->ncand)
 			H(h_wlit(b, lim, i, "<|tool_call_end|>"));
@@ -2064,6 +2161,56 @@ static bool strm_may(struct tc_parser *p)
 	return true;
 }
 
+/* The call whose header was read last begins: CALL_BEGIN, with the index
+ * and id the commit would give it. -1 when out of memory. */
+static int strm_begin(struct tc_parser *p)
+{
+	struct strm *t = &p->st;
+	if (t->n == t->cap) {
+		int cap = t->cap ? 2 * t->cap : 4;
+		struct scall *q = realloc(t->calls, (size_t)cap * sizeof *q);
+		if (!q)
+			return -1;
+		t->calls = q;
+		t->cap = cap;
+	}
+	struct scall *c = &t->calls[t->n];
+	*c = (struct scall){0};
+	char id[80];
+	int k = p->seen_calls + t->n;
+	bool mistral = p->syn.format == TC_FMT_MISTRAL || p->syn.format == TC_FMT_MISTRAL_V11;
+	if (mistral && strlen(t->id) == 9)
+		snprintf(id, sizeof id, "%s", t->id);
+	else if (mistral)
+		make_id(p->seed, k, id, 9, "");
+	else
+		make_id(p->seed, k, id, 24, "call_");
+	c->id = strdup(id);
+	c->name = strdup(t->name);
+	if (!c->id || !c->name) {
+		free(c->id);
+		free(c->name);
+		return -1;
+	}
+	t->n++;
+	p->at_start = false;
+	if (p->emit) {
+		struct tc_event ev = {.type = TC_EV_CALL_BEGIN, .index = p->ncalls + t->n - 1, .id = c->id, .name = c->name};
+		p->emit(p->ctx, &ev);
+	}
+	return 0;
+}
+
+/* A piece of the current call's arguments (the call begins with its first). */
+static int strm_piece(struct tc_parser *p, const char *s, size_t n)
+{
+	struct strm *t = &p->st;
+	if (t->n < t->ncand && strm_begin(p))
+		return -1;
+	strm_emit(p, t->n - 1, p->ncalls + t->n - 1, s, n);
+	return 0;
+}
+
 /* A top-level member of the arguments is complete: s[0, n) ("key": value),
  * `last` when the object closes after it. Emits its canonical text (the
  * call begins with the first one). -1: not a valid member. */
@@ -2106,41 +2253,8 @@ static int strm_member(struct tc_parser *p, const char *s, size_t n, bool last)
 		if (last)
 			buf_add(&piece, "}", 1);
 	}
-	if (t->n < t->ncand) { /* the first member decides the call: it begins */
-		if (t->n == t->cap) {
-			int cap = t->cap ? 2 * t->cap : 4;
-			struct scall *q = realloc(t->calls, (size_t)cap * sizeof *q);
-			if (!q)
-				goto out;
-			t->calls = q;
-			t->cap = cap;
-		}
-		struct scall *c = &t->calls[t->n];
-		*c = (struct scall){0};
-		char id[80];
-		int k = p->seen_calls + t->n;
-		bool mistral = p->syn.format == TC_FMT_MISTRAL || p->syn.format == TC_FMT_MISTRAL_V11;
-		if (mistral && strlen(t->id) == 9)
-			snprintf(id, sizeof id, "%s", t->id);
-		else if (mistral)
-			make_id(p->seed, k, id, 9, "");
-		else
-			make_id(p->seed, k, id, 24, "call_");
-		c->id = strdup(id);
-		c->name = strdup(t->name);
-		if (!c->id || !c->name) {
-			free(c->id);
-			free(c->name);
-			goto out;
-		}
-		t->n++;
-		p->at_start = false;
-		if (p->emit) {
-			struct tc_event ev = {.type = TC_EV_CALL_BEGIN, .index = p->ncalls + t->n - 1, .id = c->id, .name = c->name};
-			p->emit(p->ctx, &ev);
-		}
-	}
-	strm_emit(p, t->n - 1, p->ncalls + t->n - 1, piece.p, piece.n);
+	if (strm_piece(p, piece.p, piece.n))
+		goto out;
 	t->calls[t->n - 1].closed = last;
 	t->nmem++;
 	rc = 0;
@@ -2153,11 +2267,344 @@ out:
 	return rc;
 }
 
+/* ---- tagged parameters (Qwen3-Coder XML, GLM, MiniMax, DSML, ...): the
+ * call begins with its first parameter's first piece: `{"key":` and a
+ * string's text as it arrives (JSON-escaped, whole UTF-8 characters, none
+ * of what may still be a closing tag or a newline the parser strips), or
+ * a value typed JSON (a number, an object, a schema that is not "string")
+ * whole at its closing tag; "}" at the call's end. Every byte emitted is
+ * decided by the bytes before it, so the split of the text changes the
+ * pieces, never their concatenation. */
+
+enum { SP_PARAM = SP_AFTER + 1, SP_VALUE };
+
+#define XF_STRIP_NL 1 /* one newline after a value's opener and before its closer go (Qwen) */
+#define XF_TRIM 2     /* the name and keys are trimmed (GLM) */
+#define XF_ONE 4      /* one call in a section */
+#define XF_EATEN 8    /* name_end is the first key's opener (GLM) */
+#define XF_ATTRS 16   /* string="true|false" attributes and CDATA values (invoke_list) */
+#define XF_KTYPE 32   /* type="string": a string, else JSON (Kimi K3) */
+
+/* the literals of a syntax, as its payload parser reads them: `expect`
+ * ones may follow whitespace, `until` ones end the text before them */
+struct xsyn {
+	const char *call;       /* expect: opens a call ("" none) */
+	const char *name_end;   /* until: ends the name */
+	const char *name_gt;    /* expect: then (or NULL) */
+	const char *name_attrs; /* until: then attributes up to it (or NULL) */
+	const char *sep;        /* a separator that may end the name before name_end (Hy3) */
+	const char *not_after;  /* the call is not streamed when this follows (Kimi K3's JSON form) */
+	const char *key;        /* expect: opens a parameter */
+	const char *key_end;    /* until: ends its key */
+	const char *attrs_end;  /* until: then attributes up to it (or NULL) */
+	const char *val;        /* expect: then opens the value (or NULL) */
+	const char *val_end;    /* until: ends the value */
+	const char *call_end;   /* expect: ends the call (NULL: the section's end does) */
+	int flags;
+};
+
+#define DSML_TAG(t) "\xef\xbd\x9c" "DSML" "\xef\xbd\x9c" t
+static const struct xsyn XS[] = {
+	[SS_XML_QWEN - SS_XML] = {"<function=", ">", NULL, NULL, NULL, NULL, "<parameter=", ">", NULL, NULL,
+				  "</parameter>", "</function>", XF_STRIP_NL},
+	[SS_XML_QWEN_FN - SS_XML] = {"", ">", NULL, NULL, NULL, NULL, "<parameter=", ">", NULL, NULL, "</parameter>", NULL,
+				     XF_STRIP_NL | XF_ONE},
+	[SS_XML_GLM - SS_XML] = {"", "<arg_key>", NULL, NULL, "<tool_sep>", NULL, "<arg_key>", "</arg_key>", NULL,
+				 "<arg_value>", "</arg_value>", NULL, XF_TRIM | XF_ONE | XF_EATEN},
+	[SS_XML_HY3 - SS_XML] = {"", "<arg_key:opensource>", NULL, NULL, "<tool_sep:opensource>", NULL,
+				 "<arg_key:opensource>", "</arg_key:opensource>", NULL, "<arg_value:opensource>",
+				 "</arg_value:opensource>", NULL, XF_TRIM | XF_ONE | XF_EATEN},
+	[SS_XML_MINIMAX - SS_XML] = {"<invoke name=\"", "\"", ">", NULL, NULL, NULL, "<parameter name=\"", "\"", ">", NULL,
+				     "</parameter>", "</invoke>", XF_ATTRS},
+	[SS_XML_DSML - SS_XML] = {"<" DSML_TAG("invoke name=\""), "\"", ">", NULL, NULL, NULL,
+				  "<" DSML_TAG("parameter name=\""), "\"", ">", NULL, "</" DSML_TAG("parameter>"),
+				  "</" DSML_TAG("invoke>"), XF_ATTRS},
+	[SS_XML_MINICPM - SS_XML] = {"<function name=\"", "\"", ">", NULL, NULL, NULL, "<param name=\"", "\"", ">", NULL,
+				     "</param>", NULL, XF_ATTRS | XF_ONE},
+	[SS_XML_KIMI3 - SS_XML] = {"<|open|>call tool=\"", "\"", NULL, "<|sep|>", NULL, "<|open|>json",
+				   "<|open|>argument key=\"", "\"", "<|sep|>", NULL, "<|close|>argument<|sep|>", NULL,
+				   XF_KTYPE | XF_ONE},
+};
+
+/* bytes at the end of b[from, lim) that may be the start of marker m */
+static size_t tail_prefix(const char *b, size_t from, size_t lim, const char *m)
+{
+	for (size_t k = strlen(m) - 1; k > 0; k--)
+		if (lim - from >= k && !memcmp(b + lim - k, m, k))
+			return k;
+	return 0;
+}
+
+/* How many bytes of s[0, n) are whole UTF-8 characters that jansson
+ * accepts; *bad when an invalid sequence follows them (an unfinished one
+ * at the end is neither). */
+static size_t utf8_prefix(const unsigned char *s, size_t n, bool *bad)
+{
+	size_t i = 0;
+	*bad = false;
+	while (i < n) {
+		unsigned c = s[i];
+		size_t l = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+		uint32_t v = l == 1 ? c : c & (0x7Fu >> l);
+		size_t k = 1;
+		for (; k < l && i + k < n; k++) {
+			if ((s[i + k] & 0xC0) != 0x80)
+				break;
+			v = v << 6 | (s[i + k] & 0x3F);
+		}
+		if (l && k < l && i + k == n)
+			return i; /* unfinished */
+		if (!l || k < l || (l == 3 && v < 0x800) || (l == 4 && v < 0x10000) || v > 0x10FFFF ||
+		    (v >= 0xD800 && v <= 0xDFFF)) {
+			*bad = true;
+			return i;
+		}
+		i += l;
+	}
+	return i;
+}
+
+/* the call's header: its name (and attributes) */
+static int xs_header(struct tc_parser *p, const struct xsyn *x, size_t lim, size_t *i)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	char attrs[MAX_HEADER + 1];
+	if (t->ncand && (x->flags & XF_ONE))
+		return S_FAIL;
+	if (*x->call)
+		H(h_wlit(b, lim, i, x->call));
+	H(h_text(b, lim, i, x->name_end, t->name, sizeof t->name, !(x->flags & XF_TRIM)));
+	char *sep = x->sep ? strstr(t->name, x->sep) : NULL;
+	if (sep) { /* name<tool_sep>ws<arg_key> */
+		if (!rest_is_ws(sep, strlen(sep), strlen(x->sep)))
+			return S_FAIL;
+		*sep = 0;
+		const char *nm = t->name;
+		size_t nl = strlen(nm);
+		trim(&nm, &nl);
+		memmove(t->name, nm, nl);
+		t->name[nl] = 0;
+	}
+	if (x->name_gt)
+		H(h_wlit(b, lim, i, x->name_gt));
+	if (x->name_attrs)
+		H(h_text(b, lim, i, x->name_attrs, attrs, sizeof attrs, true));
+	if (x->not_after) {
+		size_t j = *i;
+		int rc = h_wlit(b, lim, &j, x->not_after);
+		if (rc != S_FAIL)
+			return rc == S_OK ? S_FAIL : S_NEED;
+	}
+	if (!strm_may(p))
+		return S_FAIL;
+	t->ncand++;
+	t->nmem = 0;
+	t->eaten = x->flags & XF_EATEN;
+	json_decref(t->keys);
+	t->keys = json_object();
+	t->phase = SP_PARAM;
+	return S_OK;
+}
+
+/* the call's end: "}" (or "{}" when it had no parameters: it begins) */
+static int xs_close(struct tc_parser *p)
+{
+	struct strm *t = &p->st;
+	bool begun = t->n == t->ncand;
+	if (strm_piece(p, begun ? "}" : "{}", begun ? 1 : 2))
+		return -1;
+	t->calls[t->n - 1].closed = true;
+	t->phase = SP_CALL;
+	return 0;
+}
+
+/* the next parameter's key (and attributes), or the call's end */
+static int xs_param(struct tc_parser *p, const struct xsyn *x, size_t lim, size_t *i)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	char attrs[MAX_HEADER + 1];
+	if (!t->eaten) {
+		size_t j = *i;
+		int rc = x->call_end ? h_wlit(b, lim, &j, x->call_end) : S_FAIL;
+		if (rc == S_OK) {
+			*i = j;
+			return xs_close(p) ? S_FAIL : S_OK;
+		}
+		if (rc == S_NEED)
+			return S_NEED;
+		H(h_wlit(b, lim, i, x->key));
+	}
+	H(h_text(b, lim, i, x->key_end, t->key, sizeof t->key, !(x->flags & XF_TRIM)));
+	t->force = 0;
+	if (x->attrs_end) {
+		H(h_text(b, lim, i, x->attrs_end, attrs, sizeof attrs, true));
+		if (x->flags & XF_ATTRS)
+			t->force = attr_force(attrs, strlen(attrs));
+		else
+			t->force = strstr(attrs, "type=\"string\"") ? 1 : -1;
+	}
+	if (x->val)
+		H(h_wlit(b, lim, i, x->val));
+	if (!*t->key || json_object_get(t->keys, t->key) || json_object_set(t->keys, t->key, json_null()))
+		return S_FAIL; /* no key, or twice: the last value would win */
+	t->eaten = false;
+	t->phase = SP_VALUE;
+	t->vmode = 0;
+	t->vpre = false;
+	t->vstart = t->vemit = t->vscan = *i;
+	return S_OK;
+}
+
+/* A piece of the current value: `,"key":` first (with `"` for a string),
+ * then s[0, n) (escaped inside a string, as is for a JSON value), then
+ * `"` when close. */
+static int xs_emit(struct tc_parser *p, const char *s, size_t n, bool str, bool close)
+{
+	struct strm *t = &p->st;
+	if (!n && !close)
+		return 0;
+	struct buf piece = {0};
+	int rc = -1;
+	if (!t->vpre) {
+		json_t *k = json_string(t->key);
+		char *kd = k ? json_dumps(k, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+		json_decref(k);
+		if (!kd)
+			return -1;
+		buf_add(&piece, t->nmem ? "," : "{", 1);
+		buf_add(&piece, kd, strlen(kd));
+		buf_add(&piece, str ? ":\"" : ":", str ? 2 : 1);
+		free(kd);
+	}
+	if (str && n) {
+		json_t *v = json_stringn(s, n);
+		char *d = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
+		json_decref(v);
+		if (!d)
+			goto out;
+		buf_add(&piece, d + 1, strlen(d) - 2);
+		free(d);
+	} else {
+		buf_add(&piece, s, n);
+	}
+	if (str && close)
+		buf_add(&piece, "\"", 1);
+	if (!piece.p || strm_piece(p, piece.p, piece.n))
+		goto out;
+	t->vpre = true;
+	t->calls[t->n - 1].instr = str && !close;
+	rc = 0;
+out:
+	free(piece.p);
+	return rc;
+}
+
+/* the value: a string streams as it comes, other values at their end */
+static int xs_value(struct tc_parser *p, const struct xsyn *x, size_t lim, size_t *i)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	const char *q = find(b + t->vscan, lim - t->vscan, x->val_end);
+	size_t end = q ? (size_t)(q - b) : lim, el = strlen(x->val_end);
+	/* the call ends inside the value: it will not parse; a string goes
+	 * out up to there (what a stream of any split has sent by then) */
+	const char *c = x->call_end ? find(b + t->vscan, end - t->vscan, x->call_end) : NULL;
+	if (c) {
+		end = (size_t)(c - b);
+		q = NULL;
+	}
+	if (!q) {
+		size_t ml = el, cl = x->call_end ? strlen(x->call_end) : 0;
+		ml = (cl > ml ? cl : ml) - 1;
+		t->vscan = lim - t->vstart > ml ? lim - ml : t->vstart;
+	}
+	if (!t->vmode) {
+		if (end == t->vstart && !q)
+			return c ? S_FAIL : S_NEED;
+		const char *ty = param_type(p, t->name, strlen(t->name), t->key, strlen(t->key));
+		bool str = t->force > 0 || (!t->force && ty && !strcmp(ty, "string"));
+		if ((x->flags & XF_ATTRS) && end > t->vstart && b[t->vstart] == '<')
+			str = false; /* maybe CDATA: decided at the end */
+		t->vmode = str ? 1 : 2;
+		if ((x->flags & XF_STRIP_NL) && end > t->vstart && b[t->vstart] == '\n')
+			t->vemit++;
+	}
+	if (t->vmode == 1) {
+		size_t safe = end;
+		if (!q && !c) {
+			size_t h = tail_prefix(b, t->vemit, lim, x->val_end);
+			size_t h2 = x->call_end ? tail_prefix(b, t->vemit, lim, x->call_end) : 0;
+			safe = lim - (h > h2 ? h : h2);
+		}
+		if ((x->flags & XF_STRIP_NL) && safe > t->vemit && b[safe - 1] == '\n')
+			safe--;
+		bool bad;
+		size_t ok = utf8_prefix((const unsigned char *)b + t->vemit, safe - t->vemit, &bad);
+		bool close = q && !bad && ok == safe - t->vemit;
+		if (xs_emit(p, b + t->vemit, ok, true, close))
+			return S_FAIL;
+		t->vemit += ok;
+		if (bad || c || (q && !close))
+			return S_FAIL; /* not UTF-8 (or cut): the parse will fail */
+		if (!q)
+			return S_NEED;
+	} else {
+		if (!q)
+			return c ? S_FAIL : S_NEED;
+		const char *v = b + t->vstart;
+		size_t vl = end - t->vstart;
+		int force = t->force;
+		if (x->flags & XF_STRIP_NL)
+			strip_nl(&v, &vl);
+		if (x->flags & XF_ATTRS)
+			cdata(&v, &vl, &force);
+		json_t *j = typed_value(p, t->name, strlen(t->name), t->key, strlen(t->key), v, vl, force);
+		char *d = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+		json_decref(j);
+		int rc = d ? xs_emit(p, d, strlen(d), false, true) : -1;
+		free(d);
+		if (rc)
+			return S_FAIL;
+	}
+	t->nmem++;
+	t->phase = SP_PARAM;
+	*i = end + el;
+	return S_OK;
+}
+
+/* Stream the tagged parameters b[t->cur, lim) decide. */
+static void xs_run(struct tc_parser *p, size_t lim, bool fin)
+{
+	struct strm *t = &p->st;
+	const struct xsyn *x = &XS[t->kind - SS_XML];
+	while (!t->off && lim >= t->cur) {
+		size_t i = t->cur;
+		int rc = t->phase == SP_VALUE ? xs_value(p, x, lim, &i)
+			 : t->phase == SP_PARAM ? xs_param(p, x, lim, &i)
+						: xs_header(p, x, lim, &i);
+		if (rc == S_NEED && (fin || (t->phase != SP_VALUE && lim - t->cur > MAX_HEADER)))
+			rc = S_FAIL;
+		if (rc == S_NEED)
+			return;
+		if (rc == S_FAIL) {
+			t->off = true;
+			return;
+		}
+		t->cur = i;
+	}
+}
+
 /* Stream what b[t->cur, lim) decides; fin: nothing more will come before lim. */
 static void strm_run(struct tc_parser *p, size_t lim, bool fin)
 {
 	struct strm *t = &p->st;
 	const char *b = p->in.p;
+	if (t->kind >= SS_XML) {
+		xs_run(p, lim, fin);
+		return;
+	}
 	while (!t->off && lim >= t->cur) {
 		size_t i = t->cur;
 		if (t->phase == SP_CALL) {
@@ -2181,7 +2628,7 @@ static void strm_run(struct tc_parser *p, size_t lim, bool fin)
 			continue;
 		}
 		bool args = t->phase == SP_ARGS;
-		if (!args && t->kind != SS_JSON && t->kind != SS_JSON1 && t->kind != SS_JSON_OBJ) {
+		if (!args && !json_list_kind(t->kind)) {
 			/* headed calls: the next header says the rest */
 			if (t->kind == SS_DEEPSEEK || t->kind == SS_KIMI)
 				t->phase = SP_CALL;
@@ -2262,7 +2709,7 @@ static void strm_break(struct tc_parser *p)
 	struct strm *t = &p->st;
 	for (int j = 0; j < t->n; j++) {
 		if (!t->calls[j].closed)
-			strm_emit(p, j, p->ncalls, "}", 1);
+			strm_emit(p, j, p->ncalls, t->calls[j].instr ? "\"}" : "}", t->calls[j].instr ? 2 : 1);
 		strm_final(p, j, t->calls[j].args.p ? t->calls[j].args.p : "{}");
 	}
 	pend_clear(p);
