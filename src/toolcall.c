@@ -3124,3 +3124,243 @@ void tc_message_free(struct tc_message *m)
 	free(m->calls);
 	memset(m, 0, sizeof *m);
 }
+
+/* ------------------------------------------- strict calls under "auto" */
+
+/* How a call is written in the tagged syntaxes that tc_strict_grammar
+ * constrains: the canonical spacing of their templates. A raw string value
+ * must not contain `avoid` (what would end it early); each of those starts
+ * with '<' and has no other '<'. */
+static const struct xgram {
+	enum tc_format f;
+	const char *trigger, *open, *name_close, *kopen, *kclose, *vclose, *close;
+	const char *avoid[4];
+} XG[] = {
+	{TC_FMT_QWEN3_XML, "<tool_call>", "\n<function=", ">\n", "<parameter=", ">\n", "\n</parameter>\n",
+	 "</function>\n</tool_call>", {"</parameter>", "</function>", "</tool_call>"}},
+	{TC_FMT_SEED_XML, "<seed:tool_call>", "\n<function=", ">\n", "<parameter=", ">\n", "\n</parameter>\n",
+	 "</function>\n</seed:tool_call>", {"</parameter>", "</function>", "</seed:tool_call>"}},
+	{TC_FMT_GLM, "<tool_call>", "", "\n", "<arg_key>", "</arg_key>\n<arg_value>", "</arg_value>\n", "</tool_call>",
+	 {"</arg_value>", "</tool_call>"}},
+	{TC_FMT_MINIMAX_M2, "<minimax:tool_call>", "\n<invoke name=\"", "\">\n", "<parameter name=\"", "\">",
+	 "</parameter>\n", "</invoke>\n</minimax:tool_call>", {"</parameter>", "</invoke>", "</minimax:tool_call>"}},
+};
+
+static void g_add(struct buf *g, const char *s)
+{
+	buf_add(g, s, strlen(s));
+}
+
+/* a GBNF string literal of s[0, n) */
+static void g_lit(struct buf *g, const char *s, size_t n)
+{
+	buf_add(g, "\"", 1);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char e[8];
+		if (c == '"' || c == '\\')
+			snprintf(e, sizeof e, "\\%c", c);
+		else if (c < 0x20 || c == 0x7f)
+			snprintf(e, sizeof e, "\\x%02x", c);
+		else
+			snprintf(e, sizeof e, "%c", c);
+		g_add(g, e);
+	}
+	buf_add(g, "\"", 1);
+}
+
+static void g_str(struct buf *g, const char *s)
+{
+	g_lit(g, s, strlen(s));
+}
+
+/* rules xt0.. : any text (UTF-8) that contains none of x->avoid; xt0 is
+ * the start. States are the proper prefixes of the markers: a byte that
+ * goes on with a marker moves on, '<' starts again at "<", anything else
+ * back to the start; a whole marker has no way in. */
+static void g_text(struct buf *g, const struct xgram *x)
+{
+	const char *st[64];
+	size_t sl[64];
+	int n = 1;
+	st[0] = "";
+	sl[0] = 0;
+	for (int m = 0; m < 4 && x->avoid[m]; m++)
+		for (size_t l = 1; l < strlen(x->avoid[m]) && n < 64; l++) {
+			bool seen = false;
+			for (int k = 0; k < n; k++)
+				seen = seen || (sl[k] == l && !memcmp(st[k], x->avoid[m], l));
+			if (!seen) {
+				st[n] = x->avoid[m];
+				sl[n++] = l;
+			}
+		}
+	for (int k = 0; k < n; k++) {
+		char e[48], seen[16] = "<";
+		snprintf(e, sizeof e, "xt%d ::= ", k);
+		g_add(g, e);
+		for (int m = 0; m < 4 && x->avoid[m]; m++) {
+			const char *a = x->avoid[m];
+			if (strlen(a) <= sl[k] || memcmp(a, st[k], sl[k]) || strchr(seen, a[sl[k]]) || strlen(seen) >= 15)
+				continue;
+			size_t sn = strlen(seen);
+			seen[sn] = a[sl[k]];
+			seen[sn + 1] = 0;
+			for (int j = 0; j < n; j++) /* else the byte completes a marker: no way on */
+				if (sl[j] == sl[k] + 1 && !memcmp(st[j], a, sl[j])) {
+					snprintf(e, sizeof e, "\"\\x%02x\" xt%d | ", (unsigned char)a[sl[k]], j);
+					g_add(g, e);
+				}
+		}
+		g_add(g, "\"<\" xt1 | [^");
+		for (const char *c = seen; *c; c++) {
+			snprintf(e, sizeof e, "\\x%02x", (unsigned char)*c);
+			g_add(g, e);
+		}
+		g_add(g, "] xt0 | \"\"\n");
+	}
+}
+
+static bool has_key(const json_t *v, const char *key)
+{
+	const char *k;
+	json_t *x;
+	size_t i;
+	if (json_is_array(v))
+		json_array_foreach(v, i, x) if (has_key(x, key)) return true;
+	if (json_is_object(v))
+		json_object_foreach((json_t *)v, k, x) if (!strcmp(k, key) || has_key(x, key)) return true;
+	return false;
+}
+
+/* One parameter's value: raw text for a "string" (its enum or const as
+ * literals), else %json with its schema. -1: a string constraint raw text
+ * cannot be held to. */
+static int g_value(struct buf *g, const json_t *ps)
+{
+	const char *ty = json_string_value(json_object_get(ps, "type"));
+	if (!ty || strcmp(ty, "string")) {
+		char *d = json_dumps(ps, JSON_COMPACT);
+		if (!d)
+			return -1;
+		g_add(g, "%json ");
+		g_add(g, d);
+		g_add(g, " ");
+		free(d);
+		return 0;
+	}
+	if (json_object_get(ps, "pattern") || json_object_get(ps, "format") || json_object_get(ps, "minLength") ||
+	    json_object_get(ps, "maxLength"))
+		return -1;
+	json_t *en = json_object_get(ps, "enum"), *c = json_object_get(ps, "const"), *v;
+	size_t i, n = 0;
+	if (json_is_string(c)) {
+		g_lit(g, json_string_value(c), json_string_length(c));
+		return 0;
+	}
+	if (c || (en && !json_is_array(en)))
+		return -1;
+	if (!en) {
+		g_add(g, "xt0 ");
+		return 0;
+	}
+	g_add(g, "(");
+	json_array_foreach(en, i, v)
+	{
+		if (!json_is_string(v))
+			continue;
+		g_add(g, n++ ? " | " : "");
+		g_lit(g, json_string_value(v), json_string_length(v));
+	}
+	g_add(g, ") ");
+	return n ? 0 : -1;
+}
+
+/* One tool's call after its name: each parameter of a strict tool's
+ * schema in order (the required ones always), or any parameters. */
+static int g_call(struct buf *g, const struct xgram *x, const json_t *f)
+{
+	const json_t *pa = json_object_get(f, "parameters");
+	if (!json_is_true(json_object_get(f, "strict")) || !json_is_object(pa)) {
+		g_add(g, "( ");
+		g_str(g, x->kopen);
+		g_add(g, " [A-Za-z0-9_.-]{1,64} ");
+		g_str(g, x->kclose);
+		g_add(g, " xt0 ");
+		g_str(g, x->vclose);
+		g_add(g, ")*");
+		return 0;
+	}
+	if (has_key(pa, "$ref"))
+		return -1; /* a property's schema alone could not resolve it */
+	const json_t *req = json_object_get(pa, "required");
+	const char *k;
+	json_t *ps;
+	json_object_foreach(json_object_get(pa, "properties"), k, ps)
+	{
+		bool required = false;
+		size_t i;
+		json_t *r;
+		json_array_foreach(req, i, r) required = required || (json_is_string(r) && !strcmp(json_string_value(r), k));
+		char key[MAX_NAME + 8];
+		snprintf(key, sizeof key, "%s%s", x->kopen, k);
+		g_add(g, "( ");
+		g_str(g, key);
+		g_add(g, " ");
+		g_str(g, x->kclose);
+		g_add(g, " ");
+		if (!valid_name(k, strlen(k)) || g_value(g, ps))
+			return -1;
+		g_str(g, x->vclose);
+		g_add(g, required ? ") " : ")? ");
+	}
+	return 0;
+}
+
+int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigger, char **gbnf)
+{
+	const struct xgram *x = NULL;
+	for (size_t i = 0; i < sizeof XG / sizeof XG[0]; i++)
+		if (XG[i].f == f)
+			x = &XG[i];
+	*gbnf = NULL;
+	if (!x || !json_array_size(tools))
+		return 1;
+	struct buf g = {0};
+	g_add(&g, "root ::= ");
+	g_str(&g, x->open);
+	g_add(&g, " (");
+	for (size_t i = 0; i < json_array_size(tools); i++) {
+		char c[32];
+		snprintf(c, sizeof c, "%scall%zu", i ? " | " : " ", i);
+		g_add(&g, c);
+	}
+	g_add(&g, " ) ");
+	g_str(&g, x->close);
+	g_add(&g, "\n");
+	for (size_t i = 0; i < json_array_size(tools); i++) {
+		const json_t *t = json_array_get(tools, i), *fn = json_object_get(t, "function");
+		const char *name = json_string_value(json_object_get(fn ? fn : t, "name"));
+		char head[32];
+		snprintf(head, sizeof head, "call%zu ::= ", i);
+		g_add(&g, head);
+		if (!name || !valid_name(name, strlen(name)))
+			goto none;
+		g_str(&g, name);
+		g_add(&g, " ");
+		g_str(&g, x->name_close);
+		g_add(&g, " ");
+		if (g_call(&g, x, fn ? fn : t))
+			goto none;
+		g_add(&g, "\n");
+	}
+	g_text(&g, x);
+	if (!g.p)
+		return -1;
+	*trigger = x->trigger;
+	*gbnf = g.p;
+	return 0;
+none:
+	free(g.p);
+	return 1;
+}
