@@ -112,7 +112,7 @@ typedef int (*self_fn)(struct tc_parser *p, const char *s, size_t n, bool eof, s
  * (see "Streaming" above); SS_NONE: whole calls when the section ends */
 enum {
 	SS_NONE, SS_JSON, SS_JSON1, SS_JSON_OBJ, SS_FENCED, SS_APERTUS, SS_MV11, SS_FV31, SS_FV32, SS_DEEPSEEK, SS_KIMI,
-	SS_SOLAR, SS_HARMONY,
+	SS_SOLAR, SS_HARMONY, SS_PY, SS_GEMMA,
 	/* parameters written as tagged text (struct xsyn, XS[kind - SS_XML]) */
 	SS_XML, SS_XML_QWEN = SS_XML, SS_XML_QWEN_FN, SS_XML_GLM, SS_XML_HY3, SS_XML_MINIMAX, SS_XML_DSML, SS_XML_MINICPM,
 	SS_XML_KIMI3
@@ -196,6 +196,7 @@ struct strm {
 	bool str, esc;
 	json_t *keys; /* keys emitted in the current call */
 	bool fenced;  /* DeepSeek R1: the current call's JSON is fenced */
+	char quote;   /* Python: the open string's quote */
 	/* tagged parameters (SS_XML kinds): the current one */
 	bool eaten;   /* its key's opener was read with the name (GLM) */
 	char key[MAX_NAME + 1];
@@ -1526,11 +1527,11 @@ static const struct fmt_spec FMT[TC_FMT_COUNT] = {
 	[TC_FMT_NEMOTRON_V2] = {{{"<TOOLCALL>", "</TOOLCALL>", F_EOF_END, pl_json, NULL, SS_JSON}}, {NULL}},
 	[TC_FMT_MINIMAX_M2] = {{{"<minimax:tool_call>", "</minimax:tool_call>", F_EOF_END, pl_minimax, NULL, SS_XML_MINIMAX}}, {NULL}},
 	[TC_FMT_MINICPM] = {{{"<function name=\"", "</function>", F_KEEP, pl_minicpm, NULL, SS_XML_MINICPM}}, {NULL}},
-	[TC_FMT_LFM2] = {{{"<|tool_call_start|>", "<|tool_call_end|>", 0, pl_pylist, NULL, SS_NONE}}, {NULL}},
+	[TC_FMT_LFM2] = {{{"<|tool_call_start|>", "<|tool_call_end|>", 0, pl_pylist, NULL, SS_PY}}, {NULL}},
 	[TC_FMT_SOLAR] = {{{"<|tool_call:begin|>", "<|tool_call:end|>", 0, pl_solar, NULL, SS_SOLAR}}, {"<|tool_calls|>", "<|calls|>"}},
 	[TC_FMT_APERTUS] = {{{"<|tools_prefix|>", "<|tools_suffix|>", F_EOF_END, pl_json, NULL, SS_APERTUS}}, {NULL}},
 	[TC_FMT_GIGACHAT] = {{{"<|function_call|>", NULL, 0, NULL, self_json, SS_JSON1}}, {NULL}},
-	[TC_FMT_GEMMA4] = {{{"<|tool_call>", "<tool_call|>", 0, pl_gemma, NULL, SS_NONE}}, {NULL}},
+	[TC_FMT_GEMMA4] = {{{"<|tool_call>", "<tool_call|>", 0, pl_gemma, NULL, SS_GEMMA}}, {NULL}},
 	[TC_FMT_KIMI_K3] = {{{"<|open|>call tool=\"", "<|close|>call<|sep|>", F_KEEP, pl_kimi3, NULL, SS_XML_KIMI3}},
 			    {"<|open|>tools<|sep|>", "<|close|>tools<|sep|>"}},
 	[TC_FMT_MINIMAX_M3] = {{{MM3 "<tool_call>", MM3 "</tool_call>", F_EOF_END, pl_minimax3, NULL, SS_NONE}}, {NULL}},
@@ -2211,40 +2212,28 @@ static int strm_piece(struct tc_parser *p, const char *s, size_t n)
 	return 0;
 }
 
-/* A top-level member of the arguments is complete: s[0, n) ("key": value),
- * `last` when the object closes after it. Emits its canonical text (the
- * call begins with the first one). -1: not a valid member. */
-static int strm_member(struct tc_parser *p, const char *s, size_t n, bool last)
+/* A member of the current call's arguments: key (NUL-terminated, klen
+ * bytes) and val (NULL with no key: the object closes empty), `last` when
+ * the object closes after it. Emits "{" or "," + "key":value (+ "}") as
+ * jansson's compact dump writes them (the call begins with the first).
+ * -1: not a member that can go out (a duplicate key, a NUL in the key). */
+static int strm_put(struct tc_parser *p, const char *key, size_t klen, const json_t *val, bool last)
 {
 	struct strm *t = &p->st;
-	trim(&s, &n);
 	struct buf piece = {0};
-	json_t *key = NULL, *val = NULL;
 	char *kd = NULL, *vd = NULL;
 	int rc = -1;
-	if (!n) {
+	if (!key) {
 		if (!last || t->nmem)
 			return -1;
 		buf_add(&piece, "{}", 2);
 	} else {
-		if (s[0] != '"')
-			return -1;
-		size_t k = 1;
-		while (k < n && s[k] != '"')
-			k += s[k] == '\\' ? 2 : 1;
-		if (k >= n)
-			return -1;
-		key = json_loadb(s, k + 1, JSON_DECODE_ANY, NULL);
-		size_t r = k + 1;
-		while (r < n && is_ws(s[r]))
-			r++;
-		if (!json_is_string(key) || r == n || s[r] != ':' || strlen(json_string_value(key)) != json_string_length(key) ||
-		    json_object_get(t->keys, json_string_value(key)))
-			goto out;
-		val = json_loadb(s + r + 1, n - r - 1, JSON_DECODE_ANY, NULL);
-		kd = json_dumps(key, JSON_COMPACT | JSON_ENCODE_ANY);
+		json_t *k = json_stringn(key, klen);
+		kd = k ? json_dumps(k, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+		json_decref(k);
 		vd = val ? json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-		if (!vd || !kd || json_object_set(t->keys, json_string_value(key), json_null()))
+		if (!kd || !vd || strlen(key) != klen || json_object_get(t->keys, key) ||
+		    json_object_set(t->keys, key, json_null()))
 			goto out;
 		buf_add(&piece, t->nmem ? "," : "{", 1);
 		buf_add(&piece, kd, strlen(kd));
@@ -2253,18 +2242,195 @@ static int strm_member(struct tc_parser *p, const char *s, size_t n, bool last)
 		if (last)
 			buf_add(&piece, "}", 1);
 	}
-	if (strm_piece(p, piece.p, piece.n))
+	if (!piece.p || strm_piece(p, piece.p, piece.n))
 		goto out;
 	t->calls[t->n - 1].closed = last;
 	t->nmem++;
 	rc = 0;
 out:
-	json_decref(key);
-	json_decref(val);
 	free(kd);
 	free(vd);
 	free(piece.p);
 	return rc;
+}
+
+/* A top-level member of the arguments is complete: s[0, n) ("key": value),
+ * `last` when the object closes after it. -1: not a valid member. */
+static int strm_member(struct tc_parser *p, const char *s, size_t n, bool last)
+{
+	trim(&s, &n);
+	if (!n)
+		return strm_put(p, NULL, 0, NULL, last);
+	if (s[0] != '"')
+		return -1;
+	size_t k = 1;
+	while (k < n && s[k] != '"')
+		k += s[k] == '\\' ? 2 : 1;
+	if (k >= n)
+		return -1;
+	json_t *key = json_loadb(s, k + 1, JSON_DECODE_ANY, NULL), *val = NULL;
+	size_t r = k + 1;
+	while (r < n && is_ws(s[r]))
+		r++;
+	int rc = -1;
+	if (json_is_string(key) && r < n && s[r] == ':') {
+		val = json_loadb(s + r + 1, n - r - 1, JSON_DECODE_ANY, NULL);
+		if (val)
+			rc = strm_put(p, json_string_value(key), json_string_length(key), val, last);
+	}
+	json_decref(key);
+	json_decref(val);
+	return rc;
+}
+
+/* ---- Python calls (LFM2's [f(k='v'), ..], Llama's <|python_tag|>f.call(..))
+ * and Gemma 4's call:f{k:<|"|>v<|"|>,..}: member by member. A member is
+ * complete at a ',' or the closing bracket outside strings and brackets;
+ * it is parsed with the payload parser's own value reader (py_value,
+ * gemma_value), which must take all of it, and goes out as JSON. */
+
+static bool ms_gemma(const struct strm *t)
+{
+	return t->kind == SS_GEMMA;
+}
+
+/* the next call's header: up to and including the "(" or "{" */
+static int ms_header(struct tc_parser *p, size_t lim, size_t *i)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	if (ms_gemma(t)) {
+		if (t->ncand)
+			return S_FAIL;
+		H(h_wlit(b, lim, i, "call:"));
+		H(h_text(b, lim, i, "{", t->name, sizeof t->name, true));
+		size_t j = *i;
+		int rc = h_wlit(b, lim, &j, "{"); /* call:f{{..}}: JSON text, comes whole */
+		return rc == S_FAIL ? S_OK : rc == S_OK ? S_FAIL : S_NEED;
+	}
+	if (!t->ncand) {
+		H(h_wlit(b, lim, i, ""));
+		if (*i == lim)
+			return S_NEED;
+		t->list = b[*i] == '[';
+		*i += t->list;
+	} else if (t->list) {
+		H(h_wlit(b, lim, i, ","));
+	} else {
+		return S_FAIL;
+	}
+	H(h_wlit(b, lim, i, ""));
+	size_t a = *i;
+	while (*i < lim && *i - a <= MAX_NAME + 5 && (isalnum((unsigned char)b[*i]) || strchr("_.-", b[*i])))
+		(*i)++;
+	if (*i == lim)
+		return S_NEED;
+	size_t nl = *i - a;
+	if (nl > 5 && !memcmp(b + *i - 5, ".call", 5))
+		nl -= 5;
+	if (!nl || nl > MAX_NAME)
+		return S_FAIL;
+	memcpy(t->name, b + a, nl);
+	t->name[nl] = 0;
+	return h_wlit(b, lim, i, "(");
+}
+
+/* a complete member s[0, n): key=value (Python) or key:value (Gemma) */
+static int ms_member(struct tc_parser *p, const char *s, size_t n, bool last)
+{
+	struct strm *t = &p->st;
+	trim(&s, &n);
+	if (!n)
+		return strm_put(p, NULL, 0, NULL, last);
+	size_t k = 0;
+	if (ms_gemma(t))
+		while (k < n && s[k] != ':' && s[k] != '}')
+			k++;
+	else
+		while (k < n && (isalnum((unsigned char)s[k]) || s[k] == '_'))
+			k++;
+	char key[MAX_NAME + 1];
+	if (!k || k > MAX_NAME)
+		return -1;
+	memcpy(key, s, k);
+	key[k] = 0;
+	struct py y = {s, n, k, 0};
+	if (!py_lit(&y, ms_gemma(t) ? ":" : "="))
+		return -1;
+	json_t *v = ms_gemma(t) ? gemma_value(&y) : py_value(&y);
+	int rc = v && rest_is_ws(s, n, y.i) ? strm_put(p, key, k, v, last) : -1;
+	json_decref(v);
+	return rc;
+}
+
+/* Stream the members b[t->cur, lim) completes. */
+static void ms_run(struct tc_parser *p, size_t lim, bool fin)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	bool gemma = ms_gemma(t);
+	size_t gl = strlen(GQ);
+	while (!t->off && lim >= t->cur) {
+		size_t i = t->cur;
+		if (t->phase == SP_CALL) {
+			int rc = ms_header(p, lim, &i);
+			if (rc == S_NEED && (fin || lim - t->cur > MAX_HEADER))
+				rc = S_FAIL;
+			if (rc == S_NEED)
+				return;
+			if (rc == S_FAIL || !strm_may(p)) {
+				t->off = true;
+				return;
+			}
+			t->ncand++;
+			t->cur = t->mstart = i;
+			t->phase = SP_ARGS;
+			t->depth = 0;
+			t->nmem = 0;
+			t->str = t->esc = false;
+			json_decref(t->keys);
+			t->keys = json_object();
+			continue;
+		}
+		bool end = false;
+		for (; i < lim && !t->off && !end; i++) {
+			char c = b[i];
+			size_t q = lim - i < gl ? lim - i : gl;
+			if (gemma && c == '<' && !memcmp(b + i, GQ, q)) {
+				if (q < gl)
+					break; /* maybe a quote: more text */
+				t->str = !t->str;
+				i += gl - 1;
+			} else if (t->str) {
+				if (t->esc)
+					t->esc = false;
+				else if (c == '\\' && !gemma)
+					t->esc = true;
+				else if (c == t->quote && !gemma)
+					t->str = false;
+			} else if (!gemma && (c == '\'' || c == '"')) {
+				t->str = true;
+				t->quote = c;
+			} else if (c == '(' || c == '[' || c == '{') {
+				t->off = ++t->depth > STRM_DEPTH;
+			} else if ((c == ')' || c == ']' || c == '}') && t->depth) {
+				t->depth--;
+			} else if (c == ',' || c == (gemma ? '}' : ')')) {
+				end = c != ',';
+				t->off = ms_member(p, b + t->mstart, i - t->mstart, end) != 0;
+				t->mstart = i + 1;
+			} else if (c == ')' || c == ']' || c == '}') {
+				t->off = true;
+			}
+		}
+		t->cur = i;
+		if (end)
+			t->phase = SP_CALL; /* the next call of a list, if any */
+		else if (!t->off && fin)
+			t->off = true;
+		if (!end)
+			return;
+	}
 }
 
 /* ---- tagged parameters (Qwen3-Coder XML, GLM, MiniMax, DSML, ...): the
@@ -2601,10 +2767,19 @@ static void strm_run(struct tc_parser *p, size_t lim, bool fin)
 {
 	struct strm *t = &p->st;
 	const char *b = p->in.p;
-	if (t->kind >= SS_XML) {
-		xs_run(p, lim, fin);
-		return;
+	if (t->kind == SS_JSON_OBJ && !t->ncand) { /* Llama's <|python_tag|>: JSON or f.call(..) */
+		size_t i = t->cur;
+		while (i < lim && is_ws(b[i]))
+			i++;
+		if (i < lim && b[i] != '{')
+			t->kind = SS_PY;
 	}
+	if (t->kind >= SS_XML)
+		xs_run(p, lim, fin);
+	else if (t->kind == SS_PY || t->kind == SS_GEMMA)
+		ms_run(p, lim, fin);
+	if (t->kind >= SS_PY)
+		return;
 	while (!t->off && lim >= t->cur) {
 		size_t i = t->cur;
 		if (t->phase == SP_CALL) {

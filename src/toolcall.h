@@ -34,8 +34,9 @@
  *     arguments) and Python dicts are accepted as the object they hold.
  *   - A call's text longer than tc_options.max_section (4 MiB) is content:
  *     nothing is held back without bound. Time is linear in the output.
- *   - Streaming arguments. Every syntax but four streams a call's
- *     arguments in pieces while it is generated, the name first.
+ *   - Streaming arguments. Every syntax but MiniMax-M3 (and functionary's
+ *     <|python_tag|>code) streams a call's arguments in pieces while it is
+ *     generated, the name first.
  *     JSON bodies: HERMES, MISTRAL, MISTRAL_V11, LLAMA3 (bare JSON and
  *     <|python_tag|>{..}), GRANITE, FIREFUNCTION, JSON_TAGS, NEMOTRON_V2,
  *     GIGACHAT, DEEPSEEK (V3.1's f<｜tool▁sep｜>{..} and R1's fenced JSON),
@@ -51,7 +52,10 @@
  *     the next, "}" with the last), each member re-serialized as jansson's
  *     compact dump does, so the pieces concatenate to exactly the final
  *     arguments (compact, key order as written: the whole-text parse gives
- *     the same).
+ *     the same). Python calls (LFM2's [f(k='v'), ..], Llama's
+ *     <|python_tag|>f.call(k="v")) and Gemma 4's call:f{k:<|"|>v<|"|>,..}
+ *     go the same way, member by member, each member read by the payload
+ *     parser's own value reader and written as JSON.
  *     Tagged parameters: QWEN3_XML, SEED_XML, GLM, HY3, MINIMAX_M2, DSML,
  *     MINICPM, KIMI_K3. The call begins with its first parameter: `{"k":`
  *     and, for a value that is a string (the tool's schema says "string",
@@ -80,9 +84,8 @@
  *     again. Anything the streamer does not recognise before a call is
  *     decided (another shape, Python dicts, arguments JSON-encoded as a
  *     string, "function": {..} wrappers, keys before "name", Kimi K3's
- *     JSON form) just comes whole, as below. A call that cannot stream (the
- *     other syntaxes: Llama's <|python_tag|>f.call(..), LFM2's Python
- *     list, Gemma 4, MiniMax-M3, functionary's <|python_tag|>code) comes
+ *     and Gemma 4's JSON forms) just comes whole, as below. A call that
+ *     cannot stream (MiniMax-M3, functionary's <|python_tag|>code) comes
  *     when its section is complete: TC_EV_CALL_BEGIN, then one
  *     TC_EV_CALL_ARGS with the whole arguments JSON. Clients concatenate
  *     argument deltas (the OpenAI clients do).

@@ -868,7 +868,7 @@ static void chunked_args(void)
 		 "</parameter>\n<parameter=note>" CA_RAW_NOTE "</parameter>\n</function>\n</seed:tool_call>", NULL},
 		{TC_FMT_LLAMA3, 1, "{\"name\": \"get_weather\", \"parameters\": " CA_JSON "}", NULL},
 		{TC_FMT_LLAMA3, 1, "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": " CA_JSON "}", NULL},
-		{TC_FMT_LLAMA3, 0, "<|python_tag|>get_weather.call(city=\"S\xc3\xa3o Paulo \\\"SP\\\"\", days=3, note=\"a\\nb \xe2\x82\xac\")",
+		{TC_FMT_LLAMA3, 1, "<|python_tag|>get_weather.call(city=\"S\xc3\xa3o Paulo \\\"SP\\\"\", days=3, note=\"a\\nb \xe2\x82\xac\")",
 		 NULL},
 		{TC_FMT_MISTRAL, 1, "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}]", NULL},
 		{TC_FMT_MISTRAL_V11, 1, "[TOOL_CALLS]get_weather[ARGS]" CA_JSON, NULL},
@@ -914,14 +914,14 @@ static void chunked_args(void)
 		{TC_FMT_MINICPM, 1,
 		 "<function name=\"get_weather\"><param name=\"city\">" CA_RAW_CITY "</param><param name=\"days\">3</param>"
 		 "<param name=\"note\"><![CDATA[" CA_RAW_NOTE "]]></param></function>", NULL},
-		{TC_FMT_LFM2, 0,
+		{TC_FMT_LFM2, 1,
 		 "<|tool_call_start|>[get_weather(city='S\xc3\xa3o Paulo \"SP\"', days=3, note='a\\nb \xe2\x82\xac')]<|tool_call_end|>",
 		 NULL},
 		{TC_FMT_SOLAR, 1,
 		 "<|tool_call:begin|>call00003<|tool_call:name|>get_weather<|tool_call:args|>" CA_JSON "<|tool_call:end|>", NULL},
 		{TC_FMT_APERTUS, 1, "<|tools_prefix|>[{\"get_weather\": " CA_JSON "}]<|tools_suffix|>", NULL},
 		{TC_FMT_GIGACHAT, 1, "<|function_call|>{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}", NULL},
-		{TC_FMT_GEMMA4, 0,
+		{TC_FMT_GEMMA4, 1,
 		 "<|tool_call>call:get_weather{city:<|\"|>" CA_RAW_CITY "<|\"|>,days:3,note:<|\"|>" CA_RAW_NOTE "<|\"|>}<tool_call|>",
 		 NULL},
 		{TC_FMT_KIMI_K3, 1,
@@ -1010,7 +1010,8 @@ static void mutations(void)
 				     "[TOOL_CALLS]", "[ARGS]", "<|python_tag|>", "<function=", "</function>", "<parameter=",
 				     "<|channel|>", "<|message|>", "<|end|>", ">>>", "\n", " ", "<", "\\", "\xc3", "\xff",
 				     "<｜tool▁call▁begin｜>", "<arg_key>", "<|tool_call_start|>", "(", ")", "'", ",",
-				     "</parameter>", "<parameter=city>", "</arg_value>", "<![CDATA[", "\xe2\x82", "</invoke>"};
+				     "</parameter>", "<parameter=city>", "</arg_value>", "<![CDATA[", "\xe2\x82", "</invoke>",
+				     "<|\"|>", ":", "=", "call:"};
 	json_t *tools = json_loads(CA_TOOLS, 0, NULL);
 	int runs = 0, fails = 0;
 	for (int c = 0; c < ncorpus; c++) {
