@@ -3302,23 +3302,38 @@ void tc_message_free(struct tc_message *m)
 
 /* ------------------------------------------- strict calls under "auto" */
 
-/* How a call is written in the tagged syntaxes that tc_strict_grammar
- * constrains: the canonical spacing of their templates. A raw string value
- * must not contain `avoid` (what would end it early); each of those starts
- * with '<' and has no other '<'. */
+/* How calls are written in the syntaxes tc_strict_grammar constrains, with
+ * the canonical spacing of their templates: after the trigger,
+ *   open call (sep call)* close          (sep NULL: one call)
+ *   call ::= pre NAME name_close ARGS post
+ * where ARGS are tagged parameters (kopen KEY kclose VALUE vclose ..., a
+ * raw string value never containing `avoid`: each of those starts with
+ * '<' and has no other '<') or, without kopen, the arguments' JSON. */
 static const struct xgram {
 	enum tc_format f;
-	const char *trigger, *open, *name_close, *kopen, *kclose, *vclose, *close;
+	const char *trigger, *open, *sep, *close, *pre, *name_close, *post;
+	const char *kopen, *kclose, *vclose;
 	const char *avoid[4];
 } XG[] = {
-	{TC_FMT_QWEN3_XML, "<tool_call>", "\n<function=", ">\n", "<parameter=", ">\n", "\n</parameter>\n",
-	 "</function>\n</tool_call>", {"</parameter>", "</function>", "</tool_call>"}},
-	{TC_FMT_SEED_XML, "<seed:tool_call>", "\n<function=", ">\n", "<parameter=", ">\n", "\n</parameter>\n",
-	 "</function>\n</seed:tool_call>", {"</parameter>", "</function>", "</seed:tool_call>"}},
-	{TC_FMT_GLM, "<tool_call>", "", "\n", "<arg_key>", "</arg_key>\n<arg_value>", "</arg_value>\n", "</tool_call>",
-	 {"</arg_value>", "</tool_call>"}},
-	{TC_FMT_MINIMAX_M2, "<minimax:tool_call>", "\n<invoke name=\"", "\">\n", "<parameter name=\"", "\">",
-	 "</parameter>\n", "</invoke>\n</minimax:tool_call>", {"</parameter>", "</invoke>", "</minimax:tool_call>"}},
+	{TC_FMT_QWEN3_XML, "<tool_call>", "\n", NULL, "</tool_call>", "<function=", ">\n", "</function>\n", "<parameter=",
+	 ">\n", "\n</parameter>\n", {"</parameter>", "</function>", "</tool_call>"}},
+	{TC_FMT_SEED_XML, "<seed:tool_call>", "\n", NULL, "</seed:tool_call>", "<function=", ">\n", "</function>\n",
+	 "<parameter=", ">\n", "\n</parameter>\n", {"</parameter>", "</function>", "</seed:tool_call>"}},
+	{TC_FMT_GLM, "<tool_call>", "", NULL, "</tool_call>", "", "\n", "", "<arg_key>", "</arg_key>\n<arg_value>",
+	 "</arg_value>\n", {"</arg_value>", "</tool_call>"}},
+	{TC_FMT_MINIMAX_M2, "<minimax:tool_call>", "\n", NULL, "</minimax:tool_call>", "<invoke name=\"", "\">\n",
+	 "</invoke>\n", "<parameter name=\"", "\">", "</parameter>\n", {"</parameter>", "</invoke>", "</minimax:tool_call>"}},
+	{TC_FMT_MISTRAL_V11, "[TOOL_CALLS]", "", NULL, "", "", "[ARGS]", "", NULL, NULL, NULL, {NULL}},
+	{TC_FMT_FUNCTIONARY_V31, "<function=", "", NULL, "", "", ">", "</function>", NULL, NULL, NULL, {NULL}},
+	{TC_FMT_LLAMA3, "<|python_tag|>", "", NULL, "", "{\"name\": \"", "\", \"parameters\": ", "}", NULL, NULL, NULL,
+	 {NULL}},
+	{TC_FMT_FIREFUNCTION, "functools", "[", ", ", "]", "{\"name\": \"", "\", \"arguments\": ", "}", NULL, NULL, NULL,
+	 {NULL}},
+	{TC_FMT_COMMAND_R7B, "<|START_ACTION|>", "[\n    ", ",\n    ", "\n]", "{\"tool_call_id\": \"0\", \"tool_name\": \"",
+	 "\", \"parameters\": ", "}", NULL, NULL, NULL, {NULL}},
+	{TC_FMT_COMMAND_R_PLUS, "Action:", " ```json\n[", ", ", "]\n```", "{\"tool_name\": \"", "\", \"parameters\": ", "}",
+	 NULL, NULL, NULL, {NULL}},
+	{TC_FMT_APERTUS, "<|tools_prefix|>", "[", ", ", "]", "{\"", "\": ", "}", NULL, NULL, NULL, {NULL}},
 };
 
 static void g_add(struct buf *g, const char *s)
@@ -3451,12 +3466,22 @@ static int g_value(struct buf *g, const json_t *ps)
 	return n ? 0 : -1;
 }
 
-/* One tool's call after its name: each parameter of a strict tool's
- * schema in order (the required ones always), or any parameters. */
+/* One tool's arguments: a strict tool's parameters (JSON held to its
+ * schema; or each tagged parameter in the schema's order, the required
+ * ones always), else any. */
 static int g_call(struct buf *g, const struct xgram *x, const json_t *f)
 {
 	const json_t *pa = json_object_get(f, "parameters");
-	if (!json_is_true(json_object_get(f, "strict")) || !json_is_object(pa)) {
+	bool strict = json_is_true(json_object_get(f, "strict")) && json_is_object(pa);
+	if (!x->kopen) {
+		char *d = strict ? json_dumps(pa, JSON_COMPACT) : NULL;
+		g_add(g, "%json ");
+		g_add(g, d ? d : "{\"type\":\"object\"}");
+		g_add(g, " ");
+		free(d);
+		return strict && !d ? -1 : 0;
+	}
+	if (!strict) {
 		g_add(g, "( ");
 		g_str(g, x->kopen);
 		g_add(g, " [A-Za-z0-9_.-]{1,64} ");
@@ -3504,32 +3529,33 @@ int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigge
 	struct buf g = {0};
 	g_add(&g, "root ::= ");
 	g_str(&g, x->open);
-	g_add(&g, " (");
-	for (size_t i = 0; i < json_array_size(tools); i++) {
-		char c[32];
-		snprintf(c, sizeof c, "%scall%zu", i ? " | " : " ", i);
-		g_add(&g, c);
+	g_add(&g, " call ");
+	if (x->sep) {
+		g_add(&g, "( ");
+		g_str(&g, x->sep);
+		g_add(&g, " call )* ");
 	}
-	g_add(&g, " ) ");
 	g_str(&g, x->close);
-	g_add(&g, "\n");
+	g_add(&g, "\ncall ::= ");
 	for (size_t i = 0; i < json_array_size(tools); i++) {
 		const json_t *t = json_array_get(tools, i), *fn = json_object_get(t, "function");
 		const char *name = json_string_value(json_object_get(fn ? fn : t, "name"));
-		char head[32];
-		snprintf(head, sizeof head, "call%zu ::= ", i);
-		g_add(&g, head);
 		if (!name || !valid_name(name, strlen(name)))
 			goto none;
+		g_add(&g, i ? "\n  | " : "");
+		g_str(&g, x->pre);
+		g_add(&g, " ");
 		g_str(&g, name);
 		g_add(&g, " ");
 		g_str(&g, x->name_close);
 		g_add(&g, " ");
 		if (g_call(&g, x, fn ? fn : t))
 			goto none;
-		g_add(&g, "\n");
+		g_str(&g, x->post);
 	}
-	g_text(&g, x);
+	g_add(&g, "\n");
+	if (x->kopen)
+		g_text(&g, x);
 	if (!g.p)
 		return -1;
 	*trigger = x->trigger;

@@ -366,20 +366,25 @@ void tc_parser_free(struct tc_parser *p);
 int tc_parse(const struct tc_syntax *syn, const struct tc_options *opts, const char *text, size_t len,
 	     struct tc_message *out, char *err);
 
-/* strict tools under tool_choice "auto" in the syntaxes whose calls are
- * tagged parameters: QWEN3_XML, SEED_XML, GLM, MINIMAX_M2. The lazy
+/* strict tools under tool_choice "auto" in syntaxes whose calls are not
+ * plain JSON after a marker (those go by a JSON Schema, in the server):
+ * tagged parameters QWEN3_XML, SEED_XML, GLM, MINIMAX_M2, and JSON
+ * arguments after a header MISTRAL_V11 (f[ARGS]{..}), FUNCTIONARY_V31
+ * (<function=f>{..}), LLAMA3 (<|python_tag|>{"name", "parameters"}),
+ * FIREFUNCTION, COMMAND_R7B, COMMAND_R_PLUS, APERTUS. The lazy
  * constraint (inferd_request.grammar_trigger) for a call: *trigger, the
  * call's marker (static text), and *gbnf (malloc'd), a GBNF grammar (with
  * grammar.h's %json for typed values) of what follows the marker up to the
- * end of the call, written as the syntax's templates write it: one of the
- * tools by name, then a strict tool's parameters in its schema's order
- * (the required ones always, the others optional; a "string" as raw text
- * that cannot end the value early, or its enum or const; any other type
- * as JSON held to its schema), a non-strict tool's any parameters with
- * text values, then the call's closing tags. Returns 0; 1 when there is
- * none (another syntax, no tools, a strict string parameter with pattern,
- * format, minLength or maxLength, or a $ref): nothing is enforced then;
- * -1 out of memory. */
+ * end of the call(s), written as the syntax's templates write it: one of
+ * the tools by name, a strict tool's arguments held to its parameters
+ * (JSON by the schema; tagged parameters in the schema's order, the
+ * required ones always, the others optional, a "string" as raw text that
+ * cannot end the value early, or its enum or const, any other type as
+ * JSON held to its schema), a non-strict tool's any arguments, then the
+ * closing tags. Returns 0; 1 when there is none (another syntax, no
+ * tools, a tagged strict string parameter with pattern, format,
+ * minLength or maxLength, or a $ref): nothing is enforced then; -1 out
+ * of memory. */
 int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigger, char **gbnf);
 
 /* {"role":"assistant","content": text or null (null when empty and there
