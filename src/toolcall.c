@@ -2202,6 +2202,33 @@ static int strm_begin(struct tc_parser *p)
 	return 0;
 }
 
+/* The next call's header from t->cur by hdr: S_OK (its arguments start,
+ * at bracket depth `depth`), S_NEED (wait), S_FAIL (streaming stops). */
+static int strm_head(struct tc_parser *p, int (*hdr)(struct tc_parser *, size_t, size_t *), size_t lim, bool fin,
+		     int depth)
+{
+	struct strm *t = &p->st;
+	size_t i = t->cur;
+	int rc = hdr(p, lim, &i);
+	if (rc == S_NEED && (fin || lim - t->cur > MAX_HEADER))
+		rc = S_FAIL;
+	if (rc == S_NEED)
+		return S_NEED;
+	if (rc == S_FAIL || i - t->cur > MAX_HEADER || !strm_may(p)) {
+		t->off = true;
+		return S_FAIL;
+	}
+	t->ncand++;
+	t->cur = t->mstart = i;
+	t->phase = SP_ARGS;
+	t->depth = depth;
+	t->nmem = 0;
+	t->str = t->esc = false;
+	json_decref(t->keys);
+	t->keys = json_object();
+	return S_OK;
+}
+
 /* A piece of the current call's arguments (the call begins with its first). */
 static int strm_piece(struct tc_parser *p, const char *s, size_t n)
 {
@@ -2373,23 +2400,8 @@ static void ms_run(struct tc_parser *p, size_t lim, bool fin)
 	while (!t->off && lim >= t->cur) {
 		size_t i = t->cur;
 		if (t->phase == SP_CALL) {
-			int rc = ms_header(p, lim, &i);
-			if (rc == S_NEED && (fin || lim - t->cur > MAX_HEADER))
-				rc = S_FAIL;
-			if (rc == S_NEED)
+			if (strm_head(p, ms_header, lim, fin, 0) != S_OK)
 				return;
-			if (rc == S_FAIL || !strm_may(p)) {
-				t->off = true;
-				return;
-			}
-			t->ncand++;
-			t->cur = t->mstart = i;
-			t->phase = SP_ARGS;
-			t->depth = 0;
-			t->nmem = 0;
-			t->str = t->esc = false;
-			json_decref(t->keys);
-			t->keys = json_object();
 			continue;
 		}
 		bool end = false;
@@ -2783,23 +2795,8 @@ static void strm_run(struct tc_parser *p, size_t lim, bool fin)
 	while (!t->off && lim >= t->cur) {
 		size_t i = t->cur;
 		if (t->phase == SP_CALL) {
-			int rc = strm_header(p, lim, &i);
-			if (rc == S_NEED && (fin || lim - t->cur > MAX_HEADER))
-				rc = S_FAIL;
-			if (rc == S_NEED)
+			if (strm_head(p, strm_header, lim, fin, 1) != S_OK)
 				return;
-			if (rc == S_FAIL || i - t->cur > MAX_HEADER || !strm_may(p)) {
-				t->off = true;
-				return;
-			}
-			t->ncand++;
-			t->cur = t->mstart = i;
-			t->phase = SP_ARGS;
-			t->depth = 1;
-			t->nmem = 0;
-			t->str = t->esc = false;
-			json_decref(t->keys);
-			t->keys = json_object();
 			continue;
 		}
 		bool args = t->phase == SP_ARGS;

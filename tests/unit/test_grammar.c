@@ -1492,6 +1492,38 @@ static void on_gpu(const char *path)
 }
 #endif
 
+/* "<tool_call>" as one token of m's vocabulary (Qwen3's), or -1 */
+static int32_t tool_call_token(inferd_model_t *m)
+{
+	char err[INFERD_ERR_LEN];
+	int32_t *tid = NULL, id = -1;
+	int nt = 0;
+	if (tok_encode(inferd_model_tokenizer(m), "<tool_call>", 11, TOK_PARSE_SPECIAL, &tid, &nt, err) == 0 && nt == 1)
+		id = tid[0];
+	CHECK(id >= 0, "<tool_call> is not one token: %s", err);
+	free(tid);
+	return id;
+}
+
+/* A request that continues a fixed prompt under a lazy constraint, with
+ * `bias` (the model opens "<tool_call>" whenever it is free) */
+static void lazy_request(struct inferd_request *r, const struct inferd_logit_bias *bias, int max_tokens, const char *kind,
+			 const char *grammar, const char *trigger)
+{
+	static const int32_t prompt[] = {9707, 11, 1879};
+	inferd_request_init(r);
+	r->ids = prompt;
+	r->n_ids = 3;
+	r->max_tokens = max_tokens;
+	r->temperature = 0;
+	r->ignore_eos = 1;
+	r->logit_bias = bias;
+	r->n_logit_bias = 1;
+	r->grammar_kind = kind;
+	r->grammar = grammar;
+	r->grammar_trigger = trigger;
+}
+
 /* A lazy constraint (grammar_trigger): free text until the output produces
  * the trigger, then the grammar until it is complete, then free again. A
  * logit bias makes the model open "<tool_call>" whenever it is free: every
@@ -1501,32 +1533,16 @@ static void on_gpu(const char *path)
 static void lazy_trigger(inferd_model_t *m)
 {
 	char err[INFERD_ERR_LEN];
-	const struct tokenizer *tk = inferd_model_tokenizer(m);
-	int32_t *tid = NULL;
-	int nt = 0;
-	if (tok_encode(tk, "<tool_call>", 11, TOK_PARSE_SPECIAL, &tid, &nt, err) || nt != 1) {
-		CHECK(0, "<tool_call> is not one token: %s", err);
-		free(tid);
+	int32_t tid = tool_call_token(m);
+	if (tid < 0)
 		return;
-	}
 	const char *schema = "{\"type\":\"object\",\"properties\":{\"name\":{\"const\":\"get_weather\"},\"arguments\":"
 			     "{\"type\":\"object\",\"properties\":{\"city\":{\"enum\":[\"Paris\",\"Tokyo\"]}},"
 			     "\"required\":[\"city\"],\"additionalProperties\":false}},\"required\":[\"name\",\"arguments\"],"
 			     "\"additionalProperties\":false}";
-	int32_t prompt[] = {9707, 11, 1879};
 	struct inferd_request r;
-	inferd_request_init(&r);
-	r.ids = prompt;
-	r.n_ids = 3;
-	r.max_tokens = 160;
-	r.temperature = 0;
-	r.ignore_eos = 1;
-	struct inferd_logit_bias bias = {tid[0], 60};
-	r.logit_bias = &bias;
-	r.n_logit_bias = 1;
-	r.grammar_kind = "json_schema";
-	r.grammar = schema;
-	r.grammar_trigger = "<tool_call>";
+	struct inferd_logit_bias bias = {tid, 60};
+	lazy_request(&r, &bias, 160, "json_schema", schema, "<tool_call>");
 	static struct gen g, free_run, lazy_run;
 	CHECK(generate(m, &r, &g, err) == 0, "%s", err);
 	int calls = 0, bad = 0;
@@ -1561,7 +1577,6 @@ static void lazy_trigger(inferd_model_t *m)
 		      !memcmp(free_run.ids, lazy_run.ids, (size_t)free_run.n * sizeof free_run.ids[0]),
 	      "a lazy grammar that never triggers changes nothing (%d vs %d tokens)", free_run.n, lazy_run.n);
 	printf("lazy grammar: %d whole calls, each valid, between free triggers\n", calls);
-	free(tid);
 }
 
 /* strict tools under "auto" in the tagged syntaxes (tc_strict_grammar): the
@@ -1597,13 +1612,9 @@ static const char TAGGED_TOOLS[] =
 static void lazy_tagged(inferd_model_t *m)
 {
 	char err[INFERD_ERR_LEN];
-	const struct tokenizer *tk = inferd_model_tokenizer(m);
-	int32_t *tid = NULL;
-	int nt = 0;
+	int32_t tid = tool_call_token(m);
 	json_t *tools = json_loads(TAGGED_TOOLS, 0, NULL);
-	if (tok_encode(tk, "<tool_call>", 11, TOK_PARSE_SPECIAL, &tid, &nt, err) || nt != 1 || !tools) {
-		CHECK(0, "<tool_call> is not one token: %s", err);
-		free(tid);
+	if (tid < 0 || !tools) {
 		json_decref(tools);
 		return;
 	}
@@ -1617,21 +1628,11 @@ static void lazy_tagged(inferd_model_t *m)
 		if (rc)
 			continue;
 		for (uint64_t seed = 1; seed <= 3; seed++) {
-			int32_t prompt[] = {9707, 11, 1879};
 			struct inferd_request r;
-			inferd_request_init(&r);
-			r.ids = prompt;
-			r.n_ids = 3;
-			r.max_tokens = 400;
+			struct inferd_logit_bias bias = {tid, 60};
+			lazy_request(&r, &bias, 400, "gbnf", gbnf, trigger);
 			r.temperature = 1;
 			r.seed = seed;
-			r.ignore_eos = 1;
-			struct inferd_logit_bias bias = {tid[0], 60};
-			r.logit_bias = &bias;
-			r.n_logit_bias = 1;
-			r.grammar_kind = "gbnf";
-			r.grammar = gbnf;
-			r.grammar_trigger = trigger;
 			static struct gen g;
 			CHECK(generate(m, &r, &g, err) == 0 && g.status == 0, "%s: %s %s", tc_format_name(F[k]), err, g.message);
 			struct tc_syntax syn = {F[k], TC_RSN_NONE, 0};
@@ -1658,7 +1659,6 @@ static void lazy_tagged(inferd_model_t *m)
 		free(gbnf);
 	}
 	printf("strict tagged calls under auto: %d calls (qwen3_xml, glm), each parsed and valid\n", total);
-	free(tid);
 	json_decref(tools);
 }
 
