@@ -1094,7 +1094,16 @@ static void long_outputs(void)
 		 "</parameter>\n</function>\n</tool_call>", 1},
 		{TC_FMT_MISTRAL_V11, TC_RSN_NONE, "[TOOL_CALLS]w[ARGS]{\"text\": \"", "x\\\" [ARGS] ", "\"}", 1},
 		{TC_FMT_HERMES, TC_RSN_THINK, "<think>", "thinking < about </thin ", "</think>done", 0},
+		/* typed by the tools below: the string streams as it comes */
+		{TC_FMT_QWEN3_XML, TC_RSN_NONE, "<tool_call>\n<function=w>\n<parameter=text>\n", "line </para \xe2\x82\xac\n",
+		 "</parameter>\n</function>\n</tool_call>", 1},
+		{TC_FMT_GEMMA4, TC_RSN_NONE, "<|tool_call>call:w{text:<|\"|>", "abc <|\" {[, ", "<|\"|>}<tool_call|>", 1},
+		{TC_FMT_LFM2, TC_RSN_NONE, "<|tool_call_start|>[w(text='", "a\\' (x) [y], ", "')]<|tool_call_end|>", 1},
 	};
+	json_t *tools = json_loads("[{\"type\": \"function\", \"function\": {\"name\": \"w\", \"parameters\": {\"type\": "
+				   "\"object\", \"properties\": {\"text\": {\"type\": \"string\"}}}}}]",
+				   0, NULL);
+	struct tc_options typed = {.parallel_tool_calls = 1, .tools = tools};
 	for (size_t k = 0; k < sizeof L / sizeof L[0]; k++) {
 		size_t cap = 300000, n = 0, ul = strlen(L[k].unit);
 		char *t = malloc(cap);
@@ -1105,7 +1114,7 @@ static void long_outputs(void)
 		struct tc_syntax syn = {L[k].f, L[k].r, 0};
 		struct tc_parser *p;
 		double t0 = cpu_now();
-		tc_parser_new(&syn, NULL, &p, err);
+		tc_parser_new(&syn, k >= 4 ? &typed : NULL, &p, err);
 		for (size_t i = 0; i < n; i += 2)
 			tc_parser_push(p, t + i, n - i < 2 ? 1 : 2, NULL, NULL);
 		struct tc_message m;
@@ -1125,6 +1134,7 @@ static void long_outputs(void)
 		tc_parser_free(p);
 		free(t);
 	}
+	json_decref(tools);
 }
 
 /* The real path: a model's text arrives as tokens, decoded piece by piece
