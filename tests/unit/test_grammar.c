@@ -1161,21 +1161,30 @@ static int generate(inferd_model_t *m, const struct inferd_request *r, struct ge
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static void schema_generation(inferd_model_t *m, int seeds)
+/* the file names of tests/schemas, sorted (malloc'd); how many */
+static int schema_names(char **names, int cap)
 {
 	DIR *d = opendir("tests/schemas");
 	CHECK(d != NULL, "tests/schemas is missing");
 	if (!d)
-		return;
-	char *names[64];
+		return 0;
 	int n = 0;
 	struct dirent *de;
-	while ((de = readdir(d)) && n < 64)
+	while ((de = readdir(d)) && n < cap)
 		if (strstr(de->d_name, ".json"))
 			names[n++] = strdup(de->d_name);
 	closedir(d);
 	qsort(names, (size_t)n, sizeof *names, cmp_str);
 	CHECK(n >= 20, "only %d schemas in tests/schemas", n);
+	return n;
+}
+
+static void schema_generation(inferd_model_t *m, int seeds)
+{
+	char *names[64];
+	int n = schema_names(names, 64);
+	if (!n)
+		return;
 	struct gen *g = malloc(sizeof *g);
 	long tokens = 0;
 	for (int i = 0; i < n; i++) {
@@ -1662,6 +1671,52 @@ static void lazy_tagged(inferd_model_t *m)
 	json_decref(tools);
 }
 
+/* Every schema of tests/schemas as a strict tool's parameters in every
+ * syntax tc_strict_grammar covers: the grammar compiles, or (tagged
+ * syntaxes only) there is none because a string has a pattern, format or
+ * length bound, or the schema a $ref. */
+static void strict_grammars_over_schemas(void)
+{
+	static const enum tc_format F[] = {TC_FMT_QWEN3_XML, TC_FMT_SEED_XML, TC_FMT_GLM, TC_FMT_MINIMAX_M2,
+					   TC_FMT_MISTRAL_V11, TC_FMT_FUNCTIONARY_V31, TC_FMT_LLAMA3, TC_FMT_FIREFUNCTION,
+					   TC_FMT_COMMAND_R7B, TC_FMT_COMMAND_R_PLUS, TC_FMT_APERTUS};
+	int compiled = 0, none = 0;
+	char *names[64];
+	int n = schema_names(names, 64);
+	for (int i = 0; i < n; i++) {
+		char path[600];
+		snprintf(path, sizeof path, "tests/schemas/%s", names[i]);
+		free(names[i]);
+		json_t *schema = json_load_file(path, 0, NULL);
+		CHECK(schema != NULL, "%s does not load", path);
+		if (!schema)
+			continue;
+		json_t *tools = json_pack("[{s:s,s:{s:s,s:b,s:O}}]", "type", "function", "function", "name", "t", "strict", 1,
+					  "parameters", schema);
+		for (size_t k = 0; k < sizeof F / sizeof F[0]; k++) {
+			const char *trigger;
+			char *gbnf = NULL, err[INFERD_ERR_LEN];
+			int rc = tc_strict_grammar(F[k], tools, &trigger, &gbnf);
+			bool tagged = k < 4;
+			CHECK(rc == 0 || (rc == 1 && tagged), "%s: %s gives no grammar (%d)", path, tc_format_name(F[k]), rc);
+			struct grammar *g = NULL;
+			if (rc == 0) {
+				int crc = grammar_compile("gbnf", gbnf, &g, err);
+				CHECK(crc == 0, "%s in %s: %s\n%s", path, tc_format_name(F[k]), err, gbnf);
+				compiled += crc == 0;
+			}
+			none += rc == 1;
+			grammar_free(g);
+			free(gbnf);
+		}
+		json_decref(tools);
+		json_decref(schema);
+	}
+	printf("strict-call grammars over tests/schemas: %d compiled, %d none (tagged strings with bounds)\n", compiled,
+	       none);
+	CHECK(compiled > 200, "only %d strict-call grammars compiled", compiled);
+}
+
 /* tc_strict_grammar's grammars without a model: whole calls in each syntax
  * it covers, good and bad; what one accepts parses into calls. */
 static void tagged_grammars(void)
@@ -1764,6 +1819,7 @@ int main(void)
 	formats_vs_scanners();
 	vocab_bytes();
 	tagged_grammars();
+	strict_grammars_over_schemas();
 	mask_vs_brute(QWEN3, "qwen3");
 	mask_vs_brute(LLAMA2, "llama2");
 	char err[INFERD_ERR_LEN];
