@@ -199,7 +199,7 @@ struct conn {
 	int n_tokens;
 	int responses;          /* the Responses API event sequence */
 	int seq_no;
-	char *resp_text;        /* Responses: the whole text, for the done events */
+	char *resp_text;        /* Responses: the open message's text (or call's arguments), for the done events */
 	size_t resp_len;
 	/* for the log line and the latency histograms */
 	double t_start, t_first, t_last;
@@ -221,7 +221,7 @@ struct conn {
 	size_t flen;
 	int n_calls;
 	/* Responses streaming: output items */
-	int r_open;             /* 0 none, 1 reasoning, 2 message */
+	int r_open;             /* 0 none, 1 reasoning, 2 message, 3 function_call (the last of r_output) */
 	char r_item[48];        /* id of the open item */
 	json_t *r_output;       /* the items so far (for response.completed) */
 	char *r_reason;         /* the open reasoning item's text */
@@ -1360,6 +1360,15 @@ static void resp_close(struct conn *k)
 		json_array_append_new(k->r_output, item);
 		json_decref(t);
 		k->resp_len = 0;
+	} else if (k->r_open == 3) { /* a call's arguments stream in pieces: done once, here */
+		json_t *item = json_array_get(k->r_output, (size_t)idx - 1), *a = json_stringn(k->resp_text ? k->resp_text : "",
+											k->resp_len);
+		json_object_set_new(item, "arguments", a ? a : json_string("{}"));
+		resp_event(k, "response.function_call_arguments.done",
+			   json_pack("{s:s,s:i,s:O}", "item_id", json_string_value(json_object_get(item, "id")), "output_index",
+				     idx - 1, "arguments", json_object_get(item, "arguments")));
+		resp_event(k, "response.output_item.done", json_pack("{s:i,s:O}", "output_index", idx - 1, "item", item));
+		k->resp_len = 0;
 	}
 	k->r_open = 0;
 }
@@ -1445,28 +1454,16 @@ static void emit_piece(void *ctx, const struct tc_event *e)
 					 "name", e->name, "arguments", "", "status", "in_progress");
 		resp_event(k, "response.output_item.added", json_pack("{s:i,s:O}", "output_index", idx, "item", item));
 		json_object_set_new(item, "status", json_string("completed"));
-		json_array_append_new(k->r_output, item); /* its arguments follow */
-	} else if (e->type == TC_EV_CALL_ARGS) {
+		json_array_append_new(k->r_output, item); /* its arguments follow, in pieces */
+		k->r_open = 3;
+		k->resp_len = 0;
+	} else if (e->type == TC_EV_CALL_ARGS && k->r_open == 3) {
 		json_t *item = json_array_get(k->r_output, json_array_size(k->r_output) - 1);
-		const char *prev = json_string_value(json_object_get(item, "arguments"));
-		size_t pl = prev ? strlen(prev) : 0;
-		char *all = malloc(pl + e->len + 1);
-		if (!all)
-			return;
-		memcpy(all, prev ? prev : "", pl);
-		memcpy(all + pl, e->text, e->len);
-		all[pl + e->len] = 0;
-		json_object_set_new(item, "arguments", json_string(all));
+		append(&k->resp_text, &k->resp_len, e->text, e->len);
 		json_t *d = json_stringn(e->text, e->len);
 		resp_event(k, "response.function_call_arguments.delta",
 			   json_pack("{s:s,s:i,s:o}", "item_id", json_string_value(json_object_get(item, "id")), "output_index",
 				     idx - 1, "delta", d ? d : json_string("")));
-		/* a call's arguments come whole (toolcall.h): it is done */
-		resp_event(k, "response.function_call_arguments.done",
-			   json_pack("{s:s,s:i,s:s}", "item_id", json_string_value(json_object_get(item, "id")), "output_index",
-				     idx - 1, "arguments", all));
-		resp_event(k, "response.output_item.done", json_pack("{s:i,s:O}", "output_index", idx - 1, "item", item));
-		free(all);
 	}
 }
 

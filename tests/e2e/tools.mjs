@@ -326,13 +326,20 @@ const special = { bos: tokText(tcfg.bos_token), eos: tokText(tcfg.eos_token) };
     fc.name === "get_weather" && canon(JSON.parse(fc.arguments)) === canon({ city: "Paris", unit: "celsius" }) &&
     rs.content[0].text === "Check the weather." && r.output_text === "Let me look.", JSON.stringify(r.output));
   const st = await client.responses.create({ ...body, stream: true });
-  let done = null, deltas = "", rdeltas = "", argd = "";
+  let done = null, deltas = "", rdeltas = "", argd = "", argPieces = 0;
+  const argDone = [], fcDone = [];
   for await (const ev of st) {
     if (ev.type === "response.output_text.delta") deltas += ev.delta;
     if (ev.type === "response.reasoning_text.delta") rdeltas += ev.delta;
-    if (ev.type === "response.function_call_arguments.delta") argd += ev.delta;
+    if (ev.type === "response.function_call_arguments.delta") { argd += ev.delta; argPieces++; }
+    if (ev.type === "response.function_call_arguments.done") argDone.push(ev.arguments);
+    if (ev.type === "response.output_item.done" && ev.item.type === "function_call") fcDone.push(ev.item.arguments);
     if (ev.type === "response.completed") done = ev.response;
   }
+  // the arguments stream in pieces; the call is done once, with all of them
+  check("responses streamed: arguments in pieces, one .done with their whole text", argPieces >= 2 &&
+    argDone.length === 1 && argDone[0] === argd && fcDone.length === 1 && fcDone[0] === argd &&
+    done?.output.find((o) => o.type === "function_call")?.arguments === argd, JSON.stringify([argPieces, argDone, fcDone]));
   check("responses streamed: the same items", done && canon(done.output.map((o) => o.type)) === canon(r.output.map((o) => o.type)) &&
     deltas === "Let me look." && rdeltas === "Check the weather." && canon(JSON.parse(argd)) === canon({ city: "Paris", unit: "celsius" }),
     JSON.stringify([deltas, rdeltas, argd]));
