@@ -1,7 +1,8 @@
 /*
  * toolcall.c — tool calls and reasoning in generated text: format detection
- * from the chat template, and a restartable streaming parser (toolcall.h
- * has the API, the formats and the templates that use them).
+ * from the chat template, a restartable streaming parser, and the grammars
+ * that hold strict tools' calls to their schemas (toolcall.h has the API,
+ * the formats and the templates that use them).
  *
  * Design. The parser keeps the whole output in one buffer and a position
  * `pos` up to which everything is decided (emitted or dropped). Each push
@@ -68,6 +69,12 @@
  * typed_value as the payload parser types them. What a piece contains is
  * decided by the bytes before it, so a call that breaks later has sent
  * the same text whatever the split.
+ *
+ * Strict calls (tc_strict_grammar, at the end): one table (XG) of how
+ * each covered syntax writes a call after its marker, turned into GBNF
+ * text: literals for the structure, %json (grammar.h) for JSON values, and
+ * for raw string values a small automaton over the closing tags a value
+ * must not contain (rules xt*: one per proper prefix of those tags).
  *
  * Ids: call_ + 24 characters from a splitmix64
  * of (id_seed, index); Mistral formats, whose templates require 9
