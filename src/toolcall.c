@@ -3318,26 +3318,39 @@ static const struct xgram {
 	const char *trigger, *open, *sep, *close, *pre, *name_close, *post;
 	const char *kopen, *kclose, *vclose;
 	const char *avoid[4];
+	const char *kclose_json; /* kclose before a value that is not a string (NULL: kclose) */
+	const char *open2, *close2; /* another pair around the calls (or NULL) */
 } XG[] = {
 	{TC_FMT_QWEN3_XML, "<tool_call>", "\n", NULL, "</tool_call>", "<function=", ">\n", "</function>\n", "<parameter=",
-	 ">\n", "\n</parameter>\n", {"</parameter>", "</function>", "</tool_call>"}},
+	 ">\n", "\n</parameter>\n", {"</parameter>", "</function>", "</tool_call>"}, NULL, NULL, NULL},
 	{TC_FMT_SEED_XML, "<seed:tool_call>", "\n", NULL, "</seed:tool_call>", "<function=", ">\n", "</function>\n",
-	 "<parameter=", ">\n", "\n</parameter>\n", {"</parameter>", "</function>", "</seed:tool_call>"}},
+	 "<parameter=", ">\n", "\n</parameter>\n", {"</parameter>", "</function>", "</seed:tool_call>"}, NULL, NULL, NULL},
 	{TC_FMT_GLM, "<tool_call>", "", NULL, "</tool_call>", "", "\n", "", "<arg_key>", "</arg_key>\n<arg_value>",
-	 "</arg_value>\n", {"</arg_value>", "</tool_call>"}},
+	 "</arg_value>\n", {"</arg_value>", "</tool_call>"}, NULL, NULL, NULL},
 	{TC_FMT_MINIMAX_M2, "<minimax:tool_call>", "\n", NULL, "</minimax:tool_call>", "<invoke name=\"", "\">\n",
-	 "</invoke>\n", "<parameter name=\"", "\">", "</parameter>\n", {"</parameter>", "</invoke>", "</minimax:tool_call>"}},
-	{TC_FMT_MISTRAL_V11, "[TOOL_CALLS]", "", NULL, "", "", "[ARGS]", "", NULL, NULL, NULL, {NULL}},
-	{TC_FMT_FUNCTIONARY_V31, "<function=", "", NULL, "", "", ">", "</function>", NULL, NULL, NULL, {NULL}},
+	 "</invoke>\n", "<parameter name=\"", "\">", "</parameter>\n", {"</parameter>", "</invoke>", "</minimax:tool_call>"}, NULL, NULL, NULL},
+	{TC_FMT_HY3, "<tool_call:opensource>", "", NULL, "</tool_call:opensource>", "", "<tool_sep:opensource>\n", "",
+	 "<arg_key:opensource>", "</arg_key:opensource>\n<arg_value:opensource>", "</arg_value:opensource>\n",
+	 {"</arg_value:opensource>", "</tool_call:opensource>"}, NULL, NULL, NULL},
+	{TC_FMT_MINICPM, "<function name=\"", "", NULL, "</function>", "", "\">", "", "<param name=\"", "\">", "</param>",
+	 {"</param>", "</function>"}, NULL, NULL, NULL},
+	/* DeepSeek V3.2 writes function_calls, V4 tool_calls: the trigger is their common start */
+	{TC_FMT_DSML, "<" DSML_TAG(""), "function_calls>\n", NULL, "</" DSML_TAG("function_calls>"),
+	 "<" DSML_TAG("invoke name=\""), "\">\n", "</" DSML_TAG("invoke>\n"), "<" DSML_TAG("parameter name=\""),
+	 "\" string=\"true\">", "</" DSML_TAG("parameter>\n"),
+	 {"</" DSML_TAG("parameter>"), "</" DSML_TAG("invoke>"), "</" DSML_TAG("function_calls>"), "</" DSML_TAG("tool_calls>")},
+	 "\" string=\"false\">", "tool_calls>\n", "</" DSML_TAG("tool_calls>")},
+	{TC_FMT_MISTRAL_V11, "[TOOL_CALLS]", "", NULL, "", "", "[ARGS]", "", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	{TC_FMT_FUNCTIONARY_V31, "<function=", "", NULL, "", "", ">", "</function>", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
 	{TC_FMT_LLAMA3, "<|python_tag|>", "", NULL, "", "{\"name\": \"", "\", \"parameters\": ", "}", NULL, NULL, NULL,
-	 {NULL}},
+	 {NULL}, NULL, NULL, NULL},
 	{TC_FMT_FIREFUNCTION, "functools", "[", ", ", "]", "{\"name\": \"", "\", \"arguments\": ", "}", NULL, NULL, NULL,
-	 {NULL}},
+	 {NULL}, NULL, NULL, NULL},
 	{TC_FMT_COMMAND_R7B, "<|START_ACTION|>", "[\n    ", ",\n    ", "\n]", "{\"tool_call_id\": \"0\", \"tool_name\": \"",
-	 "\", \"parameters\": ", "}", NULL, NULL, NULL, {NULL}},
+	 "\", \"parameters\": ", "}", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
 	{TC_FMT_COMMAND_R_PLUS, "Action:", " ```json\n[", ", ", "]\n```", "{\"tool_name\": \"", "\", \"parameters\": ", "}",
-	 NULL, NULL, NULL, {NULL}},
-	{TC_FMT_APERTUS, "<|tools_prefix|>", "[", ", ", "]", "{\"", "\": ", "}", NULL, NULL, NULL, {NULL}},
+	 NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	{TC_FMT_APERTUS, "<|tools_prefix|>", "[", ", ", "]", "{\"", "\": ", "}", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
 };
 
 static void g_add(struct buf *g, const char *s)
@@ -3368,19 +3381,43 @@ static void g_str(struct buf *g, const char *s)
 	g_lit(g, s, strlen(s));
 }
 
+/* the UTF-8 character at s (its bytes) */
+static size_t u8_clen(const char *s)
+{
+	unsigned char c = (unsigned char)*s;
+	size_t l = c < 0xC0 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+	for (size_t k = 1; k < l; k++)
+		if (!s[k])
+			return k;
+	return l;
+}
+
+/* one character as GBNF writes it inside a literal or a class */
+static void g_char(struct buf *g, const char *c, size_t l)
+{
+	if (l == 1 && (strchr("\"\\[]^-", *c) || (unsigned char)*c < 0x20)) {
+		char e[8];
+		snprintf(e, sizeof e, "\\x%02x", (unsigned char)*c);
+		g_add(g, e);
+	} else {
+		buf_add(g, c, l);
+	}
+}
+
 /* rules xt0.. : any text (UTF-8) that contains none of x->avoid; xt0 is
- * the start. States are the proper prefixes of the markers: a byte that
- * goes on with a marker moves on, '<' starts again at "<", anything else
- * back to the start; a whole marker has no way in. */
+ * the start. States are the proper prefixes of the markers (whole
+ * characters): a character that goes on with a marker moves on, '<'
+ * starts again at "<", anything else goes back to the start; a whole
+ * marker has no way in. */
 static void g_text(struct buf *g, const struct xgram *x)
 {
-	const char *st[64];
-	size_t sl[64];
+	const char *st[96];
+	size_t sl[96];
 	int n = 1;
 	st[0] = "";
 	sl[0] = 0;
 	for (int m = 0; m < 4 && x->avoid[m]; m++)
-		for (size_t l = 1; l < strlen(x->avoid[m]) && n < 64; l++) {
+		for (size_t l = u8_clen(x->avoid[m]); l < strlen(x->avoid[m]) && n < 96; l += u8_clen(x->avoid[m] + l)) {
 			bool seen = false;
 			for (int k = 0; k < n; k++)
 				seen = seen || (sl[k] == l && !memcmp(st[k], x->avoid[m], l));
@@ -3390,28 +3427,35 @@ static void g_text(struct buf *g, const struct xgram *x)
 			}
 		}
 	for (int k = 0; k < n; k++) {
-		char e[48], seen[16] = "<";
+		char e[48];
+		struct buf cls = {0};
+		const char *seen[8];
+		int ns = 0;
 		snprintf(e, sizeof e, "xt%d ::= ", k);
 		g_add(g, e);
 		for (int m = 0; m < 4 && x->avoid[m]; m++) {
-			const char *a = x->avoid[m];
-			if (strlen(a) <= sl[k] || memcmp(a, st[k], sl[k]) || strchr(seen, a[sl[k]]) || strlen(seen) >= 15)
+			const char *a = x->avoid[m], *c = a + sl[k];
+			size_t cl = *c ? u8_clen(c) : 0;
+			bool dup = false;
+			for (int j = 0; j < ns; j++)
+				dup = dup || !strncmp(seen[j], c, cl);
+			if (strlen(a) <= sl[k] || memcmp(a, st[k], sl[k]) || *c == '<' || dup || ns == 8)
 				continue;
-			size_t sn = strlen(seen);
-			seen[sn] = a[sl[k]];
-			seen[sn + 1] = 0;
-			for (int j = 0; j < n; j++) /* else the byte completes a marker: no way on */
-				if (sl[j] == sl[k] + 1 && !memcmp(st[j], a, sl[j])) {
-					snprintf(e, sizeof e, "\"\\x%02x\" xt%d | ", (unsigned char)a[sl[k]], j);
+			seen[ns++] = c;
+			g_char(&cls, c, cl);
+			for (int j = 0; j < n; j++) /* else the character completes a marker: no way on */
+				if (sl[j] == sl[k] + cl && !memcmp(st[j], a, sl[j])) {
+					g_add(g, "\"");
+					g_char(g, c, cl);
+					snprintf(e, sizeof e, "\" xt%d | ", j);
 					g_add(g, e);
 				}
 		}
-		g_add(g, "\"<\" xt1 | [^");
-		for (const char *c = seen; *c; c++) {
-			snprintf(e, sizeof e, "\\x%02x", (unsigned char)*c);
-			g_add(g, e);
-		}
+		g_add(g, "\"<\" xt1 | [^<");
+		if (cls.p)
+			g_add(g, cls.p);
 		g_add(g, "] xt0 | \"\"\n");
+		free(cls.p);
 	}
 }
 
@@ -3507,11 +3551,13 @@ static int g_call(struct buf *g, const struct xgram *x, const json_t *f)
 		json_t *r;
 		json_array_foreach(req, i, r) required = required || (json_is_string(r) && !strcmp(json_string_value(r), k));
 		char key[MAX_NAME + 8];
+		const char *ty = json_string_value(json_object_get(ps, "type"));
+		bool str = ty && !strcmp(ty, "string");
 		snprintf(key, sizeof key, "%s%s", x->kopen, k);
 		g_add(g, "( ");
 		g_str(g, key);
 		g_add(g, " ");
-		g_str(g, x->kclose);
+		g_str(g, !str && x->kclose_json ? x->kclose_json : x->kclose);
 		g_add(g, " ");
 		if (!valid_name(k, strlen(k)) || g_value(g, ps))
 			return -1;
@@ -3532,14 +3578,17 @@ int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigge
 		return 1;
 	struct buf g = {0};
 	g_add(&g, "root ::= ");
-	g_str(&g, x->open);
-	g_add(&g, " call ");
-	if (x->sep) {
-		g_add(&g, "( ");
-		g_str(&g, x->sep);
-		g_add(&g, " call )* ");
+	for (int k = 0; k < (x->open2 ? 2 : 1); k++) {
+		g_add(&g, k ? " | " : "");
+		g_str(&g, k ? x->open2 : x->open);
+		g_add(&g, " call ");
+		if (x->sep) {
+			g_add(&g, "( ");
+			g_str(&g, x->sep);
+			g_add(&g, " call )* ");
+		}
+		g_str(&g, k ? x->close2 : x->close);
 	}
-	g_str(&g, x->close);
 	g_add(&g, "\ncall ::= ");
 	for (size_t i = 0; i < json_array_size(tools); i++) {
 		const json_t *t = json_array_get(tools, i), *fn = json_object_get(t, "function");

@@ -368,7 +368,9 @@ int tc_parse(const struct tc_syntax *syn, const struct tc_options *opts, const c
 
 /* strict tools under tool_choice "auto" in syntaxes whose calls are not
  * plain JSON after a marker (those go by a JSON Schema, in the server):
- * tagged parameters QWEN3_XML, SEED_XML, GLM, MINIMAX_M2, and JSON
+ * tagged parameters QWEN3_XML, SEED_XML, GLM, HY3, MINIMAX_M2, MINICPM,
+ * DSML (V3.2's function_calls and V4's tool_calls: the trigger is their
+ * common "<｜DSML｜"), and JSON
  * arguments after a header MISTRAL_V11 (f[ARGS]{..}), FUNCTIONARY_V31
  * (<function=f>{..}), LLAMA3 (<|python_tag|>{"name", "parameters"}),
  * FIREFUNCTION, COMMAND_R7B, COMMAND_R_PLUS, APERTUS. The lazy

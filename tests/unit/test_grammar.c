@@ -1677,7 +1677,8 @@ static void lazy_tagged(inferd_model_t *m)
  * length bound, or the schema a $ref. */
 static void strict_grammars_over_schemas(void)
 {
-	static const enum tc_format F[] = {TC_FMT_QWEN3_XML, TC_FMT_SEED_XML, TC_FMT_GLM, TC_FMT_MINIMAX_M2,
+	static const enum tc_format F[] = {TC_FMT_QWEN3_XML, TC_FMT_SEED_XML, TC_FMT_GLM, TC_FMT_MINIMAX_M2, TC_FMT_HY3,
+					   TC_FMT_MINICPM, TC_FMT_DSML, /* tagged, then JSON arguments: */
 					   TC_FMT_MISTRAL_V11, TC_FMT_FUNCTIONARY_V31, TC_FMT_LLAMA3, TC_FMT_FIREFUNCTION,
 					   TC_FMT_COMMAND_R7B, TC_FMT_COMMAND_R_PLUS, TC_FMT_APERTUS};
 	int compiled = 0, none = 0;
@@ -1697,7 +1698,7 @@ static void strict_grammars_over_schemas(void)
 			const char *trigger;
 			char *gbnf = NULL, err[INFERD_ERR_LEN];
 			int rc = tc_strict_grammar(F[k], tools, &trigger, &gbnf);
-			bool tagged = k < 4;
+			bool tagged = k < 7;
 			CHECK(rc == 0 || (rc == 1 && tagged), "%s: %s gives no grammar (%d)", path, tc_format_name(F[k]), rc);
 			struct grammar *g = NULL;
 			if (rc == 0) {
@@ -1714,7 +1715,7 @@ static void strict_grammars_over_schemas(void)
 	}
 	printf("strict-call grammars over tests/schemas: %d compiled, %d none (tagged strings with bounds)\n", compiled,
 	       none);
-	CHECK(compiled > 200, "only %d strict-call grammars compiled", compiled);
+	CHECK(compiled > 250, "only %d strict-call grammars compiled", compiled);
 }
 
 /* tc_strict_grammar's grammars without a model: whole calls in each syntax
@@ -1752,6 +1753,21 @@ static void tagged_grammars(void)
 				       "</invoke </parameter>\n</invoke>\n</minimax:tool_call>"},
 		{TC_FMT_MINIMAX_M2, 0, "\n<invoke name=\"w\">\n<parameter name=\"s\">x</parameter>\n</invoke>\n"
 				       "</minimax:tool_call>"},
+		{TC_FMT_HY3, 1, "w<tool_sep:opensource>\n<arg_key:opensource>n</arg_key:opensource>\n<arg_value:opensource>2"
+				"</arg_value:opensource>\n</tool_call:opensource>"},
+		{TC_FMT_HY3, 0, "w<tool_sep:opensource>\n</tool_call:opensource>"},
+		{TC_FMT_MINICPM, 1, "w\"><param name=\"n\">1</param><param name=\"s\"><![CDATA[a</par]]></param></function>"},
+		{TC_FMT_MINICPM, 0, "w\"><param name=\"n\">1</param><param name=\"s\">a</param>b</param></function>"},
+		{TC_FMT_DSML, 1, "function_calls>\n<｜DSML｜invoke name=\"w\">\n<｜DSML｜parameter name=\"n\" string=\"false\">3"
+				 "</｜DSML｜parameter>\n<｜DSML｜parameter name=\"s\" string=\"true\">a </｜DSML｜param <｜ ｜"
+				 "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜function_calls>"},
+		{TC_FMT_DSML, 1, "tool_calls>\n<｜DSML｜invoke name=\"w\">\n<｜DSML｜parameter name=\"n\" string=\"false\">3"
+				 "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>"},
+		{TC_FMT_DSML, 0, "tool_calls>\n<｜DSML｜invoke name=\"w\">\n<｜DSML｜parameter name=\"n\" string=\"false\">3"
+				 "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜function_calls>"},
+		{TC_FMT_DSML, 0, "tool_calls>\n<｜DSML｜invoke name=\"w\">\n<｜DSML｜parameter name=\"n\" string=\"false\">3"
+				 "</｜DSML｜parameter>\n<｜DSML｜parameter name=\"s\" string=\"true\">a</｜DSML｜invoke>"
+				 "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>"},
 		/* JSON arguments after a header */
 		{TC_FMT_MISTRAL_V11, 1, "w[ARGS]{\"n\": 1, \"s\": \"</x>\"}"},
 		{TC_FMT_MISTRAL_V11, 0, "w[ARGS]{\"n\": 9}"},
@@ -1780,7 +1796,7 @@ static void tagged_grammars(void)
 		CHECK((judge(g, C[k].text) == 1) == C[k].ok, "%s case %zu: want %s: %s", tc_format_name(C[k].f), k,
 		      C[k].ok ? "accepted" : "rejected", C[k].text);
 		if (C[k].ok) { /* and it parses into that call, valid */
-			char whole[512];
+			char whole[1024];
 			snprintf(whole, sizeof whole, "%s%s", trigger, C[k].text);
 			struct tc_syntax syn = {C[k].f, TC_RSN_NONE, 0};
 			struct tc_options o = {.parallel_tool_calls = 1, .tools = tools};
@@ -1802,7 +1818,7 @@ static void tagged_grammars(void)
 				 0, NULL);
 	CHECK(tc_strict_grammar(TC_FMT_QWEN3_XML, pat, &trigger, &gbnf) == 1 && !gbnf, "a pattern gives no grammar");
 	CHECK(tc_strict_grammar(TC_FMT_HERMES, tools, &trigger, &gbnf) == 1 && !gbnf, "hermes goes by a JSON schema");
-	printf("strict-call grammars: %d texts judged over 11 syntaxes\n", n);
+	printf("strict-call grammars: %d texts judged over 14 syntaxes\n", n);
 	json_decref(pat);
 	json_decref(tools);
 }
