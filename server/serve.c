@@ -708,8 +708,9 @@ static int tool_fields(json_t *o, struct built *b, const struct slot *s)
 	if (calls && !b->forced && strict && !b->r.grammar_kind) {
 		/* strict tools under "auto": the model writes what it likes, but
 		 * once it opens a call (its syntax's marker) the call is
-		 * constrained to the tools' schemas (a lazy grammar): JSON after
-		 * the marker, or the syntax's tagged parameters */
+		 * constrained to the tools' schemas (a lazy grammar): JSON right
+		 * after the marker by a schema (LAZY), other syntaxes by
+		 * tc_strict_grammar's GBNF */
 		static const struct { enum tc_format f; const char *trigger; int array; } LAZY[] = {
 			{TC_FMT_HERMES, "<tool_call>", 0},    {TC_FMT_GIGACHAT, "<|function_call|>", 0},
 			{TC_FMT_MISTRAL, "[TOOL_CALLS]", 1},  {TC_FMT_GRANITE, "<|tool_call|>", 1},
@@ -722,8 +723,9 @@ static int tool_fields(json_t *o, struct built *b, const struct slot *s)
 			if (LAZY[i].f == s->syn.format)
 				li = (int)i;
 		if (li < 0 && tc_strict_grammar(s->syn.format, tools, &trigger, &gbnf) == 0) {
-			/* tagged parameters (Qwen3-Coder XML, GLM, ...): a GBNF of the
-			 * whole call in the model's syntax, its values typed by %json */
+			/* tagged parameters (Qwen3-Coder XML, GLM, ...) or JSON after a
+			 * header (Mistral v11, ...): a GBNF of the whole call in the
+			 * model's syntax, its JSON parts typed by %json */
 			b->grammar_text = gbnf;
 			b->r.grammar_kind = "gbnf";
 			b->r.grammar = gbnf;
