@@ -3434,12 +3434,15 @@ static void g_text(struct buf *g, const struct xgram *x)
 		snprintf(e, sizeof e, "xt%d ::= ", k);
 		g_add(g, e);
 		for (int m = 0; m < 4 && x->avoid[m]; m++) {
-			const char *a = x->avoid[m], *c = a + sl[k];
-			size_t cl = *c ? u8_clen(c) : 0;
+			const char *a = x->avoid[m];
+			if (strlen(a) <= sl[k] || memcmp(a, st[k], sl[k]))
+				continue; /* a marker that does not go on from this prefix */
+			const char *c = a + sl[k];
+			size_t cl = u8_clen(c);
 			bool dup = false;
 			for (int j = 0; j < ns; j++)
 				dup = dup || !strncmp(seen[j], c, cl);
-			if (strlen(a) <= sl[k] || memcmp(a, st[k], sl[k]) || *c == '<' || dup || ns == 8)
+			if (*c == '<' || dup || ns == 8)
 				continue;
 			seen[ns++] = c;
 			g_char(&cls, c, cl);
