@@ -199,7 +199,7 @@ struct conn {
 	int n_tokens;
 	int responses;          /* the Responses API event sequence */
 	int seq_no;
-	char *resp_text;        /* Responses: the whole text, for the done events */
+	char *resp_text;        /* Responses: the open message's text (or call's arguments), for the done events */
 	size_t resp_len;
 	/* for the log line and the latency histograms */
 	double t_start, t_first, t_last;
@@ -221,7 +221,7 @@ struct conn {
 	size_t flen;
 	int n_calls;
 	/* Responses streaming: output items */
-	int r_open;             /* 0 none, 1 reasoning, 2 message */
+	int r_open;             /* 0 none, 1 reasoning, 2 message, 3 function_call (the last of r_output) */
 	char r_item[48];        /* id of the open item */
 	json_t *r_output;       /* the items so far (for response.completed) */
 	char *r_reason;         /* the open reasoning item's text */
@@ -707,18 +707,33 @@ static int tool_fields(json_t *o, struct built *b, const struct slot *s)
 		strict |= json_is_true(json_object_get(json_object_get(json_array_get(tools, i), "function"), "strict"));
 	if (calls && !b->forced && strict && !b->r.grammar_kind) {
 		/* strict tools under "auto": the model writes what it likes, but
-		 * once it opens a call (its syntax's marker) the call's JSON is
-		 * constrained to the tools' schemas (a lazy grammar) */
+		 * once it opens a call (its syntax's marker) the call is
+		 * constrained to the tools' schemas (a lazy grammar): JSON right
+		 * after the marker by a schema (LAZY), other syntaxes by
+		 * tc_strict_grammar's GBNF */
 		static const struct { enum tc_format f; const char *trigger; int array; } LAZY[] = {
 			{TC_FMT_HERMES, "<tool_call>", 0},    {TC_FMT_GIGACHAT, "<|function_call|>", 0},
 			{TC_FMT_MISTRAL, "[TOOL_CALLS]", 1},  {TC_FMT_GRANITE, "<|tool_call|>", 1},
 			{TC_FMT_NEMOTRON_V2, "<TOOLCALL>", 1}, {TC_FMT_JSON_TAGS, "<tool_calls>", 1},
 		};
 		int li = -1;
+		const char *trigger;
+		char *gbnf = NULL;
 		for (size_t i = 0; i < sizeof LAZY / sizeof LAZY[0]; i++)
 			if (LAZY[i].f == s->syn.format)
 				li = (int)i;
-		if (li >= 0) {
+		if (li < 0 && tc_strict_grammar(s->syn.format, tools, &trigger, &gbnf) == 0) {
+			/* tagged parameters (Qwen3-Coder XML, GLM, ...) or JSON after a
+			 * header (Mistral v11, ...): a GBNF of the whole call in the
+			 * model's syntax, its JSON parts typed by %json */
+			b->grammar_text = gbnf;
+			b->r.grammar_kind = "gbnf";
+			b->r.grammar = gbnf;
+			b->r.grammar_trigger = trigger;
+			char gerr[INFERD_ERR_LEN];
+			if (inferd_grammar_check(b->r.grammar_kind, b->r.grammar, gerr))
+				FAIL("tools", "a strict tool's parameters cannot constrain its calls: %.400s", gerr);
+		} else if (li >= 0) {
 			json_t *any = json_array();
 			for (size_t i = 0; i < nt; i++) {
 				json_t *f = json_object_get(json_array_get(tools, i), "function"), *pa = json_object_get(f, "parameters");
@@ -1347,6 +1362,15 @@ static void resp_close(struct conn *k)
 		json_array_append_new(k->r_output, item);
 		json_decref(t);
 		k->resp_len = 0;
+	} else if (k->r_open == 3) { /* a call's arguments stream in pieces: done once, here */
+		json_t *item = json_array_get(k->r_output, (size_t)idx - 1), *a = json_stringn(k->resp_text ? k->resp_text : "",
+											k->resp_len);
+		json_object_set_new(item, "arguments", a ? a : json_string("{}"));
+		resp_event(k, "response.function_call_arguments.done",
+			   json_pack("{s:s,s:i,s:O}", "item_id", json_string_value(json_object_get(item, "id")), "output_index",
+				     idx - 1, "arguments", json_object_get(item, "arguments")));
+		resp_event(k, "response.output_item.done", json_pack("{s:i,s:O}", "output_index", idx - 1, "item", item));
+		k->resp_len = 0;
 	}
 	k->r_open = 0;
 }
@@ -1432,28 +1456,16 @@ static void emit_piece(void *ctx, const struct tc_event *e)
 					 "name", e->name, "arguments", "", "status", "in_progress");
 		resp_event(k, "response.output_item.added", json_pack("{s:i,s:O}", "output_index", idx, "item", item));
 		json_object_set_new(item, "status", json_string("completed"));
-		json_array_append_new(k->r_output, item); /* its arguments follow */
-	} else if (e->type == TC_EV_CALL_ARGS) {
+		json_array_append_new(k->r_output, item); /* its arguments follow, in pieces */
+		k->r_open = 3;
+		k->resp_len = 0;
+	} else if (e->type == TC_EV_CALL_ARGS && k->r_open == 3) {
 		json_t *item = json_array_get(k->r_output, json_array_size(k->r_output) - 1);
-		const char *prev = json_string_value(json_object_get(item, "arguments"));
-		size_t pl = prev ? strlen(prev) : 0;
-		char *all = malloc(pl + e->len + 1);
-		if (!all)
-			return;
-		memcpy(all, prev ? prev : "", pl);
-		memcpy(all + pl, e->text, e->len);
-		all[pl + e->len] = 0;
-		json_object_set_new(item, "arguments", json_string(all));
+		append(&k->resp_text, &k->resp_len, e->text, e->len);
 		json_t *d = json_stringn(e->text, e->len);
 		resp_event(k, "response.function_call_arguments.delta",
 			   json_pack("{s:s,s:i,s:o}", "item_id", json_string_value(json_object_get(item, "id")), "output_index",
 				     idx - 1, "delta", d ? d : json_string("")));
-		/* a call's arguments come whole (toolcall.h): it is done */
-		resp_event(k, "response.function_call_arguments.done",
-			   json_pack("{s:s,s:i,s:s}", "item_id", json_string_value(json_object_get(item, "id")), "output_index",
-				     idx - 1, "arguments", all));
-		resp_event(k, "response.output_item.done", json_pack("{s:i,s:O}", "output_index", idx - 1, "item", item));
-		free(all);
 	}
 }
 

@@ -539,6 +539,7 @@ static long gp_char(struct gp *p)
 }
 
 static void gp_alts(struct gp *p, int r);
+static int gp_json(struct gp *p);
 
 /* one primary into tmp (literal: several byte symbols) */
 static void gp_primary(struct gp *p, struct balt *tmp)
@@ -621,6 +622,11 @@ static void gp_primary(struct gp *p, struct balt *tmp)
 	} else if (c == '.') {
 		p->i++;
 		alt_push(b, tmp, b_class(b, calloc(1, sizeof(struct cprange)), 0, 1));
+	} else if (c == '%' && p->n - p->i >= 5 && !memcmp(p->s + p->i, "%json", 5)) {
+		p->i += 5;
+		int r = gp_json(p);
+		if (r >= 0)
+			alt_push(b, tmp, sym_rule(r));
 	} else if (c == '(') {
 		p->i++;
 		if (++p->depth > 200) {
@@ -3134,6 +3140,59 @@ out:
 	return c->failed ? -1 : r;
 }
 
+static void sc_init(struct sc *c, struct builder *b, json_t *root, char *err)
+{
+	*c = (struct sc){.b = b, .root = root, .err = err, .ws = -1, .chr = -1, .string = -1, .number = -1,
+			 .integer = -1, .boolean = -1, .null = -1, .value = -1, .object = -1, .array = -1};
+}
+
+static void sc_free(struct sc *c)
+{
+	for (int i = 0; i < c->n_refs; i++)
+		free(c->refs[i].ref);
+	free(c->refs);
+}
+
+/* GBNF's %json SCHEMA (an extension): a JSON value that SCHEMA (a JSON
+ * Schema object written inline, up to its closing brace) accepts, compiled
+ * as response_format's schemas are. Its rules are private: renamed so that
+ * no GBNF name finds them. The rule, or -1 (p->failed). */
+static int gp_json(struct gp *p)
+{
+	gp_space(p);
+	size_t at = p->i;
+	json_error_t je;
+	json_t *schema = json_loadb(p->s + p->i, p->n - p->i, JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES, &je);
+	if (!schema) {
+		gp_err(p, at, "%%json needs a JSON Schema object: %s", je.text);
+		return -1;
+	}
+	p->i += (size_t)je.position;
+	char err[INFERD_ERR_LEN];
+	struct sc c;
+	int n0 = p->b->n;
+	sc_init(&c, p->b, schema, err);
+	int r = sc_schema(&c, schema, "");
+	sc_free(&c);
+	json_decref(schema);
+	if (p->b->oom)
+		return -1;
+	if (c.failed || r < 0) {
+		gp_err(p, at, "%%json: %s", c.failed ? err : "the schema could not be compiled");
+		return -1;
+	}
+	for (int i = n0; i < p->b->n; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "%%json%d", i);
+		free(p->b->r[i].name);
+		p->b->r[i].name = strdup(name);
+		p->b->r[i].defined = 1;
+		if (!p->b->r[i].name)
+			p->b->oom = 1;
+	}
+	return r;
+}
+
 int grammar_from_json_schema(const char *json, struct grammar **out, char *err)
 {
 	*out = NULL;
@@ -3145,8 +3204,8 @@ int grammar_from_json_schema(const char *json, struct grammar **out, char *err)
 		return seterr(err, INFERD_EINVAL, "the JSON schema is not valid JSON: %s (line %d, column %d)", je.text,
 			      je.line, je.column);
 	struct builder b = {0};
-	struct sc c = {.b = &b, .root = root, .err = err, .ws = -1, .chr = -1, .string = -1, .number = -1,
-		       .integer = -1, .boolean = -1, .null = -1, .value = -1, .object = -1, .array = -1};
+	struct sc c;
+	sc_init(&c, &b, root, err);
 	int top = b_new_rule(&b, "root");
 	int r = sc_schema(&c, root, "");
 	int rc;
@@ -3162,9 +3221,7 @@ int grammar_from_json_schema(const char *json, struct grammar **out, char *err)
 		b_ref(&b, top, a, ws);
 		rc = finalize(&b, top, out, err);
 	}
-	for (int i = 0; i < c.n_refs; i++)
-		free(c.refs[i].ref);
-	free(c.refs);
+	sc_free(&c);
 	builder_free(&b);
 	json_decref(root);
 	return rc;

@@ -5,7 +5,9 @@
  * over BYTES:
  *   - GBNF text (llama.cpp's grammar syntax: `name ::= ...` rules, "literals",
  *     [a-z] / [^...] classes, ( groups ), |, *, +, ?, {m}, {m,}, {m,n}, `.`,
- *     # comments; the start rule is `root`);
+ *     # comments; the start rule is `root`; and an extension, `%json`
+ *     followed by a JSON Schema object: a JSON value that schema accepts,
+ *     compiled as below, so a grammar can hold typed values inside text);
  *   - a JSON Schema (the subset OpenAI's strict structured outputs accept,
  *     see grammar_from_json_schema);
  *   - json_object mode: any JSON object.

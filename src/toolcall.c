@@ -1,7 +1,8 @@
 /*
  * toolcall.c — tool calls and reasoning in generated text: format detection
- * from the chat template, and a restartable streaming parser (toolcall.h
- * has the API, the formats and the templates that use them).
+ * from the chat template, a restartable streaming parser, and the grammars
+ * that hold strict tools' calls to their schemas (toolcall.h has the API,
+ * the formats and the templates that use them).
  *
  * Design. The parser keeps the whole output in one buffer and a position
  * `pos` up to which everything is decided (emitted or dropped). Each push
@@ -32,7 +33,8 @@
  * when the whole section did.
  *
  * Streaming (sections whose struct sec has a stream kind SS_*: the JSON
- * syntaxes where the name comes before the arguments object). While such a
+ * syntaxes where the name comes before the arguments object, and the
+ * tagged-parameter ones, see "tagged parameters" below). While such a
  * section is open, strm_run reads, ahead of the section's own parser and
  * over the same bytes (up to its end marker, or what may be its start),
  * each call's header (`{"name": "f", "arguments": {`, `f[ARGS]{`,
@@ -58,6 +60,21 @@
  * Every decision depends on bytes only (a member is complete at a fixed
  * byte, a header longer than MAX_HEADER fails wherever the split), so the
  * split-independence above still holds.
+ Tagged parameters (xs_*, one table XS of each syntax's literals, read
+ * as its payload parser reads them): the header up to the name, then per
+ * parameter its key (and attributes), then its value: a string streams
+ * as its text comes (whole UTF-8 characters, JSON-escaped piece by piece,
+ * which is the escaping of the whole; nothing that may still be the
+ * closing tag), other values go out whole at their closing tag, typed by
+ * typed_value as the payload parser types them. What a piece contains is
+ * decided by the bytes before it, so a call that breaks later has sent
+ * the same text whatever the split.
+ *
+ * Strict calls (tc_strict_grammar, at the end): one table (XG) of how
+ * each covered syntax writes a call after its marker, turned into GBNF
+ * text: literals for the structure, %json (grammar.h) for JSON values, and
+ * for raw string values a small automaton over the closing tags a value
+ * must not contain (rules xt*: one per proper prefix of those tags).
  *
  * Ids: call_ + 24 characters from a splitmix64
  * of (id_seed, index); Mistral formats, whose templates require 9
@@ -100,7 +117,13 @@ typedef int (*self_fn)(struct tc_parser *p, const char *s, size_t n, bool eof, s
 
 /* how a section's calls stream their arguments before the section ends
  * (see "Streaming" above); SS_NONE: whole calls when the section ends */
-enum { SS_NONE, SS_JSON, SS_JSON1, SS_JSON_OBJ, SS_MV11, SS_FV31, SS_FV32, SS_DEEPSEEK, SS_KIMI, SS_SOLAR };
+enum {
+	SS_NONE, SS_JSON, SS_JSON1, SS_JSON_OBJ, SS_FENCED, SS_APERTUS, SS_MV11, SS_FV31, SS_FV32, SS_DEEPSEEK, SS_KIMI,
+	SS_SOLAR, SS_HARMONY, SS_PY, SS_GEMMA,
+	/* parameters written as tagged text (struct xsyn, XS[kind - SS_XML]) */
+	SS_XML, SS_XML_QWEN = SS_XML, SS_XML_QWEN_FN, SS_XML_GLM, SS_XML_HY3, SS_XML_MINIMAX, SS_XML_DSML, SS_XML_MINICPM,
+	SS_XML_KIMI3
+};
 
 struct sec {
 	const char *start, *end;
@@ -163,6 +186,7 @@ struct scall {
 	char *name, *id;
 	struct buf args; /* the arguments text emitted so far */
 	bool closed;     /* the arguments object is complete */
+	bool instr;      /* the text emitted ends inside a string value */
 };
 
 /* the open section's streaming state (linear: each byte scanned once) */
@@ -178,6 +202,15 @@ struct strm {
 	int depth, nmem;
 	bool str, esc;
 	json_t *keys; /* keys emitted in the current call */
+	bool fenced;  /* DeepSeek R1: the current call's JSON is fenced */
+	char quote;   /* Python: the open string's quote */
+	/* tagged parameters (SS_XML kinds): the current one */
+	bool eaten;   /* its key's opener was read with the name (GLM) */
+	char key[MAX_NAME + 1];
+	int force;    /* its type: 1 a string, -1 JSON when it parses, 0 by schema */
+	int vmode;    /* 0 undecided, 1 streams as a string, 2 held to its end */
+	bool vpre;    /* its `,"key":` went out */
+	size_t vstart, vemit, vscan; /* its value's start, emitted up to, searched from */
 	struct scall *calls; /* begun (CALL_BEGIN emitted) */
 	int n, cap;
 };
@@ -727,6 +760,23 @@ static int pl_hy3(struct tc_parser *p, const char *s, size_t n)
 	return glm_call(p, s, n, ":opensource");
 }
 
+/* the type a parameter's attributes give its value (as typed_value's
+ * force_string): string="true" a string, string="false" JSON */
+static int attr_force(const char *attrs, size_t al)
+{
+	return has(attrs, al, "string=\"true\"") ? 1 : has(attrs, al, "string=\"false\"") ? -1 : 0;
+}
+
+/* a <![CDATA[..]]> value is its inside, a string */
+static void cdata(const char **v, size_t *vl, int *force)
+{
+	if (starts(*v, *vl, "<![CDATA[") && *vl >= 12 && !memcmp(*v + *vl - 3, "]]>", 3)) {
+		*v += 9;
+		*vl -= 12;
+		*force = 1;
+	}
+}
+
 /* <TAG name="f">(<PTAG name="k" [string="true|false"]>v</PTAG>)*</TAG>,
  * repeated: MiniMax-M2 (invoke/parameter), DSML, MiniCPM (function/param,
  * values may be CDATA). */
@@ -754,16 +804,8 @@ static int invoke_list(struct tc_parser *p, const char *s, size_t n, const char 
 				json_decref(args);
 				return -1;
 			}
-			int force = 0;
-			if (has(attrs, al, "string=\"true\""))
-				force = 1;
-			else if (has(attrs, al, "string=\"false\""))
-				force = -1;
-			if (starts(v, vl, "<![CDATA[") && vl >= 12 && !memcmp(v + vl - 3, "]]>", 3)) {
-				v += 9;
-				vl -= 12;
-				force = 1;
-			}
+			int force = attr_force(attrs, al);
+			cdata(&v, &vl, &force);
 			if (set_param(p, args, name, nl, k, kl, v, vl, force)) {
 				json_decref(args);
 				return -1;
@@ -1456,10 +1498,10 @@ static int self_harmony_start(struct tc_parser *p, const char *s, size_t n, bool
 
 static const struct fmt_spec FMT[TC_FMT_COUNT] = {
 	[TC_FMT_HERMES] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_json, NULL, SS_JSON}}, {NULL}},
-	[TC_FMT_QWEN3_XML] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_qwen_xml, NULL},
-			       {"<function=", "</function>", 0, qwen_fn, NULL}},
+	[TC_FMT_QWEN3_XML] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_qwen_xml, NULL, SS_XML_QWEN},
+			       {"<function=", "</function>", 0, qwen_fn, NULL, SS_XML_QWEN_FN}},
 			      {NULL}},
-	[TC_FMT_SEED_XML] = {{{"<seed:tool_call>", "</seed:tool_call>", 0, pl_qwen_xml, NULL}}, {NULL}},
+	[TC_FMT_SEED_XML] = {{{"<seed:tool_call>", "</seed:tool_call>", 0, pl_qwen_xml, NULL, SS_XML_QWEN}}, {NULL}},
 	[TC_FMT_LLAMA3] = {{{"{", NULL, F_START_ONLY | F_KEEP, NULL, self_json, SS_JSON1},
 			    {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_llama_tag, NULL, SS_JSON_OBJ}},
 			   {NULL}},
@@ -1467,39 +1509,39 @@ static const struct fmt_spec FMT[TC_FMT_COUNT] = {
 	[TC_FMT_MISTRAL_V11] = {{{"[TOOL_CALLS]", NULL, 0, NULL, self_mistral_v11, SS_MV11}}, {NULL}},
 	[TC_FMT_DEEPSEEK] = {{{DS_CALLS_BEGIN, DS_CALLS_END, F_EOF_END, pl_deepseek, NULL, SS_DEEPSEEK}}, {NULL}},
 	[TC_FMT_DSML] = {{{"<\xef\xbd\x9c" "DSML\xef\xbd\x9c" "function_calls>",
-			   "</\xef\xbd\x9c" "DSML\xef\xbd\x9c" "function_calls>", F_EOF_END, pl_dsml, NULL},
+			   "</\xef\xbd\x9c" "DSML\xef\xbd\x9c" "function_calls>", F_EOF_END, pl_dsml, NULL, SS_XML_DSML},
 			  {"<\xef\xbd\x9c" "DSML\xef\xbd\x9c" "tool_calls>", "</\xef\xbd\x9c" "DSML\xef\xbd\x9c" "tool_calls>",
-			   F_EOF_END, pl_dsml, NULL}},
+			   F_EOF_END, pl_dsml, NULL, SS_XML_DSML}},
 			 {NULL}},
 	[TC_FMT_FUNCTIONARY_V31] = {{{"<function=", "</function>", 0, pl_fv31, NULL, SS_FV31},
-				     {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_python_code, NULL}},
+				     {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_python_code, NULL, SS_NONE}},
 				    {NULL}},
 	[TC_FMT_FUNCTIONARY_V32] = {{{">>>", NULL, F_ALWAYS, NULL, self_fv32, SS_FV32}}, {NULL}},
 	[TC_FMT_GRANITE] = {{{"<|tool_call|>", NULL, 0, NULL, self_json, SS_JSON1}}, {"<response>", "</response>"}},
 	[TC_FMT_FIREFUNCTION] = {{{"functools", NULL, 0, NULL, self_json, SS_JSON1}}, {NULL}},
-	[TC_FMT_GLM] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_glm, NULL}}, {NULL}},
-	[TC_FMT_COMMAND_R_PLUS] = {{{"Action:", NULL, 0, NULL, self_command_r}}, {NULL}},
-	[TC_FMT_HY3] = {{{"<tool_call:opensource>", "</tool_call:opensource>", 0, pl_hy3, NULL}},
+	[TC_FMT_GLM] = {{{"<tool_call>", "</tool_call>", F_EOF_END, pl_glm, NULL, SS_XML_GLM}}, {NULL}},
+	[TC_FMT_COMMAND_R_PLUS] = {{{"Action:", NULL, 0, NULL, self_command_r, SS_FENCED}}, {NULL}},
+	[TC_FMT_HY3] = {{{"<tool_call:opensource>", "</tool_call:opensource>", 0, pl_hy3, NULL, SS_XML_HY3}},
 			{"<tool_calls:opensource>", "</tool_calls:opensource>"}},
 	[TC_FMT_KIMI_K2] = {{{"<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", F_EOF_END, pl_kimi, NULL, SS_KIMI}},
 			    {NULL}},
-	[TC_FMT_HARMONY] = {{{"<|channel|>", NULL, F_ALWAYS, NULL, self_harmony_channel},
-			     {"<|start|>", NULL, F_ALWAYS, NULL, self_harmony_start}},
+	[TC_FMT_HARMONY] = {{{"<|channel|>", NULL, F_ALWAYS, NULL, self_harmony_channel, SS_HARMONY},
+			     {"<|start|>", NULL, F_ALWAYS, NULL, self_harmony_start, SS_HARMONY}},
 			    {"<|end|>", "<|return|>", "<|call|>"}},
-	[TC_FMT_COMMAND_R7B] = {{{"<|START_ACTION|>", "<|END_ACTION|>", F_EOF_END, pl_json, NULL}},
+	[TC_FMT_COMMAND_R7B] = {{{"<|START_ACTION|>", "<|END_ACTION|>", F_EOF_END, pl_json, NULL, SS_JSON}},
 				{"<|START_RESPONSE|>", "<|END_RESPONSE|>"}},
 	[TC_FMT_JSON_TAGS] = {{{"<tool_calls>", "</tool_calls>", F_EOF_END, pl_json, NULL, SS_JSON}}, {NULL}},
 	[TC_FMT_NEMOTRON_V2] = {{{"<TOOLCALL>", "</TOOLCALL>", F_EOF_END, pl_json, NULL, SS_JSON}}, {NULL}},
-	[TC_FMT_MINIMAX_M2] = {{{"<minimax:tool_call>", "</minimax:tool_call>", F_EOF_END, pl_minimax, NULL}}, {NULL}},
-	[TC_FMT_MINICPM] = {{{"<function name=\"", "</function>", F_KEEP, pl_minicpm, NULL}}, {NULL}},
-	[TC_FMT_LFM2] = {{{"<|tool_call_start|>", "<|tool_call_end|>", 0, pl_pylist, NULL}}, {NULL}},
+	[TC_FMT_MINIMAX_M2] = {{{"<minimax:tool_call>", "</minimax:tool_call>", F_EOF_END, pl_minimax, NULL, SS_XML_MINIMAX}}, {NULL}},
+	[TC_FMT_MINICPM] = {{{"<function name=\"", "</function>", F_KEEP, pl_minicpm, NULL, SS_XML_MINICPM}}, {NULL}},
+	[TC_FMT_LFM2] = {{{"<|tool_call_start|>", "<|tool_call_end|>", 0, pl_pylist, NULL, SS_PY}}, {NULL}},
 	[TC_FMT_SOLAR] = {{{"<|tool_call:begin|>", "<|tool_call:end|>", 0, pl_solar, NULL, SS_SOLAR}}, {"<|tool_calls|>", "<|calls|>"}},
-	[TC_FMT_APERTUS] = {{{"<|tools_prefix|>", "<|tools_suffix|>", F_EOF_END, pl_json, NULL}}, {NULL}},
+	[TC_FMT_APERTUS] = {{{"<|tools_prefix|>", "<|tools_suffix|>", F_EOF_END, pl_json, NULL, SS_APERTUS}}, {NULL}},
 	[TC_FMT_GIGACHAT] = {{{"<|function_call|>", NULL, 0, NULL, self_json, SS_JSON1}}, {NULL}},
-	[TC_FMT_GEMMA4] = {{{"<|tool_call>", "<tool_call|>", 0, pl_gemma, NULL}}, {NULL}},
-	[TC_FMT_KIMI_K3] = {{{"<|open|>call tool=\"", "<|close|>call<|sep|>", F_KEEP, pl_kimi3, NULL}},
+	[TC_FMT_GEMMA4] = {{{"<|tool_call>", "<tool_call|>", 0, pl_gemma, NULL, SS_GEMMA}}, {NULL}},
+	[TC_FMT_KIMI_K3] = {{{"<|open|>call tool=\"", "<|close|>call<|sep|>", F_KEEP, pl_kimi3, NULL, SS_XML_KIMI3}},
 			    {"<|open|>tools<|sep|>", "<|close|>tools<|sep|>"}},
-	[TC_FMT_MINIMAX_M3] = {{{MM3 "<tool_call>", MM3 "</tool_call>", F_EOF_END, pl_minimax3, NULL}}, {NULL}},
+	[TC_FMT_MINIMAX_M3] = {{{MM3 "<tool_call>", MM3 "</tool_call>", F_EOF_END, pl_minimax3, NULL, SS_NONE}}, {NULL}},
 };
 
 static const struct rsn_spec RSN[TC_RSN_COUNT] = {
@@ -1888,7 +1930,14 @@ static int h_wlit(const char *b, size_t lim, size_t *i, const char *lit)
 }
 
 /* the text up to `lit` (within MAX_HEADER) as a trimmed name; *i past lit */
+static int h_text(const char *b, size_t lim, size_t *i, const char *lit, char *out, size_t cap, bool raw);
 static int h_until(const char *b, size_t lim, size_t *i, const char *lit, char *out, size_t cap)
+{
+	return h_text(b, lim, i, lit, out, cap, false);
+}
+
+/* the same, untrimmed when raw (a name or key with NUL bytes fails) */
+static int h_text(const char *b, size_t lim, size_t *i, const char *lit, char *out, size_t cap, bool raw)
 {
 	size_t l = strlen(lit), end = lim - *i > MAX_HEADER + l ? *i + MAX_HEADER + l : lim;
 	const char *q = find(b + *i, end - *i, lit);
@@ -1896,8 +1945,9 @@ static int h_until(const char *b, size_t lim, size_t *i, const char *lit, char *
 		return end < lim ? S_FAIL : S_NEED;
 	const char *s = b + *i;
 	size_t n = (size_t)(q - s);
-	trim(&s, &n);
-	if (n >= cap)
+	if (!raw)
+		trim(&s, &n);
+	if (n >= cap || memchr(s, 0, n))
 		return S_FAIL;
 	memcpy(out, s, n);
 	out[n] = 0;
@@ -1912,12 +1962,10 @@ static int h_until(const char *b, size_t lim, size_t *i, const char *lit, char *
 			return rc_;                                                                                    \
 	} while (0)
 
-/* {"name": "f", "arguments": {  (or "parameters", "args") */
-static int h_jcall(struct strm *t, const char *b, size_t lim, size_t *i)
+/* a JSON string without escapes (a name or a key, at most MAX_NAME bytes)
+ * into out */
+static int h_jname(const char *b, size_t lim, size_t *i, char *out)
 {
-	H(h_wlit(b, lim, i, "{"));
-	H(h_wlit(b, lim, i, "\"name\""));
-	H(h_wlit(b, lim, i, ":"));
 	H(h_wlit(b, lim, i, "\""));
 	size_t a = *i;
 	for (; *i < lim && b[*i] != '"'; (*i)++)
@@ -1932,22 +1980,60 @@ static int h_jcall(struct strm *t, const char *b, size_t lim, size_t *i)
 	json_decref(v);
 	if (!ok)
 		return S_FAIL;
-	memcpy(t->name, b + a, nl);
-	t->name[nl] = 0;
-	H(h_wlit(b, lim, i, ","));
-	H(h_wlit(b, lim, i, "\""));
-	size_t k = *i;
-	while (*i < lim && b[*i] != '"' && *i - k < 12)
-		(*i)++;
-	if (*i == lim)
-		return S_NEED;
-	size_t kl = *i - k;
-	if (b[*i] != '"' || !((kl == 9 && !memcmp(b + k, "arguments", 9)) || (kl == 10 && !memcmp(b + k, "parameters", 10)) ||
-			      (kl == 4 && !memcmp(b + k, "args", 4))))
+	memcpy(out, b + a, nl);
+	out[nl] = 0;
+	return S_OK;
+}
+
+/* {"name": "f", "arguments": {  (or "parameters", "args"; "tool_name"; a
+ * "tool_call_id" first, as Command R7B writes) */
+static int h_jcall(struct strm *t, const char *b, size_t lim, size_t *i)
+{
+	char key[MAX_NAME + 1];
+	H(h_wlit(b, lim, i, "{"));
+	H(h_jname(b, lim, i, key));
+	if (!strcmp(key, "tool_call_id")) {
+		H(h_wlit(b, lim, i, ":"));
+		H(h_jname(b, lim, i, key));
+		H(h_wlit(b, lim, i, ","));
+		H(h_jname(b, lim, i, key));
+	}
+	if (strcmp(key, "name") && strcmp(key, "tool_name"))
 		return S_FAIL;
-	(*i)++;
+	H(h_wlit(b, lim, i, ":"));
+	H(h_jname(b, lim, i, t->name));
+	H(h_wlit(b, lim, i, ","));
+	H(h_jname(b, lim, i, key));
+	if (strcmp(key, "arguments") && strcmp(key, "parameters") && strcmp(key, "args"))
+		return S_FAIL;
 	H(h_wlit(b, lim, i, ":"));
 	return h_wlit(b, lim, i, "{");
+}
+
+/* gpt-oss: a header with to=functions.f up to <|message|>, then { */
+static int h_harmony(struct strm *t, const char *b, size_t lim, size_t *i)
+{
+	char head[MAX_HEADER + 1];
+	H(h_until(b, lim, i, "<|message|>", head, sizeof head));
+	const char *to = strstr(head, "to=");
+	if (!to)
+		return S_FAIL;
+	const char *name = to + 3;
+	size_t nl = 0;
+	while (name[nl] && !is_ws(name[nl]) && name[nl] != '<')
+		nl++;
+	if (starts(name, nl, "functions."))
+		name += 10, nl -= 10;
+	if (nl > MAX_NAME)
+		return S_FAIL;
+	memcpy(t->name, name, nl);
+	t->name[nl] = 0;
+	return h_wlit(b, lim, i, "{");
+}
+
+static bool json_list_kind(int kind)
+{
+	return kind == SS_JSON || kind == SS_JSON1 || kind == SS_JSON_OBJ || kind == SS_FENCED || kind == SS_APERTUS;
 }
 
 /* the next call's header from t->cur: up to and including the "{" that
@@ -1957,10 +2043,14 @@ static int strm_header(struct tc_parser *p, size_t lim, size_t *i)
 	struct strm *t = &p->st;
 	const char *b = p->in.p;
 	t->id[0] = 0;
+	if (t->kind == SS_FENCED && !t->ncand)
+		H(h_wlit(b, lim, i, "```json"));
 	switch (t->kind) {
 	case SS_JSON:
 	case SS_JSON1:
 	case SS_JSON_OBJ:
+	case SS_FENCED:
+	case SS_APERTUS:
 		if (t->ncand == 0) {
 			H(h_wlit(b, lim, i, "")); /* skip whitespace; text to come */
 			if (*i == lim)
@@ -1973,7 +2063,14 @@ static int strm_header(struct tc_parser *p, size_t lim, size_t *i)
 		} else if (t->kind == SS_JSON1) {
 			return S_FAIL; /* one object */
 		}
-		return h_jcall(t, b, lim, i);
+		if (t->kind != SS_APERTUS)
+			return h_jcall(t, b, lim, i);
+		H(h_wlit(b, lim, i, "{")); /* {"f": {..}} */
+		H(h_jname(b, lim, i, t->name));
+		H(h_wlit(b, lim, i, ":"));
+		return h_wlit(b, lim, i, "{");
+	case SS_HARMONY:
+		return t->ncand ? S_FAIL : h_harmony(t, b, lim, i);
 	case SS_MV11: {
 		if (t->ncand)
 			return S_FAIL;
@@ -2012,12 +2109,20 @@ static int strm_header(struct tc_parser *p, size_t lim, size_t *i)
 		if (!strcmp(t->name, "all"))
 			return S_FAIL;
 		return h_wlit(b, lim, i, "{");
-	case SS_DEEPSEEK:
+	case SS_DEEPSEEK: {
+		if (t->ncand && t->fenced)
+			H(h_wlit(b, lim, i, "```"));
 		if (t->ncand)
 			H(h_wlit(b, lim, i, DS_CALL_END));
 		H(h_wlit(b, lim, i, DS_CALL_BEGIN));
 		H(h_until(b, lim, i, DS_SEP, t->name, sizeof t->name));
-		return h_wlit(b, lim, i, "{");
+		bool fenced = !strcmp(t->name, "function"); /* R1: function<sep>f\n```json\n{..}\n``` */
+		if (fenced)
+			H(h_until(b, lim, i, "```json", t->name, sizeof t->name));
+		H(h_wlit(b, lim, i, "{"));
+		t->fenced = fenced; /* only now: a retry reads the previous call's end again */
+		return S_OK;
+	}
 	case SS_KIMI: {
 		if (t->ncand)
 			H(h_wlit(b, lim, i, "<|tool_call_end|>"));
@@ -2064,40 +2169,105 @@ static bool strm_may(struct tc_parser *p)
 	return true;
 }
 
-/* A top-level member of the arguments is complete: s[0, n) ("key": value),
- * `last` when the object closes after it. Emits its canonical text (the
- * call begins with the first one). -1: not a valid member. */
-static int strm_member(struct tc_parser *p, const char *s, size_t n, bool last)
+/* The call whose header was read last begins: CALL_BEGIN, with the index
+ * and id the commit would give it. -1 when out of memory. */
+static int strm_begin(struct tc_parser *p)
 {
 	struct strm *t = &p->st;
-	trim(&s, &n);
+	if (t->n == t->cap) {
+		int cap = t->cap ? 2 * t->cap : 4;
+		struct scall *q = realloc(t->calls, (size_t)cap * sizeof *q);
+		if (!q)
+			return -1;
+		t->calls = q;
+		t->cap = cap;
+	}
+	struct scall *c = &t->calls[t->n];
+	*c = (struct scall){0};
+	char id[80];
+	int k = p->seen_calls + t->n;
+	bool mistral = p->syn.format == TC_FMT_MISTRAL || p->syn.format == TC_FMT_MISTRAL_V11;
+	if (mistral && strlen(t->id) == 9)
+		snprintf(id, sizeof id, "%s", t->id);
+	else if (mistral)
+		make_id(p->seed, k, id, 9, "");
+	else
+		make_id(p->seed, k, id, 24, "call_");
+	c->id = strdup(id);
+	c->name = strdup(t->name);
+	if (!c->id || !c->name) {
+		free(c->id);
+		free(c->name);
+		return -1;
+	}
+	t->n++;
+	p->at_start = false;
+	if (p->emit) {
+		struct tc_event ev = {.type = TC_EV_CALL_BEGIN, .index = p->ncalls + t->n - 1, .id = c->id, .name = c->name};
+		p->emit(p->ctx, &ev);
+	}
+	return 0;
+}
+
+/* The next call's header from t->cur by hdr: S_OK (its arguments start,
+ * at bracket depth `depth`), S_NEED (wait), S_FAIL (streaming stops). */
+static int strm_head(struct tc_parser *p, int (*hdr)(struct tc_parser *, size_t, size_t *), size_t lim, bool fin,
+		     int depth)
+{
+	struct strm *t = &p->st;
+	size_t i = t->cur;
+	int rc = hdr(p, lim, &i);
+	if (rc == S_NEED && (fin || lim - t->cur > MAX_HEADER))
+		rc = S_FAIL;
+	if (rc == S_NEED)
+		return S_NEED;
+	if (rc == S_FAIL || i - t->cur > MAX_HEADER || !strm_may(p)) {
+		t->off = true;
+		return S_FAIL;
+	}
+	t->ncand++;
+	t->cur = t->mstart = i;
+	t->phase = SP_ARGS;
+	t->depth = depth;
+	t->nmem = 0;
+	t->str = t->esc = false;
+	json_decref(t->keys);
+	t->keys = json_object();
+	return S_OK;
+}
+
+/* A piece of the current call's arguments (the call begins with its first). */
+static int strm_piece(struct tc_parser *p, const char *s, size_t n)
+{
+	struct strm *t = &p->st;
+	if (t->n < t->ncand && strm_begin(p))
+		return -1;
+	strm_emit(p, t->n - 1, p->ncalls + t->n - 1, s, n);
+	return 0;
+}
+
+/* A member of the current call's arguments: key (NUL-terminated, klen
+ * bytes) and val (NULL with no key: the object closes empty), `last` when
+ * the object closes after it. Emits "{" or "," + "key":value (+ "}") as
+ * jansson's compact dump writes them (the call begins with the first).
+ * -1: not a member that can go out (a duplicate key, a NUL in the key). */
+static int strm_put(struct tc_parser *p, const char *key, size_t klen, const json_t *val, bool last)
+{
+	struct strm *t = &p->st;
 	struct buf piece = {0};
-	json_t *key = NULL, *val = NULL;
 	char *kd = NULL, *vd = NULL;
 	int rc = -1;
-	if (!n) {
+	if (!key) {
 		if (!last || t->nmem)
 			return -1;
 		buf_add(&piece, "{}", 2);
 	} else {
-		if (s[0] != '"')
-			return -1;
-		size_t k = 1;
-		while (k < n && s[k] != '"')
-			k += s[k] == '\\' ? 2 : 1;
-		if (k >= n)
-			return -1;
-		key = json_loadb(s, k + 1, JSON_DECODE_ANY, NULL);
-		size_t r = k + 1;
-		while (r < n && is_ws(s[r]))
-			r++;
-		if (!json_is_string(key) || r == n || s[r] != ':' || strlen(json_string_value(key)) != json_string_length(key) ||
-		    json_object_get(t->keys, json_string_value(key)))
-			goto out;
-		val = json_loadb(s + r + 1, n - r - 1, JSON_DECODE_ANY, NULL);
-		kd = json_dumps(key, JSON_COMPACT | JSON_ENCODE_ANY);
+		json_t *k = json_stringn(key, klen);
+		kd = k ? json_dumps(k, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+		json_decref(k);
 		vd = val ? json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-		if (!vd || !kd || json_object_set(t->keys, json_string_value(key), json_null()))
+		if (!kd || !vd || strlen(key) != klen || json_object_get(t->keys, key) ||
+		    json_object_set(t->keys, key, json_null()))
 			goto out;
 		buf_add(&piece, t->nmem ? "," : "{", 1);
 		buf_add(&piece, kd, strlen(kd));
@@ -2106,51 +2276,509 @@ static int strm_member(struct tc_parser *p, const char *s, size_t n, bool last)
 		if (last)
 			buf_add(&piece, "}", 1);
 	}
-	if (t->n < t->ncand) { /* the first member decides the call: it begins */
-		if (t->n == t->cap) {
-			int cap = t->cap ? 2 * t->cap : 4;
-			struct scall *q = realloc(t->calls, (size_t)cap * sizeof *q);
-			if (!q)
-				goto out;
-			t->calls = q;
-			t->cap = cap;
-		}
-		struct scall *c = &t->calls[t->n];
-		*c = (struct scall){0};
-		char id[80];
-		int k = p->seen_calls + t->n;
-		bool mistral = p->syn.format == TC_FMT_MISTRAL || p->syn.format == TC_FMT_MISTRAL_V11;
-		if (mistral && strlen(t->id) == 9)
-			snprintf(id, sizeof id, "%s", t->id);
-		else if (mistral)
-			make_id(p->seed, k, id, 9, "");
-		else
-			make_id(p->seed, k, id, 24, "call_");
-		c->id = strdup(id);
-		c->name = strdup(t->name);
-		if (!c->id || !c->name) {
-			free(c->id);
-			free(c->name);
-			goto out;
-		}
-		t->n++;
-		p->at_start = false;
-		if (p->emit) {
-			struct tc_event ev = {.type = TC_EV_CALL_BEGIN, .index = p->ncalls + t->n - 1, .id = c->id, .name = c->name};
-			p->emit(p->ctx, &ev);
-		}
-	}
-	strm_emit(p, t->n - 1, p->ncalls + t->n - 1, piece.p, piece.n);
+	if (!piece.p || strm_piece(p, piece.p, piece.n))
+		goto out;
 	t->calls[t->n - 1].closed = last;
 	t->nmem++;
 	rc = 0;
 out:
-	json_decref(key);
-	json_decref(val);
 	free(kd);
 	free(vd);
 	free(piece.p);
 	return rc;
+}
+
+/* A top-level member of the arguments is complete: s[0, n) ("key": value),
+ * `last` when the object closes after it. -1: not a valid member. */
+static int strm_member(struct tc_parser *p, const char *s, size_t n, bool last)
+{
+	trim(&s, &n);
+	if (!n)
+		return strm_put(p, NULL, 0, NULL, last);
+	if (s[0] != '"')
+		return -1;
+	size_t k = 1;
+	while (k < n && s[k] != '"')
+		k += s[k] == '\\' ? 2 : 1;
+	if (k >= n)
+		return -1;
+	json_t *key = json_loadb(s, k + 1, JSON_DECODE_ANY, NULL), *val = NULL;
+	size_t r = k + 1;
+	while (r < n && is_ws(s[r]))
+		r++;
+	int rc = -1;
+	if (json_is_string(key) && r < n && s[r] == ':') {
+		val = json_loadb(s + r + 1, n - r - 1, JSON_DECODE_ANY, NULL);
+		if (val)
+			rc = strm_put(p, json_string_value(key), json_string_length(key), val, last);
+	}
+	json_decref(key);
+	json_decref(val);
+	return rc;
+}
+
+/* ---- Python calls (LFM2's [f(k='v'), ..], Llama's <|python_tag|>f.call(..))
+ * and Gemma 4's call:f{k:<|"|>v<|"|>,..}: member by member. A member is
+ * complete at a ',' or the closing bracket outside strings and brackets;
+ * it is parsed with the payload parser's own value reader (py_value,
+ * gemma_value), which must take all of it, and goes out as JSON. */
+
+static bool ms_gemma(const struct strm *t)
+{
+	return t->kind == SS_GEMMA;
+}
+
+/* the next call's header: up to and including the "(" or "{" */
+static int ms_header(struct tc_parser *p, size_t lim, size_t *i)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	if (ms_gemma(t)) {
+		if (t->ncand)
+			return S_FAIL;
+		H(h_wlit(b, lim, i, "call:"));
+		H(h_text(b, lim, i, "{", t->name, sizeof t->name, true));
+		size_t j = *i;
+		int rc = h_wlit(b, lim, &j, "{"); /* call:f{{..}}: JSON text, comes whole */
+		return rc == S_FAIL ? S_OK : rc == S_OK ? S_FAIL : S_NEED;
+	}
+	if (!t->ncand) {
+		H(h_wlit(b, lim, i, ""));
+		if (*i == lim)
+			return S_NEED;
+		t->list = b[*i] == '[';
+		*i += t->list;
+	} else if (t->list) {
+		H(h_wlit(b, lim, i, ","));
+	} else {
+		return S_FAIL;
+	}
+	H(h_wlit(b, lim, i, ""));
+	size_t a = *i;
+	while (*i < lim && *i - a <= MAX_NAME + 5 && (isalnum((unsigned char)b[*i]) || strchr("_.-", b[*i])))
+		(*i)++;
+	if (*i == lim)
+		return S_NEED;
+	size_t nl = *i - a;
+	if (nl > 5 && !memcmp(b + *i - 5, ".call", 5))
+		nl -= 5;
+	if (!nl || nl > MAX_NAME)
+		return S_FAIL;
+	memcpy(t->name, b + a, nl);
+	t->name[nl] = 0;
+	return h_wlit(b, lim, i, "(");
+}
+
+/* a complete member s[0, n): key=value (Python) or key:value (Gemma) */
+static int ms_member(struct tc_parser *p, const char *s, size_t n, bool last)
+{
+	struct strm *t = &p->st;
+	trim(&s, &n);
+	if (!n)
+		return strm_put(p, NULL, 0, NULL, last);
+	size_t k = 0;
+	if (ms_gemma(t))
+		while (k < n && s[k] != ':' && s[k] != '}')
+			k++;
+	else
+		while (k < n && (isalnum((unsigned char)s[k]) || s[k] == '_'))
+			k++;
+	char key[MAX_NAME + 1];
+	if (!k || k > MAX_NAME)
+		return -1;
+	memcpy(key, s, k);
+	key[k] = 0;
+	struct py y = {s, n, k, 0};
+	if (!py_lit(&y, ms_gemma(t) ? ":" : "="))
+		return -1;
+	json_t *v = ms_gemma(t) ? gemma_value(&y) : py_value(&y);
+	int rc = v && rest_is_ws(s, n, y.i) ? strm_put(p, key, k, v, last) : -1;
+	json_decref(v);
+	return rc;
+}
+
+/* Stream the members b[t->cur, lim) completes. */
+static void ms_run(struct tc_parser *p, size_t lim, bool fin)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	bool gemma = ms_gemma(t);
+	size_t gl = strlen(GQ);
+	while (!t->off && lim >= t->cur) {
+		size_t i = t->cur;
+		if (t->phase == SP_CALL) {
+			if (strm_head(p, ms_header, lim, fin, 0) != S_OK)
+				return;
+			continue;
+		}
+		bool end = false;
+		for (; i < lim && !t->off && !end; i++) {
+			char c = b[i];
+			size_t q = lim - i < gl ? lim - i : gl;
+			if (gemma && c == '<' && !memcmp(b + i, GQ, q)) {
+				if (q < gl)
+					break; /* maybe a quote: more text */
+				t->str = !t->str;
+				i += gl - 1;
+			} else if (t->str) {
+				if (t->esc)
+					t->esc = false;
+				else if (c == '\\' && !gemma)
+					t->esc = true;
+				else if (c == t->quote && !gemma)
+					t->str = false;
+			} else if (!gemma && (c == '\'' || c == '"')) {
+				t->str = true;
+				t->quote = c;
+			} else if (c == '(' || c == '[' || c == '{') {
+				t->off = ++t->depth > STRM_DEPTH;
+			} else if ((c == ')' || c == ']' || c == '}') && t->depth) {
+				t->depth--;
+			} else if (c == ',' || c == (gemma ? '}' : ')')) {
+				end = c != ',';
+				t->off = ms_member(p, b + t->mstart, i - t->mstart, end) != 0;
+				t->mstart = i + 1;
+			} else if (c == ')' || c == ']' || c == '}') {
+				t->off = true;
+			}
+		}
+		t->cur = i;
+		if (end)
+			t->phase = SP_CALL; /* the next call of a list, if any */
+		else if (!t->off && fin)
+			t->off = true;
+		if (!end)
+			return;
+	}
+}
+
+/* ---- tagged parameters (Qwen3-Coder XML, GLM, MiniMax, DSML, ...): the
+ * call begins with its first parameter's first piece: `{"key":` and a
+ * string's text as it arrives (JSON-escaped, whole UTF-8 characters, none
+ * of what may still be a closing tag or a newline the parser strips), or
+ * a value typed JSON (a number, an object, a schema that is not "string")
+ * whole at its closing tag; "}" at the call's end. Every byte emitted is
+ * decided by the bytes before it, so the split of the text changes the
+ * pieces, never their concatenation. */
+
+enum { SP_PARAM = SP_AFTER + 1, SP_VALUE };
+
+#define XF_STRIP_NL 1 /* one newline after a value's opener and before its closer go (Qwen) */
+#define XF_TRIM 2     /* the name and keys are trimmed (GLM) */
+#define XF_ONE 4      /* one call in a section */
+#define XF_EATEN 8    /* name_end is the first key's opener (GLM) */
+#define XF_ATTRS 16   /* string="true|false" attributes and CDATA values (invoke_list) */
+#define XF_KTYPE 32   /* type="string": a string, else JSON (Kimi K3) */
+
+/* the literals of a syntax, as its payload parser reads them: `expect`
+ * ones may follow whitespace, `until` ones end the text before them */
+struct xsyn {
+	const char *call;       /* expect: opens a call ("" none) */
+	const char *name_end;   /* until: ends the name */
+	const char *name_gt;    /* expect: then (or NULL) */
+	const char *name_attrs; /* until: then attributes up to it (or NULL) */
+	const char *sep;        /* a separator that may end the name before name_end (Hy3) */
+	const char *not_after;  /* the call is not streamed when this follows (Kimi K3's JSON form) */
+	const char *key;        /* expect: opens a parameter */
+	const char *key_end;    /* until: ends its key */
+	const char *attrs_end;  /* until: then attributes up to it (or NULL) */
+	const char *val;        /* expect: then opens the value (or NULL) */
+	const char *val_end;    /* until: ends the value */
+	const char *call_end;   /* expect: ends the call (NULL: the section's end does) */
+	int flags;
+};
+
+#define DSML_TAG(t) "\xef\xbd\x9c" "DSML" "\xef\xbd\x9c" t
+static const struct xsyn XS[] = {
+	[SS_XML_QWEN - SS_XML] = {"<function=", ">", NULL, NULL, NULL, NULL, "<parameter=", ">", NULL, NULL,
+				  "</parameter>", "</function>", XF_STRIP_NL},
+	[SS_XML_QWEN_FN - SS_XML] = {"", ">", NULL, NULL, NULL, NULL, "<parameter=", ">", NULL, NULL, "</parameter>", NULL,
+				     XF_STRIP_NL | XF_ONE},
+	[SS_XML_GLM - SS_XML] = {"", "<arg_key>", NULL, NULL, "<tool_sep>", NULL, "<arg_key>", "</arg_key>", NULL,
+				 "<arg_value>", "</arg_value>", NULL, XF_TRIM | XF_ONE | XF_EATEN},
+	[SS_XML_HY3 - SS_XML] = {"", "<arg_key:opensource>", NULL, NULL, "<tool_sep:opensource>", NULL,
+				 "<arg_key:opensource>", "</arg_key:opensource>", NULL, "<arg_value:opensource>",
+				 "</arg_value:opensource>", NULL, XF_TRIM | XF_ONE | XF_EATEN},
+	[SS_XML_MINIMAX - SS_XML] = {"<invoke name=\"", "\"", ">", NULL, NULL, NULL, "<parameter name=\"", "\"", ">", NULL,
+				     "</parameter>", "</invoke>", XF_ATTRS},
+	[SS_XML_DSML - SS_XML] = {"<" DSML_TAG("invoke name=\""), "\"", ">", NULL, NULL, NULL,
+				  "<" DSML_TAG("parameter name=\""), "\"", ">", NULL, "</" DSML_TAG("parameter>"),
+				  "</" DSML_TAG("invoke>"), XF_ATTRS},
+	[SS_XML_MINICPM - SS_XML] = {"<function name=\"", "\"", ">", NULL, NULL, NULL, "<param name=\"", "\"", ">", NULL,
+				     "</param>", NULL, XF_ATTRS | XF_ONE},
+	[SS_XML_KIMI3 - SS_XML] = {"<|open|>call tool=\"", "\"", NULL, "<|sep|>", NULL, "<|open|>json",
+				   "<|open|>argument key=\"", "\"", "<|sep|>", NULL, "<|close|>argument<|sep|>", NULL,
+				   XF_KTYPE | XF_ONE},
+};
+
+/* bytes at the end of b[from, lim) that may be the start of marker m */
+static size_t tail_prefix(const char *b, size_t from, size_t lim, const char *m)
+{
+	for (size_t k = strlen(m) - 1; k > 0; k--)
+		if (lim - from >= k && !memcmp(b + lim - k, m, k))
+			return k;
+	return 0;
+}
+
+/* How many bytes of s[0, n) are whole UTF-8 characters that jansson
+ * accepts; *bad when an invalid sequence follows them (an unfinished one
+ * at the end is neither). */
+static size_t utf8_prefix(const unsigned char *s, size_t n, bool *bad)
+{
+	size_t i = 0;
+	*bad = false;
+	while (i < n) {
+		unsigned c = s[i];
+		size_t l = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+		uint32_t v = l == 1 ? c : c & (0x7Fu >> l);
+		size_t k = 1;
+		for (; k < l && i + k < n; k++) {
+			if ((s[i + k] & 0xC0) != 0x80)
+				break;
+			v = v << 6 | (s[i + k] & 0x3F);
+		}
+		if (l && k < l && i + k == n)
+			return i; /* unfinished */
+		if (!l || k < l || (l == 3 && v < 0x800) || (l == 4 && v < 0x10000) || v > 0x10FFFF ||
+		    (v >= 0xD800 && v <= 0xDFFF)) {
+			*bad = true;
+			return i;
+		}
+		i += l;
+	}
+	return i;
+}
+
+/* the call's header: its name (and attributes) */
+static int xs_header(struct tc_parser *p, const struct xsyn *x, size_t lim, size_t *i)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	char attrs[MAX_HEADER + 1];
+	if (t->ncand && (x->flags & XF_ONE))
+		return S_FAIL;
+	if (*x->call)
+		H(h_wlit(b, lim, i, x->call));
+	H(h_text(b, lim, i, x->name_end, t->name, sizeof t->name, !(x->flags & XF_TRIM)));
+	char *sep = x->sep ? strstr(t->name, x->sep) : NULL;
+	if (sep) { /* name<tool_sep>ws<arg_key> */
+		if (!rest_is_ws(sep, strlen(sep), strlen(x->sep)))
+			return S_FAIL;
+		*sep = 0;
+		const char *nm = t->name;
+		size_t nl = strlen(nm);
+		trim(&nm, &nl);
+		memmove(t->name, nm, nl);
+		t->name[nl] = 0;
+	}
+	if (x->name_gt)
+		H(h_wlit(b, lim, i, x->name_gt));
+	if (x->name_attrs)
+		H(h_text(b, lim, i, x->name_attrs, attrs, sizeof attrs, true));
+	if (x->not_after) {
+		size_t j = *i;
+		int rc = h_wlit(b, lim, &j, x->not_after);
+		if (rc != S_FAIL)
+			return rc == S_OK ? S_FAIL : S_NEED;
+	}
+	if (!strm_may(p))
+		return S_FAIL;
+	t->ncand++;
+	t->nmem = 0;
+	t->eaten = x->flags & XF_EATEN;
+	json_decref(t->keys);
+	t->keys = json_object();
+	t->phase = SP_PARAM;
+	return S_OK;
+}
+
+/* the call's end: "}" (or "{}" when it had no parameters: it begins) */
+static int xs_close(struct tc_parser *p)
+{
+	struct strm *t = &p->st;
+	bool begun = t->n == t->ncand;
+	if (strm_piece(p, begun ? "}" : "{}", begun ? 1 : 2))
+		return -1;
+	t->calls[t->n - 1].closed = true;
+	t->phase = SP_CALL;
+	return 0;
+}
+
+/* the next parameter's key (and attributes), or the call's end */
+static int xs_param(struct tc_parser *p, const struct xsyn *x, size_t lim, size_t *i)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	char attrs[MAX_HEADER + 1];
+	if (!t->eaten) {
+		size_t j = *i;
+		int rc = x->call_end ? h_wlit(b, lim, &j, x->call_end) : S_FAIL;
+		if (rc == S_OK) {
+			*i = j;
+			return xs_close(p) ? S_FAIL : S_OK;
+		}
+		if (rc == S_NEED)
+			return S_NEED;
+		H(h_wlit(b, lim, i, x->key));
+	}
+	H(h_text(b, lim, i, x->key_end, t->key, sizeof t->key, !(x->flags & XF_TRIM)));
+	t->force = 0;
+	if (x->attrs_end) {
+		H(h_text(b, lim, i, x->attrs_end, attrs, sizeof attrs, true));
+		if (x->flags & XF_ATTRS)
+			t->force = attr_force(attrs, strlen(attrs));
+		else
+			t->force = strstr(attrs, "type=\"string\"") ? 1 : -1;
+	}
+	if (x->val)
+		H(h_wlit(b, lim, i, x->val));
+	if (!*t->key || json_object_get(t->keys, t->key) || json_object_set(t->keys, t->key, json_null()))
+		return S_FAIL; /* no key, or twice: the last value would win */
+	t->eaten = false;
+	t->phase = SP_VALUE;
+	t->vmode = 0;
+	t->vpre = false;
+	t->vstart = t->vemit = t->vscan = *i;
+	return S_OK;
+}
+
+/* A piece of the current value: `,"key":` first (with `"` for a string),
+ * then s[0, n) (escaped inside a string, as is for a JSON value), then
+ * `"` when close. */
+static int xs_emit(struct tc_parser *p, const char *s, size_t n, bool str, bool close)
+{
+	struct strm *t = &p->st;
+	if (!n && !close)
+		return 0;
+	struct buf piece = {0};
+	int rc = -1;
+	if (!t->vpre) {
+		json_t *k = json_string(t->key);
+		char *kd = k ? json_dumps(k, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+		json_decref(k);
+		if (!kd)
+			return -1;
+		buf_add(&piece, t->nmem ? "," : "{", 1);
+		buf_add(&piece, kd, strlen(kd));
+		buf_add(&piece, str ? ":\"" : ":", str ? 2 : 1);
+		free(kd);
+	}
+	if (str && n) {
+		json_t *v = json_stringn(s, n);
+		char *d = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
+		json_decref(v);
+		if (!d)
+			goto out;
+		buf_add(&piece, d + 1, strlen(d) - 2);
+		free(d);
+	} else {
+		buf_add(&piece, s, n);
+	}
+	if (str && close)
+		buf_add(&piece, "\"", 1);
+	if (!piece.p || strm_piece(p, piece.p, piece.n))
+		goto out;
+	t->vpre = true;
+	t->calls[t->n - 1].instr = str && !close;
+	rc = 0;
+out:
+	free(piece.p);
+	return rc;
+}
+
+/* the value: a string streams as it comes, other values at their end */
+static int xs_value(struct tc_parser *p, const struct xsyn *x, size_t lim, size_t *i)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	const char *q = find(b + t->vscan, lim - t->vscan, x->val_end);
+	size_t end = q ? (size_t)(q - b) : lim, el = strlen(x->val_end);
+	/* the call ends inside the value: it will not parse; a string goes
+	 * out up to there (what a stream of any split has sent by then) */
+	const char *c = x->call_end ? find(b + t->vscan, end - t->vscan, x->call_end) : NULL;
+	if (c) {
+		end = (size_t)(c - b);
+		q = NULL;
+	}
+	if (!q) {
+		size_t ml = el, cl = x->call_end ? strlen(x->call_end) : 0;
+		ml = (cl > ml ? cl : ml) - 1;
+		t->vscan = lim - t->vstart > ml ? lim - ml : t->vstart;
+	}
+	if (!t->vmode) {
+		if (end == t->vstart && !q)
+			return c ? S_FAIL : S_NEED;
+		const char *ty = param_type(p, t->name, strlen(t->name), t->key, strlen(t->key));
+		bool str = t->force > 0 || (!t->force && ty && !strcmp(ty, "string"));
+		if ((x->flags & XF_ATTRS) && end > t->vstart && b[t->vstart] == '<')
+			str = false; /* maybe CDATA: decided at the end */
+		t->vmode = str ? 1 : 2;
+		if ((x->flags & XF_STRIP_NL) && end > t->vstart && b[t->vstart] == '\n')
+			t->vemit++;
+	}
+	if (t->vmode == 1) {
+		size_t safe = end;
+		if (!q && !c) {
+			size_t h = tail_prefix(b, t->vemit, lim, x->val_end);
+			size_t h2 = x->call_end ? tail_prefix(b, t->vemit, lim, x->call_end) : 0;
+			safe = lim - (h > h2 ? h : h2);
+		}
+		if ((x->flags & XF_STRIP_NL) && safe > t->vemit && b[safe - 1] == '\n')
+			safe--;
+		bool bad;
+		size_t ok = utf8_prefix((const unsigned char *)b + t->vemit, safe - t->vemit, &bad);
+		bool close = q && !bad && ok == safe - t->vemit;
+		if (xs_emit(p, b + t->vemit, ok, true, close))
+			return S_FAIL;
+		t->vemit += ok;
+		if (bad || c || (q && !close))
+			return S_FAIL; /* not UTF-8 (or cut): the parse will fail */
+		if (!q)
+			return S_NEED;
+	} else {
+		if (!q)
+			return c ? S_FAIL : S_NEED;
+		const char *v = b + t->vstart;
+		size_t vl = end - t->vstart;
+		int force = t->force;
+		if (x->flags & XF_STRIP_NL)
+			strip_nl(&v, &vl);
+		if (x->flags & XF_ATTRS)
+			cdata(&v, &vl, &force);
+		json_t *j = typed_value(p, t->name, strlen(t->name), t->key, strlen(t->key), v, vl, force);
+		char *d = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+		json_decref(j);
+		int rc = d ? xs_emit(p, d, strlen(d), false, true) : -1;
+		free(d);
+		if (rc)
+			return S_FAIL;
+	}
+	t->nmem++;
+	t->phase = SP_PARAM;
+	*i = end + el;
+	return S_OK;
+}
+
+/* Stream the tagged parameters b[t->cur, lim) decide. */
+static void xs_run(struct tc_parser *p, size_t lim, bool fin)
+{
+	struct strm *t = &p->st;
+	const struct xsyn *x = &XS[t->kind - SS_XML];
+	while (!t->off && lim >= t->cur) {
+		size_t i = t->cur;
+		int rc = t->phase == SP_VALUE ? xs_value(p, x, lim, &i)
+			 : t->phase == SP_PARAM ? xs_param(p, x, lim, &i)
+						: xs_header(p, x, lim, &i);
+		if (rc == S_NEED && (fin || (t->phase != SP_VALUE && lim - t->cur > MAX_HEADER)))
+			rc = S_FAIL;
+		if (rc == S_NEED)
+			return;
+		if (rc == S_FAIL) {
+			t->off = true;
+			return;
+		}
+		t->cur = i;
+	}
 }
 
 /* Stream what b[t->cur, lim) decides; fin: nothing more will come before lim. */
@@ -2158,30 +2786,28 @@ static void strm_run(struct tc_parser *p, size_t lim, bool fin)
 {
 	struct strm *t = &p->st;
 	const char *b = p->in.p;
+	if (t->kind == SS_JSON_OBJ && !t->ncand) { /* Llama's <|python_tag|>: JSON or f.call(..) */
+		size_t i = t->cur;
+		while (i < lim && is_ws(b[i]))
+			i++;
+		if (i < lim && b[i] != '{')
+			t->kind = SS_PY;
+	}
+	if (t->kind >= SS_XML)
+		xs_run(p, lim, fin);
+	else if (t->kind == SS_PY || t->kind == SS_GEMMA)
+		ms_run(p, lim, fin);
+	if (t->kind >= SS_PY)
+		return;
 	while (!t->off && lim >= t->cur) {
 		size_t i = t->cur;
 		if (t->phase == SP_CALL) {
-			int rc = strm_header(p, lim, &i);
-			if (rc == S_NEED && (fin || lim - t->cur > MAX_HEADER))
-				rc = S_FAIL;
-			if (rc == S_NEED)
+			if (strm_head(p, strm_header, lim, fin, 1) != S_OK)
 				return;
-			if (rc == S_FAIL || i - t->cur > MAX_HEADER || !strm_may(p)) {
-				t->off = true;
-				return;
-			}
-			t->ncand++;
-			t->cur = t->mstart = i;
-			t->phase = SP_ARGS;
-			t->depth = 1;
-			t->nmem = 0;
-			t->str = t->esc = false;
-			json_decref(t->keys);
-			t->keys = json_object();
 			continue;
 		}
 		bool args = t->phase == SP_ARGS;
-		if (!args && t->kind != SS_JSON && t->kind != SS_JSON1 && t->kind != SS_JSON_OBJ) {
+		if (!args && !json_list_kind(t->kind)) {
 			/* headed calls: the next header says the rest */
 			if (t->kind == SS_DEEPSEEK || t->kind == SS_KIMI)
 				t->phase = SP_CALL;
@@ -2262,7 +2888,7 @@ static void strm_break(struct tc_parser *p)
 	struct strm *t = &p->st;
 	for (int j = 0; j < t->n; j++) {
 		if (!t->calls[j].closed)
-			strm_emit(p, j, p->ncalls, "}", 1);
+			strm_emit(p, j, p->ncalls, t->calls[j].instr ? "\"}" : "}", t->calls[j].instr ? 2 : 1);
 		strm_final(p, j, t->calls[j].args.p ? t->calls[j].args.p : "{}");
 	}
 	pend_clear(p);
@@ -2676,4 +3302,322 @@ void tc_message_free(struct tc_message *m)
 	}
 	free(m->calls);
 	memset(m, 0, sizeof *m);
+}
+
+/* ------------------------------------------- strict calls under "auto" */
+
+/* How calls are written in the syntaxes tc_strict_grammar constrains, with
+ * the canonical spacing of their templates: after the trigger,
+ *   open call (sep call)* close          (sep NULL: one call)
+ *   call ::= pre NAME name_close ARGS post
+ * where ARGS are tagged parameters (kopen KEY kclose VALUE vclose ..., a
+ * raw string value never containing `avoid`: each of those starts with
+ * '<' and has no other '<') or, without kopen, the arguments' JSON. */
+static const struct xgram {
+	enum tc_format f;
+	const char *trigger, *open, *sep, *close, *pre, *name_close, *post;
+	const char *kopen, *kclose, *vclose;
+	const char *avoid[4];
+	const char *kclose_json; /* kclose before a value that is not a string (NULL: kclose) */
+	const char *open2, *close2; /* another pair around the calls (or NULL) */
+} XG[] = {
+	{TC_FMT_QWEN3_XML, "<tool_call>", "\n", NULL, "</tool_call>", "<function=", ">\n", "</function>\n", "<parameter=",
+	 ">\n", "\n</parameter>\n", {"</parameter>", "</function>", "</tool_call>"}, NULL, NULL, NULL},
+	{TC_FMT_SEED_XML, "<seed:tool_call>", "\n", NULL, "</seed:tool_call>", "<function=", ">\n", "</function>\n",
+	 "<parameter=", ">\n", "\n</parameter>\n", {"</parameter>", "</function>", "</seed:tool_call>"}, NULL, NULL, NULL},
+	{TC_FMT_GLM, "<tool_call>", "", NULL, "</tool_call>", "", "\n", "", "<arg_key>", "</arg_key>\n<arg_value>",
+	 "</arg_value>\n", {"</arg_value>", "</tool_call>"}, NULL, NULL, NULL},
+	{TC_FMT_MINIMAX_M2, "<minimax:tool_call>", "\n", NULL, "</minimax:tool_call>", "<invoke name=\"", "\">\n",
+	 "</invoke>\n", "<parameter name=\"", "\">", "</parameter>\n", {"</parameter>", "</invoke>", "</minimax:tool_call>"}, NULL, NULL, NULL},
+	{TC_FMT_HY3, "<tool_call:opensource>", "", NULL, "</tool_call:opensource>", "", "<tool_sep:opensource>\n", "",
+	 "<arg_key:opensource>", "</arg_key:opensource>\n<arg_value:opensource>", "</arg_value:opensource>\n",
+	 {"</arg_value:opensource>", "</tool_call:opensource>"}, NULL, NULL, NULL},
+	{TC_FMT_MINICPM, "<function name=\"", "", NULL, "</function>", "", "\">", "", "<param name=\"", "\">", "</param>",
+	 {"</param>", "</function>"}, NULL, NULL, NULL},
+	/* DeepSeek V3.2 writes function_calls, V4 tool_calls: the trigger is their common start */
+	{TC_FMT_DSML, "<" DSML_TAG(""), "function_calls>\n", NULL, "</" DSML_TAG("function_calls>"),
+	 "<" DSML_TAG("invoke name=\""), "\">\n", "</" DSML_TAG("invoke>\n"), "<" DSML_TAG("parameter name=\""),
+	 "\" string=\"true\">", "</" DSML_TAG("parameter>\n"),
+	 {"</" DSML_TAG("parameter>"), "</" DSML_TAG("invoke>"), "</" DSML_TAG("function_calls>"), "</" DSML_TAG("tool_calls>")},
+	 "\" string=\"false\">", "tool_calls>\n", "</" DSML_TAG("tool_calls>")},
+	{TC_FMT_MISTRAL_V11, "[TOOL_CALLS]", "", NULL, "", "", "[ARGS]", "", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	{TC_FMT_FUNCTIONARY_V31, "<function=", "", NULL, "", "", ">", "</function>", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	{TC_FMT_LLAMA3, "<|python_tag|>", "", NULL, "", "{\"name\": \"", "\", \"parameters\": ", "}", NULL, NULL, NULL,
+	 {NULL}, NULL, NULL, NULL},
+	{TC_FMT_FIREFUNCTION, "functools", "[", ", ", "]", "{\"name\": \"", "\", \"arguments\": ", "}", NULL, NULL, NULL,
+	 {NULL}, NULL, NULL, NULL},
+	{TC_FMT_COMMAND_R7B, "<|START_ACTION|>", "[\n    ", ",\n    ", "\n]", "{\"tool_call_id\": \"0\", \"tool_name\": \"",
+	 "\", \"parameters\": ", "}", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	{TC_FMT_COMMAND_R_PLUS, "Action:", " ```json\n[", ", ", "]\n```", "{\"tool_name\": \"", "\", \"parameters\": ", "}",
+	 NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	{TC_FMT_APERTUS, "<|tools_prefix|>", "[", ", ", "]", "{\"", "\": ", "}", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+};
+
+static void g_add(struct buf *g, const char *s)
+{
+	buf_add(g, s, strlen(s));
+}
+
+/* a GBNF string literal of s[0, n) */
+static void g_lit(struct buf *g, const char *s, size_t n)
+{
+	buf_add(g, "\"", 1);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char e[8];
+		if (c == '"' || c == '\\')
+			snprintf(e, sizeof e, "\\%c", c);
+		else if (c < 0x20 || c == 0x7f)
+			snprintf(e, sizeof e, "\\x%02x", c);
+		else
+			snprintf(e, sizeof e, "%c", c);
+		g_add(g, e);
+	}
+	buf_add(g, "\"", 1);
+}
+
+static void g_str(struct buf *g, const char *s)
+{
+	g_lit(g, s, strlen(s));
+}
+
+/* the UTF-8 character at s (its bytes) */
+static size_t u8_clen(const char *s)
+{
+	unsigned char c = (unsigned char)*s;
+	size_t l = c < 0xC0 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+	for (size_t k = 1; k < l; k++)
+		if (!s[k])
+			return k;
+	return l;
+}
+
+/* one character as GBNF writes it inside a literal or a class */
+static void g_char(struct buf *g, const char *c, size_t l)
+{
+	if (l == 1 && (strchr("\"\\[]^-", *c) || (unsigned char)*c < 0x20)) {
+		char e[8];
+		snprintf(e, sizeof e, "\\x%02x", (unsigned char)*c);
+		g_add(g, e);
+	} else {
+		buf_add(g, c, l);
+	}
+}
+
+/* rules xt0.. : any text (UTF-8) that contains none of x->avoid; xt0 is
+ * the start. States are the proper prefixes of the markers (whole
+ * characters): a character that goes on with a marker moves on, '<'
+ * starts again at "<", anything else goes back to the start; a whole
+ * marker has no way in. */
+static void g_text(struct buf *g, const struct xgram *x)
+{
+	const char *st[96];
+	size_t sl[96];
+	int n = 1;
+	st[0] = "";
+	sl[0] = 0;
+	for (int m = 0; m < 4 && x->avoid[m]; m++)
+		for (size_t l = u8_clen(x->avoid[m]); l < strlen(x->avoid[m]) && n < 96; l += u8_clen(x->avoid[m] + l)) {
+			bool seen = false;
+			for (int k = 0; k < n; k++)
+				seen = seen || (sl[k] == l && !memcmp(st[k], x->avoid[m], l));
+			if (!seen) {
+				st[n] = x->avoid[m];
+				sl[n++] = l;
+			}
+		}
+	for (int k = 0; k < n; k++) {
+		char e[48];
+		struct buf cls = {0};
+		const char *seen[8];
+		int ns = 0;
+		snprintf(e, sizeof e, "xt%d ::= ", k);
+		g_add(g, e);
+		for (int m = 0; m < 4 && x->avoid[m]; m++) {
+			const char *a = x->avoid[m];
+			if (strlen(a) <= sl[k] || memcmp(a, st[k], sl[k]))
+				continue; /* a marker that does not go on from this prefix */
+			const char *c = a + sl[k];
+			size_t cl = u8_clen(c);
+			bool dup = false;
+			for (int j = 0; j < ns; j++)
+				dup = dup || !strncmp(seen[j], c, cl);
+			if (*c == '<' || dup || ns == 8)
+				continue;
+			seen[ns++] = c;
+			g_char(&cls, c, cl);
+			for (int j = 0; j < n; j++) /* else the character completes a marker: no way on */
+				if (sl[j] == sl[k] + cl && !memcmp(st[j], a, sl[j])) {
+					g_add(g, "\"");
+					g_char(g, c, cl);
+					snprintf(e, sizeof e, "\" xt%d | ", j);
+					g_add(g, e);
+				}
+		}
+		g_add(g, "\"<\" xt1 | [^<");
+		if (cls.p)
+			g_add(g, cls.p);
+		g_add(g, "] xt0 | \"\"\n");
+		free(cls.p);
+	}
+}
+
+static bool has_key(const json_t *v, const char *key)
+{
+	const char *k;
+	json_t *x;
+	size_t i;
+	if (json_is_array(v))
+		json_array_foreach(v, i, x) if (has_key(x, key)) return true;
+	if (json_is_object(v))
+		json_object_foreach((json_t *)v, k, x) if (!strcmp(k, key) || has_key(x, key)) return true;
+	return false;
+}
+
+/* One parameter's value: raw text for a "string" (its enum or const as
+ * literals), else %json with its schema. -1: a string constraint raw text
+ * cannot be held to. */
+static int g_value(struct buf *g, const json_t *ps)
+{
+	const char *ty = json_string_value(json_object_get(ps, "type"));
+	if (!ty || strcmp(ty, "string")) {
+		char *d = json_dumps(ps, JSON_COMPACT);
+		if (!d)
+			return -1;
+		g_add(g, "%json ");
+		g_add(g, d);
+		g_add(g, " ");
+		free(d);
+		return 0;
+	}
+	if (json_object_get(ps, "pattern") || json_object_get(ps, "format") || json_object_get(ps, "minLength") ||
+	    json_object_get(ps, "maxLength"))
+		return -1;
+	json_t *en = json_object_get(ps, "enum"), *c = json_object_get(ps, "const"), *v;
+	size_t i, n = 0;
+	if (json_is_string(c)) {
+		g_lit(g, json_string_value(c), json_string_length(c));
+		return 0;
+	}
+	if (c || (en && !json_is_array(en)))
+		return -1;
+	if (!en) {
+		g_add(g, "xt0 ");
+		return 0;
+	}
+	g_add(g, "(");
+	json_array_foreach(en, i, v)
+	{
+		if (!json_is_string(v))
+			continue;
+		g_add(g, n++ ? " | " : "");
+		g_lit(g, json_string_value(v), json_string_length(v));
+	}
+	g_add(g, ") ");
+	return n ? 0 : -1;
+}
+
+/* One tool's arguments: a strict tool's parameters (JSON held to its
+ * schema; or each tagged parameter in the schema's order, the required
+ * ones always), else any. */
+static int g_call(struct buf *g, const struct xgram *x, const json_t *f)
+{
+	const json_t *pa = json_object_get(f, "parameters");
+	bool strict = json_is_true(json_object_get(f, "strict")) && json_is_object(pa);
+	if (!x->kopen) {
+		char *d = strict ? json_dumps(pa, JSON_COMPACT) : NULL;
+		g_add(g, "%json ");
+		g_add(g, d ? d : "{\"type\":\"object\"}");
+		g_add(g, " ");
+		free(d);
+		return strict && !d ? -1 : 0;
+	}
+	if (!strict) {
+		g_add(g, "( ");
+		g_str(g, x->kopen);
+		g_add(g, " [A-Za-z0-9_.-]{1,64} ");
+		g_str(g, x->kclose);
+		g_add(g, " xt0 ");
+		g_str(g, x->vclose);
+		g_add(g, ")*");
+		return 0;
+	}
+	if (has_key(pa, "$ref"))
+		return -1; /* a property's schema alone could not resolve it */
+	const json_t *req = json_object_get(pa, "required");
+	const char *k;
+	json_t *ps;
+	json_object_foreach(json_object_get(pa, "properties"), k, ps)
+	{
+		bool required = false;
+		size_t i;
+		json_t *r;
+		json_array_foreach(req, i, r) required = required || (json_is_string(r) && !strcmp(json_string_value(r), k));
+		char key[MAX_NAME + 8];
+		const char *ty = json_string_value(json_object_get(ps, "type"));
+		bool str = ty && !strcmp(ty, "string");
+		snprintf(key, sizeof key, "%s%s", x->kopen, k);
+		g_add(g, "( ");
+		g_str(g, key);
+		g_add(g, " ");
+		g_str(g, !str && x->kclose_json ? x->kclose_json : x->kclose);
+		g_add(g, " ");
+		if (!valid_name(k, strlen(k)) || g_value(g, ps))
+			return -1;
+		g_str(g, x->vclose);
+		g_add(g, required ? ") " : ")? ");
+	}
+	return 0;
+}
+
+int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigger, char **gbnf)
+{
+	const struct xgram *x = NULL;
+	for (size_t i = 0; i < sizeof XG / sizeof XG[0]; i++)
+		if (XG[i].f == f)
+			x = &XG[i];
+	*gbnf = NULL;
+	if (!x || !json_array_size(tools))
+		return 1;
+	struct buf g = {0};
+	g_add(&g, "root ::= ");
+	for (int k = 0; k < (x->open2 ? 2 : 1); k++) {
+		g_add(&g, k ? " | " : "");
+		g_str(&g, k ? x->open2 : x->open);
+		g_add(&g, " call ");
+		if (x->sep) {
+			g_add(&g, "( ");
+			g_str(&g, x->sep);
+			g_add(&g, " call )* ");
+		}
+		g_str(&g, k ? x->close2 : x->close);
+	}
+	g_add(&g, "\ncall ::= ");
+	for (size_t i = 0; i < json_array_size(tools); i++) {
+		const json_t *t = json_array_get(tools, i), *fn = json_object_get(t, "function");
+		const char *name = json_string_value(json_object_get(fn ? fn : t, "name"));
+		if (!name || !valid_name(name, strlen(name)))
+			goto none;
+		g_add(&g, i ? "\n  | " : "");
+		g_str(&g, x->pre);
+		g_add(&g, " ");
+		g_str(&g, name);
+		g_add(&g, " ");
+		g_str(&g, x->name_close);
+		g_add(&g, " ");
+		if (g_call(&g, x, fn ? fn : t))
+			goto none;
+		g_str(&g, x->post);
+	}
+	g_add(&g, "\n");
+	if (x->kopen)
+		g_text(&g, x);
+	if (!g.p)
+		return -1;
+	*trigger = x->trigger;
+	*gbnf = g.p;
+	return 0;
+none:
+	free(g.p);
+	return 1;
 }

