@@ -417,6 +417,107 @@ static int q8_path(struct cu_backend *cb, float *out, const struct tensor *w, co
 	return 1;
 }
 
+/* The products of a step of n tokens run on the warp kernels (and in CUDA
+ * graphs) rather than cuBLAS */
+static int small_step(const struct cu_backend *cb, int n)
+{
+	return n < cb->blas_min && (!cb->mixed_min || n < cb->mixed_min);
+}
+
+/* Several matrices against one input (q/k/v stacked, or gate/up with
+ * swiglu), rmsnorm(x) by norm first, in the fewest launches: 8-bit
+ * activations (norm and quantization in one kernel, then one dp4a launch)
+ * in the default mode, else one float-activation launch with the norm in
+ * its prologue. Returns 0 when neither applies (the caller runs the ops one
+ * by one, with the same results bitwise in gpu_exact). */
+static int fused(struct cu_backend *cb, const k_mats *mt, int cols, const float *x, const struct tensor *norm, int n,
+		 float eps)
+{
+	if (!small_step(cb, n))
+		return 0;
+	int nm = mt->swiglu ? 2 : mt->rows[2] ? 3 : mt->rows[1] ? 2 : 1, q8 = cb->mixed_min && cols % 256 == 0;
+	for (int i = 0; i < nm; i++)
+		q8 &= mt->type[i] == DT_Q8_0 || mt->type[i] == DT_Q4_K || mt->type[i] == DT_Q6_K;
+	if (q8) {
+		size_t nq = (size_t)n * cols;
+		uint8_t *buf = (uint8_t *)cb->base.ops->alloc(&cb->base, (nq + nq / 32 * 8 + 3) / 4);
+		if (!buf)
+			return 0;
+		int8_t *xq = (int8_t *)buf;
+		float *xd = (float *)(buf + nq);
+		int *xs = (int *)(buf + nq + nq / 32 * 4);
+		k_norm_quant(cb->st, x, W(cb, norm), norm->type, n, cols, eps, xq, xd, xs);
+		k_mv_q8(cb->st, mt, cols, xq, xd, xs, n);
+		launched(cb, "fused products (8-bit activations)");
+		cb->base.ops->dealloc(&cb->base, (float *)buf);
+		return 1;
+	}
+	if (!k_mv(cb->st, mt, cols, x, n, W(cb, norm), norm->type, eps))
+		return 0;
+	launched(cb, "fused products");
+	return 1;
+}
+
+/* entry i of a k_mats: w (bias) into out */
+static void mats_set(struct cu_backend *cb, k_mats *mt, int i, float *out, const struct tensor *w,
+		     const struct tensor *bias)
+{
+	mt->w[i] = W(cb, w);
+	mt->type[i] = w->type;
+	mt->rb[i] = row_bytes(w);
+	mt->bias[i] = bias ? W(cb, bias) : NULL;
+	mt->out[i] = out;
+	mt->rows[i] = (int)w->ne[1];
+}
+
+static void cu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
+		      const float *x, int n);
+static void cu_swiglu(struct backend *be, float *out, const float *gate, const float *up, int64_t n);
+
+static void cu_norm_qkv(struct backend *be, float *q, float *k, float *v, const float *x,
+			const struct layer_weights *w, int n, float eps, float *h)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err || n <= 0 || cb->replay >= 0)
+		return;
+	int E = be->m->c.n_embd;
+	/* one launch when the biases (if any) share a type */
+	int bt = w->bq ? w->bq->type : -1;
+	if ((w->bq != NULL) == (w->bk != NULL) && (w->bq != NULL) == (w->bv != NULL) &&
+	    (!w->bq || (w->bk->type == bt && w->bv->type == bt))) {
+		k_mats mt = {0};
+		mats_set(cb, &mt, 0, q, w->wq, w->bq);
+		mats_set(cb, &mt, 1, k, w->wk, w->bk);
+		mats_set(cb, &mt, 2, v, w->wv, w->bv);
+		mt.btype = bt < 0 ? 0 : bt;
+		if (fused(cb, &mt, E, x, w->attn_norm, n, eps))
+			return;
+	}
+	cu_rmsnorm(be, h, x, w->attn_norm, n, E, eps);
+	cu_matmul(be, q, w->wq, w->bq, h, n);
+	cu_matmul(be, k, w->wk, w->bk, h, n);
+	cu_matmul(be, v, w->wv, w->bv, h, n);
+}
+
+static void cu_norm_gate_up(struct backend *be, float *out, const float *x, const struct layer_weights *w, int n,
+			    float eps, float *h, float *u)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err || n <= 0 || cb->replay >= 0)
+		return;
+	int E = be->m->c.n_embd;
+	k_mats mt = {0};
+	mats_set(cb, &mt, 0, out, w->w_gate, NULL);
+	mats_set(cb, &mt, 1, NULL, w->w_up, NULL);
+	mt.swiglu = 1;
+	if (fused(cb, &mt, E, x, w->ffn_norm, n, eps))
+		return;
+	cu_rmsnorm(be, h, x, w->ffn_norm, n, E, eps);
+	cu_matmul(be, out, w->w_gate, NULL, h, n);
+	cu_matmul(be, u, w->w_up, NULL, h, n);
+	cu_swiglu(be, out, out, u, (int64_t)n * w->w_gate->ne[1]);
+}
+
 static void cu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
 		      const float *x, int n)
 {
@@ -634,8 +735,7 @@ static void cu_matmul_add(struct backend *be, float *x, const struct tensor *w, 
 		return;
 	if (q8_path(cb, x, w, in, n, 1))
 		return;
-	int small = n < cb->blas_min && (!cb->mixed_min || n < cb->mixed_min);
-	if (small && k_matmul_acc(cb->st, x, W(cb, w), w->type, row_bytes(w), (int)w->ne[0], (int)w->ne[1], in, n)) {
+	if (small_step(cb, n) && k_matmul_acc(cb->st, x, W(cb, w), w->type, row_bytes(w), (int)w->ne[0], (int)w->ne[1], in, n)) {
 		launched(cb, "matmul_add");
 		return;
 	}
@@ -664,6 +764,24 @@ static void cu_attention(struct backend *be, float *out, const float *q, const f
 	k_store_kv(cb->st, kv->k, kv->v, k, v, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb, kv->n_blocks, kv->bs,
 		   kv->kvdim, layer, b->n_tokens);
 	launched(cb, "KV store");
+	k_attention(cb->st, out, q, kv->k, kv->v, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb, kv->n_blocks, kv->bs,
+		    kv->kvdim, layer, b->n_tokens, c->n_head, c->n_head / c->n_head_kv, c->head_dim);
+	launched(cb, "attention");
+}
+
+/* rope of q and k, the KV store and attention: two launches */
+static void cu_rope_attention(struct backend *be, float *out, float *q, const float *k, const float *v,
+			      const struct batch *b, int layer)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err || cb->replay >= 0)
+		return;
+	const struct model_config *c = &be->m->c;
+	struct cu_kv *kv = b->kv;
+	k_rope_store(cb->st, q, k, v, kv->k, kv->v, cb->d_cs, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb,
+		     kv->n_blocks, kv->bs, c->n_head, c->n_head_kv, c->head_dim, c->rope_style == ROPE_NEOX, layer,
+		     b->n_tokens);
+	launched(cb, "rope and KV store");
 	k_attention(cb->st, out, q, kv->k, kv->v, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb, kv->n_blocks, kv->bs,
 		    kv->kvdim, layer, b->n_tokens, c->n_head, c->n_head / c->n_head_kv, c->head_dim);
 	launched(cb, "attention");
@@ -899,6 +1017,9 @@ static const struct backend_ops cuda_ops = {
 	.matmul_add = cu_matmul_add,
 	.rope = cu_rope,
 	.attention = cu_attention,
+	.norm_qkv = cu_norm_qkv,
+	.norm_gate_up = cu_norm_gate_up,
+	.rope_attention = cu_rope_attention,
 	.swiglu = cu_swiglu,
 	.add = cu_add,
 	.gather = cu_gather,

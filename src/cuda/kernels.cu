@@ -194,27 +194,41 @@ extern "C" void k_dequant_half(cudaStream_t s, void *out, const void *w, int typ
 	}
 }
 
-/* ---- rmsnorm: one block per row, sum of squares in double ---- */
+/* ---- rmsnorm: one block of NORM_T threads per row, sum of squares in
+ * double. norm_scale is shared with the fused products (mv_k, norm_quant_k),
+ * which run it with the same block size, so a fused norm is bitwise the
+ * standalone one. ---- */
 #define NORM_T 256
-__global__ void rmsnorm_k(float *out, const float *x, const uint8_t *w, int wtype, int dim, float eps)
+__device__ float norm_scale(const float *xr, int dim, float eps)
 {
 	__shared__ double ss[NORM_T / 32];
-	const float *xr = x + (size_t)blockIdx.x * dim;
 	double acc = 0;
 	for (int i = threadIdx.x; i < dim; i += NORM_T)
 		acc += (double)xr[i] * xr[i];
 	for (int o = 16; o > 0; o >>= 1) /* fixed tree: warps, then the warps' sums */
 		acc += __shfl_xor_sync(0xffffffffu, acc, o);
+	__syncthreads(); /* an earlier call's readers are done with ss */
 	if ((threadIdx.x & 31) == 0)
 		ss[threadIdx.x >> 5] = acc;
 	__syncthreads();
 	double tot = 0;
 	for (int i = 0; i < NORM_T / 32; i++)
 		tot += ss[i];
-	float sc = (float)(1.0 / sqrt(tot / dim + eps));
+	return (float)(1.0 / sqrt(tot / dim + eps));
+}
+
+__device__ __forceinline__ float norm_val(const float *xr, float sc, const uint8_t *w, int wtype, int i)
+{
+	return __fmul_rn(__fmul_rn(xr[i], sc), deq(wtype, w, i));
+}
+
+__global__ void rmsnorm_k(float *out, const float *x, const uint8_t *w, int wtype, int dim, float eps)
+{
+	const float *xr = x + (size_t)blockIdx.x * dim;
+	float sc = norm_scale(xr, dim, eps);
 	float *orow = out + (size_t)blockIdx.x * dim;
 	for (int i = threadIdx.x; i < dim; i += NORM_T)
-		orow[i] = __fmul_rn(__fmul_rn(xr[i], sc), deq(wtype, w, i));
+		orow[i] = norm_val(xr, sc, w, wtype, i);
 }
 
 extern "C" void k_rmsnorm(cudaStream_t s, float *out, const float *x, const void *w, int wtype, int rows, int dim,
@@ -223,7 +237,6 @@ extern "C" void k_rmsnorm(cudaStream_t s, float *out, const float *x, const void
 	if (rows > 0)
 		rmsnorm_k<<<(unsigned)rows, NORM_T, 0, s>>>(out, x, (const uint8_t *)w, wtype, dim, eps);
 }
-
 /* ---- matmul: one warp per weight row, MM_TB tokens per block column ---- */
 #define MM_TB 8
 #define MM_WARPS 4
@@ -363,138 +376,266 @@ __device__ __forceinline__ float warp_sum(float v)
 	return v;
 }
 
+
+/* ---- fast matrix-vector products (decode, small batches) ----
+ * One launch multiplies the activations by up to three matrices of one
+ * width stacked by rows (q/k/v; or one matrix), or by a gate/up pair with
+ * silu(gate) * up in the epilogue (k_mats, kernels.h). Blocks of MV_WARPS
+ * warps walk the stacked rows grid-stride, one warp per row, up to MM_TB
+ * tokens per weight read. With a norm weight, each block first writes
+ * rmsnorm(x) of its tokens to shared memory (norm_scale with the same block
+ * size: bitwise the standalone rmsnorm) and multiplies that. Float rows are
+ * read 8 values (16 or 32 bytes) per lane with MV_U loads in flight before
+ * any is used, interleaved so that each load instruction of a warp covers
+ * one contiguous span; quantized rows one 32-value sub-block per lane
+ * (adjacent lanes read adjacent blocks). Each token's sum runs over the same
+ * lanes in the same order whatever the number of tokens, the grid or the
+ * stacking, so results do not depend on the batch. */
+#define MV_WARPS (NORM_T / 32)
+#define MV_U 4
+
 template <int T>
-__global__ void gemv_k(float *out, const uint8_t *w, size_t rb, int cols, int rows, const float *x, int n,
-		       const uint8_t *bias, int btype, int accum)
+__device__ __forceinline__ void dot_float(const uint8_t *wr, const float *xb, int cols, int nt, int lane,
+					  float acc[MM_TB])
 {
-	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	int r = blockIdx.x * MM_WARPS + warp;
-	if (r >= rows)
-		return;
-	int t0 = blockIdx.y * MM_TB, nt = n - t0 < MM_TB ? n - t0 : MM_TB;
-	const uint8_t *wr = w + (size_t)r * rb;
-	const float *xb = x + (size_t)t0 * cols;
-	float acc[MM_TB];
+	for (int e0 = lane * 8; e0 < cols; e0 += 256 * MV_U) {
+		float wv[MV_U][8];
 #pragma unroll
-	for (int q = 0; q < MM_TB; q++)
-		acc[q] = 0;
-	if (T == DT_F32 || T == DT_F16 || T == DT_BF16) {
-#pragma unroll 4
-		for (int e = lane * 8; e < cols; e += 256) {
-			float wv[8];
-			ld8<T>(wr, e, wv);
+		for (int u = 0; u < MV_U; u++)
+			if (e0 + 256 * u < cols)
+				ld8<T>(wr, e0 + 256 * u, wv[u]);
+#pragma unroll
+		for (int u = 0; u < MV_U; u++) {
+			int e = e0 + 256 * u;
+			if (e >= cols)
+				break;
 #pragma unroll
 			for (int q = 0; q < MM_TB; q++) {
 				if (q >= nt)
 					break;
 				const float4 *xp = (const float4 *)(xb + (size_t)q * cols + e);
-				float4 a = __ldg(xp), b = __ldg(xp + 1);
+				float4 a = xp[0], b = xp[1];
 				float s = acc[q];
-				s = fmaf(wv[0], a.x, s);
-				s = fmaf(wv[1], a.y, s);
-				s = fmaf(wv[2], a.z, s);
-				s = fmaf(wv[3], a.w, s);
-				s = fmaf(wv[4], b.x, s);
-				s = fmaf(wv[5], b.y, s);
-				s = fmaf(wv[6], b.z, s);
-				s = fmaf(wv[7], b.w, s);
+				s = fmaf(wv[u][0], a.x, s);
+				s = fmaf(wv[u][1], a.y, s);
+				s = fmaf(wv[u][2], a.z, s);
+				s = fmaf(wv[u][3], a.w, s);
+				s = fmaf(wv[u][4], b.x, s);
+				s = fmaf(wv[u][5], b.y, s);
+				s = fmaf(wv[u][6], b.z, s);
+				s = fmaf(wv[u][7], b.w, s);
 				acc[q] = s;
 			}
 		}
+	}
+}
+
+/* the 32 decoded values of sub-block c against each token's x */
+__device__ __forceinline__ void dot32(const float wv[32], const float *xb, int c, int cols, int nt, float acc[MM_TB])
+{
+#pragma unroll
+	for (int q = 0; q < MM_TB; q++) {
+		if (q >= nt)
+			break;
+		const float4 *xp = (const float4 *)(xb + (size_t)q * cols + (size_t)c * 32);
+		float s = acc[q];
+#pragma unroll
+		for (int j = 0; j < 8; j++) {
+			float4 a = xp[j];
+			s = fmaf(wv[4 * j], a.x, s);
+			s = fmaf(wv[4 * j + 1], a.y, s);
+			s = fmaf(wv[4 * j + 2], a.z, s);
+			s = fmaf(wv[4 * j + 3], a.w, s);
+		}
+		acc[q] = s;
+	}
+}
+
+/* one row of a float or quantized matrix against float activations; sh:
+ * the warp's staging buffer (Q8_0 / Q4_0) */
+template <int T>
+__device__ __forceinline__ void dot_row(const uint8_t *wr, size_t rb, const float *xb, int cols, int nt, int lane,
+					float acc[MM_TB], uint4 *sh)
+{
+	if (T == DT_F32 || T == DT_F16 || T == DT_BF16) {
+		dot_float<T>(wr, xb, cols, nt, lane, acc);
 	} else if ((T == DT_Q8_0 || T == DT_Q4_0) && rb % 16 == 0) {
 		/* the warp loads its 32 blocks together (16-byte loads into shared
 		 * memory), then each lane decodes its own block from there */
 		const int BB = qblock<T>::bytes;
-		__shared__ uint4 sh[MM_WARPS][BB * 2];
 		int nc = cols >> 5;
 		for (int c0 = 0; c0 < nc; c0 += 32) {
 			int nb = nc - c0 < 32 ? nc - c0 : 32, nvec = nb * BB / 16;
 			const uint4 *src = (const uint4 *)(wr + (size_t)c0 * BB);
 			for (int k = lane; k < nvec; k += 32)
-				sh[warp][k] = src[k];
+				sh[k] = src[k];
 			__syncwarp();
 			if (lane < nb) {
 				float wv[32];
-				deq32<T>((const uint8_t *)sh[warp], lane, wv);
-				int c = c0 + lane;
-#pragma unroll
-				for (int q = 0; q < MM_TB; q++) {
-					if (q >= nt)
-						break;
-					const float4 *xp = (const float4 *)(xb + (size_t)q * cols + (size_t)c * 32);
-					float s = acc[q];
-#pragma unroll
-					for (int j = 0; j < 8; j++) {
-						float4 a = __ldg(xp + j);
-						s = fmaf(wv[4 * j], a.x, s);
-						s = fmaf(wv[4 * j + 1], a.y, s);
-						s = fmaf(wv[4 * j + 2], a.z, s);
-						s = fmaf(wv[4 * j + 3], a.w, s);
-					}
-					acc[q] = s;
-				}
+				deq32<T>((const uint8_t *)sh, lane, wv);
+				dot32(wv, xb, c0 + lane, cols, nt, acc);
 			}
 			__syncwarp();
 		}
 	} else {
-		int nc = cols >> 5;
-		for (int c = lane; c < nc; c += 32) {
+		for (int c = lane; c < cols >> 5; c += 32) {
 			float wv[32];
 			deq32<T>(wr, c, wv);
-#pragma unroll
-			for (int q = 0; q < MM_TB; q++) {
-				if (q >= nt)
-					break;
-				const float4 *xp = (const float4 *)(xb + (size_t)q * cols + (size_t)c * 32);
-				float s = acc[q];
-#pragma unroll
-				for (int j = 0; j < 8; j++) {
-					float4 a = __ldg(xp + j);
-					s = fmaf(wv[4 * j], a.x, s);
-					s = fmaf(wv[4 * j + 1], a.y, s);
-					s = fmaf(wv[4 * j + 2], a.z, s);
-					s = fmaf(wv[4 * j + 3], a.w, s);
-				}
-				acc[q] = s;
-			}
+			dot32(wv, xb, c, cols, nt, acc);
 		}
 	}
-	float bv = bias ? deq(btype, bias, r) : 0.0f;
+}
+
+__device__ __forceinline__ int mv_total(const k_mats &m)
+{
+	return m.swiglu ? m.rows[0] : m.rows[0] + m.rows[1] + m.rows[2];
+}
+
+/* the sums of row r of matrix mi (and of the up matrix's row r) to the
+ * output: bias, silu(gate) * up, or the residual add */
+__device__ __forceinline__ void mv_store(const k_mats &m, int mi, int r, int t0, int nt, int lane,
+					 const float acc[MM_TB], const float acc2[MM_TB])
+{
+	float bv = m.bias[mi] ? deq(m.btype, (const uint8_t *)m.bias[mi], r) : 0.0f;
 #pragma unroll
 	for (int q = 0; q < MM_TB; q++) {
+		if (q >= nt)
+			break;
 		float v = warp_sum(acc[q]);
-		if (bias)
+		if (m.bias[mi])
 			v = __fadd_rn(v, bv);
-		if (lane == 0 && q < nt) {
-			float *o = out + (size_t)(t0 + q) * rows + r;
-			*o = accum ? __fadd_rn(*o, v) : v; /* accum: the residual add, fused */
+		if (m.swiglu) {
+			float u = warp_sum(acc2[q]);
+			v = __fmul_rn(__fdiv_rn(v, __fadd_rn(1.0f, expf(-v))), u);
+		}
+		if (lane == 0) {
+			float *o = m.out[mi] + (size_t)(t0 + q) * m.rows[mi] + r;
+			*o = m.accum ? __fadd_rn(*o, v) : v; /* accum: the residual add, fused */
 		}
 	}
 }
 
 template <int T>
-static void gemv(cudaStream_t s, float *out, const void *w, size_t rb, int cols, int rows, const float *x, int n,
-		 const void *bias, int btype, int accum)
+__global__ void __launch_bounds__(NORM_T) mv_k(k_mats m, int cols, const float *x, int n, const uint8_t *nw,
+					       int ntype, float eps)
 {
-	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) {
-		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
-		gemv_k<T><<<dim3(blocks_for(rows, MM_WARPS), blocks_for(nt, MM_TB)), 32 * MM_WARPS, 0, s>>>(
-			out + (size_t)t0 * rows, (const uint8_t *)w, rb, cols, rows, x + (size_t)t0 * cols, nt,
-			(const uint8_t *)bias, btype, accum);
+	extern __shared__ float4 mv_x[]; /* rmsnorm(x): MM_TB x cols floats at most */
+	__shared__ uint4 wsh[MV_WARPS][(T == DT_Q8_0 || T == DT_Q4_0) ? 68 : 1];
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	int t0 = blockIdx.y * MM_TB, nt = n - t0 < MM_TB ? n - t0 : MM_TB;
+	const float *xb = x + (size_t)t0 * cols;
+	if (nw) {
+		float *h = (float *)mv_x;
+		for (int q = 0; q < nt; q++) {
+			const float *xr = xb + (size_t)q * cols;
+			float sc = norm_scale(xr, cols, eps);
+			for (int i = threadIdx.x; i < cols; i += NORM_T)
+				h[(size_t)q * cols + i] = norm_val(xr, sc, nw, ntype, i);
+		}
+		__syncthreads();
+		xb = h;
+	}
+	for (int gr = blockIdx.x * MV_WARPS + warp; gr < mv_total(m); gr += gridDim.x * MV_WARPS) {
+		int mi = 0, r = gr;
+		while (r >= m.rows[mi])
+			r -= m.rows[mi++];
+		float acc[MM_TB], acc2[MM_TB];
+#pragma unroll
+		for (int q = 0; q < MM_TB; q++)
+			acc[q] = acc2[q] = 0;
+		dot_row<T>((const uint8_t *)m.w[mi] + (size_t)r * m.rb[mi], m.rb[mi], xb, cols, nt, lane, acc, wsh[warp]);
+		if (m.swiglu)
+			dot_row<T>((const uint8_t *)m.w[1] + (size_t)r * m.rb[1], m.rb[1], xb, cols, nt, lane, acc2,
+				   wsh[warp]);
+		mv_store(m, mi, r, t0, nt, lane, acc, acc2);
 	}
 }
 
-/* ---- Q8_0 weights x 8-bit activations (dp4a), the default mode's decode ----
- * Activations are quantized per 32 values like Q8_0 (scale = max|x| / 127,
- * round to nearest); a block's dot product is 8 dp4a in int32, then one
- * float multiply by both scales. */
-__global__ void quant_x_k(const float *x, int8_t *xq, float *xd, int *xs, int64_t nblk)
+/* blocks for `total` stacked rows: at most 8 per SM, the rest grid-stride */
+static unsigned mv_grid(int total)
 {
-	int64_t b = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
-	int lane = threadIdx.x & 31;
-	if (b >= nblk)
-		return;
-	float v = x[b * 32 + lane], a = fabsf(v);
+	int dev = 0, nsm = 0;
+	cudaGetDevice(&dev);
+	if (cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || nsm <= 0)
+		nsm = 16;
+	unsigned b = blocks_for(total, MV_WARPS), cap = 8u * (unsigned)nsm;
+	return b < cap ? b : cap;
+}
+
+static int mv_count(const k_mats *m) { return m->swiglu ? 2 : m->rows[2] ? 3 : m->rows[1] ? 2 : 1; }
+
+/* the same matrices for tokens [t0, t0 + ...): outputs moved on */
+static k_mats mv_from(const k_mats *m, int t0)
+{
+	k_mats o = *m;
+	for (int i = 0; i < 3; i++)
+		if (o.out[i])
+			o.out[i] += (size_t)t0 * o.rows[i];
+	return o;
+}
+
+template <int T>
+static void mv(cudaStream_t s, const k_mats *m, int cols, const float *x, int n, const void *nw, int ntype, float eps)
+{
+	int total = m->swiglu ? m->rows[0] : m->rows[0] + m->rows[1] + m->rows[2];
+	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) { /* grid y is at most 65535 */
+		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
+		size_t sh = nw ? (size_t)(nt < MM_TB ? nt : MM_TB) * cols * sizeof(float) : 0;
+		mv_k<T><<<dim3(mv_grid(total), blocks_for(nt, MM_TB)), NORM_T, sh, s>>>(
+			mv_from(m, t0), cols, x + (size_t)t0 * cols, nt, (const uint8_t *)nw, ntype, eps);
+	}
+}
+
+extern "C" int k_mv(cudaStream_t s, const k_mats *m, int cols, const float *x, int n, const void *nw, int ntype,
+		    float eps)
+{
+	int type = m->type[0];
+	for (int i = 0; i < mv_count(m); i++)
+		if (m->type[i] != type || ((uintptr_t)m->w[i] & 15))
+			return 0;
+	int flt = type == DT_F32 || type == DT_F16 || type == DT_BF16;
+	if (((uintptr_t)x & 15) || cols % (flt ? 256 : 32))
+		return 0;
+	if (nw && (size_t)(n < MM_TB ? n : MM_TB) * cols * sizeof(float) > 48 * 1024)
+		return 0; /* the normalized activations must fit the default shared memory */
+	switch (type) {
+	case DT_F32: mv<DT_F32>(s, m, cols, x, n, nw, ntype, eps); return 1;
+	case DT_F16: mv<DT_F16>(s, m, cols, x, n, nw, ntype, eps); return 1;
+	case DT_BF16: mv<DT_BF16>(s, m, cols, x, n, nw, ntype, eps); return 1;
+	case DT_Q8_0: mv<DT_Q8_0>(s, m, cols, x, n, nw, ntype, eps); return 1;
+	case DT_Q4_0: mv<DT_Q4_0>(s, m, cols, x, n, nw, ntype, eps); return 1;
+	case DT_Q4_K: mv<DT_Q4_K>(s, m, cols, x, n, nw, ntype, eps); return 1;
+	case DT_Q5_K: mv<DT_Q5_K>(s, m, cols, x, n, nw, ntype, eps); return 1;
+	case DT_Q6_K: mv<DT_Q6_K>(s, m, cols, x, n, nw, ntype, eps); return 1;
+	}
+	return 0;
+}
+
+/* one matrix: out (+)= x . W (+ bias) */
+static k_mats mv_one(float *out, const void *w, int type, size_t rb, int rows, const void *bias, int btype, int accum)
+{
+	k_mats m = {};
+	m.w[0] = w;
+	m.type[0] = type;
+	m.rb[0] = rb;
+	m.bias[0] = bias;
+	m.btype = btype;
+	m.out[0] = out;
+	m.rows[0] = rows;
+	m.accum = accum;
+	return m;
+}
+
+/* ---- 8-bit activations with dp4a: the default mode's decode for Q8_0,
+ * Q4_K and Q6_K ----
+ * Activations are quantized per 32 values like Q8_0 (scale = max|x| / 127,
+ * round to nearest; quant32), also straight from rmsnorm (norm_quant_k); a
+ * block's dot product is 8 dp4a in int32, then float multiplies by the
+ * scales. The matrices of one launch may differ in type (Q4_K_M mixes
+ * Q4_K and Q6_K): each row branches on its matrix's type, warp-uniformly. */
+__device__ __forceinline__ void quant32(float v, int lane, int8_t *xq, float *xd, int *xs, int64_t b)
+{
+	float a = fabsf(v);
 	for (int o = 16; o > 0; o >>= 1)
 		a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
 	float d = a / 127.0f;
@@ -508,6 +649,13 @@ __global__ void quant_x_k(const float *x, int8_t *xq, float *xd, int *xs, int64_
 	}
 }
 
+__global__ void quant_x_k(const float *x, int8_t *xq, float *xd, int *xs, int64_t nblk)
+{
+	int64_t b = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+	if (b < nblk)
+		quant32(x[b * 32 + (threadIdx.x & 31)], threadIdx.x & 31, xq, xd, xs, b);
+}
+
 extern "C" void k_quant_x(cudaStream_t s, const float *x, int8_t *xq, float *xd, int *xs, int64_t n)
 {
 	int64_t nblk = n / 32;
@@ -515,24 +663,76 @@ extern "C" void k_quant_x(cudaStream_t s, const float *x, int8_t *xq, float *xd,
 		quant_x_k<<<blocks_for(nblk * 32, 256), 256, 0, s>>>(x, xq, xd, xs, nblk);
 }
 
-/* K-quant rows against 8-bit activations: one 32-value sub-block per lane.
+/* rmsnorm and quantization in one pass: one block per row */
+__global__ void __launch_bounds__(NORM_T) norm_quant_k(const float *x, const uint8_t *w, int wtype, int dim,
+						       float eps, int8_t *xq, float *xd, int *xs)
+{
+	const float *xr = x + (size_t)blockIdx.x * dim;
+	float sc = norm_scale(xr, dim, eps);
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nb = dim >> 5;
+	for (int b = warp; b < nb; b += MV_WARPS)
+		quant32(norm_val(xr, sc, w, wtype, b * 32 + lane), lane, xq, xd, xs, (int64_t)blockIdx.x * nb + b);
+}
+
+extern "C" void k_norm_quant(cudaStream_t s, const float *x, const void *w, int wtype, int rows, int dim, float eps,
+			     int8_t *xq, float *xd, int *xs)
+{
+	if (rows > 0)
+		norm_quant_k<<<(unsigned)rows, NORM_T, 0, s>>>(x, (const uint8_t *)w, wtype, dim, eps, xq, xd, xs);
+}
+
+/* Q8_0 row: the warp stages 32 blocks in shared memory (16-byte loads),
+ * each lane takes one block: 8 dp4a, then the two scales */
+__device__ __forceinline__ void dot_q8_0(const uint8_t *wr, const int8_t *xq, const float *xd, int cols, int nt,
+					 int lane, float acc[MM_TB], uint4 *sh)
+{
+	int nc = cols >> 5;
+	for (int c0 = 0; c0 < nc; c0 += 32) {
+		int nb = nc - c0 < 32 ? nc - c0 : 32, nvec = nb * 34 / 16;
+		const uint4 *src = (const uint4 *)(wr + (size_t)c0 * 34);
+		for (int k = lane; k < nvec; k += 32)
+			sh[k] = src[k];
+		__syncwarp();
+		if (lane < nb) {
+			const uint8_t *b = (const uint8_t *)sh + lane * 34;
+			float dw = h2f(ld16(b));
+			const uint16_t *h = (const uint16_t *)(b + 2);
+			int wq[8];
+#pragma unroll
+			for (int k = 0; k < 8; k++)
+				wq[k] = (int)((uint32_t)h[2 * k] | ((uint32_t)h[2 * k + 1] << 16));
+			int c = c0 + lane;
+#pragma unroll
+			for (int q = 0; q < MM_TB; q++) {
+				if (q >= nt)
+					break;
+				const uint4 *xp = (const uint4 *)(xq + (size_t)q * cols + (size_t)c * 32);
+				uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+				int sum = 0;
+				sum = __dp4a(wq[0], (int)x0.x, sum);
+				sum = __dp4a(wq[1], (int)x0.y, sum);
+				sum = __dp4a(wq[2], (int)x0.z, sum);
+				sum = __dp4a(wq[3], (int)x0.w, sum);
+				sum = __dp4a(wq[4], (int)x1.x, sum);
+				sum = __dp4a(wq[5], (int)x1.y, sum);
+				sum = __dp4a(wq[6], (int)x1.z, sum);
+				sum = __dp4a(wq[7], (int)x1.w, sum);
+				acc[q] = fmaf((float)sum, dw * xd[(size_t)q * nc + c], acc[q]);
+			}
+		}
+		__syncwarp();
+	}
+}
+
+/* K-quant rows, one 32-value sub-block per lane.
  * Q4_K: sum = dx * (d*sc * sum(q * xq) - dmin*m * sum(xq));
  * Q6_K: sum = dx * d * (sc0 * sum over the first 16 + sc1 * the last 16),
  * with q - 32 as signed bytes. */
 template <int T>
-__global__ void gemv_kq8_k(float *out, const uint8_t *w, size_t rb, int cols, int rows, const int8_t *xq,
-			   const float *xd, const int *xs, int n, int accum)
+__device__ __forceinline__ void dot_kq8(const uint8_t *wr, const int8_t *xq, const float *xd, const int *xs, int cols,
+					int nt, int lane, float acc[MM_TB])
 {
-	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	int r = blockIdx.x * MM_WARPS + warp;
-	if (r >= rows)
-		return;
-	int t0 = blockIdx.y * MM_TB, nt = n - t0 < MM_TB ? n - t0 : MM_TB, nc = cols >> 5;
-	const uint8_t *wr = w + (size_t)r * rb;
-	float acc[MM_TB];
-#pragma unroll
-	for (int q = 0; q < MM_TB; q++)
-		acc[q] = 0;
+	int nc = cols >> 5;
 	for (int c = lane; c < nc; c += 32) {
 		int blk = c >> 3, sb = c & 7, wq[8];
 		float f0, f1; /* Q4_K: d*sc, dmin*m; Q6_K: d*sc0, d*sc1 */
@@ -570,7 +770,7 @@ __global__ void gemv_kq8_k(float *out, const uint8_t *w, size_t rb, int cols, in
 		for (int q = 0; q < MM_TB; q++) {
 			if (q >= nt)
 				break;
-			size_t xb = (size_t)(t0 + q) * nc + c;
+			size_t xb = (size_t)q * nc + c;
 			const uint4 *xp = (const uint4 *)(xq + xb * 32);
 			uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
 			int xv[8] = {(int)x0.x, (int)x0.y, (int)x0.z, (int)x0.w, (int)x1.x, (int)x1.y, (int)x1.z, (int)x1.w};
@@ -585,131 +785,83 @@ __global__ void gemv_kq8_k(float *out, const uint8_t *w, size_t rb, int cols, in
 			acc[q] = fmaf(v, xd[xb], acc[q]);
 		}
 	}
+}
+
+__device__ __forceinline__ void dot_q8(int type, const uint8_t *wr, const int8_t *xq, const float *xd, const int *xs,
+				       int cols, int nt, int lane, float acc[MM_TB], uint4 *sh)
+{
+	if (type == DT_Q8_0)
+		dot_q8_0(wr, xq, xd, cols, nt, lane, acc, sh);
+	else if (type == DT_Q4_K)
+		dot_kq8<DT_Q4_K>(wr, xq, xd, xs, cols, nt, lane, acc);
+	else
+		dot_kq8<DT_Q6_K>(wr, xq, xd, xs, cols, nt, lane, acc);
+}
+
+__global__ void __launch_bounds__(NORM_T) mv_q8_k(k_mats m, int cols, const int8_t *xq, const float *xd,
+						  const int *xs, int n)
+{
+	__shared__ uint4 wsh[MV_WARPS][68];
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nc = cols >> 5;
+	int t0 = blockIdx.y * MM_TB, nt = n - t0 < MM_TB ? n - t0 : MM_TB;
+	xq += (size_t)t0 * cols;
+	xd += (size_t)t0 * nc;
+	xs += (size_t)t0 * nc;
+	for (int gr = blockIdx.x * MV_WARPS + warp; gr < mv_total(m); gr += gridDim.x * MV_WARPS) {
+		int mi = 0, r = gr;
+		while (r >= m.rows[mi])
+			r -= m.rows[mi++];
+		float acc[MM_TB], acc2[MM_TB];
 #pragma unroll
-	for (int q = 0; q < MM_TB; q++) {
-		float v = warp_sum(acc[q]);
-		if (lane == 0 && q < nt) {
-			float *o = out + (size_t)(t0 + q) * rows + r;
-			*o = accum ? __fadd_rn(*o, v) : v;
-		}
+		for (int q = 0; q < MM_TB; q++)
+			acc[q] = acc2[q] = 0;
+		dot_q8(m.type[mi], (const uint8_t *)m.w[mi] + (size_t)r * m.rb[mi], xq, xd, xs, cols, nt, lane, acc,
+		       wsh[warp]);
+		if (m.swiglu)
+			dot_q8(m.type[1], (const uint8_t *)m.w[1] + (size_t)r * m.rb[1], xq, xd, xs, cols, nt, lane, acc2,
+			       wsh[warp]);
+		mv_store(m, mi, r, t0, nt, lane, acc, acc2);
 	}
 }
 
-__global__ void gemv_q8q8_k(float *out, const uint8_t *w, size_t rb, int cols, int rows, const int8_t *xq,
-			    const float *xd, int n, int accum)
+extern "C" int k_mv_q8(cudaStream_t s, const k_mats *m, int cols, const int8_t *xq, const float *xd, const int *xs,
+		       int n)
 {
-	__shared__ uint4 sh[MM_WARPS][68];
-	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	int r = blockIdx.x * MM_WARPS + warp;
-	if (r >= rows)
-		return;
-	int t0 = blockIdx.y * MM_TB, nt = n - t0 < MM_TB ? n - t0 : MM_TB, nc = cols >> 5;
-	const uint8_t *wr = w + (size_t)r * rb;
-	float acc[MM_TB];
-#pragma unroll
-	for (int q = 0; q < MM_TB; q++)
-		acc[q] = 0;
-	for (int c0 = 0; c0 < nc; c0 += 32) {
-		int nb = nc - c0 < 32 ? nc - c0 : 32, nvec = nb * 34 / 16;
-		const uint4 *src = (const uint4 *)(wr + (size_t)c0 * 34);
-		for (int k = lane; k < nvec; k += 32)
-			sh[warp][k] = src[k];
-		__syncwarp();
-		if (lane < nb) {
-			const uint8_t *b = (const uint8_t *)sh[warp] + lane * 34;
-			float dw = h2f(ld16(b));
-			const uint16_t *h = (const uint16_t *)(b + 2);
-			int wq[8];
-#pragma unroll
-			for (int k = 0; k < 8; k++)
-				wq[k] = (int)((uint32_t)h[2 * k] | ((uint32_t)h[2 * k + 1] << 16));
-			int c = c0 + lane;
-#pragma unroll
-			for (int q = 0; q < MM_TB; q++) {
-				if (q >= nt)
-					break;
-				const uint4 *xp = (const uint4 *)(xq + (size_t)(t0 + q) * cols + (size_t)c * 32);
-				uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
-				int sum = 0;
-				sum = __dp4a(wq[0], (int)x0.x, sum);
-				sum = __dp4a(wq[1], (int)x0.y, sum);
-				sum = __dp4a(wq[2], (int)x0.z, sum);
-				sum = __dp4a(wq[3], (int)x0.w, sum);
-				sum = __dp4a(wq[4], (int)x1.x, sum);
-				sum = __dp4a(wq[5], (int)x1.y, sum);
-				sum = __dp4a(wq[6], (int)x1.z, sum);
-				sum = __dp4a(wq[7], (int)x1.w, sum);
-				acc[q] = fmaf((float)sum, dw * xd[(size_t)(t0 + q) * nc + c], acc[q]);
-			}
-		}
-		__syncwarp();
+	for (int i = 0; i < mv_count(m); i++)
+		if (m->type[i] != DT_Q8_0 && m->type[i] != DT_Q4_K && m->type[i] != DT_Q6_K)
+			return 0;
+	if (cols % 256)
+		return 0;
+	int total = m->swiglu ? m->rows[0] : m->rows[0] + m->rows[1] + m->rows[2];
+	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) {
+		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
+		size_t xo = (size_t)t0 * (cols / 32);
+		mv_q8_k<<<dim3(mv_grid(total), blocks_for(nt, MM_TB)), NORM_T, 0, s>>>(
+			mv_from(m, t0), cols, xq + (size_t)t0 * cols, xd + xo, xs + xo, nt);
 	}
-#pragma unroll
-	for (int q = 0; q < MM_TB; q++) {
-		float v = warp_sum(acc[q]);
-		if (lane == 0 && q < nt) {
-			float *o = out + (size_t)(t0 + q) * rows + r;
-			*o = accum ? __fadd_rn(*o, v) : v;
-		}
-	}
+	return 1;
 }
 
 extern "C" int k_matmul_q8(cudaStream_t s, int type, float *out, const void *w, size_t rb, int cols, int rows,
 			   const int8_t *xq, const float *xd, const int *xs, int n, int accum)
 {
-	if (type != DT_Q8_0 && type != DT_Q4_K && type != DT_Q6_K)
-		return 0;
-	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) {
-		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
-		dim3 grid(blocks_for(rows, MM_WARPS), blocks_for(nt, MM_TB));
-		size_t xo = (size_t)t0 * (cols / 32);
-		float *o = out + (size_t)t0 * rows;
-		const int8_t *x = xq + (size_t)t0 * cols;
-		if (type == DT_Q8_0)
-			gemv_q8q8_k<<<grid, 32 * MM_WARPS, 0, s>>>(o, (const uint8_t *)w, rb, cols, rows, x, xd + xo, nt, accum);
-		else if (type == DT_Q4_K)
-			gemv_kq8_k<DT_Q4_K><<<grid, 32 * MM_WARPS, 0, s>>>(o, (const uint8_t *)w, rb, cols, rows, x, xd + xo,
-									 xs + xo, nt, accum);
-		else
-			gemv_kq8_k<DT_Q6_K><<<grid, 32 * MM_WARPS, 0, s>>>(o, (const uint8_t *)w, rb, cols, rows, x, xd + xo,
-									 xs + xo, nt, accum);
-	}
-	return 1;
+	k_mats m = mv_one(out, w, type, rb, rows, NULL, 0, accum);
+	return k_mv_q8(s, &m, cols, xq, xd, xs, n);
 }
 
 extern "C" int k_matmul_acc(cudaStream_t s, float *out, const void *w, int type, size_t rb, int cols, int rows,
 			    const float *x, int n)
 {
-	int fast_float = cols % 256 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
-	int fast_quant = cols % 32 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
-	switch (fast_float ? type : fast_quant && type != DT_F32 && type != DT_F16 && type != DT_BF16 ? type : -1) {
-	case DT_F32: gemv<DT_F32>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
-	case DT_F16: gemv<DT_F16>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
-	case DT_BF16: gemv<DT_BF16>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
-	case DT_Q8_0: gemv<DT_Q8_0>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
-	case DT_Q4_0: gemv<DT_Q4_0>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
-	case DT_Q4_K: gemv<DT_Q4_K>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
-	case DT_Q5_K: gemv<DT_Q5_K>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
-	case DT_Q6_K: gemv<DT_Q6_K>(s, out, w, rb, cols, rows, x, n, NULL, 0, 1); return 1;
-	}
-	return 0;
+	k_mats m = mv_one(out, w, type, rb, rows, NULL, 0, 1);
+	return k_mv(s, &m, cols, x, n, NULL, 0, 0);
 }
 
 extern "C" void k_matmul(cudaStream_t s, float *out, const void *w, int type, size_t rb, int cols, int rows,
 			 const float *x, int n, const void *bias, int btype)
 {
-	int fast_float = cols % 256 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
-	int fast_quant = cols % 32 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
-	switch (fast_float ? type : fast_quant && type != DT_F32 && type != DT_F16 && type != DT_BF16 ? type : -1) {
-	case DT_F32: gemv<DT_F32>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
-	case DT_F16: gemv<DT_F16>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
-	case DT_BF16: gemv<DT_BF16>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
-	case DT_Q8_0: gemv<DT_Q8_0>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
-	case DT_Q4_0: gemv<DT_Q4_0>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
-	case DT_Q4_K: gemv<DT_Q4_K>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
-	case DT_Q5_K: gemv<DT_Q5_K>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
-	case DT_Q6_K: gemv<DT_Q6_K>(s, out, w, rb, cols, rows, x, n, bias, btype, 0); return;
-	}
+	k_mats m = mv_one(out, w, type, rb, rows, bias, btype, 0);
+	if (k_mv(s, &m, cols, x, n, NULL, 0, 0))
+		return;
 	/* any other shape: the plain kernel */
 	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) {
 		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
@@ -718,7 +870,6 @@ extern "C" void k_matmul(cudaStream_t s, float *out, const void *w, int type, si
 			(const uint8_t *)bias, btype);
 	}
 }
-
 __global__ void add_bias_k(float *out, const uint8_t *bias, int btype, int rows, int64_t total)
 {
 	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
@@ -782,6 +933,38 @@ extern "C" void k_store_kv(cudaStream_t s, float *kc, float *vc, const float *k,
 	if (n > 0)
 		store_kv_k<<<(unsigned)n, 128, 0, s>>>(kc, vc, k, v, pos, seq, tables, max_nb, n_blocks, bs, kvdim,
 						       layer);
+}
+
+/* rope of q (in place) and of k, with k and v stored in the cache, one
+ * block per token: rope_k's and store_kv_k's values in one launch */
+__global__ void rope_store_k(float *q, const float *k, const float *v, float *kc, float *vc, const float *cs,
+			     const int32_t *pos, const int32_t *seq, const int32_t *tables, int max_nb, int n_blocks,
+			     int bs, int heads, int kv_heads, int hd, int neox, int layer)
+{
+	int t = blockIdx.x, p = pos[t], half = hd / 2, kvdim = kv_heads * hd;
+	const float *c = cs + (size_t)t * half * 2;
+	float *qt = q + (size_t)t * heads * hd;
+	const float *kt = k + (size_t)t * kvdim;
+	size_t o = kv_at(layer, n_blocks, tables[(size_t)seq[t] * max_nb + p / bs], bs, p % bs, kvdim);
+	for (int g = threadIdx.x; g < (heads + kv_heads) * half; g += blockDim.x) {
+		int h = g / half, i = g % half, i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+		const float *xr = h < heads ? qt + (size_t)h * hd : kt + (size_t)(h - heads) * hd;
+		float *dst = h < heads ? qt + (size_t)h * hd : kc + o + (size_t)(h - heads) * hd;
+		float x0 = xr[i0], x1 = xr[i1];
+		dst[i0] = __fsub_rn(__fmul_rn(x0, c[2 * i]), __fmul_rn(x1, c[2 * i + 1]));
+		dst[i1] = __fadd_rn(__fmul_rn(x1, c[2 * i]), __fmul_rn(x0, c[2 * i + 1]));
+	}
+	for (int j = threadIdx.x; j < kvdim; j += blockDim.x)
+		vc[o + j] = v[(size_t)t * kvdim + j];
+}
+
+extern "C" void k_rope_store(cudaStream_t s, float *q, const float *k, const float *v, float *kc, float *vc,
+			     const float *cs, const int32_t *pos, const int32_t *seq, const int32_t *tables, int max_nb,
+			     int n_blocks, int bs, int heads, int kv_heads, int hd, int neox, int layer, int n)
+{
+	if (n > 0)
+		rope_store_k<<<(unsigned)n, 256, 0, s>>>(q, k, v, kc, vc, cs, pos, seq, tables, max_nb, n_blocks, bs, heads,
+							 kv_heads, hd, neox, layer);
 }
 
 /* One block per (token, head); warp w takes positions w, w + ATT_W, ...

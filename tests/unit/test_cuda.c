@@ -293,6 +293,60 @@ static void ops_model(const char *path, const char *what)
 		free(tmp);
 		free(xg);
 	}
+	/* the fused ops (rmsnorm + q/k/v, rmsnorm + gate/up + swiglu) bitwise
+	 * equal the ops one by one, at 1 token and at 7 */
+	for (int nn = 1; nn <= 7; nn += 6) {
+		int E = c->n_embd, F = c->n_ff, qd = c->n_head * c->head_dim, kd = c->n_head_kv * c->head_dim;
+		float eps = (float)c->norm_eps;
+		size_t sz[] = {(size_t)nn * E, (size_t)nn * qd, (size_t)nn * kd, (size_t)nn * kd, (size_t)nn * F};
+		size_t big = 0;
+		for (int i = 0; i < 5; i++)
+			big = sz[i] > big ? sz[i] : big;
+		float *hx = malloc(sz[0] * sizeof *hx), *f1 = malloc(big * sizeof *f1), *f2 = malloc(big * sizeof *f2);
+		for (size_t i = 0; i < sz[0]; i++)
+			hx[i] = frand();
+		float *dxx = dev_copy(p.gpu, hx, sz[0]), *dh = p.gpu->ops->alloc(p.gpu, sz[0]);
+		float *o1[5], *o2[5];
+		for (int i = 1; i < 5; i++) {
+			o1[i] = p.gpu->ops->alloc(p.gpu, sz[i]);
+			o2[i] = p.gpu->ops->alloc(p.gpu, sz[i]);
+		}
+		p.gpu->ops->norm_qkv(p.gpu, o1[1], o1[2], o1[3], dxx, w, nn, eps, dh);
+		p.gpu->ops->rmsnorm(p.gpu, dh, dxx, w->attn_norm, nn, E, eps);
+		p.gpu->ops->matmul(p.gpu, o2[1], w->wq, w->bq, dh, nn);
+		p.gpu->ops->matmul(p.gpu, o2[2], w->wk, w->bk, dh, nn);
+		p.gpu->ops->matmul(p.gpu, o2[3], w->wv, w->bv, dh, nn);
+		p.gpu->ops->norm_gate_up(p.gpu, o1[4], dxx, w, nn, eps, dh, o2[4]);
+		int same = 1;
+		for (int i = 1; i < 5; i++) {
+			if (i == 4) { /* gate/up: o2[4] was scratch of the fused op */
+				p.gpu->ops->rmsnorm(p.gpu, dh, dxx, w->ffn_norm, nn, E, eps);
+				p.gpu->ops->matmul(p.gpu, o2[4], w->w_gate, NULL, dh, nn);
+				float *du = p.gpu->ops->alloc(p.gpu, sz[4]);
+				p.gpu->ops->matmul(p.gpu, du, w->w_up, NULL, dh, nn);
+				p.gpu->ops->swiglu(p.gpu, o2[4], o2[4], du, (int64_t)sz[4]);
+				p.gpu->ops->dealloc(p.gpu, du);
+			}
+			host_copy(p.gpu, f1, o1[i], sz[i]);
+			host_copy(p.gpu, f2, o2[i], sz[i]);
+			if (memcmp(f1, f2, sz[i] * sizeof *f1)) {
+				same = 0;
+				printf("  fused op output %d at n=%d differs (max %.3e)\n", i, nn, max_abs_diff(f1, f2, sz[i]));
+			}
+		}
+		printf("  op norm_qkv, norm_gate_up (n=%d) bitwise %s\n", nn, same ? "equal" : "DIFFERENT");
+		CHECK(same, "%s: fused ops differ from the ops one by one at n=%d", what, nn);
+		CHECK(p.gpu->ops->sync(p.gpu, err) == 0, "%s", err);
+		p.gpu->ops->dealloc(p.gpu, dxx);
+		p.gpu->ops->dealloc(p.gpu, dh);
+		for (int i = 1; i < 5; i++) {
+			p.gpu->ops->dealloc(p.gpu, o1[i]);
+			p.gpu->ops->dealloc(p.gpu, o2[i]);
+		}
+		free(hx);
+		free(f1);
+		free(f2);
+	}
 	/* rope, swiglu, add, attention over a step of two sequences */
 	int n = 7, hd = c->head_dim, H = c->n_head, KV = c->n_head_kv, kvd = KV * hd;
 	int32_t pos[7] = {0, 1, 2, 3, 0, 1, 2}, seq[7] = {0, 0, 0, 0, 1, 1, 1};
