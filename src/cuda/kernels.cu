@@ -203,7 +203,17 @@ __device__ float norm_scale(const float *xr, int dim, float eps)
 {
 	__shared__ double ss[NORM_T / 32];
 	double acc = 0;
-	for (int i = threadIdx.x; i < dim; i += NORM_T)
+	int i = threadIdx.x;
+	for (; i + 7 * NORM_T < dim; i += 8 * NORM_T) { /* 8 loads in flight, summed in order */
+		float v[8];
+#pragma unroll
+		for (int k = 0; k < 8; k++)
+			v[k] = xr[i + k * NORM_T];
+#pragma unroll
+		for (int k = 0; k < 8; k++)
+			acc += (double)v[k] * v[k];
+	}
+	for (; i < dim; i += NORM_T)
 		acc += (double)xr[i] * xr[i];
 	for (int o = 16; o > 0; o >>= 1) /* fixed tree: warps, then the warps' sums */
 		acc += __shfl_xor_sync(0xffffffffu, acc, o);
@@ -217,18 +227,58 @@ __device__ float norm_scale(const float *xr, int dim, float eps)
 	return (float)(1.0 / sqrt(tot / dim + eps));
 }
 
-__device__ __forceinline__ float norm_val(const float *xr, float sc, const uint8_t *w, int wtype, int i)
+__device__ __forceinline__ float norm_val(float x, float sc, float w) { return __fmul_rn(__fmul_rn(x, sc), w); }
+
+/* values i, i + step, ... (8 of them) of a norm weight: the loads first */
+__device__ __forceinline__ void deq8(int type, const uint8_t *w, int i, int step, float v[8])
 {
-	return __fmul_rn(__fmul_rn(xr[i], sc), deq(wtype, w, i));
+	switch (type) {
+	case DT_F32:
+#pragma unroll
+		for (int k = 0; k < 8; k++)
+			v[k] = ((const float *)w)[i + k * step];
+		return;
+	case DT_F16:
+	case DT_BF16: {
+		uint16_t h[8];
+#pragma unroll
+		for (int k = 0; k < 8; k++)
+			h[k] = ((const uint16_t *)w)[i + k * step];
+#pragma unroll
+		for (int k = 0; k < 8; k++)
+			v[k] = type == DT_F16 ? h2f(h[k]) : __uint_as_float((uint32_t)h[k] << 16);
+		return;
+	}
+	}
+#pragma unroll
+	for (int k = 0; k < 8; k++)
+		v[k] = deq(type, w, i + k * step);
+}
+
+/* out[i] = rmsnorm value i of row xr (scale sc) for i < dim, by NORM_T
+ * threads, 8 loads in flight each */
+__device__ __forceinline__ void norm_row(float *out, const float *xr, float sc, const uint8_t *w, int wtype, int dim)
+{
+	int i = threadIdx.x;
+	for (; i + 7 * NORM_T < dim; i += 8 * NORM_T) {
+		float xv[8], wv[8];
+#pragma unroll
+		for (int k = 0; k < 8; k++)
+			xv[k] = xr[i + k * NORM_T];
+		deq8(wtype, w, i, NORM_T, wv);
+#pragma unroll
+		for (int k = 0; k < 8; k++)
+			out[i + k * NORM_T] = norm_val(xv[k], sc, wv[k]);
+	}
+	for (; i < dim; i += NORM_T)
+		out[i] = norm_val(xr[i], sc, deq(wtype, w, i));
 }
 
 __global__ void rmsnorm_k(float *out, const float *x, const uint8_t *w, int wtype, int dim, float eps)
 {
 	const float *xr = x + (size_t)blockIdx.x * dim;
 	float sc = norm_scale(xr, dim, eps);
-	float *orow = out + (size_t)blockIdx.x * dim;
-	for (int i = threadIdx.x; i < dim; i += NORM_T)
-		orow[i] = norm_val(xr, sc, w, wtype, i);
+	norm_row(out + (size_t)blockIdx.x * dim, xr, sc, w, wtype, dim);
 }
 
 extern "C" void k_rmsnorm(cudaStream_t s, float *out, const float *x, const void *w, int wtype, int rows, int dim,
@@ -278,14 +328,31 @@ __global__ void matmul_k(float *out, const uint8_t *w, int type, size_t rb, int 
  * 32-value sub-block per lane (adjacent lanes read adjacent blocks). Each
  * token's sum runs over the same lanes in the same order whatever the
  * number of tokens, so results do not depend on the batch. */
-template <int T> __device__ __forceinline__ void ld8(const uint8_t *row, int e, float w[8])
+/* values e..e+7 of a float row as raw 16-byte words (two for F32), loaded
+ * with the streaming hint (each weight is read once per step), and their
+ * float values */
+template <int T> struct raw8 { uint4 u[T == DT_F32 ? 2 : 1]; };
+
+template <int T> __device__ __forceinline__ raw8<T> ld8(const uint8_t *row, int e)
+{
+	raw8<T> r;
+	const uint4 *p = (const uint4 *)(row + (size_t)e * (T == DT_F32 ? 4 : 2));
+	r.u[0] = __ldcs(p);
+	if (T == DT_F32)
+		r.u[T == DT_F32 ? 1 : 0] = __ldcs(p + 1);
+	return r;
+}
+
+template <int T> __device__ __forceinline__ void cvt8(const raw8<T> &r, float w[8])
 {
 	if (T == DT_F32) {
-		float4 a = *(const float4 *)(row + (size_t)e * 4), b = *(const float4 *)(row + (size_t)e * 4 + 16);
-		w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
+		const uint32_t v[8] = {r.u[0].x, r.u[0].y, r.u[0].z, r.u[0].w, r.u[T == DT_F32 ? 1 : 0].x,
+				       r.u[T == DT_F32 ? 1 : 0].y, r.u[T == DT_F32 ? 1 : 0].z, r.u[T == DT_F32 ? 1 : 0].w};
+#pragma unroll
+		for (int k = 0; k < 8; k++)
+			w[k] = __uint_as_float(v[k]);
 	} else {
-		uint4 u = *(const uint4 *)(row + (size_t)e * 2);
-		uint32_t v[4] = {u.x, u.y, u.z, u.w};
+		uint32_t v[4] = {r.u[0].x, r.u[0].y, r.u[0].z, r.u[0].w};
 #pragma unroll
 		for (int k = 0; k < 4; k++) {
 			if (T == DT_F16) {
@@ -385,30 +452,33 @@ __device__ __forceinline__ float warp_sum(float v)
  * tokens per weight read. With a norm weight, each block first writes
  * rmsnorm(x) of its tokens to shared memory (norm_scale with the same block
  * size: bitwise the standalone rmsnorm) and multiplies that. Float rows are
- * read 8 values (16 or 32 bytes) per lane with MV_U loads in flight before
- * any is used, interleaved so that each load instruction of a warp covers
+ * read 8 values (16 or 32 bytes) per lane with 16 * MV_U bytes in flight
+ * per lane before any is used, interleaved so that each load instruction of a warp covers
  * one contiguous span; quantized rows one 32-value sub-block per lane
  * (adjacent lanes read adjacent blocks). Each token's sum runs over the same
  * lanes in the same order whatever the number of tokens, the grid or the
  * stacking, so results do not depend on the batch. */
 #define MV_WARPS (NORM_T / 32)
-#define MV_U 4
+#define MV_U 8
 
 template <int T>
 __device__ __forceinline__ void dot_float(const uint8_t *wr, const float *xb, int cols, int nt, int lane,
 					  float acc[MM_TB])
 {
-	for (int e0 = lane * 8; e0 < cols; e0 += 256 * MV_U) {
-		float wv[MV_U][8];
+	const int U = T == DT_F32 ? MV_U / 2 : MV_U; /* 16 * MV_U bytes in flight per lane */
+	for (int e0 = lane * 8; e0 < cols; e0 += 256 * U) {
+		raw8<T> raw[U];
 #pragma unroll
-		for (int u = 0; u < MV_U; u++)
+		for (int u = 0; u < U; u++)
 			if (e0 + 256 * u < cols)
-				ld8<T>(wr, e0 + 256 * u, wv[u]);
+				raw[u] = ld8<T>(wr, e0 + 256 * u);
 #pragma unroll
-		for (int u = 0; u < MV_U; u++) {
+		for (int u = 0; u < U; u++) {
 			int e = e0 + 256 * u;
 			if (e >= cols)
 				break;
+			float wv[8];
+			cvt8<T>(raw[u], wv);
 #pragma unroll
 			for (int q = 0; q < MM_TB; q++) {
 				if (q >= nt)
@@ -416,14 +486,14 @@ __device__ __forceinline__ void dot_float(const uint8_t *wr, const float *xb, in
 				const float4 *xp = (const float4 *)(xb + (size_t)q * cols + e);
 				float4 a = xp[0], b = xp[1];
 				float s = acc[q];
-				s = fmaf(wv[u][0], a.x, s);
-				s = fmaf(wv[u][1], a.y, s);
-				s = fmaf(wv[u][2], a.z, s);
-				s = fmaf(wv[u][3], a.w, s);
-				s = fmaf(wv[u][4], b.x, s);
-				s = fmaf(wv[u][5], b.y, s);
-				s = fmaf(wv[u][6], b.z, s);
-				s = fmaf(wv[u][7], b.w, s);
+				s = fmaf(wv[0], a.x, s);
+				s = fmaf(wv[1], a.y, s);
+				s = fmaf(wv[2], a.z, s);
+				s = fmaf(wv[3], a.w, s);
+				s = fmaf(wv[4], b.x, s);
+				s = fmaf(wv[5], b.y, s);
+				s = fmaf(wv[6], b.z, s);
+				s = fmaf(wv[7], b.w, s);
 				acc[q] = s;
 			}
 		}
@@ -528,9 +598,7 @@ __global__ void __launch_bounds__(NORM_T) mv_k(k_mats m, int cols, const float *
 		float *h = (float *)mv_x;
 		for (int q = 0; q < nt; q++) {
 			const float *xr = xb + (size_t)q * cols;
-			float sc = norm_scale(xr, cols, eps);
-			for (int i = threadIdx.x; i < cols; i += NORM_T)
-				h[(size_t)q * cols + i] = norm_val(xr, sc, nw, ntype, i);
+			norm_row(h + (size_t)q * cols, xr, norm_scale(xr, cols, eps), nw, ntype, cols);
 		}
 		__syncthreads();
 		xb = h;
@@ -629,21 +697,37 @@ static k_mats mv_one(float *out, const void *w, int type, size_t rb, int rows, c
 /* ---- 8-bit activations with dp4a: the default mode's decode for Q8_0,
  * Q4_K and Q6_K ----
  * Activations are quantized per 32 values like Q8_0 (scale = max|x| / 127,
- * round to nearest; quant32), also straight from rmsnorm (norm_quant_k); a
+ * round to nearest; quant32, 4 lanes per 32 values), also straight from
+ * rmsnorm (norm_quant_k); a
  * block's dot product is 8 dp4a in int32, then float multiplies by the
  * scales. The matrices of one launch may differ in type (Q4_K_M mixes
  * Q4_K and Q6_K): each row branches on its matrix's type, warp-uniformly. */
-__device__ __forceinline__ void quant32(float v, int lane, int8_t *xq, float *xd, int *xs, int64_t b)
+__device__ __forceinline__ void quant32(const float v[8], int sub, int8_t *xq, float *xd, int *xs, int64_t b,
+					bool live)
 {
-	float a = fabsf(v);
-	for (int o = 16; o > 0; o >>= 1)
-		a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+	/* 32 values by the 4 lanes sub = 0..3 of a group (8 each); every lane of
+	 * the warp takes part in the shuffles, `live` ones store */
+	float a = 0;
+#pragma unroll
+	for (int k = 0; k < 8; k++)
+		a = fmaxf(a, fabsf(v[k]));
+	a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
+	a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 2));
 	float d = a / 127.0f;
-	int q = d > 0 ? __float2int_rn(v / d) : 0, sum = q;
-	xq[b * 32 + lane] = (int8_t)q;
-	for (int o = 16; o > 0; o >>= 1)
-		sum += __shfl_xor_sync(0xffffffffu, sum, o);
-	if (lane == 0) {
+	int sum = 0;
+	uint32_t pk[2] = {0, 0};
+#pragma unroll
+	for (int k = 0; k < 8; k++) {
+		int q = d > 0 ? __float2int_rn(v[k] / d) : 0;
+		sum += q;
+		pk[k >> 2] |= (uint32_t)(q & 0xff) << (8 * (k & 3));
+	}
+	sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+	sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+	if (!live)
+		return;
+	*(uint2 *)(xq + b * 32 + sub * 8) = make_uint2(pk[0], pk[1]);
+	if (sub == 0) {
 		xd[b] = d;
 		xs[b] = sum;
 	}
@@ -651,27 +735,45 @@ __device__ __forceinline__ void quant32(float v, int lane, int8_t *xq, float *xd
 
 __global__ void quant_x_k(const float *x, int8_t *xq, float *xd, int *xs, int64_t nblk)
 {
-	int64_t b = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
-	if (b < nblk)
-		quant32(x[b * 32 + (threadIdx.x & 31)], threadIdx.x & 31, xq, xd, xs, b);
+	int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, b = g >> 2;
+	int sub = (int)(g & 3);
+	bool live = b < nblk;
+	float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+	if (live) {
+		const float4 *p = (const float4 *)(x + b * 32 + sub * 8);
+		float4 u0 = p[0], u1 = p[1];
+		v[0] = u0.x, v[1] = u0.y, v[2] = u0.z, v[3] = u0.w, v[4] = u1.x, v[5] = u1.y, v[6] = u1.z, v[7] = u1.w;
+	}
+	quant32(v, sub, xq, xd, xs, b, live);
 }
 
 extern "C" void k_quant_x(cudaStream_t s, const float *x, int8_t *xq, float *xd, int *xs, int64_t n)
 {
 	int64_t nblk = n / 32;
 	if (nblk > 0)
-		quant_x_k<<<blocks_for(nblk * 32, 256), 256, 0, s>>>(x, xq, xd, xs, nblk);
+		quant_x_k<<<blocks_for(nblk * 4, 256), 256, 0, s>>>(x, xq, xd, xs, nblk);
 }
 
-/* rmsnorm and quantization in one pass: one block per row */
+/* rmsnorm and quantization in one pass: one block per row, 4 lanes per
+ * 32 values */
 __global__ void __launch_bounds__(NORM_T) norm_quant_k(const float *x, const uint8_t *w, int wtype, int dim,
 						       float eps, int8_t *xq, float *xd, int *xs)
 {
 	const float *xr = x + (size_t)blockIdx.x * dim;
 	float sc = norm_scale(xr, dim, eps);
-	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nb = dim >> 5;
-	for (int b = warp; b < nb; b += MV_WARPS)
-		quant32(norm_val(xr, sc, w, wtype, b * 32 + lane), lane, xq, xd, xs, (int64_t)blockIdx.x * nb + b);
+	int nb = dim >> 5, sub = threadIdx.x & 3;
+	for (int b0 = 0; b0 < nb; b0 += NORM_T / 4) {
+		int b = b0 + (threadIdx.x >> 2), i = b * 32 + sub * 8;
+		bool live = b < nb;
+		float v[8] = {0, 0, 0, 0, 0, 0, 0, 0}, wv[8];
+		if (live) {
+			deq8(wtype, w, i, 1, wv);
+#pragma unroll
+			for (int k = 0; k < 8; k++)
+				v[k] = norm_val(xr[i + k], sc, wv[k]);
+		}
+		quant32(v, sub, xq, xd, xs, (int64_t)blockIdx.x * nb + b, live);
+	}
 }
 
 extern "C" void k_norm_quant(cudaStream_t s, const float *x, const void *w, int wtype, int rows, int dim, float eps,
@@ -681,27 +783,36 @@ extern "C" void k_norm_quant(cudaStream_t s, const float *x, const void *w, int 
 		norm_quant_k<<<(unsigned)rows, NORM_T, 0, s>>>(x, (const uint8_t *)w, wtype, dim, eps, xq, xd, xs);
 }
 
-/* Q8_0 row: the warp stages 32 blocks in shared memory (16-byte loads),
- * each lane takes one block: 8 dp4a, then the two scales */
+/* Q8_0 row: the warp stages Q8_ROUND blocks in shared memory (16-byte
+ * loads, all in flight at once), each lane takes blocks lane, lane + 32:
+ * 8 dp4a each, then the two scales */
+#define Q8_ROUND 64
 __device__ __forceinline__ void dot_q8_0(const uint8_t *wr, const int8_t *xq, const float *xd, int cols, int nt,
 					 int lane, float acc[MM_TB], uint4 *sh)
 {
 	int nc = cols >> 5;
-	for (int c0 = 0; c0 < nc; c0 += 32) {
-		int nb = nc - c0 < 32 ? nc - c0 : 32, nvec = nb * 34 / 16;
+	for (int c0 = 0; c0 < nc; c0 += Q8_ROUND) {
+		int nb = nc - c0 < Q8_ROUND ? nc - c0 : Q8_ROUND, nvec = nb * 34 / 16;
 		const uint4 *src = (const uint4 *)(wr + (size_t)c0 * 34);
-		for (int k = lane; k < nvec; k += 32)
-			sh[k] = src[k];
+		uint4 ld[Q8_ROUND * 34 / 16 / 32 + 1]; /* every load issued before any store */
+#pragma unroll
+		for (int j = 0; j < Q8_ROUND * 34 / 16 / 32 + 1; j++)
+			if (lane + 32 * j < nvec)
+				ld[j] = __ldcs(src + lane + 32 * j);
+#pragma unroll
+		for (int j = 0; j < Q8_ROUND * 34 / 16 / 32 + 1; j++)
+			if (lane + 32 * j < nvec)
+				sh[lane + 32 * j] = ld[j];
 		__syncwarp();
-		if (lane < nb) {
-			const uint8_t *b = (const uint8_t *)sh + lane * 34;
+		for (int l = lane; l < nb; l += 32) {
+			const uint8_t *b = (const uint8_t *)sh + l * 34;
 			float dw = h2f(ld16(b));
 			const uint16_t *h = (const uint16_t *)(b + 2);
 			int wq[8];
 #pragma unroll
 			for (int k = 0; k < 8; k++)
 				wq[k] = (int)((uint32_t)h[2 * k] | ((uint32_t)h[2 * k + 1] << 16));
-			int c = c0 + lane;
+			int c = c0 + l;
 #pragma unroll
 			for (int q = 0; q < MM_TB; q++) {
 				if (q >= nt)
@@ -733,6 +844,7 @@ __device__ __forceinline__ void dot_kq8(const uint8_t *wr, const int8_t *xq, con
 					int nt, int lane, float acc[MM_TB])
 {
 	int nc = cols >> 5;
+#pragma unroll 2
 	for (int c = lane; c < nc; c += 32) {
 		int blk = c >> 3, sb = c & 7, wq[8];
 		float f0, f1; /* Q4_K: d*sc, dmin*m; Q6_K: d*sc0, d*sc1 */
@@ -801,7 +913,7 @@ __device__ __forceinline__ void dot_q8(int type, const uint8_t *wr, const int8_t
 __global__ void __launch_bounds__(NORM_T) mv_q8_k(k_mats m, int cols, const int8_t *xq, const float *xd,
 						  const int *xs, int n)
 {
-	__shared__ uint4 wsh[MV_WARPS][68];
+	__shared__ uint4 wsh[MV_WARPS][Q8_ROUND * 34 / 16];
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nc = cols >> 5;
 	int t0 = blockIdx.y * MM_TB, nt = n - t0 < MM_TB ? n - t0 : MM_TB;
 	xq += (size_t)t0 * cols;
@@ -935,36 +1047,41 @@ extern "C" void k_store_kv(cudaStream_t s, float *kc, float *vc, const float *k,
 						       layer);
 }
 
-/* rope of q (in place) and of k, with k and v stored in the cache, one
- * block per token: rope_k's and store_kv_k's values in one launch */
+/* rope of q (in place) and of k, with k and v stored in the cache:
+ * rope_k's and store_kv_k's values in one launch; blockIdx.x is the token,
+ * each thread one rotated pair or one value of v */
+#define RS_T 128
 __global__ void rope_store_k(float *q, const float *k, const float *v, float *kc, float *vc, const float *cs,
 			     const int32_t *pos, const int32_t *seq, const int32_t *tables, int max_nb, int n_blocks,
 			     int bs, int heads, int kv_heads, int hd, int neox, int layer)
 {
-	int t = blockIdx.x, p = pos[t], half = hd / 2, kvdim = kv_heads * hd;
+	int t = blockIdx.x, p = pos[t], half = hd / 2, kvdim = kv_heads * hd, np = (heads + kv_heads) * half;
+	int g = blockIdx.y * RS_T + threadIdx.x;
+	size_t o = kv_at(layer, n_blocks, tables[(size_t)seq[t] * max_nb + p / bs], bs, p % bs, kvdim);
+	if (g >= np) {
+		if (g - np < kvdim)
+			vc[o + g - np] = v[(size_t)t * kvdim + g - np];
+		return;
+	}
 	const float *c = cs + (size_t)t * half * 2;
 	float *qt = q + (size_t)t * heads * hd;
 	const float *kt = k + (size_t)t * kvdim;
-	size_t o = kv_at(layer, n_blocks, tables[(size_t)seq[t] * max_nb + p / bs], bs, p % bs, kvdim);
-	for (int g = threadIdx.x; g < (heads + kv_heads) * half; g += blockDim.x) {
-		int h = g / half, i = g % half, i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-		const float *xr = h < heads ? qt + (size_t)h * hd : kt + (size_t)(h - heads) * hd;
-		float *dst = h < heads ? qt + (size_t)h * hd : kc + o + (size_t)(h - heads) * hd;
-		float x0 = xr[i0], x1 = xr[i1];
-		dst[i0] = __fsub_rn(__fmul_rn(x0, c[2 * i]), __fmul_rn(x1, c[2 * i + 1]));
-		dst[i1] = __fadd_rn(__fmul_rn(x1, c[2 * i]), __fmul_rn(x0, c[2 * i + 1]));
-	}
-	for (int j = threadIdx.x; j < kvdim; j += blockDim.x)
-		vc[o + j] = v[(size_t)t * kvdim + j];
+	int h = g / half, i = g % half, i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+	const float *xr = h < heads ? qt + (size_t)h * hd : kt + (size_t)(h - heads) * hd;
+	float *dst = h < heads ? qt + (size_t)h * hd : kc + o + (size_t)(h - heads) * hd;
+	float x0 = xr[i0], x1 = xr[i1];
+	dst[i0] = __fsub_rn(__fmul_rn(x0, c[2 * i]), __fmul_rn(x1, c[2 * i + 1]));
+	dst[i1] = __fadd_rn(__fmul_rn(x1, c[2 * i]), __fmul_rn(x0, c[2 * i + 1]));
 }
 
 extern "C" void k_rope_store(cudaStream_t s, float *q, const float *k, const float *v, float *kc, float *vc,
 			     const float *cs, const int32_t *pos, const int32_t *seq, const int32_t *tables, int max_nb,
 			     int n_blocks, int bs, int heads, int kv_heads, int hd, int neox, int layer, int n)
 {
+	int items = (heads + kv_heads) * (hd / 2) + kv_heads * hd;
 	if (n > 0)
-		rope_store_k<<<(unsigned)n, 256, 0, s>>>(q, k, v, kc, vc, cs, pos, seq, tables, max_nb, n_blocks, bs, heads,
-							 kv_heads, hd, neox, layer);
+		rope_store_k<<<dim3((unsigned)n, blocks_for(items, RS_T)), RS_T, 0, s>>>(
+			q, k, v, kc, vc, cs, pos, seq, tables, max_nb, n_blocks, bs, heads, kv_heads, hd, neox, layer);
 }
 
 /* One block per (token, head); warp w takes positions w, w + ATT_W, ...
@@ -1044,7 +1161,8 @@ __global__ void attention_k(float *out, const float *q, const float *kc, const f
 /* The same attention with G lanes per position (16 head values per lane):
  * a block of AG_T threads keeps AG_T / G positions in flight instead of 4,
  * each group with its own online softmax over positions g, g + groups, ...;
- * the groups are merged in a fixed order at the end. hd = 16 * G. */
+ * the groups are merged in a fixed order at the end (warp shuffles). hd =
+ * 16 * G. */
 #define AG_T 256
 template <int G>
 __global__ void __launch_bounds__(AG_T) attention_g_k(float *out, const float *q, const float *kc, const float *vc,
@@ -1109,26 +1227,33 @@ __global__ void __launch_bounds__(AG_T) attention_g_k(float *out, const float *q
 	for (int i = 0; i < 16; i++)
 		sacc[g * hd + j * 16 + i] = acc[i];
 	__syncthreads();
-	__shared__ float sf[NG], sden;
+	/* the merge, in parallel: the maximum and the denominator by each warp
+	 * (the same fixed order in all), each output value by P = AG_T / hd
+	 * adjacent lanes over every P-th group, then a shuffle tree */
+	__shared__ float sf[NG];
+	int lane = threadIdx.x & 31;
 	float M = -INFINITY;
-	for (int w = 0; w < NG; w++)
+	for (int w = lane; w < NG; w += 32)
 		M = fmaxf(M, sm[w]);
+	for (int x = 16; x > 0; x >>= 1)
+		M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, x));
 	if (threadIdx.x < NG) /* each group's weight, once */
 		sf[threadIdx.x] = sl[threadIdx.x] > 0 ? expf(sm[threadIdx.x] - M) : 0.0f;
 	__syncthreads();
-	if (threadIdx.x == 0) {
-		float den = 0;
-		for (int w = 0; w < NG; w++)
-			den += sl[w] * sf[w];
-		sden = den;
-	}
-	__syncthreads();
-	for (int i = threadIdx.x; i < hd; i += AG_T) {
-		float num = 0;
-		for (int w = 0; w < NG; w++)
-			num += sacc[w * hd + i] * sf[w];
-		out[((size_t)t * heads + h) * hd + i] = num / sden;
-	}
+	float den = 0;
+	for (int w = lane; w < NG; w += 32)
+		den += sl[w] * sf[w];
+	for (int x = 16; x > 0; x >>= 1)
+		den += __shfl_xor_sync(0xffffffffu, den, x);
+	const int P = AG_T / hd;
+	int i = threadIdx.x / P, part = threadIdx.x % P;
+	float num = 0;
+	for (int w = part; w < NG; w += P)
+		num += sacc[w * hd + i] * sf[w];
+	for (int x = P / 2; x > 0; x >>= 1)
+		num += __shfl_xor_sync(0xffffffffu, num, x);
+	if (part == 0)
+		out[((size_t)t * heads + h) * hd + i] = num / den;
 }
 
 extern "C" void k_attention(cudaStream_t s, float *out, const float *q, const float *kc, const float *vc,
