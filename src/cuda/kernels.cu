@@ -34,6 +34,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 __device__ __forceinline__ float h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 __device__ __forceinline__ uint16_t ld16(const uint8_t *p) { return *(const uint16_t *)p; }
@@ -579,7 +581,10 @@ __device__ __forceinline__ void mv_put(const k_mats &m, int mi, int r, int t, fl
  * alone, never on the batch. */
 static int mv_split(int cols)
 {
-	for (int ks = 4; ks > 1; ks >>= 1)
+	static int off = -1; /* INFERD_CUDA_SPLIT=0: never split (to measure the split) */
+	if (off < 0)
+		off = getenv("INFERD_CUDA_SPLIT") && !strcmp(getenv("INFERD_CUDA_SPLIT"), "0");
+	for (int ks = 4; ks > 1 && !off; ks >>= 1)
 		if (cols >= 2048 * ks && cols % (256 * ks) == 0)
 			return ks;
 	return 1;
