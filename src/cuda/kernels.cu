@@ -34,8 +34,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
 __device__ __forceinline__ float h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 __device__ __forceinline__ uint16_t ld16(const uint8_t *p) { return *(const uint16_t *)p; }
@@ -464,20 +462,20 @@ __device__ __forceinline__ float warp_sum(float v)
 #define MV_U 8
 
 template <int T>
-__device__ __forceinline__ void dot_float(const uint8_t *wr, const float *xb, int ldx, int len, int nt, int lane,
+__device__ __forceinline__ void dot_float(const uint8_t *wr, const float *xb, int cols, int nt, int lane,
 					  float acc[MM_TB])
 {
 	const int U = T == DT_F32 ? MV_U / 2 : MV_U; /* 16 * MV_U bytes in flight per lane */
-	for (int e0 = lane * 8; e0 < len; e0 += 256 * U) {
+	for (int e0 = lane * 8; e0 < cols; e0 += 256 * U) {
 		raw8<T> raw[U];
 #pragma unroll
 		for (int u = 0; u < U; u++)
-			if (e0 + 256 * u < len)
+			if (e0 + 256 * u < cols)
 				raw[u] = ld8<T>(wr, e0 + 256 * u);
 #pragma unroll
 		for (int u = 0; u < U; u++) {
 			int e = e0 + 256 * u;
-			if (e >= len)
+			if (e >= cols)
 				break;
 			float wv[8];
 			cvt8<T>(raw[u], wv);
@@ -485,7 +483,7 @@ __device__ __forceinline__ void dot_float(const uint8_t *wr, const float *xb, in
 			for (int q = 0; q < MM_TB; q++) {
 				if (q >= nt)
 					break;
-				const float4 *xp = (const float4 *)(xb + (size_t)q * ldx + e);
+				const float4 *xp = (const float4 *)(xb + (size_t)q * cols + e);
 				float4 a = xp[0], b = xp[1];
 				float s = acc[q];
 				s = fmaf(wv[0], a.x, s);
@@ -503,13 +501,13 @@ __device__ __forceinline__ void dot_float(const uint8_t *wr, const float *xb, in
 }
 
 /* the 32 decoded values of sub-block c against each token's x */
-__device__ __forceinline__ void dot32(const float wv[32], const float *xb, int c, int ldx, int nt, float acc[MM_TB])
+__device__ __forceinline__ void dot32(const float wv[32], const float *xb, int c, int cols, int nt, float acc[MM_TB])
 {
 #pragma unroll
 	for (int q = 0; q < MM_TB; q++) {
 		if (q >= nt)
 			break;
-		const float4 *xp = (const float4 *)(xb + (size_t)q * ldx + (size_t)c * 32);
+		const float4 *xp = (const float4 *)(xb + (size_t)q * cols + (size_t)c * 32);
 		float s = acc[q];
 #pragma unroll
 		for (int j = 0; j < 8; j++) {
@@ -526,16 +524,16 @@ __device__ __forceinline__ void dot32(const float wv[32], const float *xb, int c
 /* one row of a float or quantized matrix against float activations; sh:
  * the warp's staging buffer (Q8_0 / Q4_0) */
 template <int T>
-__device__ __forceinline__ void dot_row(const uint8_t *wr, size_t rb, const float *xb, int ldx, int len, int nt,
-					int lane, float acc[MM_TB], uint4 *sh)
+__device__ __forceinline__ void dot_row(const uint8_t *wr, size_t rb, const float *xb, int cols, int nt, int lane,
+					float acc[MM_TB], uint4 *sh)
 {
 	if (T == DT_F32 || T == DT_F16 || T == DT_BF16) {
-		dot_float<T>(wr, xb, ldx, len, nt, lane, acc);
+		dot_float<T>(wr, xb, cols, nt, lane, acc);
 	} else if ((T == DT_Q8_0 || T == DT_Q4_0) && rb % 16 == 0) {
 		/* the warp loads its 32 blocks together (16-byte loads into shared
 		 * memory), then each lane decodes its own block from there */
 		const int BB = qblock<T>::bytes;
-		int nc = len >> 5;
+		int nc = cols >> 5;
 		for (int c0 = 0; c0 < nc; c0 += 32) {
 			int nb = nc - c0 < 32 ? nc - c0 : 32, nvec = nb * BB / 16;
 			const uint4 *src = (const uint4 *)(wr + (size_t)c0 * BB);
@@ -545,15 +543,15 @@ __device__ __forceinline__ void dot_row(const uint8_t *wr, size_t rb, const floa
 			if (lane < nb) {
 				float wv[32];
 				deq32<T>((const uint8_t *)sh, lane, wv);
-				dot32(wv, xb, c0 + lane, ldx, nt, acc);
+				dot32(wv, xb, c0 + lane, cols, nt, acc);
 			}
 			__syncwarp();
 		}
 	} else {
-		for (int c = lane; c < len >> 5; c += 32) {
+		for (int c = lane; c < cols >> 5; c += 32) {
 			float wv[32];
 			deq32<T>(wr, c, wv);
-			dot32(wv, xb, c, ldx, nt, acc);
+			dot32(wv, xb, c, cols, nt, acc);
 		}
 	}
 }
@@ -563,70 +561,33 @@ __device__ __forceinline__ int mv_total(const k_mats &m)
 	return m.swiglu ? m.rows[0] : m.rows[0] + m.rows[1] + m.rows[2];
 }
 
-/* the sum v of row r of matrix mi for token t (u: the up matrix's row r)
- * to the output: bias, silu(gate) * up, or the residual add */
-__device__ __forceinline__ void mv_put(const k_mats &m, int mi, int r, int t, float v, float u)
+/* the sums of row r of matrix mi (and of the up matrix's row r) to the
+ * output: bias, silu(gate) * up, or the residual add */
+__device__ __forceinline__ void mv_store(const k_mats &m, int mi, int r, int t0, int nt, int lane,
+					 const float acc[MM_TB], const float acc2[MM_TB])
 {
-	if (m.bias[mi])
-		v = __fadd_rn(v, deq(m.btype, (const uint8_t *)m.bias[mi], r));
-	if (m.swiglu)
-		v = __fmul_rn(__fdiv_rn(v, __fadd_rn(1.0f, expf(-v))), u);
-	float *o = m.out[mi] + (size_t)t * m.rows[mi] + r;
-	*o = m.accum ? __fadd_rn(*o, v) : v; /* accum: the residual add, fused */
-}
-
-/* Rows of cols % (256 * ks) == 0 values are split among ks warps of a block
- * (contiguous slices, their sums added in order), so that a launch over
- * few long rows still keeps enough loads in flight; ks depends on the width
- * alone, never on the batch. */
-static int mv_split(int cols)
-{
-	static int off = -1; /* INFERD_CUDA_SPLIT=0: never split (to measure the split) */
-	if (off < 0)
-		off = getenv("INFERD_CUDA_SPLIT") && !strcmp(getenv("INFERD_CUDA_SPLIT"), "0");
-	for (int ks = 4; ks > 1 && !off; ks >>= 1)
-		if (cols >= 2048 * ks && cols % (256 * ks) == 0)
-			return ks;
-	return 1;
-}
-
-/* the end of one stacked row of a block (slot `slot` of `ks` warps): each
- * warp's sums, then (ks > 1) the slices' sums in order through shared
- * memory; every warp of the block calls it (it holds barriers when ks > 1) */
-__device__ __forceinline__ void mv_finish(const k_mats &m, bool live, int mi, int r, int t0, int nt, int ks,
-					  const float acc[MM_TB], const float acc2[MM_TB])
-{
-	__shared__ float ps[MV_WARPS][2][MM_TB];
-	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	float v[MM_TB], u[MM_TB];
+	float bv = m.bias[mi] ? deq(m.btype, (const uint8_t *)m.bias[mi], r) : 0.0f;
 #pragma unroll
 	for (int q = 0; q < MM_TB; q++) {
 		if (q >= nt)
 			break;
-		v[q] = warp_sum(acc[q]);
-		u[q] = m.swiglu ? warp_sum(acc2[q]) : 0.0f;
+		float v = warp_sum(acc[q]);
+		if (m.bias[mi])
+			v = __fadd_rn(v, bv);
+		if (m.swiglu) {
+			float u = warp_sum(acc2[q]);
+			v = __fmul_rn(__fdiv_rn(v, __fadd_rn(1.0f, expf(-v))), u);
+		}
+		if (lane == 0) {
+			float *o = m.out[mi] + (size_t)(t0 + q) * m.rows[mi] + r;
+			*o = m.accum ? __fadd_rn(*o, v) : v; /* accum: the residual add, fused */
+		}
 	}
-	if (ks > 1) {
-		if (lane == 0)
-			for (int q = 0; q < nt; q++)
-				ps[warp][0][q] = v[q], ps[warp][1][q] = u[q];
-		__syncthreads();
-		if (warp % ks == 0)
-			for (int q = 0; q < nt; q++)
-				for (int p = 1; p < ks; p++) {
-					v[q] = __fadd_rn(v[q], ps[warp + p][0][q]);
-					u[q] = __fadd_rn(u[q], ps[warp + p][1][q]);
-				}
-		__syncthreads();
-	}
-	if (live && lane == 0 && warp % ks == 0)
-		for (int q = 0; q < nt; q++)
-			mv_put(m, mi, r, t0 + q, v[q], u[q]);
 }
 
 template <int T>
 __global__ void __launch_bounds__(NORM_T) mv_k(k_mats m, int cols, const float *x, int n, const uint8_t *nw,
-					       int ntype, float eps, int ks)
+					       int ntype, float eps)
 {
 	extern __shared__ float4 mv_x[]; /* rmsnorm(x): MM_TB x cols floats at most */
 	__shared__ uint4 wsh[MV_WARPS][(T == DT_Q8_0 || T == DT_Q4_0) ? 68 : 1];
@@ -642,38 +603,30 @@ __global__ void __launch_bounds__(NORM_T) mv_k(k_mats m, int cols, const float *
 		__syncthreads();
 		xb = h;
 	}
-	/* every warp runs the same iterations (mv_finish has barriers) */
-	int rpb = MV_WARPS / ks, len = cols / ks, start = (warp % ks) * len;
-	for (int base = blockIdx.x * rpb; base < mv_total(m); base += gridDim.x * rpb) {
-		int gr = base + warp / ks, mi = 0, r = gr;
-		bool live = gr < mv_total(m);
+	for (int gr = blockIdx.x * MV_WARPS + warp; gr < mv_total(m); gr += gridDim.x * MV_WARPS) {
+		int mi = 0, r = gr;
+		while (r >= m.rows[mi])
+			r -= m.rows[mi++];
 		float acc[MM_TB], acc2[MM_TB];
 #pragma unroll
 		for (int q = 0; q < MM_TB; q++)
 			acc[q] = acc2[q] = 0;
-		if (live) {
-			while (r >= m.rows[mi])
-				r -= m.rows[mi++];
-			size_t off = m.rb[mi] * (size_t)start / (size_t)cols;
-			dot_row<T>((const uint8_t *)m.w[mi] + (size_t)r * m.rb[mi] + off, m.rb[mi], xb + start, cols, len, nt,
-				   lane, acc, wsh[warp]);
-			if (m.swiglu)
-				dot_row<T>((const uint8_t *)m.w[1] + (size_t)r * m.rb[1] + off, m.rb[1], xb + start, cols, len,
-					   nt, lane, acc2, wsh[warp]);
-		}
-		mv_finish(m, live, mi, r, t0, nt, ks, acc, acc2);
+		dot_row<T>((const uint8_t *)m.w[mi] + (size_t)r * m.rb[mi], m.rb[mi], xb, cols, nt, lane, acc, wsh[warp]);
+		if (m.swiglu)
+			dot_row<T>((const uint8_t *)m.w[1] + (size_t)r * m.rb[1], m.rb[1], xb, cols, nt, lane, acc2,
+				   wsh[warp]);
+		mv_store(m, mi, r, t0, nt, lane, acc, acc2);
 	}
 }
 
-/* blocks for `total` stacked rows, rpb per block: at most 8 per SM, the
- * rest grid-stride */
-static unsigned mv_grid(int total, int rpb)
+/* blocks for `total` stacked rows: at most 8 per SM, the rest grid-stride */
+static unsigned mv_grid(int total)
 {
 	int dev = 0, nsm = 0;
 	cudaGetDevice(&dev);
 	if (cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || nsm <= 0)
 		nsm = 16;
-	unsigned b = blocks_for(total, rpb), cap = 8u * (unsigned)nsm;
+	unsigned b = blocks_for(total, MV_WARPS), cap = 8u * (unsigned)nsm;
 	return b < cap ? b : cap;
 }
 
@@ -696,9 +649,8 @@ static void mv(cudaStream_t s, const k_mats *m, int cols, const float *x, int n,
 	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) { /* grid y is at most 65535 */
 		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
 		size_t sh = nw ? (size_t)(nt < MM_TB ? nt : MM_TB) * cols * sizeof(float) : 0;
-		int ks = mv_split(cols);
-		mv_k<T><<<dim3(mv_grid(total, MV_WARPS / ks), blocks_for(nt, MM_TB)), NORM_T, sh, s>>>(
-			mv_from(m, t0), cols, x + (size_t)t0 * cols, nt, (const uint8_t *)nw, ntype, eps, ks);
+		mv_k<T><<<dim3(mv_grid(total), blocks_for(nt, MM_TB)), NORM_T, sh, s>>>(
+			mv_from(m, t0), cols, x + (size_t)t0 * cols, nt, (const uint8_t *)nw, ntype, eps);
 	}
 }
 
@@ -835,10 +787,10 @@ extern "C" void k_norm_quant(cudaStream_t s, const float *x, const void *w, int 
  * loads, all in flight at once), each lane takes blocks lane, lane + 32:
  * 8 dp4a each, then the two scales */
 #define Q8_ROUND 64
-__device__ __forceinline__ void dot_q8_0(const uint8_t *wr, const int8_t *xq, const float *xd, int ldx, int len,
-					 int nt, int lane, float acc[MM_TB], uint4 *sh)
+__device__ __forceinline__ void dot_q8_0(const uint8_t *wr, const int8_t *xq, const float *xd, int cols, int nt,
+					 int lane, float acc[MM_TB], uint4 *sh)
 {
-	int nc = len >> 5, ldc = ldx >> 5;
+	int nc = cols >> 5;
 	for (int c0 = 0; c0 < nc; c0 += Q8_ROUND) {
 		int nb = nc - c0 < Q8_ROUND ? nc - c0 : Q8_ROUND, nvec = nb * 34 / 16;
 		const uint4 *src = (const uint4 *)(wr + (size_t)c0 * 34);
@@ -865,7 +817,7 @@ __device__ __forceinline__ void dot_q8_0(const uint8_t *wr, const int8_t *xq, co
 			for (int q = 0; q < MM_TB; q++) {
 				if (q >= nt)
 					break;
-				const uint4 *xp = (const uint4 *)(xq + (size_t)q * ldx + (size_t)c * 32);
+				const uint4 *xp = (const uint4 *)(xq + (size_t)q * cols + (size_t)c * 32);
 				uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
 				int sum = 0;
 				sum = __dp4a(wq[0], (int)x0.x, sum);
@@ -876,7 +828,7 @@ __device__ __forceinline__ void dot_q8_0(const uint8_t *wr, const int8_t *xq, co
 				sum = __dp4a(wq[5], (int)x1.y, sum);
 				sum = __dp4a(wq[6], (int)x1.z, sum);
 				sum = __dp4a(wq[7], (int)x1.w, sum);
-				acc[q] = fmaf((float)sum, dw * xd[(size_t)q * ldc + c], acc[q]);
+				acc[q] = fmaf((float)sum, dw * xd[(size_t)q * nc + c], acc[q]);
 			}
 		}
 		__syncwarp();
@@ -888,10 +840,10 @@ __device__ __forceinline__ void dot_q8_0(const uint8_t *wr, const int8_t *xq, co
  * Q6_K: sum = dx * d * (sc0 * sum over the first 16 + sc1 * the last 16),
  * with q - 32 as signed bytes. */
 template <int T>
-__device__ __forceinline__ void dot_kq8(const uint8_t *wr, const int8_t *xq, const float *xd, const int *xs, int ldx,
-					int len, int nt, int lane, float acc[MM_TB])
+__device__ __forceinline__ void dot_kq8(const uint8_t *wr, const int8_t *xq, const float *xd, const int *xs, int cols,
+					int nt, int lane, float acc[MM_TB])
 {
-	int nc = len >> 5, ldc = ldx >> 5;
+	int nc = cols >> 5;
 #pragma unroll 2
 	for (int c = lane; c < nc; c += 32) {
 		int blk = c >> 3, sb = c & 7, wq[8];
@@ -930,7 +882,7 @@ __device__ __forceinline__ void dot_kq8(const uint8_t *wr, const int8_t *xq, con
 		for (int q = 0; q < MM_TB; q++) {
 			if (q >= nt)
 				break;
-			size_t xb = (size_t)q * ldc + c;
+			size_t xb = (size_t)q * nc + c;
 			const uint4 *xp = (const uint4 *)(xq + xb * 32);
 			uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
 			int xv[8] = {(int)x0.x, (int)x0.y, (int)x0.z, (int)x0.w, (int)x1.x, (int)x1.y, (int)x1.z, (int)x1.w};
@@ -948,18 +900,18 @@ __device__ __forceinline__ void dot_kq8(const uint8_t *wr, const int8_t *xq, con
 }
 
 __device__ __forceinline__ void dot_q8(int type, const uint8_t *wr, const int8_t *xq, const float *xd, const int *xs,
-				       int ldx, int len, int nt, int lane, float acc[MM_TB], uint4 *sh)
+				       int cols, int nt, int lane, float acc[MM_TB], uint4 *sh)
 {
 	if (type == DT_Q8_0)
-		dot_q8_0(wr, xq, xd, ldx, len, nt, lane, acc, sh);
+		dot_q8_0(wr, xq, xd, cols, nt, lane, acc, sh);
 	else if (type == DT_Q4_K)
-		dot_kq8<DT_Q4_K>(wr, xq, xd, xs, ldx, len, nt, lane, acc);
+		dot_kq8<DT_Q4_K>(wr, xq, xd, xs, cols, nt, lane, acc);
 	else
-		dot_kq8<DT_Q6_K>(wr, xq, xd, xs, ldx, len, nt, lane, acc);
+		dot_kq8<DT_Q6_K>(wr, xq, xd, xs, cols, nt, lane, acc);
 }
 
 __global__ void __launch_bounds__(NORM_T) mv_q8_k(k_mats m, int cols, const int8_t *xq, const float *xd,
-						  const int *xs, int n, int ks)
+						  const int *xs, int n)
 {
 	__shared__ uint4 wsh[MV_WARPS][Q8_ROUND * 34 / 16];
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nc = cols >> 5;
@@ -967,24 +919,20 @@ __global__ void __launch_bounds__(NORM_T) mv_q8_k(k_mats m, int cols, const int8
 	xq += (size_t)t0 * cols;
 	xd += (size_t)t0 * nc;
 	xs += (size_t)t0 * nc;
-	int rpb = MV_WARPS / ks, len = cols / ks, start = (warp % ks) * len;
-	for (int base = blockIdx.x * rpb; base < mv_total(m); base += gridDim.x * rpb) {
-		int gr = base + warp / ks, mi = 0, r = gr;
-		bool live = gr < mv_total(m);
+	for (int gr = blockIdx.x * MV_WARPS + warp; gr < mv_total(m); gr += gridDim.x * MV_WARPS) {
+		int mi = 0, r = gr;
+		while (r >= m.rows[mi])
+			r -= m.rows[mi++];
 		float acc[MM_TB], acc2[MM_TB];
 #pragma unroll
 		for (int q = 0; q < MM_TB; q++)
 			acc[q] = acc2[q] = 0;
-		if (live) {
-			while (r >= m.rows[mi])
-				r -= m.rows[mi++];
-			dot_q8(m.type[mi], (const uint8_t *)m.w[mi] + (size_t)r * m.rb[mi] + m.rb[mi] * (size_t)start / cols,
-			       xq + start, xd + start / 32, xs + start / 32, cols, len, nt, lane, acc, wsh[warp]);
-			if (m.swiglu)
-				dot_q8(m.type[1], (const uint8_t *)m.w[1] + (size_t)r * m.rb[1] + m.rb[1] * (size_t)start / cols,
-				       xq + start, xd + start / 32, xs + start / 32, cols, len, nt, lane, acc2, wsh[warp]);
-		}
-		mv_finish(m, live, mi, r, t0, nt, ks, acc, acc2);
+		dot_q8(m.type[mi], (const uint8_t *)m.w[mi] + (size_t)r * m.rb[mi], xq, xd, xs, cols, nt, lane, acc,
+		       wsh[warp]);
+		if (m.swiglu)
+			dot_q8(m.type[1], (const uint8_t *)m.w[1] + (size_t)r * m.rb[1], xq, xd, xs, cols, nt, lane, acc2,
+			       wsh[warp]);
+		mv_store(m, mi, r, t0, nt, lane, acc, acc2);
 	}
 }
 
@@ -1000,9 +948,8 @@ extern "C" int k_mv_q8(cudaStream_t s, const k_mats *m, int cols, const int8_t *
 	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) {
 		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
 		size_t xo = (size_t)t0 * (cols / 32);
-		int ks = mv_split(cols);
-		mv_q8_k<<<dim3(mv_grid(total, MV_WARPS / ks), blocks_for(nt, MM_TB)), NORM_T, 0, s>>>(
-			mv_from(m, t0), cols, xq + (size_t)t0 * cols, xd + xo, xs + xo, nt, ks);
+		mv_q8_k<<<dim3(mv_grid(total), blocks_for(nt, MM_TB)), NORM_T, 0, s>>>(
+			mv_from(m, t0), cols, xq + (size_t)t0 * cols, xd + xo, xs + xo, nt);
 	}
 	return 1;
 }
