@@ -121,6 +121,43 @@ __device__ __forceinline__ float deq(int type, const uint8_t *row, int i)
 
 static unsigned blocks_for(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
+/* ---- programmatic dependent launch (Hopper) ----
+ * The decode chain's kernels (products, norm + quantize, rope + KV store,
+ * attention) are launched with programmatic stream serialization: each one
+ * lets the next launch as soon as all its own blocks have started
+ * (pdl_trigger), and each waits for the one before to finish and its
+ * writes to be visible (pdl_wait) before it reads or writes any
+ * activation or the KV cache; before that wait a kernel only touches
+ * weights (the products prefetch their first rows into L2). So the next
+ * kernel's launch and its first weight loads overlap the tail of the one
+ * before. Kernels launched the usual way keep the usual stream order, and
+ * pdl_wait returns at once where nothing programmatic came before. */
+__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
+template <typename... P, typename... A>
+static void launch_pdl(void (*k)(P...), dim3 grid, unsigned threads, size_t shmem, cudaStream_t s, A... args)
+{
+	cudaLaunchAttribute at[1];
+	at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+	at[0].val.programmaticStreamSerializationAllowed = 1;
+	cudaLaunchConfig_t cfg = {};
+	cfg.gridDim = grid;
+	cfg.blockDim = dim3(threads);
+	cfg.dynamicSmemBytes = shmem;
+	cfg.stream = s;
+	cfg.attrs = at;
+	cfg.numAttrs = 1;
+	cudaLaunchKernelEx(&cfg, k, args...); /* a failure stays in cudaGetLastError() for the caller */
+}
+
+/* the bytes of a weight row into L2, by the 32 lanes of a warp */
+__device__ __forceinline__ void prefetch_row(const uint8_t *row, size_t bytes, int lane)
+{
+	for (size_t o = (size_t)lane * 128; o < bytes; o += 32 * 128)
+		asm volatile("prefetch.global.L2 [%0];" ::"l"(row + o));
+}
+
 /* ---- get_rows / dequant ---- */
 __global__ void get_rows_k(float *out, const uint8_t *emb, int type, size_t rb, int cols, const int32_t *ids)
 {
@@ -561,6 +598,19 @@ __device__ __forceinline__ int mv_total(const k_mats &m)
 	return m.swiglu ? m.rows[0] : m.rows[0] + m.rows[1] + m.rows[2];
 }
 
+/* stacked row gr (and its up row) into L2 */
+__device__ __forceinline__ void mv_prefetch(const k_mats &m, int gr, int lane)
+{
+	if (gr >= mv_total(m))
+		return;
+	int mi = 0, r = gr;
+	while (r >= m.rows[mi])
+		r -= m.rows[mi++];
+	prefetch_row((const uint8_t *)m.w[mi] + (size_t)r * m.rb[mi], m.rb[mi], lane);
+	if (m.swiglu)
+		prefetch_row((const uint8_t *)m.w[1] + (size_t)r * m.rb[1], m.rb[1], lane);
+}
+
 /* the sums of row r of matrix mi (and of the up matrix's row r) to the
  * output: bias, silu(gate) * up, or the residual add */
 __device__ __forceinline__ void mv_store(const k_mats &m, int mi, int r, int t0, int nt, int lane,
@@ -594,6 +644,9 @@ __global__ void __launch_bounds__(NORM_T) mv_k(k_mats m, int cols, const float *
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	int t0 = blockIdx.y * MM_TB, nt = n - t0 < MM_TB ? n - t0 : MM_TB;
 	const float *xb = x + (size_t)t0 * cols;
+	pdl_trigger();
+	mv_prefetch(m, blockIdx.x * MV_WARPS + warp, lane);
+	pdl_wait();
 	if (nw) {
 		float *h = (float *)mv_x;
 		for (int q = 0; q < nt; q++) {
@@ -649,8 +702,8 @@ static void mv(cudaStream_t s, const k_mats *m, int cols, const float *x, int n,
 	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) { /* grid y is at most 65535 */
 		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
 		size_t sh = nw ? (size_t)(nt < MM_TB ? nt : MM_TB) * cols * sizeof(float) : 0;
-		mv_k<T><<<dim3(mv_grid(total), blocks_for(nt, MM_TB)), NORM_T, sh, s>>>(
-			mv_from(m, t0), cols, x + (size_t)t0 * cols, nt, (const uint8_t *)nw, ntype, eps);
+		launch_pdl(mv_k<T>, dim3(mv_grid(total), blocks_for(nt, MM_TB)), NORM_T, sh, s, mv_from(m, t0), cols,
+			   x + (size_t)t0 * cols, nt, (const uint8_t *)nw, ntype, eps);
 	}
 }
 
@@ -738,6 +791,8 @@ __global__ void quant_x_k(const float *x, int8_t *xq, float *xd, int *xs, int64_
 	int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, b = g >> 2;
 	int sub = (int)(g & 3);
 	bool live = b < nblk;
+	pdl_trigger();
+	pdl_wait();
 	float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 	if (live) {
 		const float4 *p = (const float4 *)(x + b * 32 + sub * 8);
@@ -751,7 +806,7 @@ extern "C" void k_quant_x(cudaStream_t s, const float *x, int8_t *xq, float *xd,
 {
 	int64_t nblk = n / 32;
 	if (nblk > 0)
-		quant_x_k<<<blocks_for(nblk * 4, 256), 256, 0, s>>>(x, xq, xd, xs, nblk);
+		launch_pdl(quant_x_k, dim3(blocks_for(nblk * 4, 256)), 256, 0, s, x, xq, xd, xs, nblk);
 }
 
 /* rmsnorm and quantization in one pass: one block per row, 4 lanes per
@@ -760,6 +815,8 @@ __global__ void __launch_bounds__(NORM_T) norm_quant_k(const float *x, const uin
 						       float eps, int8_t *xq, float *xd, int *xs)
 {
 	const float *xr = x + (size_t)blockIdx.x * dim;
+	pdl_trigger();
+	pdl_wait();
 	float sc = norm_scale(xr, dim, eps);
 	int nb = dim >> 5, sub = threadIdx.x & 3;
 	for (int b0 = 0; b0 < nb; b0 += NORM_T / 4) {
@@ -780,7 +837,7 @@ extern "C" void k_norm_quant(cudaStream_t s, const float *x, const void *w, int 
 			     int8_t *xq, float *xd, int *xs)
 {
 	if (rows > 0)
-		norm_quant_k<<<(unsigned)rows, NORM_T, 0, s>>>(x, (const uint8_t *)w, wtype, dim, eps, xq, xd, xs);
+		launch_pdl(norm_quant_k, dim3((unsigned)rows), NORM_T, 0, s, x, (const uint8_t *)w, wtype, dim, eps, xq, xd, xs);
 }
 
 /* Q8_0 row: the warp stages Q8_ROUND blocks in shared memory (16-byte
@@ -919,6 +976,9 @@ __global__ void __launch_bounds__(NORM_T) mv_q8_k(k_mats m, int cols, const int8
 	xq += (size_t)t0 * cols;
 	xd += (size_t)t0 * nc;
 	xs += (size_t)t0 * nc;
+	pdl_trigger();
+	mv_prefetch(m, blockIdx.x * MV_WARPS + warp, lane);
+	pdl_wait();
 	for (int gr = blockIdx.x * MV_WARPS + warp; gr < mv_total(m); gr += gridDim.x * MV_WARPS) {
 		int mi = 0, r = gr;
 		while (r >= m.rows[mi])
@@ -948,8 +1008,8 @@ extern "C" int k_mv_q8(cudaStream_t s, const k_mats *m, int cols, const int8_t *
 	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) {
 		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
 		size_t xo = (size_t)t0 * (cols / 32);
-		mv_q8_k<<<dim3(mv_grid(total), blocks_for(nt, MM_TB)), NORM_T, 0, s>>>(
-			mv_from(m, t0), cols, xq + (size_t)t0 * cols, xd + xo, xs + xo, nt);
+		launch_pdl(mv_q8_k, dim3(mv_grid(total), blocks_for(nt, MM_TB)), NORM_T, 0, s, mv_from(m, t0), cols,
+			   xq + (size_t)t0 * cols, xd + xo, xs + xo, nt);
 	}
 	return 1;
 }
@@ -1057,6 +1117,8 @@ __global__ void rope_store_k(float *q, const float *k, const float *v, float *kc
 {
 	int t = blockIdx.x, p = pos[t], half = hd / 2, kvdim = kv_heads * hd, np = (heads + kv_heads) * half;
 	int g = blockIdx.y * RS_T + threadIdx.x;
+	pdl_trigger();
+	pdl_wait();
 	size_t o = kv_at(layer, n_blocks, tables[(size_t)seq[t] * max_nb + p / bs], bs, p % bs, kvdim);
 	if (g >= np) {
 		if (g - np < kvdim)
@@ -1080,8 +1142,8 @@ extern "C" void k_rope_store(cudaStream_t s, float *q, const float *k, const flo
 {
 	int items = (heads + kv_heads) * (hd / 2) + kv_heads * hd;
 	if (n > 0)
-		rope_store_k<<<dim3((unsigned)n, blocks_for(items, RS_T)), RS_T, 0, s>>>(
-			q, k, v, kc, vc, cs, pos, seq, tables, max_nb, n_blocks, bs, heads, kv_heads, hd, neox, layer);
+		launch_pdl(rope_store_k, dim3((unsigned)n, blocks_for(items, RS_T)), RS_T, 0, s, q, k, v, kc, vc, cs, pos, seq,
+			   tables, max_nb, n_blocks, bs, heads, kv_heads, hd, neox, layer);
 }
 
 /* One block per (token, head); warp w takes positions w, w + ATT_W, ...
@@ -1173,6 +1235,8 @@ __global__ void __launch_bounds__(AG_T) attention_g_k(float *out, const float *q
 	const int hd = 16 * G, NG = AG_T / G;
 	__shared__ float sm[NG], sl[NG], sacc[NG * 16 * G];
 	int t = blockIdx.x, h = blockIdx.y, g = threadIdx.x / G, j = threadIdx.x % G;
+	pdl_trigger();
+	pdl_wait();
 	const float *qp = q + ((size_t)t * heads + h) * hd + j * 16;
 	const int32_t *tab = tables + (size_t)seq[t] * max_nb;
 	size_t hoff = (size_t)(h / group) * hd + j * 16;
@@ -1270,10 +1334,10 @@ extern "C" void k_attention(cudaStream_t s, float *out, const float *q, const fl
 	float sc = 1.0f / sqrtf((float)hd);
 	int aligned = kvdim % 4 == 0; /* float4 loads of q, K and V */
 	switch (aligned ? hd : 0) {
-	case 32: attention_g_k<2><<<grid, AG_T, 0, s>>>(out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer, heads, group, sc); return;
-	case 64: attention_g_k<4><<<grid, AG_T, 0, s>>>(out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer, heads, group, sc); return;
-	case 128: attention_g_k<8><<<grid, AG_T, 0, s>>>(out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer, heads, group, sc); return;
-	case 256: attention_g_k<16><<<grid, AG_T, 0, s>>>(out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer, heads, group, sc); return;
+	case 32: launch_pdl(attention_g_k<2>, grid, AG_T, 0, s, out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer, heads, group, sc); return;
+	case 64: launch_pdl(attention_g_k<4>, grid, AG_T, 0, s, out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer, heads, group, sc); return;
+	case 128: launch_pdl(attention_g_k<8>, grid, AG_T, 0, s, out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer, heads, group, sc); return;
+	case 256: launch_pdl(attention_g_k<16>, grid, AG_T, 0, s, out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer, heads, group, sc); return;
 	}
 	attention_k<<<grid, 32 * ATT_W, 0, s>>>(out, q, kc, vc, pos, seq, tables, max_nb, n_blocks, bs, kvdim, layer,
 					       heads, group, hd, sc);
