@@ -695,9 +695,23 @@ static k_mats mv_from(const k_mats *m, int t0)
 	return o;
 }
 
-template <int T>
-static void mv(cudaStream_t s, const k_mats *m, int cols, const float *x, int n, const void *nw, int ntype, float eps)
+/* The normalized activations of a tile and mv_k's own shared memory must
+ * fit the 48 KiB a launch gets without opting in */
+template <int T> static int mv_fits(size_t dyn)
 {
+	static size_t own = 0; /* mv_k<T>'s static shared memory, once */
+	if (!own) {
+		cudaFuncAttributes fa;
+		own = cudaFuncGetAttributes(&fa, mv_k<T>) == cudaSuccess ? fa.sharedSizeBytes : 16 * 1024;
+	}
+	return dyn + own <= 48 * 1024;
+}
+
+template <int T>
+static int mv(cudaStream_t s, const k_mats *m, int cols, const float *x, int n, const void *nw, int ntype, float eps)
+{
+	if (nw && !mv_fits<T>((size_t)(n < MM_TB ? n : MM_TB) * cols * sizeof(float)))
+		return 0;
 	int total = m->swiglu ? m->rows[0] : m->rows[0] + m->rows[1] + m->rows[2];
 	for (int t0 = 0; t0 < n; t0 += 65535 * MM_TB) { /* grid y is at most 65535 */
 		int nt = n - t0 < 65535 * MM_TB ? n - t0 : 65535 * MM_TB;
@@ -705,6 +719,7 @@ static void mv(cudaStream_t s, const k_mats *m, int cols, const float *x, int n,
 		launch_pdl(mv_k<T>, dim3(mv_grid(total), blocks_for(nt, MM_TB)), NORM_T, sh, s, mv_from(m, t0), cols,
 			   x + (size_t)t0 * cols, nt, (const uint8_t *)nw, ntype, eps);
 	}
+	return 1;
 }
 
 extern "C" int k_mv(cudaStream_t s, const k_mats *m, int cols, const float *x, int n, const void *nw, int ntype,
@@ -717,17 +732,15 @@ extern "C" int k_mv(cudaStream_t s, const k_mats *m, int cols, const float *x, i
 	int flt = type == DT_F32 || type == DT_F16 || type == DT_BF16;
 	if (((uintptr_t)x & 15) || cols % (flt ? 256 : 32))
 		return 0;
-	if (nw && (size_t)(n < MM_TB ? n : MM_TB) * cols * sizeof(float) > 48 * 1024)
-		return 0; /* the normalized activations must fit the default shared memory */
 	switch (type) {
-	case DT_F32: mv<DT_F32>(s, m, cols, x, n, nw, ntype, eps); return 1;
-	case DT_F16: mv<DT_F16>(s, m, cols, x, n, nw, ntype, eps); return 1;
-	case DT_BF16: mv<DT_BF16>(s, m, cols, x, n, nw, ntype, eps); return 1;
-	case DT_Q8_0: mv<DT_Q8_0>(s, m, cols, x, n, nw, ntype, eps); return 1;
-	case DT_Q4_0: mv<DT_Q4_0>(s, m, cols, x, n, nw, ntype, eps); return 1;
-	case DT_Q4_K: mv<DT_Q4_K>(s, m, cols, x, n, nw, ntype, eps); return 1;
-	case DT_Q5_K: mv<DT_Q5_K>(s, m, cols, x, n, nw, ntype, eps); return 1;
-	case DT_Q6_K: mv<DT_Q6_K>(s, m, cols, x, n, nw, ntype, eps); return 1;
+	case DT_F32: return mv<DT_F32>(s, m, cols, x, n, nw, ntype, eps);
+	case DT_F16: return mv<DT_F16>(s, m, cols, x, n, nw, ntype, eps);
+	case DT_BF16: return mv<DT_BF16>(s, m, cols, x, n, nw, ntype, eps);
+	case DT_Q8_0: return mv<DT_Q8_0>(s, m, cols, x, n, nw, ntype, eps);
+	case DT_Q4_0: return mv<DT_Q4_0>(s, m, cols, x, n, nw, ntype, eps);
+	case DT_Q4_K: return mv<DT_Q4_K>(s, m, cols, x, n, nw, ntype, eps);
+	case DT_Q5_K: return mv<DT_Q5_K>(s, m, cols, x, n, nw, ntype, eps);
+	case DT_Q6_K: return mv<DT_Q6_K>(s, m, cols, x, n, nw, ntype, eps);
 	}
 	return 0;
 }

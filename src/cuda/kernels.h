@@ -61,7 +61,8 @@ typedef struct k_mats {
 /* out_i[t] (+)= rmsnorm(x[t]) . W_i (norm weight nw, NULL: x itself) for
  * t < n with the fast kernels; 0 when this shape has none (one type for
  * all, 16-byte aligned, cols % 256 for float weights, % 32 otherwise, and
- * with a norm at most 48 KiB of normalized activations per 8 tokens) */
+ * with a norm the normalized activations of 8 tokens and the kernel's own
+ * shared memory within 48 KiB) */
 int k_mv(cudaStream_t s, const k_mats *m, int cols, const float *x, int n, const void *nw, int ntype, float eps);
 /* the same against 8-bit activations (k_quant_x, k_norm_quant): Q8_0, Q4_K
  * and Q6_K matrices (they may differ), cols % 256 == 0; 0 otherwise */

@@ -493,6 +493,59 @@ static char *gen(const char *name, const char *arch, const char *type)
 	return p;
 }
 
+/* Steps of 1 to 8 tokens at Llama-1B width (2048): the fused products keep
+ * up to 8 tokens' normalized activations in shared memory, so their limits
+ * only show at this width. F16 and Q8_0, float32 and the default mode,
+ * against the CPU. */
+static void wide_steps(void)
+{
+	const char *types[] = {"f16", "q8_0"};
+	char err[INFERD_ERR_LEN];
+	int saved = exact;
+	for (int ti = 0; ti < 2; ti++) {
+		char name[64];
+		snprintf(name, sizeof name, "wide-%s.gguf", types[ti]);
+		char p[512];
+		snprintf(p, sizeof p, "%s", t_tmp(name));
+		struct inferd_gen_opts o = {.arch = "llama", .n_layer = 1, .n_embd = 2048, .n_ff = 1024, .n_head = 32,
+					    .n_head_kv = 8, .head_dim = 64, .n_vocab = 256, .n_ctx = 512, .rope_theta = 10000,
+					    .seed = 11, .type = types[ti]};
+		CHECK(inferd_gen_model(&o, p, err) == 0, "%s", err);
+		for (int mode = 0; mode < 2; mode++) {
+			exact = mode == 0;
+			double bound = exact ? 1e-4 : 2e-2, worst = 0;
+			inferd_model_t *mg = open_on(p, "cuda:0", err), *mc = mg ? open_on(p, "cpu", err) : NULL;
+			CHECK(mg && mc, "wide %s: %s", types[ti], err);
+			for (int n = 1; mg && mc && n <= 8; n++) {
+				int32_t ids[8];
+				float *a = malloc((size_t)n * 256 * sizeof *a), *b = malloc((size_t)n * 256 * sizeof *b);
+				for (int i = 0; i < n; i++)
+					ids[i] = (int32_t)((i * 31 + n) % 256);
+				inferd_seq_t *s1, *s2;
+				inferd_seq_new(mc, n, &s1, err);
+				inferd_seq_new(mg, n, &s2, err);
+				CHECK(inferd_seq_eval(mc, s1, ids, n, a, 1, err) == 0, "%s", err);
+				int rc = inferd_seq_eval(mg, s2, ids, n, b, 1, err);
+				CHECK(rc == 0, "wide %s, %d tokens: %s", types[ti], n, err);
+				double e = rc ? 1 : t_rel_err(b, a, (size_t)n * 256);
+				worst = e > worst ? e : worst;
+				inferd_seq_free(s1);
+				inferd_seq_free(s2);
+				free(a);
+				free(b);
+			}
+			printf("  2048 wide %-5s %s, steps of 1-8 tokens: CUDA vs CPU rel err %.2e (bound %.0e)\n", types[ti],
+			       exact ? "float32" : "default", worst, bound);
+			CHECK(worst <= bound, "wide %s: rel err %.3e", types[ti], worst);
+			if (mg)
+				inferd_model_close(mg);
+			if (mc)
+				inferd_model_close(mc);
+		}
+	}
+	exact = saved;
+}
+
 static void weight_types(void)
 {
 	/* inferd's own quantizers, then llama.cpp's files of every type */
@@ -1276,6 +1329,7 @@ int main(int argc, char **argv)
 	}
 	fixtures(1e-4);
 	weight_types();
+	wide_steps();
 	batch_invariance(fq, BATCH_BOUND, DELTA);
 	batch_invariance(fl, BATCH_BOUND, DELTA);
 	/* the default: products of >= 16 tokens on tensor cores with F16 (BF16
