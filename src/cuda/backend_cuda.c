@@ -12,6 +12,15 @@
  * sizes the arena) and replayed after: the ops then enqueue nothing and the
  * graph is launched when the logits are read or sampled.
  *
+ * Decode steps (the warp kernels' sizes) run each layer in few launches:
+ * rmsnorm with the q/k/v products stacked in one launch (norm_qkv), rope
+ * with the KV store then attention (rope_attention), the output product
+ * with the residual add (matmul_add), rmsnorm with gate/up and swiglu in
+ * one launch (norm_gate_up), the down product with the residual add; in the
+ * default mode, Q8_0/Q4_K/Q6_K weights take 8-bit activations from a
+ * norm + quantize kernel instead. Where a fused form does not apply the op
+ * runs its steps one by one, with the same results bitwise.
+ *
  * Ownership and threads: one backend per model. It owns one CUDA stream,
  * one cuBLAS handle bound to that stream, one memory pool for activations
  * and the device copies of the model's weights, uploaded once in their file

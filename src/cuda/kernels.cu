@@ -2,12 +2,18 @@
  * kernels.cu — the CUDA kernels of every op the architecture needs
  * (backend.h). Each op has a plain kernel that handles any shape
  * (matmul_k, attention_k) and, for the common shapes, a fast one:
- * matrix-vector products per weight type (gemv_k: one warp per weight row,
- * 16-byte loads, a 32-value block decoded in registers per lane), 8-bit
- * activations with dp4a for Q8_0/Q4_K/Q6_K decode in the default mode
- * (gemv_q8q8_k, gemv_kq8_k), attention with G lanes per position
- * (attention_g_k), and 16-bit copies for the tensor-core products of
- * backend_cuda.c.
+ * matrix-vector products (mv_k: one warp per weight row, 128 bytes in
+ * flight per lane, a 32-value block decoded in registers per lane for
+ * quantized rows) that multiply up to three matrices in one launch (q/k/v
+ * stacked, or gate/up with swiglu in the epilogue; k_mats in kernels.h) and
+ * can run the rmsnorm before them in their prologue; 8-bit activations with
+ * dp4a for Q8_0/Q4_K/Q6_K decode in the default mode (mv_q8_k, fed by
+ * norm_quant_k or quant_x_k); rope with the KV store in one launch
+ * (rope_store_k); attention with G lanes per position (attention_g_k); and
+ * 16-bit copies for the tensor-core products of backend_cuda.c. The decode
+ * chain's kernels use programmatic dependent launch (pdl_trigger/pdl_wait
+ * below): the next kernel starts and prefetches its weights while the one
+ * before finishes.
  *
  * Weights stay in their file format on the device and are decoded value by
  * value (deq below), with the same float operations, rounded the same way
@@ -25,8 +31,13 @@
  * on its batch. The exceptions are the cuBLAS products of backend_cuda.c
  * (8 tokens or more by default, 65 with gpu_exact).
  *
+ * A fused kernel computes each value with the same operations in the same
+ * order as the ops one by one (test_cuda checks them bitwise).
+ *
  * Threads: kernels are launched by one executor thread on its own stream;
- * nothing here keeps state between launches.
+ * nothing here keeps state between launches but one cache of a device
+ * fact (mv_fits: a kernel's static shared memory size, the same for every
+ * caller, read and written atomically).
  */
 #include "kernels.h"
 #include "dtype.h"
@@ -699,10 +710,13 @@ static k_mats mv_from(const k_mats *m, int t0)
  * fit the 48 KiB a launch gets without opting in */
 template <int T> static int mv_fits(size_t dyn)
 {
-	static size_t own = 0; /* mv_k<T>'s static shared memory, once */
+	static size_t cache; /* mv_k<T>'s static shared memory; executors of
+			      * two models may both fill it, with one value */
+	size_t own = __atomic_load_n(&cache, __ATOMIC_RELAXED);
 	if (!own) {
 		cudaFuncAttributes fa;
 		own = cudaFuncGetAttributes(&fa, mv_k<T>) == cudaSuccess ? fa.sharedSizeBytes : 16 * 1024;
+		__atomic_store_n(&cache, own ? own : 1, __ATOMIC_RELAXED);
 	}
 	return dyn + own <= 48 * 1024;
 }
