@@ -404,14 +404,24 @@ static void cu_rmsnorm(struct backend *be, float *out, const float *x, const str
 	launched(cb, "rmsnorm");
 }
 
-/* The default mode's decode path for Q8_0, Q4_K and Q6_K weights:
- * activations to 8 bits per 32 values, dp4a products. Returns 0 when it
- * does not apply. */
-static int q8_path(struct cu_backend *cb, float *out, const struct tensor *w, const float *x, int n, int accum)
+/* entry i of a k_mats: w (bias) into out */
+static void mats_set(struct cu_backend *cb, k_mats *mt, int i, float *out, const struct tensor *w,
+		     const struct tensor *bias)
 {
-	int cols = (int)w->ne[0], rows = (int)w->ne[1], t = w->type;
-	if (!cb->mixed_min || n >= cb->mixed_min || cols % 256 || (t != DT_Q8_0 && t != DT_Q4_K && t != DT_Q6_K))
-		return 0;
+	mt->w[i] = W(cb, w);
+	mt->type[i] = w->type;
+	mt->rb[i] = row_bytes(w);
+	mt->bias[i] = bias ? W(cb, bias) : NULL;
+	mt->out[i] = out;
+	mt->rows[i] = (int)w->ne[1];
+}
+
+/* The default mode's decode path for Q8_0, Q4_K and Q6_K weights: x
+ * (rmsnorm(x) with norm, one kernel for both) to 8 bits per 32 values, then
+ * the dp4a products of mt in one launch. Returns 0 when out of memory. */
+static int q8_run(struct cu_backend *cb, const k_mats *mt, int cols, const float *x, const struct tensor *norm, int n,
+		  float eps)
+{
 	size_t nq = (size_t)n * cols;
 	uint8_t *buf = (uint8_t *)cb->base.ops->alloc(&cb->base, (nq + nq / 32 * 8 + 3) / 4);
 	if (!buf)
@@ -419,11 +429,26 @@ static int q8_path(struct cu_backend *cb, float *out, const struct tensor *w, co
 	int8_t *xq = (int8_t *)buf;
 	float *xd = (float *)(buf + nq);
 	int *xs = (int *)(buf + nq + nq / 32 * 4);
-	k_quant_x(cb->st, x, xq, xd, xs, (int64_t)nq);
-	k_matmul_q8(cb->st, t, out, W(cb, w), row_bytes(w), cols, rows, xq, xd, xs, n, accum);
-	launched(cb, "matmul (8-bit activations)");
+	if (norm)
+		k_norm_quant(cb->st, x, W(cb, norm), norm->type, n, cols, eps, xq, xd, xs);
+	else
+		k_quant_x(cb->st, x, xq, xd, xs, (int64_t)nq);
+	k_mv_q8(cb->st, mt, cols, xq, xd, xs, n);
+	launched(cb, "products (8-bit activations)");
 	cb->base.ops->dealloc(&cb->base, (float *)buf);
 	return 1;
+}
+
+/* one matrix on the 8-bit path; 0 when it does not apply */
+static int q8_path(struct cu_backend *cb, float *out, const struct tensor *w, const float *x, int n, int accum)
+{
+	int cols = (int)w->ne[0], t = w->type;
+	if (!cb->mixed_min || n >= cb->mixed_min || cols % 256 || (t != DT_Q8_0 && t != DT_Q4_K && t != DT_Q6_K))
+		return 0;
+	k_mats mt = {0};
+	mats_set(cb, &mt, 0, out, w, NULL);
+	mt.accum = accum;
+	return q8_run(cb, &mt, cols, x, NULL, n, 0);
 }
 
 /* The products of a step of n tokens run on the warp kernels (and in CUDA
@@ -435,10 +460,10 @@ static int small_step(const struct cu_backend *cb, int n)
 
 /* Several matrices against one input (q/k/v stacked, or gate/up with
  * swiglu), rmsnorm(x) by norm first, in the fewest launches: 8-bit
- * activations (norm and quantization in one kernel, then one dp4a launch)
- * in the default mode, else one float-activation launch with the norm in
- * its prologue. Returns 0 when neither applies (the caller runs the ops one
- * by one, with the same results bitwise in gpu_exact). */
+ * activations (q8_run) in the default mode, else one float-activation
+ * launch with the norm in its prologue. Returns 0 when neither applies (the
+ * caller runs the ops one by one, with the same results bitwise in
+ * gpu_exact). */
 static int fused(struct cu_backend *cb, const k_mats *mt, int cols, const float *x, const struct tensor *norm, int n,
 		 float eps)
 {
@@ -447,36 +472,12 @@ static int fused(struct cu_backend *cb, const k_mats *mt, int cols, const float 
 	int nm = mt->swiglu ? 2 : mt->rows[2] ? 3 : mt->rows[1] ? 2 : 1, q8 = cb->mixed_min && cols % 256 == 0;
 	for (int i = 0; i < nm; i++)
 		q8 &= mt->type[i] == DT_Q8_0 || mt->type[i] == DT_Q4_K || mt->type[i] == DT_Q6_K;
-	if (q8) {
-		size_t nq = (size_t)n * cols;
-		uint8_t *buf = (uint8_t *)cb->base.ops->alloc(&cb->base, (nq + nq / 32 * 8 + 3) / 4);
-		if (!buf)
-			return 0;
-		int8_t *xq = (int8_t *)buf;
-		float *xd = (float *)(buf + nq);
-		int *xs = (int *)(buf + nq + nq / 32 * 4);
-		k_norm_quant(cb->st, x, W(cb, norm), norm->type, n, cols, eps, xq, xd, xs);
-		k_mv_q8(cb->st, mt, cols, xq, xd, xs, n);
-		launched(cb, "fused products (8-bit activations)");
-		cb->base.ops->dealloc(&cb->base, (float *)buf);
-		return 1;
-	}
+	if (q8)
+		return q8_run(cb, mt, cols, x, norm, n, eps);
 	if (!k_mv(cb->st, mt, cols, x, n, W(cb, norm), norm->type, eps))
 		return 0;
 	launched(cb, "fused products");
 	return 1;
-}
-
-/* entry i of a k_mats: w (bias) into out */
-static void mats_set(struct cu_backend *cb, k_mats *mt, int i, float *out, const struct tensor *w,
-		     const struct tensor *bias)
-{
-	mt->w[i] = W(cb, w);
-	mt->type[i] = w->type;
-	mt->rb[i] = row_bytes(w);
-	mt->bias[i] = bias ? W(cb, bias) : NULL;
-	mt->out[i] = out;
-	mt->rows[i] = (int)w->ne[1];
 }
 
 static void cu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
@@ -762,20 +763,27 @@ static void cu_rope(struct backend *be, float *x, int n, int n_heads)
 	launched(cb, "rope");
 }
 
+/* attention of q over the cache of `layer` (this step's k, v stored) */
+static void attend(struct cu_backend *cb, float *out, const float *q, const struct batch *b, int layer)
+{
+	const struct model_config *c = &cb->base.m->c;
+	struct cu_kv *kv = b->kv;
+	k_attention(cb->st, out, q, kv->k, kv->v, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb, kv->n_blocks, kv->bs,
+		    kv->kvdim, layer, b->n_tokens, c->n_head, c->n_head / c->n_head_kv, c->head_dim);
+	launched(cb, "attention");
+}
+
 static void cu_attention(struct backend *be, float *out, const float *q, const float *k, const float *v,
 			 const struct batch *b, int layer)
 {
 	struct cu_backend *cb = CU(be);
 	if (cb->err || cb->replay >= 0)
 		return;
-	const struct model_config *c = &be->m->c;
 	struct cu_kv *kv = b->kv;
 	k_store_kv(cb->st, kv->k, kv->v, k, v, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb, kv->n_blocks, kv->bs,
 		   kv->kvdim, layer, b->n_tokens);
 	launched(cb, "KV store");
-	k_attention(cb->st, out, q, kv->k, kv->v, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb, kv->n_blocks, kv->bs,
-		    kv->kvdim, layer, b->n_tokens, c->n_head, c->n_head / c->n_head_kv, c->head_dim);
-	launched(cb, "attention");
+	attend(cb, out, q, b, layer);
 }
 
 /* rope of q and k, the KV store and attention: two launches */
@@ -791,9 +799,7 @@ static void cu_rope_attention(struct backend *be, float *out, float *q, const fl
 		     kv->n_blocks, kv->bs, c->n_head, c->n_head_kv, c->head_dim, c->rope_style == ROPE_NEOX, layer,
 		     b->n_tokens);
 	launched(cb, "rope and KV store");
-	k_attention(cb->st, out, q, kv->k, kv->v, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb, kv->n_blocks, kv->bs,
-		    kv->kvdim, layer, b->n_tokens, c->n_head, c->n_head / c->n_head_kv, c->head_dim);
-	launched(cb, "attention");
+	attend(cb, out, q, b, layer);
 }
 
 static void cu_swiglu(struct backend *be, float *out, const float *gate, const float *up, int64_t n)

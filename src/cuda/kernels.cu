@@ -609,14 +609,21 @@ __device__ __forceinline__ int mv_total(const k_mats &m)
 	return m.swiglu ? m.rows[0] : m.rows[0] + m.rows[1] + m.rows[2];
 }
 
+/* the matrix of stacked row gr (< mv_total), and its row there in *r */
+__device__ __forceinline__ int mv_pick(const k_mats &m, int gr, int *r)
+{
+	int mi = 0;
+	for (*r = gr; *r >= m.rows[mi]; mi++)
+		*r -= m.rows[mi];
+	return mi;
+}
+
 /* stacked row gr (and its up row) into L2 */
 __device__ __forceinline__ void mv_prefetch(const k_mats &m, int gr, int lane)
 {
 	if (gr >= mv_total(m))
 		return;
-	int mi = 0, r = gr;
-	while (r >= m.rows[mi])
-		r -= m.rows[mi++];
+	int r, mi = mv_pick(m, gr, &r);
 	prefetch_row((const uint8_t *)m.w[mi] + (size_t)r * m.rb[mi], m.rb[mi], lane);
 	if (m.swiglu)
 		prefetch_row((const uint8_t *)m.w[1] + (size_t)r * m.rb[1], m.rb[1], lane);
@@ -668,13 +675,8 @@ __global__ void __launch_bounds__(NORM_T) mv_k(k_mats m, int cols, const float *
 		xb = h;
 	}
 	for (int gr = blockIdx.x * MV_WARPS + warp; gr < mv_total(m); gr += gridDim.x * MV_WARPS) {
-		int mi = 0, r = gr;
-		while (r >= m.rows[mi])
-			r -= m.rows[mi++];
-		float acc[MM_TB], acc2[MM_TB];
-#pragma unroll
-		for (int q = 0; q < MM_TB; q++)
-			acc[q] = acc2[q] = 0;
+		int r, mi = mv_pick(m, gr, &r);
+		float acc[MM_TB] = {0}, acc2[MM_TB] = {0};
 		dot_row<T>((const uint8_t *)m.w[mi] + (size_t)r * m.rb[mi], m.rb[mi], xb, cols, nt, lane, acc, wsh[warp]);
 		if (m.swiglu)
 			dot_row<T>((const uint8_t *)m.w[1] + (size_t)r * m.rb[1], m.rb[1], xb, cols, nt, lane, acc2,
@@ -1007,13 +1009,8 @@ __global__ void __launch_bounds__(NORM_T) mv_q8_k(k_mats m, int cols, const int8
 	mv_prefetch(m, blockIdx.x * MV_WARPS + warp, lane);
 	pdl_wait();
 	for (int gr = blockIdx.x * MV_WARPS + warp; gr < mv_total(m); gr += gridDim.x * MV_WARPS) {
-		int mi = 0, r = gr;
-		while (r >= m.rows[mi])
-			r -= m.rows[mi++];
-		float acc[MM_TB], acc2[MM_TB];
-#pragma unroll
-		for (int q = 0; q < MM_TB; q++)
-			acc[q] = acc2[q] = 0;
+		int r, mi = mv_pick(m, gr, &r);
+		float acc[MM_TB] = {0}, acc2[MM_TB] = {0};
 		dot_q8(m.type[mi], (const uint8_t *)m.w[mi] + (size_t)r * m.rb[mi], xq, xd, xs, cols, nt, lane, acc,
 		       wsh[warp]);
 		if (m.swiglu)
@@ -1039,13 +1036,6 @@ extern "C" int k_mv_q8(cudaStream_t s, const k_mats *m, int cols, const int8_t *
 			   xq + (size_t)t0 * cols, xd + xo, xs + xo, nt);
 	}
 	return 1;
-}
-
-extern "C" int k_matmul_q8(cudaStream_t s, int type, float *out, const void *w, size_t rb, int cols, int rows,
-			   const int8_t *xq, const float *xd, const int *xs, int n, int accum)
-{
-	k_mats m = mv_one(out, w, type, rb, rows, NULL, 0, accum);
-	return k_mv_q8(s, &m, cols, xq, xd, xs, n);
 }
 
 extern "C" int k_matmul_acc(cudaStream_t s, float *out, const void *w, int type, size_t rb, int cols, int rows,

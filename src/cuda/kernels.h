@@ -40,10 +40,6 @@ int k_matmul_acc(cudaStream_t s, float *out, const void *w, int type, size_t row
 /* 8-bit copies of n activations (a multiple of 32): per 32 values an
  * int8 block xq, its scale xd and the sum of its codes xs */
 void k_quant_x(cudaStream_t s, const float *x, int8_t *xq, float *xd, int *xs, int64_t n);
-/* out[t][r] (+)= row r of a Q8_0 / Q4_K / Q6_K matrix . quantized x[t]
- * (cols % 256 == 0); 0 for other types */
-int k_matmul_q8(cudaStream_t s, int type, float *out, const void *w, size_t rb, int cols, int rows, const int8_t *xq,
-		const float *xd, const int *xs, int n, int accum);
 /* Matrices multiplied in one launch (k_mv, k_mv_q8): up to three of one
  * width stacked by rows (unused entries zero), each with its own output
  * [n][rows[i]]; or, with swiglu, a gate/up pair of equal rows:
