@@ -95,6 +95,20 @@ struct backend_ops {
 	 * residual add in one pass); tmp holds n * rows floats if needed. NULL:
 	 * forward uses matmul then add */
 	void (*matmul_add)(struct backend *be, float *x, const struct tensor *w, const float *in, int n, float *tmp);
+	/* optional: q, k, v = rmsnorm(x)·Wq, ·Wk, ·Wv (+ biases) of layer w, in as
+	 * few passes as the backend can; h: n * n_embd floats of scratch.
+	 * NULL: forward runs rmsnorm and three matmuls */
+	void (*norm_qkv)(struct backend *be, float *q, float *k, float *v, const float *x,
+			 const struct layer_weights *w, int n, float eps, float *h);
+	/* optional: out = silu(rmsnorm(x)·Wgate) * rmsnorm(x)·Wup; h: n * n_embd
+	 * and u: n * n_ff floats of scratch. NULL: rmsnorm, two matmuls, swiglu */
+	void (*norm_gate_up)(struct backend *be, float *out, const float *x, const struct layer_weights *w, int n,
+			     float eps, float *h, float *u);
+	/* optional: rope q and k (n_head and n_head_kv heads), then attention as
+	 * the attention op (k, v stored first); q is rotated in place, k may be
+	 * left as it was. NULL: rope, rope, attention */
+	void (*rope_attention)(struct backend *be, float *out, float *q, const float *k, const float *v,
+			       const struct batch *b, int layer);
 	/* optional: end of a step; waits for the device and returns the first
 	 * error of the step's ops (INFERD_EDEVICE for a lost device) */
 	int (*sync)(struct backend *be, char *err);

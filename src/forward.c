@@ -11,6 +11,9 @@
  * then logits = rmsnorm(x)·Woutput for the rows the batch wants, read back
  * to the host or sampled on the device (backend.h); with device sampling,
  * the rows in b->host_rows (constrained sequences) are also read back.
+ * A backend may run a norm with the products after it, or rope with
+ * attention, as one op (norm_qkv, norm_gate_up, rope_attention, matmul_add:
+ * backend.h); without those ops forward runs the steps one by one.
  */
 #include "backend.h"
 
@@ -61,22 +64,34 @@ int forward(struct inferd_model *m, const struct batch *b, char *err)
 	op->get_rows(be, x, m->tok_embd, b->ids, n);
 	for (int l = 0; l < c->n_layer; l++) {
 		const struct layer_weights *w = &m->layers[l];
-		op->rmsnorm(be, h, x, w->attn_norm, n, E, eps);
-		op->matmul(be, q, w->wq, w->bq, h, n);
-		op->matmul(be, k, w->wk, w->bk, h, n);
-		op->matmul(be, v, w->wv, w->bv, h, n);
+		if (op->norm_qkv) {
+			op->norm_qkv(be, q, k, v, x, w, n, eps, h);
+		} else {
+			op->rmsnorm(be, h, x, w->attn_norm, n, E, eps);
+			op->matmul(be, q, w->wq, w->bq, h, n);
+			op->matmul(be, k, w->wk, w->bk, h, n);
+			op->matmul(be, v, w->wv, w->bv, h, n);
+		}
 		if (c->qk_norm) {
 			op->rmsnorm(be, q, q, w->q_norm, n * c->n_head, hd, eps);
 			op->rmsnorm(be, k, k, w->k_norm, n * c->n_head_kv, hd, eps);
 		}
-		op->rope(be, q, n, c->n_head);
-		op->rope(be, k, n, c->n_head_kv);
-		op->attention(be, att, q, k, v, b, l);
+		if (op->rope_attention) {
+			op->rope_attention(be, att, q, k, v, b, l);
+		} else {
+			op->rope(be, q, n, c->n_head);
+			op->rope(be, k, n, c->n_head_kv);
+			op->attention(be, att, q, k, v, b, l);
+		}
 		matmul_add(be, x, w->wo, att, n, h);
-		op->rmsnorm(be, h, x, w->ffn_norm, n, E, eps);
-		op->matmul(be, g, w->w_gate, NULL, h, n);
-		op->matmul(be, u, w->w_up, NULL, h, n);
-		op->swiglu(be, g, g, u, (int64_t)n * F);
+		if (op->norm_gate_up) {
+			op->norm_gate_up(be, g, x, w, n, eps, h, u);
+		} else {
+			op->rmsnorm(be, h, x, w->ffn_norm, n, E, eps);
+			op->matmul(be, g, w->w_gate, NULL, h, n);
+			op->matmul(be, u, w->w_up, NULL, h, n);
+			op->swiglu(be, g, g, u, (int64_t)n * F);
+		}
 		matmul_add(be, x, w->w_down, g, n, h);
 	}
 	if (n_out) {

@@ -12,6 +12,15 @@
  * sizes the arena) and replayed after: the ops then enqueue nothing and the
  * graph is launched when the logits are read or sampled.
  *
+ * Decode steps (the warp kernels' sizes) run each layer in few launches:
+ * rmsnorm with the q/k/v products stacked in one launch (norm_qkv), rope
+ * with the KV store then attention (rope_attention), the output product
+ * with the residual add (matmul_add), rmsnorm with gate/up and swiglu in
+ * one launch (norm_gate_up), the down product with the residual add; in the
+ * default mode, Q8_0/Q4_K/Q6_K weights take 8-bit activations from a
+ * norm + quantize kernel instead. Where a fused form does not apply the op
+ * runs its steps one by one, with the same results bitwise.
+ *
  * Ownership and threads: one backend per model. It owns one CUDA stream,
  * one cuBLAS handle bound to that stream, one memory pool for activations
  * and the device copies of the model's weights, uploaded once in their file
@@ -395,14 +404,24 @@ static void cu_rmsnorm(struct backend *be, float *out, const float *x, const str
 	launched(cb, "rmsnorm");
 }
 
-/* The default mode's decode path for Q8_0, Q4_K and Q6_K weights:
- * activations to 8 bits per 32 values, dp4a products. Returns 0 when it
- * does not apply. */
-static int q8_path(struct cu_backend *cb, float *out, const struct tensor *w, const float *x, int n, int accum)
+/* entry i of a k_mats: w (bias) into out */
+static void mats_set(struct cu_backend *cb, k_mats *mt, int i, float *out, const struct tensor *w,
+		     const struct tensor *bias)
 {
-	int cols = (int)w->ne[0], rows = (int)w->ne[1], t = w->type;
-	if (!cb->mixed_min || n >= cb->mixed_min || cols % 256 || (t != DT_Q8_0 && t != DT_Q4_K && t != DT_Q6_K))
-		return 0;
+	mt->w[i] = W(cb, w);
+	mt->type[i] = w->type;
+	mt->rb[i] = row_bytes(w);
+	mt->bias[i] = bias ? W(cb, bias) : NULL;
+	mt->out[i] = out;
+	mt->rows[i] = (int)w->ne[1];
+}
+
+/* The default mode's decode path for Q8_0, Q4_K and Q6_K weights: x
+ * (rmsnorm(x) with norm, one kernel for both) to 8 bits per 32 values, then
+ * the dp4a products of mt in one launch. Returns 0 when out of memory. */
+static int q8_run(struct cu_backend *cb, const k_mats *mt, int cols, const float *x, const struct tensor *norm, int n,
+		  float eps)
+{
 	size_t nq = (size_t)n * cols;
 	uint8_t *buf = (uint8_t *)cb->base.ops->alloc(&cb->base, (nq + nq / 32 * 8 + 3) / 4);
 	if (!buf)
@@ -410,11 +429,103 @@ static int q8_path(struct cu_backend *cb, float *out, const struct tensor *w, co
 	int8_t *xq = (int8_t *)buf;
 	float *xd = (float *)(buf + nq);
 	int *xs = (int *)(buf + nq + nq / 32 * 4);
-	k_quant_x(cb->st, x, xq, xd, xs, (int64_t)nq);
-	k_matmul_q8(cb->st, t, out, W(cb, w), row_bytes(w), cols, rows, xq, xd, xs, n, accum);
-	launched(cb, "matmul (8-bit activations)");
+	if (norm)
+		k_norm_quant(cb->st, x, W(cb, norm), norm->type, n, cols, eps, xq, xd, xs);
+	else
+		k_quant_x(cb->st, x, xq, xd, xs, (int64_t)nq);
+	k_mv_q8(cb->st, mt, cols, xq, xd, xs, n);
+	launched(cb, "products (8-bit activations)");
 	cb->base.ops->dealloc(&cb->base, (float *)buf);
 	return 1;
+}
+
+/* one matrix on the 8-bit path; 0 when it does not apply */
+static int q8_path(struct cu_backend *cb, float *out, const struct tensor *w, const float *x, int n, int accum)
+{
+	int cols = (int)w->ne[0], t = w->type;
+	if (!cb->mixed_min || n >= cb->mixed_min || cols % 256 || (t != DT_Q8_0 && t != DT_Q4_K && t != DT_Q6_K))
+		return 0;
+	k_mats mt = {0};
+	mats_set(cb, &mt, 0, out, w, NULL);
+	mt.accum = accum;
+	return q8_run(cb, &mt, cols, x, NULL, n, 0);
+}
+
+/* The products of a step of n tokens run on the warp kernels (and in CUDA
+ * graphs) rather than cuBLAS */
+static int small_step(const struct cu_backend *cb, int n)
+{
+	return n < cb->blas_min && (!cb->mixed_min || n < cb->mixed_min);
+}
+
+/* Several matrices against one input (q/k/v stacked, or gate/up with
+ * swiglu), rmsnorm(x) by norm first, in the fewest launches: 8-bit
+ * activations (q8_run) in the default mode, else one float-activation
+ * launch with the norm in its prologue. Returns 0 when neither applies (the
+ * caller runs the ops one by one, with the same results bitwise in
+ * gpu_exact). */
+static int fused(struct cu_backend *cb, const k_mats *mt, int cols, const float *x, const struct tensor *norm, int n,
+		 float eps)
+{
+	if (!small_step(cb, n))
+		return 0;
+	int nm = mt->swiglu ? 2 : mt->rows[2] ? 3 : mt->rows[1] ? 2 : 1, q8 = cb->mixed_min && cols % 256 == 0;
+	for (int i = 0; i < nm; i++)
+		q8 &= mt->type[i] == DT_Q8_0 || mt->type[i] == DT_Q4_K || mt->type[i] == DT_Q6_K;
+	if (q8)
+		return q8_run(cb, mt, cols, x, norm, n, eps);
+	if (!k_mv(cb->st, mt, cols, x, n, W(cb, norm), norm->type, eps))
+		return 0;
+	launched(cb, "fused products");
+	return 1;
+}
+
+static void cu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
+		      const float *x, int n);
+static void cu_swiglu(struct backend *be, float *out, const float *gate, const float *up, int64_t n);
+
+static void cu_norm_qkv(struct backend *be, float *q, float *k, float *v, const float *x,
+			const struct layer_weights *w, int n, float eps, float *h)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err || n <= 0 || cb->replay >= 0)
+		return;
+	int E = be->m->c.n_embd;
+	/* one launch when the biases (if any) share a type */
+	int bt = w->bq ? w->bq->type : -1;
+	if ((w->bq != NULL) == (w->bk != NULL) && (w->bq != NULL) == (w->bv != NULL) &&
+	    (!w->bq || (w->bk->type == bt && w->bv->type == bt))) {
+		k_mats mt = {0};
+		mats_set(cb, &mt, 0, q, w->wq, w->bq);
+		mats_set(cb, &mt, 1, k, w->wk, w->bk);
+		mats_set(cb, &mt, 2, v, w->wv, w->bv);
+		mt.btype = bt < 0 ? 0 : bt;
+		if (fused(cb, &mt, E, x, w->attn_norm, n, eps))
+			return;
+	}
+	cu_rmsnorm(be, h, x, w->attn_norm, n, E, eps);
+	cu_matmul(be, q, w->wq, w->bq, h, n);
+	cu_matmul(be, k, w->wk, w->bk, h, n);
+	cu_matmul(be, v, w->wv, w->bv, h, n);
+}
+
+static void cu_norm_gate_up(struct backend *be, float *out, const float *x, const struct layer_weights *w, int n,
+			    float eps, float *h, float *u)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err || n <= 0 || cb->replay >= 0)
+		return;
+	int E = be->m->c.n_embd;
+	k_mats mt = {0};
+	mats_set(cb, &mt, 0, out, w->w_gate, NULL);
+	mats_set(cb, &mt, 1, NULL, w->w_up, NULL);
+	mt.swiglu = 1;
+	if (fused(cb, &mt, E, x, w->ffn_norm, n, eps))
+		return;
+	cu_rmsnorm(be, h, x, w->ffn_norm, n, E, eps);
+	cu_matmul(be, out, w->w_gate, NULL, h, n);
+	cu_matmul(be, u, w->w_up, NULL, h, n);
+	cu_swiglu(be, out, out, u, (int64_t)n * w->w_gate->ne[1]);
 }
 
 static void cu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
@@ -634,8 +745,7 @@ static void cu_matmul_add(struct backend *be, float *x, const struct tensor *w, 
 		return;
 	if (q8_path(cb, x, w, in, n, 1))
 		return;
-	int small = n < cb->blas_min && (!cb->mixed_min || n < cb->mixed_min);
-	if (small && k_matmul_acc(cb->st, x, W(cb, w), w->type, row_bytes(w), (int)w->ne[0], (int)w->ne[1], in, n)) {
+	if (small_step(cb, n) && k_matmul_acc(cb->st, x, W(cb, w), w->type, row_bytes(w), (int)w->ne[0], (int)w->ne[1], in, n)) {
 		launched(cb, "matmul_add");
 		return;
 	}
@@ -653,20 +763,43 @@ static void cu_rope(struct backend *be, float *x, int n, int n_heads)
 	launched(cb, "rope");
 }
 
+/* attention of q over the cache of `layer` (this step's k, v stored) */
+static void attend(struct cu_backend *cb, float *out, const float *q, const struct batch *b, int layer)
+{
+	const struct model_config *c = &cb->base.m->c;
+	struct cu_kv *kv = b->kv;
+	k_attention(cb->st, out, q, kv->k, kv->v, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb, kv->n_blocks, kv->bs,
+		    kv->kvdim, layer, b->n_tokens, c->n_head, c->n_head / c->n_head_kv, c->head_dim);
+	launched(cb, "attention");
+}
+
 static void cu_attention(struct backend *be, float *out, const float *q, const float *k, const float *v,
 			 const struct batch *b, int layer)
 {
 	struct cu_backend *cb = CU(be);
 	if (cb->err || cb->replay >= 0)
 		return;
-	const struct model_config *c = &be->m->c;
 	struct cu_kv *kv = b->kv;
 	k_store_kv(cb->st, kv->k, kv->v, k, v, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb, kv->n_blocks, kv->bs,
 		   kv->kvdim, layer, b->n_tokens);
 	launched(cb, "KV store");
-	k_attention(cb->st, out, q, kv->k, kv->v, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb, kv->n_blocks, kv->bs,
-		    kv->kvdim, layer, b->n_tokens, c->n_head, c->n_head / c->n_head_kv, c->head_dim);
-	launched(cb, "attention");
+	attend(cb, out, q, b, layer);
+}
+
+/* rope of q and k, the KV store and attention: two launches */
+static void cu_rope_attention(struct backend *be, float *out, float *q, const float *k, const float *v,
+			      const struct batch *b, int layer)
+{
+	struct cu_backend *cb = CU(be);
+	if (cb->err || cb->replay >= 0)
+		return;
+	const struct model_config *c = &be->m->c;
+	struct cu_kv *kv = b->kv;
+	k_rope_store(cb->st, q, k, v, kv->k, kv->v, cb->d_cs, cb->d_pos, cb->d_seq, cb->d_tables, cb->max_nb,
+		     kv->n_blocks, kv->bs, c->n_head, c->n_head_kv, c->head_dim, c->rope_style == ROPE_NEOX, layer,
+		     b->n_tokens);
+	launched(cb, "rope and KV store");
+	attend(cb, out, q, b, layer);
 }
 
 static void cu_swiglu(struct backend *be, float *out, const float *gate, const float *up, int64_t n)
@@ -899,6 +1032,9 @@ static const struct backend_ops cuda_ops = {
 	.matmul_add = cu_matmul_add,
 	.rope = cu_rope,
 	.attention = cu_attention,
+	.norm_qkv = cu_norm_qkv,
+	.norm_gate_up = cu_norm_gate_up,
+	.rope_attention = cu_rope_attention,
 	.swiglu = cu_swiglu,
 	.add = cu_add,
 	.gather = cu_gather,

@@ -40,10 +40,32 @@ int k_matmul_acc(cudaStream_t s, float *out, const void *w, int type, size_t row
 /* 8-bit copies of n activations (a multiple of 32): per 32 values an
  * int8 block xq, its scale xd and the sum of its codes xs */
 void k_quant_x(cudaStream_t s, const float *x, int8_t *xq, float *xd, int *xs, int64_t n);
-/* out[t][r] (+)= row r of a Q8_0 / Q4_K / Q6_K matrix . quantized x[t]
- * (cols % 256 == 0); 0 for other types */
-int k_matmul_q8(cudaStream_t s, int type, float *out, const void *w, size_t rb, int cols, int rows, const int8_t *xq,
-		const float *xd, const int *xs, int n, int accum);
+/* Matrices multiplied in one launch (k_mv, k_mv_q8): up to three of one
+ * width stacked by rows (unused entries zero), each with its own output
+ * [n][rows[i]]; or, with swiglu, a gate/up pair of equal rows:
+ * out[0] = silu(x . w[0]) * (x . w[1]). accum: out += instead of out =. */
+typedef struct k_mats {
+	const void *w[3];
+	int type[3];
+	size_t rb[3];           /* bytes per row */
+	const void *bias[3];    /* one value per row, or NULL */
+	int btype;
+	float *out[3];
+	int rows[3];
+	int swiglu, accum;
+} k_mats;
+/* out_i[t] (+)= rmsnorm(x[t]) . W_i (norm weight nw, NULL: x itself) for
+ * t < n with the fast kernels; 0 when this shape has none (one type for
+ * all, 16-byte aligned, cols % 256 for float weights, % 32 otherwise, and
+ * with a norm the normalized activations of 8 tokens and the kernel's own
+ * shared memory within 48 KiB) */
+int k_mv(cudaStream_t s, const k_mats *m, int cols, const float *x, int n, const void *nw, int ntype, float eps);
+/* the same against 8-bit activations (k_quant_x, k_norm_quant): Q8_0, Q4_K
+ * and Q6_K matrices (they may differ), cols % 256 == 0; 0 otherwise */
+int k_mv_q8(cudaStream_t s, const k_mats *m, int cols, const int8_t *xq, const float *xd, const int *xs, int n);
+/* k_quant_x of rmsnorm(x) (norm weight w of wtype), one pass */
+void k_norm_quant(cudaStream_t s, const float *x, const void *w, int wtype, int rows, int dim, float eps, int8_t *xq,
+		  float *xd, int *xs);
 /* out[t][r] += bias[r] */
 void k_add_bias(cudaStream_t s, float *out, const void *bias, int btype, int rows, int n);
 /* rotate pairs of x[t][h][hd] with cs[t][hd/2][2] (cos, sin) */
@@ -52,6 +74,11 @@ void k_rope(cudaStream_t s, float *x, const float *cs, int n, int heads, int hd,
 void k_store_kv(cudaStream_t s, float *kc, float *vc, const float *k, const float *v, const int32_t *pos,
 		const int32_t *seq, const int32_t *tables, int max_nb, int n_blocks, int bs, int kvdim, int layer,
 		int n);
+/* k_rope of q (in place) and of k, with k and v stored as k_store_kv does,
+ * in one launch (kv_heads heads of k and v) */
+void k_rope_store(cudaStream_t s, float *q, const float *k, const float *v, float *kc, float *vc, const float *cs,
+		  const int32_t *pos, const int32_t *seq, const int32_t *tables, int max_nb, int n_blocks, int bs,
+		  int heads, int kv_heads, int hd, int neox, int layer, int n);
 /* out[t][h] = causal attention of q[t][h] over positions 0..pos[t] */
 void k_attention(cudaStream_t s, float *out, const float *q, const float *kc, const float *vc,
 		 const int32_t *pos, const int32_t *seq, const int32_t *tables, int max_nb, int n_blocks, int bs,

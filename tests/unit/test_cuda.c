@@ -294,6 +294,60 @@ static void ops_model(const char *path, const char *what)
 		free(tmp);
 		free(xg);
 	}
+	/* the fused ops (rmsnorm + q/k/v, rmsnorm + gate/up + swiglu) bitwise
+	 * equal the ops one by one, at 1 token and at 7 */
+	for (int nn = 1; nn <= 7; nn += 6) {
+		int E = c->n_embd, F = c->n_ff, qd = c->n_head * c->head_dim, kd = c->n_head_kv * c->head_dim;
+		float eps = (float)c->norm_eps;
+		size_t sz[] = {(size_t)nn * E, (size_t)nn * qd, (size_t)nn * kd, (size_t)nn * kd, (size_t)nn * F};
+		size_t big = 0;
+		for (int i = 0; i < 5; i++)
+			big = sz[i] > big ? sz[i] : big;
+		float *hx = malloc(sz[0] * sizeof *hx), *f1 = malloc(big * sizeof *f1), *f2 = malloc(big * sizeof *f2);
+		for (size_t i = 0; i < sz[0]; i++)
+			hx[i] = frand();
+		float *dxx = dev_copy(p.gpu, hx, sz[0]), *dh = p.gpu->ops->alloc(p.gpu, sz[0]);
+		float *o1[5], *o2[5];
+		for (int i = 1; i < 5; i++) {
+			o1[i] = p.gpu->ops->alloc(p.gpu, sz[i]);
+			o2[i] = p.gpu->ops->alloc(p.gpu, sz[i]);
+		}
+		p.gpu->ops->norm_qkv(p.gpu, o1[1], o1[2], o1[3], dxx, w, nn, eps, dh);
+		p.gpu->ops->rmsnorm(p.gpu, dh, dxx, w->attn_norm, nn, E, eps);
+		p.gpu->ops->matmul(p.gpu, o2[1], w->wq, w->bq, dh, nn);
+		p.gpu->ops->matmul(p.gpu, o2[2], w->wk, w->bk, dh, nn);
+		p.gpu->ops->matmul(p.gpu, o2[3], w->wv, w->bv, dh, nn);
+		p.gpu->ops->norm_gate_up(p.gpu, o1[4], dxx, w, nn, eps, dh, o2[4]);
+		int same = 1;
+		for (int i = 1; i < 5; i++) {
+			if (i == 4) { /* gate/up: o2[4] was scratch of the fused op */
+				p.gpu->ops->rmsnorm(p.gpu, dh, dxx, w->ffn_norm, nn, E, eps);
+				p.gpu->ops->matmul(p.gpu, o2[4], w->w_gate, NULL, dh, nn);
+				float *du = p.gpu->ops->alloc(p.gpu, sz[4]);
+				p.gpu->ops->matmul(p.gpu, du, w->w_up, NULL, dh, nn);
+				p.gpu->ops->swiglu(p.gpu, o2[4], o2[4], du, (int64_t)sz[4]);
+				p.gpu->ops->dealloc(p.gpu, du);
+			}
+			host_copy(p.gpu, f1, o1[i], sz[i]);
+			host_copy(p.gpu, f2, o2[i], sz[i]);
+			if (memcmp(f1, f2, sz[i] * sizeof *f1)) {
+				same = 0;
+				printf("  fused op output %d at n=%d differs (max %.3e)\n", i, nn, max_abs_diff(f1, f2, sz[i]));
+			}
+		}
+		printf("  op norm_qkv, norm_gate_up (n=%d) bitwise %s\n", nn, same ? "equal" : "DIFFERENT");
+		CHECK(same, "%s: fused ops differ from the ops one by one at n=%d", what, nn);
+		CHECK(p.gpu->ops->sync(p.gpu, err) == 0, "%s", err);
+		p.gpu->ops->dealloc(p.gpu, dxx);
+		p.gpu->ops->dealloc(p.gpu, dh);
+		for (int i = 1; i < 5; i++) {
+			p.gpu->ops->dealloc(p.gpu, o1[i]);
+			p.gpu->ops->dealloc(p.gpu, o2[i]);
+		}
+		free(hx);
+		free(f1);
+		free(f2);
+	}
 	/* rope, swiglu, add, attention over a step of two sequences */
 	int n = 7, hd = c->head_dim, H = c->n_head, KV = c->n_head_kv, kvd = KV * hd;
 	int32_t pos[7] = {0, 1, 2, 3, 0, 1, 2}, seq[7] = {0, 0, 0, 0, 1, 1, 1};
@@ -438,6 +492,59 @@ static char *gen(const char *name, const char *arch, const char *type)
 	char err[INFERD_ERR_LEN];
 	CHECK(inferd_gen_model(&o, p, err) == 0, "%s", err);
 	return p;
+}
+
+/* Steps of 1 to 8 tokens at Llama-1B width (2048): the fused products keep
+ * up to 8 tokens' normalized activations in shared memory, so their limits
+ * only show at this width. F16 and Q8_0, float32 and the default mode,
+ * against the CPU. */
+static void wide_steps(void)
+{
+	const char *types[] = {"f16", "q8_0"};
+	char err[INFERD_ERR_LEN];
+	int saved = exact;
+	for (int ti = 0; ti < 2; ti++) {
+		char name[64];
+		snprintf(name, sizeof name, "wide-%s.gguf", types[ti]);
+		char p[512];
+		snprintf(p, sizeof p, "%s", t_tmp(name));
+		struct inferd_gen_opts o = {.arch = "llama", .n_layer = 1, .n_embd = 2048, .n_ff = 1024, .n_head = 32,
+					    .n_head_kv = 8, .head_dim = 64, .n_vocab = 256, .n_ctx = 512, .rope_theta = 10000,
+					    .seed = 11, .type = types[ti]};
+		CHECK(inferd_gen_model(&o, p, err) == 0, "%s", err);
+		for (int mode = 0; mode < 2; mode++) {
+			exact = mode == 0;
+			double bound = exact ? 1e-4 : 2e-2, worst = 0;
+			inferd_model_t *mg = open_on(p, "cuda:0", err), *mc = mg ? open_on(p, "cpu", err) : NULL;
+			CHECK(mg && mc, "wide %s: %s", types[ti], err);
+			for (int n = 1; mg && mc && n <= 8; n++) {
+				int32_t ids[8];
+				float *a = malloc((size_t)n * 256 * sizeof *a), *b = malloc((size_t)n * 256 * sizeof *b);
+				for (int i = 0; i < n; i++)
+					ids[i] = (int32_t)((i * 31 + n) % 256);
+				inferd_seq_t *s1, *s2;
+				inferd_seq_new(mc, n, &s1, err);
+				inferd_seq_new(mg, n, &s2, err);
+				CHECK(inferd_seq_eval(mc, s1, ids, n, a, 1, err) == 0, "%s", err);
+				int rc = inferd_seq_eval(mg, s2, ids, n, b, 1, err);
+				CHECK(rc == 0, "wide %s, %d tokens: %s", types[ti], n, err);
+				double e = rc ? 1 : t_rel_err(b, a, (size_t)n * 256);
+				worst = e > worst ? e : worst;
+				inferd_seq_free(s1);
+				inferd_seq_free(s2);
+				free(a);
+				free(b);
+			}
+			printf("  2048 wide %-5s %s, steps of 1-8 tokens: CUDA vs CPU rel err %.2e (bound %.0e)\n", types[ti],
+			       exact ? "float32" : "default", worst, bound);
+			CHECK(worst <= bound, "wide %s: rel err %.3e", types[ti], worst);
+			if (mg)
+				inferd_model_close(mg);
+			if (mc)
+				inferd_model_close(mc);
+		}
+	}
+	exact = saved;
 }
 
 static void weight_types(void)
@@ -1223,6 +1330,7 @@ int main(int argc, char **argv)
 	}
 	fixtures(1e-4);
 	weight_types();
+	wide_steps();
 	batch_invariance(fq, BATCH_BOUND, DELTA);
 	batch_invariance(fl, BATCH_BOUND, DELTA);
 	/* the default: products of >= 16 tokens on tensor cores with F16 (BF16
