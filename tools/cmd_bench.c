@@ -22,7 +22,7 @@
 static const char *bench_help =
 	"usage: inferd bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r 3] [-b B] [--device DEV] [--kv-dtype T] [--cpu-exact] [--json]\n"
 	"Prompt processing (pp: P tokens in one evaluation) and generation (tg: N tokens one at a\n"
-	"time after the prompt) in tokens/s, the mean of R repetitions after a warm-up; the peak\n"
+	"time from an empty context), each as llama-bench measures them, in tokens/s, the mean of R repetitions after a warm-up; the peak\n"
 	"resident memory of the process; and the weight bandwidth the generation rate implies\n"
 	"(bytes of weights read per token x tg). --json prints one object with pp_tok_s,\n"
 	"tg_tok_s, peak_rss_bytes, weight_bytes, tg_weight_gb_s, file_bytes, kv_cache_bytes,\n"
@@ -92,15 +92,17 @@ static int batched(inferd_model_t *m, const struct inferd_model_info *info, int 
 	return rc;
 }
 
-/* one repetition: pp and tg seconds */
+/* one repetition: pp and tg seconds, each on a fresh sequence as
+ * llama-bench measures them (pp: p tokens in one evaluation; tg: n tokens
+ * one at a time from an empty context) */
 static int one(inferd_model_t *m, const struct inferd_model_info *info, int p, int n, double *pp_s, double *tg_s,
 	       char *err)
 {
-	inferd_seq_t *s = NULL;
+	inferd_seq_t *s = NULL, *g = NULL;
 	int32_t *ids = malloc((size_t)(p > 0 ? p : 1) * sizeof *ids);
 	float *lg = malloc((size_t)info->n_vocab * sizeof *lg);
 	int rc = INFERD_ENOMEM;
-	if (!ids || !lg || (rc = inferd_seq_new(m, p + n + 1, &s, err)))
+	if (!ids || !lg || (rc = inferd_seq_new(m, p + 1, &s, err)) || (rc = inferd_seq_new(m, n + 1, &g, err)))
 		goto out;
 	for (int i = 0; i < p; i++)
 		ids[i] = (int32_t)((i * 7919 + 17) % info->n_vocab);
@@ -109,12 +111,12 @@ static int one(inferd_model_t *m, const struct inferd_model_info *info, int p, i
 		goto out;
 	double t1 = now_s();
 	for (int i = 0; i < n; i++) { /* greedy: the next id is the argmax */
-		int32_t id = 0;
-		if (p > 0 || i > 0)
+		int32_t id = 1;
+		if (i > 0)
 			for (int v = 1; v < info->n_vocab; v++)
 				if (lg[v] > lg[id])
 					id = v;
-		if ((rc = inferd_seq_eval(m, s, &id, 1, lg, 0, err)))
+		if ((rc = inferd_seq_eval(m, g, &id, 1, lg, 0, err)))
 			goto out;
 	}
 	double t2 = now_s();
@@ -123,6 +125,7 @@ static int one(inferd_model_t *m, const struct inferd_model_info *info, int p, i
 	rc = 0;
 out:
 	inferd_seq_free(s);
+	inferd_seq_free(g);
 	free(ids);
 	free(lg);
 	return rc;

@@ -60,6 +60,7 @@ struct cpu_backend {
 	float *rope_cs;      /* [n][half][2] cos, sin of the prepared positions */
 	ops_dot_fn dot;      /* chosen once for this CPU */
 	ops_dot4_fn dot4;
+	struct ops_vec vec;  /* attention's exp and axpy */
 	ops_mlx_fn mlx;      /* MLX affine row decoder chosen for this CPU */
 	ops_mlx_dot4_fn mlx_dot4; /* fused decode + dot4, or NULL */
 	qmm_fn qmm[DT_COUNT];     /* row kernel per weight type (qmm.h), or NULL */
@@ -399,7 +400,7 @@ static void kv_tile(const struct cpu_kv *kv, const uint8_t *base, int layer, con
 enum { ATTN_QB = 16 }; /* consecutive tokens of one sequence sharing each tile */
 
 struct attn_job { float *out; const float *q; const struct batch *b; int layer; float **scratch;
-		  const struct model_config *c; ops_dot_fn dot; const int *blk; int n_blk; };
+		  const struct model_config *c; ops_dot_fn dot; const int *blk; int n_blk; struct ops_vec vec; };
 
 /* one (block of tokens of one sequence, KV head): the block's tokens times
  * the `group` query heads of that KV head, over each tile of positions in
@@ -444,16 +445,12 @@ static void attn_fn(void *ctx, int ith, int nth)
 						sc[i] = j->dot(q, kt + (size_t)i * hd, hd) * scale;
 						m = sc[i] > m ? sc[i] : m;
 					}
-					float corr = expf(mx[st] - m), l = sum[st] * corr; /* exp(-inf) = 0 on the first tile */
+					float corr = expf(mx[st] - m); /* exp(-inf) = 0 on the first tile */
 					for (int k = 0; k < hd; k++)
 						o[k] *= corr;
-					for (int i = 0; i < n; i++) {
-						float e = expf(sc[i] - m);
-						l += e;
-						const float *vp = vt + (size_t)i * hd;
-						for (int k = 0; k < hd; k++)
-							o[k] += e * vp[k];
-					}
+					float l = sum[st] * corr + j->vec.exp_shift(sc, n, m);
+					for (int i = 0; i < n; i++)
+						j->vec.axpy(o, sc[i], vt + (size_t)i * hd, hd);
 					mx[st] = m;
 					sum[st] = l;
 				}
@@ -507,7 +504,7 @@ static void cpu_attention(struct backend *be, float *out, const float *q, const 
 		if (t == b->n_tokens || b->seq[t] != b->seq[t - 1] || b->pos[t] != b->pos[t - 1] + 1 ||
 		    t - cb->blk[nb] == ATTN_QB)
 			cb->blk[++nb] = t;
-	struct attn_job j = {out, q, b, layer, cb->scores, &be->m->c, cb->dot, cb->blk, nb};
+	struct attn_job j = {out, q, b, layer, cb->scores, &be->m->c, cb->dot, cb->blk, nb, cb->vec};
 	pool_run(cb->pool, attn_fn, &j);
 }
 
@@ -712,6 +709,7 @@ int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, int 
 	cb->base.m = m;
 	cb->dot = ops_dot_best();
 	cb->dot4 = ops_dot4_best();
+	cb->vec = ops_vec_best();
 	cb->mlx = ops_mlx_best();
 	/* non-NULL exactly when dot4 is the AVX2/FMA dot, whose order it reproduces */
 	cb->mlx_dot4 = ops_mlx_dot4_best();

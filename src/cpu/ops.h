@@ -17,6 +17,14 @@ ops_dot_fn ops_dot_best(void);
  * the dot ops_dot_best returns; the row w is read once for all of them. */
 typedef void (*ops_dot4_fn)(const float *w, const float *x, int64_t xs, int n, int64_t cols, float *out);
 ops_dot4_fn ops_dot4_best(void);
+/* Attention's vector helpers, chosen once for this CPU: exp_shift sets
+ * x[i] = exp(x[i] - m) (x[i] <= m) and returns their sum (lanes in a fixed
+ * order); axpy adds a * x to y. */
+struct ops_vec {
+	float (*exp_shift)(float *x, int n, float m);
+	void (*axpy)(float *y, float a, const float *x, int n);
+};
+struct ops_vec ops_vec_best(void);
 /* out = x / sqrt(mean(x^2) + eps) * w (w may be NULL); out may equal x */
 void ops_rmsnorm_row(float *out, const float *x, const float *w, int dim, float eps);
 /* in place, numerically stable */

@@ -268,6 +268,41 @@ static void f16_rows(void)
 	printf("  F16 rows: 65536 halves and 4096 floats converted as dtype.c does\n");
 }
 
+/* attention's exp (ops_vec): within 1e-6 of expf, 0 below -87.3, the
+ * returned sum equal to the values' sum; axpy exact against the loop */
+static void attn_vec(void)
+{
+	struct ops_vec v = ops_vec_best();
+	float x[203], ref[203], y[203], y2[203], z[203];
+	double worst = 0;
+	for (int rep = 0; rep < 50; rep++) {
+		int n = 1 + (int)(rnd() % 203);
+		float m = frnd() * 10;
+		for (int i = 0; i < n; i++) {
+			x[i] = m - (float)(rnd() % 1000) * 0.1f * (rep % 5 == 0 ? 2.0f : 0.15f);
+			ref[i] = expf(x[i] - m);
+		}
+		float sum = v.exp_shift(x, n, m);
+		double s2 = 0;
+		for (int i = 0; i < n; i++) {
+			double e = ref[i] > 1e-30f ? fabs((double)x[i] - ref[i]) / ref[i] : fabs((double)x[i]);
+			worst = e > worst ? e : worst;
+			s2 += x[i];
+		}
+		CHECK(fabs(sum - s2) <= 1e-5 * s2 + 1e-30, "exp_shift sum %.9g, values sum to %.9g", sum, s2);
+		float a = frnd();
+		for (int i = 0; i < n; i++)
+			y[i] = y2[i] = frnd(), z[i] = frnd();
+		v.axpy(y, a, z, n);
+		int bad = 0;
+		for (int i = 0; i < n; i++)
+			bad += fabsf(y[i] - (y2[i] + a * z[i])) > 1e-6f * (fabsf(y2[i]) + fabsf(a * z[i]));
+		CHECK(bad == 0, "axpy: %d of %d values off", bad, n);
+	}
+	CHECK(worst <= 1e-6, "exp_shift: worst relative error %.3e (bound 1e-6)", worst);
+	printf("  attention exp: worst relative error %.2e of expf\n", worst);
+}
+
 int main(void)
 {
 	const char *s = getenv("INFERD_KERNEL_SEED");
@@ -281,6 +316,7 @@ int main(void)
 			printf(" %s", qmm_isa_name(isa));
 	printf("\n");
 	f16_rows();
+	attn_vec();
 	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
 		const struct dtype_info *di = dtype_get((uint32_t)types[i].type);
 		int bs = (int)di->block;
