@@ -226,10 +226,12 @@ static void bench_cli(void)
 	CHECK(t_run(argv, out, sizeof out, err, sizeof err) == 0, "bench: %s", err);
 	json_error_t je;
 	json_t *j = json_loads(out, 0, &je);
+	double wb = 0;
 	CHECK(j != NULL, "bench --json output is not JSON: %s", out);
 	if (j) {
 		double pp = json_number_value(json_object_get(j, "pp_tok_s")), tg = json_number_value(json_object_get(j, "tg_tok_s"));
-		double rss = json_number_value(json_object_get(j, "peak_rss_bytes")), wb = json_number_value(json_object_get(j, "weight_bytes"));
+		double rss = json_number_value(json_object_get(j, "peak_rss_bytes"));
+		wb = json_number_value(json_object_get(j, "weight_bytes"));
 		double gbs = json_number_value(json_object_get(j, "tg_weight_gb_s"));
 		printf("  bench: pp %.0f tok/s, tg %.0f tok/s, peak RSS %.0f, weights %.0f bytes, %.2f GB/s\n", pp, tg, rss, wb, gbs);
 		CHECK(pp > 0 && tg > 0, "pp %f tg %f", pp, tg);
@@ -242,6 +244,28 @@ static void bench_cli(void)
 	const char *bad[] = {t_bin(), "bench", "-m", model, "-r", "0", NULL};
 	int rc = t_run(bad, out, sizeof out, err, sizeof err);
 	CHECK(rc == 2 && strstr(err, "-r must be an integer from 1"), "bench -r 0: exit %d: %s", rc, err);
+	/* -b: the engine's aggregate decode of 4 sequences and of one; the
+	 * file and KV cache sizes; a bad --kv-dtype names itself */
+	const char *bat[] = {t_bin(), "bench", "-m", model, "-p", "8", "-n", "8", "-r", "1", "-t", "2", "-b", "4",
+			     "--kv-dtype", "q8_0", "--json", NULL};
+	CHECK(t_run(bat, out, sizeof out, err, sizeof err) == 0, "bench -b 4: %s", err);
+	j = json_loads(out, 0, &je);
+	CHECK(j != NULL, "bench -b 4 --json output is not JSON: %s", out);
+	if (j) {
+		double b1 = json_number_value(json_object_get(j, "engine_tg1_tok_s")),
+		       bn = json_number_value(json_object_get(j, "engine_tgb_tok_s"));
+		double kv = json_number_value(json_object_get(j, "kv_cache_bytes")), fb = json_number_value(json_object_get(j, "file_bytes"));
+		printf("  bench -b 4: 1 sequence %.0f tok/s, 4 at once %.0f tok/s; file %.0f, KV cache %.0f bytes (q8_0)\n", b1, bn,
+		       fb, kv);
+		CHECK(b1 > 0 && bn > 0 && json_integer_value(json_object_get(j, "batch")) == 4, "batched figures: %s", out);
+		/* 2 layers x 8192 positions x 256 values x K and V, 34 bytes per 32 values */
+		CHECK(kv == 2.0 * 2 * 8192 * 256 * 34 / 32, "KV cache bytes %.0f", kv);
+		CHECK(fb > wb, "file bytes %.0f vs weights read per token", fb);
+		json_decref(j);
+	}
+	const char *badkv[] = {t_bin(), "bench", "-m", model, "--kv-dtype", "f8", NULL};
+	rc = t_run(badkv, out, sizeof out, err, sizeof err);
+	CHECK(rc != 0 && strstr(err, "kv_dtype \"f8\": expected f16, f32 or q8_0"), "bench --kv-dtype f8: exit %d: %s", rc, err);
 	const char *none[] = {t_bin(), "bench", "-p", "8", NULL};
 	rc = t_run(none, out, sizeof out, err, sizeof err);
 	CHECK(rc == 2 && strstr(err, "missing -m MODEL"), "bench without a model: exit %d: %s", rc, err);
