@@ -69,6 +69,10 @@
  * typed_value as the payload parser types them. What a piece contains is
  * decided by the bytes before it, so a call that breaks later has sent
  * the same text whatever the split.
+ * MiniMax-M3 is one of them: its value's closing tag names the key
+ * (XF_KEYTAG), and its token inside a value stops the streaming there
+ * (the parse drops it). functionary's <|python_tag|>code (code_run)
+ * streams as one string value, {"code": ..}, of a call of "python".
  *
  * Strict calls (tc_strict_grammar, at the end): one table (XG) of how
  * each covered syntax writes a call after its marker, turned into GBNF
@@ -119,10 +123,10 @@ typedef int (*self_fn)(struct tc_parser *p, const char *s, size_t n, bool eof, s
  * (see "Streaming" above); SS_NONE: whole calls when the section ends */
 enum {
 	SS_NONE, SS_JSON, SS_JSON1, SS_JSON_OBJ, SS_FENCED, SS_APERTUS, SS_MV11, SS_FV31, SS_FV32, SS_DEEPSEEK, SS_KIMI,
-	SS_SOLAR, SS_HARMONY, SS_PY, SS_GEMMA,
+	SS_SOLAR, SS_HARMONY, SS_PY, SS_GEMMA, SS_CODE,
 	/* parameters written as tagged text (struct xsyn, XS[kind - SS_XML]) */
 	SS_XML, SS_XML_QWEN = SS_XML, SS_XML_QWEN_FN, SS_XML_GLM, SS_XML_HY3, SS_XML_MINIMAX, SS_XML_DSML, SS_XML_MINICPM,
-	SS_XML_KIMI3
+	SS_XML_KIMI3, SS_XML_MM3
 };
 
 struct sec {
@@ -210,6 +214,7 @@ struct strm {
 	int force;    /* its type: 1 a string, -1 JSON when it parses, 0 by schema */
 	int vmode;    /* 0 undecided, 1 streams as a string, 2 held to its end */
 	bool vpre;    /* its `,"key":` went out */
+	char vend[MAX_NAME + 32]; /* its closing tag when it names the key (XF_KEYTAG) */
 	size_t vstart, vemit, vscan; /* its value's start, emitted up to, searched from */
 	struct scall *calls; /* begun (CALL_BEGIN emitted) */
 	int n, cap;
@@ -1514,7 +1519,7 @@ static const struct fmt_spec FMT[TC_FMT_COUNT] = {
 			   F_EOF_END, pl_dsml, NULL, SS_XML_DSML}},
 			 {NULL}},
 	[TC_FMT_FUNCTIONARY_V31] = {{{"<function=", "</function>", 0, pl_fv31, NULL, SS_FV31},
-				     {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_python_code, NULL, SS_NONE}},
+				     {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_python_code, NULL, SS_CODE}},
 				    {NULL}},
 	[TC_FMT_FUNCTIONARY_V32] = {{{">>>", NULL, F_ALWAYS, NULL, self_fv32, SS_FV32}}, {NULL}},
 	[TC_FMT_GRANITE] = {{{"<|tool_call|>", NULL, 0, NULL, self_json, SS_JSON1}}, {"<response>", "</response>"}},
@@ -1541,7 +1546,7 @@ static const struct fmt_spec FMT[TC_FMT_COUNT] = {
 	[TC_FMT_GEMMA4] = {{{"<|tool_call>", "<tool_call|>", 0, pl_gemma, NULL, SS_GEMMA}}, {NULL}},
 	[TC_FMT_KIMI_K3] = {{{"<|open|>call tool=\"", "<|close|>call<|sep|>", F_KEEP, pl_kimi3, NULL, SS_XML_KIMI3}},
 			    {"<|open|>tools<|sep|>", "<|close|>tools<|sep|>"}},
-	[TC_FMT_MINIMAX_M3] = {{{MM3 "<tool_call>", MM3 "</tool_call>", F_EOF_END, pl_minimax3, NULL, SS_NONE}}, {NULL}},
+	[TC_FMT_MINIMAX_M3] = {{{MM3 "<tool_call>", MM3 "</tool_call>", F_EOF_END, pl_minimax3, NULL, SS_XML_MM3}}, {NULL}},
 };
 
 static const struct rsn_spec RSN[TC_RSN_COUNT] = {
@@ -2469,6 +2474,8 @@ enum { SP_PARAM = SP_AFTER + 1, SP_VALUE };
 #define XF_EATEN 8    /* name_end is the first key's opener (GLM) */
 #define XF_ATTRS 16   /* string="true|false" attributes and CDATA values (invoke_list) */
 #define XF_KTYPE 32   /* type="string": a string, else JSON (Kimi K3) */
+#define XF_KEYTAG 64  /* the value ends at val_end + key + ">" (MiniMax-M3's <k>v</k>), and
+		       * val_end alone (the ]<]minimax[>[ token) may not occur inside a value */
 
 /* the literals of a syntax, as its payload parser reads them: `expect`
  * ones may follow whitespace, `until` ones end the text before them */
@@ -2509,6 +2516,8 @@ static const struct xsyn XS[] = {
 	[SS_XML_KIMI3 - SS_XML] = {"<|open|>call tool=\"", "\"", NULL, "<|sep|>", NULL, "<|open|>json",
 				   "<|open|>argument key=\"", "\"", "<|sep|>", NULL, "<|close|>argument<|sep|>", NULL,
 				   XF_KTYPE | XF_ONE},
+	[SS_XML_MM3 - SS_XML] = {MM3 "<invoke name=\"", "\"", ">", NULL, NULL, NULL, MM3 "<", ">", NULL, NULL, MM3 "</",
+				 MM3 "</invoke>", XF_KEYTAG},
 };
 
 /* bytes at the end of b[from, lim) that may be the start of marker m */
@@ -2634,6 +2643,11 @@ static int xs_param(struct tc_parser *p, const struct xsyn *x, size_t lim, size_
 		H(h_wlit(b, lim, i, x->val));
 	if (!*t->key || json_object_get(t->keys, t->key) || json_object_set(t->keys, t->key, json_null()))
 		return S_FAIL; /* no key, or twice: the last value would win */
+	if ((x->flags & XF_KEYTAG) && !valid_name(t->key, strlen(t->key)))
+		return S_FAIL;
+	snprintf(t->vend, sizeof t->vend, "%s%s", x->val_end, (x->flags & XF_KEYTAG) ? t->key : "");
+	if (x->flags & XF_KEYTAG)
+		strcat(t->vend, ">");
 	t->eaten = false;
 	t->phase = SP_VALUE;
 	t->vmode = 0;
@@ -2691,11 +2705,19 @@ static int xs_value(struct tc_parser *p, const struct xsyn *x, size_t lim, size_
 {
 	struct strm *t = &p->st;
 	const char *b = p->in.p;
-	const char *q = find(b + t->vscan, lim - t->vscan, x->val_end);
-	size_t end = q ? (size_t)(q - b) : lim, el = strlen(x->val_end);
+	const char *ve = t->vend;
+	const char *q = find(b + t->vscan, lim - t->vscan, ve);
+	size_t end = q ? (size_t)(q - b) : lim, el = strlen(ve);
 	/* the call ends inside the value: it will not parse; a string goes
-	 * out up to there (what a stream of any split has sent by then) */
-	const char *c = x->call_end ? find(b + t->vscan, end - t->vscan, x->call_end) : NULL;
+	 * out up to there (what a stream of any split has sent by then).
+	 * MiniMax-M3: its token inside a value is not what the parse reads */
+	const char *cut = (x->flags & XF_KEYTAG) ? MM3 : x->call_end;
+	const char *c = cut ? find(b + t->vscan, end - t->vscan, cut) : NULL;
+	if (c && !q && (x->flags & XF_KEYTAG)) { /* the token may still begin the closing tag */
+		size_t av = (size_t)(b + lim - c);
+		if (!memcmp(c, ve, av < el ? av : el))
+			c = NULL;
+	}
 	if (c) {
 		end = (size_t)(c - b);
 		q = NULL;
@@ -2719,7 +2741,7 @@ static int xs_value(struct tc_parser *p, const struct xsyn *x, size_t lim, size_
 	if (t->vmode == 1) {
 		size_t safe = end;
 		if (!q && !c) {
-			size_t h = tail_prefix(b, t->vemit, lim, x->val_end);
+			size_t h = tail_prefix(b, t->vemit, lim, ve);
 			size_t h2 = x->call_end ? tail_prefix(b, t->vemit, lim, x->call_end) : 0;
 			safe = lim - (h > h2 ? h : h2);
 		}
@@ -2781,6 +2803,42 @@ static void xs_run(struct tc_parser *p, size_t lim, bool fin)
 	}
 }
 
+/* functionary's <|python_tag|>code: a call of "python" whose {"code": ..}
+ * streams as the code comes, as a tagged string value does (whole UTF-8
+ * characters, JSON-escaped), trimmed as pl_python_code trims it: the call
+ * begins at the first byte that is not whitespace, and trailing
+ * whitespace waits for what follows it ("\"}" comes with the commit). */
+static void code_run(struct tc_parser *p, size_t lim, bool fin)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	if (t->off || lim < t->cur)
+		return;
+	if (!t->ncand) {
+		while (t->cur < lim && is_ws(b[t->cur]))
+			t->cur++;
+		if (t->cur == lim)
+			return;
+		snprintf(t->name, sizeof t->name, "python");
+		snprintf(t->key, sizeof t->key, "code");
+		if (!strm_may(p)) {
+			t->off = true;
+			return;
+		}
+		t->ncand = 1;
+		t->nmem = 0;
+		t->vpre = false;
+	}
+	size_t safe = lim;
+	while (safe > t->cur && is_ws(b[safe - 1]))
+		safe--;
+	bool bad;
+	size_t ok = utf8_prefix((const unsigned char *)b + t->cur, safe - t->cur, &bad);
+	if (xs_emit(p, b + t->cur, ok, true, false) || bad || (fin && t->cur + ok < safe))
+		t->off = true; /* not UTF-8: the parse fails */
+	t->cur += ok;
+}
+
 /* Stream what b[t->cur, lim) decides; fin: nothing more will come before lim. */
 static void strm_run(struct tc_parser *p, size_t lim, bool fin)
 {
@@ -2793,7 +2851,9 @@ static void strm_run(struct tc_parser *p, size_t lim, bool fin)
 		if (i < lim && b[i] != '{')
 			t->kind = SS_PY;
 	}
-	if (t->kind >= SS_XML)
+	if (t->kind == SS_CODE)
+		code_run(p, lim, fin);
+	else if (t->kind >= SS_XML)
 		xs_run(p, lim, fin);
 	else if (t->kind == SS_PY || t->kind == SS_GEMMA)
 		ms_run(p, lim, fin);

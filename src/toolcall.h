@@ -34,9 +34,8 @@
  *     arguments) and Python dicts are accepted as the object they hold.
  *   - A call's text longer than tc_options.max_section (4 MiB) is content:
  *     nothing is held back without bound. Time is linear in the output.
- *   - Streaming arguments. Every syntax but MiniMax-M3 (and functionary's
- *     <|python_tag|>code) streams a call's arguments in pieces while it is
- *     generated, the name first.
+ *   - Streaming arguments. Every syntax streams a call's arguments in
+ *     pieces while it is generated, the name first.
  *     JSON bodies: HERMES, MISTRAL, MISTRAL_V11, LLAMA3 (bare JSON and
  *     <|python_tag|>{..}), GRANITE, FIREFUNCTION, JSON_TAGS, NEMOTRON_V2,
  *     GIGACHAT, DEEPSEEK (V3.1's f<｜tool▁sep｜>{..} and R1's fenced JSON),
@@ -57,7 +56,9 @@
  *     go the same way, member by member, each member read by the payload
  *     parser's own value reader and written as JSON.
  *     Tagged parameters: QWEN3_XML, SEED_XML, GLM, HY3, MINIMAX_M2, DSML,
- *     MINICPM, KIMI_K3. The call begins with its first parameter: `{"k":`
+ *     MINICPM, KIMI_K3, MINIMAX_M3 (<k>v</k>, each tag after its
+ *     ]<]minimax[>[ token; that token inside a value stops the streaming
+ *     there). The call begins with its first parameter: `{"k":`
  *     and, for a value that is a string (the tool's schema says "string",
  *     or string="true" / type="string"), its text as it arrives, escaped
  *     as jansson escapes it, in whole UTF-8 characters, holding back what
@@ -66,6 +67,10 @@
  *     untyped parameter, a CDATA section) goes out whole at its closing
  *     tag; "}" at the call's end. The pieces of any split concatenate to
  *     the same text, which is the final arguments.
+ *     functionary's <|python_tag|>code (a call of "python", {"code": ..})
+ *     begins at the code's first byte that is not whitespace and streams
+ *     the code as a string value, the same way; trailing whitespace
+ *     waits (the code is trimmed).
  *     A call only begins when parallel_tool_calls and
  *     tool_choice let it be kept (and, for Llama's bare JSON with tools
  *     given, when it names one of them). The model's own Mistral id is
@@ -84,11 +89,10 @@
  *     again. Anything the streamer does not recognise before a call is
  *     decided (another shape, Python dicts, arguments JSON-encoded as a
  *     string, "function": {..} wrappers, keys before "name", Kimi K3's
- *     and Gemma 4's JSON forms) just comes whole, as below. A call that
- *     cannot stream (MiniMax-M3, functionary's <|python_tag|>code) comes
- *     when its section is complete: TC_EV_CALL_BEGIN, then one
- *     TC_EV_CALL_ARGS with the whole arguments JSON. Clients concatenate
- *     argument deltas (the OpenAI clients do).
+ *     and Gemma 4's JSON forms) just comes whole when its section is
+ *     complete: TC_EV_CALL_BEGIN, then one TC_EV_CALL_ARGS with the whole
+ *     arguments JSON. Clients concatenate argument deltas (the OpenAI
+ *     clients do).
  *   - arguments are always a JSON object text (compact, jansson's dump),
  *     whatever the model's syntax (JSON, XML parameters, Python literals).
  *     Values of XML-style parameters are typed by the request's tool schema
