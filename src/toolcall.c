@@ -3411,7 +3411,27 @@ static const struct xgram {
 	{TC_FMT_COMMAND_R_PLUS, "Action:", " ```json\n[", ", ", "]\n```", "{\"tool_name\": \"", "\", \"parameters\": ", "}",
 	 NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
 	{TC_FMT_APERTUS, "<|tools_prefix|>", "[", ", ", "]", "{\"", "\": ", "}", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	/* markers that are special tokens (TOKS: written as GBNF token
+	 * terminals); \x01 is a call index, \x02 a call id (G_SLOTS) */
+	{TC_FMT_DEEPSEEK, DS_CALLS_BEGIN, "", "", DS_CALLS_END, DS_CALL_BEGIN, DS_SEP, DS_CALL_END, NULL, NULL, NULL, {NULL},
+	 NULL, NULL, NULL},
+	/* the same format's second call form (R1): call's alternatives */
+	{TC_FMT_DEEPSEEK, DS_CALLS_BEGIN, "", "", DS_CALLS_END, DS_CALL_BEGIN "function" DS_SEP, "\n```json\n",
+	 "\n```" DS_CALL_END, NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	{TC_FMT_KIMI_K2, "<|tool_calls_section_begin|>", "", "", "<|tool_calls_section_end|>", "<|tool_call_begin|>functions.",
+	 ":\x01<|tool_call_argument_begin|>", "<|tool_call_end|>", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	{TC_FMT_SOLAR, "<|tool_call:begin|>", "", NULL, "", "\x02<|tool_call:name|>", "<|tool_call:args|>", "<|tool_call:end|>",
+	 NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
 };
+
+/* the special-token markers of XG's literals */
+static const char *const TOKS[] = {
+	DS_CALLS_BEGIN, DS_CALLS_END, DS_CALL_BEGIN, DS_CALL_END, DS_SEP, "<|tool_calls_section_begin|>",
+	"<|tool_calls_section_end|>", "<|tool_call_begin|>", "<|tool_call_argument_begin|>", "<|tool_call_end|>",
+	"<|tool_call:begin|>", "<|tool_call:name|>", "<|tool_call:args|>", "<|tool_call:end|>",
+};
+/* what \x01 and \x02 stand for */
+static const char *const G_SLOTS[] = {"", "[0-9]{1,4}", "[A-Za-z0-9_-]{1,64}"};
 
 static void g_add(struct buf *g, const char *s)
 {
@@ -3439,6 +3459,37 @@ static void g_lit(struct buf *g, const char *s, size_t n)
 static void g_str(struct buf *g, const char *s)
 {
 	g_lit(g, s, strlen(s));
+}
+
+/* a literal of XG: its special-token markers as token terminals, its
+ * slots as their classes, the rest as string literals */
+static void g_seq(struct buf *g, const char *s)
+{
+	size_t n = strlen(s), a = 0;
+	if (!n)
+		g_add(g, "\"\"");
+	for (size_t i = 0; i <= n; i++) {
+		const char *tk = NULL;
+		for (size_t k = 0; k < sizeof TOKS / sizeof TOKS[0] && i < n && !tk; k++)
+			if (starts(s + i, n - i, TOKS[k]))
+				tk = TOKS[k];
+		bool slot = i < n && (s[i] == 1 || s[i] == 2);
+		if (!tk && !slot && i < n)
+			continue;
+		if (i > a) {
+			g_lit(g, s + a, i - a);
+			g_add(g, " ");
+		}
+		if (tk) {
+			g_add(g, tk);
+			g_add(g, " ");
+			i += strlen(tk) - 1;
+		} else if (slot) {
+			g_add(g, G_SLOTS[(int)s[i]]);
+			g_add(g, " ");
+		}
+		a = i + 1;
+	}
 }
 
 /* the UTF-8 character at s (its bytes) */
@@ -3632,10 +3683,12 @@ static int g_call(struct buf *g, const struct xgram *x, const json_t *f)
 
 int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigger, char **gbnf)
 {
-	const struct xgram *x = NULL;
+	const struct xgram *x = NULL, *x2 = NULL; /* x2: a second call form */
 	for (size_t i = 0; i < sizeof XG / sizeof XG[0]; i++)
-		if (XG[i].f == f)
+		if (XG[i].f == f && !x)
 			x = &XG[i];
+		else if (XG[i].f == f)
+			x2 = &XG[i];
 	*gbnf = NULL;
 	if (!x || !json_array_size(tools))
 		return 1;
@@ -3643,14 +3696,14 @@ int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigge
 	g_add(&g, "root ::= ");
 	for (int k = 0; k < (x->open2 ? 2 : 1); k++) {
 		g_add(&g, k ? " | " : "");
-		g_str(&g, k ? x->open2 : x->open);
+		g_seq(&g, k ? x->open2 : x->open);
 		g_add(&g, " call ");
 		if (x->sep) {
 			g_add(&g, "( ");
-			g_str(&g, x->sep);
+			g_seq(&g, x->sep);
 			g_add(&g, " call )* ");
 		}
-		g_str(&g, k ? x->close2 : x->close);
+		g_seq(&g, k ? x->close2 : x->close);
 	}
 	g_add(&g, "\ncall ::= ");
 	for (size_t i = 0; i < json_array_size(tools); i++) {
@@ -3658,16 +3711,19 @@ int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigge
 		const char *name = json_string_value(json_object_get(fn ? fn : t, "name"));
 		if (!name || !valid_name(name, strlen(name)))
 			goto none;
-		g_add(&g, i ? "\n  | " : "");
-		g_str(&g, x->pre);
-		g_add(&g, " ");
-		g_str(&g, name);
-		g_add(&g, " ");
-		g_str(&g, x->name_close);
-		g_add(&g, " ");
-		if (g_call(&g, x, fn ? fn : t))
-			goto none;
-		g_str(&g, x->post);
+		for (int k = 0; k < (x2 ? 2 : 1); k++) {
+			const struct xgram *y = k ? x2 : x;
+			g_add(&g, i || k ? "\n  | " : "");
+			g_seq(&g, y->pre);
+			g_add(&g, " ");
+			g_str(&g, name);
+			g_add(&g, " ");
+			g_seq(&g, y->name_close);
+			g_add(&g, " ");
+			if (g_call(&g, y, fn ? fn : t))
+				goto none;
+			g_seq(&g, y->post);
+		}
 	}
 	g_add(&g, "\n");
 	if (x->kopen)

@@ -35,6 +35,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* TSan runs this ~20x slower: the generations run over fewer seeds and
@@ -1823,6 +1824,256 @@ static void tagged_grammars(void)
 	json_decref(tools);
 }
 
+/* ---- token terminals: <TEXT> and <[ID]> match one token by id */
+
+static int32_t find_token(const struct tokenizer *t, const char *text, int special)
+{
+	uint8_t b[256];
+	size_t l = strlen(text);
+	for (int32_t id = 0; id < tok_n_vocab(t); id++) {
+		int n = tok_token_bytes(t, id, b, sizeof b);
+		if (n == (int)l && !memcmp(b, text, l) && (special < 0 || (int)tok_is_special(t, id) == special))
+			return id;
+	}
+	return -1;
+}
+
+static int bit(const uint32_t *bits, int32_t id) { return id >= 0 && (int)(bits[id >> 5] >> (id & 31) & 1); }
+
+/* special tokens the mask allows */
+static int specials_allowed(const struct tokenizer *t, const uint32_t *bits, int V)
+{
+	int n = 0;
+	for (int32_t id = 0; id < V; id++)
+		n += bit(bits, id) && tok_is_special(t, id);
+	return n;
+}
+
+static void token_terminals(void)
+{
+	char err[INFERD_ERR_LEN];
+	struct tokenizer *t;
+	struct grammar_vocab *v;
+	if (tok_load(QWEN3, &t, err)) {
+		CHECK(0, "%s", err);
+		return;
+	}
+	if (grammar_vocab_new(t, &v, err)) {
+		CHECK(0, "%s", err);
+		tok_free(t);
+		return;
+	}
+	int V = tok_n_vocab(t);
+	uint32_t *bits = malloc(((size_t)V + 31) / 32 * 4);
+	int32_t im_end = find_token(t, "<|im_end|>", 1), im_start = find_token(t, "<|im_start|>", 1);
+	int32_t c = find_token(t, "c", 0), x = find_token(t, "x", 0), lt = find_token(t, "<", 0);
+	CHECK(im_end >= 0 && im_start >= 0 && c >= 0 && x >= 0 && lt >= 0, "qwen3: tokens %d %d %d %d %d", im_end, im_start,
+	      c, x, lt);
+	struct grammar *g = compile("gbnf", "root ::= [a-z]+ <|im_end|> \"x\"");
+	struct grammar_matcher *m = g ? grammar_matcher_new(g) : NULL;
+	if (m) {
+		grammar_matcher_mask(m, v, bits, V);
+		CHECK(!bit(bits, im_end) && bit(bits, c) && specials_allowed(t, bits, V) == 0,
+		      "token terminal: at the start <|im_end|> %d, \"c\" %d, %d specials allowed", bit(bits, im_end),
+		      bit(bits, c), specials_allowed(t, bits, V));
+		CHECK(grammar_matcher_accept(m, (const uint8_t *)"ab", 2) == 0, "token terminal: \"ab\" refused");
+		grammar_matcher_mask(m, v, bits, V);
+		CHECK(bit(bits, im_end) && bit(bits, c) && specials_allowed(t, bits, V) == 1 && !bit(bits, lt),
+		      "token terminal: after \"ab\" <|im_end|> %d, \"c\" %d, \"<\" %d, %d specials allowed (want 1, 1, 0, 1)",
+		      bit(bits, im_end), bit(bits, c), bit(bits, lt), specials_allowed(t, bits, V));
+		CHECK(grammar_matcher_accept(m, (const uint8_t *)"<|im_end|>", 10) == -1,
+		      "token terminal: the token's text as bytes was accepted");
+		CHECK(grammar_matcher_accept_token(m, v, im_start) == -1, "token terminal: another special token accepted");
+		CHECK(grammar_matcher_accept_token(m, v, im_end) == 0 && !grammar_matcher_complete(m),
+		      "token terminal: <|im_end|> refused where it is next");
+		int n = grammar_matcher_mask(m, v, bits, V);
+		CHECK(!bit(bits, im_end) && bit(bits, x) && !bit(bits, c) && specials_allowed(t, bits, V) == 0 && n >= 1,
+		      "token terminal: after it <|im_end|> %d, \"x\" %d, \"c\" %d, %d specials", bit(bits, im_end), bit(bits, x),
+		      bit(bits, c), specials_allowed(t, bits, V));
+		CHECK(grammar_matcher_accept_token(m, v, x) == 0 && grammar_matcher_complete(m),
+		      "token terminal: \"x\" does not complete the sentence");
+	}
+	grammar_matcher_free(m);
+	grammar_free(g);
+	/* by id, and an ordinary token spelled whole */
+	char gb[128];
+	snprintf(gb, sizeof gb, "root ::= <[%d]> \"a\" | <tool_call> \"b\"", (int)im_start);
+	int32_t tc = find_token(t, "<tool_call>", -1);
+	g = compile("gbnf", gb);
+	m = g ? grammar_matcher_new(g) : NULL;
+	if (m) {
+		int n = grammar_matcher_mask(m, v, bits, V);
+		CHECK(n == 2 && bit(bits, im_start) && bit(bits, tc), "<[%d]> | <tool_call>: %d allowed (want 2: %d %d)",
+		      (int)im_start, n, bit(bits, im_start), bit(bits, tc));
+		CHECK(grammar_matcher_accept(m, (const uint8_t *)"<", 1) == -1, "<tool_call> matched a byte");
+		CHECK(grammar_matcher_accept_token(m, v, tc) == 0 && grammar_matcher_accept(m, (const uint8_t *)"b", 1) == 0 &&
+			      grammar_matcher_complete(m),
+		      "<tool_call> \"b\" refused");
+	}
+	grammar_matcher_free(m);
+	grammar_free(g);
+	/* a terminal no token of the vocabulary has: nothing allowed */
+	g = compile("gbnf", "root ::= <|no_such_token|>");
+	m = g ? grammar_matcher_new(g) : NULL;
+	if (m)
+		CHECK(grammar_matcher_mask(m, v, bits, V) == 0, "<|no_such_token|> allows tokens");
+	grammar_matcher_free(m);
+	grammar_free(g);
+	static const char *const bad[] = {"root ::= <abc", "root ::= <>", "root ::= <[12x]>", "root ::= <[]>",
+					  "root ::= <a\nb>", "root ::= <[99999999999999]>"};
+	for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+		struct grammar *gg = NULL;
+		CHECK(grammar_compile("gbnf", bad[k], &gg, err) == INFERD_EINVAL && strstr(err, "token"),
+		      "bad token terminal accepted: %s (%s)", bad[k], err);
+		grammar_free(gg);
+	}
+	printf("token terminals: special and ordinary tokens by text and by id, only where next\n");
+	free(bits);
+	grammar_vocab_free(v);
+	tok_free(t);
+}
+
+/* Qwen3's tokenizer with DeepSeek's and Kimi K2's call markers added as
+ * special tokens (no fixture tokenizer has them) in directory dir */
+static int marker_tokenizer(const char *dir, const char *const *marks, int n)
+{
+	FILE *f = fopen(QWEN3 "/tokenizer.json", "rb");
+	if (!f)
+		return -1;
+	fseek(f, 0, SEEK_END);
+	long len = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *src = malloc((size_t)len + 1);
+	size_t got = src ? fread(src, 1, (size_t)len, f) : 0;
+	fclose(f);
+	char *at = src && got == (size_t)len ? strstr(src, "\"added_tokens\": [") : NULL;
+	char path[700];
+	snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+	mkdir(dir, 0755);
+	FILE *o = at ? fopen(path, "wb") : NULL;
+	if (!o) {
+		free(src);
+		return -1;
+	}
+	size_t head = (size_t)(at - src) + strlen("\"added_tokens\": [");
+	fwrite(src, 1, head, o);
+	for (int i = 0; i < n; i++)
+		fprintf(o, "{\"id\": %d, \"content\": \"%s\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, "
+			   "\"normalized\": false, \"special\": true},\n",
+			200000 + i, marks[i]);
+	fwrite(src + head, 1, (size_t)len - head, o);
+	fclose(o);
+	free(src);
+	return 0;
+}
+
+/* strict under tool_choice "auto" where the call's markers are special
+ * tokens: tc_strict_grammar's grammar, over that tokenizer, takes a call
+ * token by token, allows each marker's special token exactly where it is
+ * next (and, after the trigger, nothing but the first one), and refuses
+ * the markers spelled as text. */
+static void strict_special_markers(void)
+{
+	static const char *const marks[] = {
+		"<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>",
+		"<｜tool▁sep｜>", "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
+		"<|tool_call_argument_begin|>", "<|tool_call_end|>"};
+	const int nm = (int)(sizeof marks / sizeof marks[0]);
+	char err[INFERD_ERR_LEN], dir[600];
+	snprintf(dir, sizeof dir, "%s", t_tmp("marker-tok"));
+	struct tokenizer *t = NULL;
+	struct grammar_vocab *v = NULL;
+	if (marker_tokenizer(dir, marks, nm) || tok_load(dir, &t, err) || grammar_vocab_new(t, &v, err)) {
+		CHECK(0, "marker tokenizer: %s", t ? err : "cannot write or load it");
+		tok_free(t);
+		return;
+	}
+	int V = tok_n_vocab(t);
+	for (int i = 0; i < nm; i++)
+		CHECK(tok_is_special(t, 200000 + i), "marker %s is not special", marks[i]);
+	uint32_t *bits = malloc(((size_t)V + 31) / 32 * 4);
+	json_t *tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"w\",\"strict\":true,\"parameters\":{"
+				   "\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"maximum\":5}},"
+				   "\"required\":[\"n\"]}}},{\"type\":\"function\",\"function\":{\"name\":\"any\",\"parameters\":"
+				   "{\"type\":\"object\"}}}]",
+				   0, NULL);
+	static const struct {
+		enum tc_format f;
+		int ok;
+		const char *text; /* after the trigger */
+	} C[] = {
+		{TC_FMT_DEEPSEEK, 1, "<｜tool▁call▁begin｜>w<｜tool▁sep｜>{\"n\": 3}<｜tool▁call▁end｜><｜tool▁calls▁end｜>"},
+		{TC_FMT_DEEPSEEK, 1, "<｜tool▁call▁begin｜>w<｜tool▁sep｜>{\"n\": 1}<｜tool▁call▁end｜><｜tool▁call▁begin｜>any"
+				     "<｜tool▁sep｜>{\"k\": [1]}<｜tool▁call▁end｜><｜tool▁calls▁end｜>"},
+		{TC_FMT_DEEPSEEK, 1, "<｜tool▁call▁begin｜>function<｜tool▁sep｜>w\n```json\n{\"n\": 2}\n```<｜tool▁call▁end｜>"
+				     "<｜tool▁calls▁end｜>"},
+		{TC_FMT_DEEPSEEK, 0, "<｜tool▁call▁begin｜>w<｜tool▁sep｜>{\"n\": 7}<｜tool▁call▁end｜><｜tool▁calls▁end｜>"},
+		{TC_FMT_DEEPSEEK, 0, "<｜tool▁call▁begin｜>v<｜tool▁sep｜>{\"n\": 1}<｜tool▁call▁end｜><｜tool▁calls▁end｜>"},
+		{TC_FMT_KIMI_K2, 1, "<|tool_call_begin|>functions.w:0<|tool_call_argument_begin|>{\"n\": 5}<|tool_call_end|>"
+				    "<|tool_calls_section_end|>"},
+		{TC_FMT_KIMI_K2, 0, "<|tool_call_begin|>functions.w:0<|tool_call_argument_begin|>{}<|tool_call_end|>"
+				    "<|tool_calls_section_end|>"},
+	};
+	int steps = 0, special_steps = 0;
+	for (size_t k = 0; k < sizeof C / sizeof C[0]; k++) {
+		const char *fn = tc_format_name(C[k].f), *trigger;
+		char *gbnf = NULL;
+		struct grammar *g = NULL;
+		if (tc_strict_grammar(C[k].f, tools, &trigger, &gbnf) || !(g = compile("gbnf", gbnf))) {
+			CHECK(0, "%s: no strict grammar", fn);
+			free(gbnf);
+			continue;
+		}
+		int32_t *ids = NULL;
+		int n = 0;
+		CHECK(tok_encode(t, C[k].text, strlen(C[k].text), TOK_PARSE_SPECIAL, &ids, &n, err) == 0, "%s", err);
+		struct grammar_matcher *m = grammar_matcher_new(g);
+		int i = 0, stray = 0;
+		for (; i < n; i++) {
+			int allowed = grammar_matcher_mask(m, v, bits, V), sp = tok_is_special(t, ids[i]);
+			if (i == 0) /* after the trigger: only the first marker */
+				CHECK(allowed == 1 && bit(bits, ids[0]) && sp, "%s case %zu: %d tokens allowed after the trigger", fn,
+				      k, allowed);
+			if (!bit(bits, ids[i]))
+				break;
+			stray += !sp && specials_allowed(t, bits, V) > 0;
+			special_steps += sp;
+			steps++;
+			CHECK(grammar_matcher_accept_token(m, v, ids[i]) == 0, "%s case %zu: token %d allowed, then refused", fn,
+			      k, ids[i]);
+		}
+		bool took = i == n && grammar_matcher_complete(m);
+		CHECK(took == (bool)C[k].ok, "%s case %zu: %s at token %d of %d: %s", fn, k, took ? "taken" : "refused", i, n,
+		      C[k].text);
+		CHECK(stray == 0, "%s case %zu: special tokens allowed at %d steps where text comes", fn, k, stray);
+		grammar_matcher_free(m);
+		if (C[k].ok) { /* the same call spelled as text, not tokens: refused */
+			m = grammar_matcher_new(g);
+			CHECK(grammar_matcher_accept(m, (const uint8_t *)C[k].text, strlen(C[k].text)) == -1,
+			      "%s case %zu: the markers as text were accepted", fn, k);
+			grammar_matcher_free(m);
+			char whole[1024];
+			snprintf(whole, sizeof whole, "%s%s", trigger, C[k].text);
+			struct tc_syntax syn = {C[k].f, TC_RSN_NONE, 0};
+			struct tc_message msg;
+			CHECK(tc_parse(&syn, NULL, whole, strlen(whole), &msg, err) == 0 && msg.n_calls >= 1 &&
+				      !*msg.content,
+			      "%s case %zu: does not parse into calls", fn, k);
+			tc_message_free(&msg);
+		}
+		free(ids);
+		grammar_free(g);
+		free(gbnf);
+	}
+	printf("strict under auto with special-token markers: %d tokens masked and taken (%d special)\n", steps,
+	       special_steps);
+	CHECK(special_steps >= 20, "only %d special-token steps", special_steps);
+	json_decref(tools);
+	free(bits);
+	grammar_vocab_free(v);
+	tok_free(t);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -1834,6 +2085,8 @@ int main(void)
 	bounds_vs_doubles();
 	formats_vs_scanners();
 	vocab_bytes();
+	token_terminals();
+	strict_special_markers();
 	tagged_grammars();
 	strict_grammars_over_schemas();
 	mask_vs_brute(QWEN3, "qwen3");
