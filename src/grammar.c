@@ -28,6 +28,12 @@
  *     out depth first, so a subtree's tokens are one range); everything
  *     the walk adds to the arena is dropped when it returns.
  *
+ * Token terminals (S_TOKEN, GBNF <TEXT> / <[ID]>) are leaves that no
+ * byte advances: the mask adds the ids a leaf's terminal stands for
+ * (tk_ids: the vocabulary's special tokens of that text, kept aside from
+ * the trie, else the ordinary token of exactly those bytes), and
+ * accept_token lets such a leaf take its token whole before trying bytes.
+ *
  * Ownership: grammar and vocab are immutable once built (any thread); a
  * matcher is one sequence's and is driven by one thread at a time.
  */

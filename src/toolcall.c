@@ -79,6 +79,9 @@
  * text: literals for the structure, %json (grammar.h) for JSON values, and
  * for raw string values a small automaton over the closing tags a value
  * must not contain (rules xt*: one per proper prefix of those tags).
+ * Markers that are special tokens (TOKS: DeepSeek's, Kimi K2's, Solar's)
+ * go out as token terminals (g_seq), and a format may have a second call
+ * form (DeepSeek R1's), an alternative of `call`.
  *
  * Ids: call_ + 24 characters from a splitmix64
  * of (id_seed, index); Mistral formats, whose templates require 9

@@ -377,7 +377,11 @@ int tc_parse(const struct tc_syntax *syn, const struct tc_options *opts, const c
  * common "<｜DSML｜"), and JSON
  * arguments after a header MISTRAL_V11 (f[ARGS]{..}), FUNCTIONARY_V31
  * (<function=f>{..}), LLAMA3 (<|python_tag|>{"name", "parameters"}),
- * FIREFUNCTION, COMMAND_R7B, COMMAND_R_PLUS, APERTUS. The lazy
+ * FIREFUNCTION, COMMAND_R7B, COMMAND_R_PLUS, APERTUS, and JSON between
+ * special-token markers DEEPSEEK (V3.1's f<｜tool▁sep｜>{..} or R1's
+ * function<｜tool▁sep｜>f + fenced JSON), KIMI_K2, SOLAR: those markers
+ * are written as GBNF token terminals (<｜tool▁sep｜>, grammar.h), which
+ * only the special token itself matches. The lazy
  * constraint (inferd_request.grammar_trigger) for a call: *trigger, the
  * call's marker (static text), and *gbnf (malloc'd), a GBNF grammar (with
  * grammar.h's %json for typed values) of what follows the marker up to the
