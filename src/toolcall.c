@@ -3414,6 +3414,9 @@ static const struct xgram {
 	{TC_FMT_COMMAND_R_PLUS, "Action:", " ```json\n[", ", ", "]\n```", "{\"tool_name\": \"", "\", \"parameters\": ", "}",
 	 NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
 	{TC_FMT_APERTUS, "<|tools_prefix|>", "[", ", ", "]", "{\"", "\": ", "}", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	/* >>>f\n{..}, or >>>all\n and free text (root's other alternative);
+	 * the generation prompt ends in ">>>": the executor starts triggered */
+	{TC_FMT_FUNCTIONARY_V32, ">>>", "", NULL, "", "", "\n", "", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
 	/* markers that are special tokens (TOKS: written as GBNF token
 	 * terminals); \x01 is a call index, \x02 a call id (G_SLOTS) */
 	{TC_FMT_DEEPSEEK, DS_CALLS_BEGIN, "", "", DS_CALLS_END, DS_CALL_BEGIN, DS_SEP, DS_CALL_END, NULL, NULL, NULL, {NULL},
@@ -3708,6 +3711,8 @@ int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigge
 		}
 		g_seq(&g, k ? x->close2 : x->close);
 	}
+	if (f == TC_FMT_FUNCTIONARY_V32) /* text for the user: complete at once, so free again */
+		g_add(&g, " | \"all\\n\" .*");
 	g_add(&g, "\ncall ::= ");
 	for (size_t i = 0; i < json_array_size(tools); i++) {
 		const json_t *t = json_array_get(tools, i), *fn = json_object_get(t, "function");

@@ -381,7 +381,10 @@ int tc_parse(const struct tc_syntax *syn, const struct tc_options *opts, const c
  * special-token markers DEEPSEEK (V3.1's f<｜tool▁sep｜>{..} or R1's
  * function<｜tool▁sep｜>f + fenced JSON), KIMI_K2, SOLAR: those markers
  * are written as GBNF token terminals (<｜tool▁sep｜>, grammar.h), which
- * only the special token itself matches. The lazy
+ * only the special token itself matches; and FUNCTIONARY_V32 (>>>f\n{..},
+ * or >>>all\n and free text; its generation prompt ends in ">>>", and the
+ * executor starts a lazy constraint whose trigger ends the prompt
+ * triggered). The lazy
  * constraint (inferd_request.grammar_trigger) for a call: *trigger, the
  * call's marker (static text), and *gbnf (malloc'd), a GBNF grammar (with
  * grammar.h's %json for typed values) of what follows the marker up to the

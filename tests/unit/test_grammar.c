@@ -1586,7 +1586,26 @@ static void lazy_trigger(inferd_model_t *m)
 	CHECK(!strstr(free_run.text, "<tool_call>") && free_run.n == lazy_run.n &&
 		      !memcmp(free_run.ids, lazy_run.ids, (size_t)free_run.n * sizeof free_run.ids[0]),
 	      "a lazy grammar that never triggers changes nothing (%d vs %d tokens)", free_run.n, lazy_run.n);
-	printf("lazy grammar: %d whole calls, each valid, between free triggers\n", calls);
+	/* a prompt that ends with the trigger starts triggered (functionary
+	 * v3.2's generation prompt ends in ">>>"): the output opens with the
+	 * grammar's sentence; a trigger the prompt does not end with waits */
+	uint8_t last[64] = {0};
+	int ll = tok_token_bytes(inferd_model_tokenizer(m), r.ids[r.n_ids - 1], last, sizeof last - 2);
+	CHECK(ll > 0 && ll < 60, "the prompt's last token: %d bytes", ll);
+	static struct gen pre_run, miss_run;
+	r.grammar_kind = "gbnf";
+	r.grammar = "root ::= \"zq\" [0-9] [0-9] [0-9]";
+	r.grammar_trigger = (const char *)last;
+	generate(m, &r, &pre_run, err);
+	CHECK(!strncmp(pre_run.text, "zq", 2) && strspn(pre_run.text + 2, "0123456789") >= 3,
+	      "trigger [%s] ends the prompt: the output does not start with the grammar: %.60s", last,
+	      pre_run.text);
+	last[ll] = 'Q'; /* no longer the prompt's end */
+	generate(m, &r, &miss_run, err);
+	CHECK(miss_run.n == free_run.n && !memcmp(free_run.ids, miss_run.ids, (size_t)free_run.n * sizeof free_run.ids[0]),
+	      "trigger [%s] not at the prompt's end: the output changed", last);
+	printf("lazy grammar: %d whole calls, each valid, between free triggers; a prompt ending in the trigger starts "
+	       "triggered\n", calls);
 }
 
 /* strict tools under "auto" in the tagged syntaxes (tc_strict_grammar): the
@@ -1785,6 +1804,9 @@ static void tagged_grammars(void)
 		{TC_FMT_COMMAND_R_PLUS, 1, " ```json\n[{\"tool_name\": \"w\", \"parameters\": {\"n\": 0}}]\n```"},
 		{TC_FMT_APERTUS, 1, "[{\"w\": {\"n\": 1}}, {\"any\": {\"x\": null}}]"},
 		{TC_FMT_APERTUS, 0, "[{\"w\": {\"n\": 1, \"z\": 2}}]"},
+		{TC_FMT_FUNCTIONARY_V32, 1, "w\n{\"n\": 2}"},
+		{TC_FMT_FUNCTIONARY_V32, 0, "w\n{\"n\": 2, \"x\": 1}"},
+		{TC_FMT_FUNCTIONARY_V32, 0, "v\n{}"},
 	};
 	int n = 0;
 	for (size_t k = 0; k < sizeof C / sizeof C[0]; k++) {
@@ -1821,7 +1843,20 @@ static void tagged_grammars(void)
 				 0, NULL);
 	CHECK(tc_strict_grammar(TC_FMT_QWEN3_XML, pat, &trigger, &gbnf) == 1 && !gbnf, "a pattern gives no grammar");
 	CHECK(tc_strict_grammar(TC_FMT_HERMES, tools, &trigger, &gbnf) == 1 && !gbnf, "hermes goes by a JSON schema");
-	printf("strict-call grammars: %d texts judged over 14 syntaxes\n", n);
+	/* functionary v3.2: text for the user after >>>all\n is free */
+	struct grammar *g32 = NULL;
+	if (tc_strict_grammar(TC_FMT_FUNCTIONARY_V32, tools, &trigger, &gbnf) == 0 && (g32 = compile("gbnf", gbnf))) {
+		CHECK(judge(g32, "all\n") == 1 && judge(g32, "all\nHello, <b>x</b> w\n{") == 1 && judge(g32, "al") == 2 &&
+			      judge(g32, "alx") == 0 && !strcmp(trigger, ">>>"),
+		      "functionary v3.2: >>>all\n text: %d %d %d %d", judge(g32, "all\n"), judge(g32, "all\nHello"),
+		      judge(g32, "al"), judge(g32, "alx"));
+	} else {
+		CHECK(0, "functionary v3.2: no strict grammar");
+	}
+	grammar_free(g32);
+	free(gbnf);
+	gbnf = NULL;
+	printf("strict-call grammars: %d texts judged over 15 syntaxes\n", n);
 	json_decref(pat);
 	json_decref(tools);
 }
