@@ -81,7 +81,9 @@
  * must not contain (rules xt*: one per proper prefix of those tags).
  * Markers that are special tokens (TOKS: DeepSeek's, Kimi K2's, Solar's)
  * go out as token terminals (g_seq), and a format may have a second call
- * form (DeepSeek R1's), an alternative of `call`.
+ * form (DeepSeek R1's), an alternative of `call`. Gemma 4's and LFM2's
+ * Python-like literals have their own writer (py_strict_grammar: a value
+ * per schema keyword, members as A(i) = m(i) B(i+1) | A(i+1)).
  *
  * Ids: call_ + 24 characters from a splitmix64
  * of (id_seed, index); Mistral formats, whose templates require 9
@@ -3687,6 +3689,257 @@ static int g_call(struct buf *g, const struct xgram *x, const json_t *f)
 	return 0;
 }
 
+/* ---- strict calls in Python-like literals: Gemma 4's call:f{k:<|"|>v<|"|>,n:1}
+ * and LFM2's [f(k='v', n=1)]. A strict tool's arguments follow its schema
+ * (properties in order, required ones always; strings, their enum or
+ * const, numbers, booleans, null, objects with properties, arrays of
+ * items, in the dialect's spelling); a schema beyond that (anyOf, $ref,
+ * string bounds or patterns, item counts, a list of types) gives no
+ * grammar. Other tools take any arguments (rules pv, pk, ps). */
+struct pydial {
+	bool gemma;          /* Gemma: bare keys, strings in <|"|>; else Python */
+	const char *ksep;    /* after a top-level key: ":" or "=" */
+	const char *sep;     /* between members and items */
+};
+
+static int g_pyval(struct buf *g, const struct pydial *d, const json_t *ps, int depth);
+
+/* a string literal in the dialect: -1 when it cannot be one */
+static int g_pystr(struct buf *g, const struct pydial *d, const char *v, size_t n)
+{
+	if (d->gemma) {
+		if (find(v, n, GQ) || memchr(v, 0, n))
+			return -1;
+		g_add(g, "gq ");
+		if (n)
+			g_lit(g, v, n);
+		g_add(g, " gq ");
+		return 0;
+	}
+	struct buf q = {0};
+	buf_add(&q, "'", 1);
+	for (size_t i = 0; i < n; i++) {
+		const char *e = v[i] == '\'' ? "\\'" : v[i] == '\\' ? "\\\\" : v[i] == '\n' ? "\\n" : v[i] == '\t' ? "\\t"
+			       : v[i] == '\r' ? "\\r" : v[i] == 0 ? "\\0" : NULL;
+		buf_add(&q, e ? e : v + i, e ? strlen(e) : 1);
+	}
+	buf_add(&q, "'", 1);
+	int rc = q.p ? 0 : -1;
+	if (q.p)
+		g_lit(g, q.p, q.n);
+	g_add(g, " ");
+	free(q.p);
+	return rc;
+}
+
+/* the members of an object schema, in order, required ones always:
+ * A(i) = m(i) B(i+1) | A(i+1) when m(i) is optional, B(i) = (sep m(i))? B(i+1) */
+static int g_pymembers(struct buf *g, const struct pydial *d, const json_t *pa, int depth, bool top, size_t from)
+{
+	const json_t *props = json_object_get(pa, "properties"), *req = json_object_get(pa, "required");
+	const char *keys[64];
+	const json_t *vals[64];
+	size_t n = 0;
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)props, k, v)
+	{
+		if (n == 64)
+			return -1;
+		keys[n] = k;
+		vals[n++] = v;
+	}
+	for (size_t a = from; a < n; a++) { /* the first member written is a */
+		bool req_a = false;
+		size_t i;
+		json_t *r;
+		json_array_foreach(req, i, r) req_a = req_a || (json_is_string(r) && !strcmp(json_string_value(r), keys[a]));
+		g_add(g, a > from ? "| ( " : "( ");
+		for (size_t b = a; b < n; b++) {
+			bool req_b = false;
+			json_array_foreach(req, i, r) req_b = req_b || (json_is_string(r) && !strcmp(json_string_value(r), keys[b]));
+			size_t kl = strlen(keys[b]);
+			bool ok = kl && kl <= 64;
+			for (size_t c = 0; c < kl; c++)
+				ok = ok && (isalnum((unsigned char)keys[b][c]) || keys[b][c] == '_');
+			if (!ok)
+				return -1;
+			g_add(g, b > a ? "( " : "");
+			if (b > a)
+				g_str(g, d->sep);
+			if (d->gemma || top) {
+				g_add(g, " ");
+				g_str(g, keys[b]);
+				g_add(g, " ");
+				g_str(g, top ? d->ksep : ":");
+				g_add(g, " ");
+			} else {
+				g_add(g, " ");
+				if (g_pystr(g, d, keys[b], kl))
+					return -1;
+				g_add(g, "\": \" ");
+			}
+			if (g_pyval(g, d, vals[b], depth + 1))
+				return -1;
+			g_add(g, b > a ? (req_b ? ") " : ")? ") : "");
+		}
+		g_add(g, ") ");
+		if (req_a)
+			return 0; /* a later first member would leave a required one out */
+	}
+	g_add(g, n > from ? "| \"\" " : "\"\" ");
+	return 0;
+}
+
+static int g_pyval(struct buf *g, const struct pydial *d, const json_t *ps, int depth)
+{
+	if (!json_is_object(ps) || depth > 16 || json_object_get(ps, "anyOf") || json_object_get(ps, "$ref") ||
+	    json_object_get(ps, "allOf") || json_object_get(ps, "oneOf") || json_object_get(ps, "pattern") ||
+	    json_object_get(ps, "format") || json_object_get(ps, "minLength") || json_object_get(ps, "maxLength") ||
+	    json_object_get(ps, "minItems") || json_object_get(ps, "maxItems"))
+		return -1;
+	const json_t *ty = json_object_get(ps, "type"), *en = json_object_get(ps, "enum"), *c = json_object_get(ps, "const");
+	const char *t = json_string_value(ty);
+	if (ty && !t)
+		return -1; /* a list of types */
+	json_t *one = c ? json_pack("[O]", c) : NULL;
+	const json_t *lits = one ? one : en;
+	int rc = 0;
+	if (lits) { /* an enum or a const: its values, written in the dialect */
+		size_t i, k = 0;
+		json_t *v;
+		g_add(g, "( ");
+		json_array_foreach(lits, i, v)
+		{
+			g_add(g, k++ ? "| " : "");
+			if (json_is_string(v))
+				rc |= g_pystr(g, d, json_string_value(v), json_string_length(v));
+			else if (json_is_boolean(v))
+				g_add(g, d->gemma ? (json_is_true(v) ? "\"true\" " : "\"false\" ") : json_is_true(v) ? "\"True\" " : "\"False\" ");
+			else if (json_is_null(v))
+				g_add(g, d->gemma ? "\"null\" " : "\"None\" ");
+			else if (json_is_number(v)) {
+				char *x = json_dumps(v, JSON_ENCODE_ANY);
+				if (x)
+					g_str(g, x);
+				g_add(g, " ");
+				rc |= x ? 0 : -1;
+				free(x);
+			} else
+				rc = -1;
+		}
+		g_add(g, ") ");
+		json_decref(one);
+		return k ? rc : -1;
+	}
+	if (!t)
+		return g_add(g, "pv "), 0;
+	if (!strcmp(t, "string"))
+		return g_add(g, d->gemma ? "gq xt0 gq " : "ps "), 0;
+	if (!strcmp(t, "integer") || !strcmp(t, "number")) {
+		char *x = json_dumps(ps, JSON_COMPACT);
+		if (!x)
+			return -1;
+		g_add(g, "%json ");
+		g_add(g, x);
+		g_add(g, " ");
+		free(x);
+		return 0;
+	}
+	if (!strcmp(t, "boolean"))
+		return g_add(g, d->gemma ? "( \"true\" | \"false\" ) " : "( \"True\" | \"False\" ) "), 0;
+	if (!strcmp(t, "null"))
+		return g_add(g, d->gemma ? "\"null\" " : "\"None\" "), 0;
+	if (!strcmp(t, "array")) {
+		const json_t *it = json_object_get(ps, "items");
+		if (!it)
+			return g_add(g, "pa "), 0;
+		g_add(g, "\"[\" ( ");
+		if (g_pyval(g, d, it, depth + 1))
+			return -1;
+		g_add(g, "( ");
+		g_str(g, d->sep);
+		g_add(g, " ");
+		if (g_pyval(g, d, it, depth + 1))
+			return -1;
+		g_add(g, ")* )? \"]\" ");
+		return 0;
+	}
+	if (!strcmp(t, "object")) {
+		if (!json_object_size(json_object_get(ps, "properties")))
+			return g_add(g, "po "), 0;
+		g_add(g, "\"{\" ( ");
+		if (g_pymembers(g, d, ps, depth, false, 0))
+			return -1;
+		g_add(g, ") \"}\" ");
+		return 0;
+	}
+	return -1;
+}
+
+/* GEMMA4 and LFM2: 0 and *gbnf, 1 none, -1 out of memory */
+static int py_strict_grammar(enum tc_format f, const json_t *tools, const char **trigger, char **gbnf)
+{
+	bool gemma = f == TC_FMT_GEMMA4;
+	const struct pydial d = {gemma, gemma ? ":" : "=", gemma ? "," : ", "};
+	struct buf g = {0};
+	g_add(&g, gemma ? "root ::= \"call:\" call end\nend ::= <tool_call|> | \"<tool_call|>\"\n"
+			: "root ::= \"[\" call ( \", \" call )* \"]\" end\nend ::= <|tool_call_end|> | \"<|tool_call_end|>\"\n");
+	g_add(&g, "call ::= ");
+	for (size_t i = 0; i < json_array_size(tools); i++) {
+		const json_t *t = json_array_get(tools, i), *fn = json_object_get(t, "function");
+		fn = fn ? fn : t;
+		const char *name = json_string_value(json_object_get(fn, "name"));
+		const json_t *pa = json_object_get(fn, "parameters");
+		bool strict = json_is_true(json_object_get(fn, "strict")) && json_is_object(pa);
+		if (!name || !valid_name(name, strlen(name)))
+			goto none;
+		g_add(&g, i ? "\n  | " : "");
+		g_str(&g, name);
+		g_add(&g, gemma ? " \"{\" ( " : " \"(\" ( ");
+		if (!strict) {
+			g_add(&g, "pk ");
+			g_str(&g, d.ksep);
+			g_add(&g, " pv ( ");
+			g_str(&g, d.sep);
+			g_add(&g, " pk ");
+			g_str(&g, d.ksep);
+			g_add(&g, " pv )* )? ");
+		} else {
+			const json_t *ty = json_object_get(pa, "type");
+			if ((ty && !json_is_string(ty)) || (ty && strcmp(json_string_value(ty), "object")) ||
+			    json_object_get(pa, "$ref") || json_object_get(pa, "anyOf") ||
+			    g_pymembers(&g, &d, pa, 0, true, 0))
+				goto none;
+			g_add(&g, ") ");
+		}
+		g_add(&g, gemma ? "\"}\"" : "\")\"");
+	}
+	g_add(&g, "\npk ::= [A-Za-z_] [A-Za-z0-9_]{0,63}\n");
+	if (gemma) {
+		g_add(&g, "gq ::= <|\"|> | \"<|\\\"|>\"\n"
+			  "pv ::= gq xt0 gq | %json {\"type\":[\"number\",\"boolean\",\"null\"]} | po | pa\n"
+			  "po ::= \"{\" ( pk \":\" pv ( \",\" pk \":\" pv )* )? \"}\"\n"
+			  "pa ::= \"[\" ( pv ( \",\" pv )* )? \"]\"\n");
+		static const struct xgram gx = {TC_FMT_GEMMA4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+						{GQ}, NULL, NULL, NULL};
+		g_text(&g, &gx);
+	} else {
+		g_add(&g, "ps ::= \"'\" ( [^'\\\\\\x0a\\x0d] | \"\\\\\" ['\\\\nt] )* \"'\"\n"
+			  "pv ::= ps | %json {\"type\":\"number\"} | \"True\" | \"False\" | \"None\" | po | pa\n"
+			  "po ::= \"{\" ( ps \": \" pv ( \", \" ps \": \" pv )* )? \"}\"\n"
+			  "pa ::= \"[\" ( pv ( \", \" pv )* )? \"]\"\n");
+	}
+	if (!g.p)
+		return -1;
+	*trigger = gemma ? "<|tool_call>" : "<|tool_call_start|>";
+	*gbnf = g.p;
+	return 0;
+none:
+	free(g.p);
+	return 1;
+}
+
 int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigger, char **gbnf)
 {
 	const struct xgram *x = NULL, *x2 = NULL; /* x2: a second call form */
@@ -3696,6 +3949,8 @@ int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigge
 		else if (XG[i].f == f)
 			x2 = &XG[i];
 	*gbnf = NULL;
+	if ((f == TC_FMT_GEMMA4 || f == TC_FMT_LFM2) && json_array_size(tools))
+		return py_strict_grammar(f, tools, trigger, gbnf);
 	if (!x || !json_array_size(tools))
 		return 1;
 	struct buf g = {0};

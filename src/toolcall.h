@@ -384,7 +384,10 @@ int tc_parse(const struct tc_syntax *syn, const struct tc_options *opts, const c
  * only the special token itself matches; and FUNCTIONARY_V32 (>>>f\n{..},
  * or >>>all\n and free text; its generation prompt ends in ">>>", and the
  * executor starts a lazy constraint whose trigger ends the prompt
- * triggered). The lazy
+ * triggered); GEMMA4 and LFM2 (Python-like literals: a strict tool's
+ * arguments by its schema's properties, in the syntax's spelling, when
+ * the schema uses only types, properties, required, items, enum, const
+ * and numeric bounds). The lazy
  * constraint (inferd_request.grammar_trigger) for a call: *trigger, the
  * call's marker (static text), and *gbnf (malloc'd), a GBNF grammar (with
  * grammar.h's %json for typed values) of what follows the marker up to the
@@ -396,8 +399,8 @@ int tc_parse(const struct tc_syntax *syn, const struct tc_options *opts, const c
  * JSON held to its schema), a non-strict tool's any arguments, then the
  * closing tags. Returns 0; 1 when there is none (another syntax, no
  * tools, a tagged strict string parameter with pattern, format,
- * minLength or maxLength, or a $ref): nothing is enforced then; -1 out
- * of memory. */
+ * minLength or maxLength, or a $ref; for GEMMA4 and LFM2 any schema
+ * beyond that list): nothing is enforced then; -1 out of memory. */
 int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigger, char **gbnf);
 
 /* {"role":"assistant","content": text or null (null when empty and there

@@ -1702,7 +1702,9 @@ static void strict_grammars_over_schemas(void)
 					   TC_FMT_MISTRAL_V11, TC_FMT_FUNCTIONARY_V31, TC_FMT_LLAMA3, TC_FMT_FIREFUNCTION,
 					   TC_FMT_COMMAND_R7B, TC_FMT_COMMAND_R_PLUS, TC_FMT_APERTUS,
 					   /* JSON between special-token markers */
-					   TC_FMT_DEEPSEEK, TC_FMT_KIMI_K2, TC_FMT_SOLAR};
+					   TC_FMT_DEEPSEEK, TC_FMT_KIMI_K2, TC_FMT_SOLAR,
+					   /* Python-like literals (a schema beyond them: none) */
+					   TC_FMT_GEMMA4, TC_FMT_LFM2};
 	int compiled = 0, none = 0;
 	char *names[64];
 	int n = schema_names(names, 64);
@@ -1720,7 +1722,7 @@ static void strict_grammars_over_schemas(void)
 			const char *trigger;
 			char *gbnf = NULL, err[INFERD_ERR_LEN];
 			int rc = tc_strict_grammar(F[k], tools, &trigger, &gbnf);
-			bool tagged = k < 7;
+			bool tagged = k < 7 || F[k] == TC_FMT_GEMMA4 || F[k] == TC_FMT_LFM2;
 			CHECK(rc == 0 || (rc == 1 && tagged), "%s: %s gives no grammar (%d)", path, tc_format_name(F[k]), rc);
 			struct grammar *g = NULL;
 			if (rc == 0) {
@@ -1807,6 +1809,17 @@ static void tagged_grammars(void)
 		{TC_FMT_FUNCTIONARY_V32, 1, "w\n{\"n\": 2}"},
 		{TC_FMT_FUNCTIONARY_V32, 0, "w\n{\"n\": 2, \"x\": 1}"},
 		{TC_FMT_FUNCTIONARY_V32, 0, "v\n{}"},
+		/* Python-like literals */
+		{TC_FMT_GEMMA4, 1, "call:w{n:3,s:<|\"|>a, b}<|\"|>}<tool_call|>"},
+		{TC_FMT_GEMMA4, 1, "call:any{k:[1,<|\"|>x<|\"|>],o:{p:true}}<tool_call|>"},
+		{TC_FMT_GEMMA4, 0, "call:w{n:6}<tool_call|>"},
+		{TC_FMT_GEMMA4, 0, "call:w{s:<|\"|>x<|\"|>}<tool_call|>"},
+		{TC_FMT_GEMMA4, 0, "call:w{n:1,s:<|\"|>x<|\"|>y<|\"|>}<tool_call|>"},
+		{TC_FMT_LFM2, 1, "[w(n=3, s='a\\'b'), any(k=[1, 'x'], o={'p': True})]<|tool_call_end|>"},
+		{TC_FMT_LFM2, 1, "[w(n=0)]<|tool_call_end|>"},
+		{TC_FMT_LFM2, 0, "[w(s='x')]<|tool_call_end|>"},
+		{TC_FMT_LFM2, 0, "[w(n=9)]<|tool_call_end|>"},
+		{TC_FMT_LFM2, 0, "[w(n=1, s=\"x\")]<|tool_call_end|>"},
 	};
 	int n = 0;
 	for (size_t k = 0; k < sizeof C / sizeof C[0]; k++) {
@@ -1856,7 +1869,7 @@ static void tagged_grammars(void)
 	grammar_free(g32);
 	free(gbnf);
 	gbnf = NULL;
-	printf("strict-call grammars: %d texts judged over 15 syntaxes\n", n);
+	printf("strict-call grammars: %d texts judged over 17 syntaxes\n", n);
 	json_decref(pat);
 	json_decref(tools);
 }
