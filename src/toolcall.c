@@ -3593,22 +3593,42 @@ static bool has_key(const json_t *v, const char *key)
 	return false;
 }
 
+/* tc_strict_grammar's result: none (1, g dropped), out of memory (-1),
+ * or 0 with *gbnf = g's text and *trigger = trig */
+static int g_finish(struct buf *g, int none, const char *trig, const char **trigger, char **gbnf)
+{
+	if (none) {
+		free(g->p);
+		return 1;
+	}
+	if (!g->p)
+		return -1;
+	*trigger = trig;
+	*gbnf = g->p;
+	return 0;
+}
+
+/* %json with schema ps (-1 out of memory) */
+static int g_json(struct buf *g, const json_t *ps)
+{
+	char *d = json_dumps(ps, JSON_COMPACT);
+	if (!d)
+		return -1;
+	g_add(g, "%json ");
+	g_add(g, d);
+	g_add(g, " ");
+	free(d);
+	return 0;
+}
+
 /* One parameter's value: raw text for a "string" (its enum or const as
  * literals), else %json with its schema. -1: a string constraint raw text
  * cannot be held to. */
 static int g_value(struct buf *g, const json_t *ps)
 {
 	const char *ty = json_string_value(json_object_get(ps, "type"));
-	if (!ty || strcmp(ty, "string")) {
-		char *d = json_dumps(ps, JSON_COMPACT);
-		if (!d)
-			return -1;
-		g_add(g, "%json ");
-		g_add(g, d);
-		g_add(g, " ");
-		free(d);
-		return 0;
-	}
+	if (!ty || strcmp(ty, "string"))
+		return g_json(g, ps);
 	if (json_object_get(ps, "pattern") || json_object_get(ps, "format") || json_object_get(ps, "minLength") ||
 	    json_object_get(ps, "maxLength"))
 		return -1;
@@ -3836,16 +3856,8 @@ static int g_pyval(struct buf *g, const struct pydial *d, const json_t *ps, int 
 		return g_add(g, "pv "), 0;
 	if (!strcmp(t, "string"))
 		return g_add(g, d->gemma ? "gq xt0 gq " : "ps "), 0;
-	if (!strcmp(t, "integer") || !strcmp(t, "number")) {
-		char *x = json_dumps(ps, JSON_COMPACT);
-		if (!x)
-			return -1;
-		g_add(g, "%json ");
-		g_add(g, x);
-		g_add(g, " ");
-		free(x);
-		return 0;
-	}
+	if (!strcmp(t, "integer") || !strcmp(t, "number"))
+		return g_json(g, ps);
 	if (!strcmp(t, "boolean"))
 		return g_add(g, d->gemma ? "( \"true\" | \"false\" ) " : "( \"True\" | \"False\" ) "), 0;
 	if (!strcmp(t, "null"))
@@ -3930,14 +3942,9 @@ static int py_strict_grammar(enum tc_format f, const json_t *tools, const char *
 			  "po ::= \"{\" ( ps \": \" pv ( \", \" ps \": \" pv )* )? \"}\"\n"
 			  "pa ::= \"[\" ( pv ( \", \" pv )* )? \"]\"\n");
 	}
-	if (!g.p)
-		return -1;
-	*trigger = gemma ? "<|tool_call>" : "<|tool_call_start|>";
-	*gbnf = g.p;
-	return 0;
+	return g_finish(&g, 0, gemma ? "<|tool_call>" : "<|tool_call_start|>", trigger, gbnf);
 none:
-	free(g.p);
-	return 1;
+	return g_finish(&g, 1, NULL, trigger, gbnf);
 }
 
 int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigger, char **gbnf)
@@ -3991,12 +3998,7 @@ int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigge
 	g_add(&g, "\n");
 	if (x->kopen)
 		g_text(&g, x);
-	if (!g.p)
-		return -1;
-	*trigger = x->trigger;
-	*gbnf = g.p;
-	return 0;
+	return g_finish(&g, 0, x->trigger, trigger, gbnf);
 none:
-	free(g.p);
-	return 1;
+	return g_finish(&g, 1, NULL, trigger, gbnf);
 }

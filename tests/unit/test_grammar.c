@@ -469,20 +469,26 @@ static int brute_ok(const struct grammar *g, const struct grammar_vocab *v, cons
 	return ok;
 }
 
-static void mask_vs_brute(const char *tok_dir, const char *label)
+/* the tokenizer in tok_dir and its vocabulary trie: 0, or -1 (checked) */
+static int load_vocab(const char *tok_dir, struct tokenizer **t, struct grammar_vocab **v)
 {
 	char err[INFERD_ERR_LEN];
-	struct tokenizer *t;
-	if (tok_load(tok_dir, &t, err)) {
+	*t = NULL;
+	*v = NULL;
+	if (tok_load(tok_dir, t, err) || grammar_vocab_new(*t, v, err)) {
 		CHECK(0, "%s: %s", tok_dir, err);
-		return;
+		tok_free(*t);
+		return -1;
 	}
+	return 0;
+}
+
+static void mask_vs_brute(const char *tok_dir, const char *label)
+{
+	struct tokenizer *t;
 	struct grammar_vocab *v;
-	if (grammar_vocab_new(t, &v, err)) {
-		CHECK(0, "%s", err);
-		tok_free(t);
+	if (load_vocab(tok_dir, &t, &v))
 		return;
-	}
 	int V = tok_n_vocab(t);
 	uint32_t *bits = malloc(((size_t)V + 31) / 32 * 4);
 	static const struct {
@@ -1904,15 +1910,8 @@ static void token_terminals(void)
 	char err[INFERD_ERR_LEN];
 	struct tokenizer *t;
 	struct grammar_vocab *v;
-	if (tok_load(QWEN3, &t, err)) {
-		CHECK(0, "%s", err);
+	if (load_vocab(QWEN3, &t, &v))
 		return;
-	}
-	if (grammar_vocab_new(t, &v, err)) {
-		CHECK(0, "%s", err);
-		tok_free(t);
-		return;
-	}
 	int V = tok_n_vocab(t);
 	uint32_t *bits = malloc(((size_t)V + 31) / 32 * 4);
 	int32_t im_end = find_token(t, "<|im_end|>", 1), im_start = find_token(t, "<|im_start|>", 1);
@@ -2032,13 +2031,14 @@ static void strict_special_markers(void)
 	const int nm = (int)(sizeof marks / sizeof marks[0]);
 	char err[INFERD_ERR_LEN], dir[600];
 	snprintf(dir, sizeof dir, "%s", t_tmp("marker-tok"));
-	struct tokenizer *t = NULL;
-	struct grammar_vocab *v = NULL;
-	if (marker_tokenizer(dir, marks, nm) || tok_load(dir, &t, err) || grammar_vocab_new(t, &v, err)) {
-		CHECK(0, "marker tokenizer: %s", t ? err : "cannot write or load it");
-		tok_free(t);
+	struct tokenizer *t;
+	struct grammar_vocab *v;
+	if (marker_tokenizer(dir, marks, nm)) {
+		CHECK(0, "cannot write the marker tokenizer in %s", dir);
 		return;
 	}
+	if (load_vocab(dir, &t, &v))
+		return;
 	int V = tok_n_vocab(t);
 	for (int i = 0; i < nm; i++)
 		CHECK(tok_is_special(t, 200000 + i), "marker %s is not special", marks[i]);
