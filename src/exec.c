@@ -1277,6 +1277,11 @@ int inferd_submit(inferd_model_t *m, const struct inferd_request *r, inferd_req_
 		pthread_mutex_lock(&e->gv_mu);
 		grc = e->gv ? 0 : grammar_vocab_new(m->tok, &e->gv, err);
 		pthread_mutex_unlock(&e->gv_mu);
+		if (!grc && (grc = grammar_vocab_check(gram, e->gv, err)) && r->grammar_trigger && *r->grammar_trigger) {
+			grammar_free(gram); /* a lazy constraint (strict tools under auto) is best effort: none */
+			gram = NULL;
+			grc = 0;
+		}
 		if (grc) {
 			grammar_free(gram);
 			return grc;

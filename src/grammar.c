@@ -3909,6 +3909,19 @@ static int tk_ids(const struct grammar *g, int k, const struct grammar_vocab *v,
 
 #define TK_IDS 8
 
+int grammar_vocab_check(const struct grammar *g, const struct grammar_vocab *v, char *err)
+{
+	int32_t id;
+	for (int k = 0; k < g->n_tk; k++)
+		if (!tk_ids(g, k, v, &id, 1)) {
+			if (g->tk[k].text)
+				return seterr(err, INFERD_EINVAL, "the grammar's token %.100s is not a token of the model", g->tk[k].text);
+			return seterr(err, INFERD_EINVAL, "the grammar's token <[%d]> is outside the vocabulary (%d tokens)",
+				      (int)g->tk[k].id, v->n);
+		}
+	return 0;
+}
+
 /* Is token id one that token terminal k stands for? */
 static int tk_is(const struct grammar *g, int k, const struct grammar_vocab *v, int32_t id)
 {

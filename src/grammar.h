@@ -116,6 +116,9 @@ int grammar_n_rules(const struct grammar *g);
  * complete). */
 int grammar_vocab_new(const struct tokenizer *t, struct grammar_vocab **out, char *err);
 void grammar_vocab_free(struct grammar_vocab *v);
+/* 0 when every token terminal of g stands for a token of v, else
+ * INFERD_EINVAL naming the first that does not (it could never match). */
+int grammar_vocab_check(const struct grammar *g, const struct grammar_vocab *v, char *err);
 int grammar_vocab_n(const struct grammar_vocab *v);   /* ids 0..n-1 */
 /* The bytes of token `id` (NULL for a special token or an id outside). */
 const uint8_t *grammar_vocab_bytes(const struct grammar_vocab *v, int32_t id, int *len);

@@ -1610,6 +1610,19 @@ static void lazy_trigger(inferd_model_t *m)
 	generate(m, &r, &miss_run, err);
 	CHECK(miss_run.n == free_run.n && !memcmp(free_run.ids, miss_run.ids, (size_t)free_run.n * sizeof free_run.ids[0]),
 	      "trigger [%s] not at the prompt's end: the output changed", last);
+	/* a grammar token the model does not have: refused; with a trigger
+	 * (strict tools under auto) the constraint is dropped, even where it
+	 * would start triggered */
+	r.grammar = "root ::= \"a\" <|no_such_token|>";
+	r.grammar_trigger = NULL;
+	CHECK(generate(m, &r, &miss_run, err) == INFERD_EINVAL && strstr(err, "<|no_such_token|>"),
+	      "a grammar token the model lacks: %s", err);
+	last[ll] = 0;
+	r.grammar_trigger = (const char *)last;
+	CHECK(generate(m, &r, &miss_run, err) == 0 && miss_run.n == free_run.n &&
+		      !memcmp(free_run.ids, miss_run.ids, (size_t)free_run.n * sizeof free_run.ids[0]),
+	      "a lazy grammar with a token the model lacks still constrains (%d vs %d tokens): %s", miss_run.n, free_run.n,
+	      err);
 	printf("lazy grammar: %d whole calls, each valid, between free triggers; a prompt ending in the trigger starts "
 	       "triggered\n", calls);
 }
