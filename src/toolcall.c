@@ -79,7 +79,8 @@
  * text: literals for the structure, %json (grammar.h) for JSON values, and
  * for raw string values a small automaton over the closing tags a value
  * must not contain (rules xt*: one per proper prefix of those tags).
- * Markers that are special tokens (TOKS: DeepSeek's, Kimi K2's, Solar's)
+ * Markers that are special tokens (TOKS: DeepSeek's, Kimi K2's, Solar's,
+ * harmony's)
  * go out as token terminals (g_seq), and a format may have a second call
  * form (DeepSeek R1's), an alternative of `call`. Gemma 4's and LFM2's
  * Python-like literals have their own writer (py_strict_grammar: a value
@@ -3430,16 +3431,22 @@ static const struct xgram {
 	 ":\x01<|tool_call_argument_begin|>", "<|tool_call_end|>", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
 	{TC_FMT_SOLAR, "<|tool_call:begin|>", "", NULL, "", "\x02<|tool_call:name|>", "<|tool_call:args|>", "<|tool_call:end|>",
 	 NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	/* gpt-oss: ..to=functions.f <|constrain|>json<|message|>{..}<|call|> (or the recipient
+	 * in the role: to=functions.f<|channel|>commentary json<|message|>); \x03 the header's rest */
+	{TC_FMT_HARMONY, "to=functions.", "", NULL, "", "", "\x03<|message|>", "<|call|>", NULL, NULL, NULL, {NULL}, NULL,
+	 NULL, NULL},
 };
 
 /* the special-token markers of XG's literals */
 static const char *const TOKS[] = {
 	DS_CALLS_BEGIN, DS_CALLS_END, DS_CALL_BEGIN, DS_CALL_END, DS_SEP, "<|tool_calls_section_begin|>",
 	"<|tool_calls_section_end|>", "<|tool_call_begin|>", "<|tool_call_argument_begin|>", "<|tool_call_end|>",
-	"<|tool_call:begin|>", "<|tool_call:name|>", "<|tool_call:args|>", "<|tool_call:end|>",
+	"<|tool_call:begin|>", "<|tool_call:name|>", "<|tool_call:args|>", "<|tool_call:end|>", "<|message|>", "<|call|>",
 };
-/* what \x01 and \x02 stand for */
-static const char *const G_SLOTS[] = {"", "[0-9]{1,4}", "[A-Za-z0-9_-]{1,64}"};
+/* what \x01, \x02 and \x03 stand for */
+static const char *const G_SLOTS[] = {
+	"", "[0-9]{1,4}", "[A-Za-z0-9_-]{1,64}",
+	"( \" \" <|constrain|>? \"json\" | <|channel|> \"commentary\" ( \" \" <|constrain|>? \"json\" )? )?"};
 
 static void g_add(struct buf *g, const char *s)
 {
@@ -3481,7 +3488,7 @@ static void g_seq(struct buf *g, const char *s)
 		for (size_t k = 0; k < sizeof TOKS / sizeof TOKS[0] && i < n && !tk; k++)
 			if (starts(s + i, n - i, TOKS[k]))
 				tk = TOKS[k];
-		bool slot = i < n && (s[i] == 1 || s[i] == 2);
+		bool slot = i < n && s[i] >= 1 && s[i] <= 3;
 		if (!tk && !slot && i < n)
 			continue;
 		if (i > a) {

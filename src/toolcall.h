@@ -379,7 +379,8 @@ int tc_parse(const struct tc_syntax *syn, const struct tc_options *opts, const c
  * (<function=f>{..}), LLAMA3 (<|python_tag|>{"name", "parameters"}),
  * FIREFUNCTION, COMMAND_R7B, COMMAND_R_PLUS, APERTUS, and JSON between
  * special-token markers DEEPSEEK (V3.1's f<｜tool▁sep｜>{..} or R1's
- * function<｜tool▁sep｜>f + fenced JSON), KIMI_K2, SOLAR: those markers
+ * function<｜tool▁sep｜>f + fenced JSON), KIMI_K2, SOLAR, HARMONY (after
+ * "to=functions.": f, its header's rest, <|message|>{..}<|call|>): those markers
  * are written as GBNF token terminals (<｜tool▁sep｜>, grammar.h), which
  * only the special token itself matches; and FUNCTIONARY_V32 (>>>f\n{..},
  * or >>>all\n and free text; its generation prompt ends in ">>>", and the

@@ -1721,7 +1721,7 @@ static void strict_grammars_over_schemas(void)
 					   TC_FMT_MISTRAL_V11, TC_FMT_FUNCTIONARY_V31, TC_FMT_LLAMA3, TC_FMT_FIREFUNCTION,
 					   TC_FMT_COMMAND_R7B, TC_FMT_COMMAND_R_PLUS, TC_FMT_APERTUS,
 					   /* JSON between special-token markers */
-					   TC_FMT_DEEPSEEK, TC_FMT_KIMI_K2, TC_FMT_SOLAR,
+					   TC_FMT_DEEPSEEK, TC_FMT_KIMI_K2, TC_FMT_SOLAR, TC_FMT_HARMONY,
 					   /* Python-like literals (a schema beyond them: none) */
 					   TC_FMT_GEMMA4, TC_FMT_LFM2};
 	int compiled = 0, none = 0;
@@ -2040,7 +2040,7 @@ static void strict_special_markers(void)
 		"<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>",
 		"<｜tool▁sep｜>", "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
 		"<|tool_call_argument_begin|>", "<|tool_call_end|>", "<|tool_call:begin|>", "<|tool_call:name|>",
-		"<|tool_call:args|>", "<|tool_call:end|>"};
+		"<|tool_call:args|>", "<|tool_call:end|>", "<|message|>", "<|call|>", "<|channel|>", "<|constrain|>"};
 	const int nm = (int)(sizeof marks / sizeof marks[0]);
 	char err[INFERD_ERR_LEN], dir[600];
 	snprintf(dir, sizeof dir, "%s", t_tmp("marker-tok"));
@@ -2065,20 +2065,25 @@ static void strict_special_markers(void)
 		enum tc_format f;
 		int ok;
 		const char *text; /* after the trigger */
+		const char *pre;  /* before the trigger, for the parser (harmony's header) */
 	} C[] = {
-		{TC_FMT_DEEPSEEK, 1, "<｜tool▁call▁begin｜>w<｜tool▁sep｜>{\"n\": 3}<｜tool▁call▁end｜><｜tool▁calls▁end｜>"},
+		{TC_FMT_DEEPSEEK, 1, "<｜tool▁call▁begin｜>w<｜tool▁sep｜>{\"n\": 3}<｜tool▁call▁end｜><｜tool▁calls▁end｜>", NULL},
 		{TC_FMT_DEEPSEEK, 1, "<｜tool▁call▁begin｜>w<｜tool▁sep｜>{\"n\": 1}<｜tool▁call▁end｜><｜tool▁call▁begin｜>any"
-				     "<｜tool▁sep｜>{\"k\": [1]}<｜tool▁call▁end｜><｜tool▁calls▁end｜>"},
+				     "<｜tool▁sep｜>{\"k\": [1]}<｜tool▁call▁end｜><｜tool▁calls▁end｜>", NULL},
 		{TC_FMT_DEEPSEEK, 1, "<｜tool▁call▁begin｜>function<｜tool▁sep｜>w\n```json\n{\"n\": 2}\n```<｜tool▁call▁end｜>"
-				     "<｜tool▁calls▁end｜>"},
-		{TC_FMT_DEEPSEEK, 0, "<｜tool▁call▁begin｜>w<｜tool▁sep｜>{\"n\": 7}<｜tool▁call▁end｜><｜tool▁calls▁end｜>"},
-		{TC_FMT_DEEPSEEK, 0, "<｜tool▁call▁begin｜>v<｜tool▁sep｜>{\"n\": 1}<｜tool▁call▁end｜><｜tool▁calls▁end｜>"},
+				     "<｜tool▁calls▁end｜>", NULL},
+		{TC_FMT_DEEPSEEK, 0, "<｜tool▁call▁begin｜>w<｜tool▁sep｜>{\"n\": 7}<｜tool▁call▁end｜><｜tool▁calls▁end｜>", NULL},
+		{TC_FMT_DEEPSEEK, 0, "<｜tool▁call▁begin｜>v<｜tool▁sep｜>{\"n\": 1}<｜tool▁call▁end｜><｜tool▁calls▁end｜>", NULL},
 		{TC_FMT_KIMI_K2, 1, "<|tool_call_begin|>functions.w:0<|tool_call_argument_begin|>{\"n\": 5}<|tool_call_end|>"
-				    "<|tool_calls_section_end|>"},
+				    "<|tool_calls_section_end|>", NULL},
 		{TC_FMT_KIMI_K2, 0, "<|tool_call_begin|>functions.w:0<|tool_call_argument_begin|>{}<|tool_call_end|>"
-				    "<|tool_calls_section_end|>"},
-		{TC_FMT_SOLAR, 1, "call00003<|tool_call:name|>w<|tool_call:args|>{\"n\": 4}<|tool_call:end|>"},
-		{TC_FMT_SOLAR, 0, "call00003<|tool_call:name|>w<|tool_call:args|>{\"n\": \"4\"}<|tool_call:end|>"},
+				    "<|tool_calls_section_end|>", NULL},
+		{TC_FMT_SOLAR, 1, "call00003<|tool_call:name|>w<|tool_call:args|>{\"n\": 4}<|tool_call:end|>", NULL},
+		{TC_FMT_SOLAR, 0, "call00003<|tool_call:name|>w<|tool_call:args|>{\"n\": \"4\"}<|tool_call:end|>", NULL},
+		{TC_FMT_HARMONY, 1, "w <|constrain|>json<|message|>{\"n\": 2}<|call|>", "<|channel|>commentary "},
+		{TC_FMT_HARMONY, 1, "any<|channel|>commentary json<|message|>{\"a\": 1}<|call|>", "<|start|>assistant "},
+		{TC_FMT_HARMONY, 0, "w <|constrain|>json<|message|>{\"n\": 9}<|call|>", NULL},
+		{TC_FMT_HARMONY, 0, "w <|constrain|>json{\"n\": 1}<|call|>", NULL},
 	};
 	int steps = 0, special_steps = 0;
 	for (size_t k = 0; k < sizeof C / sizeof C[0]; k++) {
@@ -2097,13 +2102,16 @@ static void strict_special_markers(void)
 		int i = 0, stray = 0;
 		for (; i < n; i++) {
 			int allowed = grammar_matcher_mask(m, v, bits, V), sp = tok_is_special(t, ids[i]);
-			if (i == 0 && C[k].f != TC_FMT_SOLAR) /* after the trigger: only the first marker */
+			bool first_special = C[k].f == TC_FMT_DEEPSEEK || C[k].f == TC_FMT_KIMI_K2;
+			if (i == 0 && first_special) /* after the trigger: only the first marker */
 				CHECK(allowed == 1 && bit(bits, ids[0]) && sp, "%s case %zu: %d tokens allowed after the trigger", fn,
 				      k, allowed);
 			if (!bit(bits, ids[i]))
 				break;
-			/* Solar: the call id is text that its marker may end at any point */
-			stray += !sp && specials_allowed(t, bits, V) > (C[k].f == TC_FMT_SOLAR && i > 0);
+			/* Solar: the call id is text that its marker may end at any
+			 * point; harmony: after the name, <|channel|> or <|message|> */
+			int may = C[k].f == TC_FMT_SOLAR && i > 0 ? 1 : C[k].f == TC_FMT_HARMONY && i > 0 ? 2 : 0;
+			stray += !sp && specials_allowed(t, bits, V) > may;
 			special_steps += sp;
 			steps++;
 			CHECK(grammar_matcher_accept_token(m, v, ids[i]) == 0, "%s case %zu: token %d allowed, then refused", fn,
@@ -2120,7 +2128,7 @@ static void strict_special_markers(void)
 			      "%s case %zu: the markers as text were accepted", fn, k);
 			grammar_matcher_free(m);
 			char whole[1024];
-			snprintf(whole, sizeof whole, "%s%s", trigger, C[k].text);
+			snprintf(whole, sizeof whole, "%s%s%s", C[k].pre ? C[k].pre : "", trigger, C[k].text);
 			struct tc_syntax syn = {C[k].f, TC_RSN_NONE, 0};
 			struct tc_message msg;
 			CHECK(tc_parse(&syn, NULL, whole, strlen(whole), &msg, err) == 0 && msg.n_calls >= 1 &&
