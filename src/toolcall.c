@@ -80,7 +80,7 @@
  * for raw string values a small automaton over the closing tags a value
  * must not contain (rules xt*: one per proper prefix of those tags).
  * Markers that are special tokens (TOKS: DeepSeek's, Kimi K2's, Solar's,
- * harmony's)
+ * harmony's, Kimi K3's)
  * go out as token terminals (g_seq), and a format may have a second call
  * form (DeepSeek R1's), an alternative of `call`. Gemma 4's and LFM2's
  * Python-like literals have their own writer (py_strict_grammar: a value
@@ -3435,6 +3435,11 @@ static const struct xgram {
 	 * in the role: to=functions.f<|channel|>commentary json<|message|>); \x03 the header's rest */
 	{TC_FMT_HARMONY, "to=functions.", "", NULL, "", "", "\x03<|message|>", "<|call|>", NULL, NULL, NULL, {NULL}, NULL,
 	 NULL, NULL},
+	/* Kimi K3: tagged parameters between <|open|>, <|sep|> and <|close|>; the
+	 * type attribute says "string" or (\x04) another JSON type */
+	{TC_FMT_KIMI_K3, "<|open|>tools<|sep|>", "", "", "<|close|>tools<|sep|>", "<|open|>call tool=\"",
+	 "\" index=\"\x01\"<|sep|>", "<|close|>call<|sep|>", "<|open|>argument key=\"", "\" type=\"string\"<|sep|>",
+	 "<|close|>argument<|sep|>", {"<|close|>"}, "\" type=\"\x04\"<|sep|>", NULL, NULL},
 };
 
 /* the special-token markers of XG's literals */
@@ -3442,11 +3447,13 @@ static const char *const TOKS[] = {
 	DS_CALLS_BEGIN, DS_CALLS_END, DS_CALL_BEGIN, DS_CALL_END, DS_SEP, "<|tool_calls_section_begin|>",
 	"<|tool_calls_section_end|>", "<|tool_call_begin|>", "<|tool_call_argument_begin|>", "<|tool_call_end|>",
 	"<|tool_call:begin|>", "<|tool_call:name|>", "<|tool_call:args|>", "<|tool_call:end|>", "<|message|>", "<|call|>",
+	"<|open|>", "<|sep|>", "<|close|>",
 };
-/* what \x01, \x02 and \x03 stand for */
+/* what \x01 .. \x04 stand for */
 static const char *const G_SLOTS[] = {
 	"", "[0-9]{1,4}", "[A-Za-z0-9_-]{1,64}",
-	"( \" \" <|constrain|>? \"json\" | <|channel|> \"commentary\" ( \" \" <|constrain|>? \"json\" )? )?"};
+	"( \" \" <|constrain|>? \"json\" | <|channel|> \"commentary\" ( \" \" <|constrain|>? \"json\" )? )?",
+	"( \"number\" | \"boolean\" | \"null\" | \"object\" | \"array\" )"};
 
 static void g_add(struct buf *g, const char *s)
 {
@@ -3488,7 +3495,7 @@ static void g_seq(struct buf *g, const char *s)
 		for (size_t k = 0; k < sizeof TOKS / sizeof TOKS[0] && i < n && !tk; k++)
 			if (starts(s + i, n - i, TOKS[k]))
 				tk = TOKS[k];
-		bool slot = i < n && s[i] >= 1 && s[i] <= 3;
+		bool slot = i < n && s[i] >= 1 && s[i] <= 4;
 		if (!tk && !slot && i < n)
 			continue;
 		if (i > a) {
@@ -3680,11 +3687,11 @@ static int g_call(struct buf *g, const struct xgram *x, const json_t *f)
 	}
 	if (!strict) {
 		g_add(g, "( ");
-		g_str(g, x->kopen);
+		g_seq(g, x->kopen);
 		g_add(g, " [A-Za-z0-9_.-]{1,64} ");
-		g_str(g, x->kclose);
+		g_seq(g, x->kclose);
 		g_add(g, " xt0 ");
-		g_str(g, x->vclose);
+		g_seq(g, x->vclose);
 		g_add(g, ")*");
 		return 0;
 	}
@@ -3704,13 +3711,13 @@ static int g_call(struct buf *g, const struct xgram *x, const json_t *f)
 		bool str = ty && !strcmp(ty, "string");
 		snprintf(key, sizeof key, "%s%s", x->kopen, k);
 		g_add(g, "( ");
-		g_str(g, key);
+		g_seq(g, key);
 		g_add(g, " ");
-		g_str(g, !str && x->kclose_json ? x->kclose_json : x->kclose);
+		g_seq(g, !str && x->kclose_json ? x->kclose_json : x->kclose);
 		g_add(g, " ");
 		if (!valid_name(k, strlen(k)) || g_value(g, ps))
 			return -1;
-		g_str(g, x->vclose);
+		g_seq(g, x->vclose);
 		g_add(g, required ? ") " : ")? ");
 	}
 	return 0;

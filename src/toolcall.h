@@ -373,6 +373,7 @@ int tc_parse(const struct tc_syntax *syn, const struct tc_options *opts, const c
 /* strict tools under tool_choice "auto" in syntaxes whose calls are not
  * plain JSON after a marker (those go by a JSON Schema, in the server):
  * tagged parameters QWEN3_XML, SEED_XML, GLM, HY3, MINIMAX_M2, MINICPM,
+ * KIMI_K3 (below),
  * DSML (V3.2's function_calls and V4's tool_calls: the trigger is their
  * common "<｜DSML｜"), and JSON
  * arguments after a header MISTRAL_V11 (f[ARGS]{..}), FUNCTIONARY_V31
@@ -380,7 +381,8 @@ int tc_parse(const struct tc_syntax *syn, const struct tc_options *opts, const c
  * FIREFUNCTION, COMMAND_R7B, COMMAND_R_PLUS, APERTUS, and JSON between
  * special-token markers DEEPSEEK (V3.1's f<｜tool▁sep｜>{..} or R1's
  * function<｜tool▁sep｜>f + fenced JSON), KIMI_K2, SOLAR, HARMONY (after
- * "to=functions.": f, its header's rest, <|message|>{..}<|call|>): those markers
+ * "to=functions.": f, its header's rest, <|message|>{..}<|call|>), and
+ * KIMI_K3's tagged parameters (after <|open|>tools<|sep|>): those markers
  * are written as GBNF token terminals (<｜tool▁sep｜>, grammar.h), which
  * only the special token itself matches; and FUNCTIONARY_V32 (>>>f\n{..},
  * or >>>all\n and free text; its generation prompt ends in ">>>", and the

@@ -1721,7 +1721,7 @@ static void strict_grammars_over_schemas(void)
 					   TC_FMT_MISTRAL_V11, TC_FMT_FUNCTIONARY_V31, TC_FMT_LLAMA3, TC_FMT_FIREFUNCTION,
 					   TC_FMT_COMMAND_R7B, TC_FMT_COMMAND_R_PLUS, TC_FMT_APERTUS,
 					   /* JSON between special-token markers */
-					   TC_FMT_DEEPSEEK, TC_FMT_KIMI_K2, TC_FMT_SOLAR, TC_FMT_HARMONY,
+					   TC_FMT_DEEPSEEK, TC_FMT_KIMI_K2, TC_FMT_SOLAR, TC_FMT_HARMONY, TC_FMT_KIMI_K3,
 					   /* Python-like literals (a schema beyond them: none) */
 					   TC_FMT_GEMMA4, TC_FMT_LFM2};
 	int compiled = 0, none = 0;
@@ -1741,7 +1741,7 @@ static void strict_grammars_over_schemas(void)
 			const char *trigger;
 			char *gbnf = NULL, err[INFERD_ERR_LEN];
 			int rc = tc_strict_grammar(F[k], tools, &trigger, &gbnf);
-			bool tagged = k < 7 || F[k] == TC_FMT_GEMMA4 || F[k] == TC_FMT_LFM2;
+			bool tagged = k < 7 || F[k] == TC_FMT_GEMMA4 || F[k] == TC_FMT_LFM2 || F[k] == TC_FMT_KIMI_K3;
 			CHECK(rc == 0 || (rc == 1 && tagged), "%s: %s gives no grammar (%d)", path, tc_format_name(F[k]), rc);
 			struct grammar *g = NULL;
 			if (rc == 0) {
@@ -2040,7 +2040,8 @@ static void strict_special_markers(void)
 		"<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>",
 		"<｜tool▁sep｜>", "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
 		"<|tool_call_argument_begin|>", "<|tool_call_end|>", "<|tool_call:begin|>", "<|tool_call:name|>",
-		"<|tool_call:args|>", "<|tool_call:end|>", "<|message|>", "<|call|>", "<|channel|>", "<|constrain|>"};
+		"<|tool_call:args|>", "<|tool_call:end|>", "<|message|>", "<|call|>", "<|channel|>", "<|constrain|>", "<|open|>",
+		"<|sep|>", "<|close|>"};
 	const int nm = (int)(sizeof marks / sizeof marks[0]);
 	char err[INFERD_ERR_LEN], dir[600];
 	snprintf(dir, sizeof dir, "%s", t_tmp("marker-tok"));
@@ -2084,6 +2085,14 @@ static void strict_special_markers(void)
 		{TC_FMT_HARMONY, 1, "any<|channel|>commentary json<|message|>{\"a\": 1}<|call|>", "<|start|>assistant "},
 		{TC_FMT_HARMONY, 0, "w <|constrain|>json<|message|>{\"n\": 9}<|call|>", NULL},
 		{TC_FMT_HARMONY, 0, "w <|constrain|>json{\"n\": 1}<|call|>", NULL},
+		{TC_FMT_KIMI_K3, 1, "<|open|>call tool=\"w\" index=\"1\"<|sep|><|open|>argument key=\"n\" type=\"number\"<|sep|>3"
+				    "<|close|>argument<|sep|><|close|>call<|sep|><|open|>call tool=\"any\" index=\"2\"<|sep|><|open|>"
+				    "argument key=\"s\" type=\"string\"<|sep|>a <b>|<|close|>argument<|sep|><|close|>call<|sep|>"
+				    "<|close|>tools<|sep|>",
+		 NULL},
+		{TC_FMT_KIMI_K3, 0, "<|open|>call tool=\"w\" index=\"1\"<|sep|><|open|>argument key=\"n\" type=\"number\"<|sep|>8"
+				    "<|close|>argument<|sep|><|close|>call<|sep|><|close|>tools<|sep|>", NULL},
+		{TC_FMT_KIMI_K3, 0, "<|open|>call tool=\"w\" index=\"1\"<|sep|><|close|>call<|sep|><|close|>tools<|sep|>", NULL},
 	};
 	int steps = 0, special_steps = 0;
 	for (size_t k = 0; k < sizeof C / sizeof C[0]; k++) {
@@ -2102,7 +2111,7 @@ static void strict_special_markers(void)
 		int i = 0, stray = 0;
 		for (; i < n; i++) {
 			int allowed = grammar_matcher_mask(m, v, bits, V), sp = tok_is_special(t, ids[i]);
-			bool first_special = C[k].f == TC_FMT_DEEPSEEK || C[k].f == TC_FMT_KIMI_K2;
+			bool first_special = C[k].f == TC_FMT_DEEPSEEK || C[k].f == TC_FMT_KIMI_K2 || C[k].f == TC_FMT_KIMI_K3;
 			if (i == 0 && first_special) /* after the trigger: only the first marker */
 				CHECK(allowed == 1 && bit(bits, ids[0]) && sp, "%s case %zu: %d tokens allowed after the trigger", fn,
 				      k, allowed);
@@ -2110,7 +2119,9 @@ static void strict_special_markers(void)
 				break;
 			/* Solar: the call id is text that its marker may end at any
 			 * point; harmony: after the name, <|channel|> or <|message|> */
-			int may = C[k].f == TC_FMT_SOLAR && i > 0 ? 1 : C[k].f == TC_FMT_HARMONY && i > 0 ? 2 : 0;
+			int may = (C[k].f == TC_FMT_SOLAR || C[k].f == TC_FMT_KIMI_K3) && i > 0 ? 1
+				  : C[k].f == TC_FMT_HARMONY && i > 0 ? 2
+									 : 0;
 			stray += !sp && specials_allowed(t, bits, V) > may;
 			special_steps += sp;
 			steps++;
