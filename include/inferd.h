@@ -197,7 +197,10 @@ struct inferd_request {
 	/* A lazy constraint (strict tool calls among free text): the grammar
 	 * applies only once the output has produced this text (e.g.
 	 * "<tool_call>"), until it is complete; then the output is free again
-	 * until the next trigger. NULL: the grammar applies from the start. */
+	 * until the next trigger; a prompt that ends with the trigger starts
+	 * triggered. NULL: the grammar applies from the start. A grammar token
+	 * (<TEXT>, <[ID]>) that is no token of the model makes the request
+	 * INFERD_EINVAL, or, with a trigger, drops the constraint. */
 	const char *grammar_trigger;
 };
 void inferd_request_init(struct inferd_request *r);

@@ -508,6 +508,8 @@ static void seq_end(struct exec *e, int i, int finish, int status, const char *m
 }
 
 /* Validate and admit one request; on a bad request it ends at once. */
+static void lazy_prompt(struct exec *e, struct seq *s);
+
 static void admit(struct exec *e, inferd_req_t *q)
 {
 	const struct inferd_request *r = &q->r;
@@ -589,6 +591,8 @@ static void admit(struct exec *e, inferd_req_t *q)
 		s->gm = grammar_matcher_new(q->gram);
 		s->gbits = malloc(((size_t)c->n_vocab + 31) / 32 * sizeof *s->gbits);
 		s->g_wait = q->trigger != NULL;
+		if (q->trigger && e->m->tok)
+			lazy_prompt(e, s);
 		if (!s->gm || !s->gbits) {
 			grammar_matcher_free(s->gm);
 			free(s->gbits);
@@ -772,6 +776,28 @@ static int schedule(struct exec *e)
 	for (int i = 0; i < e->n_act; i++)
 		n += e->act[i]->chunk;
 	return n;
+}
+
+/* A lazy constraint whose trigger ends the prompt (functionary v3.2's
+ * generation prompt ends in ">>>") starts triggered. */
+static void lazy_prompt(struct exec *e, struct seq *s)
+{
+	uint8_t tail[64], b[256];
+	int n = 0, cap = (int)sizeof tail;
+	for (int i = s->n_prompt - 1; i >= 0 && n < cap; i--) {
+		int l = tok_token_bytes(e->m->tok, s->tok[i], b, sizeof b);
+		if (l > (int)sizeof b)
+			break; /* not a trigger's tail anyway */
+		if (l <= 0)
+			continue;
+		int k = l < cap - n ? l : cap - n; /* the last k bytes of this token go in front */
+		memmove(tail + k, tail, (size_t)n);
+		memcpy(tail, b + l - k, (size_t)k);
+		n += k;
+	}
+	size_t tl = strlen(s->q->trigger);
+	if ((size_t)n >= tl && !memcmp(tail + n - tl, s->q->trigger, tl))
+		s->g_wait = 0;
 }
 
 /* A lazy constraint after token `tok`: a complete grammar goes back to
@@ -1251,6 +1277,11 @@ int inferd_submit(inferd_model_t *m, const struct inferd_request *r, inferd_req_
 		pthread_mutex_lock(&e->gv_mu);
 		grc = e->gv ? 0 : grammar_vocab_new(m->tok, &e->gv, err);
 		pthread_mutex_unlock(&e->gv_mu);
+		if (!grc && (grc = grammar_vocab_check(gram, e->gv, err)) && r->grammar_trigger && *r->grammar_trigger) {
+			grammar_free(gram); /* a lazy constraint (strict tools under auto) is best effort: none */
+			gram = NULL;
+			grc = 0;
+		}
 		if (grc) {
 			grammar_free(gram);
 			return grc;

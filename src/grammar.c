@@ -28,6 +28,12 @@
  *     out depth first, so a subtree's tokens are one range); everything
  *     the walk adds to the arena is dropped when it returns.
  *
+ * Token terminals (S_TOKEN, GBNF <TEXT> / <[ID]>) are leaves that no
+ * byte advances: the mask adds the ids a leaf's terminal stands for
+ * (tk_ids: the vocabulary's special tokens of that text, kept aside from
+ * the trie, else the ordinary token of exactly those bytes), and
+ * accept_token lets such a leaf take its token whole before trying bytes.
+ *
  * Ownership: grammar and vocab are immutable once built (any thread); a
  * matcher is one sequence's and is driven by one thread at a time.
  */
@@ -43,7 +49,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { S_END = 0, S_CHARS = 1, S_RULE = 2 };
+enum { S_END = 0, S_CHARS = 1, S_RULE = 2, S_TOKEN = 3 /* a token terminal: rule = its index in tk */ };
+
+/* a token terminal (GBNF <TEXT> or <[ID]>): the token whose text is
+ * text[0, len) (a special token of the vocabulary, else the one ordinary
+ * token of exactly those bytes), or the token `id` (text NULL) */
+struct gtok {
+	char *text;
+	int len;
+	int32_t id;
+};
 
 #define MAX_RULES 200000
 #define MAX_SYMS 2000000
@@ -72,6 +87,8 @@ struct brule {
 struct builder {
 	struct brule *r;
 	int n, cap;
+	struct gtok *tk;        /* token terminals */
+	int n_tk, cap_tk;
 	long n_syms;
 	int oom;
 	int anon;
@@ -196,6 +213,43 @@ static void builder_free(struct builder *b)
 		free(b->r[i].name);
 	}
 	free(b->r);
+	for (int i = 0; i < b->n_tk; i++)
+		free(b->tk[i].text);
+	free(b->tk);
+}
+
+/* a token terminal: text[0, len) (or the token id when text is NULL) */
+static struct bsym b_token(struct builder *b, const char *text, int len, int32_t id)
+{
+	struct bsym s = {.kind = S_TOKEN};
+	for (int i = 0; i < b->n_tk; i++)
+		if (text ? b->tk[i].text && b->tk[i].len == len && !memcmp(b->tk[i].text, text, (size_t)len)
+			 : !b->tk[i].text && b->tk[i].id == id) {
+			s.rule = i;
+			return s;
+		}
+	if (b->n_tk == b->cap_tk) {
+		int cap = b->cap_tk ? 2 * b->cap_tk : 8;
+		struct gtok *nt = realloc(b->tk, (size_t)cap * sizeof *nt);
+		if (!nt) {
+			b->oom = 1;
+			return s;
+		}
+		b->tk = nt;
+		b->cap_tk = cap;
+	}
+	char *t = text ? malloc((size_t)len + 1) : NULL;
+	if (text && !t) {
+		b->oom = 1;
+		return s;
+	}
+	if (t) {
+		memcpy(t, text, (size_t)len);
+		t[len] = 0;
+	}
+	b->tk[b->n_tk] = (struct gtok){t, len, id};
+	s.rule = b->n_tk++;
+	return s;
 }
 
 /* UTF-8 byte sequences of code points [lo, hi] as alternatives of rule r */
@@ -622,6 +676,28 @@ static void gp_primary(struct gp *p, struct balt *tmp)
 	} else if (c == '.') {
 		p->i++;
 		alt_push(b, tmp, b_class(b, calloc(1, sizeof(struct cprange)), 0, 1));
+	} else if (c == '<') { /* a token: <[ID]>, or <TEXT> (the brackets are the token's text) */
+		size_t e = p->i + 1;
+		while (e < p->n && p->s[e] != '>' && p->s[e] != '\n' && e - p->i < 256)
+			e++;
+		if (e >= p->n || p->s[e] != '>' || e == p->i + 1) {
+			gp_err(p, at, "a token is <TEXT> or <[ID]> on one line (at most 255 bytes)");
+			return;
+		}
+		int32_t id = -1;
+		if (p->s[p->i + 1] == '[') {
+			long v = 0;
+			size_t k = p->i + 2;
+			for (; k < e && p->s[k] >= '0' && p->s[k] <= '9' && v < INT32_MAX / 10; k++)
+				v = v * 10 + (p->s[k] - '0');
+			if (k == p->i + 2 || k + 1 != e || p->s[k] != ']') {
+				gp_err(p, at, "a token id is <[digits]>");
+				return;
+			}
+			id = (int32_t)v;
+		}
+		alt_push(b, tmp, id >= 0 ? b_token(b, NULL, 0, id) : b_token(b, p->s + p->i, (int)(e + 1 - p->i), -1));
+		p->i = e + 1;
 	} else if (c == '%' && p->n - p->i >= 5 && !memcmp(p->s + p->i, "%json", 5)) {
 		p->i += 5;
 		int r = gp_json(p);
@@ -850,6 +926,8 @@ struct grammar {
 	int n_rule, n_alt;
 	int32_t root;
 	int32_t start_pos;      /* a private start rule: root then END */
+	struct gtok *tk;        /* [n_tk] token terminals (S_TOKEN's rule indexes it) */
+	int n_tk;
 };
 
 void grammar_free(struct grammar *g)
@@ -860,6 +938,9 @@ void grammar_free(struct grammar *g)
 	free(g->alt_pos);
 	free(g->rule_alt0);
 	free(g->rule_nalt);
+	for (int i = 0; i < g->n_tk; i++)
+		free(g->tk[i].text);
+	free(g->tk);
 	free(g);
 }
 
@@ -966,6 +1047,10 @@ static int finalize(struct builder *b, int root, struct grammar **out, char *err
 	g->n_alt = na;
 	g->n_rule = b->n;
 	g->root = root;
+	g->tk = b->tk; /* the grammar owns them now */
+	g->n_tk = b->n_tk;
+	b->tk = NULL;
+	b->n_tk = b->cap_tk = 0;
 	*out = g;
 	return 0;
 }
@@ -3271,6 +3356,12 @@ struct grammar_vocab {
 		uint8_t plain;  /* every byte in the subtree (its own too) is PLAIN */
 	} *fl;
 	int32_t *toks;
+	/* special tokens (never in the trie): ids and text, for token terminals */
+	int32_t *sp_id;
+	uint32_t *sp_off;
+	int32_t *sp_len;
+	uint8_t *sp_bytes;
+	int n_sp;
 };
 
 void grammar_vocab_free(struct grammar_vocab *v)
@@ -3284,6 +3375,10 @@ void grammar_vocab_free(struct grammar_vocab *v)
 	free(v->tok_next);
 	free(v->fl);
 	free(v->toks);
+	free(v->sp_id);
+	free(v->sp_off);
+	free(v->sp_len);
+	free(v->sp_bytes);
 	free(v);
 }
 
@@ -3367,6 +3462,30 @@ static int flatten(struct grammar_vocab *v)
 	return 0;
 }
 
+/* remember special token id's text (n bytes) for token terminals */
+static int sp_add(struct grammar_vocab *v, const struct tokenizer *t, int32_t id, int n)
+{
+	size_t used = v->n_sp ? v->sp_off[v->n_sp - 1] + (size_t)v->sp_len[v->n_sp - 1] : 0;
+	int32_t *ni = realloc(v->sp_id, ((size_t)v->n_sp + 1) * sizeof *ni);
+	if (ni)
+		v->sp_id = ni;
+	uint32_t *no = ni ? realloc(v->sp_off, ((size_t)v->n_sp + 1) * sizeof *no) : NULL;
+	if (no)
+		v->sp_off = no;
+	int32_t *nl = no ? realloc(v->sp_len, ((size_t)v->n_sp + 1) * sizeof *nl) : NULL;
+	if (nl)
+		v->sp_len = nl;
+	uint8_t *nb = nl ? realloc(v->sp_bytes, used + (size_t)n) : NULL;
+	if (!nb)
+		return -1;
+	v->sp_bytes = nb;
+	tok_token_bytes(t, id, nb + used, (size_t)n);
+	v->sp_id[v->n_sp] = id;
+	v->sp_off[v->n_sp] = (uint32_t)used;
+	v->sp_len[v->n_sp++] = n;
+	return 0;
+}
+
 int grammar_vocab_new(const struct tokenizer *t, struct grammar_vocab **out, char *err)
 {
 	*out = NULL;
@@ -3388,6 +3507,8 @@ int grammar_vocab_new(const struct tokenizer *t, struct grammar_vocab **out, cha
 	for (int32_t id = 0; id < v->n; id++) {
 		v->tok_next[id] = -1;
 		int n = tok_token_bytes(t, id, NULL, 0);
+		if (n > 0 && tok_is_special(t, id) && sp_add(v, t, id, n))
+			goto oom;
 		if (n <= 0 || tok_is_special(t, id)) {
 			v->len[id] = -1;
 			continue;
@@ -3563,7 +3684,7 @@ static void expand(struct grammar_matcher *m, int32_t pos, int32_t parent)
 		int32_t id = cons(m, pos, parent);
 		if (id < 0)
 			return;
-		if (s->kind == S_CHARS) {
+		if (s->kind == S_CHARS || s->kind == S_TOKEN) {
 			if (m->mark[id] != m->stamp) {
 				m->mark[id] = m->stamp;
 				tmp_push(m, id);
@@ -3754,8 +3875,95 @@ int grammar_matcher_accept(struct grammar_matcher *m, const uint8_t *bytes, size
 	return m->n_nd > 512 ? compact(m) : 0;
 }
 
+/* The tokens token terminal k stands for in v, into ids (at most cap);
+ * how many. By text: the special tokens of that text, else the ordinary
+ * tokens of exactly those bytes (one token spelling it whole). */
+static int tk_ids(const struct grammar *g, int k, const struct grammar_vocab *v, int32_t *ids, int cap)
+{
+	const struct gtok *t = &g->tk[k];
+	int n = 0;
+	if (!t->text) {
+		if (t->id < v->n && cap > 0)
+			ids[n++] = t->id;
+		return n;
+	}
+	for (int i = 0; i < v->n_sp && n < cap; i++)
+		if (v->sp_len[i] == t->len && !memcmp(v->sp_bytes + v->sp_off[i], t->text, (size_t)t->len))
+			ids[n++] = v->sp_id[i];
+	if (n)
+		return n;
+	int32_t node = 0; /* the flattened trie: node's children are node + 1, then each one's end */
+	for (int i = 0; i < t->len && node >= 0; i++) {
+		int32_t c = node + 1, found = -1;
+		for (; c < v->fl[node].end; c = v->fl[c].end)
+			if (v->fl[c].byte == (uint8_t)t->text[i]) {
+				found = c;
+				break;
+			}
+		node = found;
+	}
+	for (int32_t i = 0; node > 0 && i < v->fl[node].n_tok && n < cap; i++)
+		ids[n++] = v->toks[v->fl[node].tok + i];
+	return n;
+}
+
+#define TK_IDS 8
+
+int grammar_vocab_check(const struct grammar *g, const struct grammar_vocab *v, char *err)
+{
+	int32_t id;
+	for (int k = 0; k < g->n_tk; k++)
+		if (!tk_ids(g, k, v, &id, 1)) {
+			if (g->tk[k].text)
+				return seterr(err, INFERD_EINVAL, "the grammar's token %.100s is not a token of the model", g->tk[k].text);
+			return seterr(err, INFERD_EINVAL, "the grammar's token <[%d]> is outside the vocabulary (%d tokens)",
+				      (int)g->tk[k].id, v->n);
+		}
+	return 0;
+}
+
+/* Is token id one that token terminal k stands for? */
+static int tk_is(const struct grammar *g, int k, const struct grammar_vocab *v, int32_t id)
+{
+	int32_t ids[TK_IDS];
+	int n = tk_ids(g, k, v, ids, TK_IDS);
+	for (int i = 0; i < n; i++)
+		if (ids[i] == id)
+			return 1;
+	return 0;
+}
+
+/* A token that a token terminal expects now is taken by it, whole (the
+ * byte path is not tried then); any other token goes by its bytes, and a
+ * special token no terminal expects is refused. */
 int grammar_matcher_accept_token(struct grammar_matcher *m, const struct grammar_vocab *v, int32_t id)
 {
+	if (id < 0 || id >= v->n)
+		return -1;
+	int n0 = m->n_nd, any = 0;
+	next_stamp(m);
+	m->n_tmp = 0;
+	m->tmp_complete = 0;
+	for (int i = 0; i < m->n_cur && m->g->n_tk; i++) {
+		const struct gsym *s = &m->g->sym[m->nd[m->cur[i]].pos];
+		if (s->kind == S_TOKEN && tk_is(m->g, s->rule, v, id)) {
+			expand(m, m->nd[m->cur[i]].pos + 1, m->nd[m->cur[i]].parent);
+			any = 1;
+		}
+	}
+	if (m->oom || (any && grow((void **)&m->cur, &m->cap_cur, m->n_tmp + 1, sizeof *m->cur))) {
+		m->oom = 0;
+		truncate_nodes(m, n0);
+		return INFERD_ENOMEM;
+	}
+	if (any) {
+		if (m->n_tmp)
+			memcpy(m->cur, m->tmp, (size_t)m->n_tmp * sizeof *m->cur);
+		m->n_cur = m->n_tmp;
+		m->complete = m->tmp_complete;
+		sort_ids(m->cur, m->n_cur);
+		return m->n_nd > 512 ? compact(m) : 0;
+	}
 	int len;
 	const uint8_t *b = grammar_vocab_bytes(v, id, &len);
 	return b ? grammar_matcher_accept(m, b, (size_t)len) : -1;
@@ -3941,6 +4149,16 @@ int grammar_matcher_mask(struct grammar_matcher *m, const struct grammar_vocab *
 	int32_t s0 = intern(m, m->complete);
 	if (s0 >= 0)
 		walk(&w, 0, s0);
+	for (int i = 0; i < m->n_cur && m->g->n_tk; i++) { /* token terminals expected now */
+		const struct gsym *s = &m->g->sym[m->nd[m->cur[i]].pos];
+		int32_t ids[TK_IDS];
+		int n = s->kind == S_TOKEN ? tk_ids(m->g, s->rule, v, ids, TK_IDS) : 0;
+		for (int k = 0; k < n; k++)
+			if (ids[k] >= 0 && ids[k] < n_bits && !(bits[ids[k] >> 5] >> (ids[k] & 31) & 1)) {
+				bits[ids[k] >> 5] |= 1u << (ids[k] & 31);
+				w.count++;
+			}
+	}
 	truncate_nodes(m, n0);
 	if (m->oom) {
 		m->oom = 0;

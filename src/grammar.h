@@ -5,7 +5,10 @@
  * over BYTES:
  *   - GBNF text (llama.cpp's grammar syntax: `name ::= ...` rules, "literals",
  *     [a-z] / [^...] classes, ( groups ), |, *, +, ?, {m}, {m,}, {m,n}, `.`,
- *     # comments; the start rule is `root`; and an extension, `%json`
+ *     # comments; the start rule is `root`; tokens as llama.cpp writes
+ *     them, <TEXT> (e.g. <|tool_call_begin|>: the brackets are part of the
+ *     token's text) and <[ID]> (negation, !<..>, is not supported); and
+ *     an extension, `%json`
  *     followed by a JSON Schema object: a JSON value that schema accepts,
  *     compiled as below, so a grammar can hold typed values inside text);
  *   - a JSON Schema (the subset OpenAI's strict structured outputs accept,
@@ -13,6 +16,11 @@
  *   - json_object mode: any JSON object.
  * Unicode character classes are compiled into alternatives of UTF-8 byte
  * ranges, so the matcher only ever tests one byte against a 256-bit set.
+ * A token terminal is matched by token id, never by bytes: <TEXT> is the
+ * vocabulary's special token of that text (else its one ordinary token of
+ * exactly those bytes), so a grammar can write a call's special-token
+ * markers; the mask allows that token only where the terminal is next,
+ * and a special token is refused everywhere else.
  *
  * A compiled `struct grammar` is immutable and may be shared by any number
  * of matchers on any threads. A `struct grammar_vocab` (a byte trie of a
@@ -102,10 +110,15 @@ void grammar_free(struct grammar *g);
 int grammar_n_rules(const struct grammar *g);
 
 /* The vocabulary of a tokenizer as a byte trie: every token's raw bytes
- * (tok_token_bytes). Special tokens are not in it: a mask never allows
- * them (the executor adds EOS when the grammar is complete). */
+ * (tok_token_bytes). Special tokens are not in it (their text is kept
+ * aside for token terminals): a mask allows one only where a token
+ * terminal expects it (the executor adds EOS when the grammar is
+ * complete). */
 int grammar_vocab_new(const struct tokenizer *t, struct grammar_vocab **out, char *err);
 void grammar_vocab_free(struct grammar_vocab *v);
+/* 0 when every token terminal of g stands for a token of v, else
+ * INFERD_EINVAL naming the first that does not (it could never match). */
+int grammar_vocab_check(const struct grammar *g, const struct grammar_vocab *v, char *err);
 int grammar_vocab_n(const struct grammar_vocab *v);   /* ids 0..n-1 */
 /* The bytes of token `id` (NULL for a special token or an id outside). */
 const uint8_t *grammar_vocab_bytes(const struct grammar_vocab *v, int32_t id, int *len);
@@ -116,7 +129,8 @@ void grammar_matcher_free(struct grammar_matcher *m);
 /* Feed bytes: 0 when the grammar accepts them (the state advances), -1
  * when it does not (the state is unchanged), INFERD_ENOMEM. */
 int grammar_matcher_accept(struct grammar_matcher *m, const uint8_t *bytes, size_t n);
-/* Feed the bytes of token `id` of v (-1 for a special token). */
+/* Feed token `id` of v: a token terminal expecting it takes it whole,
+ * else its bytes go in (-1 for a special token nothing expects). */
 int grammar_matcher_accept_token(struct grammar_matcher *m, const struct grammar_vocab *v, int32_t id);
 /* The bytes fed so far form a complete sentence of the grammar. */
 bool grammar_matcher_complete(const struct grammar_matcher *m);
@@ -124,7 +138,8 @@ bool grammar_matcher_complete(const struct grammar_matcher *m);
 bool grammar_matcher_can_continue(const struct grammar_matcher *m);
 /* The tokens of v whose bytes can follow now: bit id of `bits` (n_bits
  * bits, cleared first; ids >= grammar_vocab_n stay clear). Returns how many
- * are allowed, or INFERD_ENOMEM. Special tokens are never set. */
+ * are allowed, or INFERD_ENOMEM. Special tokens are set only where a
+ * token terminal expects them. */
 int grammar_matcher_mask(struct grammar_matcher *m, const struct grammar_vocab *v, uint32_t *bits, int n_bits);
 
 #endif

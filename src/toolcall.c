@@ -69,12 +69,22 @@
  * typed_value as the payload parser types them. What a piece contains is
  * decided by the bytes before it, so a call that breaks later has sent
  * the same text whatever the split.
+ * MiniMax-M3 is one of them: its value's closing tag names the key
+ * (XF_KEYTAG), and its token inside a value stops the streaming there
+ * (the parse drops it). functionary's <|python_tag|>code (code_run)
+ * streams as one string value, {"code": ..}, of a call of "python".
  *
  * Strict calls (tc_strict_grammar, at the end): one table (XG) of how
  * each covered syntax writes a call after its marker, turned into GBNF
  * text: literals for the structure, %json (grammar.h) for JSON values, and
  * for raw string values a small automaton over the closing tags a value
  * must not contain (rules xt*: one per proper prefix of those tags).
+ * Markers that are special tokens (TOKS: DeepSeek's, Kimi K2's, Solar's,
+ * harmony's, Kimi K3's)
+ * go out as token terminals (g_seq), and a format may have a second call
+ * form (DeepSeek R1's), an alternative of `call`. Gemma 4's and LFM2's
+ * Python-like literals have their own writer (py_strict_grammar: a value
+ * per schema keyword, members as A(i) = m(i) B(i+1) | A(i+1)).
  *
  * Ids: call_ + 24 characters from a splitmix64
  * of (id_seed, index); Mistral formats, whose templates require 9
@@ -119,10 +129,10 @@ typedef int (*self_fn)(struct tc_parser *p, const char *s, size_t n, bool eof, s
  * (see "Streaming" above); SS_NONE: whole calls when the section ends */
 enum {
 	SS_NONE, SS_JSON, SS_JSON1, SS_JSON_OBJ, SS_FENCED, SS_APERTUS, SS_MV11, SS_FV31, SS_FV32, SS_DEEPSEEK, SS_KIMI,
-	SS_SOLAR, SS_HARMONY, SS_PY, SS_GEMMA,
+	SS_SOLAR, SS_HARMONY, SS_PY, SS_GEMMA, SS_CODE,
 	/* parameters written as tagged text (struct xsyn, XS[kind - SS_XML]) */
 	SS_XML, SS_XML_QWEN = SS_XML, SS_XML_QWEN_FN, SS_XML_GLM, SS_XML_HY3, SS_XML_MINIMAX, SS_XML_DSML, SS_XML_MINICPM,
-	SS_XML_KIMI3
+	SS_XML_KIMI3, SS_XML_MM3
 };
 
 struct sec {
@@ -210,6 +220,7 @@ struct strm {
 	int force;    /* its type: 1 a string, -1 JSON when it parses, 0 by schema */
 	int vmode;    /* 0 undecided, 1 streams as a string, 2 held to its end */
 	bool vpre;    /* its `,"key":` went out */
+	char vend[MAX_NAME + 32]; /* its closing tag when it names the key (XF_KEYTAG) */
 	size_t vstart, vemit, vscan; /* its value's start, emitted up to, searched from */
 	struct scall *calls; /* begun (CALL_BEGIN emitted) */
 	int n, cap;
@@ -1514,7 +1525,7 @@ static const struct fmt_spec FMT[TC_FMT_COUNT] = {
 			   F_EOF_END, pl_dsml, NULL, SS_XML_DSML}},
 			 {NULL}},
 	[TC_FMT_FUNCTIONARY_V31] = {{{"<function=", "</function>", 0, pl_fv31, NULL, SS_FV31},
-				     {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_python_code, NULL, SS_NONE}},
+				     {"<|python_tag|>", "<|eom_id|>", F_EOF_END, pl_python_code, NULL, SS_CODE}},
 				    {NULL}},
 	[TC_FMT_FUNCTIONARY_V32] = {{{">>>", NULL, F_ALWAYS, NULL, self_fv32, SS_FV32}}, {NULL}},
 	[TC_FMT_GRANITE] = {{{"<|tool_call|>", NULL, 0, NULL, self_json, SS_JSON1}}, {"<response>", "</response>"}},
@@ -1541,7 +1552,7 @@ static const struct fmt_spec FMT[TC_FMT_COUNT] = {
 	[TC_FMT_GEMMA4] = {{{"<|tool_call>", "<tool_call|>", 0, pl_gemma, NULL, SS_GEMMA}}, {NULL}},
 	[TC_FMT_KIMI_K3] = {{{"<|open|>call tool=\"", "<|close|>call<|sep|>", F_KEEP, pl_kimi3, NULL, SS_XML_KIMI3}},
 			    {"<|open|>tools<|sep|>", "<|close|>tools<|sep|>"}},
-	[TC_FMT_MINIMAX_M3] = {{{MM3 "<tool_call>", MM3 "</tool_call>", F_EOF_END, pl_minimax3, NULL, SS_NONE}}, {NULL}},
+	[TC_FMT_MINIMAX_M3] = {{{MM3 "<tool_call>", MM3 "</tool_call>", F_EOF_END, pl_minimax3, NULL, SS_XML_MM3}}, {NULL}},
 };
 
 static const struct rsn_spec RSN[TC_RSN_COUNT] = {
@@ -2469,6 +2480,8 @@ enum { SP_PARAM = SP_AFTER + 1, SP_VALUE };
 #define XF_EATEN 8    /* name_end is the first key's opener (GLM) */
 #define XF_ATTRS 16   /* string="true|false" attributes and CDATA values (invoke_list) */
 #define XF_KTYPE 32   /* type="string": a string, else JSON (Kimi K3) */
+#define XF_KEYTAG 64  /* the value ends at val_end + key + ">" (MiniMax-M3's <k>v</k>), and
+		       * val_end alone (the ]<]minimax[>[ token) may not occur inside a value */
 
 /* the literals of a syntax, as its payload parser reads them: `expect`
  * ones may follow whitespace, `until` ones end the text before them */
@@ -2509,6 +2522,8 @@ static const struct xsyn XS[] = {
 	[SS_XML_KIMI3 - SS_XML] = {"<|open|>call tool=\"", "\"", NULL, "<|sep|>", NULL, "<|open|>json",
 				   "<|open|>argument key=\"", "\"", "<|sep|>", NULL, "<|close|>argument<|sep|>", NULL,
 				   XF_KTYPE | XF_ONE},
+	[SS_XML_MM3 - SS_XML] = {MM3 "<invoke name=\"", "\"", ">", NULL, NULL, NULL, MM3 "<", ">", NULL, NULL, MM3 "</",
+				 MM3 "</invoke>", XF_KEYTAG},
 };
 
 /* bytes at the end of b[from, lim) that may be the start of marker m */
@@ -2634,6 +2649,11 @@ static int xs_param(struct tc_parser *p, const struct xsyn *x, size_t lim, size_
 		H(h_wlit(b, lim, i, x->val));
 	if (!*t->key || json_object_get(t->keys, t->key) || json_object_set(t->keys, t->key, json_null()))
 		return S_FAIL; /* no key, or twice: the last value would win */
+	if ((x->flags & XF_KEYTAG) && !valid_name(t->key, strlen(t->key)))
+		return S_FAIL;
+	snprintf(t->vend, sizeof t->vend, "%s%s", x->val_end, (x->flags & XF_KEYTAG) ? t->key : "");
+	if (x->flags & XF_KEYTAG)
+		strcat(t->vend, ">");
 	t->eaten = false;
 	t->phase = SP_VALUE;
 	t->vmode = 0;
@@ -2691,11 +2711,19 @@ static int xs_value(struct tc_parser *p, const struct xsyn *x, size_t lim, size_
 {
 	struct strm *t = &p->st;
 	const char *b = p->in.p;
-	const char *q = find(b + t->vscan, lim - t->vscan, x->val_end);
-	size_t end = q ? (size_t)(q - b) : lim, el = strlen(x->val_end);
+	const char *ve = t->vend;
+	const char *q = find(b + t->vscan, lim - t->vscan, ve);
+	size_t end = q ? (size_t)(q - b) : lim, el = strlen(ve);
 	/* the call ends inside the value: it will not parse; a string goes
-	 * out up to there (what a stream of any split has sent by then) */
-	const char *c = x->call_end ? find(b + t->vscan, end - t->vscan, x->call_end) : NULL;
+	 * out up to there (what a stream of any split has sent by then).
+	 * MiniMax-M3: its token inside a value is not what the parse reads */
+	const char *cut = (x->flags & XF_KEYTAG) ? MM3 : x->call_end;
+	const char *c = cut ? find(b + t->vscan, end - t->vscan, cut) : NULL;
+	if (c && !q && (x->flags & XF_KEYTAG)) { /* the token may still begin the closing tag */
+		size_t av = (size_t)(b + lim - c);
+		if (!memcmp(c, ve, av < el ? av : el))
+			c = NULL;
+	}
 	if (c) {
 		end = (size_t)(c - b);
 		q = NULL;
@@ -2719,7 +2747,7 @@ static int xs_value(struct tc_parser *p, const struct xsyn *x, size_t lim, size_
 	if (t->vmode == 1) {
 		size_t safe = end;
 		if (!q && !c) {
-			size_t h = tail_prefix(b, t->vemit, lim, x->val_end);
+			size_t h = tail_prefix(b, t->vemit, lim, ve);
 			size_t h2 = x->call_end ? tail_prefix(b, t->vemit, lim, x->call_end) : 0;
 			safe = lim - (h > h2 ? h : h2);
 		}
@@ -2781,6 +2809,42 @@ static void xs_run(struct tc_parser *p, size_t lim, bool fin)
 	}
 }
 
+/* functionary's <|python_tag|>code: a call of "python" whose {"code": ..}
+ * streams as the code comes, as a tagged string value does (whole UTF-8
+ * characters, JSON-escaped), trimmed as pl_python_code trims it: the call
+ * begins at the first byte that is not whitespace, and trailing
+ * whitespace waits for what follows it ("\"}" comes with the commit). */
+static void code_run(struct tc_parser *p, size_t lim, bool fin)
+{
+	struct strm *t = &p->st;
+	const char *b = p->in.p;
+	if (t->off || lim < t->cur)
+		return;
+	if (!t->ncand) {
+		while (t->cur < lim && is_ws(b[t->cur]))
+			t->cur++;
+		if (t->cur == lim)
+			return;
+		snprintf(t->name, sizeof t->name, "python");
+		snprintf(t->key, sizeof t->key, "code");
+		if (!strm_may(p)) {
+			t->off = true;
+			return;
+		}
+		t->ncand = 1;
+		t->nmem = 0;
+		t->vpre = false;
+	}
+	size_t safe = lim;
+	while (safe > t->cur && is_ws(b[safe - 1]))
+		safe--;
+	bool bad;
+	size_t ok = utf8_prefix((const unsigned char *)b + t->cur, safe - t->cur, &bad);
+	if (xs_emit(p, b + t->cur, ok, true, false) || bad || (fin && t->cur + ok < safe))
+		t->off = true; /* not UTF-8: the parse fails */
+	t->cur += ok;
+}
+
 /* Stream what b[t->cur, lim) decides; fin: nothing more will come before lim. */
 static void strm_run(struct tc_parser *p, size_t lim, bool fin)
 {
@@ -2793,7 +2857,9 @@ static void strm_run(struct tc_parser *p, size_t lim, bool fin)
 		if (i < lim && b[i] != '{')
 			t->kind = SS_PY;
 	}
-	if (t->kind >= SS_XML)
+	if (t->kind == SS_CODE)
+		code_run(p, lim, fin);
+	else if (t->kind >= SS_XML)
 		xs_run(p, lim, fin);
 	else if (t->kind == SS_PY || t->kind == SS_GEMMA)
 		ms_run(p, lim, fin);
@@ -3351,7 +3417,43 @@ static const struct xgram {
 	{TC_FMT_COMMAND_R_PLUS, "Action:", " ```json\n[", ", ", "]\n```", "{\"tool_name\": \"", "\", \"parameters\": ", "}",
 	 NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
 	{TC_FMT_APERTUS, "<|tools_prefix|>", "[", ", ", "]", "{\"", "\": ", "}", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	/* >>>f\n{..}, or >>>all\n and free text (root's other alternative);
+	 * the generation prompt ends in ">>>": the executor starts triggered */
+	{TC_FMT_FUNCTIONARY_V32, ">>>", "", NULL, "", "", "\n", "", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	/* markers that are special tokens (TOKS: written as GBNF token
+	 * terminals); \x01 is a call index, \x02 a call id (G_SLOTS) */
+	{TC_FMT_DEEPSEEK, DS_CALLS_BEGIN, "", "", DS_CALLS_END, DS_CALL_BEGIN, DS_SEP, DS_CALL_END, NULL, NULL, NULL, {NULL},
+	 NULL, NULL, NULL},
+	/* the same format's second call form (R1): call's alternatives */
+	{TC_FMT_DEEPSEEK, DS_CALLS_BEGIN, "", "", DS_CALLS_END, DS_CALL_BEGIN "function" DS_SEP, "\n```json\n",
+	 "\n```" DS_CALL_END, NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	{TC_FMT_KIMI_K2, "<|tool_calls_section_begin|>", "", "", "<|tool_calls_section_end|>", "<|tool_call_begin|>functions.",
+	 ":\x01<|tool_call_argument_begin|>", "<|tool_call_end|>", NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	{TC_FMT_SOLAR, "<|tool_call:begin|>", "", NULL, "", "\x02<|tool_call:name|>", "<|tool_call:args|>", "<|tool_call:end|>",
+	 NULL, NULL, NULL, {NULL}, NULL, NULL, NULL},
+	/* gpt-oss: ..to=functions.f <|constrain|>json<|message|>{..}<|call|> (or the recipient
+	 * in the role: to=functions.f<|channel|>commentary json<|message|>); \x03 the header's rest */
+	{TC_FMT_HARMONY, "to=functions.", "", NULL, "", "", "\x03<|message|>", "<|call|>", NULL, NULL, NULL, {NULL}, NULL,
+	 NULL, NULL},
+	/* Kimi K3: tagged parameters between <|open|>, <|sep|> and <|close|>; the
+	 * type attribute says "string" or (\x04) another JSON type */
+	{TC_FMT_KIMI_K3, "<|open|>tools<|sep|>", "", "", "<|close|>tools<|sep|>", "<|open|>call tool=\"",
+	 "\" index=\"\x01\"<|sep|>", "<|close|>call<|sep|>", "<|open|>argument key=\"", "\" type=\"string\"<|sep|>",
+	 "<|close|>argument<|sep|>", {"<|close|>"}, "\" type=\"\x04\"<|sep|>", NULL, NULL},
 };
+
+/* the special-token markers of XG's literals */
+static const char *const TOKS[] = {
+	DS_CALLS_BEGIN, DS_CALLS_END, DS_CALL_BEGIN, DS_CALL_END, DS_SEP, "<|tool_calls_section_begin|>",
+	"<|tool_calls_section_end|>", "<|tool_call_begin|>", "<|tool_call_argument_begin|>", "<|tool_call_end|>",
+	"<|tool_call:begin|>", "<|tool_call:name|>", "<|tool_call:args|>", "<|tool_call:end|>", "<|message|>", "<|call|>",
+	"<|open|>", "<|sep|>", "<|close|>",
+};
+/* what \x01 .. \x04 stand for */
+static const char *const G_SLOTS[] = {
+	"", "[0-9]{1,4}", "[A-Za-z0-9_-]{1,64}",
+	"( \" \" <|constrain|>? \"json\" | <|channel|> \"commentary\" ( \" \" <|constrain|>? \"json\" )? )?",
+	"( \"number\" | \"boolean\" | \"null\" | \"object\" | \"array\" )"};
 
 static void g_add(struct buf *g, const char *s)
 {
@@ -3379,6 +3481,37 @@ static void g_lit(struct buf *g, const char *s, size_t n)
 static void g_str(struct buf *g, const char *s)
 {
 	g_lit(g, s, strlen(s));
+}
+
+/* a literal of XG: its special-token markers as token terminals, its
+ * slots as their classes, the rest as string literals */
+static void g_seq(struct buf *g, const char *s)
+{
+	size_t n = strlen(s), a = 0;
+	if (!n)
+		g_add(g, "\"\"");
+	for (size_t i = 0; i <= n; i++) {
+		const char *tk = NULL;
+		for (size_t k = 0; k < sizeof TOKS / sizeof TOKS[0] && i < n && !tk; k++)
+			if (starts(s + i, n - i, TOKS[k]))
+				tk = TOKS[k];
+		bool slot = i < n && s[i] >= 1 && s[i] <= 4;
+		if (!tk && !slot && i < n)
+			continue;
+		if (i > a) {
+			g_lit(g, s + a, i - a);
+			g_add(g, " ");
+		}
+		if (tk) {
+			g_add(g, tk);
+			g_add(g, " ");
+			i += strlen(tk) - 1;
+		} else if (slot) {
+			g_add(g, G_SLOTS[(int)s[i]]);
+			g_add(g, " ");
+		}
+		a = i + 1;
+	}
 }
 
 /* the UTF-8 character at s (its bytes) */
@@ -3474,22 +3607,42 @@ static bool has_key(const json_t *v, const char *key)
 	return false;
 }
 
+/* tc_strict_grammar's result: none (1, g dropped), out of memory (-1),
+ * or 0 with *gbnf = g's text and *trigger = trig */
+static int g_finish(struct buf *g, int none, const char *trig, const char **trigger, char **gbnf)
+{
+	if (none) {
+		free(g->p);
+		return 1;
+	}
+	if (!g->p)
+		return -1;
+	*trigger = trig;
+	*gbnf = g->p;
+	return 0;
+}
+
+/* %json with schema ps (-1 out of memory) */
+static int g_json(struct buf *g, const json_t *ps)
+{
+	char *d = json_dumps(ps, JSON_COMPACT);
+	if (!d)
+		return -1;
+	g_add(g, "%json ");
+	g_add(g, d);
+	g_add(g, " ");
+	free(d);
+	return 0;
+}
+
 /* One parameter's value: raw text for a "string" (its enum or const as
  * literals), else %json with its schema. -1: a string constraint raw text
  * cannot be held to. */
 static int g_value(struct buf *g, const json_t *ps)
 {
 	const char *ty = json_string_value(json_object_get(ps, "type"));
-	if (!ty || strcmp(ty, "string")) {
-		char *d = json_dumps(ps, JSON_COMPACT);
-		if (!d)
-			return -1;
-		g_add(g, "%json ");
-		g_add(g, d);
-		g_add(g, " ");
-		free(d);
-		return 0;
-	}
+	if (!ty || strcmp(ty, "string"))
+		return g_json(g, ps);
 	if (json_object_get(ps, "pattern") || json_object_get(ps, "format") || json_object_get(ps, "minLength") ||
 	    json_object_get(ps, "maxLength"))
 		return -1;
@@ -3534,11 +3687,11 @@ static int g_call(struct buf *g, const struct xgram *x, const json_t *f)
 	}
 	if (!strict) {
 		g_add(g, "( ");
-		g_str(g, x->kopen);
+		g_seq(g, x->kopen);
 		g_add(g, " [A-Za-z0-9_.-]{1,64} ");
-		g_str(g, x->kclose);
+		g_seq(g, x->kclose);
 		g_add(g, " xt0 ");
-		g_str(g, x->vclose);
+		g_seq(g, x->vclose);
 		g_add(g, ")*");
 		return 0;
 	}
@@ -3558,66 +3711,308 @@ static int g_call(struct buf *g, const struct xgram *x, const json_t *f)
 		bool str = ty && !strcmp(ty, "string");
 		snprintf(key, sizeof key, "%s%s", x->kopen, k);
 		g_add(g, "( ");
-		g_str(g, key);
+		g_seq(g, key);
 		g_add(g, " ");
-		g_str(g, !str && x->kclose_json ? x->kclose_json : x->kclose);
+		g_seq(g, !str && x->kclose_json ? x->kclose_json : x->kclose);
 		g_add(g, " ");
 		if (!valid_name(k, strlen(k)) || g_value(g, ps))
 			return -1;
-		g_str(g, x->vclose);
+		g_seq(g, x->vclose);
 		g_add(g, required ? ") " : ")? ");
 	}
 	return 0;
 }
 
+/* ---- strict calls in Python-like literals: Gemma 4's call:f{k:<|"|>v<|"|>,n:1}
+ * and LFM2's [f(k='v', n=1)]. A strict tool's arguments follow its schema
+ * (properties in order, required ones always; strings, their enum or
+ * const, numbers, booleans, null, objects with properties, arrays of
+ * items, in the dialect's spelling); a schema beyond that (anyOf, $ref,
+ * string bounds or patterns, item counts, a list of types) gives no
+ * grammar. Other tools take any arguments (rules pv, pk, ps). */
+struct pydial {
+	bool gemma;          /* Gemma: bare keys, strings in <|"|>; else Python */
+	const char *ksep;    /* after a top-level key: ":" or "=" */
+	const char *sep;     /* between members and items */
+};
+
+static int g_pyval(struct buf *g, const struct pydial *d, const json_t *ps, int depth);
+
+/* a string literal in the dialect: -1 when it cannot be one */
+static int g_pystr(struct buf *g, const struct pydial *d, const char *v, size_t n)
+{
+	if (d->gemma) {
+		if (find(v, n, GQ) || memchr(v, 0, n))
+			return -1;
+		g_add(g, "gq ");
+		if (n)
+			g_lit(g, v, n);
+		g_add(g, " gq ");
+		return 0;
+	}
+	struct buf q = {0};
+	buf_add(&q, "'", 1);
+	for (size_t i = 0; i < n; i++) {
+		const char *e = v[i] == '\'' ? "\\'" : v[i] == '\\' ? "\\\\" : v[i] == '\n' ? "\\n" : v[i] == '\t' ? "\\t"
+			       : v[i] == '\r' ? "\\r" : v[i] == 0 ? "\\0" : NULL;
+		buf_add(&q, e ? e : v + i, e ? strlen(e) : 1);
+	}
+	buf_add(&q, "'", 1);
+	int rc = q.p ? 0 : -1;
+	if (q.p)
+		g_lit(g, q.p, q.n);
+	g_add(g, " ");
+	free(q.p);
+	return rc;
+}
+
+/* the members of an object schema, in order, required ones always:
+ * A(i) = m(i) B(i+1) | A(i+1) when m(i) is optional, B(i) = (sep m(i))? B(i+1) */
+static int g_pymembers(struct buf *g, const struct pydial *d, const json_t *pa, int depth, bool top, size_t from)
+{
+	const json_t *props = json_object_get(pa, "properties"), *req = json_object_get(pa, "required");
+	const char *keys[64];
+	const json_t *vals[64];
+	size_t n = 0;
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)props, k, v)
+	{
+		if (n == 64)
+			return -1;
+		keys[n] = k;
+		vals[n++] = v;
+	}
+	for (size_t a = from; a < n; a++) { /* the first member written is a */
+		bool req_a = false;
+		size_t i;
+		json_t *r;
+		json_array_foreach(req, i, r) req_a = req_a || (json_is_string(r) && !strcmp(json_string_value(r), keys[a]));
+		g_add(g, a > from ? "| ( " : "( ");
+		for (size_t b = a; b < n; b++) {
+			bool req_b = false;
+			json_array_foreach(req, i, r) req_b = req_b || (json_is_string(r) && !strcmp(json_string_value(r), keys[b]));
+			size_t kl = strlen(keys[b]);
+			bool ok = kl && kl <= 64;
+			for (size_t c = 0; c < kl; c++)
+				ok = ok && (isalnum((unsigned char)keys[b][c]) || keys[b][c] == '_');
+			if (!ok)
+				return -1;
+			g_add(g, b > a ? "( " : "");
+			if (b > a)
+				g_str(g, d->sep);
+			if (d->gemma || top) {
+				g_add(g, " ");
+				g_str(g, keys[b]);
+				g_add(g, " ");
+				g_str(g, top ? d->ksep : ":");
+				g_add(g, " ");
+			} else {
+				g_add(g, " ");
+				if (g_pystr(g, d, keys[b], kl))
+					return -1;
+				g_add(g, "\": \" ");
+			}
+			if (g_pyval(g, d, vals[b], depth + 1))
+				return -1;
+			g_add(g, b > a ? (req_b ? ") " : ")? ") : "");
+		}
+		g_add(g, ") ");
+		if (req_a)
+			return 0; /* a later first member would leave a required one out */
+	}
+	g_add(g, n > from ? "| \"\" " : "\"\" ");
+	return 0;
+}
+
+static int g_pyval(struct buf *g, const struct pydial *d, const json_t *ps, int depth)
+{
+	if (!json_is_object(ps) || depth > 16 || json_object_get(ps, "anyOf") || json_object_get(ps, "$ref") ||
+	    json_object_get(ps, "allOf") || json_object_get(ps, "oneOf") || json_object_get(ps, "pattern") ||
+	    json_object_get(ps, "format") || json_object_get(ps, "minLength") || json_object_get(ps, "maxLength") ||
+	    json_object_get(ps, "minItems") || json_object_get(ps, "maxItems"))
+		return -1;
+	const json_t *ty = json_object_get(ps, "type"), *en = json_object_get(ps, "enum"), *c = json_object_get(ps, "const");
+	const char *t = json_string_value(ty);
+	if (ty && !t)
+		return -1; /* a list of types */
+	json_t *one = c ? json_pack("[O]", c) : NULL;
+	const json_t *lits = one ? one : en;
+	int rc = 0;
+	if (lits) { /* an enum or a const: its values, written in the dialect */
+		size_t i, k = 0;
+		json_t *v;
+		g_add(g, "( ");
+		json_array_foreach(lits, i, v)
+		{
+			g_add(g, k++ ? "| " : "");
+			if (json_is_string(v))
+				rc |= g_pystr(g, d, json_string_value(v), json_string_length(v));
+			else if (json_is_boolean(v))
+				g_add(g, d->gemma ? (json_is_true(v) ? "\"true\" " : "\"false\" ") : json_is_true(v) ? "\"True\" " : "\"False\" ");
+			else if (json_is_null(v))
+				g_add(g, d->gemma ? "\"null\" " : "\"None\" ");
+			else if (json_is_number(v)) {
+				char *x = json_dumps(v, JSON_ENCODE_ANY);
+				if (x)
+					g_str(g, x);
+				g_add(g, " ");
+				rc |= x ? 0 : -1;
+				free(x);
+			} else
+				rc = -1;
+		}
+		g_add(g, ") ");
+		json_decref(one);
+		return k ? rc : -1;
+	}
+	if (!t)
+		return g_add(g, "pv "), 0;
+	if (!strcmp(t, "string"))
+		return g_add(g, d->gemma ? "gq xt0 gq " : "ps "), 0;
+	if (!strcmp(t, "integer") || !strcmp(t, "number"))
+		return g_json(g, ps);
+	if (!strcmp(t, "boolean"))
+		return g_add(g, d->gemma ? "( \"true\" | \"false\" ) " : "( \"True\" | \"False\" ) "), 0;
+	if (!strcmp(t, "null"))
+		return g_add(g, d->gemma ? "\"null\" " : "\"None\" "), 0;
+	if (!strcmp(t, "array")) {
+		const json_t *it = json_object_get(ps, "items");
+		if (!it)
+			return g_add(g, "pa "), 0;
+		g_add(g, "\"[\" ( ");
+		if (g_pyval(g, d, it, depth + 1))
+			return -1;
+		g_add(g, "( ");
+		g_str(g, d->sep);
+		g_add(g, " ");
+		if (g_pyval(g, d, it, depth + 1))
+			return -1;
+		g_add(g, ")* )? \"]\" ");
+		return 0;
+	}
+	if (!strcmp(t, "object")) {
+		if (!json_object_size(json_object_get(ps, "properties")))
+			return g_add(g, "po "), 0;
+		g_add(g, "\"{\" ( ");
+		if (g_pymembers(g, d, ps, depth, false, 0))
+			return -1;
+		g_add(g, ") \"}\" ");
+		return 0;
+	}
+	return -1;
+}
+
+/* GEMMA4 and LFM2: 0 and *gbnf, 1 none, -1 out of memory */
+static int py_strict_grammar(enum tc_format f, const json_t *tools, const char **trigger, char **gbnf)
+{
+	bool gemma = f == TC_FMT_GEMMA4;
+	const struct pydial d = {gemma, gemma ? ":" : "=", gemma ? "," : ", "};
+	struct buf g = {0};
+	g_add(&g, gemma ? "root ::= \"call:\" call end\nend ::= <tool_call|> | \"<tool_call|>\"\n"
+			: "root ::= \"[\" call ( \", \" call )* \"]\" end\nend ::= <|tool_call_end|> | \"<|tool_call_end|>\"\n");
+	g_add(&g, "call ::= ");
+	for (size_t i = 0; i < json_array_size(tools); i++) {
+		const json_t *t = json_array_get(tools, i), *fn = json_object_get(t, "function");
+		fn = fn ? fn : t;
+		const char *name = json_string_value(json_object_get(fn, "name"));
+		const json_t *pa = json_object_get(fn, "parameters");
+		bool strict = json_is_true(json_object_get(fn, "strict")) && json_is_object(pa);
+		if (!name || !valid_name(name, strlen(name)))
+			goto none;
+		g_add(&g, i ? "\n  | " : "");
+		g_str(&g, name);
+		g_add(&g, gemma ? " \"{\" ( " : " \"(\" ( ");
+		if (!strict) {
+			g_add(&g, "pk ");
+			g_str(&g, d.ksep);
+			g_add(&g, " pv ( ");
+			g_str(&g, d.sep);
+			g_add(&g, " pk ");
+			g_str(&g, d.ksep);
+			g_add(&g, " pv )* )? ");
+		} else {
+			const json_t *ty = json_object_get(pa, "type");
+			if ((ty && !json_is_string(ty)) || (ty && strcmp(json_string_value(ty), "object")) ||
+			    json_object_get(pa, "$ref") || json_object_get(pa, "anyOf") ||
+			    g_pymembers(&g, &d, pa, 0, true, 0))
+				goto none;
+			g_add(&g, ") ");
+		}
+		g_add(&g, gemma ? "\"}\"" : "\")\"");
+	}
+	g_add(&g, "\npk ::= [A-Za-z_] [A-Za-z0-9_]{0,63}\n");
+	if (gemma) {
+		g_add(&g, "gq ::= <|\"|> | \"<|\\\"|>\"\n"
+			  "pv ::= gq xt0 gq | %json {\"type\":[\"number\",\"boolean\",\"null\"]} | po | pa\n"
+			  "po ::= \"{\" ( pk \":\" pv ( \",\" pk \":\" pv )* )? \"}\"\n"
+			  "pa ::= \"[\" ( pv ( \",\" pv )* )? \"]\"\n");
+		static const struct xgram gx = {TC_FMT_GEMMA4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+						{GQ}, NULL, NULL, NULL};
+		g_text(&g, &gx);
+	} else {
+		g_add(&g, "ps ::= \"'\" ( [^'\\\\\\x0a\\x0d] | \"\\\\\" ['\\\\nt] )* \"'\"\n"
+			  "pv ::= ps | %json {\"type\":\"number\"} | \"True\" | \"False\" | \"None\" | po | pa\n"
+			  "po ::= \"{\" ( ps \": \" pv ( \", \" ps \": \" pv )* )? \"}\"\n"
+			  "pa ::= \"[\" ( pv ( \", \" pv )* )? \"]\"\n");
+	}
+	return g_finish(&g, 0, gemma ? "<|tool_call>" : "<|tool_call_start|>", trigger, gbnf);
+none:
+	return g_finish(&g, 1, NULL, trigger, gbnf);
+}
+
 int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigger, char **gbnf)
 {
-	const struct xgram *x = NULL;
+	const struct xgram *x = NULL, *x2 = NULL; /* x2: a second call form */
 	for (size_t i = 0; i < sizeof XG / sizeof XG[0]; i++)
-		if (XG[i].f == f)
+		if (XG[i].f == f && !x)
 			x = &XG[i];
+		else if (XG[i].f == f)
+			x2 = &XG[i];
 	*gbnf = NULL;
+	if ((f == TC_FMT_GEMMA4 || f == TC_FMT_LFM2) && json_array_size(tools))
+		return py_strict_grammar(f, tools, trigger, gbnf);
 	if (!x || !json_array_size(tools))
 		return 1;
 	struct buf g = {0};
 	g_add(&g, "root ::= ");
 	for (int k = 0; k < (x->open2 ? 2 : 1); k++) {
 		g_add(&g, k ? " | " : "");
-		g_str(&g, k ? x->open2 : x->open);
+		g_seq(&g, k ? x->open2 : x->open);
 		g_add(&g, " call ");
 		if (x->sep) {
 			g_add(&g, "( ");
-			g_str(&g, x->sep);
+			g_seq(&g, x->sep);
 			g_add(&g, " call )* ");
 		}
-		g_str(&g, k ? x->close2 : x->close);
+		g_seq(&g, k ? x->close2 : x->close);
 	}
+	if (f == TC_FMT_FUNCTIONARY_V32) /* text for the user: complete at once, so free again */
+		g_add(&g, " | \"all\\n\" .*");
 	g_add(&g, "\ncall ::= ");
 	for (size_t i = 0; i < json_array_size(tools); i++) {
 		const json_t *t = json_array_get(tools, i), *fn = json_object_get(t, "function");
 		const char *name = json_string_value(json_object_get(fn ? fn : t, "name"));
 		if (!name || !valid_name(name, strlen(name)))
 			goto none;
-		g_add(&g, i ? "\n  | " : "");
-		g_str(&g, x->pre);
-		g_add(&g, " ");
-		g_str(&g, name);
-		g_add(&g, " ");
-		g_str(&g, x->name_close);
-		g_add(&g, " ");
-		if (g_call(&g, x, fn ? fn : t))
-			goto none;
-		g_str(&g, x->post);
+		for (int k = 0; k < (x2 ? 2 : 1); k++) {
+			const struct xgram *y = k ? x2 : x;
+			g_add(&g, i || k ? "\n  | " : "");
+			g_seq(&g, y->pre);
+			g_add(&g, " ");
+			g_str(&g, name);
+			g_add(&g, " ");
+			g_seq(&g, y->name_close);
+			g_add(&g, " ");
+			if (g_call(&g, y, fn ? fn : t))
+				goto none;
+			g_seq(&g, y->post);
+		}
 	}
 	g_add(&g, "\n");
 	if (x->kopen)
 		g_text(&g, x);
-	if (!g.p)
-		return -1;
-	*trigger = x->trigger;
-	*gbnf = g.p;
-	return 0;
+	return g_finish(&g, 0, x->trigger, trigger, gbnf);
 none:
-	free(g.p);
-	return 1;
+	return g_finish(&g, 1, NULL, trigger, gbnf);
 }

@@ -34,9 +34,8 @@
  *     arguments) and Python dicts are accepted as the object they hold.
  *   - A call's text longer than tc_options.max_section (4 MiB) is content:
  *     nothing is held back without bound. Time is linear in the output.
- *   - Streaming arguments. Every syntax but MiniMax-M3 (and functionary's
- *     <|python_tag|>code) streams a call's arguments in pieces while it is
- *     generated, the name first.
+ *   - Streaming arguments. Every syntax streams a call's arguments in
+ *     pieces while it is generated, the name first.
  *     JSON bodies: HERMES, MISTRAL, MISTRAL_V11, LLAMA3 (bare JSON and
  *     <|python_tag|>{..}), GRANITE, FIREFUNCTION, JSON_TAGS, NEMOTRON_V2,
  *     GIGACHAT, DEEPSEEK (V3.1's f<｜tool▁sep｜>{..} and R1's fenced JSON),
@@ -57,7 +56,9 @@
  *     go the same way, member by member, each member read by the payload
  *     parser's own value reader and written as JSON.
  *     Tagged parameters: QWEN3_XML, SEED_XML, GLM, HY3, MINIMAX_M2, DSML,
- *     MINICPM, KIMI_K3. The call begins with its first parameter: `{"k":`
+ *     MINICPM, KIMI_K3, MINIMAX_M3 (<k>v</k>, each tag after its
+ *     ]<]minimax[>[ token; that token inside a value stops the streaming
+ *     there). The call begins with its first parameter: `{"k":`
  *     and, for a value that is a string (the tool's schema says "string",
  *     or string="true" / type="string"), its text as it arrives, escaped
  *     as jansson escapes it, in whole UTF-8 characters, holding back what
@@ -66,6 +67,10 @@
  *     untyped parameter, a CDATA section) goes out whole at its closing
  *     tag; "}" at the call's end. The pieces of any split concatenate to
  *     the same text, which is the final arguments.
+ *     functionary's <|python_tag|>code (a call of "python", {"code": ..})
+ *     begins at the code's first byte that is not whitespace and streams
+ *     the code as a string value, the same way; trailing whitespace
+ *     waits (the code is trimmed).
  *     A call only begins when parallel_tool_calls and
  *     tool_choice let it be kept (and, for Llama's bare JSON with tools
  *     given, when it names one of them). The model's own Mistral id is
@@ -84,11 +89,10 @@
  *     again. Anything the streamer does not recognise before a call is
  *     decided (another shape, Python dicts, arguments JSON-encoded as a
  *     string, "function": {..} wrappers, keys before "name", Kimi K3's
- *     and Gemma 4's JSON forms) just comes whole, as below. A call that
- *     cannot stream (MiniMax-M3, functionary's <|python_tag|>code) comes
- *     when its section is complete: TC_EV_CALL_BEGIN, then one
- *     TC_EV_CALL_ARGS with the whole arguments JSON. Clients concatenate
- *     argument deltas (the OpenAI clients do).
+ *     and Gemma 4's JSON forms) just comes whole when its section is
+ *     complete: TC_EV_CALL_BEGIN, then one TC_EV_CALL_ARGS with the whole
+ *     arguments JSON. Clients concatenate argument deltas (the OpenAI
+ *     clients do).
  *   - arguments are always a JSON object text (compact, jansson's dump),
  *     whatever the model's syntax (JSON, XML parameters, Python literals).
  *     Values of XML-style parameters are typed by the request's tool schema
@@ -369,11 +373,24 @@ int tc_parse(const struct tc_syntax *syn, const struct tc_options *opts, const c
 /* strict tools under tool_choice "auto" in syntaxes whose calls are not
  * plain JSON after a marker (those go by a JSON Schema, in the server):
  * tagged parameters QWEN3_XML, SEED_XML, GLM, HY3, MINIMAX_M2, MINICPM,
+ * KIMI_K3 (below),
  * DSML (V3.2's function_calls and V4's tool_calls: the trigger is their
  * common "<｜DSML｜"), and JSON
  * arguments after a header MISTRAL_V11 (f[ARGS]{..}), FUNCTIONARY_V31
  * (<function=f>{..}), LLAMA3 (<|python_tag|>{"name", "parameters"}),
- * FIREFUNCTION, COMMAND_R7B, COMMAND_R_PLUS, APERTUS. The lazy
+ * FIREFUNCTION, COMMAND_R7B, COMMAND_R_PLUS, APERTUS, and JSON between
+ * special-token markers DEEPSEEK (V3.1's f<｜tool▁sep｜>{..} or R1's
+ * function<｜tool▁sep｜>f + fenced JSON), KIMI_K2, SOLAR, HARMONY (after
+ * "to=functions.": f, its header's rest, <|message|>{..}<|call|>), and
+ * KIMI_K3's tagged parameters (after <|open|>tools<|sep|>): those markers
+ * are written as GBNF token terminals (<｜tool▁sep｜>, grammar.h), which
+ * only the special token itself matches; and FUNCTIONARY_V32 (>>>f\n{..},
+ * or >>>all\n and free text; its generation prompt ends in ">>>", and the
+ * executor starts a lazy constraint whose trigger ends the prompt
+ * triggered); GEMMA4 and LFM2 (Python-like literals: a strict tool's
+ * arguments by its schema's properties, in the syntax's spelling, when
+ * the schema uses only types, properties, required, items, enum, const
+ * and numeric bounds). The lazy
  * constraint (inferd_request.grammar_trigger) for a call: *trigger, the
  * call's marker (static text), and *gbnf (malloc'd), a GBNF grammar (with
  * grammar.h's %json for typed values) of what follows the marker up to the
@@ -385,8 +402,8 @@ int tc_parse(const struct tc_syntax *syn, const struct tc_options *opts, const c
  * JSON held to its schema), a non-strict tool's any arguments, then the
  * closing tags. Returns 0; 1 when there is none (another syntax, no
  * tools, a tagged strict string parameter with pattern, format,
- * minLength or maxLength, or a $ref): nothing is enforced then; -1 out
- * of memory. */
+ * minLength or maxLength, or a $ref; for GEMMA4 and LFM2 any schema
+ * beyond that list): nothing is enforced then; -1 out of memory. */
 int tc_strict_grammar(enum tc_format f, const json_t *tools, const char **trigger, char **gbnf);
 
 /* {"role":"assistant","content": text or null (null when empty and there

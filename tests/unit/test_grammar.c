@@ -35,6 +35,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* TSan runs this ~20x slower: the generations run over fewer seeds and
@@ -468,20 +469,26 @@ static int brute_ok(const struct grammar *g, const struct grammar_vocab *v, cons
 	return ok;
 }
 
-static void mask_vs_brute(const char *tok_dir, const char *label)
+/* the tokenizer in tok_dir and its vocabulary trie: 0, or -1 (checked) */
+static int load_vocab(const char *tok_dir, struct tokenizer **t, struct grammar_vocab **v)
 {
 	char err[INFERD_ERR_LEN];
-	struct tokenizer *t;
-	if (tok_load(tok_dir, &t, err)) {
+	*t = NULL;
+	*v = NULL;
+	if (tok_load(tok_dir, t, err) || grammar_vocab_new(*t, v, err)) {
 		CHECK(0, "%s: %s", tok_dir, err);
-		return;
+		tok_free(*t);
+		return -1;
 	}
+	return 0;
+}
+
+static void mask_vs_brute(const char *tok_dir, const char *label)
+{
+	struct tokenizer *t;
 	struct grammar_vocab *v;
-	if (grammar_vocab_new(t, &v, err)) {
-		CHECK(0, "%s", err);
-		tok_free(t);
+	if (load_vocab(tok_dir, &t, &v))
 		return;
-	}
 	int V = tok_n_vocab(t);
 	uint32_t *bits = malloc(((size_t)V + 31) / 32 * 4);
 	static const struct {
@@ -1585,7 +1592,39 @@ static void lazy_trigger(inferd_model_t *m)
 	CHECK(!strstr(free_run.text, "<tool_call>") && free_run.n == lazy_run.n &&
 		      !memcmp(free_run.ids, lazy_run.ids, (size_t)free_run.n * sizeof free_run.ids[0]),
 	      "a lazy grammar that never triggers changes nothing (%d vs %d tokens)", free_run.n, lazy_run.n);
-	printf("lazy grammar: %d whole calls, each valid, between free triggers\n", calls);
+	/* a prompt that ends with the trigger starts triggered (functionary
+	 * v3.2's generation prompt ends in ">>>"): the output opens with the
+	 * grammar's sentence; a trigger the prompt does not end with waits */
+	uint8_t last[64] = {0};
+	int ll = tok_token_bytes(inferd_model_tokenizer(m), r.ids[r.n_ids - 1], last, sizeof last - 2);
+	CHECK(ll > 0 && ll < 60, "the prompt's last token: %d bytes", ll);
+	static struct gen pre_run, miss_run;
+	r.grammar_kind = "gbnf";
+	r.grammar = "root ::= \"zq\" [0-9] [0-9] [0-9]";
+	r.grammar_trigger = (const char *)last;
+	generate(m, &r, &pre_run, err);
+	CHECK(!strncmp(pre_run.text, "zq", 2) && strspn(pre_run.text + 2, "0123456789") >= 3,
+	      "trigger [%s] ends the prompt: the output does not start with the grammar: %.60s", last,
+	      pre_run.text);
+	last[ll] = 'Q'; /* no longer the prompt's end */
+	generate(m, &r, &miss_run, err);
+	CHECK(miss_run.n == free_run.n && !memcmp(free_run.ids, miss_run.ids, (size_t)free_run.n * sizeof free_run.ids[0]),
+	      "trigger [%s] not at the prompt's end: the output changed", last);
+	/* a grammar token the model does not have: refused; with a trigger
+	 * (strict tools under auto) the constraint is dropped, even where it
+	 * would start triggered */
+	r.grammar = "root ::= \"a\" <|no_such_token|>";
+	r.grammar_trigger = NULL;
+	CHECK(generate(m, &r, &miss_run, err) == INFERD_EINVAL && strstr(err, "<|no_such_token|>"),
+	      "a grammar token the model lacks: %s", err);
+	last[ll] = 0;
+	r.grammar_trigger = (const char *)last;
+	CHECK(generate(m, &r, &miss_run, err) == 0 && miss_run.n == free_run.n &&
+		      !memcmp(free_run.ids, miss_run.ids, (size_t)free_run.n * sizeof free_run.ids[0]),
+	      "a lazy grammar with a token the model lacks still constrains (%d vs %d tokens): %s", miss_run.n, free_run.n,
+	      err);
+	printf("lazy grammar: %d whole calls, each valid, between free triggers; a prompt ending in the trigger starts "
+	       "triggered\n", calls);
 }
 
 /* strict tools under "auto" in the tagged syntaxes (tc_strict_grammar): the
@@ -1680,7 +1719,11 @@ static void strict_grammars_over_schemas(void)
 	static const enum tc_format F[] = {TC_FMT_QWEN3_XML, TC_FMT_SEED_XML, TC_FMT_GLM, TC_FMT_MINIMAX_M2, TC_FMT_HY3,
 					   TC_FMT_MINICPM, TC_FMT_DSML, /* tagged, then JSON arguments: */
 					   TC_FMT_MISTRAL_V11, TC_FMT_FUNCTIONARY_V31, TC_FMT_LLAMA3, TC_FMT_FIREFUNCTION,
-					   TC_FMT_COMMAND_R7B, TC_FMT_COMMAND_R_PLUS, TC_FMT_APERTUS};
+					   TC_FMT_COMMAND_R7B, TC_FMT_COMMAND_R_PLUS, TC_FMT_APERTUS,
+					   /* JSON between special-token markers */
+					   TC_FMT_DEEPSEEK, TC_FMT_KIMI_K2, TC_FMT_SOLAR, TC_FMT_HARMONY, TC_FMT_KIMI_K3,
+					   /* Python-like literals (a schema beyond them: none) */
+					   TC_FMT_GEMMA4, TC_FMT_LFM2};
 	int compiled = 0, none = 0;
 	char *names[64];
 	int n = schema_names(names, 64);
@@ -1698,7 +1741,7 @@ static void strict_grammars_over_schemas(void)
 			const char *trigger;
 			char *gbnf = NULL, err[INFERD_ERR_LEN];
 			int rc = tc_strict_grammar(F[k], tools, &trigger, &gbnf);
-			bool tagged = k < 7;
+			bool tagged = k < 7 || F[k] == TC_FMT_GEMMA4 || F[k] == TC_FMT_LFM2 || F[k] == TC_FMT_KIMI_K3;
 			CHECK(rc == 0 || (rc == 1 && tagged), "%s: %s gives no grammar (%d)", path, tc_format_name(F[k]), rc);
 			struct grammar *g = NULL;
 			if (rc == 0) {
@@ -1713,7 +1756,7 @@ static void strict_grammars_over_schemas(void)
 		json_decref(tools);
 		json_decref(schema);
 	}
-	printf("strict-call grammars over tests/schemas: %d compiled, %d none (tagged strings with bounds)\n", compiled,
+	printf("strict-call grammars over tests/schemas: %d compiled, %d none (tagged strings with bounds, schemas beyond the Python-like literals)\n", compiled,
 	       none);
 	CHECK(compiled > 250, "only %d strict-call grammars compiled", compiled);
 }
@@ -1782,6 +1825,20 @@ static void tagged_grammars(void)
 		{TC_FMT_COMMAND_R_PLUS, 1, " ```json\n[{\"tool_name\": \"w\", \"parameters\": {\"n\": 0}}]\n```"},
 		{TC_FMT_APERTUS, 1, "[{\"w\": {\"n\": 1}}, {\"any\": {\"x\": null}}]"},
 		{TC_FMT_APERTUS, 0, "[{\"w\": {\"n\": 1, \"z\": 2}}]"},
+		{TC_FMT_FUNCTIONARY_V32, 1, "w\n{\"n\": 2}"},
+		{TC_FMT_FUNCTIONARY_V32, 0, "w\n{\"n\": 2, \"x\": 1}"},
+		{TC_FMT_FUNCTIONARY_V32, 0, "v\n{}"},
+		/* Python-like literals */
+		{TC_FMT_GEMMA4, 1, "call:w{n:3,s:<|\"|>a, b}<|\"|>}<tool_call|>"},
+		{TC_FMT_GEMMA4, 1, "call:any{k:[1,<|\"|>x<|\"|>],o:{p:true}}<tool_call|>"},
+		{TC_FMT_GEMMA4, 0, "call:w{n:6}<tool_call|>"},
+		{TC_FMT_GEMMA4, 0, "call:w{s:<|\"|>x<|\"|>}<tool_call|>"},
+		{TC_FMT_GEMMA4, 0, "call:w{n:1,s:<|\"|>x<|\"|>y<|\"|>}<tool_call|>"},
+		{TC_FMT_LFM2, 1, "[w(n=3, s='a\\'b'), any(k=[1, 'x'], o={'p': True})]<|tool_call_end|>"},
+		{TC_FMT_LFM2, 1, "[w(n=0)]<|tool_call_end|>"},
+		{TC_FMT_LFM2, 0, "[w(s='x')]<|tool_call_end|>"},
+		{TC_FMT_LFM2, 0, "[w(n=9)]<|tool_call_end|>"},
+		{TC_FMT_LFM2, 0, "[w(n=1, s=\"x\")]<|tool_call_end|>"},
 	};
 	int n = 0;
 	for (size_t k = 0; k < sizeof C / sizeof C[0]; k++) {
@@ -1818,9 +1875,289 @@ static void tagged_grammars(void)
 				 0, NULL);
 	CHECK(tc_strict_grammar(TC_FMT_QWEN3_XML, pat, &trigger, &gbnf) == 1 && !gbnf, "a pattern gives no grammar");
 	CHECK(tc_strict_grammar(TC_FMT_HERMES, tools, &trigger, &gbnf) == 1 && !gbnf, "hermes goes by a JSON schema");
-	printf("strict-call grammars: %d texts judged over 14 syntaxes\n", n);
+	/* functionary v3.2: text for the user after >>>all\n is free */
+	struct grammar *g32 = NULL;
+	if (tc_strict_grammar(TC_FMT_FUNCTIONARY_V32, tools, &trigger, &gbnf) == 0 && (g32 = compile("gbnf", gbnf))) {
+		CHECK(judge(g32, "all\n") == 1 && judge(g32, "all\nHello, <b>x</b> w\n{") == 1 && judge(g32, "al") == 2 &&
+			      judge(g32, "alx") == 0 && !strcmp(trigger, ">>>"),
+		      "functionary v3.2: >>>all\n text: %d %d %d %d", judge(g32, "all\n"), judge(g32, "all\nHello"),
+		      judge(g32, "al"), judge(g32, "alx"));
+	} else {
+		CHECK(0, "functionary v3.2: no strict grammar");
+	}
+	grammar_free(g32);
+	free(gbnf);
+	gbnf = NULL;
+	printf("strict-call grammars: %d texts judged over 17 syntaxes\n", n);
 	json_decref(pat);
 	json_decref(tools);
+}
+
+/* ---- token terminals: <TEXT> and <[ID]> match one token by id */
+
+static int32_t find_token(const struct tokenizer *t, const char *text, int special)
+{
+	uint8_t b[256];
+	size_t l = strlen(text);
+	for (int32_t id = 0; id < tok_n_vocab(t); id++) {
+		int n = tok_token_bytes(t, id, b, sizeof b);
+		if (n == (int)l && !memcmp(b, text, l) && (special < 0 || (int)tok_is_special(t, id) == special))
+			return id;
+	}
+	return -1;
+}
+
+static int bit(const uint32_t *bits, int32_t id) { return id >= 0 && (int)(bits[id >> 5] >> (id & 31) & 1); }
+
+/* special tokens the mask allows */
+static int specials_allowed(const struct tokenizer *t, const uint32_t *bits, int V)
+{
+	int n = 0;
+	for (int32_t id = 0; id < V; id++)
+		n += bit(bits, id) && tok_is_special(t, id);
+	return n;
+}
+
+static void token_terminals(void)
+{
+	char err[INFERD_ERR_LEN];
+	struct tokenizer *t;
+	struct grammar_vocab *v;
+	if (load_vocab(QWEN3, &t, &v))
+		return;
+	int V = tok_n_vocab(t);
+	uint32_t *bits = malloc(((size_t)V + 31) / 32 * 4);
+	int32_t im_end = find_token(t, "<|im_end|>", 1), im_start = find_token(t, "<|im_start|>", 1);
+	int32_t c = find_token(t, "c", 0), x = find_token(t, "x", 0), lt = find_token(t, "<", 0);
+	CHECK(im_end >= 0 && im_start >= 0 && c >= 0 && x >= 0 && lt >= 0, "qwen3: tokens %d %d %d %d %d", im_end, im_start,
+	      c, x, lt);
+	struct grammar *g = compile("gbnf", "root ::= [a-z]+ <|im_end|> \"x\"");
+	struct grammar_matcher *m = g ? grammar_matcher_new(g) : NULL;
+	if (m) {
+		grammar_matcher_mask(m, v, bits, V);
+		CHECK(!bit(bits, im_end) && bit(bits, c) && specials_allowed(t, bits, V) == 0,
+		      "token terminal: at the start <|im_end|> %d, \"c\" %d, %d specials allowed", bit(bits, im_end),
+		      bit(bits, c), specials_allowed(t, bits, V));
+		CHECK(grammar_matcher_accept(m, (const uint8_t *)"ab", 2) == 0, "token terminal: \"ab\" refused");
+		grammar_matcher_mask(m, v, bits, V);
+		CHECK(bit(bits, im_end) && bit(bits, c) && specials_allowed(t, bits, V) == 1 && !bit(bits, lt),
+		      "token terminal: after \"ab\" <|im_end|> %d, \"c\" %d, \"<\" %d, %d specials allowed (want 1, 1, 0, 1)",
+		      bit(bits, im_end), bit(bits, c), bit(bits, lt), specials_allowed(t, bits, V));
+		CHECK(grammar_matcher_accept(m, (const uint8_t *)"<|im_end|>", 10) == -1,
+		      "token terminal: the token's text as bytes was accepted");
+		CHECK(grammar_matcher_accept_token(m, v, im_start) == -1, "token terminal: another special token accepted");
+		CHECK(grammar_matcher_accept_token(m, v, im_end) == 0 && !grammar_matcher_complete(m),
+		      "token terminal: <|im_end|> refused where it is next");
+		int n = grammar_matcher_mask(m, v, bits, V);
+		CHECK(!bit(bits, im_end) && bit(bits, x) && !bit(bits, c) && specials_allowed(t, bits, V) == 0 && n >= 1,
+		      "token terminal: after it <|im_end|> %d, \"x\" %d, \"c\" %d, %d specials", bit(bits, im_end), bit(bits, x),
+		      bit(bits, c), specials_allowed(t, bits, V));
+		CHECK(grammar_matcher_accept_token(m, v, x) == 0 && grammar_matcher_complete(m),
+		      "token terminal: \"x\" does not complete the sentence");
+	}
+	grammar_matcher_free(m);
+	grammar_free(g);
+	/* by id, and an ordinary token spelled whole */
+	char gb[128];
+	snprintf(gb, sizeof gb, "root ::= <[%d]> \"a\" | <tool_call> \"b\"", (int)im_start);
+	int32_t tc = find_token(t, "<tool_call>", -1);
+	g = compile("gbnf", gb);
+	m = g ? grammar_matcher_new(g) : NULL;
+	if (m) {
+		int n = grammar_matcher_mask(m, v, bits, V);
+		CHECK(n == 2 && bit(bits, im_start) && bit(bits, tc), "<[%d]> | <tool_call>: %d allowed (want 2: %d %d)",
+		      (int)im_start, n, bit(bits, im_start), bit(bits, tc));
+		CHECK(grammar_matcher_accept(m, (const uint8_t *)"<", 1) == -1, "<tool_call> matched a byte");
+		CHECK(grammar_matcher_accept_token(m, v, tc) == 0 && grammar_matcher_accept(m, (const uint8_t *)"b", 1) == 0 &&
+			      grammar_matcher_complete(m),
+		      "<tool_call> \"b\" refused");
+	}
+	grammar_matcher_free(m);
+	grammar_free(g);
+	/* a terminal no token of the vocabulary has: nothing allowed */
+	g = compile("gbnf", "root ::= <|no_such_token|>");
+	m = g ? grammar_matcher_new(g) : NULL;
+	if (m)
+		CHECK(grammar_matcher_mask(m, v, bits, V) == 0, "<|no_such_token|> allows tokens");
+	grammar_matcher_free(m);
+	grammar_free(g);
+	static const char *const bad[] = {"root ::= <abc", "root ::= <>", "root ::= <[12x]>", "root ::= <[]>",
+					  "root ::= <a\nb>", "root ::= <[99999999999999]>"};
+	for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+		struct grammar *gg = NULL;
+		CHECK(grammar_compile("gbnf", bad[k], &gg, err) == INFERD_EINVAL && strstr(err, "token"),
+		      "bad token terminal accepted: %s (%s)", bad[k], err);
+		grammar_free(gg);
+	}
+	printf("token terminals: special and ordinary tokens by text and by id, only where next\n");
+	free(bits);
+	grammar_vocab_free(v);
+	tok_free(t);
+}
+
+/* Qwen3's tokenizer with DeepSeek's and Kimi K2's call markers added as
+ * special tokens (no fixture tokenizer has them) in directory dir */
+static int marker_tokenizer(const char *dir, const char *const *marks, int n)
+{
+	FILE *f = fopen(QWEN3 "/tokenizer.json", "rb");
+	if (!f)
+		return -1;
+	fseek(f, 0, SEEK_END);
+	long len = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *src = malloc((size_t)len + 1);
+	size_t got = src ? fread(src, 1, (size_t)len, f) : 0;
+	fclose(f);
+	char *at = src && got == (size_t)len ? strstr(src, "\"added_tokens\": [") : NULL;
+	char path[700];
+	snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+	mkdir(dir, 0755);
+	FILE *o = at ? fopen(path, "wb") : NULL;
+	if (!o) {
+		free(src);
+		return -1;
+	}
+	size_t head = (size_t)(at - src) + strlen("\"added_tokens\": [");
+	fwrite(src, 1, head, o);
+	for (int i = 0; i < n; i++)
+		fprintf(o, "{\"id\": %d, \"content\": \"%s\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, "
+			   "\"normalized\": false, \"special\": true},\n",
+			200000 + i, marks[i]);
+	fwrite(src + head, 1, (size_t)len - head, o);
+	fclose(o);
+	free(src);
+	return 0;
+}
+
+/* strict under tool_choice "auto" where the call's markers are special
+ * tokens: tc_strict_grammar's grammar, over that tokenizer, takes a call
+ * token by token, allows each marker's special token exactly where it is
+ * next (and, after the trigger, nothing but the first one), and refuses
+ * the markers spelled as text. */
+static void strict_special_markers(void)
+{
+	static const char *const marks[] = {
+		"<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>",
+		"<｜tool▁sep｜>", "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
+		"<|tool_call_argument_begin|>", "<|tool_call_end|>", "<|tool_call:begin|>", "<|tool_call:name|>",
+		"<|tool_call:args|>", "<|tool_call:end|>", "<|message|>", "<|call|>", "<|channel|>", "<|constrain|>", "<|open|>",
+		"<|sep|>", "<|close|>"};
+	const int nm = (int)(sizeof marks / sizeof marks[0]);
+	char err[INFERD_ERR_LEN], dir[600];
+	snprintf(dir, sizeof dir, "%s", t_tmp("marker-tok"));
+	struct tokenizer *t;
+	struct grammar_vocab *v;
+	if (marker_tokenizer(dir, marks, nm)) {
+		CHECK(0, "cannot write the marker tokenizer in %s", dir);
+		return;
+	}
+	if (load_vocab(dir, &t, &v))
+		return;
+	int V = tok_n_vocab(t);
+	for (int i = 0; i < nm; i++)
+		CHECK(tok_is_special(t, 200000 + i), "marker %s is not special", marks[i]);
+	uint32_t *bits = malloc(((size_t)V + 31) / 32 * 4);
+	json_t *tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"w\",\"strict\":true,\"parameters\":{"
+				   "\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"maximum\":5}},"
+				   "\"required\":[\"n\"]}}},{\"type\":\"function\",\"function\":{\"name\":\"any\",\"parameters\":"
+				   "{\"type\":\"object\"}}}]",
+				   0, NULL);
+	static const struct {
+		enum tc_format f;
+		int ok;
+		const char *text; /* after the trigger */
+		const char *pre;  /* before the trigger, for the parser (harmony's header) */
+	} C[] = {
+		{TC_FMT_DEEPSEEK, 1, "<｜tool▁call▁begin｜>w<｜tool▁sep｜>{\"n\": 3}<｜tool▁call▁end｜><｜tool▁calls▁end｜>", NULL},
+		{TC_FMT_DEEPSEEK, 1, "<｜tool▁call▁begin｜>w<｜tool▁sep｜>{\"n\": 1}<｜tool▁call▁end｜><｜tool▁call▁begin｜>any"
+				     "<｜tool▁sep｜>{\"k\": [1]}<｜tool▁call▁end｜><｜tool▁calls▁end｜>", NULL},
+		{TC_FMT_DEEPSEEK, 1, "<｜tool▁call▁begin｜>function<｜tool▁sep｜>w\n```json\n{\"n\": 2}\n```<｜tool▁call▁end｜>"
+				     "<｜tool▁calls▁end｜>", NULL},
+		{TC_FMT_DEEPSEEK, 0, "<｜tool▁call▁begin｜>w<｜tool▁sep｜>{\"n\": 7}<｜tool▁call▁end｜><｜tool▁calls▁end｜>", NULL},
+		{TC_FMT_DEEPSEEK, 0, "<｜tool▁call▁begin｜>v<｜tool▁sep｜>{\"n\": 1}<｜tool▁call▁end｜><｜tool▁calls▁end｜>", NULL},
+		{TC_FMT_KIMI_K2, 1, "<|tool_call_begin|>functions.w:0<|tool_call_argument_begin|>{\"n\": 5}<|tool_call_end|>"
+				    "<|tool_calls_section_end|>", NULL},
+		{TC_FMT_KIMI_K2, 0, "<|tool_call_begin|>functions.w:0<|tool_call_argument_begin|>{}<|tool_call_end|>"
+				    "<|tool_calls_section_end|>", NULL},
+		{TC_FMT_SOLAR, 1, "call00003<|tool_call:name|>w<|tool_call:args|>{\"n\": 4}<|tool_call:end|>", NULL},
+		{TC_FMT_SOLAR, 0, "call00003<|tool_call:name|>w<|tool_call:args|>{\"n\": \"4\"}<|tool_call:end|>", NULL},
+		{TC_FMT_HARMONY, 1, "w <|constrain|>json<|message|>{\"n\": 2}<|call|>", "<|channel|>commentary "},
+		{TC_FMT_HARMONY, 1, "any<|channel|>commentary json<|message|>{\"a\": 1}<|call|>", "<|start|>assistant "},
+		{TC_FMT_HARMONY, 0, "w <|constrain|>json<|message|>{\"n\": 9}<|call|>", NULL},
+		{TC_FMT_HARMONY, 0, "w <|constrain|>json{\"n\": 1}<|call|>", NULL},
+		{TC_FMT_KIMI_K3, 1, "<|open|>call tool=\"w\" index=\"1\"<|sep|><|open|>argument key=\"n\" type=\"number\"<|sep|>3"
+				    "<|close|>argument<|sep|><|close|>call<|sep|><|open|>call tool=\"any\" index=\"2\"<|sep|><|open|>"
+				    "argument key=\"s\" type=\"string\"<|sep|>a <b>|<|close|>argument<|sep|><|close|>call<|sep|>"
+				    "<|close|>tools<|sep|>",
+		 NULL},
+		{TC_FMT_KIMI_K3, 0, "<|open|>call tool=\"w\" index=\"1\"<|sep|><|open|>argument key=\"n\" type=\"number\"<|sep|>8"
+				    "<|close|>argument<|sep|><|close|>call<|sep|><|close|>tools<|sep|>", NULL},
+		{TC_FMT_KIMI_K3, 0, "<|open|>call tool=\"w\" index=\"1\"<|sep|><|close|>call<|sep|><|close|>tools<|sep|>", NULL},
+	};
+	int steps = 0, special_steps = 0;
+	for (size_t k = 0; k < sizeof C / sizeof C[0]; k++) {
+		const char *fn = tc_format_name(C[k].f), *trigger;
+		char *gbnf = NULL;
+		struct grammar *g = NULL;
+		if (tc_strict_grammar(C[k].f, tools, &trigger, &gbnf) || !(g = compile("gbnf", gbnf))) {
+			CHECK(0, "%s: no strict grammar", fn);
+			free(gbnf);
+			continue;
+		}
+		int32_t *ids = NULL;
+		int n = 0;
+		CHECK(tok_encode(t, C[k].text, strlen(C[k].text), TOK_PARSE_SPECIAL, &ids, &n, err) == 0, "%s", err);
+		struct grammar_matcher *m = grammar_matcher_new(g);
+		int i = 0, stray = 0;
+		for (; i < n; i++) {
+			int allowed = grammar_matcher_mask(m, v, bits, V), sp = tok_is_special(t, ids[i]);
+			bool first_special = C[k].f == TC_FMT_DEEPSEEK || C[k].f == TC_FMT_KIMI_K2 || C[k].f == TC_FMT_KIMI_K3;
+			if (i == 0 && first_special) /* after the trigger: only the first marker */
+				CHECK(allowed == 1 && bit(bits, ids[0]) && sp, "%s case %zu: %d tokens allowed after the trigger", fn,
+				      k, allowed);
+			if (!bit(bits, ids[i]))
+				break;
+			/* Solar: the call id is text that its marker may end at any
+			 * point; harmony: after the name, <|channel|> or <|message|> */
+			int may = (C[k].f == TC_FMT_SOLAR || C[k].f == TC_FMT_KIMI_K3) && i > 0 ? 1
+				  : C[k].f == TC_FMT_HARMONY && i > 0 ? 2
+									 : 0;
+			stray += !sp && specials_allowed(t, bits, V) > may;
+			special_steps += sp;
+			steps++;
+			CHECK(grammar_matcher_accept_token(m, v, ids[i]) == 0, "%s case %zu: token %d allowed, then refused", fn,
+			      k, ids[i]);
+		}
+		bool took = i == n && grammar_matcher_complete(m);
+		CHECK(took == (bool)C[k].ok, "%s case %zu: %s at token %d of %d: %s", fn, k, took ? "taken" : "refused", i, n,
+		      C[k].text);
+		CHECK(stray == 0, "%s case %zu: special tokens allowed at %d steps where text comes", fn, k, stray);
+		grammar_matcher_free(m);
+		if (C[k].ok) { /* the same call spelled as text, not tokens: refused */
+			m = grammar_matcher_new(g);
+			CHECK(grammar_matcher_accept(m, (const uint8_t *)C[k].text, strlen(C[k].text)) == -1,
+			      "%s case %zu: the markers as text were accepted", fn, k);
+			grammar_matcher_free(m);
+			char whole[1024];
+			snprintf(whole, sizeof whole, "%s%s%s", C[k].pre ? C[k].pre : "", trigger, C[k].text);
+			struct tc_syntax syn = {C[k].f, TC_RSN_NONE, 0};
+			struct tc_message msg;
+			CHECK(tc_parse(&syn, NULL, whole, strlen(whole), &msg, err) == 0 && msg.n_calls >= 1 &&
+				      !*msg.content,
+			      "%s case %zu: does not parse into calls", fn, k);
+			tc_message_free(&msg);
+		}
+		free(ids);
+		grammar_free(g);
+		free(gbnf);
+	}
+	printf("strict under auto with special-token markers: %d tokens masked and taken (%d special)\n", steps,
+	       special_steps);
+	CHECK(special_steps >= 20, "only %d special-token steps", special_steps);
+	json_decref(tools);
+	free(bits);
+	grammar_vocab_free(v);
+	tok_free(t);
 }
 
 int main(void)
@@ -1834,6 +2171,8 @@ int main(void)
 	bounds_vs_doubles();
 	formats_vs_scanners();
 	vocab_bytes();
+	token_terminals();
+	strict_special_markers();
 	tagged_grammars();
 	strict_grammars_over_schemas();
 	mask_vs_brute(QWEN3, "qwen3");

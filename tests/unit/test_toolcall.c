@@ -855,86 +855,94 @@ static void chunked_args(void)
 		enum tc_format f;
 		bool streams;
 		const char *text, *prompt;
+		const char *name, *want; /* NULL: get_weather, CA_WANT */
 	} C[] = {
-		{TC_FMT_HERMES, 1, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}\n</tool_call>", NULL},
+		{TC_FMT_HERMES, 1, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}\n</tool_call>", NULL, NULL, NULL},
 		{TC_FMT_QWEN3_XML, 1,
 		 "<tool_call>\n<function=get_weather>\n<parameter=city>\n" CA_RAW_CITY "\n</parameter>\n<parameter=days>\n3\n"
-		 "</parameter>\n<parameter=note>\n" CA_RAW_NOTE "\n</parameter>\n</function>\n</tool_call>", NULL},
+		 "</parameter>\n<parameter=note>\n" CA_RAW_NOTE "\n</parameter>\n</function>\n</tool_call>", NULL, NULL, NULL},
 		{TC_FMT_QWEN3_XML, 1,
 		 "<function=get_weather>\n<parameter=city>\n" CA_RAW_CITY "\n</parameter>\n<parameter=days>\n3\n"
-		 "</parameter>\n<parameter=note>\n" CA_RAW_NOTE "\n</parameter>\n</function>", NULL},
+		 "</parameter>\n<parameter=note>\n" CA_RAW_NOTE "\n</parameter>\n</function>", NULL, NULL, NULL},
 		{TC_FMT_SEED_XML, 1,
 		 "<seed:tool_call>\n<function=get_weather>\n<parameter=city>" CA_RAW_CITY "</parameter>\n<parameter=days>3"
-		 "</parameter>\n<parameter=note>" CA_RAW_NOTE "</parameter>\n</function>\n</seed:tool_call>", NULL},
-		{TC_FMT_LLAMA3, 1, "{\"name\": \"get_weather\", \"parameters\": " CA_JSON "}", NULL},
-		{TC_FMT_LLAMA3, 1, "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": " CA_JSON "}", NULL},
+		 "</parameter>\n<parameter=note>" CA_RAW_NOTE "</parameter>\n</function>\n</seed:tool_call>", NULL, NULL, NULL},
+		{TC_FMT_LLAMA3, 1, "{\"name\": \"get_weather\", \"parameters\": " CA_JSON "}", NULL, NULL, NULL},
+		{TC_FMT_LLAMA3, 1, "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": " CA_JSON "}", NULL, NULL, NULL},
 		{TC_FMT_LLAMA3, 1, "<|python_tag|>get_weather.call(city=\"S\xc3\xa3o Paulo \\\"SP\\\"\", days=3, note=\"a\\nb \xe2\x82\xac\")",
-		 NULL},
-		{TC_FMT_MISTRAL, 1, "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}]", NULL},
-		{TC_FMT_MISTRAL_V11, 1, "[TOOL_CALLS]get_weather[ARGS]" CA_JSON, NULL},
+		 NULL, NULL, NULL},
+		{TC_FMT_MISTRAL, 1, "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}]", NULL, NULL, NULL},
+		{TC_FMT_MISTRAL_V11, 1, "[TOOL_CALLS]get_weather[ARGS]" CA_JSON, NULL, NULL, NULL},
 		{TC_FMT_DEEPSEEK, 1,
 		 "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>" CA_JSON "<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
-		 NULL},
+		 NULL, NULL, NULL},
 		{TC_FMT_DEEPSEEK, 1,
 		 "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n" CA_JSON
-		 "\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>", NULL},
+		 "\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>", NULL, NULL, NULL},
 		{TC_FMT_DSML, 1,
 		 "<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter name=\"city\" string=\"true\">"
 		 CA_RAW_CITY "</｜DSML｜parameter>\n<｜DSML｜parameter name=\"days\" string=\"false\">3</｜DSML｜parameter>\n"
 		 "<｜DSML｜parameter name=\"note\" string=\"true\">" CA_RAW_NOTE "</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
-		 "</｜DSML｜function_calls>", NULL},
-		{TC_FMT_FUNCTIONARY_V31, 1, "<function=get_weather>" CA_JSON "</function>", NULL},
-		{TC_FMT_FUNCTIONARY_V32, 1, "get_weather\n" CA_JSON, "<|start_header_id|>assistant<|end_header_id|>\n\n>>>"},
-		{TC_FMT_GRANITE, 1, "<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}]", NULL},
-		{TC_FMT_FIREFUNCTION, 1, " functools[{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}]", NULL},
+		 "</｜DSML｜function_calls>", NULL, NULL, NULL},
+		{TC_FMT_FUNCTIONARY_V31, 1, "<function=get_weather>" CA_JSON "</function>", NULL, NULL, NULL},
+		{TC_FMT_FUNCTIONARY_V31, 1, "<|python_tag|>\n print(\"S\xc3\xa3o Paulo\")\n\tx = '\xe2\x82\xac' \\ 2 \n<|eom_id|>",
+		 NULL, "python", "{\"code\":\"print(\\\"S\xc3\xa3o Paulo\\\")\\n\\tx = '\xe2\x82\xac' \\\\ 2\"}"},
+		{TC_FMT_FUNCTIONARY_V32, 1, "get_weather\n" CA_JSON, "<|start_header_id|>assistant<|end_header_id|>\n\n>>>", NULL, NULL},
+		{TC_FMT_GRANITE, 1, "<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}]", NULL, NULL, NULL},
+		{TC_FMT_FIREFUNCTION, 1, " functools[{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}]", NULL, NULL, NULL},
 		{TC_FMT_GLM, 1,
 		 "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>" CA_RAW_CITY "</arg_value>\n<arg_key>days"
 		 "</arg_key>\n<arg_value>3</arg_value>\n<arg_key>note</arg_key>\n<arg_value>" CA_RAW_NOTE "</arg_value>\n"
-		 "</tool_call>", NULL},
+		 "</tool_call>", NULL, NULL, NULL},
 		{TC_FMT_HY3, 1,
 		 "<tool_calls:opensource>\n<tool_call:opensource>get_weather<tool_sep:opensource>\n<arg_key:opensource>city"
 		 "</arg_key:opensource>\n<arg_value:opensource>" CA_RAW_CITY "</arg_value:opensource>\n<arg_key:opensource>days"
 		 "</arg_key:opensource>\n<arg_value:opensource>3</arg_value:opensource>\n<arg_key:opensource>note"
 		 "</arg_key:opensource>\n<arg_value:opensource>" CA_RAW_NOTE "</arg_value:opensource>\n</tool_call:opensource>\n"
-		 "</tool_calls:opensource>", NULL},
+		 "</tool_calls:opensource>", NULL, NULL, NULL},
 		{TC_FMT_KIMI_K2, 1,
 		 "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>" CA_JSON
-		 "<|tool_call_end|><|tool_calls_section_end|>", NULL},
+		 "<|tool_call_end|><|tool_calls_section_end|>", NULL, NULL, NULL},
 		{TC_FMT_HARMONY, 1,
-		 "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>" CA_JSON "<|call|>", NULL},
+		 "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>" CA_JSON "<|call|>", NULL, NULL, NULL},
 		{TC_FMT_COMMAND_R7B, 1,
 		 "<|START_ACTION|>[\n    {\"tool_call_id\": \"0\", \"tool_name\": \"get_weather\", \"parameters\": " CA_JSON
-		 "}\n]<|END_ACTION|>", NULL},
-		{TC_FMT_JSON_TAGS, 1, "<tool_calls>\n{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}\n</tool_calls>", NULL},
-		{TC_FMT_NEMOTRON_V2, 1, "<TOOLCALL>[{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}]</TOOLCALL>", NULL},
+		 "}\n]<|END_ACTION|>", NULL, NULL, NULL},
+		{TC_FMT_JSON_TAGS, 1, "<tool_calls>\n{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}\n</tool_calls>", NULL, NULL, NULL},
+		{TC_FMT_NEMOTRON_V2, 1, "<TOOLCALL>[{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}]</TOOLCALL>", NULL, NULL, NULL},
 		{TC_FMT_MINIMAX_M2, 1,
 		 "<minimax:tool_call>\n<invoke name=\"get_weather\">\n<parameter name=\"city\">" CA_RAW_CITY "</parameter>\n"
 		 "<parameter name=\"days\">3</parameter>\n<parameter name=\"note\">" CA_RAW_NOTE "</parameter>\n</invoke>\n"
-		 "</minimax:tool_call>", NULL},
+		 "</minimax:tool_call>", NULL, NULL, NULL},
 		{TC_FMT_MINICPM, 1,
 		 "<function name=\"get_weather\"><param name=\"city\">" CA_RAW_CITY "</param><param name=\"days\">3</param>"
-		 "<param name=\"note\"><![CDATA[" CA_RAW_NOTE "]]></param></function>", NULL},
+		 "<param name=\"note\"><![CDATA[" CA_RAW_NOTE "]]></param></function>", NULL, NULL, NULL},
 		{TC_FMT_LFM2, 1,
 		 "<|tool_call_start|>[get_weather(city='S\xc3\xa3o Paulo \"SP\"', days=3, note='a\\nb \xe2\x82\xac')]<|tool_call_end|>",
-		 NULL},
+		 NULL, NULL, NULL},
 		{TC_FMT_SOLAR, 1,
-		 "<|tool_call:begin|>call00003<|tool_call:name|>get_weather<|tool_call:args|>" CA_JSON "<|tool_call:end|>", NULL},
-		{TC_FMT_APERTUS, 1, "<|tools_prefix|>[{\"get_weather\": " CA_JSON "}]<|tools_suffix|>", NULL},
-		{TC_FMT_GIGACHAT, 1, "<|function_call|>{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}", NULL},
+		 "<|tool_call:begin|>call00003<|tool_call:name|>get_weather<|tool_call:args|>" CA_JSON "<|tool_call:end|>", NULL, NULL, NULL},
+		{TC_FMT_APERTUS, 1, "<|tools_prefix|>[{\"get_weather\": " CA_JSON "}]<|tools_suffix|>", NULL, NULL, NULL},
+		{TC_FMT_GIGACHAT, 1, "<|function_call|>{\"name\": \"get_weather\", \"arguments\": " CA_JSON "}", NULL, NULL, NULL},
 		{TC_FMT_GEMMA4, 1,
 		 "<|tool_call>call:get_weather{city:<|\"|>" CA_RAW_CITY "<|\"|>,days:3,note:<|\"|>" CA_RAW_NOTE "<|\"|>}<tool_call|>",
-		 NULL},
+		 NULL, NULL, NULL},
 		{TC_FMT_KIMI_K3, 1,
 		 "<|open|>tools<|sep|><|open|>call tool=\"get_weather\" index=\"1\"<|sep|><|open|>argument key=\"city\" "
 		 "type=\"string\"<|sep|>" CA_RAW_CITY "<|close|>argument<|sep|><|open|>argument key=\"days\" type=\"integer\"<|sep|>3"
 		 "<|close|>argument<|sep|><|open|>argument key=\"note\" type=\"string\"<|sep|>" CA_RAW_NOTE "<|close|>argument<|sep|>"
-		 "<|close|>call<|sep|><|close|>tools<|sep|>", NULL},
-		{TC_FMT_MINIMAX_M3, 0,
+		 "<|close|>call<|sep|><|close|>tools<|sep|>", NULL, NULL, NULL},
+		{TC_FMT_MINIMAX_M3, 1,
 		 "]<]minimax[>[<tool_call> ]<]minimax[>[<invoke name=\"get_weather\"> ]<]minimax[>[<city>" CA_RAW_CITY
 		 "]<]minimax[>[</city> ]<]minimax[>[<days>3]<]minimax[>[</days> ]<]minimax[>[<note>" CA_RAW_NOTE
-		 "]<]minimax[>[</note> ]<]minimax[>[</invoke> ]<]minimax[>[</tool_call>", NULL},
+		 "]<]minimax[>[</note> ]<]minimax[>[</invoke> ]<]minimax[>[</tool_call>", NULL, NULL, NULL},
+		/* the token inside a value: the parse drops it, the stream stops there */
+		{TC_FMT_MINIMAX_M3, 1,
+		 "]<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name=\"get_weather\">]<]minimax[>[<city>" CA_RAW_CITY
+		 "]<]minimax[>[</city>]<]minimax[>[<days>3]<]minimax[>[</days>]<]minimax[>[<note>a\nb ]<]minimax[>[\xe2\x82\xac"
+		 "]<]minimax[>[</note>]<]minimax[>[</invoke>\n]<]minimax[>[</tool_call>", NULL, NULL, NULL},
 		{TC_FMT_COMMAND_R_PLUS, 1,
-		 "Action: ```json\n[{\"tool_name\": \"get_weather\", \"parameters\": " CA_JSON "}]\n```", NULL},
+		 "Action: ```json\n[{\"tool_name\": \"get_weather\", \"parameters\": " CA_JSON "}]\n```", NULL, NULL, NULL},
 	};
 	json_t *tools = json_loads(CA_TOOLS, 0, NULL);
 	bool covered[TC_FMT_COUNT] = {0};
@@ -950,10 +958,11 @@ static void chunked_args(void)
 			CHECK(0, "%s: %s", fn, err);
 			continue;
 		}
-		CHECK(whole.n_calls == 1 && !strcmp(whole.calls[0].name, "get_weather") &&
-			      !strcmp(whole.calls[0].arguments, CA_WANT) && !*whole.content,
-		      "%s (case %zu): %d calls [%s], content [%s], want get_weather(%s)", fn, k, whole.n_calls,
-		      whole.n_calls ? whole.calls[0].arguments : "", whole.content, CA_WANT);
+		const char *wname = C[k].name ? C[k].name : "get_weather", *want = C[k].want ? C[k].want : CA_WANT;
+		CHECK(whole.n_calls == 1 && !strcmp(whole.calls[0].name, wname) && !strcmp(whole.calls[0].arguments, want) &&
+			      !*whole.content,
+		      "%s (case %zu): %d calls [%s], content [%s], want %s(%s)", fn, k, whole.n_calls,
+		      whole.n_calls ? whole.calls[0].arguments : "", whole.content, wname, want);
 		covered[C[k].f] = true;
 		if (ncorpus < 256)
 			corpus[ncorpus++] = (struct corpus_entry){C[k].f, TC_RSN_NONE, strdup(C[k].text), true};
