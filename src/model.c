@@ -283,21 +283,17 @@ int inferd_device_id(const char *device, char *out, size_t cap, char *err)
 }
 
 /* The KV cache's storage the options ask for on a device (idx < 0: the
- * CPU): DT_F16 / DT_F32 / DT_Q8_0, or -1 with err set. */
-static int kv_type_of(const struct inferd_model_opts *opts, int idx, char *err)
+ * CPU) into *type: DT_F16 / DT_F32 / DT_Q8_0; or an error naming it. */
+static int kv_type_of(const struct inferd_model_opts *opts, int idx, int *type, char *err)
 {
 	const char *k = opts && opts->kv_dtype && *opts->kv_dtype ? opts->kv_dtype : NULL;
-	int t = !k ? (idx < 0 ? DT_F16 : DT_F32)
+	*type = !k ? (idx < 0 ? DT_F16 : DT_F32)
 		   : !strcmp(k, "f32") ? DT_F32 : !strcmp(k, "f16") ? DT_F16 : !strcmp(k, "q8_0") ? DT_Q8_0 : -1;
-	if (t < 0) {
-		seterr(err, INFERD_EINVAL, "kv_dtype \"%s\": expected f16, f32 or q8_0", k);
-		return -1;
-	}
-	if (idx >= 0 && t != DT_F32) {
-		seterr(err, INFERD_EUNSUPPORTED, "kv_dtype %s: the CUDA backend keeps its KV cache in f32", k);
-		return -1;
-	}
-	return t;
+	if (*type < 0)
+		return seterr(err, INFERD_EINVAL, "kv_dtype \"%s\": expected f16, f32 or q8_0", k);
+	if (idx >= 0 && *type != DT_F32)
+		return seterr(err, INFERD_EUNSUPPORTED, "kv_dtype %s: the CUDA backend keeps its KV cache in f32", k);
+	return 0;
 }
 
 /* The backend the options ask for: "cpu" (default), "cuda" or "cuda:N". */
@@ -307,9 +303,9 @@ static int backend_open(struct inferd_model *m, const struct inferd_model_opts *
 	int idx, rc;
 	if ((rc = parse_device(dev, &idx, err)))
 		return rc;
-	int kv_type = kv_type_of(opts, idx, err);
-	if (kv_type < 0)
-		return strstr(err, "CUDA") ? INFERD_EUNSUPPORTED : INFERD_EINVAL;
+	int kv_type;
+	if ((rc = kv_type_of(opts, idx, &kv_type, err)))
+		return rc;
 	if (idx < 0) {
 		int nth = opts && opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
 		snprintf(m->device, sizeof m->device, "cpu");
@@ -389,9 +385,9 @@ int inferd_model_estimate(const char *path, const struct inferd_model_opts *opts
 	int kv_tokens = opts && opts->kv_tokens > 0 ? opts->kv_tokens : 8192, idx = -1;
 	if (opts && opts->device && *opts->device && (rc = parse_device(opts->device, &idx, err)))
 		return rc;
-	int kv_type = kv_type_of(opts, idx, err);
-	if (kv_type < 0)
-		return INFERD_EINVAL;
+	int kv_type;
+	if ((rc = kv_type_of(opts, idx, &kv_type, err)))
+		return rc;
 	/* bytes per 32 values: f32 128, f16 64, q8_0 34 */
 	uint64_t per32 = kv_type == DT_F32 ? 128 : kv_type == DT_F16 ? 64 : 34;
 	*kv_bytes = 2ull * (uint64_t)c.n_layer * (uint64_t)kv_tokens * (uint64_t)c.n_head_kv * (uint64_t)c.head_dim *

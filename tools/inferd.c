@@ -246,15 +246,10 @@ static int parse_ids(const char *cmd, const char *s, int32_t **ids, int *n)
 	return 0;
 }
 
-static const char *kv_dtype; /* --kv-dtype of run and logits */
-
-static int open_model_on(const char *path, int threads, const char *device, int exact, inferd_model_t **m)
+static int open_model_on(const char *path, const struct inferd_model_opts *o, inferd_model_t **m)
 {
 	char err[INFERD_ERR_LEN];
-	/* exact: bit 0 the GPU's products, bit 1 the CPU's */
-	struct inferd_model_opts o = {.n_threads = threads, .device = device, .gpu_exact = exact & 1,
-				      .cpu_exact = (exact >> 1) & 1, .kv_dtype = kv_dtype};
-	if (inferd_model_open(path, &o, m, err) != 0) {
+	if (inferd_model_open(path, o, m, err) != 0) {
 		fprintf(stderr, "inferd: %s\n", err);
 		return 1;
 	}
@@ -263,17 +258,26 @@ static int open_model_on(const char *path, int threads, const char *device, int 
 
 static int open_model(const char *path, int threads, inferd_model_t **m)
 {
-	return open_model_on(path, threads, NULL, 0, m);
+	struct inferd_model_opts o = {.n_threads = threads};
+	return open_model_on(path, &o, m);
 }
 
 /* options common to run and logits */
 struct common {
 	const char *model, *ids_s, *out, *device;
-	int gpu_exact; /* bit 0 --gpu-exact, bit 1 --cpu-exact */
+	int gpu_exact, cpu_exact;
+	const char *kv_dtype;
 	long n_predict, threads, top_k, seed;
 	double temp, top_p;
 	int ignore_eos;
 };
+
+static int open_common(const struct common *c, inferd_model_t **m)
+{
+	struct inferd_model_opts o = {.n_threads = (int)c->threads, .device = c->device, .gpu_exact = c->gpu_exact,
+				      .cpu_exact = c->cpu_exact, .kv_dtype = c->kv_dtype};
+	return open_model_on(c->model, &o, m);
+}
 
 static int parse_common(struct args *a, struct common *c, const char *help, int allow_run, int allow_out)
 {
@@ -293,11 +297,11 @@ static int parse_common(struct args *a, struct common *c, const char *help, int 
 		else if ((r = opt(a, "--device", NULL, &v)))
 			c->device = v;
 		else if (!strcmp(arg, "--gpu-exact"))
-			r = 1, c->gpu_exact |= 1;
+			r = 1, c->gpu_exact = 1;
 		else if (!strcmp(arg, "--cpu-exact"))
-			r = 1, c->gpu_exact |= 2;
+			r = 1, c->cpu_exact = 1;
 		else if ((r = opt(a, "--kv-dtype", NULL, &v)))
-			kv_dtype = v;
+			c->kv_dtype = v;
 		else if (allow_out && (r = opt(a, "-o", "--output", &v)))
 			c->out = v;
 		else if (allow_run && (r = opt(a, "-n", "--n-predict", &v)))
@@ -340,7 +344,7 @@ static int cmd_logits(struct args *a)
 	float *lg = NULL;
 	char err[INFERD_ERR_LEN];
 	FILE *f = NULL;
-	if ((rc = open_model_on(c.model, (int)c.threads, c.device, c.gpu_exact, &m)))
+	if ((rc = open_common(&c, &m)))
 		goto out;
 	struct inferd_model_info info;
 	inferd_model_get_info(m, &info);
@@ -386,7 +390,7 @@ static int cmd_run(struct args *a)
 	float *lg = NULL;
 	void *scratch = NULL;
 	char err[INFERD_ERR_LEN];
-	if ((rc = open_model_on(c.model, (int)c.threads, c.device, c.gpu_exact, &m)))
+	if ((rc = open_common(&c, &m)))
 		goto out;
 	struct inferd_model_info info;
 	inferd_model_get_info(m, &info);

@@ -54,7 +54,7 @@ struct cpu_backend {
 	int nth;
 	float **row;         /* [nth][max_cols] dequantized weight rows */
 	int64_t max_cols;
-	float **scores;      /* [nth] attention tile: K, V as float32, scores */
+	float **attn;        /* [nth] attention tile: K, V as float32, scores */
 	int *blk;            /* [n_tokens + 1] the step's attention blocks */
 	int kv_type;         /* DT_F32, DT_F16 or DT_Q8_0 */
 	float *rope_cs;      /* [n][half][2] cos, sin of the prepared positions */
@@ -504,7 +504,7 @@ static void cpu_attention(struct backend *be, float *out, const float *q, const 
 		if (t == b->n_tokens || b->seq[t] != b->seq[t - 1] || b->pos[t] != b->pos[t - 1] + 1 ||
 		    t - cb->blk[nb] == ATTN_QB)
 			cb->blk[++nb] = t;
-	struct attn_job j = {out, q, b, layer, cb->scores, &be->m->c, cb->dot, cb->blk, nb, cb->vec};
+	struct attn_job j = {out, q, b, layer, cb->attn, &be->m->c, cb->dot, cb->blk, nb, cb->vec};
 	pool_run(cb->pool, attn_fn, &j);
 }
 
@@ -587,11 +587,11 @@ static void cpu_free(struct backend *be)
 	for (int i = 0; i < cb->nth; i++) {
 		if (cb->row)
 			free(cb->row[i]);
-		if (cb->scores)
-			free(cb->scores[i]);
+		if (cb->attn)
+			free(cb->attn[i]);
 	}
 	free(cb->row);
-	free(cb->scores);
+	free(cb->attn);
 	free(cb->rope_cs);
 	free(cb->blk);
 	free(cb->xq);
@@ -650,29 +650,34 @@ static void drop_pages(const void *p, uint64_t n)
 		madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+static int repack_one(struct cpu_backend *cb, const struct inferd_model *m, const struct tensor *t)
+{
+	size_t gb = t && !dtype_is_mlx(t->type) ? qmm_x8_bytes(t->type, t->ne[0]) : 0;
+	if (!gb || t->ne[1] % 8 || !in_file(m, t))
+		return 0;
+	uint8_t *dst = NULL;
+	if (posix_memalign((void **)&dst, 64, gb * (size_t)(t->ne[1] / 8)) != 0)
+		return -1;
+	struct pack_job j = {t, dst, gb};
+	pool_run(cb->pool, pack_fn, &j);
+	cb->x8[cb->n_x8++] = (struct x8w){t, dst, gb, qmm_x8_get(t->type)};
+	drop_pages(t->data, t->nbytes);
+	return 0;
+}
+
 static int repack(struct cpu_backend *cb, const struct inferd_model *m)
 {
-	int cap = 7 * m->c.n_layer + 1;
-	cb->x8 = calloc((size_t)cap, sizeof *cb->x8);
+	cb->x8 = calloc((size_t)(7 * m->c.n_layer + 1), sizeof *cb->x8);
 	if (!cb->x8)
 		return -1;
-	for (int i = 0; i < cap; i++) {
-		const struct layer_weights *l = i < 7 * m->c.n_layer ? &m->layers[i / 7] : NULL;
-		const struct tensor *cand[7] = {l ? l->wq : NULL, l ? l->wk : NULL, l ? l->wv : NULL, l ? l->wo : NULL,
-						l ? l->w_gate : NULL, l ? l->w_up : NULL, l ? l->w_down : NULL};
-		const struct tensor *t = l ? cand[i % 7] : m->output;
-		size_t gb = t && !dtype_is_mlx(t->type) ? qmm_x8_bytes(t->type, t->ne[0]) : 0;
-		if (!gb || t->ne[1] % 8 || !in_file(m, t))
-			continue;
-		uint8_t *dst = NULL;
-		if (posix_memalign((void **)&dst, 64, gb * (size_t)(t->ne[1] / 8)) != 0)
-			return -1;
-		struct pack_job j = {t, dst, gb};
-		pool_run(cb->pool, pack_fn, &j);
-		cb->x8[cb->n_x8++] = (struct x8w){t, dst, gb, qmm_x8_get(t->type)};
-		drop_pages(t->data, t->nbytes);
+	for (int i = 0; i < m->c.n_layer; i++) {
+		const struct layer_weights *l = &m->layers[i];
+		const struct tensor *ts[7] = {l->wq, l->wk, l->wv, l->wo, l->w_gate, l->w_up, l->w_down};
+		for (int k = 0; k < 7; k++)
+			if (repack_one(cb, m, ts[k]))
+				return -1;
 	}
-	return 0;
+	return repack_one(cb, m, m->output);
 }
 
 static const struct backend_ops cpu_ops = {
@@ -731,13 +736,13 @@ int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, int 
 		mc = (int64_t)c->n_head * c->head_dim;
 	cb->max_cols = mc;
 	cb->row = calloc((size_t)cb->nth, sizeof(float *));
-	cb->scores = calloc((size_t)cb->nth, sizeof(float *));
-	if (!cb->row || !cb->scores)
+	cb->attn = calloc((size_t)cb->nth, sizeof(float *));
+	if (!cb->row || !cb->attn)
 		goto oom;
 	int group = c->n_head / c->n_head_kv;
 	size_t attn = (size_t)(2 * ATTN_TILE * c->head_dim + ATTN_TILE + 2 * ATTN_QB * group);
 	for (int i = 0; i < cb->nth; i++)
-		if (!(cb->row[i] = malloc((size_t)mc * sizeof(float))) || !(cb->scores[i] = malloc(attn * sizeof(float))))
+		if (!(cb->row[i] = malloc((size_t)mc * sizeof(float))) || !(cb->attn[i] = malloc(attn * sizeof(float))))
 			goto oom;
 	if (!exact && repack(cb, m) != 0)
 		goto oom;

@@ -4,7 +4,9 @@
  * fixed order. The portable version is plain C; on x86-64 CPUs with
  * AVX2/FMA the same order runs with intrinsics (chosen once by cpuid), and
  * dot4 reads a weight row once for up to four tokens, bitwise equal to
- * four separate dots.
+ * four separate dots. Attention's vector helpers (ops_vec: exp of shifted
+ * scores with their sum, axpy) come in the same two versions; the AVX2 exp
+ * is a polynomial within 2e-7 of expf.
  */
 #include "ops.h"
 

@@ -88,15 +88,14 @@ static float quant_block_ref(const float *x, int n, int8_t *q)
 	return d;
 }
 
-static float quant_block(const float *x, int n, int8_t *q)
-{
 #if defined(__x86_64__) && defined(__GNUC__)
-	if (cpu_isa() == QMM_AVX2 || cpu_isa() == QMM_AVX512)
-		return quant_block_avx2(x, n, q);
-#endif
-	return quant_block_ref(x, n, q);
+/* AVX2 and F16C here (the AVX-512 set has them too) */
+static int x86_avx2(void)
+{
+	enum qmm_isa isa = cpu_isa();
+	return isa == QMM_AVX2 || isa == QMM_AVX512;
 }
-
+#endif
 
 static void quantize_with(float (*qb)(const float *, int, int8_t *), int wtype, const float *x, int64_t cols,
 			  void *xq)
@@ -130,7 +129,13 @@ static void quantize_with(float (*qb)(const float *, int, int8_t *), int wtype, 
 
 void qmm_quantize(int wtype, const float *x, int64_t cols, void *xq)
 {
-	quantize_with(quant_block, wtype, x, cols, xq);
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (x86_avx2()) {
+		quantize_with(quant_block_avx2, wtype, x, cols, xq);
+		return;
+	}
+#endif
+	quantize_with(quant_block_ref, wtype, x, cols, xq);
 }
 
 void qmm_quantize_ref(int wtype, const float *x, int64_t cols, void *xq)
@@ -410,7 +415,7 @@ qmm_fn qmm_x8_get(int wtype)
 	return NULL;
 }
 
-/* what this CPU runs, lowered by INFERD_CPU_ISA=scalar|avx2|neon if set */
+/* what this CPU runs (qmm_isa_best lowers it by INFERD_CPU_ISA) */
 static enum qmm_isa cpu_isa(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -453,7 +458,7 @@ __attribute__((target("avx2,f16c"))) static void f2h_f16c(const float *s, uint16
 void qmm_f16_to_f32(const void *src, float *dst, int64_t n)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-	if (cpu_isa() == QMM_AVX2 || cpu_isa() == QMM_AVX512) {
+	if (x86_avx2()) {
 		h2f_f16c(src, dst, n);
 		return;
 	}
@@ -464,7 +469,7 @@ void qmm_f16_to_f32(const void *src, float *dst, int64_t n)
 void qmm_f32_to_f16(const float *src, void *dst, int64_t n)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-	if (cpu_isa() == QMM_AVX2 || cpu_isa() == QMM_AVX512) {
+	if (x86_avx2()) {
 		f2h_f16c(src, dst, n);
 		return;
 	}
