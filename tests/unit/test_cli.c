@@ -22,20 +22,22 @@ static void help_texts(void)
 {
 	static const struct { const char *cmd; const char *flags[24]; } h[] = {
 		{"run", {"--model", "--ids", "--n-predict", "--temp", "--top-k", "--top-p", "--seed", "--ignore-eos", "--threads",
-			 "--device", "--gpu-exact"}},
-		{"logits", {"--model", "--ids", "--output", "--threads"}},
+			 "--device", "--gpu-exact", "--cpu-exact", "--kv-dtype"}},
+		{"logits", {"--model", "--ids", "--output", "--threads", "--cpu-exact", "--kv-dtype"}},
 		{"convert", {"--type", "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"}},
 		{"gen-model", {"--output", "--shape", "--tokenizer", "--arch", "--layers", "--hidden", "--ffn", "--heads",
 			       "--kv-heads", "--head-dim", "--vocab", "--ctx", "--rope-theta", "--tied", "--type", "--seed"}},
 		{"info", {"-m"}},
 		{"batch", {"--model", "--requests", "--concurrency", "--threads", "--kv-tokens"}},
-		{"bench", {"-m", "-p", "-n", "-t", "-r", "--device", "--json", "pp_tok_s", "peak_rss_bytes"}},
+		{"bench", {"-m", "-p", "-n", "-t", "-r", "-b", "--device", "--kv-dtype", "--cpu-exact", "--json", "pp_tok_s",
+			   "peak_rss_bytes", "kv_cache_bytes"}},
 		{"tokenize", {"--model", "--text", "--file", "--no-special"}},
 		{"detokenize", {"--model", "--ids", "--skip-special"}},
 		{"template", {"--model", "--template", "--messages", "--tools", "--add-generation-prompt", "--var"}},
 		{"serve", {"--model", "--host", "--port", "--parallel", "--queue", "--timeout", "--kv-tokens", "--api-key",
 			   "--no-supervise", "--hang-timeout", "--drain-timeout", "--reload", "--runtime-dir",
-			   "--allow-shared-cpu", "SIGTERM", "SIGHUP", "--device", "--gpu-memory", "--gpu-exact"}},
+			   "--allow-shared-cpu", "SIGTERM", "SIGHUP", "--device", "--gpu-memory", "--gpu-exact", "--cpu-exact",
+			   "--kv-dtype"}},
 	};
 	char out[8192];
 	const char *top[] = {t_bin(), "--help", NULL};
@@ -266,6 +268,10 @@ static void bench_cli(void)
 	const char *badkv[] = {t_bin(), "bench", "-m", model, "--kv-dtype", "f8", NULL};
 	rc = t_run(badkv, out, sizeof out, err, sizeof err);
 	CHECK(rc != 0 && strstr(err, "kv_dtype \"f8\": expected f16, f32 or q8_0"), "bench --kv-dtype f8: exit %d: %s", rc, err);
+	const char *badserve[] = {t_bin(), "serve", "--model", model, "--kv-dtype", "f8", NULL};
+	rc = t_run(badserve, out, sizeof out, err, sizeof err);
+	CHECK(rc == 2 && strstr(err, "--kv-dtype must be f16, f32 or q8_0, got \"f8\""), "serve --kv-dtype f8: exit %d: %s",
+	      rc, err);
 	const char *none[] = {t_bin(), "bench", "-p", "8", NULL};
 	rc = t_run(none, out, sizeof out, err, sizeof err);
 	CHECK(rc == 2 && strstr(err, "missing -m MODEL"), "bench without a model: exit %d: %s", rc, err);
