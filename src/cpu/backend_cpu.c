@@ -65,6 +65,8 @@ struct cpu_backend {
 	ops_mlx_dot4_fn mlx_dot4; /* fused decode + dot4, or NULL */
 	qmm_fn qmm[DT_COUNT];     /* row kernel per weight type (qmm.h), or NULL */
 	struct x8w *x8;           /* weights repacked 8 rows at a time (qmm_x8) */
+	uint8_t *arena;           /* their bytes: one mapping in 2 MiB pages where the kernel gives them */
+	size_t arena_bytes, arena_used;
 	int n_x8;
 	uint8_t *xq;              /* the step's activations, quantized for qmm */
 	size_t xq_cap;
@@ -205,14 +207,15 @@ static void cpu_rmsnorm(struct backend *be, float *out, const float *x, const st
 
 /* ---- matmul ----
  * Types with a qmm kernel: the activations are quantized once per product
- * (rows split over the threads, then a second pool run), and each thread
- * takes a range of weight rows through tiles of 64 tokens (a tile's
- * activations stay in cache while the rows stream), four tokens per call.
+ * (rows split over the threads, then a second pool run), and the threads
+ * take chunks of weight rows (pool_chunk) through tiles of 64 tokens (a
+ * tile's activations stay in cache while the rows stream), four tokens per
+ * call (interleaved rows: eight, F16/BF16 four).
  * Other types (F32, MLX, and every type with cpu_exact): one float32 row
  * at a time against dot4. */
 struct mm_job { float *out; const struct tensor *w, *bias; const float *x; int n; float **tmp; ops_dot4_fn dot4;
 		ops_mlx_fn mlx; ops_mlx_dot4_fn mlx_dot4; qmm_fn q; const uint8_t *xq; size_t xs;
-		const struct x8w *x8; };
+		const struct x8w *x8; atomic_int_fast64_t next; };
 
 static float row_bias(const struct tensor *bias, int64_t r, int64_t rows)
 {
@@ -226,43 +229,47 @@ static void mm_q(struct mm_job *j, int ith, int nth)
 {
 	int64_t cols = j->w->ne[0], rows = j->w->ne[1], a, b;
 	uint64_t rb = j->w->nbytes / (uint64_t)rows;
-	pool_split(rows, ith, nth, &a, &b);
-	for (int t0 = 0; t0 < j->n; t0 += 64) {
-		int t1 = j->n - t0 < 64 ? j->n : t0 + 64;
-		for (int64_t r = a; r < b; r++) {
-			const uint8_t *w = (const uint8_t *)j->w->data + (uint64_t)r * rb;
-			float bias = row_bias(j->bias, r, rows), d[4];
-			for (int t = t0; t < t1; t += 4) {
-				int k = t1 - t < 4 ? t1 - t : 4;
-				j->q(w, j->xq + (size_t)t * j->xs, j->xs, k, cols, d);
-				for (int q = 0; q < k; q++)
-					j->out[(int64_t)(t + q) * rows + r] = d[q] + bias;
+	(void)ith;
+	while (pool_chunk(&j->next, rows, nth, &a, &b))
+		for (int t0 = 0; t0 < j->n; t0 += 64) {
+			int t1 = j->n - t0 < 64 ? j->n : t0 + 64;
+			for (int64_t r = a; r < b; r++) {
+				const uint8_t *w = (const uint8_t *)j->w->data + (uint64_t)r * rb;
+				float bias = row_bias(j->bias, r, rows), d[4];
+				for (int t = t0; t < t1; t += 4) {
+					int k = t1 - t < 4 ? t1 - t : 4;
+					j->q(w, j->xq + (size_t)t * j->xs, j->xs, k, cols, d);
+					for (int q = 0; q < k; q++)
+						j->out[(int64_t)(t + q) * rows + r] = d[q] + bias;
+				}
 			}
 		}
-	}
 }
 
-/* the same over groups of 8 interleaved rows */
+/* the same over groups of 8 interleaved rows, up to 8 tokens per call
+ * (qmm_x8_max_nt): a group's bytes are read once per 8 tokens */
 static void mm_x8(struct mm_job *j, int ith, int nth)
 {
 	int64_t cols = j->w->ne[0], rows = j->w->ne[1], a, b;
-	pool_split(rows / 8, ith, nth, &a, &b);
-	for (int t0 = 0; t0 < j->n; t0 += 64) {
-		int t1 = j->n - t0 < 64 ? j->n : t0 + 64;
-		for (int64_t g = a; g < b; g++) {
-			const uint8_t *w = j->x8->data + (size_t)g * j->x8->gbytes;
-			float bias[8], d[32];
-			for (int r = 0; r < 8; r++)
-				bias[r] = row_bias(j->bias, 8 * g + r, rows);
-			for (int t = t0; t < t1; t += 4) {
-				int k = t1 - t < 4 ? t1 - t : 4;
-				j->x8->f(w, j->xq + (size_t)t * j->xs, j->xs, k, cols, d);
-				for (int q = 0; q < k; q++)
-					for (int r = 0; r < 8; r++)
-						j->out[(int64_t)(t + q) * rows + 8 * g + r] = d[8 * q + r] + bias[r];
+	int per = qmm_x8_max_nt(j->w->type);
+	(void)ith;
+	while (pool_chunk(&j->next, rows / 8, nth, &a, &b))
+		for (int t0 = 0; t0 < j->n; t0 += 64) {
+			int t1 = j->n - t0 < 64 ? j->n : t0 + 64;
+			for (int64_t g = a; g < b; g++) {
+				const uint8_t *w = j->x8->data + (size_t)g * j->x8->gbytes;
+				float bias[8], d[64];
+				for (int r = 0; r < 8; r++)
+					bias[r] = row_bias(j->bias, 8 * g + r, rows);
+				for (int t = t0; t < t1; t += per) {
+					int k = t1 - t < per ? t1 - t : per;
+					j->x8->f(w, j->xq + (size_t)t * j->xs, j->xs, k, cols, d);
+					for (int q = 0; q < k; q++)
+						for (int r = 0; r < 8; r++)
+							j->out[(int64_t)(t + q) * rows + 8 * g + r] = d[8 * q + r] + bias[r];
+				}
 			}
 		}
-	}
 }
 
 static void mm_fn(void *ctx, int ith, int nth)
@@ -321,7 +328,7 @@ static void cpu_matmul(struct backend *be, float *out, const struct tensor *w, c
 		       const float *x, int n)
 {
 	struct cpu_backend *cb = CPU(be);
-	struct mm_job j = {out, w, bias, x, n, cb->row, cb->dot4, cb->mlx, cb->mlx_dot4, NULL, NULL, 0, NULL};
+	struct mm_job j = {out, w, bias, x, n, cb->row, cb->dot4, cb->mlx, cb->mlx_dot4, NULL, NULL, 0, NULL, 0};
 	qmm_fn q = w->type < DT_COUNT ? cb->qmm[w->type] : NULL;
 	size_t xs = q ? qmm_xbytes(w->type, w->ne[0]) : 0;
 	if (q && !xs) { /* F16/BF16: float rows */
@@ -509,17 +516,14 @@ static void cpu_attention(struct backend *be, float *out, const float *q, const 
 }
 
 /* ---- elementwise ---- */
-struct ew_job { float *out; const float *a, *b; int64_t n; };
+struct ew_job { float *out; const float *a, *b; int64_t n; void (*swiglu)(float *, const float *, const float *, int64_t); };
 
 static void swiglu_fn(void *ctx, int ith, int nth)
 {
 	struct ew_job *j = ctx;
 	int64_t a, b;
 	pool_split(j->n, ith, nth, &a, &b);
-	for (int64_t i = a; i < b; i++) {
-		float g = j->a[i];
-		j->out[i] = g / (1.0f + expf(-g)) * j->b[i];
-	}
+	j->swiglu(j->out + a, j->a + a, j->b + a, b - a);
 }
 
 static void add_fn(void *ctx, int ith, int nth)
@@ -533,13 +537,13 @@ static void add_fn(void *ctx, int ith, int nth)
 
 static void cpu_swiglu(struct backend *be, float *out, const float *gate, const float *up, int64_t n)
 {
-	struct ew_job j = {out, gate, up, n};
+	struct ew_job j = {out, gate, up, n, CPU(be)->vec.swiglu};
 	pool_run(CPU(be)->pool, swiglu_fn, &j);
 }
 
 static void cpu_add(struct backend *be, float *x, const float *y, int64_t n)
 {
-	struct ew_job j = {x, y, NULL, n};
+	struct ew_job j = {x, y, NULL, n, NULL};
 	pool_run(CPU(be)->pool, add_fn, &j);
 }
 
@@ -595,8 +599,8 @@ static void cpu_free(struct backend *be)
 	free(cb->rope_cs);
 	free(cb->blk);
 	free(cb->xq);
-	for (int i = 0; i < cb->n_x8; i++)
-		free(cb->x8[i].data);
+	if (cb->arena)
+		munmap(cb->arena, cb->arena_bytes);
 	free(cb->x8);
 	free(cb);
 }
@@ -650,34 +654,67 @@ static void drop_pages(const void *p, uint64_t n)
 		madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-static int repack_one(struct cpu_backend *cb, const struct inferd_model *m, const struct tensor *t)
+/* the bytes tensor t takes repacked, 0 when it stays as it is */
+static size_t repacked_bytes(const struct inferd_model *m, const struct tensor *t)
 {
 	size_t gb = t && !dtype_is_mlx(t->type) ? qmm_x8_bytes(t->type, t->ne[0]) : 0;
 	if (!gb || t->ne[1] % 8 || !in_file(m, t))
 		return 0;
-	uint8_t *dst = NULL;
-	if (posix_memalign((void **)&dst, 64, gb * (size_t)(t->ne[1] / 8)) != 0)
-		return -1;
-	struct pack_job j = {t, dst, gb};
-	pool_run(cb->pool, pack_fn, &j);
-	cb->x8[cb->n_x8++] = (struct x8w){t, dst, gb, qmm_x8_get(t->type)};
-	drop_pages(t->data, t->nbytes);
-	return 0;
+	return (gb * (size_t)(t->ne[1] / 8) + 63) & ~(size_t)63;
 }
 
+static void repack_one(struct cpu_backend *cb, const struct inferd_model *m, const struct tensor *t)
+{
+	size_t n = repacked_bytes(m, t);
+	if (!n)
+		return;
+	struct pack_job j = {t, cb->arena + cb->arena_used, qmm_x8_bytes(t->type, t->ne[0])};
+	cb->arena_used += n;
+	pool_run(cb->pool, pack_fn, &j);
+	cb->x8[cb->n_x8++] = (struct x8w){t, j.dst, j.gbytes, qmm_x8_get(t->type)};
+	drop_pages(t->data, t->nbytes);
+}
+
+/* Every repacked weight lies in one anonymous mapping aligned to 2 MiB and
+ * marked MADV_HUGEPAGE: decoding streams all of it once per token, and
+ * with 4 KiB pages every 4 KiB read costs a TLB miss (two-level page walks
+ * under a hypervisor); huge pages took the read probe from 27 to 29 GB/s
+ * on one thread here. Where the kernel gives no huge pages it is plain
+ * memory. */
 static int repack(struct cpu_backend *cb, const struct inferd_model *m)
 {
 	cb->x8 = calloc((size_t)(7 * m->c.n_layer + 1), sizeof *cb->x8);
 	if (!cb->x8)
 		return -1;
+	size_t total = repacked_bytes(m, m->output), huge = (size_t)2 << 20;
 	for (int i = 0; i < m->c.n_layer; i++) {
 		const struct layer_weights *l = &m->layers[i];
 		const struct tensor *ts[7] = {l->wq, l->wk, l->wv, l->wo, l->w_gate, l->w_up, l->w_down};
 		for (int k = 0; k < 7; k++)
-			if (repack_one(cb, m, ts[k]))
-				return -1;
+			total += repacked_bytes(m, ts[k]);
 	}
-	return repack_one(cb, m, m->output);
+	if (!total)
+		return 0;
+	cb->arena_bytes = (total + huge - 1) & ~(huge - 1);
+	uint8_t *p = mmap(NULL, cb->arena_bytes + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	uint8_t *a = (uint8_t *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
+	if (a > p) /* keep exactly the aligned span mapped */
+		munmap(p, (size_t)(a - p));
+	munmap(a + cb->arena_bytes, huge - (size_t)(a - p));
+	cb->arena = a;
+#ifdef MADV_HUGEPAGE
+	madvise(a, cb->arena_bytes, MADV_HUGEPAGE);
+#endif
+	for (int i = 0; i < m->c.n_layer; i++) {
+		const struct layer_weights *l = &m->layers[i];
+		const struct tensor *ts[7] = {l->wq, l->wk, l->wv, l->wo, l->w_gate, l->w_up, l->w_down};
+		for (int k = 0; k < 7; k++)
+			repack_one(cb, m, ts[k]);
+	}
+	repack_one(cb, m, m->output);
+	return 0;
 }
 
 static const struct backend_ops cpu_ops = {

@@ -11,6 +11,7 @@
 #include "ops.h"
 
 #include <math.h>
+#include <string.h>
 
 /* The same 8-lane order in every variant; the AVX2/FMA one is chosen once
  * per process by ops_dot_best() (cpuid), so a sequence always sees one. */
@@ -59,29 +60,34 @@ __attribute__((target("avx2,fma"))) static void dot4_avx2(const float *w, const 
 	}
 }
 
-/* exp of x - m (x <= m) for n values, in place, and their sum: range
- * reduction by powers of two, then exp(r) on |r| <= ln2/2 by its Taylor
- * polynomial of degree 6 (relative error about 2e-7), lanes summed in a
- * fixed order; below -87.3 the result is 0 */
+/* exp(v) for v <= 0: range reduction by powers of two, then exp(r) on
+ * |r| <= ln2/2 by its Taylor polynomial of degree 6 (relative error about
+ * 2e-7); below -87.3 the result is 0 */
+__attribute__((target("avx2,fma"))) static inline __m256 exp_neg_avx2(__m256 v)
+{
+	const __m256 l2e = _mm256_set1_ps(1.44269504f), ln2hi = _mm256_set1_ps(0.693359375f),
+		     ln2lo = _mm256_set1_ps(-2.12194440e-4f), lo = _mm256_set1_ps(-87.3f);
+	const float c[7] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+	__m256 keep = _mm256_cmp_ps(v, lo, _CMP_GE_OQ);
+	v = _mm256_max_ps(v, lo);
+	__m256 k = _mm256_round_ps(_mm256_mul_ps(v, l2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m256 r = _mm256_fnmadd_ps(k, ln2lo, _mm256_fnmadd_ps(k, ln2hi, v));
+	__m256 p = _mm256_set1_ps(c[0]);
+	for (int j = 1; j < 7; j++)
+		p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c[j]));
+	__m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+	return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+}
+
+/* exp of x - m (x <= m) for n values, in place, and their sum, lanes
+ * summed in a fixed order */
 __attribute__((target("avx2,fma"))) static float exp_shift_avx2(float *x, int n, float m)
 {
-	const __m256 vm = _mm256_set1_ps(m), l2e = _mm256_set1_ps(1.44269504f), ln2hi = _mm256_set1_ps(0.693359375f),
-		     ln2lo = _mm256_set1_ps(-2.12194440e-4f), lo = _mm256_set1_ps(-87.3f);
-	const __m256 c[7] = {_mm256_set1_ps(1.0f / 720), _mm256_set1_ps(1.0f / 120), _mm256_set1_ps(1.0f / 24),
-			     _mm256_set1_ps(1.0f / 6), _mm256_set1_ps(0.5f), _mm256_set1_ps(1.0f), _mm256_set1_ps(1.0f)};
+	const __m256 vm = _mm256_set1_ps(m);
 	__m256 acc = _mm256_setzero_ps();
 	int i = 0;
 	for (; i + 8 <= n; i += 8) {
-		__m256 v = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
-		__m256 keep = _mm256_cmp_ps(v, lo, _CMP_GE_OQ);
-		v = _mm256_max_ps(v, lo);
-		__m256 k = _mm256_round_ps(_mm256_mul_ps(v, l2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-		__m256 r = _mm256_fnmadd_ps(k, ln2lo, _mm256_fnmadd_ps(k, ln2hi, v));
-		__m256 p = c[0];
-		for (int j = 1; j < 7; j++)
-			p = _mm256_fmadd_ps(p, r, c[j]);
-		__m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-		__m256 y = _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+		__m256 y = exp_neg_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
 		_mm256_storeu_ps(x + i, y);
 		acc = _mm256_add_ps(acc, y);
 	}
@@ -92,6 +98,40 @@ __attribute__((target("avx2,fma"))) static float exp_shift_avx2(float *x, int n,
 		l[k] += x[i];
 	}
 	return ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+}
+
+/* out = silu(g) * u: with e = exp(-|g|), sigmoid(g) is 1 / (1 + e) for
+ * g >= 0 and e / (1 + e) below, so the exponent never overflows; a value's
+ * result does not depend on its position (the tail takes the same path) */
+__attribute__((target("avx2,fma"))) static void swiglu_avx2(float *out, const float *g, const float *u, int64_t n)
+{
+	const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+	int64_t i = 0;
+	for (;; i += 8) {
+		__m256 gv, uv;
+		float tg[8] = {0}, tu[8] = {0};
+		if (i + 8 <= n) {
+			gv = _mm256_loadu_ps(g + i);
+			uv = _mm256_loadu_ps(u + i);
+		} else if (i < n) {
+			memcpy(tg, g + i, (size_t)(n - i) * sizeof(float));
+			memcpy(tu, u + i, (size_t)(n - i) * sizeof(float));
+			gv = _mm256_loadu_ps(tg);
+			uv = _mm256_loadu_ps(tu);
+		} else {
+			break;
+		}
+		__m256 e = exp_neg_avx2(_mm256_or_ps(gv, sign)); /* exp(-|g|) */
+		__m256 num = _mm256_blendv_ps(one, e, gv);     /* sign bit set: g < 0 */
+		__m256 y = _mm256_mul_ps(_mm256_mul_ps(gv, _mm256_div_ps(num, _mm256_add_ps(one, e))), uv);
+		if (i + 8 <= n) {
+			_mm256_storeu_ps(out + i, y);
+		} else {
+			_mm256_storeu_ps(tg, y);
+			memcpy(out + i, tg, (size_t)(n - i) * sizeof(float));
+			break;
+		}
+	}
 }
 
 /* y += a * x */
@@ -122,14 +162,20 @@ static void axpy_portable(float *y, float a, const float *x, int n)
 		y[i] += a * x[i];
 }
 
+static void swiglu_portable(float *out, const float *g, const float *u, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 struct ops_vec ops_vec_best(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
 	__builtin_cpu_init();
 	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-		return (struct ops_vec){exp_shift_avx2, axpy_avx2};
+		return (struct ops_vec){exp_shift_avx2, axpy_avx2, swiglu_avx2};
 #endif
-	return (struct ops_vec){exp_shift_portable, axpy_portable};
+	return (struct ops_vec){exp_shift_portable, axpy_portable, swiglu_portable};
 }
 
 static void dot4_portable(const float *w, const float *x, int64_t xs, int n, int64_t cols, float *out)

@@ -19,10 +19,12 @@ typedef void (*ops_dot4_fn)(const float *w, const float *x, int64_t xs, int n, i
 ops_dot4_fn ops_dot4_best(void);
 /* Attention's vector helpers, chosen once for this CPU: exp_shift sets
  * x[i] = exp(x[i] - m) (x[i] <= m) and returns their sum (lanes in a fixed
- * order); axpy adds a * x to y. */
+ * order); axpy adds a * x to y; swiglu sets out = silu(g) * u
+ * (out may be g or u). */
 struct ops_vec {
 	float (*exp_shift)(float *x, int n, float m);
 	void (*axpy)(float *y, float a, const float *x, int n);
+	void (*swiglu)(float *out, const float *g, const float *u, int64_t n);
 };
 struct ops_vec ops_vec_best(void);
 /* out = x / sqrt(mean(x^2) + eps) * w (w may be NULL); out may equal x */

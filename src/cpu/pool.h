@@ -7,11 +7,13 @@
  * have finished (one barrier per call). Runs of different models take
  * turns op by op, so several busy executors never put more threads on the
  * CPUs than the pool has. Idle workers spin briefly for the next op, then
- * sleep. Kernels split their rows by (ith, nth).
+ * sleep. Kernels split their rows by (ith, nth), or take chunks from a
+ * shared counter (pool_chunk) where threads may run at different speeds.
  */
 #ifndef INFERD_POOL_H
 #define INFERD_POOL_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 typedef void (*pool_fn)(void *ctx, int ith, int nth);
@@ -28,6 +30,23 @@ static inline void pool_split(int64_t n, int ith, int nth, int64_t *a, int64_t *
 	int64_t per = (n + nth - 1) / nth;
 	*a = per * ith < n ? per * ith : n;
 	*b = *a + per < n ? *a + per : n;
+}
+
+/* The next chunk [*a, *b) of n items, taken from *next (0 at the start of
+ * the run, shared by its threads): about 8 chunks per thread, so a thread
+ * slowed by the machine (another process, a hypervisor) leaves its share to
+ * the others instead of holding up the barrier; 0 when none is left. */
+static inline int pool_chunk(atomic_int_fast64_t *next, int64_t n, int nth, int64_t *a, int64_t *b)
+{
+	int64_t per = n / ((int64_t)nth * 8);
+	if (per < 1)
+		per = 1;
+	int64_t c = atomic_fetch_add_explicit(next, 1, memory_order_relaxed) * per;
+	if (c >= n)
+		return 0;
+	*a = c;
+	*b = c + per < n ? c + per : n;
+	return 1;
 }
 
 #endif

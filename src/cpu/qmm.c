@@ -415,6 +415,11 @@ qmm_fn qmm_x8_get(int wtype)
 	return NULL;
 }
 
+int qmm_x8_max_nt(int wtype)
+{
+	return wtype == DT_F16 || wtype == DT_BF16 ? 4 : 8;
+}
+
 /* what this CPU runs (qmm_isa_best lowers it by INFERD_CPU_ISA) */
 static enum qmm_isa cpu_isa(void)
 {

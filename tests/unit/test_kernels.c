@@ -23,6 +23,7 @@
 #include "dtype.h"
 #include "cpu/ops.h"
 #include "cpu/qmm.h"
+#include "sample.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -155,7 +156,7 @@ static void one_shape(const struct tinfo *ti, int64_t cols, int *worst_set, doub
 }
 
 /* the row-interleaved kernels: 8 rows at once, against the reference row
- * by row; each token's results bitwise the same for 1..4 tokens */
+ * by row; each token's results bitwise the same for 1..qmm_x8_max_nt tokens */
 static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 {
 	size_t gb = qmm_x8_bytes(ti->type, cols);
@@ -168,7 +169,8 @@ static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 	int fl = !xs; /* F16/BF16: float activations */
 	if (fl)
 		xs = (size_t)cols * sizeof(float);
-	uint8_t *w = malloc(8 * rb), *w8 = malloc(gb), *xq = malloc(4 * xs);
+	int mt = qmm_x8_max_nt(ti->type);
+	uint8_t *w = malloc(8 * rb), *w8 = malloc(gb), *xq = malloc((size_t)mt * xs);
 	float *src = malloc((size_t)cols * sizeof(float)), *wf = malloc((size_t)cols * sizeof(float));
 	float *xd = malloc((size_t)cols * sizeof(float));
 	for (int r = 0; r < 8; r++) {
@@ -179,7 +181,7 @@ static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 			for (int k = ti->lo; k < ti->hi; k++)
 				w[r * rb + (size_t)b * (size_t)di->block_bytes + (size_t)k] = (uint8_t)rnd();
 	}
-	for (int t = 0; t < 4; t++) {
+	for (int t = 0; t < mt; t++) {
 		for (int64_t k = 0; k < cols; k++)
 			src[k] = frnd() * (k % 61 == 0 ? 5.0f : 1.0f);
 		if (fl)
@@ -195,12 +197,12 @@ static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 		      di->name, (long long)cols, r);
 	}
 	free(back);
-	float alone[4][8], multi[32];
-	for (int t = 0; t < 4; t++)
+	float alone[8][8], multi[64];
+	for (int t = 0; t < mt; t++)
 		f(w8, xq + t * xs, xs, 1, cols, alone[t]);
 	for (int r = 0; r < 8; r++) {
 		dtype_to_f32(ti->type, w + r * rb, wf, cols);
-		for (int t = 0; t < 4; t++) {
+		for (int t = 0; t < mt; t++) {
 			float rv;
 			ref(w + r * rb, xq + t * xs, xs, 1, cols, &rv);
 			if (fl)
@@ -217,8 +219,8 @@ static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 			      (long long)cols, r, t, alone[t][r], rv, e);
 		}
 	}
-	for (int nt = 2; nt <= 4; nt++) {
-		int off = (int)(rnd() % (unsigned)(5 - nt));
+	for (int nt = 2; nt <= mt; nt++) {
+		int off = (int)(rnd() % (unsigned)(mt + 1 - nt));
 		f(w8, xq + off * xs, xs, nt, cols, multi);
 		for (int t = 0; t < nt; t++)
 			CHECK(memcmp(multi + 8 * t, alone[off + t], 8 * sizeof(float)) == 0,
@@ -303,6 +305,64 @@ static void attn_vec(void)
 	printf("  attention exp: worst relative error %.2e of expf\n", worst);
 }
 
+/* swiglu (ops_vec): within 1e-6 of g / (1 + expf(-g)) * u over the whole
+ * range (large |g| included: no overflow, no NaN), and a value's result
+ * bitwise the same at any position (the pool splits rows anywhere) */
+static void swiglu_vec(void)
+{
+	struct ops_vec v = ops_vec_best();
+	enum { N = 301 };
+	float g[N], u[N], out[N], part[N];
+	double worst = 0;
+	for (int rep = 0; rep < 40; rep++) {
+		int n = 1 + (int)(rnd() % N);
+		for (int i = 0; i < n; i++) {
+			g[i] = frnd() * (rep % 4 == 0 ? 200.0f : 8.0f);
+			u[i] = frnd();
+		}
+		if (rep == 1 && n > 3)
+			g[0] = -0.0f, g[1] = 0.0f, g[2] = -1000.0f, g[3] = 1000.0f;
+		v.swiglu(out, g, u, n);
+		int bad = 0;
+		for (int i = 0; i < n; i++) {
+			double r = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+			double e = fabs(out[i] - r) / (fabs(r) + 1e-30);
+			if (fabs(r) < 1e-30)
+				e = fabs(out[i]) > 1e-30;
+			worst = e > worst ? e : worst;
+			bad += out[i] != out[i];
+		}
+		CHECK(bad == 0, "swiglu: %d NaN of %d", bad, n);
+		int cut = (int)(rnd() % (unsigned)n); /* the same values, split at cut */
+		v.swiglu(part, g, u, cut);
+		v.swiglu(part + cut, g + cut, u + cut, n - cut);
+		CHECK(memcmp(part, out, (size_t)n * sizeof(float)) == 0, "swiglu: split at %d of %d changes results", cut, n);
+	}
+	CHECK(worst <= 1e-6, "swiglu: worst relative error %.3e (bound 1e-6)", worst);
+	printf("  swiglu: worst relative error %.2e\n", worst);
+}
+
+/* greedy sampling's argmax: the first index of the largest value, NaNs
+ * skipped (a NaN at 0 returned), at every length and position */
+static void argmax_check(void)
+{
+	float x[100];
+	int bad = 0;
+	for (int rep = 0; rep < 400; rep++) {
+		int n = 1 + (int)(rnd() % 100);
+		for (int i = 0; i < n; i++)
+			x[i] = (float)(rnd() % 7); /* many ties */
+		if (rep % 3 == 0)
+			x[rnd() % (unsigned)n] = NAN;
+		int want = 0;
+		for (int i = 1; i < n; i++)
+			if (x[i] > x[want])
+				want = i;
+		bad += sample_argmax(x, n) != want;
+	}
+	CHECK(bad == 0, "argmax: %d of 400 rows differ from the first largest", bad);
+}
+
 int main(void)
 {
 	const char *s = getenv("INFERD_KERNEL_SEED");
@@ -317,6 +377,8 @@ int main(void)
 	printf("\n");
 	f16_rows();
 	attn_vec();
+	swiglu_vec();
+	argmax_check();
 	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
 		const struct dtype_info *di = dtype_get((uint32_t)types[i].type);
 		int bs = (int)di->block;
