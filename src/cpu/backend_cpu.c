@@ -40,12 +40,14 @@ static inline size_t kv_off(const struct cpu_kv *kv, int layer, int blk, int off
 	return (((size_t)layer * (size_t)kv->n_blocks + (size_t)blk) * (size_t)kv->bs + (size_t)off) * kv->row;
 }
 
-/* a weight repacked in groups of 8 interleaved rows (qmm.h, qmm_x8) */
+/* a weight repacked in groups of R interleaved rows (qmm.h, qmm_x8: 8, or
+ * 16 for F16/BF16) */
 struct x8w {
 	const struct tensor *t;
-	uint8_t *data; /* rows / 8 groups of gbytes */
+	uint8_t *data; /* rows / R groups of gbytes */
 	size_t gbytes;
 	qmm_fn f;
+	int R;
 };
 
 struct cpu_backend {
@@ -168,7 +170,7 @@ static void get_rows_fn(void *ctx, int ith, int nth)
 	for (int64_t i = a; i < b; i++) {
 		if (j->x8) { /* a tied head repacked: the row back in its own layout first */
 			uint8_t *tmp = (uint8_t *)j->tmp[ith];
-			qmm_x8_row(j->emb->type, j->x8->data + (size_t)(j->ids[i] / 8) * j->x8->gbytes, j->ids[i] % 8,
+			qmm_x8_row(j->emb->type, j->x8->data + (size_t)(j->ids[i] / j->x8->R) * j->x8->gbytes, j->ids[i] % j->x8->R,
 				   cols, tmp);
 			dtype_to_f32(j->emb->type, tmp, j->out + i * cols, cols);
 			continue;
@@ -246,27 +248,27 @@ static void mm_q(struct mm_job *j, int ith, int nth)
 		}
 }
 
-/* the same over groups of 8 interleaved rows, up to 8 tokens per call
- * (qmm_x8_max_nt): a group's bytes are read once per 8 tokens */
+/* the same over groups of R interleaved rows, up to qmm_x8_max_nt tokens
+ * per call (8; F16/BF16 6): a group's bytes are read once per call */
 static void mm_x8(struct mm_job *j, int ith, int nth)
 {
 	int64_t cols = j->w->ne[0], rows = j->w->ne[1], a, b;
-	int per = qmm_x8_max_nt(j->w->type);
+	int per = qmm_x8_max_nt(j->w->type), R = j->x8->R;
 	(void)ith;
-	while (pool_chunk(&j->next, rows / 8, nth, &a, &b))
+	while (pool_chunk(&j->next, rows / R, nth, &a, &b))
 		for (int t0 = 0; t0 < j->n; t0 += 64) {
 			int t1 = j->n - t0 < 64 ? j->n : t0 + 64;
 			for (int64_t g = a; g < b; g++) {
 				const uint8_t *w = j->x8->data + (size_t)g * j->x8->gbytes;
-				float bias[8], d[64];
-				for (int r = 0; r < 8; r++)
-					bias[r] = row_bias(j->bias, 8 * g + r, rows);
+				float bias[16], d[128];
+				for (int r = 0; r < R; r++)
+					bias[r] = row_bias(j->bias, R * g + r, rows);
 				for (int t = t0; t < t1; t += per) {
 					int k = t1 - t < per ? t1 - t : per;
 					j->x8->f(w, j->xq + (size_t)t * j->xs, j->xs, k, cols, d);
 					for (int q = 0; q < k; q++)
-						for (int r = 0; r < 8; r++)
-							j->out[(int64_t)(t + q) * rows + 8 * g + r] = d[8 * q + r] + bias[r];
+						for (int r = 0; r < R; r++)
+							j->out[(int64_t)(t + q) * rows + R * g + r] = d[R * q + r] + bias[r];
 				}
 			}
 		}
@@ -613,7 +615,7 @@ static void cpu_free(struct backend *be)
 /* ---- repacking ----
  * At creation, every product weight of a type with an interleaved layout
  * (qmm_x8: every quantized type, F16 and BF16 on AVX-512 VNNI CPUs) whose rows come in
- * groups of 8 and whose bytes lie in a mapped file is repacked once, and
+ * groups of 8 (F16/BF16: 16) and whose bytes lie in a mapped file is repacked once, and
  * the file's pages under it are dropped from the process (madvise; the
  * mapping stays valid and would read them back), so the resident size
  * stays that of the weights (a tied head's embedding rows are read back
@@ -630,11 +632,12 @@ static void pack_fn(void *ctx, int ith, int nth)
 	int64_t a, b;
 	uint64_t rb = j->t->nbytes / (uint64_t)j->t->ne[1];
 	const uint8_t *src = j->t->data;
-	pool_split(j->t->ne[1] / 8, ith, nth, &a, &b);
+	uint64_t R = (uint64_t)qmm_x8_rows(j->t->type);
+	pool_split(j->t->ne[1] / (int64_t)R, ith, nth, &a, &b);
 	for (int64_t g = a, done = a; g < b; g++) {
-		qmm_x8_pack(j->t->type, src + (uint64_t)g * 8 * rb, rb, j->t->ne[0], j->dst + (size_t)g * j->gbytes);
+		qmm_x8_pack(j->t->type, src + (uint64_t)g * R * rb, rb, j->t->ne[0], j->dst + (size_t)g * j->gbytes);
 		if (g + 1 - done >= 256 || g + 1 == b) {
-			drop_pages(src + (uint64_t)done * 8 * rb, (uint64_t)(g + 1 - done) * 8 * rb);
+			drop_pages(src + (uint64_t)done * R * rb, (uint64_t)(g + 1 - done) * R * rb);
 			done = g + 1;
 		}
 	}
@@ -663,9 +666,10 @@ static void drop_pages(const void *p, uint64_t n)
 static size_t repacked_bytes(const struct inferd_model *m, const struct tensor *t)
 {
 	size_t gb = t && !dtype_is_mlx(t->type) ? qmm_x8_bytes(t->type, t->ne[0]) : 0;
-	if (!gb || t->ne[1] % 8 || !in_file(m, t))
+	int R = t ? qmm_x8_rows(t->type) : 8;
+	if (!gb || t->ne[1] % R || !in_file(m, t))
 		return 0;
-	return (gb * (size_t)(t->ne[1] / 8) + 63) & ~(size_t)63;
+	return (gb * (size_t)(t->ne[1] / R) + 63) & ~(size_t)63;
 }
 
 static void repack_one(struct cpu_backend *cb, const struct inferd_model *m, const struct tensor *t)
@@ -676,7 +680,7 @@ static void repack_one(struct cpu_backend *cb, const struct inferd_model *m, con
 	struct pack_job j = {t, cb->arena + cb->arena_used, qmm_x8_bytes(t->type, t->ne[0])};
 	cb->arena_used += n;
 	pool_run(cb->pool, pack_fn, &j);
-	cb->x8[cb->n_x8++] = (struct x8w){t, j.dst, j.gbytes, qmm_x8_get(t->type)};
+	cb->x8[cb->n_x8++] = (struct x8w){t, j.dst, j.gbytes, qmm_x8_get(t->type), qmm_x8_rows(t->type)};
 	drop_pages(t->data, t->nbytes);
 }
 

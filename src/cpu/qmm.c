@@ -417,7 +417,17 @@ qmm_fn qmm_x8_get(int wtype)
 
 int qmm_x8_max_nt(int wtype)
 {
-	return wtype == DT_F16 || wtype == DT_BF16 ? 4 : 8;
+	return wtype == DT_F16 || wtype == DT_BF16 ? 6 : 8;
+}
+
+int qmm_x8_rows(int wtype)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	return x8_rows(wtype);
+#else
+	(void)wtype;
+	return 8;
+#endif
 }
 
 /* what this CPU runs (qmm_isa_best lowers it by INFERD_CPU_ISA) */

@@ -53,17 +53,20 @@ qmm_fn qmm_get(int wtype, enum qmm_isa isa);
 enum qmm_isa qmm_isa_best(void);
 
 /* Row-interleaved weights (qmm_x8.inc: every quantized type, F16 and BF16
- * on CPUs with AVX-512 VNNI; activations as for qmm_fn): bytes of one group of 8 rows (0: no such layout here),
- * the repacking of 8 consecutive rows (row_bytes apart) into it, and the
- * kernel: out[8 * t + r] = dot(row r of the group, activation row t) for
+ * on CPUs with AVX-512 VNNI; activations as for qmm_fn), in groups of
+ * R = qmm_x8_rows(wtype) rows: bytes of one group (0: no such layout here),
+ * the repacking of R consecutive rows (row_bytes apart) into it, and the
+ * kernel: out[R * t + r] = dot(row r of the group, activation row t) for
  * t < nt (1..qmm_x8_max_nt), each token's results the same whatever nt is. */
 size_t qmm_x8_bytes(int wtype, int64_t cols);
 void qmm_x8_pack(int wtype, const void *rows, size_t row_bytes, int64_t cols, void *dst);
-/* row r (0..7) of a group back in the GGUF layout: exactly its bytes */
+/* row r (0..R-1) of a group back in the GGUF layout: exactly its bytes */
 void qmm_x8_row(int wtype, const void *group, int r, int64_t cols, void *dst);
 qmm_fn qmm_x8_get(int wtype);
-/* The most tokens one call of qmm_x8_get(wtype) takes: 8 (F16/BF16: 4). */
+/* The most tokens one call of qmm_x8_get(wtype) takes: 8 (F16/BF16: 6). */
 int qmm_x8_max_nt(int wtype);
+/* R: 8 (F16/BF16: 16, a column of them fills a 512-bit vector). */
+int qmm_x8_rows(int wtype);
 const char *qmm_isa_name(enum qmm_isa isa);
 
 /* F16 <-> float32 rows, bitwise those of dtype.c (F16C where the CPU has it) */

@@ -155,7 +155,7 @@ static void one_shape(const struct tinfo *ti, int64_t cols, int *worst_set, doub
 	free(w);
 }
 
-/* the row-interleaved kernels: 8 rows at once, against the reference row
+/* the row-interleaved kernels: 8 rows (F16/BF16 16) at once, against the reference row
  * by row; each token's results bitwise the same for 1..qmm_x8_max_nt tokens */
 static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 {
@@ -169,11 +169,11 @@ static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 	int fl = !xs; /* F16/BF16: float activations */
 	if (fl)
 		xs = (size_t)cols * sizeof(float);
-	int mt = qmm_x8_max_nt(ti->type);
-	uint8_t *w = malloc(8 * rb), *w8 = malloc(gb), *xq = malloc((size_t)mt * xs);
+	int mt = qmm_x8_max_nt(ti->type), R = qmm_x8_rows(ti->type);
+	uint8_t *w = malloc((size_t)R * rb), *w8 = malloc(gb), *xq = malloc((size_t)mt * xs);
 	float *src = malloc((size_t)cols * sizeof(float)), *wf = malloc((size_t)cols * sizeof(float));
 	float *xd = malloc((size_t)cols * sizeof(float));
-	for (int r = 0; r < 8; r++) {
+	for (int r = 0; r < R; r++) {
 		for (int64_t k = 0; k < cols; k++)
 			src[k] = frnd() * (k % 89 == 0 ? 8.0f : 1.0f);
 		dtype_from_f32(ti->type, src, w + r * rb, cols);
@@ -191,16 +191,16 @@ static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 	}
 	qmm_x8_pack(ti->type, w, rb, cols, w8);
 	uint8_t *back = malloc(rb);
-	for (int r = 0; r < 8; r++) {
+	for (int r = 0; r < R; r++) {
 		qmm_x8_row(ti->type, w8, r, cols, back);
 		CHECK(memcmp(back, w + r * rb, rb) == 0, "%s x8 cols %lld: row %d unpacked differs from the original",
 		      di->name, (long long)cols, r);
 	}
 	free(back);
-	float alone[8][8], multi[64];
+	float alone[8][16], multi[128];
 	for (int t = 0; t < mt; t++)
 		f(w8, xq + t * xs, xs, 1, cols, alone[t]);
-	for (int r = 0; r < 8; r++) {
+	for (int r = 0; r < R; r++) {
 		dtype_to_f32(ti->type, w + r * rb, wf, cols);
 		for (int t = 0; t < mt; t++) {
 			float rv;
@@ -223,7 +223,7 @@ static int x8_shape(const struct tinfo *ti, int64_t cols, double *worst)
 		int off = (int)(rnd() % (unsigned)(mt + 1 - nt));
 		f(w8, xq + off * xs, xs, nt, cols, multi);
 		for (int t = 0; t < nt; t++)
-			CHECK(memcmp(multi + 8 * t, alone[off + t], 8 * sizeof(float)) == 0,
+			CHECK(memcmp(multi + R * t, alone[off + t], (size_t)R * sizeof(float)) == 0,
 			      "%s x8 cols %lld: token %d of %d differs from alone", di->name, (long long)cols, t, nt);
 	}
 	free(w);
@@ -402,7 +402,7 @@ int main(void)
 			n8 += x8_shape(&types[i], bs == 1 ? 1 + (int64_t)(rnd() % 3000) : (k < 2 ? 1 + k : 1 + (int64_t)(rnd() % 24)) * bs,
 				       &w8);
 		if (n8)
-			printf("  %-5s %2d shapes, 8 interleaved rows: worst rel %.2e\n", di->name, n8, w8);
+			printf("  %-5s %2d shapes, %d interleaved rows: worst rel %.2e\n", di->name, n8, qmm_x8_rows(types[i].type), w8);
 	}
 	return t_done("test_kernels");
 }
