@@ -18,7 +18,8 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}; BIN=${BIN:-bin}; MODELS=${MODELS:-$BUILD/bench}
 THREADS=${THREADS:-$(nproc)}; REPS=${REPS:-3}; PP=${PP:-512}; TG=${TG:-128}
 mkdir -p "$MODELS"
-# the probe's best of three runs, for the same reason
+# the probe's best of three runs, for the same reason (the tg bw% column:
+# tg's best round against the faster probe of the two beside that run)
 bwn=0
 for i in 1 2 3; do
 	bw=$("$BUILD/bench/membw" "$THREADS")
@@ -31,14 +32,19 @@ for shape in ${SHAPES:-llama-1b qwen2-0.5b}; do
 	for t in ${TYPES:-q8_0 q4_k_m f16}; do
 		f=$MODELS/$shape-$t.gguf
 		[ -f "$f" ] || "$BIN/inferd" gen-model --shape "$shape" --type "$t" -o "$f" >/dev/null
-		opp=0; otg=0; ogb=0; lpp=-; ltg=-; rpp=-; rtg=-
+		opp=0; otg=0; ogb=0; obw=0; lpp=-; ltg=-; rpp=-; rtg=-
 		for round in $(seq "${ROUNDS:-2}"); do
+			# the probe just before and just after: tg's share of the faster
+			p0=$("$BUILD/bench/membw" "$THREADS")
 			ours=$("$BIN/inferd" bench -m "$f" -p "$PP" -n "$TG" -t "$THREADS" -r "$REPS" --json)
-			read -r opp otg ogb < <(echo "$ours" | node -e '
-				const o = JSON.parse(require("fs").readFileSync(0, "utf8")), b = process.argv.slice(1).map(Number);
+			p1=$("$BUILD/bench/membw" "$THREADS")
+			read -r opp otg ogb obw < <(echo "$ours" | node -e '
+				const o = JSON.parse(require("fs").readFileSync(0, "utf8")), b = process.argv.slice(1, 5).map(Number);
+				const bw = Math.max(...process.argv.slice(5).map(s => JSON.parse(s).read_gb_s_n));
 				const best = o.tg_tok_s > b[1];
 				console.log(Math.max(o.pp_tok_s, b[0]).toFixed(2), Math.max(o.tg_tok_s, b[1]).toFixed(2),
-					    (best ? o.tg_weight_gb_s : b[2]).toFixed(2))' "$opp" "$otg" "$ogb")
+					    (best ? o.tg_weight_gb_s : b[2]).toFixed(2), (best ? bw : b[3]).toFixed(2))' \
+				"$opp" "$otg" "$ogb" "$obw" "$p0" "$p1")
 			if [ -n "${LLAMA_BENCH:-}" ]; then
 				ref=$("$LLAMA_BENCH" -m "$f" -p "$PP" -n "$TG" -t "$THREADS" -r "$REPS" -o json 2>/dev/null)
 				read -r lpp ltg < <(echo "$ref" | node -e '
@@ -56,7 +62,7 @@ for shape in ${SHAPES:-llama-1b qwen2-0.5b}; do
 			rtg=$(awk "BEGIN{printf \"%.2f\", $otg/$ltg}")
 		fi
 		printf "%-12s %-7s %10s %10s %10s %10s %8s %8s %6s%%\n" "$shape" "$t" "$opp" "$lpp" "$otg" "$ltg" "$rpp" "$rtg" \
-			"$(awk "BEGIN{printf \"%.0f\", 100*$ogb/$bwn}")"
+			"$(awk "BEGIN{printf \"%.0f\", 100*$ogb/$obw}")"
 	done
 done
 [ -n "${LLAMA_BENCH:-}" ] && echo "llama.cpp: $build, the same threads, files and run"
@@ -64,5 +70,5 @@ done
 f=$MODELS/qwen2-0.5b-q8_0.gguf
 [ -f "$f" ] || "$BIN/inferd" gen-model --shape qwen2-0.5b --type q8_0 -o "$f" >/dev/null
 for round in $(seq "${ROUNDS:-2}"); do
-	"$BIN/inferd" bench -m "$f" -p 0 -n 64 -t "$THREADS" -r 1 -b 8 | tail -1
+	"$BIN/inferd" bench -m "$f" -p 0 -n 64 -t "$THREADS" -r 2 -b 8 | tail -1
 done

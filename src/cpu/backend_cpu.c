@@ -72,6 +72,8 @@ struct cpu_backend {
 	int n_x8;
 	uint8_t *xq;              /* the step's activations, quantized for qmm */
 	size_t xq_cap;
+	float **fh;               /* [nth][FUSE_MAX * max_cols] a thread's normed rows (fused ops) */
+	uint8_t **fq;             /* [nth][2 * FUSE_MAX * row bound] its quantized rows */
 };
 
 #define CPU(be) ((struct cpu_backend *)(be))
@@ -359,6 +361,175 @@ static void cpu_matmul(struct backend *be, float *out, const struct tensor *w, c
 	pool_run(cb->pool, mm_fn, &j);
 }
 
+/* ---- fused decode ops ----
+ * With up to FUSE_MAX tokens (decode), norm + q/k/v, norm + gate/up +
+ * swiglu, and a product + the residual add each run as one pool run
+ * instead of up to seven: every thread norms and quantizes the few rows
+ * itself (they are small; the results are the same bytes whichever thread
+ * makes them), then the threads take chunks of the products' row groups
+ * from one counter. Per value the operations are those of the separate
+ * ops, so a token's results do not depend on the path or the batch. Used
+ * when every product is repacked (qmm_x8); otherwise the separate ops. */
+enum { FUSE_MAX = 8 };
+/* bytes of one quantized row of up to max_cols values, either format */
+#define FUSE_QROW(cb) ((size_t)(cb)->max_cols * 5 / 4 + 320)
+struct fuse_part { const struct x8w *x8; const struct tensor *bias; float *out; };
+struct fuse_job {
+	struct cpu_backend *cb;
+	const float *x; int n, dim; const struct tensor *norm; float eps;
+	struct fuse_part p[3]; int np;
+	int mode; /* FUSE_QKV, FUSE_SWIGLU (p[0] gate, p[1] up, out p[0].out), FUSE_ADD (out += ) */
+	atomic_int_fast64_t next;
+};
+enum { FUSE_QKV, FUSE_SWIGLU, FUSE_ADD };
+
+/* activation rows of part i for this thread: the float rows (F16/BF16)
+ * or the quantized ones in slot i, made here, or those of an earlier part
+ * of the same format (qmm_xbytes of 256 values tells x32 from x256) */
+static const uint8_t *fuse_act(const struct fuse_job *j, const float *in, int ith, int i, const uint8_t *const *act,
+			       size_t *xs)
+{
+	int wt = j->p[i].x8->t->type;
+	size_t q = qmm_xbytes(wt, j->dim);
+	if (!q) {
+		xs[i] = (size_t)j->dim * sizeof(float);
+		return (const uint8_t *)in;
+	}
+	xs[i] = q;
+	for (int e = 0; e < i; e++)
+		if (qmm_xbytes(j->p[e].x8->t->type, 256) == qmm_xbytes(wt, 256))
+			return act[e];
+	uint8_t *dst = j->cb->fq[ith] + (size_t)i * FUSE_QROW(j->cb) * (size_t)FUSE_MAX;
+	for (int t = 0; t < j->n; t++)
+		qmm_quantize(wt, in + (int64_t)t * j->dim, j->dim, dst + (size_t)t * q);
+	return dst;
+}
+
+static void fuse_fn(void *ctx, int ith, int nth)
+{
+	struct fuse_job *j = ctx;
+	struct cpu_backend *cb = j->cb;
+	const float *in = j->x;
+	if (j->norm) {
+		float *w = cb->row[ith], *h = cb->fh[ith];
+		dtype_to_f32(j->norm->type, j->norm->data, w, j->dim);
+		for (int t = 0; t < j->n; t++)
+			ops_rmsnorm_row(h + (int64_t)t * j->dim, j->x + (int64_t)t * j->dim, w, j->dim, j->eps);
+		in = h;
+	}
+	const uint8_t *act[3];
+	size_t xs[3];
+	for (int i = 0; i < j->np; i++)
+		act[i] = fuse_act(j, in, ith, i, act, xs);
+	int64_t groups[3], total = 0;
+	int parts = j->mode == FUSE_SWIGLU ? 1 : j->np; /* gate and up share their groups */
+	for (int i = 0; i < parts; i++)
+		total += groups[i] = j->p[i].x8->t->ne[1] / j->p[i].x8->R;
+	int64_t a, b;
+	float d[128], e[128];
+	while (pool_chunk(&j->next, total, nth, &a, &b))
+		for (int64_t c = a; c < b; c++) {
+			int i = 0;
+			int64_t g = c;
+			while (g >= groups[i])
+				g -= groups[i++];
+			const struct fuse_part *P = &j->p[i];
+			int R = P->x8->R;
+			int64_t rows = P->x8->t->ne[1], cols = j->dim;
+			P->x8->f(P->x8->data + (size_t)g * P->x8->gbytes, act[i], xs[i], j->n, cols, d);
+			if (j->mode == FUSE_SWIGLU) {
+				const struct fuse_part *U = &j->p[1];
+				U->x8->f(U->x8->data + (size_t)g * U->x8->gbytes, act[1], xs[1], j->n, cols, e);
+				for (int t = 0; t < j->n; t++)
+					cb->vec.swiglu(P->out + (int64_t)t * rows + R * g, d + R * t, e + R * t, R);
+				continue;
+			}
+			for (int r = 0; r < R; r++) {
+				float bias = row_bias(P->bias, R * g + r, rows);
+				for (int t = 0; t < j->n; t++) {
+					float *o = P->out + (int64_t)t * rows + R * g + r;
+					if (j->mode == FUSE_ADD)
+						*o += d[R * t + r] + bias;
+					else
+						*o = d[R * t + r] + bias;
+				}
+			}
+		}
+}
+
+/* the job when every product is repacked, n is small and the per-thread
+ * scratch is there; else 0 */
+static int fuse_ready(struct cpu_backend *cb, struct fuse_job *j, const float *x, int n, int dim,
+		      const struct tensor *norm, float eps, int mode, const struct tensor *const *w,
+		      const struct tensor *const *bias, float *const *out, int np)
+{
+	if (n < 1 || n > FUSE_MAX || !cb->fh || !cb->fq || dim > cb->max_cols)
+		return 0;
+	*j = (struct fuse_job){cb, x, n, dim, norm, eps, {{0}}, np, mode, 0};
+	for (int i = 0; i < np; i++) {
+		const struct x8w *x8 = w[i] ? find_x8(cb, w[i]) : NULL;
+		if (!x8 || w[i]->ne[0] != dim || qmm_x8_max_nt(w[i]->type) < n)
+			return 0;
+		j->p[i] = (struct fuse_part){x8, bias[i], out[i]};
+	}
+	if (mode == FUSE_SWIGLU && (j->p[0].x8->R != j->p[1].x8->R || w[0]->ne[1] != w[1]->ne[1]))
+		return 0;
+	return 1;
+}
+
+static void cpu_norm_qkv(struct backend *be, float *q, float *k, float *v, const float *x,
+			 const struct layer_weights *w, int n, float eps, float *h)
+{
+	struct cpu_backend *cb = CPU(be);
+	int E = be->m->c.n_embd;
+	const struct tensor *ws[3] = {w->wq, w->wk, w->wv}, *bs[3] = {w->bq, w->bk, w->bv};
+	float *outs[3] = {q, k, v};
+	struct fuse_job j;
+	if (fuse_ready(cb, &j, x, n, E, w->attn_norm, eps, FUSE_QKV, ws, bs, outs, 3)) {
+		pool_run(cb->pool, fuse_fn, &j);
+		return;
+	}
+	cpu_rmsnorm(be, h, x, w->attn_norm, n, E, eps);
+	for (int i = 0; i < 3; i++)
+		cpu_matmul(be, outs[i], ws[i], bs[i], h, n);
+}
+
+static void cpu_swiglu(struct backend *be, float *out, const float *gate, const float *up, int64_t n);
+
+static void cpu_norm_gate_up(struct backend *be, float *out, const float *x, const struct layer_weights *w, int n,
+			     float eps, float *h, float *u)
+{
+	struct cpu_backend *cb = CPU(be);
+	int E = be->m->c.n_embd;
+	const struct tensor *ws[2] = {w->w_gate, w->w_up}, *bs[2] = {NULL, NULL};
+	float *outs[2] = {out, u};
+	struct fuse_job j;
+	if (fuse_ready(cb, &j, x, n, E, w->ffn_norm, eps, FUSE_SWIGLU, ws, bs, outs, 2)) {
+		pool_run(cb->pool, fuse_fn, &j);
+		return;
+	}
+	cpu_rmsnorm(be, h, x, w->ffn_norm, n, E, eps);
+	cpu_matmul(be, out, w->w_gate, NULL, h, n);
+	cpu_matmul(be, u, w->w_up, NULL, h, n);
+	cpu_swiglu(be, out, out, u, (int64_t)n * w->w_gate->ne[1]);
+}
+
+static void cpu_add(struct backend *be, float *x, const float *y, int64_t n);
+
+static void cpu_matmul_add(struct backend *be, float *x, const struct tensor *w, const float *in, int n, float *tmp)
+{
+	struct cpu_backend *cb = CPU(be);
+	const struct tensor *ws[1] = {w}, *bs[1] = {NULL};
+	float *outs[1] = {x};
+	struct fuse_job j;
+	if (fuse_ready(cb, &j, in, n, (int)w->ne[0], NULL, 0, FUSE_ADD, ws, bs, outs, 1)) {
+		pool_run(cb->pool, fuse_fn, &j);
+		return;
+	}
+	cpu_matmul(be, tmp, w, NULL, in, n);
+	cpu_add(be, x, tmp, (int64_t)n * w->ne[1]);
+}
+
 /* ---- rope ---- */
 struct rope_job { float *x; int n, heads, hd; bool neox; const float *cs; };
 
@@ -606,6 +777,12 @@ static void cpu_free(struct backend *be)
 	free(cb->rope_cs);
 	free(cb->blk);
 	free(cb->xq);
+	for (int i = 0; cb->fh && i < cb->nth; i++)
+		free(cb->fh[i]);
+	for (int i = 0; cb->fq && i < cb->nth; i++)
+		free(cb->fq[i]);
+	free(cb->fh);
+	free(cb->fq);
 	if (cb->arena)
 		munmap(cb->arena, cb->arena_bytes);
 	free(cb->x8);
@@ -744,6 +921,9 @@ static const struct backend_ops cpu_ops = {
 	.add = cpu_add,
 	.gather = cpu_gather,
 	.read = cpu_read,
+	.matmul_add = cpu_matmul_add,
+	.norm_qkv = cpu_norm_qkv,
+	.norm_gate_up = cpu_norm_gate_up,
 };
 
 int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, int kv_type, struct backend **out,
@@ -792,6 +972,16 @@ int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, int 
 			goto oom;
 	if (!exact && repack(cb, m) != 0)
 		goto oom;
+	if (cb->n_x8) { /* the fused decode ops' scratch (else they take the separate ops) */
+		cb->fh = calloc((size_t)cb->nth, sizeof(float *));
+		cb->fq = calloc((size_t)cb->nth, sizeof(uint8_t *));
+		if (!cb->fh || !cb->fq)
+			goto oom;
+		for (int i = 0; i < cb->nth; i++)
+			if (!(cb->fh[i] = malloc((size_t)FUSE_MAX * (size_t)mc * sizeof(float))) ||
+			    !(cb->fq[i] = malloc(3 * (size_t)FUSE_MAX * FUSE_QROW(cb))))
+				goto oom;
+	}
 	*out = &cb->base;
 	return 0;
 oom:

@@ -33,12 +33,12 @@ static inline void pool_split(int64_t n, int ith, int nth, int64_t *a, int64_t *
 }
 
 /* The next chunk [*a, *b) of n items, taken from *next (0 at the start of
- * the run, shared by its threads): about 8 chunks per thread, so a thread
+ * the run, shared by its threads): about 32 chunks per thread, so a thread
  * slowed by the machine (another process, a hypervisor) leaves its share to
  * the others instead of holding up the barrier; 0 when none is left. */
 static inline int pool_chunk(atomic_int_fast64_t *next, int64_t n, int nth, int64_t *a, int64_t *b)
 {
-	int64_t per = n / ((int64_t)nth * 8);
+	int64_t per = n / ((int64_t)nth * 32);
 	if (per < 1)
 		per = 1;
 	int64_t c = atomic_fetch_add_explicit(next, 1, memory_order_relaxed) * per;
