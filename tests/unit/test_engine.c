@@ -729,7 +729,7 @@ static void stress(const char *path)
 
 /* Interactive before batch: with every sequence slot of a step taken by
  * decoding batch sequences, an interactive request's first token comes
- * within one step of what it takes alone; batch work keeps the capacity
+ * within the steps in flight of what it takes alone; batch work keeps the capacity
  * interactive work leaves. */
 static int first_token_steps(inferd_model_t *m, const struct inferd_request *r)
 {
@@ -785,7 +785,11 @@ static void priorities(const char *path)
 	}
 	printf("  priorities: interactive first token %d steps alone, %d with 4 batch sequences in every slot\n", alone,
 	       busy);
-	CHECK(alone >= 1 && busy >= 1 && busy <= alone + 1,
+	/* + 2: the step count is read before the submission, so a step that
+	 * ends between the two and one already running at the submission both
+	 * count (the second took ASan runs to 3 once); without priority the
+	 * request would wait for a slot, hundreds of steps */
+	CHECK(alone >= 1 && busy >= 1 && busy <= alone + 2,
 	      "an interactive request behind 4 decoding batch sequences (max_seqs 4) took %d steps to its first token; "
 	      "alone %d", busy, alone);
 	CHECK(still == 4, "the batch sequences kept running (%d of 4)", still);
