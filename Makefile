@@ -128,9 +128,9 @@ bench-gpu: $(BIN)/inferd $(BUILD)/bench/cuda/bench_cuda
 # with the Debian cross gcc, run under qemu-user twice: on a CPU model with
 # dotprod (both NEON sets, bitwise equal) and on one without (baseline NEON,
 # the dotprod set refused). testlib without jansson (no arm64 libraries);
-# ops.c is not called by the test, but linked so its aarch64 build is checked.
+# ops.c's portable exp and swiglu and sample.c's argmax run there too.
 NEON_CC  ?= aarch64-linux-gnu-gcc
-NEON_SRC := tests/unit/test_kernels.c tests/unit/testlib.c src/cpu/qmm.c src/dtype.c src/cpu/ops.c
+NEON_SRC := tests/unit/test_kernels.c tests/unit/testlib.c src/cpu/qmm.c src/dtype.c src/cpu/ops.c src/sample.c
 NEON_DEP := $(NEON_SRC) $(wildcard src/*.h src/cpu/*.h src/cpu/*.inc) tests/unit/testlib.h
 build-neon/test_kernels: $(NEON_DEP)
 	@mkdir -p $(dir $@)
