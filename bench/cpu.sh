@@ -18,8 +18,9 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}; BIN=${BIN:-bin}; MODELS=${MODELS:-$BUILD/bench}
 THREADS=${THREADS:-$(nproc)}; REPS=${REPS:-3}; PP=${PP:-512}; TG=${TG:-128}
 mkdir -p "$MODELS"
-# the probe's best of three runs, for the same reason (the tg bw% column:
-# tg's best round against the faster probe of the two beside that run)
+# the probe's best of three runs, for the same reason; the tg bw% column is
+# tg's best round against the best probe of the whole run (these three and
+# the two beside each of inferd's runs): the best each can do here
 bwn=0
 for i in 1 2 3; do
 	bw=$("$BUILD/bench/membw" "$THREADS")
@@ -27,7 +28,7 @@ for i in 1 2 3; do
 	bwn=$(echo "$bw" | sed 's/.*"read_gb_s_n": \([0-9.]*\).*/\1/' | awk -v b="$bwn" '{print ($1 > b ? $1 : b)}')
 done
 echo "best read bandwidth with $THREADS threads: $bwn GB/s"
-printf "%-12s %-7s %10s %10s %10s %10s %8s %8s %7s\n" shape type "pp tok/s" "llama pp" "tg tok/s" "llama tg" "pp x" "tg x" "tg bw%"
+rows=() # printed at the end, when the run's best probe is known
 for shape in ${SHAPES:-llama-1b qwen2-0.5b}; do
 	for t in ${TYPES:-q8_0 q4_k_m f16}; do
 		f=$MODELS/$shape-$t.gguf
@@ -45,6 +46,10 @@ for shape in ${SHAPES:-llama-1b qwen2-0.5b}; do
 				console.log(Math.max(o.pp_tok_s, b[0]).toFixed(2), Math.max(o.tg_tok_s, b[1]).toFixed(2),
 					    (best ? o.tg_weight_gb_s : b[2]).toFixed(2), (best ? bw : b[3]).toFixed(2))' \
 				"$opp" "$otg" "$ogb" "$obw" "$p0" "$p1")
+			bwn=$(echo "$p0 $p1" | node -e '
+				const b = Number(process.argv[1]);
+				const s = require("fs").readFileSync(0, "utf8").match(/"read_gb_s_n": [0-9.]+/g).map(x => Number(x.split(": ")[1]));
+				console.log(Math.max(b, ...s).toFixed(2))' "$bwn")
 			if [ -n "${LLAMA_BENCH:-}" ]; then
 				ref=$("$LLAMA_BENCH" -m "$f" -p "$PP" -n "$TG" -t "$THREADS" -r "$REPS" -o json 2>/dev/null)
 				read -r lpp ltg < <(echo "$ref" | node -e '
@@ -61,11 +66,18 @@ for shape in ${SHAPES:-llama-1b qwen2-0.5b}; do
 			rpp=$(awk "BEGIN{printf \"%.2f\", $opp/$lpp}")
 			rtg=$(awk "BEGIN{printf \"%.2f\", $otg/$ltg}")
 		fi
-		printf "%-12s %-7s %10s %10s %10s %10s %8s %8s %6s%%\n" "$shape" "$t" "$opp" "$lpp" "$otg" "$ltg" "$rpp" "$rtg" \
-			"$(awk "BEGIN{printf \"%.0f\", 100*$ogb/$obw}")"
+		rows+=("$shape $t $opp $lpp $otg $ltg $rpp $rtg $ogb")
+		echo "  $shape $t done"
 	done
 done
+printf "%-12s %-7s %10s %10s %10s %10s %8s %8s %7s\n" shape type "pp tok/s" "llama pp" "tg tok/s" "llama tg" "pp x" "tg x" "tg bw%"
+for r in "${rows[@]}"; do
+	read -r shape t opp lpp otg ltg rpp rtg ogb <<<"$r"
+	printf "%-12s %-7s %10s %10s %10s %10s %8s %8s %6s%%\n" "$shape" "$t" "$opp" "$lpp" "$otg" "$ltg" "$rpp" "$rtg" \
+		"$(awk "BEGIN{printf \"%.0f\", 100*$ogb/$bwn}")"
+done
 [ -n "${LLAMA_BENCH:-}" ] && echo "llama.cpp: $build, the same threads, files and run"
+echo "best read bandwidth of the run (tg bw%): $bwn GB/s"
 # batched decode: 8 sequences at once against one, through the engine
 f=$MODELS/qwen2-0.5b-q8_0.gguf
 [ -f "$f" ] || "$BIN/inferd" gen-model --shape qwen2-0.5b --type q8_0 -o "$f" >/dev/null
