@@ -219,7 +219,7 @@ static void cpu_rmsnorm(struct backend *be, float *out, const float *x, const st
  * at a time against dot4. */
 struct mm_job { float *out; const struct tensor *w, *bias; const float *x; int n; float **tmp; ops_dot4_fn dot4;
 		ops_mlx_fn mlx; ops_mlx_dot4_fn mlx_dot4; qmm_fn q; const uint8_t *xq; size_t xs;
-		const struct x8w *x8; atomic_int_fast64_t next; };
+		const struct x8w *x8; atomic_int_fast64_t cur[POOL_REGIONS]; };
 
 static float row_bias(const struct tensor *bias, int64_t r, int64_t rows)
 {
@@ -233,8 +233,7 @@ static void mm_q(struct mm_job *j, int ith, int nth)
 {
 	int64_t cols = j->w->ne[0], rows = j->w->ne[1], a, b;
 	uint64_t rb = j->w->nbytes / (uint64_t)rows;
-	(void)ith;
-	while (pool_chunk(&j->next, rows, nth, &a, &b))
+	while (pool_region_chunk(j->cur, rows, ith, nth, &a, &b))
 		for (int t0 = 0; t0 < j->n; t0 += 64) {
 			int t1 = j->n - t0 < 64 ? j->n : t0 + 64;
 			for (int64_t r = a; r < b; r++) {
@@ -256,8 +255,7 @@ static void mm_x8(struct mm_job *j, int ith, int nth)
 {
 	int64_t cols = j->w->ne[0], rows = j->w->ne[1], a, b;
 	int per = qmm_x8_max_nt(j->w->type), R = j->x8->R;
-	(void)ith;
-	while (pool_chunk(&j->next, rows / R, nth, &a, &b))
+	while (pool_region_chunk(j->cur, rows / R, ith, nth, &a, &b))
 		for (int t0 = 0; t0 < j->n; t0 += 64) {
 			int t1 = j->n - t0 < 64 ? j->n : t0 + 64;
 			for (int64_t g = a; g < b; g++) {
@@ -332,7 +330,7 @@ static void cpu_matmul(struct backend *be, float *out, const struct tensor *w, c
 		       const float *x, int n)
 {
 	struct cpu_backend *cb = CPU(be);
-	struct mm_job j = {out, w, bias, x, n, cb->row, cb->dot4, cb->mlx, cb->mlx_dot4, NULL, NULL, 0, NULL, 0};
+	struct mm_job j = {out, w, bias, x, n, cb->row, cb->dot4, cb->mlx, cb->mlx_dot4, NULL, NULL, 0, NULL, {0}};
 	qmm_fn q = w->type < DT_COUNT ? cb->qmm[w->type] : NULL;
 	size_t xs = q ? qmm_xbytes(w->type, w->ne[0]) : 0;
 	if (q && !xs) { /* F16/BF16: float rows */
@@ -379,7 +377,7 @@ struct fuse_job {
 	const float *x; int n, dim; const struct tensor *norm; float eps;
 	struct fuse_part p[3]; int np;
 	int mode; /* FUSE_QKV, FUSE_SWIGLU (p[0] gate, p[1] up, out p[0].out), FUSE_ADD (out += ) */
-	atomic_int_fast64_t next;
+	atomic_int_fast64_t cur[POOL_REGIONS];
 };
 enum { FUSE_QKV, FUSE_SWIGLU, FUSE_ADD };
 
@@ -427,7 +425,7 @@ static void fuse_fn(void *ctx, int ith, int nth)
 		total += groups[i] = j->p[i].x8->t->ne[1] / j->p[i].x8->R;
 	int64_t a, b;
 	float d[128], e[128];
-	while (pool_chunk(&j->next, total, nth, &a, &b))
+	while (pool_region_chunk(j->cur, total, ith, nth, &a, &b))
 		for (int64_t c = a; c < b; c++) {
 			int i = 0;
 			int64_t g = c;
@@ -465,7 +463,7 @@ static int fuse_ready(struct cpu_backend *cb, struct fuse_job *j, const float *x
 {
 	if (n < 1 || n > FUSE_MAX || !cb->fh || !cb->fq || dim > cb->max_cols)
 		return 0;
-	*j = (struct fuse_job){cb, x, n, dim, norm, eps, {{0}}, np, mode, 0};
+	*j = (struct fuse_job){cb, x, n, dim, norm, eps, {{0}}, np, mode, {0}};
 	for (int i = 0; i < np; i++) {
 		const struct x8w *x8 = w[i] ? find_x8(cb, w[i]) : NULL;
 		if (!x8 || w[i]->ne[0] != dim || qmm_x8_max_nt(w[i]->type) < n)

@@ -35,7 +35,8 @@ static inline void pool_split(int64_t n, int ith, int nth, int64_t *a, int64_t *
 /* The next chunk [*a, *b) of n items, taken from *next (0 at the start of
  * the run, shared by its threads): about 32 chunks per thread, so a thread
  * slowed by the machine (another process, a hypervisor) leaves its share to
- * the others instead of holding up the barrier; 0 when none is left. */
+ * the others instead of holding up the barrier; 0 when none is left. For
+ * work whose order matters (the costliest items first). */
 static inline int pool_chunk(atomic_int_fast64_t *next, int64_t n, int nth, int64_t *a, int64_t *b)
 {
 	int64_t per = n / ((int64_t)nth * 32);
@@ -47,6 +48,32 @@ static inline int pool_chunk(atomic_int_fast64_t *next, int64_t n, int nth, int6
 	*a = c;
 	*b = c + per < n ? c + per : n;
 	return 1;
+}
+
+/* Rows streamed from memory: n items in POOL_REGIONS-at-most contiguous
+ * regions, one per thread, each handed out in 8 chunks from its own
+ * cursor; a thread takes its region's chunks in order (one forward stream
+ * for the hardware prefetcher), then helps in the others' from where they
+ * are. Chunks from one shared counter interleaved the threads' reads: two
+ * threads read 40-44 GB/s that way, 50-53 in runs of a megabyte. cur: all
+ * 0 at the start of the run. */
+enum { POOL_REGIONS = 16 };
+static inline int pool_region_chunk(atomic_int_fast64_t *cur, int64_t n, int ith, int nth, int64_t *a, int64_t *b)
+{
+	int nr = nth < POOL_REGIONS ? nth : POOL_REGIONS;
+	for (int k = 0; k < nr; k++) {
+		int r = (ith + k) % nr;
+		int64_t r0 = n * r / nr, r1 = n * (r + 1) / nr, per = (r1 - r0 + 7) / 8;
+		if (per < 1)
+			continue;
+		int64_t c = r0 + atomic_fetch_add_explicit(&cur[r], per, memory_order_relaxed);
+		if (c < r1) {
+			*a = c;
+			*b = c + per < r1 ? c + per : r1;
+			return 1;
+		}
+	}
+	return 0;
 }
 
 #endif
