@@ -435,11 +435,12 @@ static void fuse_fn(void *ctx, int ith, int nth)
 			int R = P->x8->R;
 			int64_t rows = P->x8->t->ne[1], cols = j->dim;
 			P->x8->f(P->x8->data + (size_t)g * P->x8->gbytes, act[i], xs[i], j->n, cols, d);
-			if (j->mode == FUSE_SWIGLU) {
+			if (j->mode == FUSE_SWIGLU) { /* one call for the group's tokens, then to their rows */
 				const struct fuse_part *U = &j->p[1];
 				U->x8->f(U->x8->data + (size_t)g * U->x8->gbytes, act[1], xs[1], j->n, cols, e);
+				cb->vec.swiglu(d, d, e, (int64_t)R * j->n);
 				for (int t = 0; t < j->n; t++)
-					cb->vec.swiglu(P->out + (int64_t)t * rows + R * g, d + R * t, e + R * t, R);
+					memcpy(P->out + (int64_t)t * rows + R * g, d + R * t, (size_t)R * sizeof(float));
 				continue;
 			}
 			for (int r = 0; r < R; r++) {
