@@ -1,6 +1,12 @@
 /*
  * backend_cpu.c — the CPU backend: every op is split by (ith, nth) over
- * rows and run on the backend's worker pool, one barrier per op.
+ * rows and run on the backend's worker pool, one barrier per op. Products
+ * hand out row groups per thread region (pool_region_chunk: one forward
+ * stream each, then help with the rest); weights are repacked at load into
+ * interleaved groups (qmm_x8) in one 2 MiB-page mapping; decode steps of
+ * up to FUSE_MAX tokens run norm + q/k/v, norm + gate/up + swiglu and
+ * product + residual as one pool run each (the backend's optional fused
+ * ops), with per value the operations of the separate ops.
  *
  * Ownership: the backend owns its pool, per-thread scratch rows and the
  * rotary table; the model owns the weights it reads. Only the model's
