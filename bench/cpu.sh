@@ -33,19 +33,17 @@ for shape in ${SHAPES:-llama-1b qwen2-0.5b}; do
 	for t in ${TYPES:-q8_0 q4_k_m f16}; do
 		f=$MODELS/$shape-$t.gguf
 		[ -f "$f" ] || "$BIN/inferd" gen-model --shape "$shape" --type "$t" -o "$f" >/dev/null
-		opp=0; otg=0; ogb=0; obw=0; lpp=-; ltg=-; rpp=-; rtg=-
+		opp=0; otg=0; ogb=0; lpp=-; ltg=-; rpp=-; rtg=-
 		for round in $(seq "${ROUNDS:-2}"); do
-			# the probe just before and just after: tg's share of the faster
+			# the probe just before and just after: the run's best probe
 			p0=$("$BUILD/bench/membw" "$THREADS")
 			ours=$("$BIN/inferd" bench -m "$f" -p "$PP" -n "$TG" -t "$THREADS" -r "$REPS" --json)
 			p1=$("$BUILD/bench/membw" "$THREADS")
-			read -r opp otg ogb obw < <(echo "$ours" | node -e '
-				const o = JSON.parse(require("fs").readFileSync(0, "utf8")), b = process.argv.slice(1, 5).map(Number);
-				const bw = Math.max(...process.argv.slice(5).map(s => JSON.parse(s).read_gb_s_n));
+			read -r opp otg ogb < <(echo "$ours" | node -e '
+				const o = JSON.parse(require("fs").readFileSync(0, "utf8")), b = process.argv.slice(1).map(Number);
 				const best = o.tg_tok_s > b[1];
 				console.log(Math.max(o.pp_tok_s, b[0]).toFixed(2), Math.max(o.tg_tok_s, b[1]).toFixed(2),
-					    (best ? o.tg_weight_gb_s : b[2]).toFixed(2), (best ? bw : b[3]).toFixed(2))' \
-				"$opp" "$otg" "$ogb" "$obw" "$p0" "$p1")
+					    (best ? o.tg_weight_gb_s : b[2]).toFixed(2))' "$opp" "$otg" "$ogb")
 			bwn=$(echo "$p0 $p1" | node -e '
 				const b = Number(process.argv[1]);
 				const s = require("fs").readFileSync(0, "utf8").match(/"read_gb_s_n": [0-9.]+/g).map(x => Number(x.split(": ")[1]));

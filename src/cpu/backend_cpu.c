@@ -68,11 +68,11 @@ struct cpu_backend {
 	float *rope_cs;      /* [n][half][2] cos, sin of the prepared positions */
 	ops_dot_fn dot;      /* chosen once for this CPU */
 	ops_dot4_fn dot4;
-	struct ops_vec vec;  /* attention's exp and axpy */
+	struct ops_vec vec;  /* attention's exp and axpy, swiglu */
 	ops_mlx_fn mlx;      /* MLX affine row decoder chosen for this CPU */
 	ops_mlx_dot4_fn mlx_dot4; /* fused decode + dot4, or NULL */
 	qmm_fn qmm[DT_COUNT];     /* row kernel per weight type (qmm.h), or NULL */
-	struct x8w *x8;           /* weights repacked 8 rows at a time (qmm_x8) */
+	struct x8w *x8;           /* weights repacked R rows at a time (qmm_x8) */
 	uint8_t *arena;           /* their bytes: one mapping in 2 MiB pages where the kernel gives them */
 	size_t arena_bytes, arena_used;
 	int n_x8;

@@ -7,8 +7,10 @@
  * have finished (one barrier per call). Runs of different models take
  * turns op by op, so several busy executors never put more threads on the
  * CPUs than the pool has. Idle workers spin briefly for the next op, then
- * sleep. Kernels split their rows by (ith, nth), or take chunks from a
- * shared counter (pool_chunk) where threads may run at different speeds.
+ * sleep. Kernels split their rows by (ith, nth), or take chunks where
+ * threads may run at different speeds: from one shared counter
+ * (pool_chunk, where the order matters) or from per-thread regions
+ * (pool_region_chunk, rows streamed from memory).
  */
 #ifndef INFERD_POOL_H
 #define INFERD_POOL_H
