@@ -91,19 +91,23 @@ struct backend_ops {
 	void (*gather)(struct backend *be, float *dst, const float *src, const int32_t *rows, int n, int dim);
 	/* copy n floats to host memory */
 	void (*read)(struct backend *be, float *host, const float *src, size_t n);
+	/* The three fused ops below are optional twice over: NULL, or a call
+	 * that returns 0 (a shape or weight type the backend does not fuse,
+	 * having done nothing), and forward runs the separate ops instead, the
+	 * only copy of that sequence. A fused op must give each value exactly
+	 * as the separate ops would on the same backend. 1: done. */
 	/* optional: x[t] += dot(in[t], row r of w) for t < n (a product and the
-	 * residual add in one pass); tmp holds n * rows floats if needed. NULL:
-	 * forward uses matmul then add */
-	void (*matmul_add)(struct backend *be, float *x, const struct tensor *w, const float *in, int n, float *tmp);
+	 * residual add in one pass); otherwise matmul into tmp (n * rows
+	 * floats), then add */
+	int (*matmul_add)(struct backend *be, float *x, const struct tensor *w, const float *in, int n);
 	/* optional: q, k, v = rmsnorm(x)·Wq, ·Wk, ·Wv (+ biases) of layer w, in as
-	 * few passes as the backend can; h: n * n_embd floats of scratch.
-	 * NULL: forward runs rmsnorm and three matmuls */
-	void (*norm_qkv)(struct backend *be, float *q, float *k, float *v, const float *x,
-			 const struct layer_weights *w, int n, float eps, float *h);
-	/* optional: out = silu(rmsnorm(x)·Wgate) * rmsnorm(x)·Wup; h: n * n_embd
-	 * and u: n * n_ff floats of scratch. NULL: rmsnorm, two matmuls, swiglu */
-	void (*norm_gate_up)(struct backend *be, float *out, const float *x, const struct layer_weights *w, int n,
-			     float eps, float *h, float *u);
+	 * few passes as the backend can; otherwise rmsnorm and three matmuls */
+	int (*norm_qkv)(struct backend *be, float *q, float *k, float *v, const float *x,
+			const struct layer_weights *w, int n, float eps);
+	/* optional: out = silu(rmsnorm(x)·Wgate) * rmsnorm(x)·Wup; otherwise
+	 * rmsnorm, two matmuls, swiglu */
+	int (*norm_gate_up)(struct backend *be, float *out, const float *x, const struct layer_weights *w, int n,
+			    float eps);
 	/* optional: rope q and k (n_head and n_head_kv heads), then attention as
 	 * the attention op (k, v stored first); q is rotated in place, k may be
 	 * left as it was. NULL: rope, rope, attention */

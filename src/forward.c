@@ -13,7 +13,8 @@
  * the rows in b->host_rows (constrained sequences) are also read back.
  * A backend may run a norm with the products after it, or rope with
  * attention, as one op (norm_qkv, norm_gate_up, rope_attention, matmul_add:
- * backend.h); without those ops forward runs the steps one by one.
+ * backend.h); without those ops, or where one declines a step (returns 0),
+ * forward runs the steps one by one: the only copy of that sequence.
  */
 #include "backend.h"
 
@@ -22,10 +23,8 @@
 /* x += in·W, fused when the backend can */
 static void matmul_add(struct backend *be, float *x, const struct tensor *w, const float *in, int n, float *tmp)
 {
-	if (be->ops->matmul_add) {
-		be->ops->matmul_add(be, x, w, in, n, tmp);
+	if (be->ops->matmul_add && be->ops->matmul_add(be, x, w, in, n))
 		return;
-	}
 	be->ops->matmul(be, tmp, w, NULL, in, n);
 	be->ops->add(be, x, tmp, (int64_t)n * w->ne[1]);
 }
@@ -64,9 +63,7 @@ int forward(struct inferd_model *m, const struct batch *b, char *err)
 	op->get_rows(be, x, m->tok_embd, b->ids, n);
 	for (int l = 0; l < c->n_layer; l++) {
 		const struct layer_weights *w = &m->layers[l];
-		if (op->norm_qkv) {
-			op->norm_qkv(be, q, k, v, x, w, n, eps, h);
-		} else {
+		if (!op->norm_qkv || !op->norm_qkv(be, q, k, v, x, w, n, eps)) {
 			op->rmsnorm(be, h, x, w->attn_norm, n, E, eps);
 			op->matmul(be, q, w->wq, w->bq, h, n);
 			op->matmul(be, k, w->wk, w->bk, h, n);
@@ -84,9 +81,7 @@ int forward(struct inferd_model *m, const struct batch *b, char *err)
 			op->attention(be, att, q, k, v, b, l);
 		}
 		matmul_add(be, x, w->wo, att, n, h);
-		if (op->norm_gate_up) {
-			op->norm_gate_up(be, g, x, w, n, eps, h, u);
-		} else {
+		if (!op->norm_gate_up || !op->norm_gate_up(be, g, x, w, n, eps)) {
 			op->rmsnorm(be, h, x, w->ffn_norm, n, E, eps);
 			op->matmul(be, g, w->w_gate, NULL, h, n);
 			op->matmul(be, u, w->w_up, NULL, h, n);

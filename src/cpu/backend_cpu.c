@@ -6,7 +6,9 @@
  * interleaved groups (qmm_x8) in one 2 MiB-page mapping; decode steps of
  * up to FUSE_MAX tokens run norm + q/k/v, norm + gate/up + swiglu and
  * product + residual as one pool run each (the backend's optional fused
- * ops), with per value the operations of the separate ops.
+ * ops), with per value the operations of the separate ops; other steps
+ * and weights not repacked are declined (the op returns 0) and forward.c
+ * runs the separate ops.
  *
  * Ownership: the backend owns its pool, per-thread scratch rows and the
  * rotary table; the model owns the weights it reads. Only the model's
@@ -482,57 +484,42 @@ static int fuse_ready(struct cpu_backend *cb, struct fuse_job *j, const float *x
 	return 1;
 }
 
-static void cpu_norm_qkv(struct backend *be, float *q, float *k, float *v, const float *x,
-			 const struct layer_weights *w, int n, float eps, float *h)
+static int cpu_norm_qkv(struct backend *be, float *q, float *k, float *v, const float *x,
+			const struct layer_weights *w, int n, float eps)
 {
 	struct cpu_backend *cb = CPU(be);
-	int E = be->m->c.n_embd;
 	const struct tensor *ws[3] = {w->wq, w->wk, w->wv}, *bs[3] = {w->bq, w->bk, w->bv};
 	float *outs[3] = {q, k, v};
 	struct fuse_job j;
-	if (fuse_ready(cb, &j, x, n, E, w->attn_norm, eps, FUSE_QKV, ws, bs, outs, 3)) {
-		pool_run(cb->pool, fuse_fn, &j);
-		return;
-	}
-	cpu_rmsnorm(be, h, x, w->attn_norm, n, E, eps);
-	for (int i = 0; i < 3; i++)
-		cpu_matmul(be, outs[i], ws[i], bs[i], h, n);
+	if (!fuse_ready(cb, &j, x, n, be->m->c.n_embd, w->attn_norm, eps, FUSE_QKV, ws, bs, outs, 3))
+		return 0;
+	pool_run(cb->pool, fuse_fn, &j);
+	return 1;
 }
 
-static void cpu_swiglu(struct backend *be, float *out, const float *gate, const float *up, int64_t n);
-
-static void cpu_norm_gate_up(struct backend *be, float *out, const float *x, const struct layer_weights *w, int n,
-			     float eps, float *h, float *u)
+static int cpu_norm_gate_up(struct backend *be, float *out, const float *x, const struct layer_weights *w, int n,
+			    float eps)
 {
 	struct cpu_backend *cb = CPU(be);
-	int E = be->m->c.n_embd;
 	const struct tensor *ws[2] = {w->w_gate, w->w_up}, *bs[2] = {NULL, NULL};
-	float *outs[2] = {out, u};
+	float *outs[2] = {out, NULL};
 	struct fuse_job j;
-	if (fuse_ready(cb, &j, x, n, E, w->ffn_norm, eps, FUSE_SWIGLU, ws, bs, outs, 2)) {
-		pool_run(cb->pool, fuse_fn, &j);
-		return;
-	}
-	cpu_rmsnorm(be, h, x, w->ffn_norm, n, E, eps);
-	cpu_matmul(be, out, w->w_gate, NULL, h, n);
-	cpu_matmul(be, u, w->w_up, NULL, h, n);
-	cpu_swiglu(be, out, out, u, (int64_t)n * w->w_gate->ne[1]);
+	if (!fuse_ready(cb, &j, x, n, be->m->c.n_embd, w->ffn_norm, eps, FUSE_SWIGLU, ws, bs, outs, 2))
+		return 0;
+	pool_run(cb->pool, fuse_fn, &j);
+	return 1;
 }
 
-static void cpu_add(struct backend *be, float *x, const float *y, int64_t n);
-
-static void cpu_matmul_add(struct backend *be, float *x, const struct tensor *w, const float *in, int n, float *tmp)
+static int cpu_matmul_add(struct backend *be, float *x, const struct tensor *w, const float *in, int n)
 {
 	struct cpu_backend *cb = CPU(be);
 	const struct tensor *ws[1] = {w}, *bs[1] = {NULL};
 	float *outs[1] = {x};
 	struct fuse_job j;
-	if (fuse_ready(cb, &j, in, n, (int)w->ne[0], NULL, 0, FUSE_ADD, ws, bs, outs, 1)) {
-		pool_run(cb->pool, fuse_fn, &j);
-		return;
-	}
-	cpu_matmul(be, tmp, w, NULL, in, n);
-	cpu_add(be, x, tmp, (int64_t)n * w->ne[1]);
+	if (!fuse_ready(cb, &j, in, n, (int)w->ne[0], NULL, 0, FUSE_ADD, ws, bs, outs, 1))
+		return 0;
+	pool_run(cb->pool, fuse_fn, &j);
+	return 1;
 }
 
 /* ---- rope ---- */

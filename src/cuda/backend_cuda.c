@@ -19,7 +19,8 @@
  * one launch (norm_gate_up), the down product with the residual add; in the
  * default mode, Q8_0/Q4_K/Q6_K weights take 8-bit activations from a
  * norm + quantize kernel instead. Where a fused form does not apply the op
- * runs its steps one by one, with the same results bitwise.
+ * declines (returns 0) and forward.c runs the steps one by one, with the
+ * same results bitwise.
  *
  * Ownership and threads: one backend per model. It owns one CUDA stream,
  * one cuBLAS handle bound to that stream, one memory pool for activations
@@ -480,52 +481,36 @@ static int fused(struct cu_backend *cb, const k_mats *mt, int cols, const float 
 	return 1;
 }
 
-static void cu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
-		      const float *x, int n);
-static void cu_swiglu(struct backend *be, float *out, const float *gate, const float *up, int64_t n);
-
-static void cu_norm_qkv(struct backend *be, float *q, float *k, float *v, const float *x,
-			const struct layer_weights *w, int n, float eps, float *h)
+static int cu_norm_qkv(struct backend *be, float *q, float *k, float *v, const float *x,
+		       const struct layer_weights *w, int n, float eps)
 {
 	struct cu_backend *cb = CU(be);
 	if (cb->err || n <= 0 || cb->replay >= 0)
-		return;
-	int E = be->m->c.n_embd;
+		return 1; /* nothing to do, as the separate ops would do nothing */
 	/* one launch when the biases (if any) share a type */
 	int bt = w->bq ? w->bq->type : -1;
-	if ((w->bq != NULL) == (w->bk != NULL) && (w->bq != NULL) == (w->bv != NULL) &&
-	    (!w->bq || (w->bk->type == bt && w->bv->type == bt))) {
-		k_mats mt = {0};
-		mats_set(cb, &mt, 0, q, w->wq, w->bq);
-		mats_set(cb, &mt, 1, k, w->wk, w->bk);
-		mats_set(cb, &mt, 2, v, w->wv, w->bv);
-		mt.btype = bt < 0 ? 0 : bt;
-		if (fused(cb, &mt, E, x, w->attn_norm, n, eps))
-			return;
-	}
-	cu_rmsnorm(be, h, x, w->attn_norm, n, E, eps);
-	cu_matmul(be, q, w->wq, w->bq, h, n);
-	cu_matmul(be, k, w->wk, w->bk, h, n);
-	cu_matmul(be, v, w->wv, w->bv, h, n);
+	if ((w->bq != NULL) != (w->bk != NULL) || (w->bq != NULL) != (w->bv != NULL) ||
+	    (w->bq && (w->bk->type != bt || w->bv->type != bt)))
+		return 0;
+	k_mats mt = {0};
+	mats_set(cb, &mt, 0, q, w->wq, w->bq);
+	mats_set(cb, &mt, 1, k, w->wk, w->bk);
+	mats_set(cb, &mt, 2, v, w->wv, w->bv);
+	mt.btype = bt < 0 ? 0 : bt;
+	return fused(cb, &mt, be->m->c.n_embd, x, w->attn_norm, n, eps);
 }
 
-static void cu_norm_gate_up(struct backend *be, float *out, const float *x, const struct layer_weights *w, int n,
-			    float eps, float *h, float *u)
+static int cu_norm_gate_up(struct backend *be, float *out, const float *x, const struct layer_weights *w, int n,
+			   float eps)
 {
 	struct cu_backend *cb = CU(be);
 	if (cb->err || n <= 0 || cb->replay >= 0)
-		return;
-	int E = be->m->c.n_embd;
+		return 1;
 	k_mats mt = {0};
 	mats_set(cb, &mt, 0, out, w->w_gate, NULL);
 	mats_set(cb, &mt, 1, NULL, w->w_up, NULL);
 	mt.swiglu = 1;
-	if (fused(cb, &mt, E, x, w->ffn_norm, n, eps))
-		return;
-	cu_rmsnorm(be, h, x, w->ffn_norm, n, E, eps);
-	cu_matmul(be, out, w->w_gate, NULL, h, n);
-	cu_matmul(be, u, w->w_up, NULL, h, n);
-	cu_swiglu(be, out, out, u, (int64_t)n * w->w_gate->ne[1]);
+	return fused(cb, &mt, be->m->c.n_embd, x, w->ffn_norm, n, eps);
 }
 
 static void cu_matmul(struct backend *be, float *out, const struct tensor *w, const struct tensor *bias,
@@ -736,21 +721,18 @@ static int cu_begin_step(struct backend *be, const struct batch *b, char *err)
 	return 0;
 }
 
-static void cu_add(struct backend *be, float *x, const float *y, int64_t n);
-
-static void cu_matmul_add(struct backend *be, float *x, const struct tensor *w, const float *in, int n, float *tmp)
+static int cu_matmul_add(struct backend *be, float *x, const struct tensor *w, const float *in, int n)
 {
 	struct cu_backend *cb = CU(be);
 	if (cb->err || n <= 0 || cb->replay >= 0)
-		return;
+		return 1;
 	if (q8_path(cb, x, w, in, n, 1))
-		return;
+		return 1;
 	if (small_step(cb, n) && k_matmul_acc(cb->st, x, W(cb, w), w->type, row_bytes(w), (int)w->ne[0], (int)w->ne[1], in, n)) {
 		launched(cb, "matmul_add");
-		return;
+		return 1;
 	}
-	cu_matmul(be, tmp, w, NULL, in, n);
-	cu_add(be, x, tmp, (int64_t)n * w->ne[1]);
+	return 0;
 }
 
 static void cu_rope(struct backend *be, float *x, int n, int n_heads)
