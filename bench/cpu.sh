@@ -18,7 +18,8 @@
 #                 round are seconds apart);
 #   bw% adj       the median over rounds of tg's weight bandwidth against
 #                 the mean of the two probes beside that run: how much of
-#                 the bandwidth there was at the time tg used;
+#                 the bandwidth there was at the time tg used (llama adj:
+#                 the same for llama-bench, counting the same weight bytes);
 #   bw% best      tg's best round against the best probe of the whole run
 #                 (the severest reading: a probe takes a second and can
 #                 catch a fast phase that a 10 s run does not keep).
@@ -79,7 +80,7 @@ const runs = lines.filter(l => l[0] === "run").map(l => ({ file: l[1] + " " + l[
 const f = (x, d) => (isFinite(x) ? x.toFixed(d) : "-");
 const pad = (s, n, left) => (left ? String(s).padEnd(n) : String(s).padStart(n));
 console.log([pad("shape", 12, 1), pad("type", 7, 1), pad("pp tok/s", 9), pad("llama pp", 9), pad("tg tok/s", 9), pad("llama tg", 9),
-	pad("pp x", 6), pad("tg x", 6), pad("tg x med", 9), pad("bw% adj", 8), pad("bw% best", 9)].join(" "));
+	pad("pp x", 6), pad("tg x", 6), pad("tg x med", 9), pad("bw% adj", 8), pad("llama adj", 10), pad("bw% best", 9)].join(" "));
 let build = "";
 for (const file of [...new Set(runs.map(r => r.file))]) {
 	const ours = runs.filter(r => r.file === file && r.side === "inferd"), ref = runs.filter(r => r.file === file && r.side === "llama");
@@ -88,10 +89,11 @@ for (const file of [...new Set(runs.map(r => r.file))]) {
 	const opp = mx(ours, "pp"), otg = mx(ours, "tg"), lpp = mx(ref, "pp"), ltg = mx(ref, "tg");
 	const paired = ours.map(o => { const l = ref.find(r => r.round === o.round); return l ? o.tg / l.tg : NaN; }).filter(isFinite);
 	const adj = med(ours.map(o => (o.tg * bytes / 1e9) / o.probe)), bb = otg * bytes / 1e9 / best;
+	const ladj = med(ref.map(l => (l.tg * bytes / 1e9) / l.probe));
 	const [shape, type] = file.split(" ");
 	console.log([pad(shape, 12, 1), pad(type, 7, 1), pad(f(opp, 2), 9), pad(f(lpp, 2), 9), pad(f(otg, 2), 9), pad(f(ltg, 2), 9),
 		pad(f(opp / lpp, 2), 6), pad(f(otg / ltg, 2), 6), pad(f(med(paired), 2), 9),
-		pad(f(100 * adj, 0) + "%", 8), pad(f(100 * bb, 0) + "%", 9)].join(" "));
+		pad(f(100 * adj, 0) + "%", 8), pad(f(100 * ladj, 0) + "%", 10), pad(f(100 * bb, 0) + "%", 9)].join(" "));
 }
 if (build) console.log("llama.cpp: " + build + ", the same threads, files and run, ROUNDS " + process.argv[2] + " alternating");
 console.log("best read bandwidth of the run (bw% best): " + best.toFixed(2) + " GB/s");

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,8 @@ static const char *bench_help =
 	"tg_tok_s, peak_rss_bytes, weight_bytes, tg_weight_gb_s, file_bytes, kv_cache_bytes,\n"
 	"cpu_kernels and the settings.\n"
 	"-b B (2..64): also decode through the engine, 1 sequence and then B at once (16-token\n"
-	"prompts, N tokens each), alternating R times, and print the best aggregate rate of each\n"
+	"prompts, N tokens each), alternating R times, and print the best decode rate of each:\n"
+	"tokens after every prompt is done, all sequences together, as llama-batched-bench's S_TG\n"
 	"(engine_tg1_tok_s, engine_tgb_tok_s).\n"
 	"--cpu-exact: float32 activations for quantized weights on the CPU (default: 8-bit).\n"
 	"INFERD_CPU_ISA=avx2|neon|scalar lowers the CPU kernel set (default: the best this CPU runs).\n";
@@ -55,14 +57,19 @@ static int num(const char *flag, const char *v, long lo, long hi, long *out)
 }
 
 /* Decode through the engine: b requests at once, each a 16-token prompt
- * and n greedy tokens (EOS ignored); aggregate generated tokens per second
- * from submission to the last one finished. */
+ * and n greedy tokens (EOS ignored). The rate is of decoding alone, as
+ * llama-batched-bench's S_TG: tokens that arrive after every request has
+ * its first one (all prompts done), over the time from then to the last.
+ * Counting the prompts too would charge b prompts to the batch and one to
+ * the single sequence. Events are read as they come (poll on every
+ * request's fd), so their arrival times are the engine's. */
 static int batched(inferd_model_t *m, const struct inferd_model_info *info, int b, int n, double *tok_s, char *err)
 {
 	inferd_req_t **rq = calloc((size_t)b, sizeof *rq);
+	double *first = calloc((size_t)b, sizeof *first), *at = malloc((size_t)b * (size_t)n * sizeof *at);
+	struct pollfd *pf = calloc((size_t)b, sizeof *pf);
 	int32_t ids[16 * 64];
-	int rc = rq ? 0 : INFERD_ENOMEM, total = 0;
-	double t0 = now_s();
+	int rc = rq && first && at && pf ? 0 : INFERD_ENOMEM, got = 0, left = 0;
 	for (int i = 0; i < b && !rc; i++) {
 		for (int k = 0; k < 16; k++)
 			ids[16 * i + k] = (int32_t)(((i + 1) * 7919 + k * 104729) % info->n_vocab);
@@ -73,23 +80,57 @@ static int batched(inferd_model_t *m, const struct inferd_model_info *info, int 
 		r.max_tokens = n;
 		r.temperature = 0;
 		r.ignore_eos = 1;
-		rc = inferd_submit(m, &r, &rq[i], err);
+		if (!(rc = inferd_submit(m, &r, &rq[i], err)))
+			pf[left++] = (struct pollfd){inferd_req_fd(rq[i]), POLLIN, 0};
 	}
-	for (int i = 0; i < b && !rc; i++) {
-		struct inferd_event ev;
-		while (inferd_req_next(rq[i], &ev, -1) == 0 && ev.type != INFERD_EV_DONE)
-			;
-		if (ev.status) {
-			snprintf(err, INFERD_ERR_LEN, "%s", ev.message);
-			rc = ev.status;
+	while (!rc && left) {
+		if (poll(pf, (nfds_t)b, -1) < 0 && errno != EINTR) {
+			rc = INFERD_EIO;
+			snprintf(err, INFERD_ERR_LEN, "poll: %s", strerror(errno));
+			break;
 		}
-		total += ev.completion_tokens;
+		for (int i = 0; i < b && !rc; i++) {
+			struct inferd_event ev;
+			while (pf[i].fd >= 0 && inferd_req_next(rq[i], &ev, 0) == 0) {
+				double t = now_s();
+				if (ev.type == INFERD_EV_TOKEN) {
+					if (first[i] == 0)
+						first[i] = t;
+					if (got < b * n)
+						at[got++] = t;
+					continue;
+				}
+				if (ev.status) {
+					snprintf(err, INFERD_ERR_LEN, "%s", ev.message);
+					rc = ev.status;
+				}
+				pf[i].fd = -1; /* done: poll skips it */
+				left--;
+			}
+		}
 	}
-	*tok_s = total / (now_s() - t0);
+	if (!rc) {
+		double t0 = 0, t1 = 0;
+		int after = 0;
+		for (int i = 0; i < b; i++)
+			t0 = first[i] > t0 ? first[i] : t0;
+		for (int k = 0; k < got; k++)
+			if (at[k] > t0)
+				after++, t1 = at[k] > t1 ? at[k] : t1;
+		if (!after || t1 <= t0) {
+			rc = INFERD_EINVAL;
+			snprintf(err, INFERD_ERR_LEN, "no tokens after the prompts (-n %d is too few to time decoding)", n);
+		} else {
+			*tok_s = after / (t1 - t0);
+		}
+	}
 	for (int i = 0; rq && i < b; i++)
 		if (rq[i])
 			inferd_req_release(rq[i]);
 	free(rq);
+	free(first);
+	free(at);
+	free(pf);
 	return rc;
 }
 
