@@ -274,9 +274,14 @@ static void mm_x8(struct mm_job *j, int ith, int nth)
 				for (int t = t0; t < t1; t += per) {
 					int k = t1 - t < per ? t1 - t : per;
 					j->x8->f(w, j->xq + (size_t)t * j->xs, j->xs, k, cols, d);
-					for (int q = 0; q < k; q++)
-						for (int r = 0; r < R; r++)
-							j->out[(int64_t)(t + q) * rows + R * g + r] = d[R * q + r] + bias[r];
+					for (int q = 0; q < k; q++) {
+						float *o = j->out + (int64_t)(t + q) * rows + R * g;
+						if (!j->bias) /* as fuse_fn: the values as they are */
+							memcpy(o, d + R * q, (size_t)R * sizeof *o);
+						else
+							for (int r = 0; r < R; r++)
+								o[r] = d[R * q + r] + bias[r];
+					}
 				}
 			}
 		}
@@ -451,15 +456,19 @@ static void fuse_fn(void *ctx, int ith, int nth)
 					memcpy(P->out + (int64_t)t * rows + R * g, d + R * t, (size_t)R * sizeof(float));
 				continue;
 			}
-			for (int r = 0; r < R; r++) {
-				float bias = row_bias(P->bias, R * g + r, rows);
-				for (int t = 0; t < j->n; t++) {
-					float *o = P->out + (int64_t)t * rows + R * g + r;
-					if (j->mode == FUSE_ADD)
-						*o += d[R * t + r] + bias;
-					else
-						*o = d[R * t + r] + bias;
-				}
+			float bias[16];
+			for (int r = 0; P->bias && r < R; r++)
+				bias[r] = row_bias(P->bias, R * g + r, rows);
+			for (int t = 0; t < j->n; t++) {
+				float *o = P->out + (int64_t)t * rows + R * g;
+				if (j->mode == FUSE_ADD) /* no bias here (the output and down products) */
+					for (int r = 0; r < R; r++)
+						o[r] += d[R * t + r];
+				else if (!P->bias) /* as mm_x8: the values as they are */
+					memcpy(o, d + R * t, (size_t)R * sizeof *o);
+				else
+					for (int r = 0; r < R; r++)
+						o[r] = d[R * t + r] + bias[r];
 			}
 		}
 }
