@@ -375,12 +375,13 @@ static void cpu_matmul(struct backend *be, float *out, const struct tensor *w, c
 /* ---- fused decode ops ----
  * With up to FUSE_MAX tokens (decode), norm + q/k/v, norm + gate/up +
  * swiglu, and a product + the residual add each run as one pool run
- * instead of up to seven: every thread norms and quantizes the few rows
- * itself (they are small; the results are the same bytes whichever thread
- * makes them), then the threads take chunks of the products' row groups
- * from one counter. Per value the operations are those of the separate
- * ops, so a token's results do not depend on the path or the batch. Used
- * when every product is repacked (qmm_x8); otherwise the separate ops. */
+ * instead of up to seven: the threads norm and quantize the few rows,
+ * taking them one at a time from a counter into buffers they share, wait
+ * until all are done (no barrier: a thread that arrives late finds them
+ * made), then take chunks of the products' row groups. Per value the
+ * operations are those of the separate ops, so a token's results do not
+ * depend on the path or the batch. Used when every product is repacked
+ * (qmm_x8); otherwise the separate ops. */
 enum { FUSE_MAX = 8 };
 /* bytes of one quantized row of up to max_cols values, either format */
 #define FUSE_QROW(cb) ((size_t)(cb)->max_cols * 5 / 4 + 320)
@@ -391,47 +392,61 @@ struct fuse_job {
 	struct fuse_part p[3]; int np;
 	int mode; /* FUSE_QKV, FUSE_SWIGLU (p[0] gate, p[1] up, out p[0].out), FUSE_ADD (out += ) */
 	atomic_int_fast64_t cur[POOL_REGIONS];
+	atomic_int taken, made; /* activation rows taken and finished */
 };
 enum { FUSE_QKV, FUSE_SWIGLU, FUSE_ADD };
 
-/* activation rows of part i for this thread: the float rows (F16/BF16)
- * or the quantized ones in slot i, made here, or those of an earlier part
- * of the same format (qmm_xbytes of 256 values tells x32 from x256) */
-static const uint8_t *fuse_act(const struct fuse_job *j, const float *in, int ith, int i, const uint8_t *const *act,
-			       size_t *xs)
+/* where part i's activation rows are: the float rows (F16/BF16), or
+ * quantized ones in slot i of the shared buffer, or those of an earlier
+ * part of the same format (qmm_xbytes of 256 values tells x32 from x256);
+ * own[i]: part i's slot is made for it */
+static void fuse_layout(const struct fuse_job *j, const float *in, const uint8_t **act, size_t *xs, bool *own)
 {
-	int wt = j->p[i].x8->t->type;
-	size_t q = qmm_xbytes(wt, j->dim);
-	if (!q) {
-		xs[i] = (size_t)j->dim * sizeof(float);
-		return (const uint8_t *)in;
+	for (int i = 0; i < j->np; i++) {
+		int wt = j->p[i].x8->t->type;
+		size_t q = qmm_xbytes(wt, j->dim);
+		own[i] = false;
+		if (!q) {
+			xs[i] = (size_t)j->dim * sizeof(float);
+			act[i] = (const uint8_t *)in;
+			continue;
+		}
+		xs[i] = q;
+		act[i] = NULL;
+		for (int e = 0; e < i && !act[i]; e++)
+			if (qmm_xbytes(j->p[e].x8->t->type, 256) == qmm_xbytes(wt, 256))
+				act[i] = act[e];
+		if (!act[i]) {
+			act[i] = j->cb->fq[0] + (size_t)i * FUSE_QROW(j->cb) * (size_t)FUSE_MAX;
+			own[i] = true;
+		}
 	}
-	xs[i] = q;
-	for (int e = 0; e < i; e++)
-		if (qmm_xbytes(j->p[e].x8->t->type, 256) == qmm_xbytes(wt, 256))
-			return act[e];
-	uint8_t *dst = j->cb->fq[ith] + (size_t)i * FUSE_QROW(j->cb) * (size_t)FUSE_MAX;
-	for (int t = 0; t < j->n; t++)
-		qmm_quantize(wt, in + (int64_t)t * j->dim, j->dim, dst + (size_t)t * q);
-	return dst;
 }
 
 static void fuse_fn(void *ctx, int ith, int nth)
 {
 	struct fuse_job *j = ctx;
 	struct cpu_backend *cb = j->cb;
-	const float *in = j->x;
-	if (j->norm) {
-		float *w = cb->row[ith], *h = cb->fh[ith];
-		dtype_to_f32(j->norm->type, j->norm->data, w, j->dim);
-		for (int t = 0; t < j->n; t++)
-			ops_rmsnorm_row(h + (int64_t)t * j->dim, j->x + (int64_t)t * j->dim, w, j->dim, j->eps);
-		in = h;
-	}
+	const float *in = j->norm ? cb->fh[0] : j->x;
 	const uint8_t *act[3];
 	size_t xs[3];
-	for (int i = 0; i < j->np; i++)
-		act[i] = fuse_act(j, in, ith, i, act, xs);
+	bool own[3], have_w = false;
+	fuse_layout(j, in, act, xs, own);
+	for (int t; (t = atomic_fetch_add_explicit(&j->taken, 1, memory_order_relaxed)) < j->n;) {
+		const float *row = j->x + (int64_t)t * j->dim;
+		if (j->norm) {
+			if (!have_w)
+				dtype_to_f32(j->norm->type, j->norm->data, cb->row[ith], j->dim);
+			have_w = true;
+			ops_rmsnorm_row(cb->fh[0] + (int64_t)t * j->dim, row, cb->row[ith], j->dim, j->eps);
+			row = cb->fh[0] + (int64_t)t * j->dim;
+		}
+		for (int i = 0; i < j->np; i++)
+			if (own[i])
+				qmm_quantize(j->p[i].x8->t->type, row, j->dim, (uint8_t *)act[i] + (size_t)t * xs[i]);
+		atomic_fetch_add_explicit(&j->made, 1, memory_order_release);
+	}
+	pool_wait_count(&j->made, j->n);
 	int64_t groups[3], total = 0;
 	int parts = j->mode == FUSE_SWIGLU ? 1 : j->np; /* gate and up share their groups */
 	for (int i = 0; i < parts; i++)
@@ -481,7 +496,7 @@ static int fuse_ready(struct cpu_backend *cb, struct fuse_job *j, const float *x
 {
 	if (n < 1 || n > FUSE_MAX || !cb->fh || !cb->fq || dim > cb->max_cols)
 		return 0;
-	*j = (struct fuse_job){cb, x, n, dim, norm, eps, {{0}}, np, mode, {0}};
+	*j = (struct fuse_job){cb, x, n, dim, norm, eps, {{0}}, np, mode, {0}, 0, 0};
 	for (int i = 0; i < np; i++) {
 		const struct x8w *x8 = w[i] ? find_x8(cb, w[i]) : NULL;
 		if (!x8 || w[i]->ne[0] != dim || qmm_x8_max_nt(w[i]->type) < n)

@@ -44,14 +44,6 @@ struct pool {
 static pthread_mutex_t core_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct core *the_core;
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield");
-#endif
-}
 
 static uint64_t now_ns(void)
 {
@@ -73,7 +65,7 @@ static void *worker_main(void *arg)
 		if (g == seen) {
 			uint64_t t0 = now_ns();
 			for (int i = 1; g == seen; i++) {
-				cpu_relax();
+				pool_relax();
 				g = atomic_load_explicit(&c->gen, memory_order_acquire);
 				if (g == seen && (i & 63) == 0 && now_ns() - t0 > SPIN_NS)
 					break;
@@ -207,7 +199,7 @@ void pool_run(struct pool *p, pool_fn fn, void *ctx)
 	fn(ctx, 0, p->nth);
 	uint64_t t0 = 0;
 	for (int i = 1; atomic_load_explicit(&c->pending, memory_order_acquire) > 0; i++) {
-		cpu_relax();
+		pool_relax();
 		if ((i & 255) == 0) { /* a worker lost its CPU: stop spinning for it */
 			if (!t0)
 				t0 = now_ns();

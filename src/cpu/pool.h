@@ -18,7 +18,27 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include <sched.h>
 typedef void (*pool_fn)(void *ctx, int ith, int nth);
+static inline void pool_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+/* Inside a run: wait until *c (counted up by the run's threads, with
+ * release) reaches n. Spins, and gives the CPU away now and then in case
+ * the thread it waits for has lost its own (more threads than CPUs). */
+static inline void pool_wait_count(atomic_int *c, int n)
+{
+	for (int i = 1; atomic_load_explicit(c, memory_order_acquire) < n; i++) {
+		pool_relax();
+		if ((i & 1023) == 0)
+			sched_yield();
+	}
+}
 struct pool;
 
 struct pool *pool_new(int nth);
