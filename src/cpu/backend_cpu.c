@@ -10,9 +10,10 @@
  * and weights not repacked are declined (the op returns 0) and forward.c
  * runs the separate ops.
  *
- * Ownership: the backend owns its pool, per-thread scratch rows and the
- * rotary table; the model owns the weights it reads. Only the model's
- * compute thread calls these ops (backend.h), so nothing here locks.
+ * Ownership: the backend owns its pool, per-thread scratch rows, the fused
+ * ops' shared rows and the rotary table; the model owns the weights it
+ * reads. Only the model's compute thread calls these ops (backend.h), so
+ * nothing here locks.
  * KV cache: a paged pool, [layer][block][block_size] rows of n_head_kv *
  * head_dim values for K and for V, stored as F16 (default), F32 or Q8_0
  * (kv_dtype); a sequence's position p lives in block block_table[p /
@@ -80,8 +81,8 @@ struct cpu_backend {
 	int n_x8;
 	uint8_t *xq;              /* the step's activations, quantized for qmm */
 	size_t xq_cap;
-	float **fh;               /* [nth][FUSE_MAX * max_cols] a thread's normed rows (fused ops) */
-	uint8_t **fq;             /* [nth][2 * FUSE_MAX * row bound] its quantized rows */
+	float *fh;                /* [FUSE_MAX * max_cols] the normed rows of a fused op (shared) */
+	uint8_t *fq;              /* [3 * FUSE_MAX * row bound] its quantized rows, per part */
 };
 
 #define CPU(be) ((struct cpu_backend *)(be))
@@ -417,7 +418,7 @@ static void fuse_layout(const struct fuse_job *j, const float *in, const uint8_t
 			if (qmm_xbytes(j->p[e].x8->t->type, 256) == qmm_xbytes(wt, 256))
 				act[i] = act[e];
 		if (!act[i]) {
-			act[i] = j->cb->fq[0] + (size_t)i * FUSE_QROW(j->cb) * (size_t)FUSE_MAX;
+			act[i] = j->cb->fq + (size_t)i * FUSE_QROW(j->cb) * (size_t)FUSE_MAX;
 			own[i] = true;
 		}
 	}
@@ -427,7 +428,7 @@ static void fuse_fn(void *ctx, int ith, int nth)
 {
 	struct fuse_job *j = ctx;
 	struct cpu_backend *cb = j->cb;
-	const float *in = j->norm ? cb->fh[0] : j->x;
+	const float *in = j->norm ? cb->fh : j->x;
 	const uint8_t *act[3];
 	size_t xs[3];
 	bool own[3], have_w = false;
@@ -438,8 +439,8 @@ static void fuse_fn(void *ctx, int ith, int nth)
 			if (!have_w)
 				dtype_to_f32(j->norm->type, j->norm->data, cb->row[ith], j->dim);
 			have_w = true;
-			ops_rmsnorm_row(cb->fh[0] + (int64_t)t * j->dim, row, cb->row[ith], j->dim, j->eps);
-			row = cb->fh[0] + (int64_t)t * j->dim;
+			ops_rmsnorm_row(cb->fh + (int64_t)t * j->dim, row, cb->row[ith], j->dim, j->eps);
+			row = cb->fh + (int64_t)t * j->dim;
 		}
 		for (int i = 0; i < j->np; i++)
 			if (own[i])
@@ -488,7 +489,7 @@ static void fuse_fn(void *ctx, int ith, int nth)
 		}
 }
 
-/* the job when every product is repacked, n is small and the per-thread
+/* the job when every product is repacked, n is small and the shared
  * scratch is there; else 0 */
 static int fuse_ready(struct cpu_backend *cb, struct fuse_job *j, const float *x, int n, int dim,
 		      const struct tensor *norm, float eps, int mode, const struct tensor *const *w,
@@ -793,10 +794,6 @@ static void cpu_free(struct backend *be)
 	free(cb->rope_cs);
 	free(cb->blk);
 	free(cb->xq);
-	for (int i = 0; cb->fh && i < cb->nth; i++)
-		free(cb->fh[i]);
-	for (int i = 0; cb->fq && i < cb->nth; i++)
-		free(cb->fq[i]);
 	free(cb->fh);
 	free(cb->fq);
 	if (cb->arena)
@@ -989,14 +986,10 @@ int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, int 
 	if (!exact && repack(cb, m) != 0)
 		goto oom;
 	if (cb->n_x8) { /* the fused decode ops' scratch (else they take the separate ops) */
-		cb->fh = calloc((size_t)cb->nth, sizeof(float *));
-		cb->fq = calloc((size_t)cb->nth, sizeof(uint8_t *));
+		cb->fh = malloc((size_t)FUSE_MAX * (size_t)mc * sizeof(float));
+		cb->fq = malloc(3 * (size_t)FUSE_MAX * FUSE_QROW(cb));
 		if (!cb->fh || !cb->fq)
 			goto oom;
-		for (int i = 0; i < cb->nth; i++)
-			if (!(cb->fh[i] = malloc((size_t)FUSE_MAX * (size_t)mc * sizeof(float))) ||
-			    !(cb->fq[i] = malloc(3 * (size_t)FUSE_MAX * FUSE_QROW(cb))))
-				goto oom;
 	}
 	*out = &cb->base;
 	return 0;
