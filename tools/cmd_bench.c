@@ -8,6 +8,7 @@
  * driver over the library's sequence API; the model's own threads compute.
  */
 #include "inferd.h"
+#include "cpu/membw.h"
 #include "cpu/qmm.h"
 #include "cmds.h"
 
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *bench_help =
 	"usage: inferd bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r 3] [-b B] [--device DEV] [--kv-dtype T] [--cpu-exact] [--json]\n"
@@ -28,6 +30,11 @@ static const char *bench_help =
 	"(bytes of weights read per token x tg). --json prints one object with pp_tok_s,\n"
 	"tg_tok_s, peak_rss_bytes, weight_bytes, tg_weight_gb_s, file_bytes, kv_cache_bytes,\n"
 	"cpu_kernels and the settings.\n"
+	"--probe: also generate N tokens with the memory read probe (bench/membw's, a 512 MiB\n"
+	"buffer, the same threads) run between every 4 of them, and print the weight bandwidth\n"
+	"of those tokens against the probe's (tg_probe_weight_gb_s, probe_read_gb_s,\n"
+	"tg_probe_ratio): both sampled in the same seconds, so a machine whose bandwidth moves\n"
+	"from minute to minute is compared with itself.\n"
 	"-b B (2..64): also decode through the engine, 1 sequence and then B at once (16-token\n"
 	"prompts, N tokens each), alternating R times, and print the best decode rate of each:\n"
 	"tokens after every prompt is done, all sequences together, as llama-batched-bench's S_TG\n"
@@ -58,18 +65,26 @@ static int num(const char *flag, const char *v, long lo, long hi, long *out)
 
 /* Decode through the engine: b requests at once, each a 16-token prompt
  * and n greedy tokens (EOS ignored). The rate is of decoding alone, as
- * llama-batched-bench's S_TG: tokens that arrive after every request has
- * its first one (all prompts done), over the time from then to the last.
- * Counting the prompts too would charge b prompts to the batch and one to
- * the single sequence. Events are read as they come (poll on every
- * request's fd), so their arrival times are the engine's. */
+ * llama-batched-bench's S_TG: the engine's count of generated tokens
+ * (inferd_model_stats) from the moment every request has its first token
+ * (all prompts done) to the end, over that time. Counting the prompts too
+ * would charge b prompts to the batch and one to the single sequence.
+ * Events are read as they come (poll on every request's fd); the engine's
+ * counter, not the events' arrival, counts the tokens, so a reader that
+ * falls behind does not change the figure. A model so small that decoding
+ * ends before the reader sees the last first token gets the rate from
+ * submission instead. */
 static int batched(inferd_model_t *m, const struct inferd_model_info *info, int b, int n, double *tok_s, char *err)
 {
 	inferd_req_t **rq = calloc((size_t)b, sizeof *rq);
-	double *first = calloc((size_t)b, sizeof *first), *at = malloc((size_t)b * (size_t)n * sizeof *at);
 	struct pollfd *pf = calloc((size_t)b, sizeof *pf);
+	char *seen = calloc((size_t)b, 1); /* request i has its first token */
 	int32_t ids[16 * 64];
-	int rc = rq && first && at && pf ? 0 : INFERD_ENOMEM, got = 0, left = 0;
+	int rc = rq && pf && seen ? 0 : INFERD_ENOMEM, left = 0, firsts = 0, total = 0;
+	struct inferd_model_stats st;
+	inferd_model_stats(m, &st);
+	double ts = now_s(), t0 = 0;
+	uint64_t g0 = 0, gs = st.tokens_generated;
 	for (int i = 0; i < b && !rc; i++) {
 		for (int k = 0; k < 16; k++)
 			ids[16 * i + k] = (int32_t)(((i + 1) * 7919 + k * 104729) % info->n_vocab);
@@ -92,45 +107,104 @@ static int batched(inferd_model_t *m, const struct inferd_model_info *info, int 
 		for (int i = 0; i < b && !rc; i++) {
 			struct inferd_event ev;
 			while (pf[i].fd >= 0 && inferd_req_next(rq[i], &ev, 0) == 0) {
-				double t = now_s();
 				if (ev.type == INFERD_EV_TOKEN) {
-					if (first[i] == 0)
-						first[i] = t;
-					if (got < b * n)
-						at[got++] = t;
+					if (!seen[i]) {
+						seen[i] = 1;
+						if (++firsts == b) {
+							inferd_model_stats(m, &st);
+							t0 = now_s();
+							g0 = st.tokens_generated;
+						}
+					}
 					continue;
 				}
 				if (ev.status) {
 					snprintf(err, INFERD_ERR_LEN, "%s", ev.message);
 					rc = ev.status;
 				}
+				total += ev.completion_tokens;
 				pf[i].fd = -1; /* done: poll skips it */
 				left--;
 			}
 		}
 	}
 	if (!rc) {
-		double t0 = 0, t1 = 0;
-		int after = 0;
-		for (int i = 0; i < b; i++)
-			t0 = first[i] > t0 ? first[i] : t0;
-		for (int k = 0; k < got; k++)
-			if (at[k] > t0)
-				after++, t1 = at[k] > t1 ? at[k] : t1;
-		if (!after || t1 <= t0) {
+		inferd_model_stats(m, &st);
+		double t1 = now_s();
+		if (firsts == b && st.tokens_generated > g0 && t1 > t0)
+			*tok_s = (double)(st.tokens_generated - g0) / (t1 - t0);
+		else if (st.tokens_generated > gs)
+			*tok_s = (double)total / (t1 - ts);
+		else {
 			rc = INFERD_EINVAL;
-			snprintf(err, INFERD_ERR_LEN, "no tokens after the prompts (-n %d is too few to time decoding)", n);
-		} else {
-			*tok_s = after / (t1 - t0);
+			snprintf(err, INFERD_ERR_LEN, "no tokens generated (-n %d)", n);
 		}
 	}
 	for (int i = 0; rq && i < b; i++)
 		if (rq[i])
 			inferd_req_release(rq[i]);
 	free(rq);
-	free(first);
-	free(at);
 	free(pf);
+	free(seen);
+	return rc;
+}
+
+/* greedy: the argmax of a row of logits (the first of equal ones) */
+static int32_t argmax(const float *lg, int n_vocab)
+{
+	int32_t id = 0;
+	float best = lg[0]; /* in a register: no load waiting on the last choice */
+	for (int v = 1; v < n_vocab; v++)
+		if (lg[v] > best)
+			best = lg[v], id = v;
+	return id;
+}
+
+/* Generation with the read probe between every 4 tokens: the seconds of
+ * the tokens and of the probe's passes, each summed, so both are sampled
+ * across the same stretch of time (a VM's bandwidth moves by 2x from
+ * minute to minute; a probe run before or after compares two machines). */
+static int probed(inferd_model_t *m, const struct inferd_model_info *info, int n, int nth, double *tg_gb_s,
+		  double *probe_gb_s, char *err)
+{
+	size_t bytes = (size_t)512 << 20;
+	bytes -= bytes % (8 * (size_t)nth);
+	uint64_t *buf = malloc(bytes), sum = 0;
+	float *lg = malloc((size_t)info->n_vocab * sizeof *lg);
+	inferd_seq_t *g = NULL;
+	int rc = INFERD_ENOMEM;
+	if (!buf || !lg || (rc = inferd_seq_new(m, n + 1, &g, err))) {
+		if (rc == INFERD_ENOMEM)
+			snprintf(err, INFERD_ERR_LEN, "out of memory for the probe's 512 MiB");
+		goto out;
+	}
+	for (size_t i = 0; i < bytes / 8; i++) /* touch every page, no zero pages */
+		buf[i] = i * 0x9e3779b97f4a7c15ull;
+	double t_tg = 0, t_probe = 0;
+	int passes = 0;
+	for (int i = 0; i < n && !rc;) {
+		double t0 = now_s();
+		for (int k = 0; k < 4 && i < n && !rc; k++, i++) {
+			int32_t id = i ? argmax(lg, info->n_vocab) : 1;
+			rc = inferd_seq_eval(m, g, &id, 1, lg, 0, err);
+		}
+		t_tg += now_s() - t0;
+		double t = membw_pass(buf, bytes, nth, &sum);
+		if (t < 0 && !rc) {
+			rc = INFERD_EIO;
+			snprintf(err, INFERD_ERR_LEN, "the probe could not start %d threads", nth);
+		}
+		t_probe += t;
+		passes++;
+	}
+	if (!rc) {
+		*tg_gb_s = (double)info->weight_bytes * n / t_tg / 1e9;
+		*probe_gb_s = (double)bytes * passes / t_probe / 1e9;
+	}
+out:
+	inferd_seq_free(g);
+	free(buf);
+	free(lg);
 	return rc;
 }
 
@@ -153,12 +227,7 @@ static int one(inferd_model_t *m, const struct inferd_model_info *info, int p, i
 		goto out;
 	double t1 = now_s();
 	for (int i = 0; i < n; i++) { /* greedy: the next id is the argmax */
-		int32_t id = 1;
-		float best = lg[1]; /* in a register: no load waiting on the last choice */
-		if (i > 0)
-			for (int v = 1; v < info->n_vocab; v++)
-				if (lg[v] > best)
-					best = lg[v], id = v;
+		int32_t id = i ? argmax(lg, info->n_vocab) : 1;
 		if ((rc = inferd_seq_eval(m, g, &id, 1, lg, 0, err)))
 			goto out;
 	}
@@ -178,7 +247,7 @@ int cmd_bench(int argc, char **argv)
 {
 	const char *model = NULL, *device = NULL;
 	long p = 512, n = 128, threads = 0, reps = 3;
-	int json = 0, cpu_exact = 0;
+	int json = 0, cpu_exact = 0, probe = 0;
 	long batch = 1;
 	const char *kv_dtype = NULL;
 	for (int i = 2; i < argc; i++) {
@@ -193,6 +262,10 @@ int cmd_bench(int argc, char **argv)
 		}
 		if (!strcmp(a, "--cpu-exact")) {
 			cpu_exact = 1;
+			continue;
+		}
+		if (!strcmp(a, "--probe")) {
+			probe = 1;
 			continue;
 		}
 		if (!v) {
@@ -279,7 +352,16 @@ int cmd_bench(int argc, char **argv)
 	}
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
-	unsigned long long rss = (unsigned long long)ru.ru_maxrss * 1024ull;
+	unsigned long long rss = (unsigned long long)ru.ru_maxrss * 1024ull; /* before the probe's buffer */
+	double ptg = 0, pbw = 0; /* --probe: tg's weight bandwidth and the probe's, interleaved */
+	if (probe && n > 0) {
+		long nth = threads ? threads : sysconf(_SC_NPROCESSORS_ONLN);
+		if (probed(m, &info, (int)n, (int)(nth < 1 ? 1 : nth > 256 ? 256 : nth), &ptg, &pbw, err)) {
+			fprintf(stderr, "inferd: %s: %s\n", model, err);
+			inferd_model_close(m);
+			return 1;
+		}
+	}
 	double gbs = (double)info.weight_bytes * tg_tok_s / 1e9;
 	const char *kern = cpu_exact ? "float32" : qmm_isa_name(qmm_isa_best());
 	uint64_t file_bytes = 0, kv_bytes = 0; /* what the resident size should be made of */
@@ -292,6 +374,11 @@ int cmd_bench(int argc, char **argv)
 				      (json_int_t)reps, "pp_tok_s", pp_tok_s, "tg_tok_s", tg_tok_s, "peak_rss_bytes",
 				      (json_int_t)rss, "weight_bytes", (json_int_t)info.weight_bytes, "tg_weight_gb_s", gbs,
 				      "file_bytes", (json_int_t)file_bytes, "kv_cache_bytes", (json_int_t)kv_bytes);
+		if (j && probe && n > 0) {
+			json_object_set_new(j, "tg_probe_weight_gb_s", json_real(ptg));
+			json_object_set_new(j, "probe_read_gb_s", json_real(pbw));
+			json_object_set_new(j, "tg_probe_ratio", json_real(pbw > 0 ? ptg / pbw : 0));
+		}
 		char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
 		printf("%s\n", txt ? txt : "{}");
 		free(txt);
@@ -301,6 +388,9 @@ int cmd_bench(int argc, char **argv)
 		       "weights, %.3f GB per token)\n  peak RSS: %.1f MiB (file %.1f MiB; KV cache %.1f MiB, touched as it fills)\n",
 		       model, info.device, threads, kern, p, pp_tok_s, n, tg_tok_s, gbs, (double)info.weight_bytes / 1e9,
 		       (double)rss / 1048576.0, (double)file_bytes / 1048576.0, (double)kv_bytes / 1048576.0);
+	if (!json && probe && n > 0)
+		printf("  tg%ld with the read probe between every 4 tokens: %.2f GB/s of weights, the probe %.2f GB/s (%.0f%%)\n",
+		       n, ptg, pbw, pbw > 0 ? 100 * ptg / pbw : 0);
 	if (!json && batch > 1 && n > 0)
 		printf("  engine decode, %ld tokens each: 1 sequence %.2f tok/s, %ld at once %.2f tok/s (%.2fx)\n", n, b1,
 		       batch, bn, b1 > 0 ? bn / b1 : 0);

@@ -6,6 +6,7 @@
  */
 #include "testlib.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,7 +30,7 @@ static void help_texts(void)
 			       "--kv-heads", "--head-dim", "--vocab", "--ctx", "--rope-theta", "--tied", "--type", "--seed"}},
 		{"info", {"-m"}},
 		{"batch", {"--model", "--requests", "--concurrency", "--threads", "--kv-tokens"}},
-		{"bench", {"-m", "-p", "-n", "-t", "-r", "-b", "--device", "--kv-dtype", "--cpu-exact", "--json", "pp_tok_s",
+		{"bench", {"-m", "-p", "-n", "-t", "-r", "-b", "--probe", "--device", "--kv-dtype", "--cpu-exact", "--json", "pp_tok_s",
 			   "peak_rss_bytes", "kv_cache_bytes"}},
 		{"tokenize", {"--model", "--text", "--file", "--no-special"}},
 		{"detokenize", {"--model", "--ids", "--skip-special"}},
@@ -265,6 +266,26 @@ static void bench_cli(void)
 		CHECK(fb > wb, "file bytes %.0f vs weights read per token", fb);
 		json_decref(j);
 	}
+	/* --probe: generation with the read probe between every 4 tokens; the
+	 * ratio is of the two figures, and the probe's 512 MiB buffer is not
+	 * in the peak resident size (measured before it) */
+	const char *prb[] = {t_bin(), "bench", "-m", model, "-p", "8", "-n", "12", "-r", "1", "-t", "2", "--probe", "--json", NULL};
+	CHECK(t_run(prb, out, sizeof out, err, sizeof err) == 0, "bench --probe: %s", err);
+	j = json_loads(out, 0, &je);
+	CHECK(j != NULL, "bench --probe --json output is not JSON: %s", out);
+	if (j) {
+		double ptg = json_number_value(json_object_get(j, "tg_probe_weight_gb_s")),
+		       pbw = json_number_value(json_object_get(j, "probe_read_gb_s")),
+		       ratio = json_number_value(json_object_get(j, "tg_probe_ratio")),
+		       rss = json_number_value(json_object_get(j, "peak_rss_bytes"));
+		printf("  bench --probe: tg %.2f GB/s of weights, probe %.2f GB/s, ratio %.3f, peak RSS %.0f\n", ptg, pbw, ratio, rss);
+		CHECK(ptg > 0 && pbw > 0 && fabs(ratio - ptg / pbw) <= 1e-9 * ratio, "probe figures: %s", out);
+		CHECK(rss > 0 && rss < 256.0 * 1048576, "peak RSS %.0f counts the probe's buffer", rss);
+		json_decref(j);
+	}
+	const char *nop[] = {t_bin(), "bench", "-m", model, "-p", "8", "-n", "8", "-r", "1", "--json", NULL};
+	CHECK(t_run(nop, out, sizeof out, err, sizeof err) == 0 && !strstr(out, "tg_probe_ratio"),
+	      "bench without --probe reports probe figures: %s", out);
 	const char *badkv[] = {t_bin(), "bench", "-m", model, "--kv-dtype", "f8", NULL};
 	rc = t_run(badkv, out, sizeof out, err, sizeof err);
 	CHECK(rc != 0 && strstr(err, "kv_dtype \"f8\": expected f16, f32 or q8_0"), "bench --kv-dtype f8: exit %d: %s", rc, err);
