@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 static const char *bench_help =
-	"usage: inferd bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r 3] [-b B] [--device DEV] [--kv-dtype T] [--cpu-exact] [--json]\n"
+	"usage: inferd bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r 3] [-b B] [--probe] [--device DEV] [--kv-dtype T] [--cpu-exact] [--json]\n"
 	"Prompt processing (pp: P tokens in one evaluation) and generation (tg: N tokens one at a\n"
 	"time from an empty context), each as llama-bench measures them, in tokens/s, the mean of R repetitions after a warm-up; the peak\n"
 	"resident memory of the process; and the weight bandwidth the generation rate implies\n"
