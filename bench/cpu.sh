@@ -43,7 +43,6 @@ probe() { # one probe: prints GB/s with THREADS threads, logs it
 	echo "$b"
 }
 for i in 1 2 3; do echo "memory read bandwidth, $THREADS threads: $(probe) GB/s"; done
-build=-
 for shape in ${SHAPES:-llama-1b qwen2-0.5b}; do
 	for t in ${TYPES:-q8_0 q4_k_m f16}; do
 		f=$MODELS/$shape-$t.gguf

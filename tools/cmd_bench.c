@@ -95,8 +95,10 @@ static int batched(inferd_model_t *m, const struct inferd_model_info *info, int 
 		r.max_tokens = n;
 		r.temperature = 0;
 		r.ignore_eos = 1;
-		if (!(rc = inferd_submit(m, &r, &rq[i], err)))
-			pf[left++] = (struct pollfd){inferd_req_fd(rq[i]), POLLIN, 0};
+		if (!(rc = inferd_submit(m, &r, &rq[i], err))) {
+			pf[i] = (struct pollfd){inferd_req_fd(rq[i]), POLLIN, 0};
+			left++;
+		}
 	}
 	while (!rc && left) {
 		if (poll(pf, (nfds_t)b, -1) < 0 && errno != EINTR) {

@@ -238,6 +238,19 @@ static float row_bias(const struct tensor *bias, int64_t r, int64_t rows)
 	return v;
 }
 
+/* a group's R row values of one token (d) to its output rows o: as they
+ * are, or plus the group's biases; the repacked products and the fused
+ * ops both store this way, so the two give the same bits */
+static void put_group(float *o, const float *d, int R, const float *bias)
+{
+	if (!bias) {
+		memcpy(o, d, (size_t)R * sizeof *o);
+		return;
+	}
+	for (int r = 0; r < R; r++)
+		o[r] = d[r] + bias[r];
+}
+
 static void mm_q(struct mm_job *j, int ith, int nth)
 {
 	int64_t cols = j->w->ne[0], rows = j->w->ne[1], a, b;
@@ -275,14 +288,9 @@ static void mm_x8(struct mm_job *j, int ith, int nth)
 				for (int t = t0; t < t1; t += per) {
 					int k = t1 - t < per ? t1 - t : per;
 					j->x8->f(w, j->xq + (size_t)t * j->xs, j->xs, k, cols, d);
-					for (int q = 0; q < k; q++) {
-						float *o = j->out + (int64_t)(t + q) * rows + R * g;
-						if (!j->bias) /* as fuse_fn: the values as they are */
-							memcpy(o, d + R * q, (size_t)R * sizeof *o);
-						else
-							for (int r = 0; r < R; r++)
-								o[r] = d[R * q + r] + bias[r];
-					}
+					for (int q = 0; q < k; q++)
+						put_group(j->out + (int64_t)(t + q) * rows + R * g, d + R * q, R,
+							  j->bias ? bias : NULL);
 				}
 			}
 		}
@@ -469,7 +477,7 @@ static void fuse_fn(void *ctx, int ith, int nth)
 				U->x8->f(U->x8->data + (size_t)g * U->x8->gbytes, act[1], xs[1], j->n, cols, e);
 				cb->vec.swiglu(d, d, e, (int64_t)R * j->n);
 				for (int t = 0; t < j->n; t++)
-					memcpy(P->out + (int64_t)t * rows + R * g, d + R * t, (size_t)R * sizeof(float));
+					put_group(P->out + (int64_t)t * rows + R * g, d + R * t, R, NULL);
 				continue;
 			}
 			float bias[16];
@@ -480,11 +488,8 @@ static void fuse_fn(void *ctx, int ith, int nth)
 				if (j->mode == FUSE_ADD) /* no bias here (the output and down products) */
 					for (int r = 0; r < R; r++)
 						o[r] += d[R * t + r];
-				else if (!P->bias) /* as mm_x8: the values as they are */
-					memcpy(o, d + R * t, (size_t)R * sizeof *o);
 				else
-					for (int r = 0; r < R; r++)
-						o[r] = d[R * t + r] + bias[r];
+					put_group(o, d + R * t, R, P->bias ? bias : NULL);
 			}
 		}
 }

@@ -44,7 +44,6 @@ struct pool {
 static pthread_mutex_t core_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct core *the_core;
 
-
 static uint64_t now_ns(void)
 {
 	struct timespec ts;

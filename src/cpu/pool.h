@@ -10,15 +10,17 @@
  * sleep. Kernels split their rows by (ith, nth), or take chunks where
  * threads may run at different speeds: from one shared counter
  * (pool_chunk, where the order matters) or from per-thread regions
- * (pool_region_chunk, rows streamed from memory).
+ * (pool_region_chunk, rows streamed from memory). Inside a run, threads
+ * may wait for a count the others make (pool_wait_count) instead of a
+ * second barrier.
  */
 #ifndef INFERD_POOL_H
 #define INFERD_POOL_H
 
 #include <stdatomic.h>
+#include <sched.h>
 #include <stdint.h>
 
-#include <sched.h>
 typedef void (*pool_fn)(void *ctx, int ith, int nth);
 static inline void pool_relax(void)
 {
