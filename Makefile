@@ -70,6 +70,12 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The CPU kernels' loops start on a 64-byte line. Where a loop of a
+# kernel lands otherwise is chance, and it moved the kernels by up to 40%
+# on Zen 4 (Q5_0 at 1 token: 6.4 or 4.5 ns per 256 products, Q8_0 3.8 or
+# 3.0, from one line of code elsewhere in the file).
+$(BUILD)/src/cpu/qmm.o $(BUILD)/src/cpu/ops.o: CFLAGS += -falign-loops=64
+
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@

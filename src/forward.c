@@ -49,6 +49,7 @@ int forward(struct inferd_model *m, const struct batch *b, char *err)
 	float *v = op->alloc(be, (size_t)n * kvd), *att = op->alloc(be, (size_t)n * qd);
 	float *g = op->alloc(be, (size_t)n * F), *u = op->alloc(be, (size_t)n * F);
 	float *lg = NULL;
+	int direct = be->host_mem && b->logits && !(b->sample && op->sample); /* logits into b->logits */
 	if (!rows || !x || !h || !q || !k || !v || !att || !g || !u) {
 		rc = seterr(err, INFERD_ENOMEM, "out of memory for a step of %d tokens", n);
 		goto out;
@@ -56,7 +57,7 @@ int forward(struct inferd_model *m, const struct batch *b, char *err)
 	for (int t = 0; t < n; t++)
 		if (b->want[t])
 			rows[n_out++] = t;
-	if (n_out && !(lg = op->alloc(be, (size_t)n_out * c->n_vocab))) {
+	if (n_out && !(lg = direct ? b->logits : op->alloc(be, (size_t)n_out * c->n_vocab))) {
 		rc = seterr(err, INFERD_ENOMEM, "out of memory for %d rows of logits", n_out);
 		goto out;
 	}
@@ -99,7 +100,7 @@ int forward(struct inferd_model *m, const struct batch *b, char *err)
 					op->read(be, b->logits + (size_t)j * c->n_vocab, lg + (size_t)j * c->n_vocab,
 						 (size_t)c->n_vocab);
 			rc = op->sample(be, lg, n_out, b->sample, err);
-		} else {
+		} else if (!direct) {
 			op->read(be, b->logits, lg, (size_t)n_out * c->n_vocab);
 		}
 	}
@@ -107,7 +108,7 @@ int forward(struct inferd_model *m, const struct batch *b, char *err)
 		rc = op->sync(be, err);
 out:
 	free(rows);
-	float *bufs[] = {x, h, q, k, v, att, g, u, lg};
+	float *bufs[] = {x, h, q, k, v, att, g, u, direct ? NULL : lg};
 	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
 		if (bufs[i])
 			op->dealloc(be, bufs[i]);

@@ -243,8 +243,14 @@ static float row_bias(const struct tensor *bias, int64_t r, int64_t rows)
  * ops both store this way, so the two give the same bits */
 static void put_group(float *o, const float *d, int R, const float *bias)
 {
-	if (!bias) {
-		memcpy(o, d, (size_t)R * sizeof *o);
+	if (!bias) { /* R is 8 or 16: copies of a constant size, inlined (a call
+		      * of memcpy per group was 1.3% of a 0.5B decode step) */
+		if (R == 16)
+			memcpy(o, d, 16 * sizeof *o);
+		else if (R == 8)
+			memcpy(o, d, 8 * sizeof *o);
+		else
+			memcpy(o, d, (size_t)R * sizeof *o);
 		return;
 	}
 	for (int r = 0; r < R; r++)
@@ -955,6 +961,7 @@ int cpu_backend_new(const struct inferd_model *m, int n_threads, int exact, int 
 		return seterr(err, INFERD_ENOMEM, "out of memory");
 	cb->kv_type = kv_type;
 	cb->base.ops = &cpu_ops;
+	cb->base.host_mem = 1;
 	cb->base.m = m;
 	cb->dot = ops_dot_best();
 	cb->dot4 = ops_dot4_best();
