@@ -380,6 +380,7 @@ int cmd_batch(int argc, char **argv)
 	free(line);
 	if (f != stdin)
 		fclose(f);
+	warn_threads("batch", threads, NULL);
 	char err[INFERD_ERR_LEN];
 	struct inferd_model_opts o = {.n_threads = (int)threads, .kv_tokens = (int)kv};
 	if (inferd_model_open(model, &o, &c.m, err)) {

@@ -308,6 +308,7 @@ int cmd_bench(int argc, char **argv)
 		fprintf(stderr, "inferd bench: -p and -n are both 0: nothing to measure\n");
 		return 2;
 	}
+	warn_threads("bench", threads, device);
 	char err[INFERD_ERR_LEN];
 	struct inferd_model_opts o = {.n_threads = (int)threads, .device = device, .cpu_exact = cpu_exact, .kv_dtype = kv_dtype,
 				      .kv_tokens = (int)(p + n + 16 > 8192 ? p + n + 16 : 8192)};

@@ -268,6 +268,7 @@ int cmd_serve(int argc, char **argv)
 		fprintf(stderr, "inferd serve: --device must be cpu, cuda or cuda:N, got \"%s\"\n", device);
 		return 2;
 	}
+	warn_threads("serve", threads, device);
 	struct serve_opts o = {.models = models, .n_models = nm, .host = host, .port = (int)port, .parallel = (int)parallel,
 			       .queue = (int)queue, .threads = (int)threads, .kv_tokens = (int)kv,
 			       .max_connections = (int)maxc, .idle_timeout = (int)idle, .timeout_s = (double)timeout,

@@ -16,4 +16,8 @@ int cmd_bench(int argc, char **argv);
 /* inferd serve: the OpenAI-compatible HTTP server (cmd_serve.c, server/). */
 int cmd_serve(int argc, char **argv);
 
+/* -t above the online CPUs, on the CPU: a warning on stderr that says what
+ * it costs (inferd.c); the command goes on with the threads asked for */
+void warn_threads(const char *cmd, long threads, const char *device);
+
 #endif

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int run(const char *const *argv, char *out, size_t cap)
 {
@@ -293,6 +294,18 @@ static void bench_cli(void)
 	rc = t_run(badserve, out, sizeof out, err, sizeof err);
 	CHECK(rc == 2 && strstr(err, "--kv-dtype must be f16, f32 or q8_0, got \"f8\""), "serve --kv-dtype f8: exit %d: %s",
 	      rc, err);
+	/* -t above the online CPUs: a warning naming both counts, and the run
+	 * goes on with the threads asked for; none at or below them */
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	char tn[32], want[128];
+	snprintf(tn, sizeof tn, "%ld", cpus + 2);
+	snprintf(want, sizeof want, "inferd bench: warning: %ld threads on %ld online CPUs", cpus + 2, cpus);
+	const char *over[] = {t_bin(), "bench", "-m", model, "-p", "4", "-n", "2", "-r", "1", "-t", tn, "--json", NULL};
+	rc = t_run(over, out, sizeof out, err, sizeof err);
+	CHECK(rc == 0 && strstr(err, want) && strstr(out, "\"tg_tok_s\""), "bench -t %s: exit %d: %s", tn, rc, err);
+	const char *under[] = {t_bin(), "bench", "-m", model, "-p", "4", "-n", "2", "-r", "1", "-t", "1", "--json", NULL};
+	rc = t_run(under, out, sizeof out, err, sizeof err);
+	CHECK(rc == 0 && !strstr(err, "warning"), "bench -t 1: exit %d: %s", rc, err);
 	const char *none[] = {t_bin(), "bench", "-p", "8", NULL};
 	rc = t_run(none, out, sizeof out, err, sizeof err);
 	CHECK(rc == 2 && strstr(err, "missing -m MODEL"), "bench without a model: exit %d: %s", rc, err);
