@@ -10,6 +10,7 @@
 #include "inferd.h"
 #include "cpu/membw.h"
 #include "cpu/qmm.h"
+#include "sample.h"
 #include "cmds.h"
 
 #include <errno.h>
@@ -151,17 +152,6 @@ static int batched(inferd_model_t *m, const struct inferd_model_info *info, int 
 	return rc;
 }
 
-/* greedy: the argmax of a row of logits (the first of equal ones) */
-static int32_t argmax(const float *lg, int n_vocab)
-{
-	int32_t id = 0;
-	float best = lg[0]; /* in a register: no load waiting on the last choice */
-	for (int v = 1; v < n_vocab; v++)
-		if (lg[v] > best)
-			best = lg[v], id = v;
-	return id;
-}
-
 /* Generation with the read probe between every 4 tokens: the seconds of
  * the tokens and of the probe's passes, each summed, so both are sampled
  * across the same stretch of time (a VM's bandwidth moves by 2x from
@@ -187,7 +177,7 @@ static int probed(inferd_model_t *m, const struct inferd_model_info *info, int n
 	for (int i = 0; i < n && !rc;) {
 		double t0 = now_s();
 		for (int k = 0; k < 4 && i < n && !rc; k++, i++) {
-			int32_t id = i ? argmax(lg, info->n_vocab) : 1;
+			int32_t id = i ? sample_argmax(lg, info->n_vocab) : 1;
 			rc = inferd_seq_eval(m, g, &id, 1, lg, 0, err);
 		}
 		t_tg += now_s() - t0;
@@ -229,7 +219,7 @@ static int one(inferd_model_t *m, const struct inferd_model_info *info, int p, i
 		goto out;
 	double t1 = now_s();
 	for (int i = 0; i < n; i++) { /* greedy: the next id is the argmax */
-		int32_t id = i ? argmax(lg, info->n_vocab) : 1;
+		int32_t id = i ? sample_argmax(lg, info->n_vocab) : 1;
 		if ((rc = inferd_seq_eval(m, g, &id, 1, lg, 0, err)))
 			goto out;
 	}
