@@ -128,8 +128,8 @@ struct backend {
 	size_t device_bytes;    /* device memory held: weights + KV (0 on the CPU) */
 	int host_mem;           /* 1: alloc gives host memory, so forward has the
 				 * output head write the logits straight into the
-				 * batch's (no read: a 150k vocabulary is 0.6 MB a
-				 * token, about 1% of a small model's decode step) */
+				 * batch's (no read: a 150k vocabulary's row is 0.6 MB
+				 * copied a token) */
 };
 
 /* cpu/backend_cpu.c */

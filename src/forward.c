@@ -9,7 +9,8 @@
  *   a = attention(q, cache(k, v)) ; x += a·Wo
  *   h = rmsnorm(x) ; x += (silu(h·Wgate) * h·Wup)·Wdown
  * then logits = rmsnorm(x)·Woutput for the rows the batch wants, read back
- * to the host or sampled on the device (backend.h); with device sampling,
+ * to the host (written there in place when the backend's buffers are host
+ * memory: backend.host_mem) or sampled on the device (backend.h); with device sampling,
  * the rows in b->host_rows (constrained sequences) are also read back.
  * A backend may run a norm with the products after it, or rope with
  * attention, as one op (norm_qkv, norm_gate_up, rope_attention, matmul_add:

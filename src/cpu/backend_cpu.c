@@ -49,8 +49,8 @@ static inline size_t kv_off(const struct cpu_kv *kv, int layer, int blk, int off
 	return (((size_t)layer * (size_t)kv->n_blocks + (size_t)blk) * (size_t)kv->bs + (size_t)off) * kv->row;
 }
 
-/* a weight repacked in groups of R interleaved rows (qmm.h, qmm_x8: 8, or
- * 16 for F16/BF16) */
+/* a weight repacked in groups of R interleaved rows (qmm.h, qmm_x8_rows:
+ * 8 for the K types, 16 for the others) */
 struct x8w {
 	const struct tensor *t;
 	uint8_t *data; /* rows / R groups of gbytes */
@@ -816,7 +816,7 @@ static void cpu_free(struct backend *be)
 /* ---- repacking ----
  * At creation, every product weight of a type with an interleaved layout
  * (qmm_x8: every quantized type, F16 and BF16 on AVX-512 VNNI CPUs) whose rows come in
- * groups of 8 (F16/BF16: 16) and whose bytes lie in a mapped file is repacked once, and
+ * groups of qmm_x8_rows (8 or 16) and whose bytes lie in a mapped file is repacked once, and
  * the file's pages under it are dropped from the process (madvise; the
  * mapping stays valid and would read them back), so the resident size
  * stays that of the weights (a tied head's embedding rows are read back

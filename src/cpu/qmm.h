@@ -65,7 +65,9 @@ void qmm_x8_row(int wtype, const void *group, int r, int64_t cols, void *dst);
 qmm_fn qmm_x8_get(int wtype);
 /* The most tokens one call of qmm_x8_get(wtype) takes: 8 (F16/BF16: 6). */
 int qmm_x8_max_nt(int wtype);
-/* R: 8 (F16/BF16: 16, a column of them fills a 512-bit vector). */
+/* R: 16 for F16/BF16 (a column of them fills a 512-bit vector) and the
+ * 32-value types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (4 codes of 16 rows fill
+ * one), 8 for the K types. */
 int qmm_x8_rows(int wtype);
 const char *qmm_isa_name(enum qmm_isa isa);
 
