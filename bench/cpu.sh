@@ -98,7 +98,7 @@ const tgs = rec("tg").map(l => ({ file: l[1] + " " + l[2], round: l[3], side: l[
 	tg: Number(l[7]) }));
 const pps = rec("pp").map(l => ({ file: l[1] + " " + l[2], round: l[3], side: l[4], pp: Number(l[5]), extra: l[6] }));
 const ints = rec("int").map(l => ({ file: l[1] + " " + l[2], ratio: Number(l[4]) }));
-const f = (x, d) => (isFinite(x) ? x.toFixed(d) : "-");
+const f = (x, d) => (isFinite(x) ? x.toFixed(d) : "-"), pct = x => (isFinite(x) ? (100 * x).toFixed(0) + "%" : "-");
 const pad = (s, n, left) => (left ? String(s).padEnd(n) : String(s).padStart(n));
 console.log([pad("shape", 12, 1), pad("type", 7, 1), pad("pp tok/s", 9), pad("llama pp", 9), pad("tg tok/s", 9), pad("llama tg", 9),
 	pad("pp x", 6), pad("tg x", 6), pad("tg x med", 9), pad("tg x same", 12), pad("bw% int", 8), pad("bw% adj", 8),
@@ -122,8 +122,7 @@ for (const file of [...new Set(tgs.map(r => r.file))]) {
 	console.log([pad(shape, 12, 1), pad(type, 7, 1), pad(f(opp, 2), 9), pad(f(lpp, 2), 9), pad(f(otg, 2), 9), pad(f(ltg, 2), 9),
 		pad(f(opp / lpp, 2), 6), pad(f(otg / ltg, 2), 6), pad(f(med(pairs.map(p => p.x)), 2), 9),
 		pad(ref.length ? f(med(same.map(p => p.x)), 2) + " (" + same.length + "/" + pairs.length + ")" : "-", 12),
-		pad(f(100 * inter, 0) + "%", 8), pad(f(100 * adj, 0) + "%", 8), pad(f(100 * ladj, 0) + "%", 10),
-		pad(f(100 * bb, 0) + "%", 9)].join(" "));
+		pad(pct(inter), 8), pad(pct(adj), 8), pad(pct(ladj), 10), pad(pct(bb), 9)].join(" "));
 }
 if (build) console.log("llama.cpp: " + build + ", the same threads, files and run, ROUNDS " + process.argv[2] + " alternating");
 console.log("best read bandwidth of the run (bw% best): " + best.toFixed(2) + " GB/s; every probe and run: " + process.argv[1]);
