@@ -165,11 +165,12 @@ static int probed(inferd_model_t *m, const struct inferd_model_info *info, int n
 	float *lg = malloc((size_t)info->n_vocab * sizeof *lg);
 	inferd_seq_t *g = NULL;
 	int rc = INFERD_ENOMEM;
-	if (!buf || !lg || (rc = inferd_seq_new(m, n + 1, &g, err))) {
-		if (rc == INFERD_ENOMEM)
-			snprintf(err, INFERD_ERR_LEN, "out of memory for the probe's 512 MiB");
+	if (!buf || !lg) {
+		snprintf(err, INFERD_ERR_LEN, "out of memory for the probe's 512 MiB");
 		goto out;
 	}
+	if ((rc = inferd_seq_new(m, n + 1, &g, err))) /* err says why */
+		goto out;
 	for (size_t i = 0; i < bytes / 8; i++) /* touch every page, no zero pages */
 		buf[i] = i * 0x9e3779b97f4a7c15ull;
 	double t_tg = 0, t_probe = 0;
